@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/swarmtrain/swarmtrain/node"
+)
+
+// demoResult is the one JSON object `demo --json` prints.
+type demoResult struct {
+	Run       string        `json:"run"`
+	Accuracy  float64       `json:"accuracy"`
+	HashesOK  bool          `json:"hashes_equal"`
+	Rounds    int           `json:"rounds"`
+	BytesSent int64         `json:"bytes_sent"`
+	Seconds   float64       `json:"seconds"`
+	Nodes     []node.Result `json:"nodes"`
+}
+
+func demoCmd() *cobra.Command {
+	rc := node.DefaultRunConfig()
+	var (
+		nodes   int
+		dir     string
+		dataDir string
+		asJSON  bool
+		keep    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run a local swarm: N node processes train MNIST together on loopback",
+		Long: `Start a swarm of N nodes on this machine, each its own OS process with its own
+libp2p host, identity and data shard, joined over loopback exactly as separate
+machines would join. It shows live progress, then prints the test accuracy and
+every node's state hash (equal hashes: the replicas never diverged).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if nodes < 1 || nodes > 32 {
+				return fmt.Errorf("--nodes %d: want 1..32", nodes)
+			}
+			if err := rc.Validate(); err != nil {
+				return err
+			}
+			return runDemo(cmd.Context(), rc, nodes, dir, dataDir, asJSON, keep)
+		},
+	}
+	fs := cmd.Flags()
+	runFlags(fs, &rc)
+	fs.IntVar(&nodes, "nodes", 4, "number of node processes")
+	fs.StringVar(&dir, "dir", "", "parent folder for the node directories (default: a temporary folder, removed afterwards)")
+	fs.StringVar(&dataDir, "data", "", "MNIST IDX/CSV folder (default: the copy in the GoMNIST module)")
+	fs.BoolVar(&asJSON, "json", false, "end with one JSON object on stdout: accuracy, per-node peer and hash, rounds, bytes")
+	fs.BoolVar(&keep, "keep", false, "keep the node directories (logs in <dir>/node-K/node.log)")
+	return cmd
+}
+
+type child struct {
+	dir  string
+	cmd  *exec.Cmd
+	done chan error
+	info node.Info
+}
+
+func runDemo(ctx context.Context, rc node.RunConfig, n int, dir, dataDir string, asJSON, keep bool) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	out := io.Writer(os.Stdout)
+	if asJSON {
+		out = os.Stderr // stdout carries only the final JSON
+	}
+	if dir == "" {
+		d, err := os.MkdirTemp("", "swarmtrain-demo-")
+		if err != nil {
+			return err
+		}
+		dir = d
+		if !keep {
+			defer os.RemoveAll(d)
+		}
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "demo: %d nodes on loopback, run %s, MLP 784-%v-10, %d steps of %d samples, %s\n",
+		n, rc.ID(), rc.Hidden, rc.Steps, rc.TargetBatch, rc.Optimizer)
+	start := time.Now()
+	children := make([]*child, n)
+	defer func() {
+		for _, c := range children {
+			if c != nil && c.cmd.ProcessState == nil {
+				c.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		d := filepath.Join(dir, "node-"+strconv.Itoa(i))
+		os.RemoveAll(filepath.Join(d, "result.json"))
+		os.RemoveAll(filepath.Join(d, "node.json"))
+		args := []string{"node", "--dir", d, "--quiet", "--log-file", filepath.Join(d, "node.log"),
+			"--listen", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--http", "127.0.0.1:0",
+			"--min-peers", strconv.Itoa(n), "--shard", fmt.Sprintf("%d/%d", i, n), "--linger", "3s"}
+		if dataDir != "" {
+			args = append(args, "--data", dataDir)
+		}
+		if i > 0 {
+			args = append(args, "--join", tcpAddr(children[0].info.Addrs))
+		}
+		args = append(args, runArgs(rc)...)
+		c, err := startChild(ctx, exe, d, args)
+		if err != nil {
+			return fmt.Errorf("node %d: %w", i, err)
+		}
+		children[i] = c
+	}
+	// Live progress: poll every node's /status.
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if !printSwarm(out, children, rc.Steps, start) {
+				return
+			}
+		}
+	}()
+	var failed []string
+	for i, c := range children {
+		if err := <-c.done; err != nil {
+			failed = append(failed, fmt.Sprintf("node %d: %v (log: %s)", i, err, filepath.Join(c.dir, "node.log")))
+		}
+	}
+	<-progressDone
+	if ctx.Err() != nil {
+		return errors.New("interrupted")
+	}
+	if len(failed) > 0 {
+		for _, f := range failed {
+			fmt.Fprintln(os.Stderr, f)
+		}
+		if !keep {
+			dumpLogs(children)
+		}
+		return fmt.Errorf("%d of %d nodes failed", len(failed), n)
+	}
+	res := demoResult{Run: rc.ID(), HashesOK: true, Seconds: time.Since(start).Seconds()}
+	for i, c := range children {
+		var r node.Result
+		b, err := os.ReadFile(filepath.Join(c.dir, "result.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &r)
+		}
+		if err != nil {
+			return fmt.Errorf("node %d result: %w", i, err)
+		}
+		res.Nodes = append(res.Nodes, r)
+		res.BytesSent += r.BytesSent
+		if r.Hash != res.Nodes[0].Hash || r.Step != res.Nodes[0].Step {
+			res.HashesOK = false
+		}
+		res.Rounds = max(res.Rounds, r.Rounds)
+	}
+	res.Accuracy = res.Nodes[0].Accuracy
+	fmt.Fprintf(out, "\nfinished in %.0fs: %d steps, %d rounds, %s sent in total\n", res.Seconds, res.Nodes[0].Step, res.Rounds, humanBytes(res.BytesSent))
+	for i, r := range res.Nodes {
+		fmt.Fprintf(out, "  node %d  %s  step %d  state hash %s  accuracy %.2f%%\n", i, shortPeer(r.Peer), r.Step, r.Hash, 100*r.Accuracy)
+	}
+	if res.HashesOK {
+		fmt.Fprintf(out, "all %d state hashes equal\n", n)
+	} else {
+		fmt.Fprintln(out, "STATE HASHES DIFFER: replicas diverged")
+	}
+	fmt.Fprintf(out, "test accuracy: %.2f%%\n", 100*res.Accuracy)
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	}
+	if !res.HashesOK {
+		return errors.New("replicas diverged")
+	}
+	return nil
+}
+
+func startChild(ctx context.Context, exe, dir string, args []string) (*child, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Stdout = io.Discard
+	errf, err := os.Create(filepath.Join(dir, "stderr.txt"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = errf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{dir: dir, cmd: cmd, done: make(chan error, 1)}
+	exited := make(chan error, 1)
+	go func() {
+		err := cmd.Wait()
+		errf.Close()
+		if err != nil {
+			if b, _ := os.ReadFile(filepath.Join(dir, "stderr.txt")); len(b) > 0 {
+				err = fmt.Errorf("%w: %s", err, lastLine(b))
+			}
+		}
+		exited <- err
+		c.done <- err
+	}()
+	// Wait for node.json: the node is listening and knows its addresses.
+	deadline := time.After(2 * time.Minute)
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "node.json"))
+		if err == nil && json.Unmarshal(b, &c.info) == nil && len(c.info.Addrs) > 0 {
+			return c, nil
+		}
+		select {
+		case err := <-exited:
+			c.done <- err
+			return nil, fmt.Errorf("exited before listening: %v", err)
+		case <-deadline:
+			cmd.Process.Kill()
+			return nil, errors.New("did not start within 2 minutes")
+		case <-ctx.Done():
+			cmd.Process.Kill()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// printSwarm prints one progress line from every node's /status and
+// reports whether any node is still running.
+func printSwarm(out io.Writer, children []*child, steps int, start time.Time) bool {
+	var minStep, maxStep uint64 = ^uint64(0), 0
+	var loss, rate float64
+	var in, outB int64
+	peers, alive := 0, 0
+	phase := ""
+	client := http.Client{Timeout: time.Second}
+	for _, c := range children {
+		resp, err := client.Get("http://" + c.info.HTTP + "/status")
+		if err != nil {
+			continue
+		}
+		var s node.Status
+		err = json.NewDecoder(resp.Body).Decode(&s)
+		resp.Body.Close()
+		if err != nil {
+			continue
+		}
+		alive++
+		minStep, maxStep = min(minStep, s.Step), max(maxStep, s.Step)
+		loss += s.Loss
+		rate += s.SamplesPerSec
+		in += s.BytesIn
+		outB += s.BytesOut
+		peers = max(peers, s.LivePeers)
+		phase = s.Phase
+	}
+	if alive == 0 {
+		return false
+	}
+	fmt.Fprintf(out, "[%4.0fs] %-17s step %4d/%d  loss %.3f  live peers %d  %5.0f samples/s  sent %s  received %s\n",
+		time.Since(start).Seconds(), phase, maxStep, steps, loss/float64(alive), peers, rate, humanBytes(outB), humanBytes(in))
+	return true
+}
+
+// tcpAddr prefers a TCP address: it is the fastest transport on loopback.
+func tcpAddr(addrs []string) string {
+	for _, a := range addrs {
+		if strings.Contains(a, "/tcp/") {
+			return a
+		}
+	}
+	return addrs[0]
+}
+
+func shortPeer(p string) string {
+	if len(p) > 16 {
+		return p[:8] + "…" + p[len(p)-6:]
+	}
+	return p
+}
+
+func lastLine(b []byte) string {
+	s := string(b)
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '\n' {
+			return s[i+1:]
+		}
+	}
+	return s
+}
+
+func dumpLogs(children []*child) {
+	for i, c := range children {
+		b, err := os.ReadFile(filepath.Join(c.dir, "node.log"))
+		if err != nil {
+			continue
+		}
+		if len(b) > 4000 {
+			b = b[len(b)-4000:]
+		}
+		fmt.Fprintf(os.Stderr, "--- node %d log (tail) ---\n%s\n", i, b)
+	}
+}

@@ -1,0 +1,30 @@
+// Command swarmtrain trains a model together with other machines over a
+// peer-to-peer network, or runs a whole demo swarm on one machine.
+//
+//	swarmtrain demo                       # 4 local nodes train MNIST, print accuracy
+//	swarmtrain node                       # start a swarm; prints how others join
+//	swarmtrain node --join /ip4/…/p2p/…   # join it from another machine
+//	swarmtrain devices                    # what this machine can offer
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "swarmtrain",
+		Short:         "Peer-to-peer decentralized deep-learning trainer",
+		Long:          "swarmtrain trains one model on many machines that join and leave freely.\nEvery node trains on its own data shard; gradients are averaged across the swarm over libp2p.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(nodeCmd(), demoCmd(), devicesCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "swarmtrain:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/swarmtrain/swarmtrain/node"
+)
+
+// runFlags binds the flags that define the run (and so its run ID).
+// Every peer of a swarm must pass the same values.
+func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
+	d := node.DefaultRunConfig()
+	fs.IntSliceVar(&rc.Hidden, "hidden", d.Hidden, "hidden layer widths of the MLP, comma-separated")
+	fs.IntVar(&rc.Batch, "batch", d.Batch, "local minibatch size (samples per forward/backward)")
+	fs.IntVar(&rc.TargetBatch, "target-batch", d.TargetBatch, "global batch: samples the whole swarm accumulates per optimizer step")
+	fs.StringVar(&rc.Optimizer, "optimizer", d.Optimizer, "adam, adamw, sgd or momentum")
+	fs.Float32Var(&rc.LR, "lr", d.LR, "peak learning rate (linear warm-up, then cosine decay to lr/10)")
+	fs.Float32Var(&rc.Momentum, "momentum", d.Momentum, "SGD momentum (optimizer momentum)")
+	fs.Float32Var(&rc.WeightDecay, "weight-decay", d.WeightDecay, "weight decay (decoupled for adamw)")
+	fs.IntVar(&rc.Warmup, "warmup", d.Warmup, "learning-rate warm-up steps")
+	fs.IntVar(&rc.Steps, "steps", d.Steps, "optimizer steps of the run")
+	fs.Uint64Var(&rc.Seed, "seed", d.Seed, "seed for weights and data order")
+	fs.StringVar(&rc.Codec, "codec", d.Codec, "gradient codec on the wire: fp32 or fp16")
+	fs.StringVar(&rc.Lossless, "lossless", d.Lossless, "lossless stage after the codec: none or zstd")
+	rc.Dataset = d.Dataset
+}
+
+// runArgs turns a run config back into the flags runFlags reads, so the
+// demo can start child nodes on exactly its run.
+func runArgs(rc node.RunConfig) []string {
+	hidden := make([]string, len(rc.Hidden))
+	for i, h := range rc.Hidden {
+		hidden[i] = strconv.Itoa(h)
+	}
+	f32 := func(x float32) string { return strconv.FormatFloat(float64(x), 'g', -1, 32) }
+	return []string{
+		"--hidden", strings.Join(hidden, ","), "--batch", strconv.Itoa(rc.Batch), "--target-batch", strconv.Itoa(rc.TargetBatch),
+		"--optimizer", rc.Optimizer, "--lr", f32(rc.LR), "--momentum", f32(rc.Momentum), "--weight-decay", f32(rc.WeightDecay),
+		"--warmup", strconv.Itoa(rc.Warmup), "--steps", strconv.Itoa(rc.Steps), "--seed", strconv.FormatUint(rc.Seed, 10),
+		"--codec", rc.Codec, "--lossless", rc.Lossless,
+	}
+}
+
+// parseShard reads "K/N" (0-based K).
+func parseShard(s string) (k, n int, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	a, b, ok := strings.Cut(s, "/")
+	if ok {
+		k, err = strconv.Atoi(a)
+		if err == nil {
+			n, err = strconv.Atoi(b)
+		}
+	}
+	if !ok || err != nil || n < 1 || k < 0 || k >= n {
+		return 0, 0, fmt.Errorf("--shard %q: want K/N with 0 <= K < N, e.g. 0/4", s)
+	}
+	return k, n, nil
+}
+
+func nodeCmd() *cobra.Command {
+	cfg := node.DefaultConfig()
+	var (
+		shard, logFile string
+		port           int
+		asJSON, quiet  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run one peer: start a swarm, or join one with --join",
+		Long: `Run one peer of a swarm.
+
+Without --join it starts a new swarm and prints the command others use to join.
+With --join it connects to a peer, checks that both are on the same run (same
+model, data and hyperparameters; otherwise both sides print why they refused),
+downloads the current state if the swarm is already training, and trains along.
+Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
+		Example: `  swarmtrain node --dir ./n1 --port 4001
+  swarmtrain node --dir ./n2 --join /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW...`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if cfg.Shard, cfg.Shards, err = parseShard(shard); err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("listen") {
+				cfg.Listen = []string{fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", port), fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", port)}
+			}
+			var logw io.Writer = os.Stderr
+			if logFile != "" {
+				f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				logw = f
+			} else if quiet {
+				logw = io.Discard
+			}
+			cfg.Log = logw
+			return runNode(cmd.Context(), cfg, asJSON, quiet)
+		},
+	}
+	fs := cmd.Flags()
+	runFlags(fs, &cfg.Run)
+	fs.StringVar(&cfg.Dir, "dir", "swarmtrain-node", "node directory: identity key, node.json, result.json (one per node)")
+	fs.IntVar(&port, "port", 0, "TCP and UDP (QUIC) port to listen on; 0 picks a free one")
+	fs.StringSliceVar(&cfg.Listen, "listen", cfg.Listen, "multiaddrs to listen on (overrides --port)")
+	fs.StringSliceVar(&cfg.Join, "join", nil, "multiaddr of a peer to join, /ip4/…/tcp/…/p2p/12D3…; repeatable")
+	fs.StringVar(&cfg.HTTP, "http", "", "serve /status and /metrics on this address, e.g. 127.0.0.1:9090")
+	fs.StringVar(&cfg.DataDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module")
+	fs.StringVar(&shard, "shard", "", "train on shard K of N of the training set (K/N, 0-based); default: whole set in a per-peer order")
+	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")
+	fs.DurationVar(&cfg.Linger, "linger", 0, "after the last step, keep serving state and /status this long")
+	fs.StringVar(&logFile, "log-file", "", "append the log here instead of stderr")
+	fs.BoolVar(&asJSON, "json", false, "print the final result as JSON on stdout")
+	fs.BoolVar(&quiet, "quiet", false, "no progress lines (and no log unless --log-file)")
+	return cmd
+}
+
+func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return err
+	}
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	if !quiet {
+		addrs := n.Addrs()
+		fmt.Fprintf(os.Stderr, "swarmtrain node %s\n  run %s  device: %s\n", n.ID(), n.RunID(), n.Device().Summary())
+		if len(addrs) > 0 {
+			fmt.Fprintf(os.Stderr, "  join with: swarmtrain node --join %s\n", addrs[0])
+			for _, a := range addrs[1:] {
+				fmt.Fprintf(os.Stderr, "         or: --join %s\n", a)
+			}
+		}
+		go printProgress(ctx, n)
+	}
+	res, err := n.Run(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(res)
+	}
+	if !quiet {
+		fmt.Fprintf(os.Stderr, "done: step %d, test accuracy %.2f%%, state hash %s\n", res.Step, 100*res.Accuracy, res.Hash)
+	}
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
+		return ctx.Err()
+	}
+	return nil
+}
+
+func printProgress(ctx context.Context, n *node.Node) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := n.Status()
+		if s.Phase == "finished" {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "%-17s step %d/%d  loss %.3f  peers %d  %.0f samples/s  in %s  out %s\n",
+			s.Phase, s.Step, s.Steps, s.Loss, s.LivePeers, s.SamplesPerSec, humanBytes(s.BytesIn), humanBytes(s.BytesOut))
+	}
+}
+
+func humanBytes(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}

@@ -1,0 +1,135 @@
+package compression
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+)
+
+// FP16 stores each value as little-endian IEEE binary16 (half precision),
+// halving the bytes at a relative error of at most 2^-11 for values in the
+// normal half range [2^-14, 65504].
+//
+// Rounding is to nearest, ties to even, including into the subnormal range
+// (steps of 2^-24); magnitudes below 2^-25 become a signed zero.
+// Finite values that would round beyond the half range saturate to ±65504
+// (0x7BFF / 0xFBFF) instead of becoming ±Inf: one large gradient element
+// must not turn into an Inf that makes the whole part undecodable.
+// ±Inf stays ±Inf and NaN becomes the quiet NaN 0x7E00 with its sign kept;
+// EncodePart refuses both before they reach the codec.
+type FP16 struct{}
+
+func (FP16) ID() CodecID                 { return IDFP16 }
+func (FP16) Name() string                { return "fp16" }
+func (FP16) MaxEncodedLen(count int) int { return 2 * count }
+func (FP16) ShuffleWidth() int           { return 2 }
+
+// Encode appends 2*len(src) bytes to dst.
+func (FP16) Encode(dst []byte, src []float32) []byte {
+	n := len(dst)
+	dst = slices.Grow(dst, 2*len(src))[:n+2*len(src)]
+	out := dst[n:]
+	for i, v := range src {
+		// The normal range inline, the rest out of line: ~3× faster than
+		// calling HalfFromFloat32, which the compiler does not inline.
+		b := math.Float32bits(v)
+		var h uint16
+		if a := b & 0x7fffffff; a-halfMinNormal32 < halfMaxNormal32-halfMinNormal32 {
+			h = uint16(b>>16)&0x8000 | halfNormal(a)
+		} else {
+			h = HalfFromFloat32(v)
+		}
+		binary.LittleEndian.PutUint16(out[2*i:], h)
+	}
+	return dst
+}
+
+// Decode requires len(src) == 2*len(dst). Every half converts exactly to a
+// float32, so decoding is bit-identical on every platform.
+func (FP16) Decode(dst []float32, src []byte) error {
+	if len(src) != 2*len(dst) {
+		return fmt.Errorf("%w: fp16: %d bytes for %d values", ErrMalformed, len(src), len(dst))
+	}
+	for i := range dst {
+		h := binary.LittleEndian.Uint16(src[2*i:])
+		if e := h & 0x7c00; e != 0 && e != 0x7c00 {
+			// Normal: rebias the exponent, widen the mantissa (inline).
+			dst[i] = math.Float32frombits(uint32(h&0x8000)<<16 | (uint32(h&0x7fff)<<13 + 112<<23))
+			continue
+		}
+		dst[i] = Float32FromHalf(h)
+	}
+	return nil
+}
+
+// HalfFromFloat32 converts f to IEEE binary16 bits with the rounding and
+// saturation rules documented on FP16. It uses integer arithmetic only, so
+// the result does not depend on the FPU or the compiler.
+func HalfFromFloat32(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	a := b & 0x7fffffff
+	switch {
+	case a >= halfMinNormal32 && a < halfMaxNormal32:
+		return sign | halfNormal(a)
+	case a > 0x7f800000:
+		return sign | 0x7e00 // NaN
+	case a == 0x7f800000:
+		return sign | 0x7c00 // ±Inf
+	case a >= 0x47800000:
+		return sign | 0x7bff // too large even before rounding: saturate
+	case a < 0x33000000:
+		return sign // at most half the smallest subnormal: ties to even 0
+	}
+	// Subnormal half: the value in units of 2^-24 is full >> shift, with
+	// full the 24-bit significand and shift 14..24 for float32 exponents
+	// 102..112.
+	full := a&0x7fffff | 0x800000
+	shift := 126 - a>>23
+	h := full >> shift
+	rem := full & (1<<shift - 1)
+	half := uint32(1) << (shift - 1)
+	if rem > half || (rem == half && h&1 == 1) {
+		h++ // may carry into the smallest normal, 0x0400, which is correct
+	}
+	return sign | uint16(h)
+}
+
+// Float32 bit patterns (sign cleared) bounding the inputs that land in the
+// half normal range before rounding: 2^-14 and 2^16.
+const (
+	halfMinNormal32 = 0x38800000
+	halfMaxNormal32 = 0x47800000
+)
+
+// halfNormal converts a, float32 bits without sign in [halfMinNormal32,
+// halfMaxNormal32), to half bits without sign. Adding 0xfff plus the lowest
+// kept bit rounds to nearest-even without a branch (ties are coin flips on
+// real data, so a branch would mispredict half the time); a carry out of
+// the mantissa correctly bumps the exponent; subtracting 112<<10 rebiases
+// 127 to 15; min saturates what rounded up to Inf.
+func halfNormal(a uint32) uint16 {
+	return uint16(min((a+0xfff+(a>>13)&1)>>13-112<<10, 0x7bff))
+}
+
+// Float32FromHalf converts IEEE binary16 bits to float32 exactly; NaN
+// payloads are kept in the top mantissa bits.
+func Float32FromHalf(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	e := uint32(h>>10) & 0x1f
+	m := uint32(h & 0x3ff)
+	switch {
+	case e == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | m<<13)
+	case e != 0:
+		return math.Float32frombits(sign | (e+112)<<23 | m<<13)
+	case m == 0:
+		return math.Float32frombits(sign)
+	}
+	// Subnormal m * 2^-24: normalise so the leading one becomes implicit.
+	shift := uint32(11 - bits.Len32(m)) // 1..10 left shifts to reach bit 10
+	m <<= shift
+	return math.Float32frombits(sign | (113-shift)<<23 | (m&0x3ff)<<13)
+}

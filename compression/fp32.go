@@ -1,0 +1,39 @@
+package compression
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+)
+
+// FP32 is the identity codec: each value as little-endian IEEE binary32.
+// It is bit-exact, so it is the reference the lossy codecs are measured by.
+type FP32 struct{}
+
+func (FP32) ID() CodecID                 { return IDFP32 }
+func (FP32) Name() string                { return "fp32" }
+func (FP32) MaxEncodedLen(count int) int { return 4 * count }
+func (FP32) ShuffleWidth() int           { return 4 }
+
+// Encode appends 4*len(src) bytes to dst.
+func (FP32) Encode(dst []byte, src []float32) []byte {
+	n := len(dst)
+	dst = slices.Grow(dst, 4*len(src))[:n+4*len(src)]
+	out := dst[n:]
+	for i, v := range src {
+		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
+	}
+	return dst
+}
+
+// Decode requires len(src) == 4*len(dst).
+func (FP32) Decode(dst []float32, src []byte) error {
+	if len(src) != 4*len(dst) {
+		return fmt.Errorf("%w: fp32: %d bytes for %d values", ErrMalformed, len(src), len(dst))
+	}
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+	}
+	return nil
+}

@@ -1,0 +1,422 @@
+package gossip
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/compression"
+)
+
+// Round is one averaging round as announced by its assembler. Every
+// member holds the same Round, so every member derives the same parts.
+type Round struct {
+	ID      string
+	Step    uint64
+	Members []peer.ID // ordered; member i owns part i
+	Samples []int     // weight of each member: samples behind its gradient
+}
+
+// Index returns p's position in the round, or -1.
+func (r Round) Index(p peer.ID) int {
+	for i, m := range r.Members {
+		if m == p {
+			return i
+		}
+	}
+	return -1
+}
+
+// RoundID derives the round identifier from what defines the round, so
+// two assemblers can never announce different rounds under one ID.
+func RoundID(run string, step uint64, members []peer.ID, samples []int) string {
+	h := sha256.New()
+	h.Write([]byte(run))
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], step)
+	h.Write(b[:])
+	for i, m := range members {
+		h.Write([]byte(m))
+		binary.LittleEndian.PutUint64(b[:], uint64(samples[i]))
+		h.Write(b[:])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// PartBounds returns the half-open range [lo, hi) of part i when a vector
+// of n values is split among k owners.
+func PartBounds(n, k, i int) (lo, hi int) {
+	return i * n / k, (i + 1) * n / k
+}
+
+// AveragerConfig tunes the all-reduce.
+type AveragerConfig struct {
+	Codec    compression.Codec    // lossy stage for parts and results
+	Lossless compression.Lossless // lossless stage after it
+	// RoundTimeout bounds a whole round; a member that has not delivered
+	// its part by then fails the round for everyone that waits on it.
+	RoundTimeout time.Duration
+}
+
+// Averager runs reduce-scatter + all-gather all-reduces over a Transport.
+// Member i streams part j of its vector to member j; member j averages the
+// parts in member order, weighted by samples, encodes the average once and
+// sends those same bytes back to every member. Every member, the owner
+// too, decodes the same bytes, so all end with bit-identical averages.
+type Averager struct {
+	t   Transport
+	cfg AveragerConfig
+
+	mu     sync.Mutex
+	rounds map[string]*roundState
+
+	bytesSent, bytesRecv atomic.Int64
+}
+
+// NewAverager registers the all-reduce protocol on t.
+func NewAverager(t Transport, cfg AveragerConfig) *Averager {
+	if cfg.RoundTimeout <= 0 {
+		cfg.RoundTimeout = 30 * time.Second
+	}
+	a := &Averager{t: t, cfg: cfg, rounds: map[string]*roundState{}}
+	t.Handle(ProtoAllReduce, a.serve)
+	return a
+}
+
+// BytesSent and BytesReceived count all-reduce payload bytes.
+func (a *Averager) BytesSent() int64     { return a.bytesSent.Load() }
+func (a *Averager) BytesReceived() int64 { return a.bytesRecv.Load() }
+
+// roundState is one round as seen by this peer acting as the owner of a
+// part. Senders may arrive before the local AllReduce call registers the
+// round; they wait on ready.
+type roundState struct {
+	created time.Time
+	ready   chan struct{} // closed once round, parts and own are set
+	round   Round
+	lo, hi  int
+
+	mu       sync.Mutex
+	contribs [][]float32 // by member index; own filled locally
+	missing  int
+	arrived  chan struct{} // closed when missing reaches 0
+
+	done   chan struct{} // closed when result or err is set
+	result []byte
+	err    error
+}
+
+type partHeader struct {
+	Round   string `json:"round"`
+	Sender  int    `json:"sender"`
+	Part    int    `json:"part"`
+	Samples int    `json:"samples"`
+}
+
+const maxHeader = 1 << 10
+
+// maxPartFrame bounds an encoded part of count values: fp32 payload plus
+// room for headers and a lossless stage that failed to shrink.
+func maxPartFrame(count int) int { return 4*count + 4*count/64 + 1024 }
+
+func (a *Averager) state(id string) *roundState {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	for k, rs := range a.rounds {
+		if now.Sub(rs.created) > 4*a.cfg.RoundTimeout {
+			delete(a.rounds, k)
+		}
+	}
+	rs, ok := a.rounds[id]
+	if !ok {
+		rs = &roundState{created: now, ready: make(chan struct{}), arrived: make(chan struct{}), done: make(chan struct{})}
+		a.rounds[id] = rs
+	}
+	return rs
+}
+
+func (a *Averager) forget(id string) {
+	a.mu.Lock()
+	delete(a.rounds, id)
+	a.mu.Unlock()
+}
+
+// AllReduce averages local with the other members of r, weighted by
+// r.Samples, and writes the result into out (len(out) == len(local)).
+// local is never modified, so a failed round can be retried with it. On
+// error out holds garbage and must not be applied.
+func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32) error {
+	if len(out) != len(local) {
+		return fmt.Errorf("allreduce: out has %d values, local %d", len(out), len(local))
+	}
+	me := r.Index(a.t.Self())
+	if me < 0 {
+		return fmt.Errorf("allreduce: %s is not a member of round %s", a.t.Self(), r.ID)
+	}
+	if len(r.Samples) != len(r.Members) {
+		return errors.New("allreduce: round has mismatched members and samples")
+	}
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.RoundTimeout)
+	defer cancel()
+
+	k := len(r.Members)
+	n := len(local)
+	lo, hi := PartBounds(n, k, me)
+
+	rs := a.state(r.ID)
+	defer func() {
+		// Keep the state around briefly so late senders get an answer,
+		// then drop it; state() also expires old rounds.
+		time.AfterFunc(a.cfg.RoundTimeout, func() { a.forget(r.ID) })
+	}()
+	rs.mu.Lock()
+	rs.round, rs.lo, rs.hi = r, lo, hi
+	rs.contribs = make([][]float32, k)
+	rs.contribs[me] = local[lo:hi]
+	rs.missing = k - 1
+	if rs.missing == 0 {
+		close(rs.arrived)
+	}
+	rs.mu.Unlock()
+	close(rs.ready)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, k)
+	for j := range r.Members {
+		if j == me {
+			continue
+		}
+		wg.Add(1)
+		go func(j int) {
+			defer wg.Done()
+			if err := a.exchange(ctx, r, me, j, local, out); err != nil {
+				errs <- fmt.Errorf("part %d with %s: %w", j, r.Members[j].ShortString(), err)
+			}
+		}(j)
+	}
+
+	ownErr := a.reduceOwnPart(ctx, rs, r, out[lo:hi])
+	wg.Wait()
+	close(errs)
+	if ownErr != nil {
+		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
+	}
+	for err := range errs {
+		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), err)
+	}
+	return nil
+}
+
+// reduceOwnPart waits for every member's copy of this peer's part,
+// averages them, and publishes the encoded result for the senders.
+func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, out []float32) error {
+	fail := func(err error) error {
+		rs.mu.Lock()
+		rs.err = err
+		rs.mu.Unlock()
+		close(rs.done)
+		return err
+	}
+	select {
+	case <-rs.arrived:
+	case <-ctx.Done():
+		return fail(fmt.Errorf("waiting for parts: %w", ctx.Err()))
+	}
+	rs.mu.Lock()
+	contribs := rs.contribs
+	rs.mu.Unlock()
+	avg := WeightedMean(contribs, r.Samples)
+	enc, err := compression.EncodePart(nil, a.cfg.Codec, a.cfg.Lossless, avg)
+	if err != nil {
+		return fail(err)
+	}
+	// The owner uses the decoded bytes too: that is what makes every
+	// member's copy bit-identical under a lossy codec.
+	if err := compression.DecodePart(out, enc); err != nil {
+		return fail(err)
+	}
+	rs.mu.Lock()
+	rs.result = enc
+	rs.mu.Unlock()
+	close(rs.done)
+	return nil
+}
+
+// WeightedMean returns Σ w_m·x_m / Σ w_m, accumulated in member order with
+// explicit float32 roundings so every architecture computes the same bits
+// (the conversions forbid fusing into FMA).
+func WeightedMean(xs [][]float32, weights []int) []float32 {
+	if len(xs) == 0 {
+		return nil
+	}
+	n := len(xs[0])
+	acc := make([]float32, n)
+	var total float32
+	for m, x := range xs {
+		w := float32(weights[m])
+		total += w
+		for e := range acc {
+			acc[e] = acc[e] + float32(w*x[e])
+		}
+	}
+	inv := float32(1) / total
+	for e := range acc {
+		acc[e] = float32(acc[e] * inv)
+	}
+	return acc
+}
+
+// exchange sends this peer's copy of part j to its owner and receives the
+// averaged part back into out.
+func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out []float32) error {
+	lo, hi := PartBounds(len(local), len(r.Members), j)
+	s, err := a.t.Open(ctx, r.Members[j], ProtoAllReduce)
+	if err != nil {
+		return err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Reset()
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
+
+	hdr, _ := json.Marshal(partHeader{Round: r.ID, Sender: me, Part: j, Samples: r.Samples[me]})
+	if err := s.Send(hdr); err != nil {
+		return err
+	}
+	enc, err := compression.EncodePart(nil, a.cfg.Codec, a.cfg.Lossless, local[lo:hi])
+	if err != nil {
+		return err
+	}
+	if err := s.Send(enc); err != nil {
+		return err
+	}
+	a.bytesSent.Add(int64(len(enc) + len(hdr)))
+	res, err := s.Recv(maxPartFrame(hi - lo))
+	if err != nil {
+		return err
+	}
+	a.bytesRecv.Add(int64(len(res)))
+	if err := decodeResult(out[lo:hi], res); err != nil {
+		return err
+	}
+	ok = true
+	s.Close()
+	return nil
+}
+
+// Result frames start with a status byte: 0 and the encoded average, or 1
+// and the owner's reason for failing the round.
+const (
+	resultOK   = 0
+	resultFail = 1
+)
+
+func decodeResult(dst []float32, frame []byte) error {
+	if len(frame) == 0 {
+		return errors.New("empty result frame")
+	}
+	switch frame[0] {
+	case resultOK:
+		return compression.DecodePart(dst, frame[1:])
+	case resultFail:
+		return fmt.Errorf("owner failed the round: %s", truncate(string(frame[1:]), 200))
+	default:
+		return fmt.Errorf("bad result status %d", frame[0])
+	}
+}
+
+// serve handles one sender's part for a round this peer owns a part of.
+func (a *Averager) serve(s Stream) {
+	ok := false
+	defer func() {
+		if !ok {
+			s.Reset()
+		}
+	}()
+	hb, err := s.Recv(maxHeader)
+	if err != nil {
+		return
+	}
+	var h partHeader
+	if err := json.Unmarshal(hb, &h); err != nil || len(h.Round) == 0 || len(h.Round) > 64 {
+		return
+	}
+	a.mu.Lock()
+	_, known := a.rounds[h.Round]
+	tooMany := len(a.rounds) > 256
+	a.mu.Unlock()
+	if !known && tooMany {
+		return // don't let strangers grow the table
+	}
+	rs := a.state(h.Round)
+	select {
+	case <-rs.ready:
+	case <-time.After(a.cfg.RoundTimeout):
+		return
+	}
+	r := rs.round
+	me := r.Index(a.t.Self())
+	if h.Sender < 0 || h.Sender >= len(r.Members) || h.Sender == me || r.Members[h.Sender] != s.RemotePeer() ||
+		h.Part != me || h.Samples != r.Samples[h.Sender] {
+		s.Send(append([]byte{resultFail}, "header does not match the round"...))
+		return
+	}
+	count := rs.hi - rs.lo
+	frame, err := s.Recv(maxPartFrame(count))
+	if err != nil {
+		return
+	}
+	a.bytesRecv.Add(int64(len(frame) + len(hb)))
+	part := make([]float32, count)
+	if err := compression.DecodePart(part, frame); err != nil {
+		s.Send(append([]byte{resultFail}, err.Error()...))
+		return
+	}
+	rs.mu.Lock()
+	if rs.contribs[h.Sender] != nil {
+		rs.mu.Unlock()
+		return // duplicate sender
+	}
+	rs.contribs[h.Sender] = part
+	rs.missing--
+	if rs.missing == 0 {
+		close(rs.arrived)
+	}
+	rs.mu.Unlock()
+
+	select {
+	case <-rs.done:
+	case <-time.After(a.cfg.RoundTimeout):
+		return
+	}
+	rs.mu.Lock()
+	result, rerr := rs.result, rs.err
+	rs.mu.Unlock()
+	if rerr != nil {
+		s.Send(append([]byte{resultFail}, rerr.Error()...))
+		return
+	}
+	frameOut := make([]byte, 0, len(result)+1)
+	frameOut = append(frameOut, resultOK)
+	frameOut = append(frameOut, result...)
+	if err := s.Send(frameOut); err != nil {
+		return
+	}
+	a.bytesSent.Add(int64(len(frameOut)))
+	ok = true
+	s.Close()
+}

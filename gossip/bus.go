@@ -1,0 +1,115 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// TopicName is the gossipsub topic of a run for one message kind; runs
+// never share a topic, so peers of different runs never mix messages.
+func TopicName(run string, kind Kind) string {
+	return "swarmtrain/" + run + "/" + string(kind)
+}
+
+// Bus carries the small control messages of a run (heartbeats and
+// progress) over gossipsub. Every message is validated before delivery:
+// it must decode, belong to the topic's kind and run, and be signed by the
+// peer it claims to come from. Invalid messages are rejected, which
+// lowers the sender's gossipsub score.
+type Bus struct {
+	ps     *pubsub.PubSub
+	topics map[Kind]*pubsub.Topic
+	cancel context.CancelFunc
+}
+
+// NewBus joins the run's topics on h and calls deliver for every valid
+// message from another peer, from one goroutine per topic.
+func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer.ID, m Message)) (*Bus, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	ps, err := pubsub.NewGossipSub(ctx, h,
+		pubsub.WithMaxMessageSize(4*MaxMessageSize),
+		pubsub.WithPeerExchange(true),
+	)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("gossipsub: %w", err)
+	}
+	b := &Bus{ps: ps, topics: map[Kind]*pubsub.Topic{}, cancel: cancel}
+	for _, kind := range []Kind{KindHeartbeat, KindProgress} {
+		name := TopicName(run, kind)
+		kind := kind
+		err := ps.RegisterTopicValidator(name, func(_ context.Context, _ peer.ID, pm *pubsub.Message) pubsub.ValidationResult {
+			m, err := Decode(pm.Data)
+			if err != nil || m.Kind != kind || !fromMatches(m, run, pm.GetFrom()) {
+				return pubsub.ValidationReject
+			}
+			pm.ValidatorData = m
+			return pubsub.ValidationAccept
+		})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		t, err := ps.Join(name)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		sub, err := t.Subscribe()
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		b.topics[kind] = t
+		go func() {
+			for {
+				pm, err := sub.Next(ctx)
+				if err != nil {
+					return
+				}
+				if pm.Local {
+					continue
+				}
+				if m, ok := pm.ValidatorData.(Message); ok {
+					deliver(pm.GetFrom(), m)
+				}
+			}
+		}()
+	}
+	return b, nil
+}
+
+func fromMatches(m Message, run string, from peer.ID) bool {
+	switch m.Kind {
+	case KindHeartbeat:
+		return m.Heartbeat.Peer == from && m.Heartbeat.Run == run
+	case KindProgress:
+		return m.Progress.Peer == from && m.Progress.Run == run
+	}
+	return false
+}
+
+// Publish sends m on the topic of its kind.
+func (b *Bus) Publish(ctx context.Context, m Message) error {
+	t, ok := b.topics[m.Kind]
+	if !ok {
+		return fmt.Errorf("gossip: no topic for %s", m.Kind)
+	}
+	data, err := Encode(m)
+	if err != nil {
+		return err
+	}
+	return t.Publish(ctx, data)
+}
+
+// Close leaves the topics.
+func (b *Bus) Close() {
+	b.cancel()
+	for _, t := range b.topics {
+		t.Close()
+	}
+}

@@ -1,0 +1,164 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// RefusedError is a run mismatch, with the reason both sides print.
+type RefusedError struct {
+	Peer   peer.ID
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("peer %s refused us: %s", e.Peer.ShortString(), e.Reason)
+}
+
+// Admission answers hellos: a peer on the same run is welcome; any other
+// gets a reason naming what differs, and OnRefuse lets the caller log it
+// and hang up.
+type Admission struct {
+	Run    string
+	Config json.RawMessage // canonical JSON of the run config
+	// OnResult is called for every hello answered or sent.
+	OnResult func(p peer.ID, ok bool, reason string, inbound bool)
+}
+
+// Serve registers the hello protocol on t.
+func (a *Admission) Serve(t Transport) {
+	t.Handle(ProtoHello, func(s Stream) {
+		b, err := s.Recv(MaxMessageSize)
+		if err != nil {
+			s.Reset()
+			return
+		}
+		msg, err := Decode(b)
+		var w Welcome
+		switch {
+		case err != nil:
+			w = Welcome{Run: a.Run, Reason: "unreadable hello: " + err.Error()}
+		case msg.Kind != KindHello:
+			w = Welcome{Run: a.Run, Reason: "expected hello, got " + string(msg.Kind)}
+		default:
+			w = a.judge(*msg.Hello)
+		}
+		out, err := Encode(Message{Kind: KindWelcome, Welcome: &w})
+		if err == nil {
+			s.Send(out)
+		}
+		s.Close()
+		if a.OnResult != nil {
+			a.OnResult(s.RemotePeer(), w.OK, w.Reason, true)
+		}
+	})
+}
+
+func (a *Admission) judge(h Hello) Welcome {
+	if h.Run == a.Run {
+		return Welcome{OK: true, Run: a.Run}
+	}
+	return Welcome{Run: a.Run, Reason: "different run: " + ConfigDiff(a.Config, h.Config)}
+}
+
+// Greet says hello to p and returns a *RefusedError if p is on another run.
+func (a *Admission) Greet(ctx context.Context, t Transport, p peer.ID) error {
+	s, err := t.Open(ctx, p, ProtoHello)
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
+	b, err := Encode(Message{Kind: KindHello, Hello: &Hello{Run: a.Run, Config: a.Config}})
+	if err != nil {
+		s.Reset()
+		return err
+	}
+	if err := s.Send(b); err != nil {
+		s.Reset()
+		return err
+	}
+	resp, err := s.Recv(MaxMessageSize)
+	if err != nil {
+		s.Reset()
+		return fmt.Errorf("hello to %s: %w", p.ShortString(), err)
+	}
+	s.Close()
+	msg, err := Decode(resp)
+	if err != nil {
+		return err
+	}
+	if msg.Kind != KindWelcome {
+		return fmt.Errorf("hello to %s: expected welcome, got %s", p.ShortString(), msg.Kind)
+	}
+	w := msg.Welcome
+	if !w.OK {
+		if a.OnResult != nil {
+			a.OnResult(p, false, w.Reason, false)
+		}
+		return &RefusedError{Peer: p, Reason: w.Reason}
+	}
+	if w.Run != a.Run {
+		return &RefusedError{Peer: p, Reason: "welcomed us to another run " + truncate(w.Run, 16)}
+	}
+	if a.OnResult != nil {
+		a.OnResult(p, true, "", false)
+	}
+	return nil
+}
+
+// ConfigDiff names the top-level fields where two JSON configs differ,
+// as "field: ours X, theirs Y". The configs come from us and from a peer;
+// an unreadable peer config is reported as such.
+func ConfigDiff(ours, theirs json.RawMessage) string {
+	var a, b map[string]json.RawMessage
+	if err := json.Unmarshal(ours, &a); err != nil {
+		return "our config is unreadable"
+	}
+	if err := json.Unmarshal(theirs, &b); err != nil {
+		return "their config is unreadable"
+	}
+	keys := map[string]bool{}
+	for k := range a {
+		keys[k] = true
+	}
+	for k := range b {
+		keys[k] = true
+	}
+	var names []string
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var diffs []string
+	for _, k := range names {
+		if !bytes.Equal(compact(a[k]), compact(b[k])) {
+			diffs = append(diffs, fmt.Sprintf("%s: ours %s, theirs %s", k, show(a[k]), show(b[k])))
+		}
+	}
+	if len(diffs) == 0 {
+		return "configs hash differently (different software version?)"
+	}
+	return strings.Join(diffs, "; ")
+}
+
+func compact(r json.RawMessage) []byte {
+	var buf bytes.Buffer
+	if json.Compact(&buf, r) != nil {
+		return r
+	}
+	return buf.Bytes()
+}
+
+func show(r json.RawMessage) string {
+	if r == nil {
+		return "(unset)"
+	}
+	return truncate(string(compact(r)), 80)
+}

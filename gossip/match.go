@@ -1,0 +1,304 @@
+package gossip
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Assembler picks who assembles the group for step: the candidate with the
+// lowest hash of (peer, step). Every peer with the same view picks the
+// same one, and the role rotates from step to step.
+func Assembler(step uint64, candidates []peer.ID) peer.ID {
+	var best peer.ID
+	var bestSum [32]byte
+	for i, p := range candidates {
+		h := sha256.New()
+		h.Write([]byte(p))
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], step)
+		h.Write(b[:])
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		if i == 0 || string(sum[:]) < string(bestSum[:]) {
+			best, bestSum = p, sum
+		}
+	}
+	return best
+}
+
+// ErrBehind means the swarm already averaged this step without us: the
+// caller's state is stale and must be downloaded again.
+var ErrBehind = errors.New("swarm moved past this step")
+
+// MatchConfig tunes matchmaking.
+type MatchConfig struct {
+	Run string
+	// JoinWindow is how long an assembler waits, after the first join, for
+	// the peers it expects; then it starts the round with whoever came.
+	// Longer tolerates slower peers; shorter bounds the stall a dead peer causes.
+	JoinWindow time.Duration
+	// Slack is how much longer than JoinWindow a joiner waits for the
+	// group before trying again.
+	Slack time.Duration
+}
+
+// Matchmaker forms the group for each step. Ready peers send Join to the
+// step's assembler; the assembler answers every joiner with the same
+// ordered Group once all expected peers joined or JoinWindow passed.
+type Matchmaker struct {
+	t   Transport
+	cfg MatchConfig
+	// step reports the local step; joins for older steps are refused with
+	// a hint to resync.
+	step func() uint64
+	// expected lists the peers (self included) the assembler waits for at a step.
+	expected func(step uint64) []peer.ID
+
+	mu         sync.Mutex
+	assemblies map[uint64]*assembly
+}
+
+type assembly struct {
+	step   uint64
+	mu     sync.Mutex
+	joined map[peer.ID]int
+	joinCh chan struct{} // poked on each join
+	done   chan struct{}
+	group  Group
+}
+
+// NewMatchmaker registers the match protocol on t.
+func NewMatchmaker(t Transport, cfg MatchConfig, step func() uint64, expected func(uint64) []peer.ID) *Matchmaker {
+	if cfg.JoinWindow <= 0 {
+		cfg.JoinWindow = 2 * time.Second
+	}
+	if cfg.Slack <= 0 {
+		cfg.Slack = 3 * time.Second
+	}
+	m := &Matchmaker{t: t, cfg: cfg, step: step, expected: expected, assemblies: map[uint64]*assembly{}}
+	t.Handle(ProtoMatch, m.serve)
+	return m
+}
+
+// Match joins the group for step with samples of work, and returns the
+// round once the assembler announced it. candidates is the caller's view
+// of live peers at step, self included.
+func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candidates []peer.ID) (Round, error) {
+	leader := Assembler(step, candidates)
+	var g Group
+	if leader == m.t.Self() {
+		var err error
+		g, err = m.join(ctx, m.t.Self(), Join{Run: m.cfg.Run, Step: step, Samples: samples})
+		if err != nil {
+			return Round{}, err
+		}
+	} else {
+		var err error
+		g, err = m.ask(ctx, leader, Join{Run: m.cfg.Run, Step: step, Samples: samples})
+		if err != nil {
+			return Round{}, fmt.Errorf("assembler %s: %w", leader.ShortString(), err)
+		}
+	}
+	if len(g.Members) == 0 {
+		if g.Reason == behindReason {
+			return Round{}, ErrBehind
+		}
+		return Round{}, fmt.Errorf("refused by assembler %s: %s", leader.ShortString(), g.Reason)
+	}
+	r := Round{ID: g.Round, Step: g.Step, Members: g.Members, Samples: g.Samples}
+	if g.Run != m.cfg.Run || g.Step != step || r.Index(m.t.Self()) < 0 || RoundID(g.Run, g.Step, g.Members, g.Samples) != g.Round {
+		return Round{}, fmt.Errorf("assembler %s announced an inconsistent group", leader.ShortString())
+	}
+	return r, nil
+}
+
+func (m *Matchmaker) ask(ctx context.Context, leader peer.ID, j Join) (Group, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.JoinWindow+m.cfg.Slack)
+	defer cancel()
+	s, err := m.t.Open(ctx, leader, ProtoMatch)
+	if err != nil {
+		return Group{}, err
+	}
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
+	b, err := Encode(Message{Kind: KindJoin, Join: &j})
+	if err != nil {
+		s.Reset()
+		return Group{}, err
+	}
+	if err := s.Send(b); err != nil {
+		s.Reset()
+		return Group{}, err
+	}
+	resp, err := s.Recv(MaxMessageSize)
+	if err != nil {
+		s.Reset()
+		return Group{}, err
+	}
+	s.Close()
+	msg, err := Decode(resp)
+	if err != nil {
+		return Group{}, err
+	}
+	if msg.Kind != KindGroup {
+		return Group{}, fmt.Errorf("expected a group, got %s", msg.Kind)
+	}
+	return *msg.Group, nil
+}
+
+func (m *Matchmaker) serve(s Stream) {
+	b, err := s.Recv(MaxMessageSize)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	msg, err := Decode(b)
+	if err != nil || msg.Kind != KindJoin || msg.Join.Run != m.cfg.Run {
+		s.Reset()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.JoinWindow+m.cfg.Slack)
+	defer cancel()
+	g, err := m.join(ctx, s.RemotePeer(), *msg.Join)
+	if err != nil {
+		g = Group{Run: m.cfg.Run, Step: msg.Join.Step, Reason: err.Error()}
+	}
+	out, err := Encode(Message{Kind: KindGroup, Group: &g})
+	if err != nil {
+		s.Reset()
+		return
+	}
+	if s.Send(out) != nil {
+		s.Reset()
+		return
+	}
+	s.Close()
+}
+
+const behindReason = "behind: the swarm already averaged this step"
+
+// join adds p to the assembly for j.Step and waits for the group.
+func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error) {
+	cur := m.step()
+	if j.Step < cur {
+		return Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
+	}
+	if j.Step > cur+2 {
+		return Group{}, fmt.Errorf("join for step %d, assembler is at step %d", j.Step, cur)
+	}
+	if j.Samples <= 0 {
+		return Group{}, errors.New("join without samples")
+	}
+	a := m.assembly(j.Step)
+	a.mu.Lock()
+	select {
+	case <-a.done:
+		a.mu.Unlock()
+		if a.group.Index(p) >= 0 {
+			return a.group, nil
+		}
+		return Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
+	default:
+	}
+	a.joined[p] = j.Samples
+	a.mu.Unlock()
+	select {
+	case a.joinCh <- struct{}{}:
+	default:
+	}
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return Group{}, ctx.Err()
+	}
+	if a.group.Index(p) < 0 {
+		return Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
+	}
+	return a.group, nil
+}
+
+// Index returns p's position in the group, or -1.
+func (g Group) Index(p peer.ID) int {
+	for i, m := range g.Members {
+		if m == p {
+			return i
+		}
+	}
+	return -1
+}
+
+func (m *Matchmaker) assembly(step uint64) *assembly {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a, ok := m.assemblies[step]; ok {
+		return a
+	}
+	for s := range m.assemblies {
+		if s+16 < step {
+			delete(m.assemblies, s)
+		}
+	}
+	a := &assembly{step: step, joined: map[peer.ID]int{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
+	m.assemblies[step] = a
+	go m.assemble(a)
+	return a
+}
+
+// assemble closes the group when every expected peer joined, or when the
+// join window after the first join passes.
+func (m *Matchmaker) assemble(a *assembly) {
+	deadline := time.NewTimer(m.cfg.JoinWindow)
+	defer deadline.Stop()
+	tick := time.NewTicker(m.cfg.JoinWindow / 20)
+	defer tick.Stop()
+	for {
+		select {
+		case <-a.joinCh:
+		case <-tick.C:
+		case <-deadline.C:
+			m.close(a)
+			return
+		}
+		if m.allJoined(a) {
+			m.close(a)
+			return
+		}
+	}
+}
+
+func (m *Matchmaker) allJoined(a *assembly) bool {
+	exp := m.expected(a.step)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range exp {
+		if _, ok := a.joined[p]; !ok {
+			return false
+		}
+	}
+	return len(a.joined) > 0
+}
+
+func (m *Matchmaker) close(a *assembly) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	members := make([]peer.ID, 0, len(a.joined))
+	for p := range a.joined {
+		members = append(members, p)
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i] < members[j] })
+	samples := make([]int, len(members))
+	for i, p := range members {
+		samples[i] = a.joined[p]
+	}
+	a.group = Group{Run: m.cfg.Run, Step: a.step, Members: members, Samples: samples,
+		Round: RoundID(m.cfg.Run, a.step, members, samples)}
+	close(a.done)
+}

@@ -1,0 +1,152 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func TestAssemblerAgreesAndRotates(t *testing.T) {
+	ids := []peer.ID{testID(1), testID(2), testID(3), testID(4)}
+	rev := []peer.ID{ids[3], ids[2], ids[1], ids[0]}
+	seen := map[peer.ID]bool{}
+	for step := uint64(0); step < 64; step++ {
+		x, y := Assembler(step, ids), Assembler(step, rev)
+		if x != y {
+			t.Fatalf("step %d: order of candidates changed the assembler", step)
+		}
+		seen[x] = true
+	}
+	if len(seen) < 3 {
+		t.Fatalf("assembler role did not rotate: %v", seen)
+	}
+}
+
+type fixedStep struct {
+	mu   sync.Mutex
+	step uint64
+}
+
+func (f *fixedStep) get() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.step }
+
+func TestMatchAllJoinSameGroup(t *testing.T) {
+	_, ts, ids := memPeers(4)
+	st := &fixedStep{step: 5}
+	var mms []*Matchmaker
+	for _, tr := range ts {
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 3 * time.Second}, st.get,
+			func(uint64) []peer.ID { return ids }))
+	}
+	rounds := make([]Round, 4)
+	errs := make([]error, 4)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range mms {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			rounds[i], errs[i] = mms[i].Match(context.Background(), 5, 10*(i+1), ids)
+		}(i)
+	}
+	wg.Wait()
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("group closed after %v: it should close as soon as all expected peers joined", el)
+	}
+	for i := range mms {
+		if errs[i] != nil {
+			t.Fatalf("peer %d: %v", i, errs[i])
+		}
+		if rounds[i].ID != rounds[0].ID || len(rounds[i].Members) != 4 {
+			t.Fatalf("peer %d got a different round: %+v vs %+v", i, rounds[i], rounds[0])
+		}
+	}
+	for i, m := range rounds[0].Members {
+		if want := 10 * (1 + indexOf(ids, m)); rounds[0].Samples[i] != want {
+			t.Fatalf("member %s has samples %d, want %d", m, rounds[0].Samples[i], want)
+		}
+	}
+}
+
+func indexOf(ids []peer.ID, p peer.ID) int {
+	for i, x := range ids {
+		if x == p {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestMatchWindowClosesWithoutMissingPeer(t *testing.T) {
+	_, ts, ids := memPeers(3)
+	st := &fixedStep{step: 0}
+	var mms []*Matchmaker
+	for _, tr := range ts {
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 300 * time.Millisecond}, st.get,
+			func(uint64) []peer.ID { return ids }))
+	}
+	// The assembler of step 0 waits for everyone, but one peer never comes.
+	leader := Assembler(0, ids)
+	var absent int
+	for i, id := range ids {
+		if id != leader {
+			absent = i
+			break
+		}
+	}
+	var wg sync.WaitGroup
+	rounds := make([]Round, 3)
+	errs := make([]error, 3)
+	for i := range mms {
+		if i == absent {
+			continue
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			rounds[i], errs[i] = mms[i].Match(context.Background(), 0, 4, ids)
+		}(i)
+	}
+	wg.Wait()
+	for i := range mms {
+		if i == absent {
+			continue
+		}
+		if errs[i] != nil {
+			t.Fatalf("peer %d: %v", i, errs[i])
+		}
+		if len(rounds[i].Members) != 2 || rounds[i].Index(ids[absent]) >= 0 {
+			t.Fatalf("peer %d: group %v should hold the two peers that came", i, rounds[i].Members)
+		}
+	}
+	// The latecomer learns the swarm moved on.
+	if _, err := mms[absent].Match(context.Background(), 0, 4, ids); !errors.Is(err, ErrBehind) {
+		t.Fatalf("late joiner: got %v, want ErrBehind", err)
+	}
+}
+
+func TestMatchDeadAssemblerTimesOut(t *testing.T) {
+	net, ts, ids := memPeers(2)
+	net.Timeout = 200 * time.Millisecond
+	st := &fixedStep{}
+	mm := NewMatchmaker(ts[0], MatchConfig{Run: "ab", JoinWindow: 100 * time.Millisecond, Slack: 100 * time.Millisecond}, st.get,
+		func(uint64) []peer.ID { return ids })
+	NewMatchmaker(ts[1], MatchConfig{Run: "ab"}, st.get, func(uint64) []peer.ID { return ids })
+	// Find a step whose assembler is peer 1, then kill peer 1.
+	var step uint64
+	for Assembler(step, ids) != ids[1] {
+		step++
+	}
+	st.step = step
+	net.Isolate(ids[1])
+	start := time.Now()
+	if _, err := mm.Match(context.Background(), step, 1, ids); err == nil {
+		t.Fatal("match with a dead assembler succeeded")
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("took %v to give up on a dead assembler", el)
+	}
+}

@@ -1,0 +1,195 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// MemNetwork connects in-process peers with framed streams, for tests of
+// the protocols without sockets. Peers can be isolated (crashed or cut
+// off): their open streams break and new ones fail.
+type MemNetwork struct {
+	mu       sync.Mutex
+	peers    map[peer.ID]*MemTransport
+	isolated map[peer.ID]bool
+	// Timeout bounds each Send/Recv, like the per-frame deadlines of the
+	// real transport.
+	Timeout time.Duration
+}
+
+// NewMemNetwork returns an empty network with a 5 s per-frame timeout.
+func NewMemNetwork() *MemNetwork {
+	return &MemNetwork{peers: map[peer.ID]*MemTransport{}, isolated: map[peer.ID]bool{}, Timeout: 5 * time.Second}
+}
+
+// Add creates a peer on the network.
+func (n *MemNetwork) Add(id peer.ID) *MemTransport {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t := &MemTransport{net: n, self: id, handlers: map[protocol.ID]func(Stream){}, done: make(chan struct{})}
+	n.peers[id] = t
+	return t
+}
+
+// Isolate cuts p off: its streams break and nobody can open new ones to or from it.
+func (n *MemNetwork) Isolate(p peer.ID) {
+	n.mu.Lock()
+	t := n.peers[p]
+	n.isolated[p] = true
+	n.mu.Unlock()
+	if t != nil {
+		t.closeOnce.Do(func() { close(t.done) })
+	}
+}
+
+func (n *MemNetwork) reachable(a, b peer.ID) (*MemTransport, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.isolated[a] || n.isolated[b] {
+		return nil, fmt.Errorf("memnet: %s unreachable", b)
+	}
+	t, ok := n.peers[b]
+	if !ok {
+		return nil, fmt.Errorf("memnet: no peer %s", b)
+	}
+	return t, nil
+}
+
+// MemTransport is one peer's view of a MemNetwork.
+type MemTransport struct {
+	net       *MemNetwork
+	self      peer.ID
+	mu        sync.Mutex
+	handlers  map[protocol.ID]func(Stream)
+	done      chan struct{} // closed when isolated
+	closeOnce sync.Once
+}
+
+func (t *MemTransport) Self() peer.ID { return t.self }
+
+func (t *MemTransport) Handle(proto protocol.ID, h func(Stream)) {
+	t.mu.Lock()
+	t.handlers[proto] = h
+	t.mu.Unlock()
+}
+
+func (t *MemTransport) Open(ctx context.Context, p peer.ID, proto protocol.ID) (Stream, error) {
+	remote, err := t.net.reachable(t.self, p)
+	if err != nil {
+		return nil, err
+	}
+	remote.mu.Lock()
+	h := remote.handlers[proto]
+	remote.mu.Unlock()
+	if h == nil {
+		return nil, fmt.Errorf("memnet: %s does not speak %s", p, proto)
+	}
+	ab := newMemPipe()
+	ba := newMemPipe()
+	local := &memStream{in: ba, out: ab, remote: p, timeout: t.net.Timeout, dead: t.done, peerDead: remote.done}
+	far := &memStream{in: ab, out: ba, remote: t.self, timeout: t.net.Timeout, dead: remote.done, peerDead: t.done}
+	go h(far)
+	return local, nil
+}
+
+// memPipe is one direction of a stream: frames plus an end-of-stream or
+// reset flag.
+type memPipe struct {
+	frames chan []byte
+	mu     sync.Mutex
+	closed chan struct{}
+	once   sync.Once
+	reset  bool
+}
+
+func newMemPipe() *memPipe {
+	return &memPipe{frames: make(chan []byte, 64), closed: make(chan struct{})}
+}
+
+func (p *memPipe) close(reset bool) {
+	p.mu.Lock()
+	if reset {
+		p.reset = true
+	}
+	p.mu.Unlock()
+	p.once.Do(func() { close(p.closed) })
+}
+
+type memStream struct {
+	in, out  *memPipe
+	remote   peer.ID
+	timeout  time.Duration
+	dead     <-chan struct{} // this side isolated
+	peerDead <-chan struct{} // the other side isolated
+}
+
+var errMemReset = errors.New("memnet: stream reset")
+
+func (s *memStream) Send(frame []byte) error {
+	select {
+	case <-s.out.closed:
+		return errMemReset
+	default:
+	}
+	b := append([]byte(nil), frame...)
+	timer := time.NewTimer(s.timeout)
+	defer timer.Stop()
+	select {
+	case s.out.frames <- b:
+		return nil
+	case <-s.out.closed:
+		return errMemReset
+	case <-s.dead:
+		return errMemReset
+	case <-s.peerDead:
+		return errMemReset
+	case <-timer.C:
+		return errors.New("memnet: send timeout")
+	}
+}
+
+func (s *memStream) Recv(max int) ([]byte, error) {
+	timer := time.NewTimer(s.timeout)
+	defer timer.Stop()
+	select {
+	case b := <-s.in.frames:
+		if len(b) > max {
+			return nil, fmt.Errorf("memnet: frame of %d bytes over cap %d", len(b), max)
+		}
+		return b, nil
+	case <-s.in.closed:
+		// Deliver frames sent before the close.
+		select {
+		case b := <-s.in.frames:
+			if len(b) > max {
+				return nil, fmt.Errorf("memnet: frame of %d bytes over cap %d", len(b), max)
+			}
+			return b, nil
+		default:
+		}
+		s.in.mu.Lock()
+		reset := s.in.reset
+		s.in.mu.Unlock()
+		if reset {
+			return nil, errMemReset
+		}
+		return nil, errors.New("memnet: EOF")
+	case <-s.dead:
+		return nil, errMemReset
+	case <-s.peerDead:
+		return nil, errMemReset
+	case <-timer.C:
+		return nil, errors.New("memnet: recv timeout")
+	}
+}
+
+func (s *memStream) CloseWrite() error   { s.out.close(false); return nil }
+func (s *memStream) Close() error        { s.out.close(false); return nil }
+func (s *memStream) Reset() error        { s.out.close(true); s.in.close(true); return nil }
+func (s *memStream) RemotePeer() peer.ID { return s.remote }

@@ -1,0 +1,301 @@
+package gossip
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Version is the wire version of every gossip and control message.
+// A peer that speaks another version is refused with a reason.
+const Version = 1
+
+// MaxMessageSize caps every gossip and control message (heartbeats,
+// progress, joins, groups, hellos). Bulk tensors never travel this way:
+// gossipsub silently drops anything above 1 MiB, so we stay far below.
+const MaxMessageSize = 64 << 10
+
+// Kind says what a message is.
+type Kind string
+
+const (
+	KindHeartbeat Kind = "heartbeat" // membership, device, addresses, state hash
+	KindProgress  Kind = "progress"  // samples accumulated toward the next step
+	KindHello     Kind = "hello"     // first message on a new connection: which run am I on
+	KindWelcome   Kind = "welcome"   // answer to hello: admitted, or refused with a reason
+	KindJoin      Kind = "join"      // a ready peer asks a round's assembler to take it
+	KindGroup     Kind = "group"     // the assembler's answer: the round's ordered members
+)
+
+// Message is the envelope of every gossip and control message; exactly
+// the field that matches Kind is set. JSON keeps it debuggable; the size
+// cap and Validate keep it safe.
+type Message struct {
+	V         int        `json:"v"`
+	Kind      Kind       `json:"kind"`
+	Heartbeat *Heartbeat `json:"heartbeat,omitempty"`
+	Progress  *Progress  `json:"progress,omitempty"`
+	Hello     *Hello     `json:"hello,omitempty"`
+	Welcome   *Welcome   `json:"welcome,omitempty"`
+	Join      *Join      `json:"join,omitempty"`
+	Group     *Group     `json:"group,omitempty"`
+}
+
+// Heartbeat says "I am alive, on this run, at this step with this state".
+// Peers that stop sending heartbeats expire from the membership view.
+type Heartbeat struct {
+	Peer          peer.ID  `json:"peer"`
+	Run           string   `json:"run"`
+	Seq           uint64   `json:"seq"`  // strictly increasing per peer; older ones are stale
+	Step          uint64   `json:"step"` // optimizer steps applied to the state
+	Hash          string   `json:"hash"` // state hash at Step (hex)
+	SamplesPerSec float64  `json:"samples_per_sec"`
+	Device        string   `json:"device"`  // one-line device summary
+	Addrs         []string `json:"addrs"`   // where to dial this peer
+	Syncing       bool     `json:"syncing"` // downloading state; contributes nothing yet
+	Leaving       bool     `json:"leaving"` // clean leave: drop me now
+}
+
+// Progress reports samples accumulated toward step Step+1.
+type Progress struct {
+	Peer    peer.ID `json:"peer"`
+	Run     string  `json:"run"`
+	Seq     uint64  `json:"seq"`
+	Step    uint64  `json:"step"`
+	Samples int     `json:"samples"`
+}
+
+// Hello opens every admitted connection: the run ID and the config it
+// was hashed from, so a refusal can name the field that differs.
+type Hello struct {
+	Run    string          `json:"run"`
+	Config json.RawMessage `json:"config"`
+}
+
+// Welcome answers Hello. When OK is false, Reason says why in words that
+// both sides print.
+type Welcome struct {
+	OK     bool   `json:"ok"`
+	Run    string `json:"run"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Join asks the assembler of step Step to include the sender.
+type Join struct {
+	Run     string `json:"run"`
+	Step    uint64 `json:"step"`
+	Samples int    `json:"samples"`
+}
+
+// Group announces a round: the ordered members and their sample counts.
+// An empty Members list with a Reason is a refusal.
+type Group struct {
+	Run     string    `json:"run"`
+	Step    uint64    `json:"step"`
+	Round   string    `json:"round"`
+	Members []peer.ID `json:"members"`
+	Samples []int     `json:"samples"`
+	Reason  string    `json:"reason,omitempty"`
+}
+
+// Limits on what a peer may claim, checked before anything is used.
+const (
+	maxAddrs       = 16
+	maxStringField = 512
+	maxMembers     = 1024
+	maxSamples     = 1 << 30
+)
+
+var hexRe = regexp.MustCompile(`^[0-9a-f]*$`)
+
+// Encode marshals m. It fails rather than produce a message that the
+// receiver would refuse.
+func Encode(m Message) ([]byte, error) {
+	m.V = Version
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxMessageSize {
+		return nil, fmt.Errorf("gossip: %s message is %d bytes, over the %d cap", m.Kind, len(b), MaxMessageSize)
+	}
+	return b, nil
+}
+
+// Decode parses and validates a message from the network. Any input —
+// truncated, oversized, of the wrong version, with absurd numbers — gives
+// an error, never a panic.
+func Decode(b []byte) (Message, error) {
+	var m Message
+	if len(b) > MaxMessageSize {
+		return m, fmt.Errorf("gossip: message of %d bytes exceeds the %d cap", len(b), MaxMessageSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&m); err != nil {
+		return Message{}, fmt.Errorf("gossip: malformed message: %w", err)
+	}
+	if dec.More() {
+		return Message{}, errors.New("gossip: trailing data after message")
+	}
+	if err := m.Validate(); err != nil {
+		return Message{}, err
+	}
+	return m, nil
+}
+
+// Validate checks the envelope and the body that Kind selects.
+func (m Message) Validate() error {
+	if m.V != Version {
+		return fmt.Errorf("gossip: message version %d, this peer speaks %d", m.V, Version)
+	}
+	set := 0
+	for _, p := range []bool{m.Heartbeat != nil, m.Progress != nil, m.Hello != nil, m.Welcome != nil, m.Join != nil, m.Group != nil} {
+		if p {
+			set++
+		}
+	}
+	if set != 1 {
+		return fmt.Errorf("gossip: %s message must carry exactly one body, has %d", m.Kind, set)
+	}
+	switch m.Kind {
+	case KindHeartbeat:
+		if m.Heartbeat == nil {
+			return errors.New("gossip: heartbeat without body")
+		}
+		return m.Heartbeat.validate()
+	case KindProgress:
+		if m.Progress == nil {
+			return errors.New("gossip: progress without body")
+		}
+		return m.Progress.validate()
+	case KindHello:
+		if m.Hello == nil {
+			return errors.New("gossip: hello without body")
+		}
+		return checkRun(m.Hello.Run)
+	case KindWelcome:
+		if m.Welcome == nil {
+			return errors.New("gossip: welcome without body")
+		}
+		if len(m.Welcome.Reason) > 4*maxStringField {
+			return errors.New("gossip: welcome reason too long")
+		}
+		return checkRun(m.Welcome.Run)
+	case KindJoin:
+		if m.Join == nil {
+			return errors.New("gossip: join without body")
+		}
+		if m.Join.Samples < 0 || m.Join.Samples > maxSamples {
+			return fmt.Errorf("gossip: join claims %d samples", m.Join.Samples)
+		}
+		return checkRun(m.Join.Run)
+	case KindGroup:
+		if m.Group == nil {
+			return errors.New("gossip: group without body")
+		}
+		return m.Group.validate()
+	default:
+		return fmt.Errorf("gossip: unknown message kind %q", m.Kind)
+	}
+}
+
+func checkRun(run string) error {
+	if len(run) == 0 || len(run) > 128 || !hexRe.MatchString(run) {
+		return fmt.Errorf("gossip: bad run id %q", truncate(run, 40))
+	}
+	return nil
+}
+
+func checkPeer(p peer.ID) error {
+	if len(p) == 0 || len(p) > 128 {
+		return errors.New("gossip: bad peer id")
+	}
+	return nil
+}
+
+func (h *Heartbeat) validate() error {
+	if err := checkPeer(h.Peer); err != nil {
+		return err
+	}
+	if err := checkRun(h.Run); err != nil {
+		return err
+	}
+	if len(h.Hash) > 128 || !hexRe.MatchString(h.Hash) {
+		return errors.New("gossip: heartbeat hash is not hex")
+	}
+	if math.IsNaN(h.SamplesPerSec) || math.IsInf(h.SamplesPerSec, 0) || h.SamplesPerSec < 0 {
+		return errors.New("gossip: heartbeat throughput is not a finite non-negative number")
+	}
+	if len(h.Device) > maxStringField {
+		return errors.New("gossip: heartbeat device string too long")
+	}
+	if len(h.Addrs) > maxAddrs {
+		return fmt.Errorf("gossip: heartbeat lists %d addresses, cap %d", len(h.Addrs), maxAddrs)
+	}
+	for _, a := range h.Addrs {
+		if len(a) > maxStringField {
+			return errors.New("gossip: heartbeat address too long")
+		}
+	}
+	return nil
+}
+
+func (p *Progress) validate() error {
+	if err := checkPeer(p.Peer); err != nil {
+		return err
+	}
+	if p.Samples < 0 || p.Samples > maxSamples {
+		return fmt.Errorf("gossip: progress claims %d samples", p.Samples)
+	}
+	return checkRun(p.Run)
+}
+
+func (g *Group) validate() error {
+	if err := checkRun(g.Run); err != nil {
+		return err
+	}
+	if len(g.Round) > 128 || !hexRe.MatchString(g.Round) {
+		return errors.New("gossip: bad round id")
+	}
+	if len(g.Reason) > 4*maxStringField {
+		return errors.New("gossip: group reason too long")
+	}
+	if len(g.Members) > maxMembers {
+		return fmt.Errorf("gossip: group of %d members, cap %d", len(g.Members), maxMembers)
+	}
+	if len(g.Members) != len(g.Samples) {
+		return fmt.Errorf("gossip: group lists %d members but %d sample counts", len(g.Members), len(g.Samples))
+	}
+	if len(g.Members) == 0 && g.Reason == "" {
+		return errors.New("gossip: empty group without a reason")
+	}
+	seen := make(map[peer.ID]bool, len(g.Members))
+	for i, p := range g.Members {
+		if err := checkPeer(p); err != nil {
+			return err
+		}
+		if seen[p] {
+			return fmt.Errorf("gossip: group lists %s twice", p)
+		}
+		seen[p] = true
+		if g.Samples[i] <= 0 || g.Samples[i] > maxSamples {
+			return fmt.Errorf("gossip: group member %d has %d samples", i, g.Samples[i])
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

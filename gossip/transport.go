@@ -1,0 +1,40 @@
+package gossip
+
+import (
+	"context"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Stream is a bidirectional, framed, deadline-bounded stream to one peer.
+// Implementations set a deadline per frame, so a dead peer costs at most
+// one timeout, and cap a frame's size before allocating it.
+type Stream interface {
+	Send(frame []byte) error
+	Recv(max int) ([]byte, error)
+	// CloseWrite says "no more frames from me"; the peer can still answer.
+	CloseWrite() error
+	Close() error
+	// Reset aborts the stream on both sides; use it on any error.
+	Reset() error
+	RemotePeer() peer.ID
+}
+
+// Transport is the one seam between the averaging protocols and the
+// network: libp2p in production (see package node), MemNetwork in tests.
+type Transport interface {
+	Self() peer.ID
+	// Open opens a stream to p speaking proto.
+	Open(ctx context.Context, p peer.ID, proto protocol.ID) (Stream, error)
+	// Handle registers h for inbound streams of proto; h owns the stream.
+	Handle(proto protocol.ID, h func(Stream))
+}
+
+// Protocol IDs of the stream protocols.
+const (
+	ProtoHello     protocol.ID = "/swarmtrain/hello/1"
+	ProtoMatch     protocol.ID = "/swarmtrain/match/1"
+	ProtoAllReduce protocol.ID = "/swarmtrain/allreduce/1"
+	ProtoState     protocol.ID = "/swarmtrain/state/1"
+)

@@ -1,0 +1,176 @@
+package node
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/swarmtrain/swarmtrain/compression"
+)
+
+// RunConfig is everything peers must agree on to train together. Its hash
+// is the run ID: peers whose RunConfig differs in any field are on
+// different runs, never share a topic, and are refused with the field that
+// differs.
+type RunConfig struct {
+	Dataset     string  `json:"dataset"`      // "mnist"
+	Hidden      []int   `json:"hidden"`       // MLP hidden widths
+	Batch       int     `json:"batch"`        // local minibatch, samples per forward/backward
+	TargetBatch int     `json:"target_batch"` // global samples per optimizer step, summed over the swarm
+	Optimizer   string  `json:"optimizer"`    // "adam", "adamw", "sgd", "momentum"
+	LR          float32 `json:"lr"`           // peak learning rate
+	Momentum    float32 `json:"momentum"`     // SGD momentum (sgd/momentum only)
+	WeightDecay float32 `json:"weight_decay"` // decoupled for adamw, L2-style for sgd
+	Warmup      int     `json:"warmup"`       // linear warm-up steps
+	Steps       int     `json:"steps"`        // optimizer steps of the run; cosine decay to LR/10 over them
+	Seed        uint64  `json:"seed"`         // weight init and data order
+	Codec       string  `json:"codec"`        // gradient codec on the wire: fp32, fp16
+	Lossless    string  `json:"lossless"`     // lossless stage: none, zstd
+}
+
+// DefaultRunConfig is the demo's run: an MLP that reaches ≥97% on MNIST
+// in a few minutes on two cores.
+func DefaultRunConfig() RunConfig {
+	return RunConfig{
+		Dataset:     "mnist",
+		Hidden:      []int{256},
+		Batch:       64,
+		TargetBatch: 256,
+		Optimizer:   "adam",
+		LR:          2e-3,
+		Warmup:      30,
+		Steps:       600,
+		Seed:        1,
+		Codec:       "fp32",
+		Lossless:    "none",
+	}
+}
+
+// Validate names the first field out of range.
+func (r RunConfig) Validate() error {
+	switch {
+	case r.Dataset != "mnist":
+		return fmt.Errorf("run config: dataset %q: only \"mnist\" is supported", r.Dataset)
+	case len(r.Hidden) == 0 || len(r.Hidden) > 8:
+		return fmt.Errorf("run config: hidden has %d layers, want 1..8", len(r.Hidden))
+	case r.Batch < 1 || r.Batch > 4096:
+		return fmt.Errorf("run config: batch %d, want 1..4096", r.Batch)
+	case r.TargetBatch < r.Batch || r.TargetBatch > 1<<20:
+		return fmt.Errorf("run config: target batch %d, want batch (%d)..%d", r.TargetBatch, r.Batch, 1<<20)
+	case !(r.LR > 0 && r.LR < 10):
+		return fmt.Errorf("run config: lr %v, want in (0, 10)", r.LR)
+	case r.Momentum < 0 || r.Momentum >= 1:
+		return fmt.Errorf("run config: momentum %v, want [0, 1)", r.Momentum)
+	case r.WeightDecay < 0 || r.WeightDecay >= 1:
+		return fmt.Errorf("run config: weight decay %v, want [0, 1)", r.WeightDecay)
+	case r.Warmup < 0 || r.Warmup > r.Steps:
+		return fmt.Errorf("run config: warmup %d, want 0..steps (%d)", r.Warmup, r.Steps)
+	case r.Steps < 1 || r.Steps > 10_000_000:
+		return fmt.Errorf("run config: steps %d, want 1..10000000", r.Steps)
+	}
+	for i, w := range r.Hidden {
+		if w < 1 || w > 8192 {
+			return fmt.Errorf("run config: hidden[%d] = %d, want 1..8192", i, w)
+		}
+	}
+	switch r.Optimizer {
+	case "adam", "adamw", "sgd", "momentum":
+	default:
+		return fmt.Errorf("run config: optimizer %q, want adam, adamw, sgd or momentum", r.Optimizer)
+	}
+	if _, err := compression.ByName(r.Codec); err != nil {
+		return fmt.Errorf("run config: codec %q: %w", r.Codec, err)
+	}
+	if _, err := compression.LosslessByName(r.Lossless); err != nil {
+		return fmt.Errorf("run config: lossless %q: %w", r.Lossless, err)
+	}
+	return nil
+}
+
+// JSON is the canonical encoding the run ID is hashed from (struct field
+// order is fixed, so equal configs give equal bytes).
+func (r RunConfig) JSON() json.RawMessage {
+	b, _ := json.Marshal(r)
+	return b
+}
+
+// ID is the run ID: the first 16 bytes of SHA-256 of the canonical JSON.
+func (r RunConfig) ID() string {
+	sum := sha256.Sum256(r.JSON())
+	return hex.EncodeToString(sum[:16])
+}
+
+// Config is one node: the run it trains plus where and how it runs.
+type Config struct {
+	Run RunConfig
+
+	Dir     string   // node directory: identity.key, node.json, result.json
+	Listen  []string // multiaddrs to listen on
+	Join    []string // multiaddrs of peers to join; empty starts a new swarm
+	HTTP    string   // host:port for /status and /metrics; empty disables
+	DataDir string   // MNIST IDX/CSV folder; empty uses the GoMNIST module's data
+	// Shard/Shards pick this node's slice of the training set (0-based).
+	// Shards == 0 lets every node sample the whole set in its own order,
+	// seeded by the run seed and its peer ID.
+	Shard, Shards int
+	// MinPeers is how many peers, self included, must be live before the
+	// first step; the demo sets it to its swarm size so all start together.
+	MinPeers int
+	// MinPeersTimeout bounds that wait.
+	MinPeersTimeout time.Duration
+
+	HeartbeatInterval time.Duration // how often liveness, step and hash are gossiped
+	PeerExpiry        time.Duration // a peer silent this long is dead; ~3 heartbeats
+	JoinWindow        time.Duration // an assembler waits this long for expected peers
+	RoundTimeout      time.Duration // bound on one all-reduce
+	FrameTimeout      time.Duration // per-frame deadline on streams
+	// Linger keeps a finished node serving state and status this long, so
+	// peers still finishing can fetch from it.
+	Linger time.Duration
+
+	Log io.Writer // human log; nil discards
+}
+
+// DefaultConfig returns a complete node config for DefaultRunConfig.
+func DefaultConfig() Config {
+	return Config{
+		Run:               DefaultRunConfig(),
+		Listen:            []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"},
+		MinPeers:          1,
+		MinPeersTimeout:   2 * time.Minute,
+		HeartbeatInterval: 500 * time.Millisecond,
+		PeerExpiry:        3 * time.Second,
+		JoinWindow:        2 * time.Second,
+		RoundTimeout:      30 * time.Second,
+		FrameTimeout:      20 * time.Second,
+	}
+}
+
+// Validate checks the node fields, then the run.
+func (c Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("node config: dir is empty; every node needs its own directory")
+	}
+	if c.Shards < 0 || (c.Shards > 0 && (c.Shard < 0 || c.Shard >= c.Shards)) {
+		return fmt.Errorf("node config: shard %d of %d, want 0 <= shard < shards", c.Shard, c.Shards)
+	}
+	if c.MinPeers < 1 || c.MinPeers > 1024 {
+		return fmt.Errorf("node config: min peers %d, want 1..1024", c.MinPeers)
+	}
+	for name, d := range map[string]time.Duration{
+		"heartbeat interval": c.HeartbeatInterval, "peer expiry": c.PeerExpiry, "join window": c.JoinWindow,
+		"round timeout": c.RoundTimeout, "frame timeout": c.FrameTimeout, "min peers timeout": c.MinPeersTimeout,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("node config: %s %v, want > 0", name, d)
+		}
+	}
+	if c.PeerExpiry < 2*c.HeartbeatInterval {
+		return fmt.Errorf("node config: peer expiry %v must be at least two heartbeat intervals (%v)", c.PeerExpiry, 2*c.HeartbeatInterval)
+	}
+	return c.Run.Validate()
+}

@@ -1,0 +1,435 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/node/device"
+	"github.com/swarmtrain/swarmtrain/p2p"
+	"github.com/swarmtrain/swarmtrain/trainer"
+)
+
+// Node is one running peer: a libp2p host, the run's gossip, the
+// averaging protocols and a local trainer, composed into the sync-mode
+// loop: accumulate → gossip progress → match → all-reduce → identical step.
+type Node struct {
+	cfg   Config
+	run   string
+	log   *slog.Logger
+	dev   device.Info
+	host  *p2p.Host
+	tr    hostTransport
+	bus   *gossip.Bus
+	view  *gossip.Membership
+	mm    *gossip.Matchmaker
+	av    *gossip.Averager
+	adm   *gossip.Admission
+	http  *httpServer
+	codec compression.Codec
+
+	model   *trainer.Model
+	opt     trainer.Optimizer
+	sched   trainer.Schedule
+	train   *trainer.Dataset
+	test    *trainer.Dataset
+	batcher *trainer.Batcher
+
+	// mu guards the replicated state and the figures /status reports; the
+	// training loop is the only writer.
+	mu            sync.Mutex
+	step          uint64
+	params        []float32
+	hash          string
+	loss          float64 // moving average of the training loss
+	samplesPerSec float64
+	rounds        int
+	failedRounds  int
+	syncs         int
+	phase         string
+	syncing       bool
+
+	resync   atomic.Bool // set when the swarm's majority holds another state
+	seq      atomic.Uint64
+	started  time.Time
+	refusals chan string
+}
+
+// Result is what a finished node reports (and writes to result.json).
+type Result struct {
+	Peer      string  `json:"peer"`
+	Run       string  `json:"run"`
+	Step      uint64  `json:"step"`
+	Hash      string  `json:"hash"`
+	Accuracy  float64 `json:"accuracy"`
+	TestLoss  float64 `json:"test_loss"`
+	Rounds    int     `json:"rounds"`
+	Failed    int     `json:"failed_rounds"`
+	Syncs     int     `json:"state_syncs"`
+	BytesSent int64   `json:"bytes_sent"`
+	BytesRecv int64   `json:"bytes_received"`
+	Seconds   float64 `json:"seconds"`
+}
+
+// Info is written to Dir/node.json once the node listens, so a supervisor
+// (the demo) can find its join address and HTTP endpoint.
+type Info struct {
+	Peer  string   `json:"peer"`
+	Run   string   `json:"run"`
+	Addrs []string `json:"addrs"`
+	HTTP  string   `json:"http,omitempty"`
+	PID   int      `json:"pid"`
+}
+
+// New loads the data, builds the model and starts the host. It does not
+// contact any peer yet; Run does.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logw := cfg.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	n := &Node{cfg: cfg, run: cfg.Run.ID(), log: slog.New(slog.NewTextHandler(logw, nil)), phase: "starting", refusals: make(chan string, 4)}
+	n.dev = device.Detect()
+	var err error
+	if n.codec, err = compression.ByName(cfg.Run.Codec); err != nil {
+		return nil, err
+	}
+	lossless, _ := compression.LosslessByName(cfg.Run.Lossless)
+
+	if n.train, n.test, err = trainer.LoadMNIST(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if n.model, err = trainer.NewMLP(trainer.ModelConfig{Hidden: cfg.Run.Hidden, Batch: cfg.Run.Batch, Seed: cfg.Run.Seed}, n.train.Dim, n.train.Classes); err != nil {
+		return nil, err
+	}
+	np := n.model.NumParams()
+	n.params = make([]float32, np)
+	n.model.ReadParams(n.params)
+	r := cfg.Run
+	switch r.Optimizer {
+	case "adam":
+		n.opt = trainer.NewAdam(0.9, 0.999, 1e-8, 0, np)
+	case "adamw":
+		n.opt = trainer.NewAdam(0.9, 0.999, 1e-8, r.WeightDecay, np)
+	case "sgd":
+		n.opt = trainer.NewSGD(0, r.WeightDecay, np)
+	case "momentum":
+		n.opt = trainer.NewSGD(r.Momentum, r.WeightDecay, np)
+	}
+	n.sched = trainer.Schedule{Base: r.LR, Min: r.LR / 10, Warmup: r.Warmup, Total: r.Steps, Cosine: true}
+	n.hash = gossip.HashState(0, n.params, n.opt.State())
+
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("node dir: %w", err)
+	}
+	pc := p2p.DefaultConfig()
+	pc.Dir = cfg.Dir
+	if len(cfg.Listen) > 0 {
+		pc.ListenAddrs = cfg.Listen
+	}
+	if n.host, err = p2p.New(pc); err != nil {
+		return nil, err
+	}
+	n.tr = hostTransport{h: n.host, timeout: cfg.FrameTimeout}
+
+	shard := n.train
+	if cfg.Shards > 0 {
+		if shard, err = n.train.Shard(cfg.Run.Seed, cfg.Shard, cfg.Shards); err != nil {
+			n.host.Close()
+			return nil, err
+		}
+	}
+	n.batcher = trainer.NewBatcher(shard, cfg.Run.Batch, cfg.Run.Seed^peerSeed(n.host.ID()))
+
+	n.view = gossip.NewMembership(n.host.ID(), cfg.PeerExpiry)
+	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Lossless: lossless, RoundTimeout: cfg.RoundTimeout})
+	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow}, n.currentStep, n.expected)
+	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
+	n.adm.Serve(n.tr)
+	gossip.ServeState(n.tr, n.run, n.snapshot)
+	return n, nil
+}
+
+// peerSeed folds a peer ID into the data-order seed so that peers sampling
+// the whole set (no --shard) visit it in different orders.
+func peerSeed(p peer.ID) uint64 {
+	var s uint64 = 1469598103934665603
+	for _, c := range []byte(p) {
+		s = (s ^ uint64(c)) * 1099511628211
+	}
+	return s
+}
+
+// ID is the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// RunID is the hash of the run config.
+func (n *Node) RunID() string { return n.run }
+
+// Addrs are the multiaddrs others can join with.
+func (n *Node) Addrs() []string { return n.host.JoinAddrs() }
+
+// Device is what this node detected.
+func (n *Node) Device() device.Info { return n.dev }
+
+func (n *Node) currentStep() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.step
+}
+
+// expected is who an assembler waits for at step: live, non-syncing peers
+// that are at step or just finishing step-1 (their progress for step has
+// not reached us yet), and self.
+func (n *Node) expected(step uint64) []peer.ID {
+	out := []peer.ID{n.host.ID()}
+	for _, m := range n.view.Live(time.Now()) {
+		if !m.Syncing && (m.Step == step || m.Step+1 == step) {
+			out = append(out, m.Peer)
+		}
+	}
+	return out
+}
+
+func (n *Node) snapshot() (gossip.Snapshot, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.syncing {
+		return gossip.Snapshot{}, errors.New("this peer is syncing itself")
+	}
+	return gossip.Snapshot{Step: n.step, Params: append([]float32(nil), n.params...), Opt: n.opt.State()}, nil
+}
+
+func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
+	if ok {
+		return
+	}
+	if inbound {
+		n.log.Warn("refused peer", "peer", p, "reason", reason)
+		fmt.Fprintf(os.Stderr, "swarmtrain: refused peer %s: %s\n", p, reason)
+		// Let the refusal reach the peer before hanging up.
+		time.AfterFunc(time.Second, func() { n.host.Network().ClosePeer(p) })
+	}
+	select {
+	case n.refusals <- reason:
+	default:
+	}
+}
+
+// Run joins the swarm and trains until the run's last step, ctx is
+// cancelled (a clean leave), or a fatal error. It returns the final
+// evaluation.
+func (n *Node) Run(ctx context.Context) (*Result, error) {
+	n.started = time.Now()
+	defer n.host.Close()
+	var err error
+	n.bus, err = gossip.NewBus(ctx, n.host.Host, n.run, n.deliver)
+	if err != nil {
+		return nil, err
+	}
+	defer n.bus.Close()
+	if n.cfg.HTTP != "" {
+		if n.http, err = startHTTP(n, n.cfg.HTTP); err != nil {
+			return nil, err
+		}
+		defer n.http.Close()
+	}
+	if err := n.writeInfo(); err != nil {
+		return nil, err
+	}
+	n.log.Info("node up", "peer", n.host.ID(), "run", n.run, "addrs", n.host.JoinAddrs(), "device", n.dev.Summary())
+	for _, addr := range n.cfg.Join {
+		if err := n.join(ctx, addr); err != nil {
+			return nil, err
+		}
+	}
+	hbCtx, stopHB := context.WithCancel(ctx)
+	defer stopHB()
+	go n.heartbeats(hbCtx)
+
+	res, err := n.trainLoop(ctx)
+	n.leave()
+	if err != nil {
+		return res, err
+	}
+	if n.cfg.Linger > 0 {
+		n.setPhase("done")
+		select {
+		case <-time.After(n.cfg.Linger):
+		case <-ctx.Done():
+		}
+	}
+	return res, nil
+}
+
+// join connects to a peer by multiaddr and checks it is on our run.
+func (n *Node) join(ctx context.Context, addr string) error {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	p, err := n.host.Connect(cctx, addr)
+	if err != nil {
+		return fmt.Errorf("join %s: %w", addr, err)
+	}
+	if err := n.adm.Greet(cctx, n.tr, p); err != nil {
+		var ref *gossip.RefusedError
+		if errors.As(err, &ref) {
+			n.host.Network().ClosePeer(p)
+			return fmt.Errorf("join refused by %s: %s", p, ref.Reason)
+		}
+		return fmt.Errorf("join %s: %w", addr, err)
+	}
+	n.host.ConnManager().Protect(p, "swarm")
+	n.log.Info("joined", "peer", p)
+	return nil
+}
+
+// deliver handles a validated gossip message.
+func (n *Node) deliver(from peer.ID, m gossip.Message) {
+	now := time.Now()
+	switch m.Kind {
+	case gossip.KindHeartbeat:
+		hb := m.Heartbeat
+		if n.view.ObserveHeartbeat(*hb, now) {
+			n.learnAddrs(hb.Peer, hb.Addrs)
+			n.log.Info("peer up", "peer", hb.Peer, "device", hb.Device)
+		}
+	case gossip.KindProgress:
+		n.view.ObserveProgress(*m.Progress, now)
+	}
+}
+
+// learnAddrs lets streams to p dial it directly: gossip may have reached
+// us through a third peer.
+func (n *Node) learnAddrs(p peer.ID, addrs []string) {
+	var mas []ma.Multiaddr
+	for _, s := range addrs {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil || ai.ID != p {
+			continue
+		}
+		mas = append(mas, ai.Addrs...)
+	}
+	n.host.Peerstore().AddAddrs(p, mas, time.Hour)
+	n.host.ConnManager().Protect(p, "swarm")
+}
+
+func (n *Node) heartbeats(ctx context.Context) {
+	t := time.NewTicker(n.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		n.publishHeartbeat(ctx, false)
+		n.checkAgreement()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) publishHeartbeat(ctx context.Context, leaving bool) {
+	n.mu.Lock()
+	hb := gossip.Heartbeat{
+		Peer: n.host.ID(), Run: n.run, Seq: n.seq.Add(1), Step: n.step, Hash: n.hash,
+		SamplesPerSec: finite(n.samplesPerSec), Device: n.dev.Summary(), Syncing: n.syncing, Leaving: leaving,
+	}
+	n.mu.Unlock()
+	addrs := n.host.JoinAddrs()
+	if len(addrs) > 16 {
+		addrs = addrs[:16]
+	}
+	hb.Addrs = addrs
+	if err := n.bus.Publish(ctx, gossip.Message{Kind: gossip.KindHeartbeat, Heartbeat: &hb}); err != nil && ctx.Err() == nil {
+		n.log.Warn("heartbeat", "err", err)
+	}
+}
+
+func finite(x float64) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
+		return 0
+	}
+	return x
+}
+
+// checkAgreement compares our state hash with the live peers at our
+// step: if a strict majority of them (counting us) holds one other hash,
+// our replica diverged and must be downloaded again.
+func (n *Node) checkAgreement() {
+	n.mu.Lock()
+	step, hash := n.step, n.hash
+	n.mu.Unlock()
+	votes := map[string]int{hash: 1}
+	total := 1
+	for _, m := range n.view.Live(time.Now()) {
+		if m.Step == step && !m.Syncing && m.Hash != "" {
+			votes[m.Hash]++
+			total++
+		}
+	}
+	for h, v := range votes {
+		if h != hash && 2*v > total {
+			n.log.Warn("state diverged from the swarm's majority", "step", step, "ours", hash, "majority", h)
+			n.resync.Store(true)
+		}
+	}
+}
+
+func (n *Node) setPhase(p string) {
+	n.mu.Lock()
+	n.phase = p
+	n.mu.Unlock()
+}
+
+// leave tells the swarm we are going, so nobody waits for us.
+func (n *Node) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	n.publishHeartbeat(ctx, true)
+}
+
+func (n *Node) writeInfo() error {
+	info := Info{Peer: n.host.ID().String(), Run: n.run, Addrs: n.host.JoinAddrs(), PID: os.Getpid()}
+	if n.http != nil {
+		info.HTTP = n.http.Addr()
+	}
+	return writeJSON(filepath.Join(n.cfg.Dir, "node.json"), info)
+}
+
+// writeJSON writes atomically: a reader never sees half a file.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// livePeers counts live peers on the run, self excluded.
+func (n *Node) livePeers() int { return len(n.view.Live(time.Now())) }
+
+// connected reports whether p has an open connection to us.
+func (n *Node) connected(p peer.ID) bool {
+	return n.host.Network().Connectedness(p) == network.Connected
+}

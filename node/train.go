@@ -1,0 +1,283 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+)
+
+// trainLoop is the sync-mode loop. Every iteration produces exactly one
+// optimizer step shared by the whole group, or none.
+func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
+	if err := n.waitForPeers(ctx); err != nil {
+		return nil, err
+	}
+	np := n.model.NumParams()
+	acc := make([]float32, np)  // Σ batch·grad over this step's minibatches
+	mean := make([]float32, np) // acc / samples: our contribution
+	avg := make([]float32, np)  // the group's average
+	x := make([]float32, n.cfg.Run.Batch*n.train.Dim)
+	y := make([]uint8, n.cfg.Run.Batch)
+	samples := 0
+	lastRate := time.Now()
+	rateSamples := 0
+
+	for {
+		if err := ctx.Err(); err != nil {
+			return n.finish(), nil // clean leave
+		}
+		step := n.currentStep()
+		if step >= uint64(n.cfg.Run.Steps) {
+			return n.finish(), nil
+		}
+		if n.resync.Load() || n.behind(step) {
+			if err := n.syncState(ctx); err != nil {
+				n.log.Warn("state sync failed; retrying", "err", err)
+				sleep(ctx, 500*time.Millisecond)
+				continue
+			}
+			clear(acc)
+			samples = 0
+			continue
+		}
+
+		// Local work: one minibatch, then see whether the swarm has enough.
+		n.setPhase("training")
+		n.batcher.Next(x, y)
+		loss, err := n.model.ComputeGradients(x, y)
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", step, err)
+		}
+		n.model.AddGrads(acc, float32(n.cfg.Run.Batch))
+		samples += n.cfg.Run.Batch
+		rateSamples += n.cfg.Run.Batch
+		n.mu.Lock()
+		if n.loss == 0 {
+			n.loss = float64(loss)
+		} else {
+			n.loss = 0.95*n.loss + 0.05*float64(loss)
+		}
+		if el := time.Since(lastRate); el > time.Second {
+			n.samplesPerSec = float64(rateSamples) / el.Seconds()
+			rateSamples, lastRate = 0, time.Now()
+		}
+		n.mu.Unlock()
+		n.publishProgress(ctx, step, samples)
+		others, _ := n.view.SwarmSamples(step, time.Now())
+		if samples+others < n.cfg.Run.TargetBatch {
+			continue
+		}
+
+		// Average with whoever is ready for this step.
+		inv := float32(1) / float32(samples)
+		for i := range acc {
+			mean[i] = float32(acc[i] * inv)
+		}
+		n.setPhase("averaging")
+		r, err := n.mm.Match(ctx, step, samples, n.expected(step))
+		if errors.Is(err, gossip.ErrBehind) {
+			n.log.Info("swarm averaged without us; syncing", "step", step)
+			n.resync.Store(true)
+			continue
+		}
+		if err != nil {
+			n.noteFailure(step, "matchmaking", err)
+			continue // keep the gradient, try again (more samples meanwhile)
+		}
+		if err := n.av.AllReduce(ctx, r, mean, avg); err != nil {
+			n.noteFailure(step, "all-reduce", err)
+			continue
+		}
+		n.apply(step, avg, len(r.Members))
+		clear(acc)
+		samples = 0
+	}
+}
+
+// apply takes the identical optimizer step every member takes.
+func (n *Node) apply(step uint64, avg []float32, members int) {
+	lr := n.sched.LR(int(step))
+	n.mu.Lock()
+	n.opt.Step(n.params, avg, lr)
+	n.step = step + 1
+	n.hash = gossip.HashState(n.step, n.params, n.opt.State())
+	n.rounds++
+	n.mu.Unlock()
+	if err := n.model.WriteParams(n.params); err != nil {
+		n.log.Error("write params", "err", err)
+	}
+	n.log.Debug("step", "step", step+1, "members", members, "lr", lr)
+}
+
+func (n *Node) noteFailure(step uint64, what string, err error) {
+	n.mu.Lock()
+	n.failedRounds++
+	n.mu.Unlock()
+	n.log.Warn(what+" failed; retrying", "step", step, "err", err)
+}
+
+func (n *Node) publishProgress(ctx context.Context, step uint64, samples int) {
+	p := gossip.Progress{Peer: n.host.ID(), Run: n.run, Seq: n.seq.Add(1), Step: step, Samples: samples}
+	if err := n.bus.Publish(ctx, gossip.Message{Kind: gossip.KindProgress, Progress: &p}); err != nil && ctx.Err() == nil {
+		n.log.Warn("progress", "err", err)
+	}
+}
+
+// behind reports whether a live peer is already past step: a round
+// happened without us and our state is stale. Members of a round apply
+// its step before they loop back here, so a peer that merely finished the
+// same round first is never mistaken for one that is ahead.
+func (n *Node) behind(step uint64) bool {
+	for _, m := range n.view.Live(time.Now()) {
+		if !m.Syncing && m.Step > step {
+			return true
+		}
+	}
+	return false
+}
+
+// waitForPeers holds the first step until MinPeers are live, so a demo
+// swarm starts together instead of one node racing ahead alone.
+func (n *Node) waitForPeers(ctx context.Context) error {
+	if n.cfg.MinPeers <= 1 {
+		return nil
+	}
+	n.setPhase("waiting for peers")
+	deadline := time.Now().Add(n.cfg.MinPeersTimeout)
+	for {
+		if live := n.livePeers() + 1; live >= n.cfg.MinPeers {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d peers showed up within %v", n.livePeers()+1, n.cfg.MinPeers, n.cfg.MinPeersTimeout)
+		}
+		select {
+		case reason := <-n.refusals:
+			n.log.Warn("refusal while waiting", "reason", reason)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// syncState downloads the state the swarm's majority holds at the newest
+// step, from a peer that announced it, and verifies its hash.
+func (n *Node) syncState(ctx context.Context) error {
+	n.setPhase("syncing state")
+	n.mu.Lock()
+	n.syncing = true
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.syncing = false
+		n.mu.Unlock()
+	}()
+	donors := n.donors()
+	if len(donors) == 0 {
+		n.resync.Store(false)
+		return nil // nobody ahead of us: our state is the swarm's
+	}
+	var lastErr error
+	for _, d := range donors {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		snap, hash, err := gossip.FetchState(cctx, n.tr, d.Peer, n.run, len(n.params), len(n.opt.State()))
+		cancel()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if err := n.load(snap, hash); err != nil {
+			lastErr = err
+			continue
+		}
+		n.resync.Store(false)
+		n.log.Info("state synced", "from", d.Peer, "step", snap.Step, "hash", hash)
+		n.publishHeartbeat(ctx, false)
+		return nil
+	}
+	return lastErr
+}
+
+// donors ranks live peers by step (newest first); among those at the
+// newest step, peers holding the majority hash come first.
+func (n *Node) donors() []gossip.Member {
+	live := n.view.Live(time.Now())
+	var cands []gossip.Member
+	votes := map[string]int{}
+	for _, m := range live {
+		if !m.Syncing && m.Hash != "" {
+			cands = append(cands, m)
+			votes[fmt.Sprint(m.Step, m.Hash)]++
+		}
+	}
+	my := n.currentStep()
+	sort.SliceStable(cands, func(i, j int) bool {
+		a, b := cands[i], cands[j]
+		if a.Step != b.Step {
+			return a.Step > b.Step
+		}
+		return votes[fmt.Sprint(a.Step, a.Hash)] > votes[fmt.Sprint(b.Step, b.Hash)]
+	})
+	if len(cands) > 0 && cands[0].Step < my {
+		return nil
+	}
+	n.mu.Lock()
+	myHash := n.hash
+	n.mu.Unlock()
+	if len(cands) > 0 && cands[0].Step == my && cands[0].Hash == myHash {
+		return nil
+	}
+	return cands
+}
+
+// load installs a downloaded snapshot whose hash was verified.
+func (n *Node) load(s gossip.Snapshot, hash string) error {
+	if err := n.opt.LoadState(s.Opt); err != nil {
+		return err
+	}
+	if err := n.model.WriteParams(s.Params); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	copy(n.params, s.Params)
+	n.step = s.Step
+	n.hash = hash
+	n.syncs++
+	n.mu.Unlock()
+	return nil
+}
+
+// finish evaluates the final model on the test set and writes result.json.
+func (n *Node) finish() *Result {
+	n.setPhase("evaluating")
+	acc, loss, err := n.model.Evaluate(n.test)
+	if err != nil {
+		n.log.Error("evaluate", "err", err)
+	}
+	n.mu.Lock()
+	res := &Result{
+		Peer: n.host.ID().String(), Run: n.run, Step: n.step, Hash: n.hash, Accuracy: acc, TestLoss: loss,
+		Rounds: n.rounds, Failed: n.failedRounds, Syncs: n.syncs,
+		BytesSent: n.host.BytesOut(), BytesRecv: n.host.BytesIn(), Seconds: time.Since(n.started).Seconds(),
+	}
+	n.phase = "finished"
+	n.mu.Unlock()
+	if err := writeJSON(filepath.Join(n.cfg.Dir, "result.json"), res); err != nil {
+		n.log.Error("write result", "err", err)
+	}
+	n.log.Info("finished", "step", res.Step, "accuracy", acc, "hash", res.Hash)
+	return res
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,119 @@
+package p2p
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// IdentityFile is the name of the private key file inside Config.Dir.
+const IdentityFile = "identity.key"
+
+// minMemoryLimit lets exactly one yamux window grow to 16 MiB: growth is
+// granted while usage stays under 129/256 of the limit.
+const minMemoryLimit = 32 << 20
+
+// UserAgent is what identify tells other peers; it helps when reading their logs.
+const UserAgent = "swarmtrain"
+
+// Config describes one libp2p host. Start from DefaultConfig and change fields;
+// every default lives in DefaultConfig, nowhere else.
+type Config struct {
+	// Dir is the node directory; the identity lives in Dir/identity.key.
+	// Several nodes on one machine need different Dirs, or they share a peer ID.
+	// May be empty only when Identity is set.
+	Dir string
+
+	// Identity, when non-nil, is used instead of Dir/identity.key: for tests
+	// and throwaway nodes whose peer ID need not survive a restart.
+	Identity crypto.PrivKey
+
+	// ListenAddrs are the multiaddrs to listen on. Port 0 picks a free port.
+	// 0.0.0.0 listens on every interface; JoinAddrs expands it to concrete
+	// addresses. An empty list makes a dial-only node (it can still accept
+	// streams on connections it opened, but nobody can dial it).
+	ListenAddrs []string
+
+	// MemoryLimit is the number of bytes the resource manager lets the host
+	// reserve; it applies to the host as a whole and to each peer and
+	// connection alone. It is almost all yamux receive windows: a TCP stream
+	// starts at a 256 KiB window and doubles it up to 16 MiB, but only while
+	// the reservation succeeds, i.e. while the host, the peer and the
+	// connection are each under about half of this limit. Without growth a
+	// stream moves at most 256 KiB per round trip (2.5 MiB/s at 100 ms). So
+	// MemoryLimit/32 MiB bulk streams can run at full window at once.
+	// Larger: more fast streams; smaller: less memory a peer can make us
+	// buffer. 0 means unlimited. QUIC windows (10 MB per stream) are not
+	// counted here.
+	MemoryLimit int64
+
+	// ConnsPerIP caps concurrent connections from one IPv4 address (/32) or
+	// IPv6 /56 prefix; loopback is never capped. libp2p's own default is 8,
+	// which refuses the ninth volunteer behind a shared NAT. New connections
+	// from one such address are also rate limited to ConnRatePerIP per second
+	// after a burst of 2*ConnsPerIP. Larger: more peers behind one NAT;
+	// smaller: less a single address can hold.
+	ConnsPerIP int
+
+	// ConnRatePerIP is the steady rate, in new connections per second, that
+	// one address (as in ConnsPerIP) may open after its burst.
+	ConnRatePerIP float64
+
+	// ConnsLow and ConnsHigh are the connection manager's watermarks: once
+	// more than ConnsHigh connections are open it closes the least useful
+	// ones down to ConnsLow, sparing connections younger than ConnGrace and
+	// those protected with ConnManager().Protect (do that for all-reduce
+	// partners). Higher: bigger swarms without churn; lower: fewer sockets.
+	ConnsLow  int
+	ConnsHigh int
+	ConnGrace time.Duration
+}
+
+// DefaultConfig returns a complete configuration: TCP and QUIC on every
+// interface with random ports, 1 GiB of window memory, 64 connections per
+// address and libp2p's connection-manager watermarks.
+func DefaultConfig() Config {
+	return Config{
+		ListenAddrs:   []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"},
+		MemoryLimit:   1 << 30,
+		ConnsPerIP:    64,
+		ConnRatePerIP: 1,
+		ConnsLow:      160,
+		ConnsHigh:     192,
+		ConnGrace:     time.Minute,
+	}
+}
+
+// Validate reports the first field that is out of range.
+func (c Config) Validate() error {
+	if c.Dir == "" && c.Identity == nil {
+		return errors.New("p2p config: Dir is empty and no Identity is set; the node needs a directory for identity.key")
+	}
+	for i, s := range c.ListenAddrs {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return fmt.Errorf("p2p config: ListenAddrs[%d] %q is not a multiaddr: %w", i, s, err)
+		}
+	}
+	if c.MemoryLimit < 0 {
+		return fmt.Errorf("p2p config: MemoryLimit %d must be >= 0 bytes (0 = unlimited)", c.MemoryLimit)
+	}
+	if c.MemoryLimit > 0 && c.MemoryLimit < minMemoryLimit {
+		return fmt.Errorf("p2p config: MemoryLimit %d must be 0 (unlimited) or >= %d bytes (32 MiB), the least that lets one stream window reach 16 MiB", c.MemoryLimit, minMemoryLimit)
+	}
+	if c.ConnsPerIP < 1 {
+		return fmt.Errorf("p2p config: ConnsPerIP %d must be >= 1", c.ConnsPerIP)
+	}
+	if !(c.ConnRatePerIP > 0) {
+		return fmt.Errorf("p2p config: ConnRatePerIP %v must be > 0 connections/s", c.ConnRatePerIP)
+	}
+	if c.ConnsLow < 1 || c.ConnsHigh < c.ConnsLow {
+		return fmt.Errorf("p2p config: ConnsLow %d and ConnsHigh %d must satisfy 1 <= ConnsLow <= ConnsHigh", c.ConnsLow, c.ConnsHigh)
+	}
+	if c.ConnGrace < 0 {
+		return fmt.Errorf("p2p config: ConnGrace %v must be >= 0", c.ConnGrace)
+	}
+	return nil
+}

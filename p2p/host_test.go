@@ -1,0 +1,374 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+const echoProto = protocol.ID("/swarmtrain/test/echo/1")
+
+// serveEcho answers every frame with the frame reversed until the peer
+// half-closes, then closes. Any error resets, as real handlers must.
+func serveEcho(h *Host) {
+	h.SetStreamHandler(echoProto, func(ns network.Stream) {
+		s := NewStream(ns, 5*time.Second)
+		for {
+			msg, err := s.Recv(1 << 20)
+			if err == io.EOF {
+				s.Close()
+				return
+			}
+			if err != nil {
+				s.Reset()
+				return
+			}
+			for i, j := 0, len(msg)-1; i < j; i, j = i+1, j-1 {
+				msg[i], msg[j] = msg[j], msg[i]
+			}
+			if err := s.Send(msg); err != nil {
+				s.Reset()
+				return
+			}
+		}
+	})
+}
+
+// pickAddr returns the first JoinAddr that contains want (e.g. "/tcp/").
+func pickAddr(t *testing.T, h *Host, want string) string {
+	t.Helper()
+	for _, a := range h.JoinAddrs() {
+		if strings.Contains(a, want) {
+			return a
+		}
+	}
+	t.Fatalf("no JoinAddr with %q in %v", want, h.JoinAddrs())
+	return ""
+}
+
+func TestHostsExchangeFrames(t *testing.T) {
+	for _, tc := range []struct{ name, addr string }{
+		{"tcp", "/tcp/"},
+		{"quic", "/quic-v1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newTestHost(t, t.TempDir()), newTestHost(t, "")
+			serveEcho(a)
+			serveEcho(b)
+			ctx := testCtx(t, 10*time.Second)
+
+			// Dial with one address only, so that transport is the one used.
+			id, err := a.Connect(ctx, pickAddr(t, b, tc.addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id != b.ID() {
+				t.Fatalf("Connect returned %s, want %s", id, b.ID())
+			}
+			conns := a.Network().ConnsToPeer(b.ID())
+			if len(conns) != 1 {
+				t.Fatalf("%d connections, want 1", len(conns))
+			}
+			if got := conns[0].RemoteMultiaddr().String(); !strings.Contains(got, tc.addr) {
+				t.Fatalf("connection runs over %s, want %s", got, tc.addr)
+			}
+
+			inA, outA := a.BytesIn(), a.BytesOut()
+			// a → b and back, then b → a and back, over the same connection.
+			for _, pair := range [][2]*Host{{a, b}, {b, a}} {
+				from, to := pair[0], pair[1]
+				ns, err := from.NewStream(ctx, to.ID(), echoProto)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s := NewStream(ns, 5*time.Second)
+				if s.RemotePeer() != to.ID() {
+					t.Fatalf("RemotePeer %s, want %s", s.RemotePeer(), to.ID())
+				}
+				for _, msg := range []string{"hello", "", strings.Repeat("x", 300<<10) + "y"} {
+					if err := s.Send([]byte(msg)); err != nil {
+						t.Fatal(err)
+					}
+					got, err := s.Recv(1 << 20)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if want := reverse(msg); !bytes.Equal(got, []byte(want)) {
+						t.Fatalf("echo of %d bytes came back as %d bytes", len(msg), len(got))
+					}
+				}
+				if err := s.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.Recv(1); err != io.EOF {
+					t.Fatalf("after CloseWrite: err = %v, want io.EOF from the peer's close", err)
+				}
+				s.Close()
+			}
+			// Counters are exact: both directions moved at least the payloads.
+			const moved = 2 * (5 + 300<<10 + 1)
+			if d := a.BytesOut() - outA; d < moved {
+				t.Fatalf("BytesOut grew by %d, want >= %d", d, moved)
+			}
+			if d := a.BytesIn() - inA; d < moved {
+				t.Fatalf("BytesIn grew by %d, want >= %d", d, moved)
+			}
+		})
+	}
+}
+
+func reverse(s string) string {
+	b := []byte(s)
+	for i, j := 0, len(b)-1; i < j; i, j = i+1, j-1 {
+		b[i], b[j] = b[j], b[i]
+	}
+	return string(b)
+}
+
+func TestRecvDeadline(t *testing.T) {
+	for _, tc := range []struct{ name, addr string }{
+		{"tcp", "/tcp/"},
+		{"quic", "/quic-v1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newTestHost(t, ""), newTestHost(t, "")
+			// b reads one frame, then never writes: it holds the stream until
+			// the test ends (the reset from a's side ends its Recv).
+			b.SetStreamHandler(echoProto, func(ns network.Stream) {
+				s := NewStream(ns, 0)
+				s.Recv(1 << 10)
+				s.Recv(1 << 10)
+				s.Reset()
+			})
+			ctx := testCtx(t, 10*time.Second)
+			if _, err := a.Connect(ctx, pickAddr(t, b, tc.addr)); err != nil {
+				t.Fatal(err)
+			}
+			ns, err := a.NewStream(ctx, b.ID(), echoProto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const timeout = 200 * time.Millisecond
+			s := NewStream(ns, timeout)
+			defer s.Reset()
+			if err := s.Send([]byte("ping")); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			_, err = s.Recv(1 << 10)
+			took := time.Since(start)
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Fatalf("err = %v (%T), want a timeout", err, err)
+			}
+			if took < timeout*3/4 || took > timeout+2*time.Second {
+				t.Fatalf("Recv returned after %v, want about %v", took, timeout)
+			}
+		})
+	}
+}
+
+func TestConnectBadInputs(t *testing.T) {
+	a, b := newTestHost(t, ""), newTestHost(t, "")
+	ctx := testCtx(t, 10*time.Second)
+	noID := strings.Split(pickAddr(t, b, "/tcp/"), "/p2p/")[0]
+	cases := []struct {
+		name, addr string
+		want       error // nil: any error
+	}{
+		{"garbage", "garbage", nil},
+		{"empty", "", nil},
+		{"no /p2p", noID, ErrNoPeerID},
+		{"bad peer id", noID + "/p2p/notapeerid", nil},
+		{"self", pickAddr(t, a, "/tcp/"), nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := a.Connect(ctx, c.addr)
+			if err == nil {
+				t.Fatalf("Connect(%q) succeeded", c.addr)
+			}
+			if c.want != nil && !errors.Is(err, c.want) {
+				t.Fatalf("err = %v, want %v", err, c.want)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestJoinAddrs(t *testing.T) {
+	h := newTestHost(t, "")
+	addrs := h.JoinAddrs()
+	if len(addrs) != 2 {
+		t.Fatalf("JoinAddrs = %v, want a TCP and a QUIC address", addrs)
+	}
+	for _, a := range addrs {
+		if !strings.HasSuffix(a, "/p2p/"+h.ID().String()) {
+			t.Fatalf("%s does not end in /p2p/<id>", a)
+		}
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(addrs[0], "/tcp/") {
+		t.Fatalf("first address %s, want TCP first", addrs[0])
+	}
+}
+
+func TestAddrRankOrder(t *testing.T) {
+	// Listed in the order JoinAddrs must produce.
+	want := []string{
+		"/ip4/192.168.1.5/tcp/4001",
+		"/ip4/192.168.1.5/udp/4001/quic-v1",
+		"/ip6/2001:db8::1/tcp/4001",
+		"/ip6/2001:db8::1/udp/4001/quic-v1",
+		"/ip4/192.168.1.5/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
+		"/ip4/127.0.0.1/tcp/4001",
+		"/ip4/127.0.0.1/udp/4001/quic-v1",
+		"/ip6/::1/tcp/4001",
+	}
+	for i := 1; i < len(want); i++ {
+		a, b := ma.StringCast(want[i-1]), ma.StringCast(want[i])
+		if addrRank(a) > addrRank(b) {
+			t.Errorf("%s (rank %d) sorts after %s (rank %d)", a, addrRank(a), b, addrRank(b))
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err == nil || !strings.Contains(err.Error(), "Dir") {
+		t.Fatalf("DefaultConfig without Dir: err = %v, want one naming Dir", err)
+	}
+	ok := DefaultConfig()
+	ok.Dir = t.TempDir()
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("DefaultConfig with Dir: %v", err)
+	}
+	cases := map[string]func(*Config){
+		"ListenAddrs":   func(c *Config) { c.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "nonsense"} },
+		"MemoryLimit":   func(c *Config) { c.MemoryLimit = 1 << 20 },
+		"ConnsPerIP":    func(c *Config) { c.ConnsPerIP = 0 },
+		"ConnRatePerIP": func(c *Config) { c.ConnRatePerIP = 0 },
+		"ConnsHigh":     func(c *Config) { c.ConnsLow, c.ConnsHigh = 10, 5 },
+		"ConnGrace":     func(c *Config) { c.ConnGrace = -time.Second },
+	}
+	for field, mutate := range cases {
+		c := ok
+		mutate(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: err = %v, want one naming the field", field, err)
+		}
+		if _, err := New(c); err == nil {
+			t.Errorf("%s: New accepted an invalid config", field)
+		}
+	}
+}
+
+func TestNewKeepsIdentityAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Dir = dir
+	cfg.ListenAddrs = loopbackAddrs[:1]
+	h1, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := h1.ID()
+	h1.Close()
+	h2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	if h2.ID() != id {
+		t.Fatalf("restart changed the peer ID from %s to %s", id, h2.ID())
+	}
+}
+
+func TestMeasureThroughput(t *testing.T) {
+	a, b := newTestHost(t, ""), newTestHost(t, "")
+	ctx := testCtx(t, 20*time.Second)
+	if _, err := a.Connect(ctx, pickAddr(t, b, "/tcp/")); err != nil {
+		t.Fatal(err)
+	}
+	bps, err := MeasureThroughput(ctx, a, b, 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bps <= 0 {
+		t.Fatalf("rate %v", bps)
+	}
+	t.Logf("TCP: %.0f MiB/s", bps/(1<<20))
+	if len(b.Mux().Protocols()) != len(removeThroughput(b.Mux().Protocols())) {
+		t.Fatal("temporary protocol left registered")
+	}
+	if _, err := MeasureThroughput(ctx, a, b, 0); err == nil {
+		t.Fatal("n = 0 accepted")
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := MeasureThroughput(cancelled, a, b, 1<<20); err == nil {
+		t.Fatal("cancelled context accepted")
+	}
+}
+
+func removeThroughput(ps []protocol.ID) []protocol.ID {
+	var out []protocol.ID
+	for _, p := range ps {
+		if !strings.HasPrefix(string(p), throughputProto) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Yamux grows a stream's window from 256 KiB to 16 MiB by reserving memory at
+// priority 128 on a span of the connection scope. libp2p's default limits
+// (32 MiB per connection) grant that to one stream per connection; ours must
+// grant it to several, or all-reduce streams crawl at 256 KiB per round trip.
+func TestResourceManagerLetsWindowsGrow(t *testing.T) {
+	for _, limit := range []int64{DefaultConfig().MemoryLimit, 0} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.MemoryLimit = limit
+			rm, err := newResourceManager(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rm.Close()
+			conn, err := rm.OpenConnection(network.DirInbound, true, ma.StringCast("/ip4/10.0.0.1/tcp/4001"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Done()
+			if err := conn.SetPeer(newTestHost(t, "").ID()); err != nil {
+				t.Fatal(err)
+			}
+			const streams = 8
+			for i := range streams {
+				span, err := conn.BeginSpan()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer span.Done()
+				if err := span.ReserveMemory(256<<10, 255); err != nil {
+					t.Fatalf("stream %d: initial window: %v", i, err)
+				}
+				if err := span.ReserveMemory(16<<20-256<<10, 128); err != nil {
+					t.Fatalf("stream %d: growing the window to 16 MiB: %v", i, err)
+				}
+			}
+		})
+	}
+}

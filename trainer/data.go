@@ -1,0 +1,68 @@
+package trainer
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Dataset is a dense classification set held in memory: row i is
+// X[i*Dim:(i+1)*Dim] with label Y[i] in 0..Classes-1.
+type Dataset struct {
+	Name    string
+	X       []float32 // N*Dim row-major
+	Y       []uint8
+	N, Dim  int
+	Classes int
+}
+
+// MNIST normalisation (the usual mean and standard deviation of the training
+// pixels after scaling to [0,1]).
+const (
+	MNISTMean = 0.1307
+	MNISTStd  = 0.3081
+)
+
+// pixelTable maps a raw byte to its normalised float32. A table, computed
+// once in float64 and rounded once, gives every peer the same bits.
+var pixelTable = func() (t [256]float32) {
+	for i := range t {
+		t[i] = float32((float64(i)/255 - MNISTMean) / MNISTStd)
+	}
+	return t
+}()
+
+// newPixelDataset builds a Dataset from raw 0..255 pixels and labels; the
+// caller has already checked len(pix) == len(labels)*dim.
+func newPixelDataset(name string, pix, labels []byte, dim, classes int) *Dataset {
+	x := make([]float32, len(pix))
+	for i, p := range pix {
+		x[i] = pixelTable[p]
+	}
+	return &Dataset{Name: name, X: x, Y: labels, N: len(labels), Dim: dim, Classes: classes}
+}
+
+// Validate checks that the shape fields agree with the slices and that every
+// label is in range; use it on a Dataset built by hand.
+func (d *Dataset) Validate() error {
+	switch {
+	case d == nil:
+		return errors.New("dataset: nil")
+	case d.N < 1 || d.Dim < 1:
+		return fmt.Errorf("dataset %q: N=%d Dim=%d, both must be >= 1", d.Name, d.N, d.Dim)
+	case d.Classes < 2 || d.Classes > 256:
+		return fmt.Errorf("dataset %q: Classes=%d, want 2..256", d.Name, d.Classes)
+	case len(d.Y) != d.N:
+		return fmt.Errorf("dataset %q: len(Y)=%d, want N=%d", d.Name, len(d.Y), d.N)
+	case len(d.X) != d.N*d.Dim:
+		return fmt.Errorf("dataset %q: len(X)=%d, want N*Dim=%d", d.Name, len(d.X), d.N*d.Dim)
+	}
+	for i, y := range d.Y {
+		if int(y) >= d.Classes {
+			return fmt.Errorf("dataset %q: row %d: label %d out of range 0..%d", d.Name, i, y, d.Classes-1)
+		}
+	}
+	return nil
+}
+
+// row returns row i of X (no copy).
+func (d *Dataset) row(i int) []float32 { return d.X[i*d.Dim : (i+1)*d.Dim] }

@@ -1,0 +1,42 @@
+// Package trainer is the local half of a swarmtrain peer: data (MNIST
+// loading, deterministic shards and minibatches), the model (a gorgonia MLP
+// whose parameters and gradients are flat float32 vectors), and optimizers
+// and schedules written in plain Go so that every peer applies bit-identical
+// updates on every architecture. It knows nothing of the network; the node
+// package moves the flat vectors between peers.
+//
+// A peer's training loop, with the swarm's averaging marked:
+//
+//	train, test, err := trainer.LoadMNIST("") // "" = the GoMNIST module's data/
+//	if err != nil { ... }
+//	shard, err := train.Shard(runSeed, peerIndex, peerCount)
+//	if err != nil { ... }
+//	cfg := trainer.ModelConfig{Hidden: []int{256}, Batch: 64, Seed: runSeed}
+//	m, err := trainer.NewMLP(cfg, train.Dim, train.Classes)
+//	if err != nil { ... }
+//	n := m.NumParams()
+//	params, grads := make([]float32, n), make([]float32, n)
+//	m.ReadParams(params)
+//	opt := trainer.NewAdam(0.9, 0.999, 1e-8, 0, n)
+//	sched := trainer.Schedule{Base: 1e-3, Min: 1e-5, Warmup: 100, Total: 5000, Cosine: true}
+//	b := trainer.NewBatcher(shard, cfg.Batch, runSeed^uint64(peerIndex))
+//	x, y := make([]float32, cfg.Batch*train.Dim), make([]uint8, cfg.Batch)
+//	for step := 0; step < sched.Total; step++ {
+//		clear(grads)
+//		b.Next(x, y)
+//		loss, err := m.ComputeGradients(x, y)
+//		if err != nil { ... }
+//		m.AddGrads(grads, 1) // more batches may be accumulated, scaled by 1/k
+//		// swarm: grads = weighted average of every peer's grads (bit-identical everywhere)
+//		opt.Step(params, grads, sched.LR(step))
+//		if err := m.WriteParams(params); err != nil { ... }
+//		_ = loss
+//	}
+//	acc, testLoss, err := m.Evaluate(test)
+//
+// The Model is the only gorgonia-facing type; it is not safe for
+// concurrent use, so build one per goroutine. Everything that must agree
+// between peers (initial weights, shard and batch order, optimizer steps,
+// learning rates) is derived from explicit seeds with operations whose
+// rounding the Go spec pins down.
+package trainer

@@ -1,0 +1,52 @@
+package trainer
+
+import (
+	"math/rand/v2"
+	"sync"
+	"testing"
+)
+
+// synthDataset returns n rows of dim Gaussian-ish features whose label is
+// a fixed linear function's arg-max, so a model can learn it.
+func synthDataset(n, dim, classes int, seed uint64) *Dataset {
+	r := rand.New(rand.NewPCG(seed, 1))
+	proj := make([]float32, dim*classes)
+	for i := range proj {
+		proj[i] = float32(r.NormFloat64())
+	}
+	d := &Dataset{Name: "synth", X: make([]float32, n*dim), Y: make([]uint8, n), N: n, Dim: dim, Classes: classes}
+	for i := range n {
+		row := d.row(i)
+		for j := range row {
+			row[j] = float32(r.NormFloat64())
+		}
+		best, bestV := 0, float32(0)
+		for c := range classes {
+			var s float32
+			for j, v := range row {
+				s += v * proj[j*classes+c]
+			}
+			if c == 0 || s > bestV {
+				best, bestV = c, s
+			}
+		}
+		d.Y[i] = uint8(best)
+	}
+	return d
+}
+
+var mnistOnce struct {
+	sync.Once
+	train, test *Dataset
+	err         error
+}
+
+// realMNIST loads the GoMNIST data once per test binary.
+func realMNIST(t testing.TB) (train, test *Dataset) {
+	t.Helper()
+	mnistOnce.Do(func() { mnistOnce.train, mnistOnce.test, mnistOnce.err = LoadMNIST("") })
+	if mnistOnce.err != nil {
+		t.Fatalf("LoadMNIST(\"\"): %v", mnistOnce.err)
+	}
+	return mnistOnce.train, mnistOnce.test
+}

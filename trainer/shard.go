@@ -1,0 +1,163 @@
+package trainer
+
+import (
+	"fmt"
+	"math/bits"
+	"math/rand/v2"
+)
+
+// Randomness for data order comes from our own Fisher–Yates over the raw
+// PCG output: PCG's output is specified exactly, while rand.Rand's derived
+// methods (Perm, Shuffle, IntN) are not promised to stay the same across Go
+// releases, and peers built with different toolchains must agree.
+
+// Stream tags keep the shard and batch orders independent for one seed.
+const (
+	streamShard = 0x7368617264 // "shard"
+	streamBatch = 0x6261746368 // "batch"
+)
+
+// perm returns a permutation of 0..n-1 determined by (seed, stream).
+func perm(n int, seed, stream uint64) []int {
+	src := rand.NewPCG(seed, stream)
+	p := make([]int, n)
+	for i := range p {
+		p[i] = i
+	}
+	for i := n - 1; i > 0; i-- {
+		j := boundedUint64(src, uint64(i)+1)
+		p[i], p[j] = p[j], p[i]
+	}
+	return p
+}
+
+// boundedUint64 returns a uniform value in [0,n), n > 0 (Lemire's
+// multiply-and-reject method: unbiased, usually one draw).
+func boundedUint64(src *rand.PCG, n uint64) uint64 {
+	hi, lo := bits.Mul64(src.Uint64(), n)
+	if lo < n {
+		thresh := -n % n
+		for lo < thresh {
+			hi, lo = bits.Mul64(src.Uint64(), n)
+		}
+	}
+	return hi
+}
+
+// Shard returns part index of count of d: the rows are permuted by a PCG
+// seeded from seed, the permutation is cut into count contiguous slices
+// whose sizes differ by at most one (the first N%count get the extra row),
+// and slice index is copied out. Every peer that knows (seed, count) thus
+// agrees on who holds which row, and the shards are disjoint and cover d.
+func (d *Dataset) Shard(seed uint64, index, count int) (*Dataset, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	if count < 1 || count > d.N {
+		return nil, fmt.Errorf("shard: count %d out of range 1..%d (rows of %q)", count, d.N, d.Name)
+	}
+	if index < 0 || index >= count {
+		return nil, fmt.Errorf("shard: index %d out of range 0..%d", index, count-1)
+	}
+	lo, hi := shardBounds(d.N, index, count)
+	p := perm(d.N, seed, streamShard)[lo:hi]
+	s := &Dataset{
+		Name:    fmt.Sprintf("%s[%d/%d]", d.Name, index, count),
+		X:       make([]float32, len(p)*d.Dim),
+		Y:       make([]uint8, len(p)),
+		N:       len(p),
+		Dim:     d.Dim,
+		Classes: d.Classes,
+	}
+	for i, r := range p {
+		copy(s.row(i), d.row(r))
+		s.Y[i] = d.Y[r]
+	}
+	return s, nil
+}
+
+// shardBounds returns the half-open range of slice index among count over n.
+func shardBounds(n, index, count int) (lo, hi int) {
+	q, r := n/count, n%count
+	lo = index*q + min(index, r)
+	hi = lo + q
+	if index < r {
+		hi++
+	}
+	return lo, hi
+}
+
+// Batcher draws minibatches from a Dataset in a deterministic order: epoch
+// e visits every row once, in a permutation seeded from (seed, e). Batches
+// run on across epoch boundaries, so no row is dropped or repeated within an
+// epoch. A Batcher is not safe for concurrent use.
+type Batcher struct {
+	d     *Dataset
+	batch int
+	seed  uint64
+	epoch int
+	pos   int   // next index into order
+	order []int // permutation for epoch
+}
+
+// NewBatcher returns a Batcher at epoch 0, position 0. It panics if d is
+// nil or empty or batch < 1: those are configuration bugs, caught earlier by
+// validation.
+func NewBatcher(d *Dataset, batch int, seed uint64) *Batcher {
+	if d == nil || d.N < 1 || batch < 1 {
+		panic("trainer: NewBatcher needs a non-empty dataset and batch >= 1")
+	}
+	b := &Batcher{d: d, batch: batch, seed: seed}
+	b.order = perm(d.N, b.epochSeed(0), streamBatch)
+	return b
+}
+
+func (b *Batcher) epochSeed(e int) uint64 { return splitmix64(b.seed ^ splitmix64(uint64(e))) }
+
+// Next fills x (batch*Dim values) and y (batch labels) with the next batch
+// and returns the epoch of the batch's first row. It panics if x or y has
+// the wrong length.
+func (b *Batcher) Next(x []float32, y []uint8) (epoch int) {
+	dim := b.d.Dim
+	if len(x) != b.batch*dim || len(y) != b.batch {
+		panic(fmt.Sprintf("trainer: Batcher.Next: len(x)=%d len(y)=%d, want %d and %d", len(x), len(y), b.batch*dim, b.batch))
+	}
+	epoch = b.epoch
+	for i := range b.batch {
+		if b.pos == len(b.order) {
+			b.epoch++
+			b.pos = 0
+			b.order = perm(b.d.N, b.epochSeed(b.epoch), streamBatch)
+		}
+		r := b.order[b.pos]
+		b.pos++
+		copy(x[i*dim:(i+1)*dim], b.d.row(r))
+		y[i] = b.d.Y[r]
+	}
+	return epoch
+}
+
+// Position reports where the next batch starts: the epoch and the number
+// of rows of that epoch already drawn. With Seek it lets a joining peer or a
+// restart continue the same sequence.
+func (b *Batcher) Position() (epoch, offset int) { return b.epoch, b.pos }
+
+// Seek moves to (epoch, offset) as returned by Position.
+func (b *Batcher) Seek(epoch, offset int) error {
+	if epoch < 0 || offset < 0 || offset > b.d.N {
+		return fmt.Errorf("batcher: position (%d, %d) out of range (epoch >= 0, offset 0..%d)", epoch, offset, b.d.N)
+	}
+	if epoch != b.epoch {
+		b.order = perm(b.d.N, b.epochSeed(epoch), streamBatch)
+	}
+	b.epoch, b.pos = epoch, offset
+	return nil
+}
+
+// splitmix64 is a bijective mixer used to derive per-epoch seeds.
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
