@@ -13,7 +13,8 @@ import (
 // normal half range [2^-14, 65504].
 //
 // Rounding is to nearest, ties to even, including into the subnormal range
-// (steps of 2^-24); magnitudes below 2^-25 become a signed zero.
+// (steps of 2^-24); magnitudes up to 2^-25 (a tie at half the smallest
+// subnormal) become a signed zero.
 // Finite values that would round beyond the half range saturate to ±65504
 // (0x7BFF / 0xFBFF) instead of becoming ±Inf: one large gradient element
 // must not turn into an Inf that makes the whole part undecodable.
@@ -32,7 +33,7 @@ func (FP16) Encode(dst []byte, src []float32) []byte {
 	dst = slices.Grow(dst, 2*len(src))[:n+2*len(src)]
 	out := dst[n:]
 	for i, v := range src {
-		// The normal range inline, the rest out of line: ~3× faster than
+		// The normal range inline, the rest out of line: 2-3× faster than
 		// calling HalfFromFloat32, which the compiler does not inline.
 		b := math.Float32bits(v)
 		var h uint16
@@ -106,10 +107,10 @@ const (
 
 // halfNormal converts a, float32 bits without sign in [halfMinNormal32,
 // halfMaxNormal32), to half bits without sign. Adding 0xfff plus the lowest
-// kept bit rounds to nearest-even without a branch (ties are coin flips on
-// real data, so a branch would mispredict half the time); a carry out of
-// the mantissa correctly bumps the exponent; subtracting 112<<10 rebiases
-// 127 to 15; min saturates what rounded up to Inf.
+// kept bit rounds to nearest-even without a branch (whether to round up is
+// a coin flip on real data, so a branch would mispredict half the time); a
+// carry out of the mantissa correctly bumps the exponent; subtracting
+// 112<<10 rebiases 127 to 15; min saturates what rounded up to Inf.
 func halfNormal(a uint32) uint16 {
 	return uint16(min((a+0xfff+(a>>13)&1)>>13-112<<10, 0x7bff))
 }

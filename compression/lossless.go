@@ -73,8 +73,8 @@ var (
 		return zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(0),
 			zstd.WithDecoderMaxMemory(maxRawLen),
-			// Only frames after the first (which we reject anyway) can be
-			// multi-segment; keep their windows small.
+			// decompressZstd admits only a single-segment first frame; a
+			// concatenated second one could ask for a window: keep it small.
 			zstd.WithDecoderMaxWindow(8<<20),
 			zstd.WithDecodeAllCapLimit(true),
 		)

@@ -32,9 +32,10 @@ const (
 	MaxCount = 1 << 26
 )
 
-// Errors returned by DecodePart and PeekCount, wrapped with detail; test
-// with errors.Is. All of them mean the frame must be dropped and the sender
-// blamed, except ErrCountMismatch, which may be the receiver's own mistake.
+// Errors returned by DecodePart and PeekCount (besides ErrUnknownCodec and
+// ErrUnknownLossless), wrapped with detail; test with errors.Is. All of them
+// mean the frame must be dropped and the sender blamed, except
+// ErrCountMismatch, which may be the receiver's own mistake.
 var (
 	ErrMalformed     = errors.New("compression: malformed frame")
 	ErrVersion       = errors.New("compression: unsupported frame version")

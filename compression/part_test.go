@@ -172,7 +172,7 @@ func TestEncodePartRejects(t *testing.T) {
 	if _, err := EncodePart(nil, nil, LosslessNone, nil); !errors.Is(err, ErrUnknownCodec) {
 		t.Errorf("nil codec: %v", err)
 	}
-	if _, err := EncodePart(nil, fakeCodec{FP32{}, "other"}, LosslessNone, nil); !errors.Is(err, ErrUnknownCodec) {
+	if _, err := EncodePart(nil, fakeCodec{FP32{}, "other", 0}, LosslessNone, nil); !errors.Is(err, ErrUnknownCodec) {
 		t.Errorf("unregistered codec: %v", err)
 	}
 	if _, err := EncodePart(nil, FP32{}, 7, nil); !errors.Is(err, ErrUnknownLossless) {
@@ -183,12 +183,20 @@ func TestEncodePartRejects(t *testing.T) {
 	}
 }
 
+// fakeCodec stands in for a codec under another name (and id, if set).
 type fakeCodec struct {
 	Codec
 	name string
+	id   CodecID
 }
 
 func (f fakeCodec) Name() string { return f.name }
+func (f fakeCodec) ID() CodecID {
+	if f.id != 0 {
+		return f.id
+	}
+	return f.Codec.ID()
+}
 
 func TestBitFlipsDetected(t *testing.T) {
 	v := normals(200, 3)
@@ -431,7 +439,12 @@ func TestRegistry(t *testing.T) {
 	if _, err := LosslessByName("s2"); !errors.Is(err, ErrUnknownLossless) {
 		t.Fatalf("LosslessByName(s2): %v", err)
 	}
-	for _, c := range []Codec{FP32{}, fakeCodec{FP32{}, "fp32-again"}, fakeCodec{FP16{}, "fp16"}} {
+	for _, c := range []Codec{
+		FP32{},                             // id and name taken
+		fakeCodec{FP32{}, "fp32-again", 0}, // id taken
+		fakeCodec{FP16{}, "fp16", 99},      // name taken
+		zeroID{},                           // id 0 is reserved
+	} {
 		func() {
 			defer func() {
 				if recover() == nil {
@@ -442,6 +455,11 @@ func TestRegistry(t *testing.T) {
 		}()
 	}
 }
+
+type zeroID struct{ FP16 }
+
+func (zeroID) ID() CodecID  { return 0 }
+func (zeroID) Name() string { return "zero" }
 
 func TestShuffleInverse(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))

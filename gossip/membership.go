@@ -55,14 +55,20 @@ func (m *Membership) ObserveHeartbeat(hb Heartbeat, now time.Time) (isNew bool) 
 		cur = &Member{}
 		m.members[hb.Peer] = cur
 	}
+	// Progress travels on another topic and may already have moved the
+	// step on; an older heartbeat must not move it back.
+	step, hash := cur.Step, cur.Hash
 	cur.Heartbeat = hb
+	if ok && step > hb.Step {
+		cur.Step, cur.Hash = step, hash
+	}
 	cur.LastSeen = now
 	return !ok
 }
 
 // ObserveProgress records p. A progress message also proves liveness; it
-// moves a member's step forward (never back) so a fresh round can start
-// before the next heartbeat arrives.
+// moves a member's step and state hash forward (never back), so rounds and
+// replica checks need not wait for the next heartbeat.
 func (m *Membership) ObserveProgress(p Progress, now time.Time) {
 	if p.Peer == m.self {
 		return
@@ -79,8 +85,8 @@ func (m *Membership) ObserveProgress(p Progress, now time.Time) {
 	}
 	cur.progressSeq = p.Seq
 	cur.LastSeen = now
-	if p.Step > cur.Step {
-		cur.Step = p.Step
+	if p.Step >= cur.Step {
+		cur.Step, cur.Hash = p.Step, p.Hash
 	}
 	cur.ProgressStep = p.Step
 	cur.ProgressSamples = p.Samples
@@ -134,4 +140,21 @@ func (m *Membership) SwarmSamples(step uint64, now time.Time) (samples, peers in
 		}
 	}
 	return samples, peers
+}
+
+// Consensus picks the state replicas converge on at one step: the hash
+// the most live replicas hold, ties broken by the smallest hash, so every
+// peer that sees the same votes picks the same winner and a split swarm
+// heals toward one side instead of flapping.
+func Consensus(votes map[string]int) string {
+	best, bestVotes := "", 0
+	for h, v := range votes {
+		if h == "" {
+			continue
+		}
+		if v > bestVotes || (v == bestVotes && h < best) {
+			best, bestVotes = h, v
+		}
+	}
+	return best
 }

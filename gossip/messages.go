@@ -67,6 +67,7 @@ type Progress struct {
 	Run     string  `json:"run"`
 	Seq     uint64  `json:"seq"`
 	Step    uint64  `json:"step"`
+	Hash    string  `json:"hash"` // state hash at Step: replicas compare it every step
 	Samples int     `json:"samples"`
 }
 
@@ -251,6 +252,9 @@ func (h *Heartbeat) validate() error {
 func (p *Progress) validate() error {
 	if err := checkPeer(p.Peer); err != nil {
 		return err
+	}
+	if len(p.Hash) > 128 || !hexRe.MatchString(p.Hash) {
+		return errors.New("gossip: progress hash is not hex")
 	}
 	if p.Samples < 0 || p.Samples > maxSamples {
 		return fmt.Errorf("gossip: progress claims %d samples", p.Samples)

@@ -124,7 +124,7 @@ type Config struct {
 	MinPeersTimeout time.Duration
 
 	HeartbeatInterval time.Duration // how often liveness, step and hash are gossiped
-	PeerExpiry        time.Duration // a peer silent this long is dead; ~3 heartbeats
+	PeerExpiry        time.Duration // a peer silent this long is dead; several heartbeats, so a busy CPU is not a death
 	JoinWindow        time.Duration // an assembler waits this long for expected peers
 	RoundTimeout      time.Duration // bound on one all-reduce
 	FrameTimeout      time.Duration // per-frame deadline on streams
@@ -143,7 +143,7 @@ func DefaultConfig() Config {
 		MinPeers:          1,
 		MinPeersTimeout:   2 * time.Minute,
 		HeartbeatInterval: 500 * time.Millisecond,
-		PeerExpiry:        3 * time.Second,
+		PeerExpiry:        5 * time.Second,
 		JoinWindow:        2 * time.Second,
 		RoundTimeout:      30 * time.Second,
 		FrameTimeout:      20 * time.Second,

@@ -62,28 +62,33 @@ type Node struct {
 	failedRounds  int
 	syncs         int
 	phase         string
+	initialLoss   float64
 	syncing       bool
 
-	resync   atomic.Bool // set when the swarm's majority holds another state
-	seq      atomic.Uint64
-	started  time.Time
-	refusals chan string
+	resync    atomic.Bool   // set when the swarm's consensus is another state
+	aheadHint atomic.Uint64 // a step the swarm is known to have reached
+	seq       atomic.Uint64
+	started   time.Time
+	refusals  chan string
 }
 
 // Result is what a finished node reports (and writes to result.json).
 type Result struct {
-	Peer      string  `json:"peer"`
-	Run       string  `json:"run"`
-	Step      uint64  `json:"step"`
-	Hash      string  `json:"hash"`
-	Accuracy  float64 `json:"accuracy"`
-	TestLoss  float64 `json:"test_loss"`
-	Rounds    int     `json:"rounds"`
-	Failed    int     `json:"failed_rounds"`
-	Syncs     int     `json:"state_syncs"`
-	BytesSent int64   `json:"bytes_sent"`
-	BytesRecv int64   `json:"bytes_received"`
-	Seconds   float64 `json:"seconds"`
+	Peer     string  `json:"peer"`
+	Run      string  `json:"run"`
+	Step     uint64  `json:"step"`
+	Hash     string  `json:"hash"`
+	Accuracy float64 `json:"accuracy"`
+	TestLoss float64 `json:"test_loss"`
+	// InitialTestLoss is the test loss of the state this node started
+	// training from (after any download), to show the loss dropped.
+	InitialTestLoss float64 `json:"initial_test_loss"`
+	Rounds          int     `json:"rounds"`
+	Failed          int     `json:"failed_rounds"`
+	Syncs           int     `json:"state_syncs"`
+	BytesSent       int64   `json:"bytes_sent"`
+	BytesRecv       int64   `json:"bytes_received"`
+	Seconds         float64 `json:"seconds"`
 }
 
 // Info is written to Dir/node.json once the node listens, so a supervisor
@@ -370,26 +375,28 @@ func finite(x float64) float64 {
 }
 
 // checkAgreement compares our state hash with the live peers at our
-// step: if a strict majority of them (counting us) holds one other hash,
-// our replica diverged and must be downloaded again.
+// step. If the swarm's consensus (most replicas, ties to the smallest
+// hash) is another state, our replica diverged and is downloaded again.
 func (n *Node) checkAgreement() {
 	n.mu.Lock()
 	step, hash := n.step, n.hash
 	n.mu.Unlock()
-	votes := map[string]int{hash: 1}
-	total := 1
+	votes := n.votes(step, hash)
+	if c := gossip.Consensus(votes); c != hash {
+		n.log.Warn("state differs from the swarm's consensus; will resync", "step", step, "ours", hash, "consensus", c, "votes", len(votes))
+		n.resync.Store(true)
+	}
+}
+
+// votes counts the state hashes that live replicas hold at step, ours included.
+func (n *Node) votes(step uint64, ours string) map[string]int {
+	votes := map[string]int{ours: 1}
 	for _, m := range n.view.Live(time.Now()) {
 		if m.Step == step && !m.Syncing && m.Hash != "" {
 			votes[m.Hash]++
-			total++
 		}
 	}
-	for h, v := range votes {
-		if h != hash && 2*v > total {
-			n.log.Warn("state diverged from the swarm's majority", "step", step, "ours", hash, "majority", h)
-			n.resync.Store(true)
-		}
-	}
+	return votes
 }
 
 func (n *Node) setPhase(p string) {

@@ -17,6 +17,11 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 	if err := n.waitForPeers(ctx); err != nil {
 		return nil, err
 	}
+	if _, loss, err := n.model.Evaluate(n.test); err == nil {
+		n.mu.Lock()
+		n.initialLoss = loss
+		n.mu.Unlock()
+	}
 	np := n.model.NumParams()
 	acc := make([]float32, np)  // Σ batch·grad over this step's minibatches
 	mean := make([]float32, np) // acc / samples: our contribution
@@ -33,6 +38,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		}
 		step := n.currentStep()
 		if step >= uint64(n.cfg.Run.Steps) {
+			n.settle(ctx)
 			return n.finish(), nil
 		}
 		if n.resync.Load() || n.behind(step) {
@@ -78,10 +84,14 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		for i := range acc {
 			mean[i] = float32(acc[i] * inv)
 		}
+		if n.behind(step) {
+			continue // the swarm moved on while we computed: sync first
+		}
 		n.setPhase("averaging")
 		r, err := n.mm.Match(ctx, step, samples, n.expected(step))
 		if errors.Is(err, gossip.ErrBehind) {
 			n.log.Info("swarm averaged without us; syncing", "step", step)
+			n.aheadHint.Store(step + 1)
 			n.resync.Store(true)
 			continue
 		}
@@ -122,7 +132,10 @@ func (n *Node) noteFailure(step uint64, what string, err error) {
 }
 
 func (n *Node) publishProgress(ctx context.Context, step uint64, samples int) {
-	p := gossip.Progress{Peer: n.host.ID(), Run: n.run, Seq: n.seq.Add(1), Step: step, Samples: samples}
+	n.mu.Lock()
+	hash := n.hash
+	n.mu.Unlock()
+	p := gossip.Progress{Peer: n.host.ID(), Run: n.run, Seq: n.seq.Add(1), Step: step, Hash: hash, Samples: samples}
 	if err := n.bus.Publish(ctx, gossip.Message{Kind: gossip.KindProgress, Progress: &p}); err != nil && ctx.Err() == nil {
 		n.log.Warn("progress", "err", err)
 	}
@@ -178,6 +191,16 @@ func (n *Node) syncState(ctx context.Context) error {
 		n.syncing = false
 		n.mu.Unlock()
 	}()
+	// An assembler told us the swarm reached at least aheadHint; wait
+	// (bounded) until gossip shows a peer there, or we would pick a donor
+	// as stale as we are.
+	hint := n.aheadHint.Swap(0)
+	for wait := time.Now().Add(2 * n.cfg.HeartbeatInterval); hint > 0 && time.Now().Before(wait); {
+		if n.newestStep() >= hint {
+			break
+		}
+		sleep(ctx, 20*time.Millisecond)
+	}
 	donors := n.donors()
 	if len(donors) == 0 {
 		n.resync.Store(false)
@@ -204,36 +227,54 @@ func (n *Node) syncState(ctx context.Context) error {
 	return lastErr
 }
 
-// donors ranks live peers by step (newest first); among those at the
-// newest step, peers holding the majority hash come first.
+// donors ranks live peers by step (newest first); at equal steps, peers
+// holding the consensus hash come first. It returns nil when our own
+// state already is the consensus at the newest step.
 func (n *Node) donors() []gossip.Member {
-	live := n.view.Live(time.Now())
+	n.mu.Lock()
+	my, myHash := n.step, n.hash
+	n.mu.Unlock()
 	var cands []gossip.Member
-	votes := map[string]int{}
-	for _, m := range live {
-		if !m.Syncing && m.Hash != "" {
+	for _, m := range n.view.Live(time.Now()) {
+		if !m.Syncing && m.Hash != "" && m.Step >= my {
 			cands = append(cands, m)
-			votes[fmt.Sprint(m.Step, m.Hash)]++
 		}
 	}
-	my := n.currentStep()
+	if len(cands) == 0 {
+		return nil
+	}
+	top := cands[0].Step
+	for _, m := range cands {
+		top = max(top, m.Step)
+	}
+	var winner string
+	if top == my {
+		winner = gossip.Consensus(n.votes(my, myHash))
+		if winner == myHash {
+			return nil
+		}
+	} else {
+		winner = gossip.Consensus(n.votes(top, ""))
+	}
 	sort.SliceStable(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]
 		if a.Step != b.Step {
 			return a.Step > b.Step
 		}
-		return votes[fmt.Sprint(a.Step, a.Hash)] > votes[fmt.Sprint(b.Step, b.Hash)]
+		return a.Hash == winner && b.Hash != winner
 	})
-	if len(cands) > 0 && cands[0].Step < my {
-		return nil
-	}
-	n.mu.Lock()
-	myHash := n.hash
-	n.mu.Unlock()
-	if len(cands) > 0 && cands[0].Step == my && cands[0].Hash == myHash {
-		return nil
-	}
 	return cands
+}
+
+// newestStep is the highest step a live, non-syncing peer reports.
+func (n *Node) newestStep() uint64 {
+	var top uint64
+	for _, m := range n.view.Live(time.Now()) {
+		if !m.Syncing {
+			top = max(top, m.Step)
+		}
+	}
+	return top
 }
 
 // load installs a downloaded snapshot whose hash was verified.
@@ -253,6 +294,37 @@ func (n *Node) load(s gossip.Snapshot, hash string) error {
 	return nil
 }
 
+// settle runs after the last step: it waits (bounded) for the live peers
+// to finish too and, if the swarm's consensus on the final state is not
+// ours, downloads it, so a run never ends with silently different replicas.
+func (n *Node) settle(ctx context.Context) {
+	n.setPhase("settling")
+	final := uint64(n.cfg.Run.Steps)
+	deadline := time.Now().Add(4 * n.cfg.PeerExpiry)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		pending := false
+		for _, m := range n.view.Live(time.Now()) {
+			if m.Step < final {
+				pending = true
+			}
+		}
+		n.mu.Lock()
+		hash := n.hash
+		n.mu.Unlock()
+		if gossip.Consensus(n.votes(final, hash)) != hash {
+			if err := n.syncState(ctx); err != nil {
+				n.log.Warn("final state sync failed", "err", err)
+				sleep(ctx, 200*time.Millisecond)
+			}
+			continue
+		}
+		if !pending {
+			return
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+}
+
 // finish evaluates the final model on the test set and writes result.json.
 func (n *Node) finish() *Result {
 	n.setPhase("evaluating")
@@ -262,7 +334,7 @@ func (n *Node) finish() *Result {
 	}
 	n.mu.Lock()
 	res := &Result{
-		Peer: n.host.ID().String(), Run: n.run, Step: n.step, Hash: n.hash, Accuracy: acc, TestLoss: loss,
+		Peer: n.host.ID().String(), Run: n.run, Step: n.step, Hash: n.hash, Accuracy: acc, TestLoss: loss, InitialTestLoss: n.initialLoss,
 		Rounds: n.rounds, Failed: n.failedRounds, Syncs: n.syncs,
 		BytesSent: n.host.BytesOut(), BytesRecv: n.host.BytesIn(), Seconds: time.Since(n.started).Seconds(),
 	}

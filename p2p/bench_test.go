@@ -88,4 +88,3 @@ func BenchmarkStreamThroughput(b *testing.B) {
 		})
 	}
 }
-

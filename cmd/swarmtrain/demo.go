@@ -261,15 +261,8 @@ func printSwarm(out io.Writer, children []*child, steps int, start time.Time) bo
 	var in, outB int64
 	peers, alive := 0, 0
 	phase := ""
-	client := http.Client{Timeout: time.Second}
 	for _, c := range children {
-		resp, err := client.Get("http://" + c.info.HTTP + "/status")
-		if err != nil {
-			continue
-		}
-		var s node.Status
-		err = json.NewDecoder(resp.Body).Decode(&s)
-		resp.Body.Close()
+		s, err := fetchStatus(c.info.HTTP)
 		if err != nil {
 			continue
 		}
@@ -331,4 +324,17 @@ func dumpLogs(children []*child) {
 		}
 		fmt.Fprintf(os.Stderr, "--- node %d log (tail) ---\n%s\n", i, b)
 	}
+}
+
+// fetchStatus reads a node's /status.
+func fetchStatus(addr string) (node.Status, error) {
+	var s node.Status
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + addr + "/status")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&s)
+	return s, err
 }

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/swarmtrain/swarmtrain/node"
+)
+
+// The test binary doubles as the swarmtrain binary: with this variable
+// set it runs main, so tests start real node processes without a
+// separate build step.
+const runMainEnv = "SWARMTRAIN_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+type proc struct {
+	t      *testing.T
+	dir    string
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan struct{}
+	err    error
+}
+
+// startNode starts `swarmtrain node` as its own process on loopback.
+func startNode(t *testing.T, dir string, args ...string) *proc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"node", "--dir", dir, "--quiet", "--log-file", filepath.Join(dir, "node.log"),
+		"--listen", "/ip4/127.0.0.1/tcp/0"}
+	cmd := exec.Command(exe, append(base, args...)...)
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	p := &proc{t: t, dir: dir, cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// checkFor polls f until it returns nil or total passes.
+func checkFor(t *testing.T, total, poll time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", total, err)
+		}
+		time.Sleep(poll)
+	}
+}
+
+func (p *proc) info() node.Info {
+	p.t.Helper()
+	var info node.Info
+	checkFor(p.t, 60*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case <-p.done:
+			return fmt.Errorf("node exited early: %v\n%s", p.err, p.stderr)
+		default:
+		}
+		b, err := os.ReadFile(filepath.Join(p.dir, "node.json"))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &info)
+	})
+	return info
+}
+
+func (p *proc) wait(d time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(d):
+		p.cmd.Process.Kill()
+		return fmt.Errorf("node in %s did not finish within %v", p.dir, d)
+	}
+}
+
+func (p *proc) result() node.Result {
+	p.t.Helper()
+	var r node.Result
+	b, err := os.ReadFile(filepath.Join(p.dir, "result.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	if err != nil {
+		p.t.Fatalf("%s: %v", p.dir, err)
+	}
+	return r
+}
+
+func (p *proc) log() string {
+	b, _ := os.ReadFile(filepath.Join(p.dir, "node.log"))
+	return string(b)
+}
+
+var smallRun = []string{"--hidden", "32", "--batch", "32", "--target-batch", "96", "--steps", "40", "--warmup", "5", "--lr", "0.003"}
+
+// Three real processes on loopback train together: afterwards every
+// replica holds bit-identical state (equal SHA-256 over parameters and
+// optimizer state) and the test loss has dropped.
+func TestThreeProcessesStayIdentical(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	a := startNode(t, filepath.Join(dir, "a"), append([]string{"--min-peers", "3", "--shard", "0/3", "--linger", "2s"}, smallRun...)...)
+	join := a.info().Addrs[0]
+	b := startNode(t, filepath.Join(dir, "b"), append([]string{"--min-peers", "3", "--shard", "1/3", "--linger", "2s", "--join", join}, smallRun...)...)
+	c := startNode(t, filepath.Join(dir, "c"), append([]string{"--min-peers", "3", "--shard", "2/3", "--linger", "2s", "--join", join}, smallRun...)...)
+	for _, p := range []*proc{a, b, c} {
+		if err := p.wait(3 * time.Minute); err != nil {
+			t.Fatalf("%v\n%s\n%s", err, p.stderr, p.log())
+		}
+	}
+	ra, rb, rc := a.result(), b.result(), c.result()
+	for _, r := range []node.Result{ra, rb, rc} {
+		if r.Step != 40 {
+			t.Fatalf("peer %s stopped at step %d, want 40", r.Peer, r.Step)
+		}
+		if r.Hash != ra.Hash {
+			t.Fatalf("replicas diverged: %s has %s, %s has %s", ra.Peer, ra.Hash, r.Peer, r.Hash)
+		}
+		if !(r.TestLoss < 0.7*r.InitialTestLoss) {
+			t.Fatalf("test loss went from %.3f to %.3f: it should drop", r.InitialTestLoss, r.TestLoss)
+		}
+		if r.Rounds < 30 {
+			t.Fatalf("peer %s took part in %d rounds of 40: it should average every step", r.Peer, r.Rounds)
+		}
+	}
+}
+
+// A node whose run differs (another hidden width) is refused, and both
+// sides say why.
+func TestJoinRefusedOnDifferentRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	a := startNode(t, filepath.Join(dir, "a"), "--hidden", "32", "--steps", "100000")
+	join := a.info().Addrs[0]
+	b := startNode(t, filepath.Join(dir, "b"), "--hidden", "16", "--steps", "100000", "--join", join)
+	err := b.wait(time.Minute)
+	if err == nil {
+		t.Fatal("a node with another hidden width joined without complaint")
+	}
+	msg := b.stderr.String()
+	if !strings.Contains(msg, "refused") || !strings.Contains(msg, "hidden: ours [32], theirs [16]") {
+		t.Fatalf("joiner's error should name the differing field from the host's side, got:\n%s", msg)
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if l := a.log(); !strings.Contains(l, "refused peer") || !strings.Contains(l, "hidden: ours [32], theirs [16]") {
+			return fmt.Errorf("host log does not explain the refusal:\n%s", l)
+		}
+		return nil
+	})
+}
+
+// A node that joins a swarm already training downloads the state, then
+// trains along and ends identical to the others.
+func TestLateJoinerDownloadsState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	run := []string{"--hidden", "32", "--batch", "32", "--target-batch", "64", "--steps", "150", "--warmup", "5", "--lr", "0.003", "--linger", "3s"}
+	a := startNode(t, filepath.Join(dir, "a"), append([]string{"--min-peers", "2", "--http", "127.0.0.1:0"}, run...)...)
+	info := a.info()
+	b := startNode(t, filepath.Join(dir, "b"), append([]string{"--min-peers", "2", "--join", info.Addrs[0]}, run...)...)
+	// Wait until the pair is well into training, then join.
+	checkFor(t, 2*time.Minute, 50*time.Millisecond, func() error {
+		st, err := fetchStatus(info.HTTP)
+		if err != nil {
+			return err
+		}
+		if st.Step < 20 {
+			return fmt.Errorf("still at step %d", st.Step)
+		}
+		return nil
+	})
+	c := startNode(t, filepath.Join(dir, "c"), append([]string{"--join", info.Addrs[0]}, run...)...)
+	for _, p := range []*proc{a, b, c} {
+		if err := p.wait(3 * time.Minute); err != nil {
+			t.Fatalf("%v\n%s\n%s", err, p.stderr, p.log())
+		}
+	}
+	ra, rc := a.result(), c.result()
+	if rc.Syncs < 1 {
+		t.Fatalf("late joiner never downloaded state:\n%s", c.log())
+	}
+	if rc.Hash != ra.Hash || rc.Step != ra.Step {
+		t.Fatalf("late joiner ended at step %d hash %s, swarm at step %d hash %s", rc.Step, rc.Hash, ra.Step, ra.Hash)
+	}
+	if rc.Rounds < 1 || rc.Rounds >= ra.Rounds {
+		t.Fatalf("late joiner took part in %d rounds (first node %d): it should contribute, from its join on", rc.Rounds, ra.Rounds)
+	}
+}
