@@ -38,12 +38,14 @@ func (r Round) Index(p peer.ID) int {
 
 // RoundID derives the round identifier from what defines the round, so
 // two assemblers can never announce different rounds under one ID.
-func RoundID(run string, step uint64, members []peer.ID, samples []int) string {
+func RoundID(run string, step uint64, attempt uint32, members []peer.ID, samples []int) string {
 	h := sha256.New()
 	h.Write([]byte(run))
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], step)
 	h.Write(b[:])
+	binary.LittleEndian.PutUint32(b[:4], attempt)
+	h.Write(b[:4])
 	for i, m := range members {
 		h.Write([]byte(m))
 		binary.LittleEndian.PutUint64(b[:], uint64(samples[i]))
@@ -101,6 +103,7 @@ func (a *Averager) BytesReceived() int64 { return a.bytesRecv.Load() }
 // round; they wait on ready.
 type roundState struct {
 	created time.Time
+	claimed bool          // a local AllReduce owns it; guarded by Averager.mu
 	ready   chan struct{} // closed once round, parts and own are set
 	round   Round
 	lo, hi  int
@@ -174,6 +177,13 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 	lo, hi := PartBounds(n, k, me)
 
 	rs := a.state(r.ID)
+	a.mu.Lock()
+	claimed := rs.claimed
+	rs.claimed = true
+	a.mu.Unlock()
+	if claimed {
+		return fmt.Errorf("allreduce: round %s was already run", truncate(r.ID, 8))
+	}
 	defer func() {
 		// Keep the state around briefly so late senders get an answer,
 		// then drop it; state() also expires old rounds.

@@ -50,40 +50,50 @@ type MatchConfig struct {
 	Slack time.Duration
 }
 
+// MatchView is what an assembler needs to know about the swarm.
+type MatchView interface {
+	// Step is the local step; joins for older steps are answered "behind".
+	Step() uint64
+	// Expected lists the peers (self included) the assembler waits for at step.
+	Expected(step uint64) []peer.ID
+	// Behind reports that some live peer already passed step: a group for
+	// it now would average stale replicas, so joiners are told to resync.
+	Behind(step uint64) bool
+}
+
 // Matchmaker forms the group for each step. Ready peers send Join to the
 // step's assembler; the assembler answers every joiner with the same
 // ordered Group once all expected peers joined or JoinWindow passed.
 type Matchmaker struct {
-	t   Transport
-	cfg MatchConfig
-	// step reports the local step; joins for older steps are refused with
-	// a hint to resync.
-	step func() uint64
-	// expected lists the peers (self included) the assembler waits for at a step.
-	expected func(step uint64) []peer.ID
+	t    Transport
+	cfg  MatchConfig
+	view MatchView
 
 	mu         sync.Mutex
-	assemblies map[uint64]*assembly
+	assemblies map[uint64]*assembly // the newest attempt per step
 }
 
+// assembly is one attempt at forming the group of a step. A failed round
+// is retried under a new attempt, hence a new round ID.
 type assembly struct {
-	step   uint64
-	mu     sync.Mutex
-	joined map[peer.ID]int
-	joinCh chan struct{} // poked on each join
-	done   chan struct{}
-	group  Group
+	step    uint64
+	attempt uint32
+	mu      sync.Mutex
+	joined  map[peer.ID]int
+	joinCh  chan struct{} // poked on each join
+	done    chan struct{}
+	group   Group
 }
 
 // NewMatchmaker registers the match protocol on t.
-func NewMatchmaker(t Transport, cfg MatchConfig, step func() uint64, expected func(uint64) []peer.ID) *Matchmaker {
+func NewMatchmaker(t Transport, cfg MatchConfig, view MatchView) *Matchmaker {
 	if cfg.JoinWindow <= 0 {
 		cfg.JoinWindow = 2 * time.Second
 	}
 	if cfg.Slack <= 0 {
 		cfg.Slack = 3 * time.Second
 	}
-	m := &Matchmaker{t: t, cfg: cfg, step: step, expected: expected, assemblies: map[uint64]*assembly{}}
+	m := &Matchmaker{t: t, cfg: cfg, view: view, assemblies: map[uint64]*assembly{}}
 	t.Handle(ProtoMatch, m.serve)
 	return m
 }
@@ -114,7 +124,7 @@ func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candid
 		return Round{}, fmt.Errorf("refused by assembler %s: %s", leader.ShortString(), g.Reason)
 	}
 	r := Round{ID: g.Round, Step: g.Step, Members: g.Members, Samples: g.Samples}
-	if g.Run != m.cfg.Run || g.Step != step || r.Index(m.t.Self()) < 0 || RoundID(g.Run, g.Step, g.Members, g.Samples) != g.Round {
+	if g.Run != m.cfg.Run || g.Step != step || r.Index(m.t.Self()) < 0 || RoundID(g.Run, g.Step, g.Attempt, g.Members, g.Samples) != g.Round {
 		return Round{}, fmt.Errorf("assembler %s announced an inconsistent group", leader.ShortString())
 	}
 	return r, nil
@@ -185,9 +195,9 @@ func (m *Matchmaker) serve(s Stream) {
 
 const behindReason = "behind: the swarm already averaged this step"
 
-// join adds p to the assembly for j.Step and waits for the group.
+// join adds p to the open assembly for j.Step and waits for the group.
 func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error) {
-	cur := m.step()
+	cur := m.view.Step()
 	if j.Step < cur {
 		return Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
 	}
@@ -197,17 +207,8 @@ func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error)
 	if j.Samples <= 0 {
 		return Group{}, errors.New("join without samples")
 	}
-	a := m.assembly(j.Step)
+	a := m.open(j.Step)
 	a.mu.Lock()
-	select {
-	case <-a.done:
-		a.mu.Unlock()
-		if a.group.Index(p) >= 0 {
-			return a.group, nil
-		}
-		return Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
-	default:
-	}
 	a.joined[p] = j.Samples
 	a.mu.Unlock()
 	select {
@@ -235,18 +236,28 @@ func (g Group) Index(p peer.ID) int {
 	return -1
 }
 
-func (m *Matchmaker) assembly(step uint64) *assembly {
+// open returns the assembly of step that still takes joins, starting a
+// new attempt when the newest one already closed: a join after a close is
+// a retry after a failed round (or a latecomer, whom close turns away if
+// the swarm moved on).
+func (m *Matchmaker) open(step uint64) *assembly {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var attempt uint32
 	if a, ok := m.assemblies[step]; ok {
-		return a
+		select {
+		case <-a.done:
+			attempt = a.attempt + 1
+		default:
+			return a
+		}
 	}
 	for s := range m.assemblies {
 		if s+16 < step {
 			delete(m.assemblies, s)
 		}
 	}
-	a := &assembly{step: step, joined: map[peer.ID]int{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
+	a := &assembly{step: step, attempt: attempt, joined: map[peer.ID]int{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
 	m.assemblies[step] = a
 	go m.assemble(a)
 	return a
@@ -275,7 +286,7 @@ func (m *Matchmaker) assemble(a *assembly) {
 }
 
 func (m *Matchmaker) allJoined(a *assembly) bool {
-	exp := m.expected(a.step)
+	exp := m.view.Expected(a.step)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, p := range exp {
@@ -287,8 +298,15 @@ func (m *Matchmaker) allJoined(a *assembly) bool {
 }
 
 func (m *Matchmaker) close(a *assembly) {
+	stale := m.view.Step() > a.step || m.view.Behind(a.step)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if stale {
+		// Everyone in it is told "behind" and resyncs.
+		a.group = Group{Run: m.cfg.Run, Step: a.step, Reason: behindReason}
+		close(a.done)
+		return
+	}
 	members := make([]peer.ID, 0, len(a.joined))
 	for p := range a.joined {
 		members = append(members, p)
@@ -298,7 +316,7 @@ func (m *Matchmaker) close(a *assembly) {
 	for i, p := range members {
 		samples[i] = a.joined[p]
 	}
-	a.group = Group{Run: m.cfg.Run, Step: a.step, Members: members, Samples: samples,
-		Round: RoundID(m.cfg.Run, a.step, members, samples)}
+	a.group = Group{Run: m.cfg.Run, Step: a.step, Attempt: a.attempt, Members: members, Samples: samples,
+		Round: RoundID(m.cfg.Run, a.step, a.attempt, members, samples)}
 	close(a.done)
 }

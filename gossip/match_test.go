@@ -26,20 +26,28 @@ func TestAssemblerAgreesAndRotates(t *testing.T) {
 	}
 }
 
-type fixedStep struct {
-	mu   sync.Mutex
-	step uint64
+// fixedView is a swarm whose membership never changes.
+type fixedView struct {
+	mu     sync.Mutex
+	step   uint64
+	ids    []peer.ID
+	behind bool
 }
 
-func (f *fixedStep) get() uint64 { f.mu.Lock(); defer f.mu.Unlock(); return f.step }
+func (f *fixedView) Step() uint64              { f.mu.Lock(); defer f.mu.Unlock(); return f.step }
+func (f *fixedView) Expected(uint64) []peer.ID { return f.ids }
+func (f *fixedView) Behind(uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.behind
+}
 
 func TestMatchAllJoinSameGroup(t *testing.T) {
 	_, ts, ids := memPeers(4)
-	st := &fixedStep{step: 5}
+	st := &fixedView{step: 5, ids: ids}
 	var mms []*Matchmaker
 	for _, tr := range ts {
-		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 3 * time.Second}, st.get,
-			func(uint64) []peer.ID { return ids }))
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 3 * time.Second}, st))
 	}
 	rounds := make([]Round, 4)
 	errs := make([]error, 4)
@@ -82,11 +90,10 @@ func indexOf(ids []peer.ID, p peer.ID) int {
 
 func TestMatchWindowClosesWithoutMissingPeer(t *testing.T) {
 	_, ts, ids := memPeers(3)
-	st := &fixedStep{step: 0}
+	st := &fixedView{step: 0, ids: ids}
 	var mms []*Matchmaker
 	for _, tr := range ts {
-		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 300 * time.Millisecond}, st.get,
-			func(uint64) []peer.ID { return ids }))
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 300 * time.Millisecond}, st))
 	}
 	// The assembler of step 0 waits for everyone, but one peer never comes.
 	leader := Assembler(0, ids)
@@ -122,7 +129,10 @@ func TestMatchWindowClosesWithoutMissingPeer(t *testing.T) {
 			t.Fatalf("peer %d: group %v should hold the two peers that came", i, rounds[i].Members)
 		}
 	}
-	// The latecomer learns the swarm moved on.
+	// Once the swarm moved on, the latecomer is told so.
+	st.mu.Lock()
+	st.step = 1
+	st.mu.Unlock()
 	if _, err := mms[absent].Match(context.Background(), 0, 4, ids); !errors.Is(err, ErrBehind) {
 		t.Fatalf("late joiner: got %v, want ErrBehind", err)
 	}
@@ -131,10 +141,9 @@ func TestMatchWindowClosesWithoutMissingPeer(t *testing.T) {
 func TestMatchDeadAssemblerTimesOut(t *testing.T) {
 	net, ts, ids := memPeers(2)
 	net.Timeout = 200 * time.Millisecond
-	st := &fixedStep{}
-	mm := NewMatchmaker(ts[0], MatchConfig{Run: "ab", JoinWindow: 100 * time.Millisecond, Slack: 100 * time.Millisecond}, st.get,
-		func(uint64) []peer.ID { return ids })
-	NewMatchmaker(ts[1], MatchConfig{Run: "ab"}, st.get, func(uint64) []peer.ID { return ids })
+	st := &fixedView{ids: ids}
+	mm := NewMatchmaker(ts[0], MatchConfig{Run: "ab", JoinWindow: 100 * time.Millisecond, Slack: 100 * time.Millisecond}, st)
+	NewMatchmaker(ts[1], MatchConfig{Run: "ab"}, st)
 	// Find a step whose assembler is peer 1, then kill peer 1.
 	var step uint64
 	for Assembler(step, ids) != ids[1] {
@@ -148,5 +157,51 @@ func TestMatchDeadAssemblerTimesOut(t *testing.T) {
 	}
 	if el := time.Since(start); el > 2*time.Second {
 		t.Fatalf("took %v to give up on a dead assembler", el)
+	}
+}
+
+// A failed round is retried under a new attempt: same members, new round
+// ID, so no owner mixes parts of two attempts.
+func TestMatchRetryGetsNewRoundID(t *testing.T) {
+	_, ts, ids := memPeers(2)
+	st := &fixedView{step: 3, ids: ids}
+	mms := []*Matchmaker{
+		NewMatchmaker(ts[0], MatchConfig{Run: "ab", JoinWindow: time.Second}, st),
+		NewMatchmaker(ts[1], MatchConfig{Run: "ab", JoinWindow: time.Second}, st),
+	}
+	both := func() [2]Round {
+		var out [2]Round
+		var wg sync.WaitGroup
+		for i := range mms {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				r, err := mms[i].Match(context.Background(), 3, 8, ids)
+				if err != nil {
+					t.Error(err)
+				}
+				out[i] = r
+			}(i)
+		}
+		wg.Wait()
+		return out
+	}
+	first, second := both(), both()
+	if first[0].ID != first[1].ID || second[0].ID != second[1].ID {
+		t.Fatal("members of one attempt got different rounds")
+	}
+	if first[0].ID == second[0].ID {
+		t.Fatal("retry reused the failed round's ID")
+	}
+}
+
+// An assembler that learns the swarm already passed the step turns the
+// group away instead of averaging stale replicas.
+func TestMatchRefusesWhenSwarmMovedOn(t *testing.T) {
+	_, ts, ids := memPeers(1)
+	st := &fixedView{step: 2, ids: ids, behind: true}
+	mm := NewMatchmaker(ts[0], MatchConfig{Run: "ab", JoinWindow: 100 * time.Millisecond}, st)
+	if _, err := mm.Match(context.Background(), 2, 8, ids); !errors.Is(err, ErrBehind) {
+		t.Fatalf("got %v, want ErrBehind", err)
 	}
 }

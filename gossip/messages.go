@@ -98,6 +98,7 @@ type Join struct {
 type Group struct {
 	Run     string    `json:"run"`
 	Step    uint64    `json:"step"`
+	Attempt uint32    `json:"attempt"` // retries of a step get new round IDs
 	Round   string    `json:"round"`
 	Members []peer.ID `json:"members"`
 	Samples []int     `json:"samples"`

@@ -92,7 +92,7 @@ func setupAllReduce(tb testing.TB, k, n int) ([]*p2p.Host, []*gossip.Averager, g
 // TestAllReduceOverLibp2p: four real hosts on loopback end bit-identical.
 func TestAllReduceOverLibp2p(t *testing.T) {
 	_, avs, r, vecs, outs := setupAllReduce(t, 4, 100_003)
-	r.ID = gossip.RoundID("ab", 0, r.Members, r.Samples)
+	r.ID = gossip.RoundID("ab", 0, 0, r.Members, r.Samples)
 	allReduceOnce(t, avs, r, vecs, outs)
 	for i := 1; i < len(outs); i++ {
 		for e := range outs[0] {
@@ -126,7 +126,7 @@ func BenchmarkAllReduce16MiB(b *testing.B) {
 	start := time.Now()
 	for i := 0; i < b.N; i++ {
 		r.Step = uint64(i)
-		r.ID = gossip.RoundID("ab", r.Step, r.Members, r.Samples)
+		r.ID = gossip.RoundID("ab", r.Step, 0, r.Members, r.Samples)
 		allReduceOnce(b, avs, r, vecs, outs)
 	}
 	el := time.Since(start).Seconds() / float64(b.N)

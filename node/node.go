@@ -166,7 +166,7 @@ func New(cfg Config) (*Node, error) {
 
 	n.view = gossip.NewMembership(n.host.ID(), cfg.PeerExpiry)
 	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Lossless: lossless, RoundTimeout: cfg.RoundTimeout})
-	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow}, n.currentStep, n.expected)
+	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
 	gossip.ServeState(n.tr, n.run, n.snapshot)
@@ -213,6 +213,13 @@ func (n *Node) expected(step uint64) []peer.ID {
 	}
 	return out
 }
+
+// matchView shows the node's membership to its matchmaker.
+type matchView struct{ n *Node }
+
+func (v matchView) Step() uint64                   { return v.n.currentStep() }
+func (v matchView) Expected(step uint64) []peer.ID { return v.n.expected(step) }
+func (v matchView) Behind(step uint64) bool        { return v.n.behind(step) }
 
 func (n *Node) snapshot() (gossip.Snapshot, error) {
 	n.mu.Lock()

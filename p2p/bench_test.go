@@ -18,8 +18,9 @@ const sinkProto = protocol.ID("/swarmtrain/test/sink/1")
 func serveSink(h *Host, maxFrame int) {
 	h.SetStreamHandler(sinkProto, func(ns network.Stream) {
 		s := NewStream(ns, 10*time.Second)
+		buf := make([]byte, maxFrame)
 		for {
-			_, err := s.Recv(maxFrame)
+			_, err := s.RecvInto(buf, maxFrame)
 			if err == io.EOF {
 				break
 			}

@@ -157,3 +157,22 @@ func TestFrameNegativeMax(t *testing.T) {
 		t.Fatal("negative max accepted")
 	}
 }
+
+func TestReadFrameIntoReusesBuffer(t *testing.T) {
+	var in bytes.Buffer
+	WriteFrame(&in, []byte("abc"))
+	WriteFrame(&in, []byte("longer than eight"))
+	r := bytes.NewReader(in.Bytes())
+	buf := make([]byte, 8)
+	got, err := ReadFrameInto(r, buf, 64)
+	if err != nil || string(got) != "abc" || &got[0] != &buf[0] {
+		t.Fatalf("fitting frame: %q, %v, aliases buf: %v", got, err, err == nil && &got[0] == &buf[0])
+	}
+	got, err = ReadFrameInto(r, buf, 64)
+	if err != nil || string(got) != "longer than eight" {
+		t.Fatalf("larger frame: %q, %v", got, err)
+	}
+	if _, err := ReadFrameInto(bytes.NewReader([]byte{9}), buf, 8); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("max still applies with a big enough buffer: err = %v", err)
+	}
+}

@@ -10,8 +10,8 @@ import (
 
 // FuzzReadFrame feeds arbitrary bytes and limits to ReadFrame, frame after
 // frame. It must never panic, never return more than max bytes, fail only
-// with the documented errors, behave the same on a ByteReader and a plain
-// Reader, and every frame it accepts must re-encode to exactly the bytes it
+// with the documented errors, behave the same on a ByteReader, a plain
+// Reader and through ReadFrameInto with a reused buffer, and every frame it accepts must re-encode to exactly the bytes it
 // consumed (one canonical encoding per frame).
 func FuzzReadFrame(f *testing.F) {
 	f.Add([]byte{}, 16)
@@ -23,12 +23,18 @@ func FuzzReadFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, max int) {
 		fast := bytes.NewReader(data)
 		slow := iotest.OneByteReader(bytes.NewReader(data))
+		reuse := bytes.NewReader(data)
+		buf := make([]byte, 16)
 		off := 0
 		for {
 			got, err := ReadFrame(fast, max)
 			got2, err2 := ReadFrame(slow, max)
 			if !bytes.Equal(got, got2) || (err == nil) != (err2 == nil) {
 				t.Fatalf("ByteReader gave %d bytes, %v; plain Reader gave %d bytes, %v", len(got), err, len(got2), err2)
+			}
+			got3, err3 := ReadFrameInto(reuse, buf, max)
+			if !bytes.Equal(got, got3) || (err == nil) != (err3 == nil) {
+				t.Fatalf("ReadFrame gave %d bytes, %v; ReadFrameInto gave %d bytes, %v", len(got), err, len(got3), err3)
 			}
 			if err != nil {
 				known := max < 0 || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrBadVarint) ||

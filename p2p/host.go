@@ -19,6 +19,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	tlssec "github.com/libp2p/go-libp2p/p2p/security/tls"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -73,7 +74,7 @@ func New(cfg Config) (*Host, error) {
 	if len(cfg.ListenAddrs) > 0 {
 		listen = libp2p.ListenAddrStrings(cfg.ListenAddrs...)
 	}
-	h, err := libp2p.New(
+	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		listen,
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -88,7 +89,11 @@ func New(cfg Config) (*Host, error) {
 		// Prometheus collectors are process-global; a demo runs several
 		// hosts in one process, and /status reads Bandwidth instead.
 		libp2p.DisableMetrics(),
-	)
+	}
+	if cfg.PreferTCP {
+		opts = append(opts, libp2p.SwarmOpts(swarm.WithDialRanker(tcpFirstRanker(cfg.QUICFallback))))
+	}
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		// libp2p.New closes the resource and connection managers it was
 		// given when it fails after taking them; closing again is harmless.
@@ -144,6 +149,38 @@ func newResourceManager(cfg Config) (network.ResourceManager, error) {
 			},
 		}),
 	)
+}
+
+// tcpFirstRanker ranks plain TCP addresses as libp2p would on their own, and
+// every other address (QUIC, relays, ...) as libp2p would, but fallback
+// later. The swarm dials the next batch at once when all earlier dials have
+// failed, so an unreachable TCP address costs no extra wait.
+func tcpFirstRanker(fallback time.Duration) network.DialRanker {
+	return func(addrs []ma.Multiaddr) []network.AddrDelay {
+		var tcp, rest []ma.Multiaddr
+		for _, a := range addrs {
+			if isPlainTCP(a) {
+				tcp = append(tcp, a)
+			} else {
+				rest = append(rest, a)
+			}
+		}
+		if len(tcp) == 0 {
+			return swarm.DefaultDialRanker(rest)
+		}
+		out := swarm.DefaultDialRanker(tcp)
+		for _, d := range swarm.DefaultDialRanker(rest) {
+			d.Delay += fallback
+			out = append(out, d)
+		}
+		return out
+	}
+}
+
+// isPlainTCP: a direct TCP address (no relay, no websocket on top).
+func isPlainTCP(a ma.Multiaddr) bool {
+	has := func(code int) bool { _, err := a.ValueForProtocol(code); return err == nil }
+	return has(ma.P_TCP) && !has(ma.P_CIRCUIT) && !has(ma.P_WS) && !has(ma.P_WSS)
 }
 
 // JoinAddrs returns the addresses others can use to reach this host, each

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -370,5 +371,63 @@ func TestResourceManagerLetsWindowsGrow(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPreferTCP(t *testing.T) {
+	a, b := newTestHost(t, ""), newTestHost(t, "")
+	ctx := testCtx(t, 10*time.Second)
+	// Both addresses known: the default config ends up on TCP, where
+	// libp2p's own ranking would pick QUIC.
+	if err := a.Host.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range a.Network().ConnsToPeer(b.ID()) {
+		if !strings.Contains(c.RemoteMultiaddr().String(), "/tcp/") {
+			t.Fatalf("connected over %s, want TCP", c.RemoteMultiaddr())
+		}
+	}
+
+	// A dead TCP address falls back to QUIC without waiting for timeouts.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	c := newTestHost(t, "")
+	start := time.Now()
+	err = a.Host.Connect(ctx, peer.AddrInfo{ID: c.ID(), Addrs: []ma.Multiaddr{
+		ma.StringCast(dead),
+		ma.StringCast(strings.Split(pickAddr(t, c, "/quic-v1"), "/p2p/")[0]),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("fallback to QUIC took %v", took)
+	}
+	if got := a.Network().ConnsToPeer(c.ID())[0].RemoteMultiaddr().String(); !strings.Contains(got, "/quic-v1") {
+		t.Fatalf("connected over %s, want QUIC", got)
+	}
+}
+
+func TestTCPFirstRanker(t *testing.T) {
+	addrs := []ma.Multiaddr{
+		ma.StringCast("/ip4/192.168.1.5/udp/4001/quic-v1"),
+		ma.StringCast("/ip4/192.168.1.5/tcp/4001"),
+		ma.StringCast("/ip4/8.8.8.8/udp/4001/quic-v1"),
+		ma.StringCast("/ip4/8.8.8.8/tcp/4001"),
+	}
+	var tcpMax, otherMin time.Duration = 0, time.Hour
+	for _, d := range tcpFirstRanker(250 * time.Millisecond)(addrs) {
+		if isPlainTCP(d.Addr) {
+			tcpMax = max(tcpMax, d.Delay)
+		} else {
+			otherMin = min(otherMin, d.Delay)
+		}
+	}
+	if otherMin < tcpMax+250*time.Millisecond {
+		t.Fatalf("QUIC dialled after %v, TCP by %v: want QUIC >= 250ms after TCP", otherMin, tcpMax)
 	}
 }

@@ -63,6 +63,17 @@ func (s *Stream) Recv(max int) ([]byte, error) {
 	return ReadFrame(s.r, max)
 }
 
+// RecvInto is Recv reading into buf's storage when the frame fits (see
+// ReadFrameInto): the result is only valid until buf is reused.
+func (s *Stream) RecvInto(buf []byte, max int) ([]byte, error) {
+	if s.timeout > 0 {
+		if err := s.s.SetReadDeadline(time.Now().Add(s.timeout)); err != nil {
+			return nil, err
+		}
+	}
+	return ReadFrameInto(s.r, buf, max)
+}
+
 // CloseWrite flushes and half-closes: the peer's next Recv sees io.EOF, while
 // we can still Recv its reply (e.g. an ack).
 func (s *Stream) CloseWrite() error {

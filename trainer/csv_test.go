@@ -42,3 +42,24 @@ func TestReadCSVErrors(t *testing.T) {
 		}
 	}
 }
+
+// FuzzReadCSV checks that no input panics and that accepted input is
+// consistent: dim pixels per label, labels in range.
+func FuzzReadCSV(f *testing.F) {
+	f.Add([]byte("label,a,b\n1,0,255\n2,3,4\n"))
+	f.Add([]byte("3,1,2\r\n4,1\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		pix, lbl, dim, err := readCSV(bytes.NewReader(in), 10)
+		if err != nil {
+			return
+		}
+		if dim < 1 || len(lbl) < 1 || len(pix) != len(lbl)*dim {
+			t.Fatalf("dim %d, %d labels, %d pixels", dim, len(lbl), len(pix))
+		}
+		for _, l := range lbl {
+			if l >= 10 {
+				t.Fatalf("label %d", l)
+			}
+		}
+	})
+}

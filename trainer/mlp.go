@@ -228,7 +228,9 @@ func (m *Model) WriteParams(src []float32) error {
 
 // ComputeGradients runs forward and backward on one batch (len(y) ==
 // Batch, len(x) == Batch*inputDim) and keeps the gradient of the mean loss
-// for AddGrads. It returns the mean cross-entropy loss.
+// for AddGrads. It returns the mean cross-entropy loss, NaN or Inf included:
+// the caller decides whether to contribute such a step. Invalid input
+// changes nothing; if the run itself fails, the kept gradient is zero.
 func (m *Model) ComputeGradients(x []float32, y []uint8) (loss float32, err error) {
 	B, in, classes := m.cfg.Batch, m.sizes[0], m.sizes[len(m.sizes)-1]
 	if len(y) != B || len(x) != B*in {
@@ -249,6 +251,9 @@ func (m *Model) ComputeGradients(x []float32, y []uint8) (loss float32, err erro
 		m.zeroGrads()
 		if r := recover(); r != nil {
 			err = fmt.Errorf("model: gorgonia panic: %v", r)
+		}
+		if err != nil {
+			clear(m.grad)
 		}
 	}()
 	if err := G.Let(m.x, m.xv); err != nil {
@@ -296,7 +301,7 @@ func (m *Model) AddGrads(dst []float32, scale float32) {
 	}
 }
 
-// Close releases the VM.
+// Close releases the VM; the Model must not be used afterwards.
 func (m *Model) Close() error { return m.vm.Close() }
 
 func (m *Model) mustLen(op string, n int) {

@@ -8,7 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -185,30 +185,15 @@ func readCSVFile(path string) (pix, labels []byte, dim int, err error) {
 }
 
 // MNISTDir finds the data/ folder of the GoMNIST module without the network:
-// first in the module cache at the version this binary was built with, then
-// via `go list -m` (GOPROXY=off), then any cached version.
+// first in the module cache at the version recorded in this binary's build
+// info, then via `go list -m` with GOPROXY=off (which works when run inside
+// this module's tree), then any cached version. The error tells the user to
+// pass --data DIR.
 func MNISTDir() (string, error) {
 	cache := modCache()
-	var tried []string
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range bi.Deps {
-			if dep.Path != mnistModule {
-				continue
-			}
-			var dir string
-			switch {
-			case dep.Replace != nil && dep.Replace.Version == "": // replaced by a local directory
-				dir = filepath.Join(dep.Replace.Path, "data")
-			case dep.Replace != nil:
-				dir = filepath.Join(cache, escapeModule(dep.Replace.Path)+"@"+escapeModule(dep.Replace.Version), "data")
-			default:
-				dir = filepath.Join(cache, escapeModule(dep.Path)+"@"+escapeModule(dep.Version), "data")
-			}
-			if hasMNIST(dir) {
-				return dir, nil
-			}
-			tried = append(tried, dir)
-		}
+	dir, tried := mnistDirFromBuildInfo(cache)
+	if dir != "" {
+		return dir, nil
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -224,12 +209,13 @@ func MNISTDir() (string, error) {
 			tried = append(tried, dir)
 		}
 	} else {
-		tried = append(tried, "go list -m "+mnistModule+" ("+firstLine(err, cmd)+")")
+		tried = append(tried, "go list -m "+mnistModule+" ("+firstLine(err)+")")
 	}
 
 	glob := filepath.Join(cache, escapeModule(mnistModule)+"@*", "data")
 	matches, _ := filepath.Glob(glob)
-	sort.Sort(sort.Reverse(sort.StringSlice(matches))) // newest pseudo-version first
+	slices.Sort(matches)
+	slices.Reverse(matches) // newest pseudo-version first
 	for _, dir := range matches {
 		if hasMNIST(dir) {
 			return dir, nil
@@ -240,7 +226,36 @@ func MNISTDir() (string, error) {
 		strings.Join(tried, "; "))
 }
 
-func firstLine(err error, cmd *exec.Cmd) string {
+// mnistDirFromBuildInfo looks in the module cache for the GoMNIST version
+// (or replacement) recorded in this binary, which works for an installed
+// binary far from any source tree. It returns "" and the paths it tried
+// when the data is not there.
+func mnistDirFromBuildInfo(cache string) (dir string, tried []string) {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "", []string{"build info (none in this binary)"}
+	}
+	for _, dep := range bi.Deps {
+		if dep.Path != mnistModule {
+			continue
+		}
+		switch {
+		case dep.Replace != nil && dep.Replace.Version == "": // replaced by a local directory
+			dir = filepath.Join(dep.Replace.Path, "data")
+		case dep.Replace != nil:
+			dir = filepath.Join(cache, escapeModule(dep.Replace.Path)+"@"+escapeModule(dep.Replace.Version), "data")
+		default:
+			dir = filepath.Join(cache, escapeModule(dep.Path)+"@"+escapeModule(dep.Version), "data")
+		}
+		if hasMNIST(dir) {
+			return dir, nil
+		}
+		return "", []string{dir}
+	}
+	return "", []string{"build info (no " + mnistModule + ")"}
+}
+
+func firstLine(err error) string {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && len(ee.Stderr) > 0 {
 		s := strings.TrimSpace(string(ee.Stderr))
