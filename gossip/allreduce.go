@@ -127,6 +127,11 @@ type partHeader struct {
 
 const maxHeader = 1 << 10
 
+// maxPendingRounds caps the rounds a peer tracks at once (its own in
+// flight plus ones announced by senders but not yet started locally), so
+// strangers cannot grow the table.
+const maxPendingRounds = 64
+
 // maxPartFrame bounds an encoded part of count values: fp32 payload plus
 // room for headers and a lossless stage that failed to shrink.
 func maxPartFrame(count int) int { return 4*count + 4*count/64 + 1024 }
@@ -136,7 +141,7 @@ func (a *Averager) state(id string) *roundState {
 	defer a.mu.Unlock()
 	now := time.Now()
 	for k, rs := range a.rounds {
-		if now.Sub(rs.created) > 4*a.cfg.RoundTimeout {
+		if !rs.claimed && now.Sub(rs.created) > a.cfg.RoundTimeout {
 			delete(a.rounds, k)
 		}
 	}
@@ -184,11 +189,9 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 	if claimed {
 		return fmt.Errorf("allreduce: round %s was already run", truncate(r.ID, 8))
 	}
-	defer func() {
-		// Keep the state around briefly so late senders get an answer,
-		// then drop it; state() also expires old rounds.
-		time.AfterFunc(a.cfg.RoundTimeout, func() { a.forget(r.ID) })
-	}()
+	// Senders already being served hold rs; dropping the table entry at
+	// the end keeps the table as small as the rounds in flight.
+	defer a.forget(r.ID)
 	rs.mu.Lock()
 	rs.round, rs.lo, rs.hi = r, lo, hi
 	rs.contribs = make([][]float32, k)
@@ -211,6 +214,9 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 			defer wg.Done()
 			if err := a.exchange(ctx, r, me, j, local, out); err != nil {
 				errs <- fmt.Errorf("part %d with %s: %w", j, r.Members[j].ShortString(), err)
+				// The round is void for us: stop waiting for parts, so our
+				// own senders hear so now rather than at the timeout.
+				cancel()
 			}
 		}(j)
 	}
@@ -218,11 +224,11 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 	ownErr := a.reduceOwnPart(ctx, rs, r, out[lo:hi])
 	wg.Wait()
 	close(errs)
-	if ownErr != nil {
-		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
-	}
 	for err := range errs {
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), err)
+	}
+	if ownErr != nil {
+		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
 	}
 	return nil
 }
@@ -367,7 +373,7 @@ func (a *Averager) serve(s Stream) {
 	}
 	a.mu.Lock()
 	_, known := a.rounds[h.Round]
-	tooMany := len(a.rounds) > 256
+	tooMany := len(a.rounds) > maxPendingRounds
 	a.mu.Unlock()
 	if !known && tooMany {
 		return // don't let strangers grow the table

@@ -173,3 +173,26 @@ func TestWeightedMeanDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// Many rounds in a row: finished rounds must not pile up and crowd out
+// the next ones (a peer refuses senders of unknown rounds once too many
+// are pending).
+func TestAllReduceManyRounds(t *testing.T) {
+	_, ts, ids := memPeers(3)
+	var avs []*Averager
+	for _, tr := range ts {
+		avs = append(avs, NewAverager(tr, AveragerConfig{Codec: codec(t, "fp32"), RoundTimeout: 5 * time.Second}))
+	}
+	rng := rand.New(rand.NewPCG(3, 3))
+	vecs := [][]float32{randVec(rng, 64), randVec(rng, 64), randVec(rng, 64)}
+	samples := []int{1, 2, 3}
+	for step := uint64(0); step < 5*maxPendingRounds; step++ {
+		r := Round{Step: step, Members: ids, Samples: samples, ID: RoundID("ab", step, 0, ids, samples)}
+		_, errs := runRound(t, avs, r, vecs)
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d, peer %d: %v", step, i, err)
+			}
+		}
+	}
+}

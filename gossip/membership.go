@@ -85,6 +85,7 @@ func (m *Membership) ObserveProgress(p Progress, now time.Time) {
 	}
 	cur.progressSeq = p.Seq
 	cur.LastSeen = now
+	cur.Syncing = false // only a peer that trains reports progress
 	if p.Step >= cur.Step {
 		cur.Step, cur.Hash = p.Step, p.Hash
 	}

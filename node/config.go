@@ -145,8 +145,8 @@ func DefaultConfig() Config {
 		HeartbeatInterval: 500 * time.Millisecond,
 		PeerExpiry:        5 * time.Second,
 		JoinWindow:        2 * time.Second,
-		RoundTimeout:      30 * time.Second,
-		FrameTimeout:      20 * time.Second,
+		RoundTimeout:      15 * time.Second,
+		FrameTimeout:      10 * time.Second,
 	}
 }
 

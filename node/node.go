@@ -253,7 +253,10 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	n.started = time.Now()
 	defer n.host.Close()
 	var err error
-	n.bus, err = gossip.NewBus(ctx, n.host.Host, n.run, n.deliver)
+	// The bus outlives ctx: a cancelled node still announces its leave.
+	busCtx, stopBus := context.WithCancel(context.Background())
+	defer stopBus()
+	n.bus, err = gossip.NewBus(busCtx, n.host.Host, n.run, n.deliver)
 	if err != nil {
 		return nil, err
 	}

@@ -220,6 +220,9 @@ func (n *Node) syncState(ctx context.Context) error {
 			continue
 		}
 		n.resync.Store(false)
+		n.mu.Lock()
+		n.syncing = false // before the heartbeat: peers must expect us in the next round
+		n.mu.Unlock()
 		n.log.Info("state synced", "from", d.Peer, "step", snap.Step, "hash", hash)
 		n.publishHeartbeat(ctx, false)
 		return nil

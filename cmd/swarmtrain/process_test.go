@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,4 +230,51 @@ func TestLateJoinerDownloadsState(t *testing.T) {
 	if rc.Rounds < 1 || rc.Rounds >= int(ra.Step) {
 		t.Fatalf("late joiner took part in %d rounds (first node %d): it should contribute, from its join on", rc.Rounds, ra.Rounds)
 	}
+}
+
+// SIGTERM makes a node leave cleanly (exit status 0), and the swarm it
+// leaves keeps training without it.
+func TestCleanLeaveKeepsSwarmTraining(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	run := []string{"--hidden", "16", "--batch", "32", "--target-batch", "64", "--steps", "100000"}
+	a := startNode(t, filepath.Join(dir, "a"), append([]string{"--min-peers", "2", "--http", "127.0.0.1:0"}, run...)...)
+	info := a.info()
+	b := startNode(t, filepath.Join(dir, "b"), append([]string{"--min-peers", "2", "--join", info.Addrs[0]}, run...)...)
+	stepAtLeast := func(n uint64) func() error {
+		return func() error {
+			st, err := fetchStatus(info.HTTP)
+			if err != nil {
+				return err
+			}
+			if st.Step < n {
+				return fmt.Errorf("at step %d, want %d (%d live peers)", st.Step, n, st.LivePeers)
+			}
+			return nil
+		}
+	}
+	checkFor(t, 2*time.Minute, 50*time.Millisecond, stepAtLeast(10))
+	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.wait(30 * time.Second); err != nil {
+		t.Fatalf("node did not leave cleanly: %v\n%s", err, b.stderr)
+	}
+	st, err := fetchStatus(info.HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		st, err := fetchStatus(info.HTTP)
+		if err != nil {
+			return err
+		}
+		if st.LivePeers != 1 {
+			return fmt.Errorf("survivor still counts %d live peers", st.LivePeers)
+		}
+		return nil
+	})
+	checkFor(t, time.Minute, 50*time.Millisecond, stepAtLeast(st.Step+20))
 }

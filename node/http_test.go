@@ -1,0 +1,76 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A lone node trains its run and reports it on /status and /metrics.
+func TestStatusAndMetrics(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.Run.Hidden = []int{8}
+	cfg.Run.Batch, cfg.Run.TargetBatch = 16, 16
+	cfg.Run.Steps, cfg.Run.Warmup = 3, 0
+	cfg.Linger = time.Minute
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := n.Run(ctx); done <- err }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	var info Info
+	var st Status
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("node did not finish its 3 steps: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+		b, err := os.ReadFile(filepath.Join(cfg.Dir, "node.json"))
+		if err != nil || json.Unmarshal(b, &info) != nil || info.HTTP == "" {
+			continue
+		}
+		resp, err := http.Get("http://" + info.HTTP + "/status")
+		if err != nil {
+			continue
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err == nil && st.Phase == "done" {
+			break
+		}
+	}
+	if st.Peer != n.ID().String() || st.Run != n.RunID() || st.Step != 3 || st.Hash == "" || st.LivePeers != 1 || len(st.Addrs) == 0 || st.Device.Cores < 1 {
+		t.Fatalf("status does not describe the node: %+v", st)
+	}
+	resp, err := http.Get("http://" + info.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"swarmtrain_step 3", "swarmtrain_live_peers 1", fmt.Sprintf("swarmtrain_rounds_total %d", 3)} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
