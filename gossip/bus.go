@@ -30,9 +30,14 @@ type Bus struct {
 // message from another peer, from one goroutine per topic.
 func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer.ID, m Message)) (*Bus, error) {
 	ctx, cancel := context.WithCancel(ctx)
+	// Progress goes out after every minibatch of every peer; gossipsub's
+	// default queues (32) drop silently when a busy CPU delays a reader, so
+	// they are sized for bursts from a few hundred peers.
 	ps, err := pubsub.NewGossipSub(ctx, h,
 		pubsub.WithMaxMessageSize(4*MaxMessageSize),
 		pubsub.WithPeerExchange(true),
+		pubsub.WithValidateQueueSize(1024),
+		pubsub.WithPeerOutboundQueueSize(256),
 	)
 	if err != nil {
 		cancel()
@@ -59,7 +64,7 @@ func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer
 			cancel()
 			return nil, err
 		}
-		sub, err := t.Subscribe()
+		sub, err := t.Subscribe(pubsub.WithBufferSize(1024))
 		if err != nil {
 			cancel()
 			return nil, err

@@ -43,7 +43,7 @@ func DefaultRunConfig() RunConfig {
 		Optimizer:   "adam",
 		LR:          2e-3,
 		Warmup:      30,
-		Steps:       600,
+		Steps:       1000,
 		Seed:        1,
 		Codec:       "fp32",
 		Lossless:    "none",

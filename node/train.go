@@ -282,18 +282,21 @@ func (n *Node) newestStep() uint64 {
 
 // load installs a downloaded snapshot whose hash was verified.
 func (n *Node) load(s gossip.Snapshot, hash string) error {
-	if err := n.opt.LoadState(s.Opt); err != nil {
-		return err
-	}
-	if err := n.model.WriteParams(s.Params); err != nil {
-		return err
-	}
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	// Validate everything before changing anything: no half-loaded state.
+	if err := n.model.WriteParams(s.Params); err != nil {
+		n.model.WriteParams(n.params)
+		return err
+	}
+	if err := n.opt.LoadState(s.Opt); err != nil {
+		n.model.WriteParams(n.params)
+		return err
+	}
 	copy(n.params, s.Params)
 	n.step = s.Step
 	n.hash = hash
 	n.syncs++
-	n.mu.Unlock()
 	return nil
 }
 

@@ -1,0 +1,151 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/p2p"
+)
+
+// AllReduceBench describes an all-reduce measurement among libp2p hosts
+// on loopback, all in this process.
+type AllReduceBench struct {
+	Hosts    int    // members of every round
+	Floats   int    // vector length; 4 Mi floats = 16 MiB
+	Rounds   int    // timed rounds (one untimed warm-up round runs first)
+	Codec    string // fp32 or fp16
+	Lossless string // none or zstd
+}
+
+// AllReduceBenchResult holds the figures; rates are bytes per second.
+type AllReduceBenchResult struct {
+	SecondsPerRound float64
+	// BusBandwidth is 2(N−1)/N·S/t, the per-member rate that an ideal
+	// ring all-reduce of S bytes would need to finish in t.
+	BusBandwidth float64
+	// Aggregate is the payload all hosts moved per second (N·BusBandwidth):
+	// on one machine every host shares the same cores, so this is the
+	// figure to hold against RawStream.
+	Aggregate float64
+	// RawStream is one stream's throughput between two of the same hosts,
+	// measured in the same run.
+	RawStream float64
+}
+
+// BenchAllReduce runs the measurement. Loopback throughput is CPU-bound
+// (encryption, copies), so results describe CPU cost, not a network.
+func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResult, error) {
+	var res AllReduceBenchResult
+	if cfg.Hosts < 2 || cfg.Hosts > 64 || cfg.Floats < cfg.Hosts || cfg.Floats > compression.MaxCount || cfg.Rounds < 1 {
+		return res, fmt.Errorf("bench: hosts %d (2..64), floats %d (hosts..%d), rounds %d (>= 1)", cfg.Hosts, cfg.Floats, compression.MaxCount, cfg.Rounds)
+	}
+	codec, err := compression.ByName(cfg.Codec)
+	if err != nil {
+		return res, err
+	}
+	lossless, err := compression.LosslessByName(cfg.Lossless)
+	if err != nil {
+		return res, err
+	}
+	hosts, err := loopbackHosts(ctx, cfg.Hosts)
+	defer func() {
+		for _, h := range hosts {
+			h.Close()
+		}
+	}()
+	if err != nil {
+		return res, err
+	}
+	raw, err := p2p.MeasureThroughput(ctx, hosts[0], hosts[1], 64<<20)
+	if err != nil {
+		return res, err
+	}
+	res.RawStream = raw
+
+	avs := make([]*gossip.Averager, len(hosts))
+	members := make([]peer.ID, len(hosts))
+	for i, h := range hosts {
+		avs[i] = gossip.NewAverager(hostTransport{h: h, timeout: time.Minute}, gossip.AveragerConfig{Codec: codec, Lossless: lossless, RoundTimeout: 5 * time.Minute})
+		members[i] = h.ID()
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	vecs := make([][]float32, len(hosts))
+	outs := make([][]float32, len(hosts))
+	samples := make([]int, len(hosts))
+	for i := range vecs {
+		vecs[i] = make([]float32, cfg.Floats)
+		for e := range vecs[i] {
+			vecs[i][e] = float32(rng.NormFloat64())
+		}
+		outs[i] = make([]float32, cfg.Floats)
+		samples[i] = 1
+	}
+	var start time.Time
+	for round := 0; round <= cfg.Rounds; round++ {
+		if round == 1 {
+			start = time.Now()
+		}
+		r := gossip.Round{Step: uint64(round), Members: members, Samples: samples}
+		r.ID = gossip.RoundID("bench", r.Step, 0, members, samples)
+		if err := allReduceAll(ctx, avs, r, vecs, outs); err != nil {
+			return res, err
+		}
+	}
+	n := float64(cfg.Hosts)
+	res.SecondsPerRound = time.Since(start).Seconds() / float64(cfg.Rounds)
+	res.BusBandwidth = 2 * (n - 1) / n * float64(4*cfg.Floats) / res.SecondsPerRound
+	res.Aggregate = n * res.BusBandwidth
+	return res, nil
+}
+
+// loopbackHosts starts n fully connected hosts on 127.0.0.1 (TCP) with
+// throwaway identities.
+func loopbackHosts(ctx context.Context, n int) ([]*p2p.Host, error) {
+	var hosts []*p2p.Host
+	for i := 0; i < n; i++ {
+		priv, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			return hosts, err
+		}
+		cfg := p2p.DefaultConfig()
+		cfg.Identity = priv
+		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+		h, err := p2p.New(cfg)
+		if err != nil {
+			return hosts, err
+		}
+		hosts = append(hosts, h)
+	}
+	for i := range hosts {
+		for j := i + 1; j < len(hosts); j++ {
+			if _, err := hosts[i].Connect(ctx, hosts[j].JoinAddrs()[0]); err != nil {
+				return hosts, err
+			}
+		}
+	}
+	return hosts, nil
+}
+
+// allReduceAll runs one round on every averager at once.
+func allReduceAll(ctx context.Context, avs []*gossip.Averager, r gossip.Round, vecs, outs [][]float32) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(avs))
+	for i := range avs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			errs[i] = avs[i].AllReduce(ctx, r, vecs[i], outs[i])
+		}(i)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
