@@ -102,11 +102,12 @@ func (a *Averager) BytesReceived() int64 { return a.bytesRecv.Load() }
 // part. Senders may arrive before the local AllReduce call registers the
 // round; they wait on ready.
 type roundState struct {
-	created time.Time
-	claimed bool          // a local AllReduce owns it; guarded by Averager.mu
-	ready   chan struct{} // closed once round, parts and own are set
-	round   Round
-	lo, hi  int
+	created     time.Time
+	claimed     bool          // a local AllReduce owns it; guarded by Averager.mu
+	announcedBy peer.ID       // sender that created it before we started it; guarded by Averager.mu
+	ready       chan struct{} // closed once round, parts and own are set
+	round       Round
+	lo, hi      int
 
 	mu       sync.Mutex
 	contribs [][]float32 // by member index; own filled locally
@@ -131,6 +132,10 @@ const maxHeader = 1 << 10
 // flight plus ones announced by senders but not yet started locally), so
 // strangers cannot grow the table.
 const maxPendingRounds = 64
+
+// maxPendingPerPeer caps the not-yet-started rounds one peer may announce:
+// an honest member is at most a round or two ahead of us.
+const maxPendingPerPeer = 4
 
 // maxPartFrame bounds an encoded part of count values: fp32 payload plus
 // room for headers and a lossless stage that failed to shrink.
@@ -371,14 +376,29 @@ func (a *Averager) serve(s Stream) {
 	if err := json.Unmarshal(hb, &h); err != nil || len(h.Round) == 0 || len(h.Round) > 64 {
 		return
 	}
+	// A round we have not started yet is "announced" by its first sender.
+	// Each peer may announce only a few, so junk from one peer cannot crowd
+	// out the rounds of honest ones.
+	from := s.RemotePeer()
 	a.mu.Lock()
 	_, known := a.rounds[h.Round]
-	tooMany := len(a.rounds) > maxPendingRounds
+	byPeer := 0
+	for _, rs := range a.rounds {
+		if !rs.claimed && rs.announcedBy == from {
+			byPeer++
+		}
+	}
+	refuse := !known && (len(a.rounds) >= maxPendingRounds || byPeer >= maxPendingPerPeer)
 	a.mu.Unlock()
-	if !known && tooMany {
-		return // don't let strangers grow the table
+	if refuse {
+		return
 	}
 	rs := a.state(h.Round)
+	a.mu.Lock()
+	if !known && rs.announcedBy == "" {
+		rs.announcedBy = from
+	}
+	a.mu.Unlock()
 	select {
 	case <-rs.ready:
 	case <-time.After(a.cfg.RoundTimeout):

@@ -92,7 +92,7 @@ func ServeState(t Transport, run string, snapshot func() (Snapshot, error)) {
 		for _, xs := range [][]float32{snap.Params, snap.Opt} {
 			for lo := 0; lo < len(xs); lo += stateChunk {
 				hi := min(lo+stateChunk, len(xs))
-				frame, err := compression.EncodePart(nil, fp32, compression.Lossless(0), xs[lo:hi])
+				frame, err := encodeFP32(xs[lo:hi])
 				if err != nil || s.Send(frame) != nil {
 					s.Reset()
 					return
@@ -103,7 +103,10 @@ func ServeState(t Transport, run string, snapshot func() (Snapshot, error)) {
 	})
 }
 
-var fp32, _ = compression.Lookup(compression.CodecID(1))
+// encodeFP32 frames state values losslessly: state must arrive bit-exact.
+func encodeFP32(xs []float32) ([]byte, error) {
+	return compression.EncodePart(nil, compression.FP32{}, compression.LosslessNone, xs)
+}
 
 // FetchState downloads the state from p. The sizes must match what the
 // caller's model expects, and the hash computed over what arrived must

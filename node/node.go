@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -65,6 +64,7 @@ type Node struct {
 	initialLoss   float64
 	syncing       bool
 
+	unlock    func()        // releases the node directory
 	resync    atomic.Bool   // set when the swarm's consensus is another state
 	aheadHint atomic.Uint64 // a step the swarm is known to have reached
 	seq       atomic.Uint64
@@ -103,17 +103,32 @@ type Info struct {
 
 // New loads the data, builds the model and starts the host. It does not
 // contact any peer yet; Run does.
-func New(cfg Config) (*Node, error) {
+func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("node dir: %w", err)
+	}
+	unlock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	var host *p2p.Host
+	defer func() {
+		if err != nil {
+			if host != nil {
+				host.Close()
+			}
+			unlock()
+		}
+	}()
 	logw := cfg.Log
 	if logw == nil {
 		logw = io.Discard
 	}
-	n := &Node{cfg: cfg, run: cfg.Run.ID(), log: slog.New(slog.NewTextHandler(logw, nil)), phase: "starting", refusals: make(chan string, 4)}
+	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), log: slog.New(slog.NewTextHandler(logw, nil)), phase: "starting", refusals: make(chan string, 4)}
 	n.dev = device.Detect()
-	var err error
 	if n.codec, err = compression.ByName(cfg.Run.Codec); err != nil {
 		return nil, err
 	}
@@ -142,23 +157,20 @@ func New(cfg Config) (*Node, error) {
 	n.sched = trainer.Schedule{Base: r.LR, Min: r.LR / 10, Warmup: r.Warmup, Total: r.Steps, Cosine: true}
 	n.hash = gossip.HashState(0, n.params, n.opt.State())
 
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("node dir: %w", err)
-	}
 	pc := p2p.DefaultConfig()
 	pc.Dir = cfg.Dir
 	if len(cfg.Listen) > 0 {
 		pc.ListenAddrs = cfg.Listen
 	}
-	if n.host, err = p2p.New(pc); err != nil {
+	if host, err = p2p.New(pc); err != nil {
 		return nil, err
 	}
+	n.host = host
 	n.tr = hostTransport{h: n.host, timeout: cfg.FrameTimeout}
 
 	shard := n.train
 	if cfg.Shards > 0 {
 		if shard, err = n.train.Shard(cfg.Run.Seed, cfg.Shard, cfg.Shards); err != nil {
-			n.host.Close()
 			return nil, err
 		}
 	}
@@ -251,6 +263,7 @@ func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
 // evaluation.
 func (n *Node) Run(ctx context.Context) (*Result, error) {
 	n.started = time.Now()
+	defer n.unlock()
 	defer n.host.Close()
 	var err error
 	// The bus outlives ctx: a cancelled node still announces its leave.
@@ -445,8 +458,3 @@ func writeJSON(path string, v any) error {
 
 // livePeers counts live peers on the run, self excluded.
 func (n *Node) livePeers() int { return len(n.view.Live(time.Now())) }
-
-// connected reports whether p has an open connection to us.
-func (n *Node) connected(p peer.ID) bool {
-	return n.host.Network().Connectedness(p) == network.Connected
-}

@@ -1,0 +1,107 @@
+package gossip
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/protocol"
+)
+
+// Garbage on every stream protocol costs the sender, never the receiver:
+// no panic, and the next honest round still works.
+func TestHostileStreamsDoNotHurt(t *testing.T) {
+	net, ts, ids := memPeers(3)
+	net.Timeout = 200 * time.Millisecond
+	var avs []*Averager
+	for _, tr := range ts[:2] {
+		avs = append(avs, NewAverager(tr, AveragerConfig{Codec: codec(t, "fp32"), RoundTimeout: 2 * time.Second}))
+	}
+	view := &fixedView{ids: ids[:2]}
+	NewMatchmaker(ts[0], MatchConfig{Run: "ab", JoinWindow: 200 * time.Millisecond}, view)
+	ServeState(ts[0], "ab", func() (Snapshot, error) { return Snapshot{Params: []float32{1}}, nil })
+	(&Admission{Run: "ab", Config: json.RawMessage(`{}`)}).Serve(ts[0])
+
+	attacker := ts[2]
+	rng := rand.New(rand.NewPCG(9, 9))
+	hdr, _ := json.Marshal(partHeader{Round: "00", Sender: 0, Part: 0, Samples: 1})
+	payloads := [][]byte{
+		nil, {0}, []byte("{"), []byte(strings.Repeat("x", 5000)), hdr,
+		[]byte(`{"v":1,"kind":"join","join":{"run":"ab","step":0,"samples":-5}}`),
+		[]byte(`{"run":"ab"}`),
+	}
+	for i := 0; i < 20; i++ {
+		b := make([]byte, rng.IntN(300))
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		payloads = append(payloads, b)
+	}
+	for _, proto := range []protocol.ID{ProtoAllReduce, ProtoMatch, ProtoState, ProtoHello} {
+		for _, p := range payloads {
+			s, err := attacker.Open(context.Background(), ids[0], proto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Send(p)
+			s.Send(p)
+			s.Recv(MaxMessageSize) // whatever comes back, if anything
+			s.Reset()
+		}
+	}
+	// Announce many rounds that will never start, leaving the streams
+	// open, so they stay pending on the victim.
+	for i := 0; i < 3*maxPendingRounds; i++ {
+		s, err := attacker.Open(context.Background(), ids[0], ProtoAllReduce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _ := json.Marshal(partHeader{Round: fmt.Sprintf("%032x", i), Sender: 0, Part: 0, Samples: 1})
+		s.Send(h)
+	}
+	// An honest round between the two victims still completes.
+	samples := []int{1, 1}
+	r := Round{Members: ids[:2], Samples: samples, ID: RoundID("ab", 0, 0, ids[:2], samples)}
+	rng2 := rand.New(rand.NewPCG(1, 1))
+	outs, errs := runRound(t, avs, r, [][]float32{randVec(rng2, 50), randVec(rng2, 50)})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("peer %d after the attack: %v", i, err)
+		}
+	}
+	if outs[0][3] != outs[1][3] {
+		t.Fatal("honest round diverged after the attack")
+	}
+}
+
+// A donor whose data does not match the hash it announced is caught.
+func TestFetchStateRejectsLyingDonor(t *testing.T) {
+	_, ts, ids := memPeers(2)
+	ts[0].Handle(ProtoState, func(s Stream) {
+		s.Recv(MaxMessageSize)
+		hdr, _ := json.Marshal(stateHeader{Step: 5, Hash: HashState(5, []float32{1, 2}, nil), NParams: 2})
+		s.Send(hdr)
+		good := []float32{1, 3} // not what the hash covers
+		frame, _ := encodeFP32(good)
+		s.Send(frame)
+		s.Close()
+	})
+	if _, _, err := FetchState(context.Background(), ts[1], ids[0], "ab", 2, 0); err == nil || !strings.Contains(err.Error(), "hash") {
+		t.Fatalf("got %v, want a hash mismatch", err)
+	}
+	// And a donor whose sizes differ from our model is refused before
+	// anything is allocated for them.
+	ts[0].Handle(ProtoState, func(s Stream) {
+		s.Recv(MaxMessageSize)
+		hdr, _ := json.Marshal(stateHeader{Step: 5, Hash: "00", NParams: 1 << 30})
+		s.Send(hdr)
+		s.Close()
+	})
+	if _, _, err := FetchState(context.Background(), ts[1], ids[0], "ab", 2, 0); err == nil {
+		t.Fatal("accepted a state of the wrong size")
+	}
+}

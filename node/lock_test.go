@@ -1,0 +1,34 @@
+//go:build unix
+
+package node
+
+import (
+	"strings"
+	"testing"
+)
+
+// Two nodes may not share a directory (they would share an identity).
+func TestNodeDirIsExclusive(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.Run.Hidden = []int{8}
+	first, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "in use by another node") {
+		t.Fatalf("second node on the same dir: got %v", err)
+	}
+	first.host.Close()
+	first.unlock()
+	second, err := New(cfg)
+	if err != nil {
+		t.Fatalf("dir still locked after the first node closed: %v", err)
+	}
+	if second.ID() != first.ID() {
+		t.Fatal("same directory, different identity")
+	}
+	second.host.Close()
+	second.unlock()
+}
