@@ -78,8 +78,9 @@ type Averager struct {
 	t   Transport
 	cfg AveragerConfig
 
-	mu     sync.Mutex
-	rounds map[string]*roundState
+	mu      sync.Mutex
+	rounds  map[string]*roundState
+	results map[string]*results // recent rounds' final parts, for repairs
 
 	bytesSent, bytesRecv atomic.Int64
 }
@@ -89,8 +90,9 @@ func NewAverager(t Transport, cfg AveragerConfig) *Averager {
 	if cfg.RoundTimeout <= 0 {
 		cfg.RoundTimeout = 30 * time.Second
 	}
-	a := &Averager{t: t, cfg: cfg, rounds: map[string]*roundState{}}
+	a := &Averager{t: t, cfg: cfg, rounds: map[string]*roundState{}, results: map[string]*results{}}
 	t.Handle(ProtoAllReduce, a.serve)
+	t.Handle(ProtoPart, a.serveRepair)
 	return a
 }
 
@@ -208,6 +210,7 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 	rs.mu.Unlock()
 	close(rs.ready)
 
+	res := a.track(r.ID, k)
 	var wg sync.WaitGroup
 	errs := make(chan error, k)
 	for j := range r.Members {
@@ -217,16 +220,29 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 		wg.Add(1)
 		go func(j int) {
 			defer wg.Done()
-			if err := a.exchange(ctx, r, me, j, local, out); err != nil {
-				errs <- fmt.Errorf("part %d with %s: %w", j, r.Members[j].ShortString(), err)
-				// The round is void for us: stop waiting for parts, so our
-				// own senders hear so now rather than at the timeout.
-				cancel()
+			part, err := a.exchange(ctx, r, me, j, local, out)
+			res.resolve(j, part)
+			if err == nil {
+				return
 			}
+			if errors.Is(err, errOwnerFailed) {
+				errs <- fmt.Errorf("part %d: %w", j, err)
+			} else {
+				plo, phi := PartBounds(n, k, j)
+				if _, rerr := a.repair(ctx, r, j, out[plo:phi]); rerr == nil {
+					return
+				} else {
+					errs <- fmt.Errorf("part %d with %s: %w; repair: %v", j, r.Members[j].ShortString(), err, rerr)
+				}
+			}
+			// The round is void for us: stop waiting for parts, so our
+			// own senders hear so now rather than at the timeout.
+			cancel()
 		}(j)
 	}
 
-	ownErr := a.reduceOwnPart(ctx, rs, r, out[lo:hi])
+	ownPart, ownErr := a.reduceOwnPart(ctx, rs, r, out[lo:hi])
+	res.resolve(me, ownPart)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -240,13 +256,13 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 
 // reduceOwnPart waits for every member's copy of this peer's part,
 // averages them, and publishes the encoded result for the senders.
-func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, out []float32) error {
-	fail := func(err error) error {
+func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, out []float32) ([]byte, error) {
+	fail := func(err error) ([]byte, error) {
 		rs.mu.Lock()
 		rs.err = err
 		rs.mu.Unlock()
 		close(rs.done)
-		return err
+		return nil, err
 	}
 	select {
 	case <-rs.arrived:
@@ -270,7 +286,7 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 	rs.result = enc
 	rs.mu.Unlock()
 	close(rs.done)
-	return nil
+	return enc, nil
 }
 
 // WeightedMean returns Σ w_m·x_m / Σ w_m, accumulated in member order with
@@ -299,11 +315,11 @@ func WeightedMean(xs [][]float32, weights []int) []float32 {
 
 // exchange sends this peer's copy of part j to its owner and receives the
 // averaged part back into out.
-func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out []float32) error {
+func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out []float32) ([]byte, error) {
 	lo, hi := PartBounds(len(local), len(r.Members), j)
 	s, err := a.t.Open(ctx, r.Members[j], ProtoAllReduce)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ok := false
 	defer func() {
@@ -316,27 +332,27 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out 
 
 	hdr, _ := json.Marshal(partHeader{Round: r.ID, Sender: me, Part: j, Samples: r.Samples[me]})
 	if err := s.Send(hdr); err != nil {
-		return err
+		return nil, err
 	}
 	enc, err := compression.EncodePart(nil, a.cfg.Codec, a.cfg.Lossless, local[lo:hi])
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.Send(enc); err != nil {
-		return err
+		return nil, err
 	}
 	a.bytesSent.Add(int64(len(enc) + len(hdr)))
 	res, err := s.Recv(maxPartFrame(hi - lo))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	a.bytesRecv.Add(int64(len(res)))
 	if err := decodeResult(out[lo:hi], res); err != nil {
-		return err
+		return nil, err
 	}
 	ok = true
 	s.Close()
-	return nil
+	return res[1:], nil
 }
 
 // Result frames start with a status byte: 0 and the encoded average, or 1
@@ -346,6 +362,9 @@ const (
 	resultFail = 1
 )
 
+// errOwnerFailed: the owner could not reduce its part, so nobody has it.
+var errOwnerFailed = errors.New("owner failed the round")
+
 func decodeResult(dst []float32, frame []byte) error {
 	if len(frame) == 0 {
 		return errors.New("empty result frame")
@@ -354,7 +373,7 @@ func decodeResult(dst []float32, frame []byte) error {
 	case resultOK:
 		return compression.DecodePart(dst, frame[1:])
 	case resultFail:
-		return fmt.Errorf("owner failed the round: %s", truncate(string(frame[1:]), 200))
+		return fmt.Errorf("%w: %s", errOwnerFailed, truncate(string(frame[1:]), 200))
 	default:
 		return fmt.Errorf("bad result status %d", frame[0])
 	}

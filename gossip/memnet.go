@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -21,11 +22,55 @@ type MemNetwork struct {
 	// Timeout bounds each Send/Recv, like the per-frame deadlines of the
 	// real transport.
 	Timeout time.Duration
+	// fault, when set, decides the fate of every frame before delivery,
+	// so tests can crash, stall or corrupt a peer at an exact protocol step.
+	fault atomic.Pointer[func(FrameEvent) FrameAction]
+	// stalled is closed by Release to let stalled senders return.
+	stalled chan struct{}
+}
+
+// FrameEvent describes one frame about to be sent.
+type FrameEvent struct {
+	From, To peer.ID
+	Proto    protocol.ID
+	Opener   bool // sent by the side that opened the stream
+	Seq      int  // index of the frame among those this side sent on the stream
+}
+
+// FrameAction is what happens to a frame.
+type FrameAction int
+
+const (
+	Deliver FrameAction = iota
+	Drop                // the frame vanishes; the sender thinks it went out
+	Crash               // the sender dies now: isolated, frame lost
+	Stall               // the sender hangs until Release; the frame never arrives
+	Corrupt             // the frame arrives with its bytes flipped
+)
+
+// SetFault installs f (nil removes it); safe while streams are running.
+func (n *MemNetwork) SetFault(f func(FrameEvent) FrameAction) {
+	if f == nil {
+		n.fault.Store(nil)
+		return
+	}
+	n.fault.Store(&f)
+}
+
+// Release unblocks every stalled sender (call it when a test ends).
+func (n *MemNetwork) Release() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	select {
+	case <-n.stalled:
+	default:
+		close(n.stalled)
+	}
 }
 
 // NewMemNetwork returns an empty network with a 5 s per-frame timeout.
 func NewMemNetwork() *MemNetwork {
-	return &MemNetwork{peers: map[peer.ID]*MemTransport{}, isolated: map[peer.ID]bool{}, Timeout: 5 * time.Second}
+	return &MemNetwork{peers: map[peer.ID]*MemTransport{}, isolated: map[peer.ID]bool{}, Timeout: 5 * time.Second, stalled: make(chan struct{})}
 }
 
 // Add creates a peer on the network.
@@ -92,8 +137,8 @@ func (t *MemTransport) Open(ctx context.Context, p peer.ID, proto protocol.ID) (
 	}
 	ab := newMemPipe()
 	ba := newMemPipe()
-	local := &memStream{in: ba, out: ab, remote: p, timeout: t.net.Timeout, dead: t.done, peerDead: remote.done}
-	far := &memStream{in: ab, out: ba, remote: t.self, timeout: t.net.Timeout, dead: remote.done, peerDead: t.done}
+	local := &memStream{net: t.net, self: t.self, proto: proto, opener: true, in: ba, out: ab, remote: p, timeout: t.net.Timeout, dead: t.done, peerDead: remote.done}
+	far := &memStream{net: t.net, self: p, proto: proto, in: ab, out: ba, remote: t.self, timeout: t.net.Timeout, dead: remote.done, peerDead: t.done}
 	go h(far)
 	return local, nil
 }
@@ -122,6 +167,11 @@ func (p *memPipe) close(reset bool) {
 }
 
 type memStream struct {
+	net      *MemNetwork
+	self     peer.ID
+	proto    protocol.ID
+	opener   bool
+	sent     int
 	in, out  *memPipe
 	remote   peer.ID
 	timeout  time.Duration
@@ -138,6 +188,24 @@ func (s *memStream) Send(frame []byte) error {
 	default:
 	}
 	b := append([]byte(nil), frame...)
+	if f := s.net.fault.Load(); f != nil {
+		ev := FrameEvent{From: s.self, To: s.remote, Proto: s.proto, Opener: s.opener, Seq: s.sent}
+		s.sent++
+		switch (*f)(ev) {
+		case Drop:
+			return nil
+		case Crash:
+			s.net.Isolate(s.self)
+			return errMemReset
+		case Stall:
+			<-s.net.stalled
+			return errMemReset
+		case Corrupt:
+			for i := range b {
+				b[i] ^= 0xA5
+			}
+		}
+	}
 	timer := time.NewTimer(s.timeout)
 	defer timer.Stop()
 	select {

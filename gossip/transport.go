@@ -37,4 +37,5 @@ const (
 	ProtoMatch     protocol.ID = "/swarmtrain/match/1"
 	ProtoAllReduce protocol.ID = "/swarmtrain/allreduce/1"
 	ProtoState     protocol.ID = "/swarmtrain/state/1"
+	ProtoPart      protocol.ID = "/swarmtrain/part/1" // repair: a part's final bytes from a fellow member
 )

@@ -1,0 +1,280 @@
+package gossip
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+var faultReps = flag.Int("faults.reps", 2, "repetitions of every fault-matrix case (the acceptance run uses 20)")
+
+// A fault is injected into exactly one member at one protocol step,
+// identified by the frames that member sends.
+type faultPhase string
+
+const (
+	phaseMatch     faultPhase = "match"     // the assembler, when announcing the group
+	phaseSend      faultPhase = "send"      // a member, when sending its copy of a part
+	phaseReduce    faultPhase = "reduce"    // an owner, after reducing, before any result goes out
+	phaseBroadcast faultPhase = "broadcast" // an owner, after its result reached one member
+)
+
+type faultCase struct {
+	kind   FrameAction // Crash, Stall or Corrupt
+	phase  faultPhase
+	member int // index into the sorted member list; for phaseMatch the assembler is used
+}
+
+func (c faultCase) String() string {
+	kinds := map[FrameAction]string{Crash: "crash", Stall: "stall", Corrupt: "garbage"}
+	return fmt.Sprintf("%s/%s/member%d", kinds[c.kind], c.phase, c.member)
+}
+
+// hook returns the Fault function for c: it fires once, on the first frame
+// of the chosen member that matches the phase.
+func (c faultCase) hook(victim peer.ID) func(FrameEvent) FrameAction {
+	var fired atomic.Bool
+	var results atomic.Int32
+	return func(ev FrameEvent) FrameAction {
+		if ev.From != victim || fired.Load() {
+			return Deliver
+		}
+		hit := false
+		switch c.phase {
+		case phaseMatch:
+			hit = ev.Proto == ProtoMatch && !ev.Opener
+		case phaseSend:
+			hit = ev.Proto == ProtoAllReduce && ev.Opener && ev.Seq == 1
+		case phaseReduce:
+			hit = ev.Proto == ProtoAllReduce && !ev.Opener && ev.Seq == 0
+		case phaseBroadcast:
+			hit = ev.Proto == ProtoAllReduce && !ev.Opener && ev.Seq == 0 && results.Add(1) == 2
+		}
+		if hit && fired.CompareAndSwap(false, true) {
+			return c.kind
+		}
+		return Deliver
+	}
+}
+
+type outcome struct {
+	out []float32
+	err error
+}
+
+// step runs matchmaking and the all-reduce for one step on the given
+// members at once. It does not wait for the member at index skip (a
+// stalled peer may hang until the test releases it); -1 waits for all.
+func step(mms []*Matchmaker, avs []*Averager, idx []int, ids []peer.ID, step uint64, vecs [][]float32, samples []int, skip int) []outcome {
+	res := make([]outcome, len(idx))
+	var wg sync.WaitGroup
+	for n, i := range idx {
+		waited := i != skip
+		if waited {
+			wg.Add(1)
+		}
+		go func() {
+			if waited {
+				defer wg.Done()
+			}
+			ctx := context.Background()
+			r, err := mms[i].Match(ctx, step, samples[i], ids)
+			if err != nil {
+				if waited {
+					res[n].err = err
+				}
+				return
+			}
+			out := make([]float32, len(vecs[i]))
+			err = avs[i].AllReduce(ctx, r, vecs[i], out)
+			if !waited {
+				return // nobody reads a skipped member's outcome
+			}
+			if err != nil {
+				res[n].err = err
+				return
+			}
+			res[n].out = out
+		}()
+	}
+	wg.Wait()
+	return res
+}
+
+// consistent checks the round invariant: all succeeded with bit-identical
+// results, or all failed.
+func consistent(res []outcome) error {
+	ok := 0
+	for _, r := range res {
+		if r.err == nil {
+			ok++
+		}
+	}
+	if ok != 0 && ok != len(res) {
+		var msg string
+		for i, r := range res {
+			msg += fmt.Sprintf("\n  peer %d: err=%v", i, r.err)
+		}
+		return fmt.Errorf("%d of %d succeeded: a half-applied round%s", ok, len(res), msg)
+	}
+	for i := 1; i < ok; i++ {
+		for e := range res[0].out {
+			if math.Float32bits(res[i].out[e]) != math.Float32bits(res[0].out[e]) {
+				return fmt.Errorf("peer %d differs at %d", i, e)
+			}
+		}
+	}
+	return nil
+}
+
+// TestFaultMatrix injects every fault kind at every phase into every
+// member of a 4-peer round. After the faulty round every healthy member is
+// consistent (all applied the same bits, or all applied nothing); a retry
+// among the healthy members then succeeds with the exact weighted mean of
+// their vectors. It logs the slowest recovery per fault kind.
+//
+//	go test -run TestFaultMatrix -v ./gossip/ -args -faults.reps=20
+func TestFaultMatrix(t *testing.T) {
+	const k = 4
+	var cases []faultCase
+	for _, kind := range []FrameAction{Crash, Stall, Corrupt} {
+		for _, ph := range []faultPhase{phaseMatch, phaseSend, phaseReduce, phaseBroadcast} {
+			for m := 0; m < k; m++ {
+				if ph == phaseMatch && m > 0 {
+					continue // the assembler is one member
+				}
+				cases = append(cases, faultCase{kind: kind, phase: ph, member: m})
+			}
+		}
+	}
+	var mu sync.Mutex
+	slowest := map[FrameAction]time.Duration{}
+	for _, c := range cases {
+		t.Run(c.String(), func(t *testing.T) {
+			t.Parallel()
+			for rep := 0; rep < *faultReps; rep++ {
+				d := runFaultCase(t, c, k, uint64(rep))
+				mu.Lock()
+				slowest[c.kind] = max(slowest[c.kind], d)
+				mu.Unlock()
+			}
+		})
+	}
+	t.Cleanup(func() {
+		for kind, name := range map[FrameAction]string{Crash: "crash", Stall: "stall", Corrupt: "garbage"} {
+			t.Logf("slowest recovery after %s: %v", name, slowest[kind])
+		}
+	})
+}
+
+func runFaultCase(t *testing.T, c faultCase, k int, seed uint64) time.Duration {
+	net, ts, ids := memPeers(k)
+	defer net.Release()
+	net.Timeout = 150 * time.Millisecond
+	view := &fixedView{ids: ids}
+	mms := make([]*Matchmaker, k)
+	avs := make([]*Averager, k)
+	for i, tr := range ts {
+		mms[i] = NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 100 * time.Millisecond, Slack: 300 * time.Millisecond}, view)
+		avs[i] = NewAverager(tr, AveragerConfig{Codec: codec(t, "fp16"), RoundTimeout: 600 * time.Millisecond})
+	}
+	sorted := append([]peer.ID(nil), ids...)
+	sortIDs(sorted)
+	victim := sorted[c.member]
+	if c.phase == phaseMatch {
+		victim = Assembler(0, ids)
+	}
+	net.SetFault(c.hook(victim))
+
+	rng := rand.New(rand.NewPCG(seed, 77))
+	vecs := make([][]float32, k)
+	samples := make([]int, k)
+	for i := range vecs {
+		vecs[i] = randVec(rng, 257)
+		samples[i] = 1 + rng.IntN(9)
+	}
+	all := []int{0, 1, 2, 3}
+	start := time.Now()
+	victimIdx := -1
+	for i, id := range ids {
+		if id == victim {
+			victimIdx = i
+		}
+	}
+	first := step(mms, avs, all, ids, 0, vecs, samples, victimIdx)
+
+	// Healthy members must agree on the faulty round.
+	var healthy []int
+	var healthyIDs []peer.ID
+	var healthyRes []outcome
+	for i, id := range ids {
+		if id == victim {
+			continue
+		}
+		healthy = append(healthy, i)
+		healthyIDs = append(healthyIDs, id)
+		healthyRes = append(healthyRes, first[i])
+	}
+	if err := consistent(healthyRes); err != nil {
+		t.Fatalf("rep %d, after the fault: %v", seed, err)
+	}
+	t.Logf("%s rep %d: healthy members after the fault: ok=%v", c, seed, healthyRes[0].err == nil)
+	if healthyRes[0].err == nil {
+		// The fault came too late to matter (e.g. garbage the codec
+		// rejected and repaired): the round must still be the exact mean.
+		checkMean(t, healthyRes[0].out, vecs, samples, all)
+		return time.Since(start)
+	}
+
+	// Retry among the healthy members only, as their membership view
+	// would after the victim's heartbeats stop.
+	net.SetFault(nil)
+	net.Isolate(victim)
+	view.mu.Lock()
+	view.ids = healthyIDs
+	view.mu.Unlock()
+	retry := step(mms, avs, healthy, healthyIDs, 0, vecs, samples, -1)
+	if err := consistent(retry); err != nil {
+		t.Fatalf("rep %d, retry: %v", seed, err)
+	}
+	if retry[0].err != nil {
+		t.Fatalf("rep %d, retry among healthy members failed: %v", seed, retry[0].err)
+	}
+	checkMean(t, retry[0].out, vecs, samples, healthy)
+	return time.Since(start)
+}
+
+// checkMean compares out with the fp16-rounded weighted mean of the given members.
+func checkMean(t *testing.T, out []float32, vecs [][]float32, samples []int, members []int) {
+	t.Helper()
+	var total float64
+	for _, i := range members {
+		total += float64(samples[i])
+	}
+	for e := range out {
+		var want float64
+		for _, i := range members {
+			want += float64(samples[i]) * float64(vecs[i][e])
+		}
+		want /= total
+		if math.Abs(float64(out[e])-want) > 2e-3*(1+math.Abs(want)) {
+			t.Fatalf("element %d: %v, want the mean of members %v: %v", e, out[e], members, want)
+		}
+	}
+}
+
+func sortIDs(ids []peer.ID) {
+	for i := 1; i < len(ids); i++ {
+		for j := i; j > 0 && ids[j] < ids[j-1]; j-- {
+			ids[j], ids[j-1] = ids[j-1], ids[j]
+		}
+	}
+}

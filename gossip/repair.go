@@ -1,0 +1,182 @@
+package gossip
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/compression"
+)
+
+// Part repair keeps a round all-or-nothing when an owner fails halfway
+// through its broadcast: a member that could not get part j from its owner
+// asks the other members for the bytes they got directly. Either someone
+// has them — and then everyone who asks ends with the same bytes — or
+// nobody does, because the owner sent them to nobody, and then every
+// member fails the round. A member only answers once its own direct
+// exchange for that part is over, so an answer of "I don't have it" is
+// final, not just early.
+
+// results holds, for one round, the final bytes of every part this peer
+// got directly (from the owner, or as the owner).
+type results struct {
+	created time.Time
+	parts   [][]byte
+	direct  []chan struct{} // closed when the direct outcome for a part is known
+	once    []sync.Once
+}
+
+func newResults(k int) *results {
+	r := &results{created: time.Now(), parts: make([][]byte, k), direct: make([]chan struct{}, k), once: make([]sync.Once, k)}
+	for i := range r.direct {
+		r.direct[i] = make(chan struct{})
+	}
+	return r
+}
+
+// resolve records the direct outcome of part j: its bytes, or nil.
+func (r *results) resolve(j int, part []byte) {
+	r.once[j].Do(func() {
+		r.parts[j] = part
+		close(r.direct[j])
+	})
+}
+
+// keepResults is how many recent rounds' parts a peer keeps for repairs.
+const keepResults = 16
+
+func (a *Averager) track(id string, k int) *results {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	res := newResults(k)
+	a.results[id] = res
+	if len(a.results) > keepResults {
+		ids := make([]string, 0, len(a.results))
+		for id := range a.results {
+			ids = append(ids, id)
+		}
+		sort.Slice(ids, func(i, j int) bool { return a.results[ids[i]].created.Before(a.results[ids[j]].created) })
+		for _, old := range ids[:len(ids)-keepResults] {
+			delete(a.results, old)
+		}
+	}
+	return res
+}
+
+type partRequest struct {
+	Round string `json:"round"`
+	Part  int    `json:"part"`
+}
+
+// serveRepair answers a member's request for a part's final bytes.
+func (a *Averager) serveRepair(s Stream) {
+	b, err := s.Recv(maxHeader)
+	if err != nil {
+		s.Reset()
+		return
+	}
+	var req partRequest
+	if json.Unmarshal(b, &req) != nil {
+		s.Reset()
+		return
+	}
+	a.mu.Lock()
+	res := a.results[req.Round]
+	a.mu.Unlock()
+	if res == nil || req.Part < 0 || req.Part >= len(res.parts) {
+		s.Send(append([]byte{resultFail}, "no such round or part"...))
+		s.Close()
+		return
+	}
+	select {
+	case <-res.direct[req.Part]:
+	case <-time.After(a.cfg.RoundTimeout):
+	}
+	a.mu.Lock()
+	part := res.parts[req.Part]
+	a.mu.Unlock()
+	if part == nil {
+		s.Send(append([]byte{resultFail}, "did not get that part either"...))
+		s.Close()
+		return
+	}
+	frame := make([]byte, 0, len(part)+1)
+	frame = append(frame, resultOK)
+	frame = append(frame, part...)
+	if s.Send(frame) == nil {
+		a.bytesSent.Add(int64(len(frame)))
+	}
+	s.Close()
+}
+
+// repair fetches part j of round r from any other member that got it
+// directly, decodes it into dst and returns its bytes.
+func (a *Averager) repair(ctx context.Context, r Round, j int, dst []float32) ([]byte, error) {
+	self := a.t.Self()
+	type answer struct {
+		part []byte
+		err  error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	answers := make(chan answer, len(r.Members))
+	asked := 0
+	for _, m := range r.Members {
+		if m == self {
+			continue
+		}
+		asked++
+		go func() {
+			part, err := a.askPart(ctx, r, j, m, len(dst))
+			answers <- answer{part, err}
+		}()
+	}
+	var errs []error
+	for ; asked > 0; asked-- {
+		ans := <-answers
+		if ans.err != nil {
+			errs = append(errs, ans.err)
+			continue
+		}
+		if err := compression.DecodePart(dst, ans.part); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return ans.part, nil
+	}
+	return nil, fmt.Errorf("no member has part %d: %w", j, errors.Join(errs...))
+}
+
+func (a *Averager) askPart(ctx context.Context, r Round, j int, p peer.ID, count int) ([]byte, error) {
+	s, err := a.t.Open(ctx, p, ProtoPart)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
+	req, _ := json.Marshal(partRequest{Round: r.ID, Part: j})
+	if err := s.Send(req); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	frame, err := s.Recv(maxPartFrame(count) + 1)
+	if err != nil {
+		s.Reset()
+		return nil, err
+	}
+	s.Close()
+	a.bytesRecv.Add(int64(len(frame)))
+	if len(frame) == 0 {
+		return nil, errors.New("empty answer")
+	}
+	if frame[0] != resultOK {
+		return nil, fmt.Errorf("%s: %s", p.ShortString(), truncate(string(frame[1:]), 100))
+	}
+	return frame[1:], nil
+}
