@@ -64,9 +64,17 @@ func PartBounds(n, k, i int) (lo, hi int) {
 type AveragerConfig struct {
 	Codec    compression.Codec    // lossy stage for parts and results
 	Lossless compression.Lossless // lossless stage after it
-	// RoundTimeout bounds a whole round; a member that has not delivered
-	// its part by then fails the round for everyone that waits on it.
+	// RoundTimeout is the most a round may take; a member that has not
+	// delivered its part by the deadline fails the round for everyone
+	// waiting on it. The deadline actually used adapts: DeadlineFactor ×
+	// the recent round time, never below MinRoundTimeout nor above this,
+	// so a dead or stalled member costs seconds, not a fixed minute, while
+	// a slow swarm is not cut off.
 	RoundTimeout time.Duration
+	// MinRoundTimeout floors the adaptive deadline (default RoundTimeout/10).
+	MinRoundTimeout time.Duration
+	// DeadlineFactor multiplies the recent round time (default 5).
+	DeadlineFactor float64
 }
 
 // Averager runs reduce-scatter + all-gather all-reduces over a Transport.
@@ -83,12 +91,41 @@ type Averager struct {
 	results map[string]*results // recent rounds' final parts, for repairs
 
 	bytesSent, bytesRecv atomic.Int64
+	recent               atomic.Int64 // moving average of successful round time, ns; 0 = none yet
+}
+
+// observe folds a successful round's duration into the moving average.
+func (a *Averager) observe(d time.Duration) {
+	old := a.recent.Load()
+	if old == 0 {
+		a.recent.Store(int64(d))
+		return
+	}
+	a.recent.Store(int64(0.8*float64(old) + 0.2*float64(d)))
+}
+
+// Deadline is the time the next round may take: DeadlineFactor × the
+// recent round time, within [MinRoundTimeout, RoundTimeout]; RoundTimeout
+// until a round has succeeded.
+func (a *Averager) Deadline() time.Duration {
+	recent := time.Duration(a.recent.Load())
+	if recent == 0 {
+		return a.cfg.RoundTimeout
+	}
+	d := time.Duration(a.cfg.DeadlineFactor * float64(recent))
+	return min(max(d, a.cfg.MinRoundTimeout), a.cfg.RoundTimeout)
 }
 
 // NewAverager registers the all-reduce protocol on t.
 func NewAverager(t Transport, cfg AveragerConfig) *Averager {
 	if cfg.RoundTimeout <= 0 {
 		cfg.RoundTimeout = 30 * time.Second
+	}
+	if cfg.MinRoundTimeout <= 0 || cfg.MinRoundTimeout > cfg.RoundTimeout {
+		cfg.MinRoundTimeout = cfg.RoundTimeout / 10
+	}
+	if cfg.DeadlineFactor <= 1 {
+		cfg.DeadlineFactor = 5
 	}
 	a := &Averager{t: t, cfg: cfg, rounds: map[string]*roundState{}, results: map[string]*results{}}
 	t.Handle(ProtoAllReduce, a.serve)
@@ -181,7 +218,8 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 	if len(r.Samples) != len(r.Members) {
 		return errors.New("allreduce: round has mismatched members and samples")
 	}
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.RoundTimeout)
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, a.Deadline())
 	defer cancel()
 
 	k := len(r.Members)
@@ -251,6 +289,7 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 	if ownErr != nil {
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
 	}
+	a.observe(time.Since(started))
 	return nil
 }
 
@@ -420,7 +459,7 @@ func (a *Averager) serve(s Stream) {
 	a.mu.Unlock()
 	select {
 	case <-rs.ready:
-	case <-time.After(a.cfg.RoundTimeout):
+	case <-time.After(a.Deadline()):
 		return
 	}
 	r := rs.round
@@ -455,7 +494,7 @@ func (a *Averager) serve(s Stream) {
 
 	select {
 	case <-rs.done:
-	case <-time.After(a.cfg.RoundTimeout):
+	case <-time.After(a.Deadline()):
 		return
 	}
 	rs.mu.Lock()

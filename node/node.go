@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -274,6 +275,16 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer n.bus.Close()
+	// A peer whose last connection closed (crash, kill, cut) is dropped
+	// from the view at once instead of after PeerExpiry: rounds stop
+	// waiting for it within moments. If it is alive, its next heartbeat
+	// brings it back.
+	n.host.Network().Notify(&network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
+		p := c.RemotePeer()
+		if nw.Connectedness(p) != network.Connected {
+			n.view.Remove(p)
+		}
+	}})
 	if n.cfg.HTTP != "" {
 		if n.http, err = startHTTP(n, n.cfg.HTTP); err != nil {
 			return nil, err

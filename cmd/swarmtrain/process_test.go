@@ -278,3 +278,63 @@ func TestCleanLeaveKeepsSwarmTraining(t *testing.T) {
 	})
 	checkFor(t, time.Minute, 50*time.Millisecond, stepAtLeast(st.Step+20))
 }
+
+// A node killed with SIGKILL mid-training stalls the others for moments,
+// not minutes; restarted from its directory (same identity) it downloads
+// the state and rejoins, and the run ends with identical replicas.
+func TestKilledNodeRestarts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	run := []string{"--hidden", "16", "--batch", "32", "--target-batch", "96", "--steps", "700", "--linger", "5s"}
+	a := startNode(t, filepath.Join(dir, "a"), append([]string{"--min-peers", "3", "--http", "127.0.0.1:0"}, run...)...)
+	info := a.info()
+	join := []string{"--min-peers", "3", "--join", info.Addrs[0]}
+	b := startNode(t, filepath.Join(dir, "b"), append(join, run...)...)
+	c := startNode(t, filepath.Join(dir, "c"), append(join, run...)...)
+	status := func() node.Status {
+		st, _ := fetchStatus(info.HTTP)
+		return st
+	}
+	checkFor(t, 2*time.Minute, 50*time.Millisecond, func() error {
+		if st := status(); st.Step < 50 {
+			return fmt.Errorf("at step %d", st.Step)
+		}
+		return nil
+	})
+	if err := c.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.wait(10 * time.Second)
+	killed := time.Now()
+	atKill := status().Step
+	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if st := status(); st.Step < atKill+1 {
+			return fmt.Errorf("no step since the kill (step %d)", st.Step)
+		}
+		return nil
+	})
+	t.Logf("first step after SIGKILL: %v", time.Since(killed))
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if st := status(); st.LivePeers != 2 || st.Step < atKill+20 {
+			return fmt.Errorf("live peers %d, step %d", st.LivePeers, st.Step)
+		}
+		return nil
+	})
+	c2 := startNode(t, filepath.Join(dir, "c"), append(join, run...)...)
+	for _, p := range []*proc{a, b, c2} {
+		if err := p.wait(3 * time.Minute); err != nil {
+			t.Fatalf("%v\n%s\n%s", err, p.stderr, p.log())
+		}
+	}
+	ra, rb, rc := a.result(), b.result(), c2.result()
+	if rc.Syncs < 1 {
+		t.Fatal("restarted node did not download the state")
+	}
+	for _, r := range []node.Result{rb, rc} {
+		if r.Step != ra.Step || r.Hash != ra.Hash {
+			t.Fatalf("replicas differ at the end: %s step %d hash %s, %s step %d hash %s", ra.Peer, ra.Step, ra.Hash, r.Peer, r.Step, r.Hash)
+		}
+	}
+}
