@@ -157,17 +157,23 @@ func (n *Node) behind(step uint64) bool {
 // waitForPeers holds the first step until MinPeers are live, so a demo
 // swarm starts together instead of one node racing ahead alone.
 func (n *Node) waitForPeers(ctx context.Context) error {
-	if n.cfg.MinPeers <= 1 {
+	need := n.cfg.MinPeers
+	if len(n.cfg.Join) > 0 {
+		// A joiner first hears from the swarm it joined, so it knows the
+		// swarm's step (and downloads it) instead of starting alone at 0.
+		need = max(need, 2)
+	}
+	if need <= 1 {
 		return nil
 	}
 	n.setPhase("waiting for peers")
 	deadline := time.Now().Add(n.cfg.MinPeersTimeout)
 	for {
-		if live := n.livePeers() + 1; live >= n.cfg.MinPeers {
+		if live := n.livePeers() + 1; live >= need {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("only %d of %d peers showed up within %v", n.livePeers()+1, n.cfg.MinPeers, n.cfg.MinPeersTimeout)
+			return fmt.Errorf("only %d of %d peers showed up within %v", n.livePeers()+1, need, n.cfg.MinPeersTimeout)
 		}
 		select {
 		case reason := <-n.refusals:
