@@ -287,7 +287,7 @@ func TestKilledNodeRestarts(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	dir := t.TempDir()
-	run := []string{"--hidden", "16", "--batch", "32", "--target-batch", "96", "--steps", "700", "--linger", "5s"}
+	run := []string{"--hidden", "16", "--batch", "32", "--target-batch", "96", "--steps", "1000", "--linger", "15s"}
 	a := startNode(t, filepath.Join(dir, "a"), append([]string{"--min-peers", "3", "--http", "127.0.0.1:0"}, run...)...)
 	info := a.info()
 	join := []string{"--min-peers", "3", "--join", info.Addrs[0]}
@@ -322,7 +322,7 @@ func TestKilledNodeRestarts(t *testing.T) {
 		}
 		return nil
 	})
-	c2 := startNode(t, filepath.Join(dir, "c"), append(join, run...)...)
+	c2 := startNode(t, filepath.Join(dir, "c"), append([]string{"--join", info.Addrs[0]}, run...)...)
 	for _, p := range []*proc{a, b, c2} {
 		if err := p.wait(3 * time.Minute); err != nil {
 			t.Fatalf("%v\n%s\n%s", err, p.stderr, p.log())
