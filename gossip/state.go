@@ -21,6 +21,10 @@ type Snapshot struct {
 	Step   uint64
 	Params []float32
 	Opt    []float32 // optimizer state (moments, step counter)
+	// Group is the member list of the round that produced this state: a
+	// joiner starts from the same list as everyone else, so it picks the
+	// same assembler for the next step. Not covered by the state hash.
+	Group []peer.ID
 }
 
 // HashState is the state hash peers gossip: SHA-256 over the step, the
@@ -52,11 +56,12 @@ type stateRequest struct {
 }
 
 type stateHeader struct {
-	Step    uint64 `json:"step"`
-	Hash    string `json:"hash"`
-	NParams int    `json:"n_params"`
-	NOpt    int    `json:"n_opt"`
-	Error   string `json:"error,omitempty"`
+	Step    uint64    `json:"step"`
+	Hash    string    `json:"hash"`
+	NParams int       `json:"n_params"`
+	NOpt    int       `json:"n_opt"`
+	Group   []peer.ID `json:"group,omitempty"`
+	Error   string    `json:"error,omitempty"`
 }
 
 // stateChunk values per frame: 256 Ki floats = 1 MiB, well under any cap.
@@ -82,7 +87,7 @@ func ServeState(t Transport, run string, snapshot func() (Snapshot, error)) {
 		} else if snap, err = snapshot(); err != nil {
 			hdr.Error = err.Error()
 		} else {
-			hdr = stateHeader{Step: snap.Step, Hash: HashState(snap.Step, snap.Params, snap.Opt), NParams: len(snap.Params), NOpt: len(snap.Opt)}
+			hdr = stateHeader{Step: snap.Step, Hash: HashState(snap.Step, snap.Params, snap.Opt), NParams: len(snap.Params), NOpt: len(snap.Opt), Group: snap.Group}
 		}
 		hb, _ := json.Marshal(hdr)
 		if s.Send(hb) != nil || hdr.Error != "" {
@@ -140,7 +145,10 @@ func FetchState(ctx context.Context, t Transport, p peer.ID, run string, nParams
 	if hdr.NParams != nParams || hdr.NOpt != nOpt {
 		return fail(fmt.Errorf("donor sent %d params + %d optimizer values, this model has %d + %d", hdr.NParams, hdr.NOpt, nParams, nOpt))
 	}
-	snap := Snapshot{Step: hdr.Step, Params: make([]float32, nParams), Opt: make([]float32, nOpt)}
+	if len(hdr.Group) > maxMembers {
+		return fail(fmt.Errorf("donor lists a group of %d members", len(hdr.Group)))
+	}
+	snap := Snapshot{Step: hdr.Step, Params: make([]float32, nParams), Opt: make([]float32, nOpt), Group: hdr.Group}
 	for _, xs := range [][]float32{snap.Params, snap.Opt} {
 		for lo := 0; lo < len(xs); lo += stateChunk {
 			hi := min(lo+stateChunk, len(xs))

@@ -63,6 +63,7 @@ type Node struct {
 	syncs         int
 	phase         string
 	initialLoss   float64
+	lastGroup     []peer.ID // members of the last round we applied
 	syncing       bool
 
 	unlock    func()        // releases the node directory
@@ -214,14 +215,37 @@ func (n *Node) currentStep() uint64 {
 	return n.step
 }
 
-// expected is who an assembler waits for at step: live, non-syncing peers
-// that are at step or just finishing step-1 (their progress for step has
-// not reached us yet), and self.
+// expected is the candidate set of a step: who picks the assembler and
+// whom the assembler waits for. It starts from the members of the last
+// round (identical at every member, unlike gossip views, which lag by a
+// step or two when steps are fast) that are still live and not syncing,
+// plus self, plus newcomers the view shows at step or just finishing
+// step-1. Members thus pick one assembler and form one group; only a
+// newcomer's first round can see views disagree, and the state-hash
+// consensus heals that.
 func (n *Node) expected(step uint64) []peer.ID {
-	out := []peer.ID{n.host.ID()}
+	self := n.host.ID()
+	live := map[peer.ID]gossip.Member{}
 	for _, m := range n.view.Live(time.Now()) {
-		if !m.Syncing && (m.Step == step || m.Step+1 == step) {
-			out = append(out, m.Peer)
+		if !m.Syncing {
+			live[m.Peer] = m
+		}
+	}
+	n.mu.Lock()
+	last := n.lastGroup
+	n.mu.Unlock()
+	seen := map[peer.ID]bool{self: true}
+	out := []peer.ID{self}
+	for _, p := range last {
+		if _, ok := live[p]; ok && !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	for p, m := range live {
+		if !seen[p] && (m.Step == step || m.Step+1 == step) {
+			seen[p] = true
+			out = append(out, p)
 		}
 	}
 	return out
@@ -240,7 +264,7 @@ func (n *Node) snapshot() (gossip.Snapshot, error) {
 	if n.syncing {
 		return gossip.Snapshot{}, errors.New("this peer is syncing itself")
 	}
-	return gossip.Snapshot{Step: n.step, Params: append([]float32(nil), n.params...), Opt: n.opt.State()}, nil
+	return gossip.Snapshot{Step: n.step, Params: append([]float32(nil), n.params...), Opt: n.opt.State(), Group: n.lastGroup}, nil
 }
 
 func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
@@ -305,18 +329,49 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	go n.heartbeats(hbCtx)
 
 	res, err := n.trainLoop(ctx)
-	n.leave()
-	if err != nil {
-		return res, err
+	if err == nil && n.cfg.Linger > 0 && ctx.Err() == nil {
+		res = n.linger(ctx, res)
 	}
-	if n.cfg.Linger > 0 {
-		n.setPhase("done")
+	stopHB()
+	n.leave()
+	return res, err
+}
+
+// linger keeps a finished node in the swarm for Linger: it serves state
+// and /status to peers still finishing, and keeps comparing its final
+// state with theirs. Finishing nodes decide on the consensus from what
+// they see; if that moves (a peer adopted another state after we
+// settled), we follow, so nodes that stay long enough end identical. The
+// result is re-evaluated after any change.
+func (n *Node) linger(ctx context.Context, res *Result) *Result {
+	n.setPhase("done")
+	final := uint64(n.cfg.Run.Steps)
+	end := time.After(n.cfg.Linger)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		select {
-		case <-time.After(n.cfg.Linger):
+		case <-end:
+			return res
 		case <-ctx.Done():
+			return res
+		case <-tick.C:
+		}
+		n.mu.Lock()
+		hash := n.hash
+		n.mu.Unlock()
+		if gossip.Consensus(n.votes(final, hash)) == hash {
+			continue
+		}
+		if err := n.syncState(ctx); err != nil {
+			n.log.Warn("final state sync failed", "err", err)
+			continue
+		}
+		if n.currentStep() == final {
+			res = n.finish()
+			n.setPhase("done")
 		}
 	}
-	return res, nil
 }
 
 // join connects to a peer by multiaddr and checks it is on our run.

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
@@ -103,25 +105,26 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			n.noteFailure(step, "all-reduce", err)
 			continue
 		}
-		n.apply(step, avg, len(r.Members))
+		n.apply(step, avg, r.Members)
 		clear(acc)
 		samples = 0
 	}
 }
 
 // apply takes the identical optimizer step every member takes.
-func (n *Node) apply(step uint64, avg []float32, members int) {
+func (n *Node) apply(step uint64, avg []float32, members []peer.ID) {
 	lr := n.sched.LR(int(step))
 	n.mu.Lock()
 	n.opt.Step(n.params, avg, lr)
 	n.step = step + 1
 	n.hash = gossip.HashState(n.step, n.params, n.opt.State())
 	n.rounds++
+	n.lastGroup = members
 	n.mu.Unlock()
 	if err := n.model.WriteParams(n.params); err != nil {
 		n.log.Error("write params", "err", err)
 	}
-	n.log.Debug("step", "step", step+1, "members", members, "lr", lr)
+	n.log.Debug("step", "step", step+1, "members", len(members), "lr", lr)
 }
 
 func (n *Node) noteFailure(step uint64, what string, err error) {
@@ -300,6 +303,7 @@ func (n *Node) load(s gossip.Snapshot, hash string) error {
 		return err
 	}
 	copy(n.params, s.Params)
+	n.lastGroup = s.Group
 	n.step = s.Step
 	n.hash = hash
 	n.syncs++

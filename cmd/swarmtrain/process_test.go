@@ -334,7 +334,21 @@ func TestKilledNodeRestarts(t *testing.T) {
 	}
 	for _, r := range []node.Result{rb, rc} {
 		if r.Step != ra.Step || r.Hash != ra.Hash {
-			t.Fatalf("replicas differ at the end: %s step %d hash %s, %s step %d hash %s", ra.Peer, ra.Step, ra.Hash, r.Peer, r.Step, r.Hash)
+			t.Fatalf("replicas differ at the end: %s step %d hash %s, %s step %d hash %s\n%s", ra.Peer, ra.Step, ra.Hash, r.Peer, r.Step, r.Hash, logs(a, b, c, c2))
 		}
 	}
+}
+
+// logs returns the nodes' logs without the chatty lines, for failures.
+func logs(ps ...*proc) string {
+	var out strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&out, "--- %s\n", p.dir)
+		for _, line := range strings.Split(p.log(), "\n") {
+			if !strings.Contains(line, "peer up") {
+				out.WriteString(line + "\n")
+			}
+		}
+	}
+	return out.String()
 }
