@@ -6,24 +6,12 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
-// checkFor polls f every poll until it returns nil or total has passed, then
-// fails with f's last error. Use it instead of sleeping for a condition.
-func checkFor(t testing.TB, total, poll time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", total, err)
-		}
-		time.Sleep(poll)
-	}
-}
+// checkFor waits for a condition; see testutil.CheckFor.
+var checkFor = testutil.CheckFor
 
 // loopbackAddrs listen on 127.0.0.1 only: tests never touch other interfaces.
 var loopbackAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 	"github.com/swarmtrain/swarmtrain/node"
 )
 
@@ -68,21 +69,8 @@ func startNode(t *testing.T, dir string, args ...string) *proc {
 	return p
 }
 
-// checkFor polls f until it returns nil or total passes.
-func checkFor(t *testing.T, total, poll time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(poll)
-	}
-}
+// checkFor waits for a condition; see testutil.CheckFor.
+var checkFor = testutil.CheckFor
 
 func (p *proc) info() node.Info {
 	p.t.Helper()
