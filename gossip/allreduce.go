@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,14 +28,7 @@ type Round struct {
 }
 
 // Index returns p's position in the round, or -1.
-func (r Round) Index(p peer.ID) int {
-	for i, m := range r.Members {
-		if m == p {
-			return i
-		}
-	}
-	return -1
-}
+func (r Round) Index(p peer.ID) int { return slices.Index(r.Members, p) }
 
 // RoundID derives the round identifier from what defines the round, so
 // two assemblers can never announce different rounds under one ID.
@@ -267,11 +261,11 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 				errs <- fmt.Errorf("part %d: %w", j, err)
 			} else {
 				plo, phi := PartBounds(n, k, j)
-				if _, rerr := a.repair(ctx, r, j, out[plo:phi]); rerr == nil {
+				_, rerr := a.repair(ctx, r, j, out[plo:phi])
+				if rerr == nil {
 					return
-				} else {
-					errs <- fmt.Errorf("part %d with %s: %w; repair: %v", j, r.Members[j].ShortString(), err, rerr)
 				}
+				errs <- fmt.Errorf("part %d with %s: %w; repair: %v", j, r.Members[j].ShortString(), err, rerr)
 			}
 			// The round is void for us: stop waiting for parts, so our
 			// own senders hear so now rather than at the timeout.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,9 +40,8 @@ func (c faultCase) String() string {
 }
 
 // hook returns the Fault function for c: it fires once, on the first frame
-// of the chosen member that matches the phase.
-func (c faultCase) hook(victim peer.ID) func(FrameEvent) FrameAction {
-	var fired atomic.Bool
+// of the chosen member that matches the phase, and sets fired then.
+func (c faultCase) hook(victim peer.ID, fired *atomic.Bool) func(FrameEvent) FrameAction {
 	var results atomic.Int32
 	return func(ev FrameEvent) FrameAction {
 		if ev.From != victim || fired.Load() {
@@ -186,13 +186,14 @@ func runFaultCase(t *testing.T, c faultCase, k int, seed uint64) time.Duration {
 		mms[i] = NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 100 * time.Millisecond, Slack: 300 * time.Millisecond}, view)
 		avs[i] = NewAverager(tr, AveragerConfig{Codec: codec(t, "fp16"), RoundTimeout: 600 * time.Millisecond})
 	}
-	sorted := append([]peer.ID(nil), ids...)
-	sortIDs(sorted)
+	sorted := slices.Clone(ids)
+	slices.Sort(sorted)
 	victim := sorted[c.member]
 	if c.phase == phaseMatch {
 		victim = Assembler(0, ids)
 	}
-	net.SetFault(c.hook(victim))
+	var fired atomic.Bool
+	net.SetFault(c.hook(victim, &fired))
 
 	rng := rand.New(rand.NewPCG(seed, 77))
 	vecs := make([][]float32, k)
@@ -210,6 +211,9 @@ func runFaultCase(t *testing.T, c faultCase, k int, seed uint64) time.Duration {
 		}
 	}
 	first := step(mms, avs, all, ids, 0, vecs, samples, victimIdx)
+	if !fired.Load() {
+		t.Fatalf("rep %d: the fault never fired, so this case tested nothing", seed)
+	}
 
 	// Healthy members must agree on the faulty round.
 	var healthy []int
@@ -267,14 +271,6 @@ func checkMean(t *testing.T, out []float32, vecs [][]float32, samples []int, mem
 		want /= total
 		if math.Abs(float64(out[e])-want) > 2e-3*(1+math.Abs(want)) {
 			t.Fatalf("element %d: %v, want the mean of members %v: %v", e, out[e], members, want)
-		}
-	}
-}
-
-func sortIDs(ids []peer.ID) {
-	for i := 1; i < len(ids); i++ {
-		for j := i; j > 0 && ids[j] < ids[j-1]; j-- {
-			ids[j], ids[j-1] = ids[j-1], ids[j]
 		}
 	}
 }

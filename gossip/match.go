@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -227,14 +228,7 @@ func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error)
 }
 
 // Index returns p's position in the group, or -1.
-func (g Group) Index(p peer.ID) int {
-	for i, m := range g.Members {
-		if m == p {
-			return i
-		}
-	}
-	return -1
-}
+func (g Group) Index(p peer.ID) int { return slices.Index(g.Members, p) }
 
 // open returns the assembly of step that still takes joins, starting a
 // new attempt when the newest one already closed: a join after a close is

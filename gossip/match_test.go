@@ -3,6 +3,7 @@ package gossip
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -73,19 +74,10 @@ func TestMatchAllJoinSameGroup(t *testing.T) {
 		}
 	}
 	for i, m := range rounds[0].Members {
-		if want := 10 * (1 + indexOf(ids, m)); rounds[0].Samples[i] != want {
+		if want := 10 * (1 + slices.Index(ids, m)); rounds[0].Samples[i] != want {
 			t.Fatalf("member %s has samples %d, want %d", m, rounds[0].Samples[i], want)
 		}
 	}
-}
-
-func indexOf(ids []peer.ID, p peer.ID) int {
-	for i, x := range ids {
-		if x == p {
-			return i
-		}
-	}
-	return -1
 }
 
 func TestMatchWindowClosesWithoutMissingPeer(t *testing.T) {

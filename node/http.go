@@ -69,21 +69,7 @@ func startHTTP(n *Node, addr string) (*httpServer, error) {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	gauge := func(name, help string, f func(Status) float64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "swarmtrain_" + name, Help: help}, func() float64 { return f(n.Status()) }))
-	}
-	counter := func(name, help string, f func(Status) float64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "swarmtrain_" + name, Help: help}, func() float64 { return f(n.Status()) }))
-	}
-	gauge("step", "Optimizer steps applied to the replicated state.", func(s Status) float64 { return float64(s.Step) })
-	gauge("live_peers", "Peers on the run seen alive, self included.", func(s Status) float64 { return float64(s.LivePeers) })
-	gauge("loss", "Moving average of the local training loss.", func(s Status) float64 { return s.Loss })
-	gauge("samples_per_second", "Local training throughput.", func(s Status) float64 { return s.SamplesPerSec })
-	counter("rounds_total", "Averaging rounds completed.", func(s Status) float64 { return float64(s.Rounds) })
-	counter("failed_rounds_total", "Matchmaking or all-reduce attempts that failed and were retried.", func(s Status) float64 { return float64(s.FailedRounds) })
-	counter("state_syncs_total", "State downloads from peers.", func(s Status) float64 { return float64(s.StateSyncs) })
-	counter("bytes_received_total", "Bytes received over libp2p.", func(s Status) float64 { return float64(s.BytesIn) })
-	counter("bytes_sent_total", "Bytes sent over libp2p.", func(s Status) float64 { return float64(s.BytesOut) })
+	reg.MustRegister(newStatusCollector(n))
 	reg.MustRegister(prometheus.NewGoCollector())
 
 	mux := http.NewServeMux()
@@ -101,4 +87,49 @@ func startHTTP(n *Node, addr string) (*httpServer, error) {
 		}
 	}()
 	return &httpServer{srv: srv, ln: ln}, nil
+}
+
+// statusMetric is one Prometheus series read from a Status.
+type statusMetric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(Status) float64
+}
+
+// statusCollector exports the node's Status: one snapshot per scrape,
+// however many series read it.
+type statusCollector struct {
+	n       *Node
+	metrics []statusMetric
+}
+
+func newStatusCollector(n *Node) *statusCollector {
+	c := &statusCollector{n: n}
+	add := func(name, help string, kind prometheus.ValueType, f func(Status) float64) {
+		c.metrics = append(c.metrics, statusMetric{prometheus.NewDesc("swarmtrain_"+name, help, nil, nil), kind, f})
+	}
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
+	add("step", "Optimizer steps applied to the replicated state.", gauge, func(s Status) float64 { return float64(s.Step) })
+	add("live_peers", "Peers on the run seen alive, self included.", gauge, func(s Status) float64 { return float64(s.LivePeers) })
+	add("loss", "Moving average of the local training loss.", gauge, func(s Status) float64 { return s.Loss })
+	add("samples_per_second", "Local training throughput.", gauge, func(s Status) float64 { return s.SamplesPerSec })
+	add("rounds_total", "Averaging rounds completed.", counter, func(s Status) float64 { return float64(s.Rounds) })
+	add("failed_rounds_total", "Matchmaking or all-reduce attempts that failed and were retried.", counter, func(s Status) float64 { return float64(s.FailedRounds) })
+	add("state_syncs_total", "State downloads from peers.", counter, func(s Status) float64 { return float64(s.StateSyncs) })
+	add("bytes_received_total", "Bytes received over libp2p.", counter, func(s Status) float64 { return float64(s.BytesIn) })
+	add("bytes_sent_total", "Bytes sent over libp2p.", counter, func(s Status) float64 { return float64(s.BytesOut) })
+	return c
+}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range c.metrics {
+		ch <- m.desc
+	}
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.n.Status()
+	for _, m := range c.metrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(s))
+	}
 }

@@ -15,11 +15,8 @@ import (
 
 // A lone node trains its run and reports it on /status and /metrics.
 func TestStatusAndMetrics(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Dir = t.TempDir()
-	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg := testConfig(t)
 	cfg.HTTP = "127.0.0.1:0"
-	cfg.Run.Hidden = []int{8}
 	cfg.Run.Batch, cfg.Run.TargetBatch = 16, 16
 	cfg.Run.Steps, cfg.Run.Warmup = 3, 0
 	cfg.Linger = time.Minute
@@ -73,4 +70,13 @@ func TestStatusAndMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+}
+
+// testConfig is a small node on loopback in its own directory.
+func testConfig(t *testing.T) Config {
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.Run.Hidden = []int{8}
+	return cfg
 }

@@ -9,10 +9,7 @@ import (
 
 // Two nodes may not share a directory (they would share an identity).
 func TestNodeDirIsExclusive(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Dir = t.TempDir()
-	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	cfg.Run.Hidden = []int{8}
+	cfg := testConfig(t)
 	first, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

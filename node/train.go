@@ -117,7 +117,8 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) {
 	n.mu.Lock()
 	n.opt.Step(n.params, avg, lr)
 	n.step = step + 1
-	n.hash = gossip.HashState(n.step, n.params, n.opt.State())
+	n.optState = n.opt.AppendState(n.optState[:0])
+	n.hash = gossip.HashState(n.step, n.params, n.optState)
 	n.rounds++
 	n.lastGroup = members
 	n.mu.Unlock()
@@ -218,7 +219,7 @@ func (n *Node) syncState(ctx context.Context) error {
 	var lastErr error
 	for _, d := range donors {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		snap, hash, err := gossip.FetchState(cctx, n.tr, d.Peer, n.run, len(n.params), len(n.opt.State()))
+		snap, hash, err := gossip.FetchState(cctx, n.tr, d.Peer, n.run, len(n.params), len(n.optState))
 		cancel()
 		if err != nil {
 			lastErr = err
@@ -303,6 +304,7 @@ func (n *Node) load(s gossip.Snapshot, hash string) error {
 		return err
 	}
 	copy(n.params, s.Params)
+	n.optState = n.opt.AppendState(n.optState[:0])
 	n.lastGroup = s.Group
 	n.step = s.Step
 	n.hash = hash
@@ -324,12 +326,8 @@ func (n *Node) settle(ctx context.Context) {
 				pending = true
 			}
 		}
-		n.mu.Lock()
-		hash := n.hash
-		n.mu.Unlock()
-		if gossip.Consensus(n.votes(final, hash)) != hash {
-			if err := n.syncState(ctx); err != nil {
-				n.log.Warn("final state sync failed", "err", err)
+		if tried, err := n.adoptFinalConsensus(ctx); tried {
+			if err != nil {
 				sleep(ctx, 200*time.Millisecond)
 			}
 			continue
@@ -339,6 +337,22 @@ func (n *Node) settle(ctx context.Context) {
 		}
 		sleep(ctx, 50*time.Millisecond)
 	}
+}
+
+// adoptFinalConsensus downloads the swarm's consensus state at the final
+// step when ours is not it. It reports whether it had to try.
+func (n *Node) adoptFinalConsensus(ctx context.Context) (tried bool, err error) {
+	n.mu.Lock()
+	hash := n.hash
+	n.mu.Unlock()
+	if gossip.Consensus(n.votes(uint64(n.cfg.Run.Steps), hash)) == hash {
+		return false, nil
+	}
+	if err := n.syncState(ctx); err != nil {
+		n.log.Warn("final state sync failed", "err", err)
+		return true, err
+	}
+	return true, nil
 }
 
 // finish evaluates the final model on the test set and writes result.json.

@@ -21,6 +21,9 @@ type Optimizer interface {
 	Step(params, grads []float32, lr float32)
 	// State returns a copy of the full optimizer state, for a joining peer.
 	State() []float32
+	// AppendState appends the state to dst and returns it: State without
+	// the allocation, for callers that hash the state every step.
+	AppendState(dst []float32) []float32
 	// LoadState replaces the state with s as returned by State. It checks
 	// the length and rejects NaN/Inf and out-of-range values, and changes
 	// nothing on error.
@@ -95,7 +98,9 @@ func (o *sgd) Step(params, grads []float32, lr float32) {
 	}
 }
 
-func (o *sgd) State() []float32 { return append([]float32{}, o.v...) }
+func (o *sgd) State() []float32 { return o.AppendState([]float32{}) }
+
+func (o *sgd) AppendState(dst []float32) []float32 { return append(dst, o.v...) }
 
 func (o *sgd) LoadState(s []float32) error {
 	want := len(o.v)
@@ -166,11 +171,12 @@ func (o *adam) Step(params, grads []float32, lr float32) {
 	}
 }
 
-func (o *adam) State() []float32 {
-	s := make([]float32, 0, 2*o.n+2)
-	s = append(s, o.m...)
-	s = append(s, o.v...)
-	return append(s, float32(o.t&(1<<24-1)), float32(o.t>>24))
+func (o *adam) State() []float32 { return o.AppendState(make([]float32, 0, 2*o.n+2)) }
+
+func (o *adam) AppendState(dst []float32) []float32 {
+	dst = append(dst, o.m...)
+	dst = append(dst, o.v...)
+	return append(dst, float32(o.t&(1<<24-1)), float32(o.t>>24))
 }
 
 func (o *adam) LoadState(s []float32) error {

@@ -301,16 +301,8 @@ func shortPeer(p string) string {
 }
 
 func lastLine(b []byte) string {
-	s := string(b)
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '\n' {
-			return s[i+1:]
-		}
-	}
-	return s
+	s := strings.TrimRight(string(b), "\r\n")
+	return s[strings.LastIndexByte(s, '\n')+1:]
 }
 
 func dumpLogs(children []*child) {
