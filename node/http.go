@@ -29,6 +29,7 @@ type Status struct {
 	Rounds        int         `json:"rounds"`
 	FailedRounds  int         `json:"failed_rounds"`
 	StateSyncs    int         `json:"state_syncs"`
+	GroupSize     int         `json:"group_size"` // members of the last round applied
 	BytesIn       int64       `json:"bytes_in"`
 	BytesOut      int64       `json:"bytes_out"`
 	Device        device.Info `json:"device"`
@@ -40,6 +41,7 @@ func (n *Node) Status() Status {
 	s := Status{
 		Peer: n.host.ID().String(), Run: n.run, Phase: n.phase, Step: n.step, Steps: n.cfg.Run.Steps, Hash: n.hash,
 		Loss: n.loss, SamplesPerSec: n.samplesPerSec, Rounds: n.rounds, FailedRounds: n.failedRounds, StateSyncs: n.syncs,
+		GroupSize: len(n.lastGroup),
 	}
 	n.mu.Unlock()
 	s.Addrs = n.host.JoinAddrs()

@@ -40,6 +40,7 @@ type Node struct {
 	mm    *gossip.Matchmaker
 	av    *gossip.Averager
 	adm   *gossip.Admission
+	states *gossip.StateServer
 	http  *httpServer
 	codec compression.Codec
 
@@ -73,6 +74,7 @@ type Node struct {
 	seq       atomic.Uint64
 	started   time.Time
 	refusals  chan string
+	redials   *redialer
 }
 
 // Result is what a finished node reports (and writes to result.json).
@@ -131,6 +133,7 @@ func New(cfg Config) (_ *Node, err error) {
 		logw = io.Discard
 	}
 	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), log: slog.New(slog.NewTextHandler(logw, nil)), phase: "starting", refusals: make(chan string, 4)}
+	n.redials = newRedialer(10 * time.Minute)
 	n.dev = device.Detect()
 	if n.codec, err = compression.ByName(cfg.Run.Codec); err != nil {
 		return nil, err
@@ -185,7 +188,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
-	gossip.ServeState(n.tr, n.run, n.snapshot)
+	n.states = gossip.NewStateServer(n.tr, n.run, n.snapshot)
 	return n, nil
 }
 
@@ -329,6 +332,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	go n.heartbeats(hbCtx)
+	go n.redial(hbCtx)
 
 	res, err := n.trainLoop(ctx)
 	if err == nil && n.cfg.Linger > 0 && ctx.Err() == nil {
@@ -386,6 +390,7 @@ func (n *Node) join(ctx context.Context, addr string) error {
 		return fmt.Errorf("join %s: %w", addr, err)
 	}
 	n.host.ConnManager().Protect(p, "swarm")
+	n.redials.heard(p, time.Now())
 	n.log.Info("joined", "peer", p)
 	return nil
 }
@@ -396,6 +401,11 @@ func (n *Node) deliver(from peer.ID, m gossip.Message) {
 	switch m.Kind {
 	case gossip.KindHeartbeat:
 		hb := m.Heartbeat
+		if hb.Leaving {
+			n.redials.left(hb.Peer)
+		} else if hb.Peer != n.host.ID() {
+			n.redials.heard(hb.Peer, now)
+		}
 		if n.view.ObserveHeartbeat(*hb, now) {
 			n.learnAddrs(hb.Peer, hb.Addrs)
 			n.log.Info("peer up", "peer", hb.Peer, "device", hb.Device)

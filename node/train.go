@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -120,8 +121,15 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) {
 	n.optState = n.opt.AppendState(n.optState[:0])
 	n.hash = gossip.HashState(n.step, n.params, n.optState)
 	n.rounds++
+	prev := n.lastGroup
 	n.lastGroup = members
 	n.mu.Unlock()
+	n.states.Advanced(step + 1)
+	if !slices.Equal(prev, members) {
+		// Who we average with is the first thing to read after a fault.
+		joined, left := diffPeers(prev, members)
+		n.log.Info("group changed", "step", step, "members", len(members), "joined", joined, "left", left)
+	}
 	if err := n.model.WriteParams(n.params); err != nil {
 		n.log.Error("write params", "err", err)
 	}
@@ -211,39 +219,54 @@ func (n *Node) syncState(ctx context.Context) error {
 		}
 		sleep(ctx, 20*time.Millisecond)
 	}
-	donors := n.donors()
+	donors, step, want := n.donors()
 	if len(donors) == 0 {
 		n.resync.Store(false)
 		return nil // nobody ahead of us: our state is the swarm's
 	}
-	var lastErr error
-	for _, d := range donors {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		snap, hash, err := gossip.FetchState(cctx, n.tr, d.Peer, n.run, len(n.params), len(n.optState))
-		cancel()
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		if err := n.load(snap, hash); err != nil {
-			lastErr = err
-			continue
-		}
-		n.resync.Store(false)
-		n.mu.Lock()
-		n.syncing = false // before the heartbeat: peers must expect us in the next round
-		n.mu.Unlock()
-		n.log.Info("state synced", "from", d.Peer, "step", snap.Step, "hash", hash)
-		n.publishHeartbeat(ctx, false)
-		return nil
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	f, err := gossip.FetchState(cctx, n.tr, donors, gossip.StateRequest{
+		Run: n.run, NParams: len(n.params), NOpt: len(n.optState), Step: step, Want: want,
+		// A donor a round behind usually gets there within a round; one
+		// that does not answers "not yet" and the others serve.
+		Wait: min(max(2*n.av.Deadline(), time.Second), 5*time.Second),
+	})
+	if err != nil {
+		return err
 	}
-	return lastErr
+	for p, err := range f.Failed {
+		n.log.Warn("state donor dropped", "peer", p, "err", err)
+	}
+	if err := n.load(f.Snapshot, f.Hash); err != nil {
+		return err
+	}
+	n.resync.Store(false)
+	n.mu.Lock()
+	n.syncing = false // before the heartbeat: peers must expect us in the next round
+	n.mu.Unlock()
+	n.log.Info("state synced", "step", f.Step, "hash", f.Hash, "donors", len(f.Chunks), "chunks", fmt.Sprint(chunkCounts(f.Chunks)))
+	n.publishHeartbeat(ctx, false)
+	return nil
 }
 
-// donors ranks live peers by step (newest first); at equal steps, peers
-// holding the consensus hash come first. It returns nil when our own
-// state already is the consensus at the newest step.
-func (n *Node) donors() []gossip.Member {
+// chunkCounts lists how many chunks each donor sent, largest first.
+func chunkCounts(m map[peer.ID]int) []int {
+	out := make([]int, 0, len(m))
+	for _, c := range m {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	slices.Reverse(out)
+	return out
+}
+
+// donors ranks the live peers to download from, best first, with the
+// step to download (the newest any of them gossips) and the hash the
+// swarm agrees on there ("" when the gossiped votes are not there yet).
+// It returns no donors when our own state already is the consensus at
+// the newest step.
+func (n *Node) donors() ([]peer.ID, uint64, string) {
 	n.mu.Lock()
 	my, myHash := n.step, n.hash
 	n.mu.Unlock()
@@ -254,7 +277,7 @@ func (n *Node) donors() []gossip.Member {
 		}
 	}
 	if len(cands) == 0 {
-		return nil
+		return nil, 0, ""
 	}
 	top := cands[0].Step
 	for _, m := range cands {
@@ -264,7 +287,7 @@ func (n *Node) donors() []gossip.Member {
 	if top == my {
 		winner = gossip.Consensus(n.votes(my, myHash))
 		if winner == myHash {
-			return nil
+			return nil, 0, ""
 		}
 	} else {
 		winner = gossip.Consensus(n.votes(top, ""))
@@ -276,7 +299,11 @@ func (n *Node) donors() []gossip.Member {
 		}
 		return a.Hash == winner && b.Hash != winner
 	})
-	return cands
+	ids := make([]peer.ID, len(cands))
+	for i, m := range cands {
+		ids[i] = m.Peer
+	}
+	return ids, top, winner
 }
 
 // newestStep is the highest step a live, non-syncing peer reports.
@@ -303,6 +330,7 @@ func (n *Node) load(s gossip.Snapshot, hash string) error {
 		n.model.WriteParams(n.params)
 		return err
 	}
+	n.log.Info("replacing local state", "was_step", n.step, "was_hash", n.hash, "step", s.Step, "hash", hash)
 	copy(n.params, s.Params)
 	n.optState = n.opt.AppendState(n.optState[:0])
 	n.lastGroup = s.Group
@@ -375,6 +403,21 @@ func (n *Node) finish() *Result {
 	}
 	n.log.Info("finished", "step", res.Step, "accuracy", acc, "hash", res.Hash)
 	return res
+}
+
+// diffPeers lists who is in b but not a (joined) and in a but not b (left).
+func diffPeers(a, b []peer.ID) (joined, left int) {
+	for _, p := range b {
+		if !slices.Contains(a, p) {
+			joined++
+		}
+	}
+	for _, p := range a {
+		if !slices.Contains(b, p) {
+			left++
+		}
+	}
+	return joined, left
 }
 
 func sleep(ctx context.Context, d time.Duration) {

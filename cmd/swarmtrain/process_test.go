@@ -41,13 +41,20 @@ type proc struct {
 // startNode starts `swarmtrain node` as its own process on loopback.
 func startNode(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
+	return startNodeWith(t, dir, "/ip4/127.0.0.1/tcp/0", exec.Command, args...)
+}
+
+// startNodeWith starts `swarmtrain node` listening on listen, its command
+// built by command (which may wrap it, e.g. to run in a namespace).
+func startNodeWith(t *testing.T, dir, listen string, command func(string, ...string) *exec.Cmd, args ...string) *proc {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := []string{"node", "--dir", dir, "--quiet", "--log-file", filepath.Join(dir, "node.log"),
-		"--listen", "/ip4/127.0.0.1/tcp/0"}
-	cmd := exec.Command(exe, append(base, args...)...)
+		"--listen", listen}
+	cmd := command(exe, append(base, args...)...)
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
 	p := &proc{t: t, dir: dir, cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr

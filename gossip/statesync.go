@@ -1,0 +1,569 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/compression"
+)
+
+// State sync. A joiner pins one step of the state at several donors at
+// once; since every replica holds bit-identical state at a given step,
+// they all pin the same bytes. Each donor answers with a manifest (step,
+// sizes, one hash per chunk) whose hash must be the state hash; then the
+// joiner pulls chunks from all of them in parallel, checks each chunk's
+// hash as it arrives, and hands the chunks of a donor that dies or lies to
+// the others. Donors serve from a frozen copy taken when they reached the
+// pinned step, so serving never holds up their own training.
+
+type stateRequest struct {
+	Run    string `json:"run"`
+	Step   uint64 `json:"step"`    // the step to pin
+	WaitMS int64  `json:"wait_ms"` // how long a donor behind Step may take to reach it
+}
+
+type stateManifest struct {
+	Step    uint64    `json:"step"`
+	Hash    string    `json:"hash"`
+	NParams int       `json:"n_params"`
+	NOpt    int       `json:"n_opt"`
+	Chunks  [][]byte  `json:"chunks"` // SHA-256 of each chunk
+	Group   []peer.ID `json:"group,omitempty"`
+	// At is the donor's step when it could not pin the requested one.
+	At    uint64 `json:"at,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+type chunkRequest struct {
+	Chunk int `json:"chunk"`
+}
+
+var (
+	errMovedPast = errors.New("moved past the requested step")
+	errNotYet    = errors.New("has not reached the requested step")
+)
+
+// Limits on what donors hold for joiners: each pinned step is a full copy
+// of the state.
+const (
+	maxPinnedSteps   = 2
+	maxStateStreams  = 8
+	maxDonorWait     = 30 * time.Second
+	maxFetchDonors   = 4
+	maxFetchAttempts = 3
+)
+
+// StateServer serves this peer's state to joiners over ProtoState.
+type StateServer struct {
+	run      string
+	snapshot func() (Snapshot, error)
+
+	mu      sync.Mutex
+	pinned  map[uint64]*pinnedState
+	waiters map[uint64][]chan *pinnedState
+	streams int
+}
+
+// pinnedState is a frozen copy of the state at one step.
+type pinnedState struct {
+	step          uint64
+	vals          []float32 // params ‖ optimizer state
+	nParams, nOpt int
+	hash          string
+	chunks        [][32]byte
+	group         []peer.ID
+	refs          int
+}
+
+// NewStateServer registers the state protocol on t. snapshot returns the
+// current state (a copy the server may keep).
+func NewStateServer(t Transport, run string, snapshot func() (Snapshot, error)) *StateServer {
+	s := &StateServer{run: run, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}}
+	t.Handle(ProtoState, s.serve)
+	return s
+}
+
+// Advanced tells the server the local state just reached step. Call it
+// from the goroutine that changes the state, before the next change:
+// joiners waiting for step get their copy now.
+func (s *StateServer) Advanced(step uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for st, ws := range s.waiters {
+		if st > step {
+			continue
+		}
+		var p *pinnedState
+		if st == step {
+			p = s.pinLocked(step)
+		}
+		for _, w := range ws {
+			if p != nil {
+				p.refs++
+			}
+			w <- p // nil: the step was skipped (a sync jumped past it)
+		}
+		delete(s.waiters, st)
+	}
+}
+
+// pinLocked freezes the current state, which must be at step.
+func (s *StateServer) pinLocked(step uint64) *pinnedState {
+	if p := s.pinned[step]; p != nil {
+		return p
+	}
+	if len(s.pinned) >= maxPinnedSteps {
+		return nil
+	}
+	snap, err := s.snapshot()
+	if err != nil || snap.Step != step {
+		return nil
+	}
+	p := &pinnedState{step: step, vals: append(append(make([]float32, 0, len(snap.Params)+len(snap.Opt)), snap.Params...), snap.Opt...),
+		nParams: len(snap.Params), nOpt: len(snap.Opt), group: snap.Group}
+	p.chunks = ChunkHashes(p.vals, nil)
+	p.hash = hashManifest(step, p.nParams, p.nOpt, p.chunks)
+	s.pinned[step] = p
+	return p
+}
+
+// pin returns the state at step, waiting up to wait for the local state
+// to get there. On failure it reports the local step.
+func (s *StateServer) pin(ctx context.Context, step uint64, wait time.Duration) (*pinnedState, uint64, error) {
+	s.mu.Lock()
+	if p := s.pinned[step]; p != nil {
+		p.refs++
+		s.mu.Unlock()
+		return p, step, nil
+	}
+	snap, err := s.snapshot()
+	if err != nil {
+		s.mu.Unlock()
+		return nil, 0, err
+	}
+	switch {
+	case snap.Step > step:
+		s.mu.Unlock()
+		return nil, snap.Step, errMovedPast
+	case snap.Step == step:
+		p := s.pinLocked(step)
+		if p == nil {
+			s.mu.Unlock()
+			return nil, snap.Step, errors.New("busy serving other joiners")
+		}
+		p.refs++
+		s.mu.Unlock()
+		return p, step, nil
+	}
+	w := make(chan *pinnedState, 1)
+	s.waiters[step] = append(s.waiters[step], w)
+	s.mu.Unlock()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case p := <-w:
+		if p == nil {
+			return nil, s.step(), errMovedPast
+		}
+		return p, step, nil
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	if i := indexChan(s.waiters[step], w); i >= 0 {
+		s.waiters[step] = append(s.waiters[step][:i], s.waiters[step][i+1:]...)
+		s.mu.Unlock()
+		return nil, s.step(), errNotYet
+	}
+	s.mu.Unlock()
+	// Advanced got there first: take what it sent, and give it back.
+	if p := <-w; p != nil {
+		s.release(p)
+	}
+	return nil, s.step(), errNotYet
+}
+
+func indexChan(ws []chan *pinnedState, w chan *pinnedState) int {
+	for i, x := range ws {
+		if x == w {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *StateServer) step() uint64 {
+	snap, err := s.snapshot()
+	if err != nil {
+		return 0
+	}
+	return snap.Step
+}
+
+func (s *StateServer) release(p *pinnedState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.refs--
+	if p.refs <= 0 && s.pinned[p.step] == p {
+		delete(s.pinned, p.step)
+	}
+}
+
+func (s *StateServer) serve(st Stream) {
+	b, err := st.Recv(MaxMessageSize)
+	if err != nil {
+		st.Reset()
+		return
+	}
+	var req stateRequest
+	if json.Unmarshal(b, &req) != nil {
+		st.Reset()
+		return
+	}
+	s.mu.Lock()
+	busy := s.streams >= maxStateStreams
+	if !busy {
+		s.streams++
+	}
+	s.mu.Unlock()
+	if busy {
+		s.answer(st, stateManifest{Error: "busy serving other joiners"})
+		return
+	}
+	defer func() {
+		s.mu.Lock()
+		s.streams--
+		s.mu.Unlock()
+	}()
+	if req.Run != s.run {
+		s.answer(st, stateManifest{Error: "not on this run"})
+		return
+	}
+	wait := min(max(time.Duration(req.WaitMS)*time.Millisecond, 0), maxDonorWait)
+	ctx, cancel := context.WithTimeout(context.Background(), wait+time.Second)
+	p, at, err := s.pin(ctx, req.Step, wait)
+	cancel()
+	if err != nil {
+		s.answer(st, stateManifest{At: at, Error: err.Error()})
+		return
+	}
+	defer s.release(p)
+	m := stateManifest{Step: p.step, Hash: p.hash, NParams: p.nParams, NOpt: p.nOpt, Group: p.group, Chunks: make([][]byte, len(p.chunks))}
+	for i := range p.chunks {
+		m.Chunks[i] = p.chunks[i][:]
+	}
+	mb, _ := json.Marshal(m)
+	if st.Send(mb) != nil {
+		st.Reset()
+		return
+	}
+	var frame []byte
+	for {
+		b, err := st.Recv(MaxMessageSize)
+		if err != nil {
+			st.Close() // the joiner is done (or gone)
+			return
+		}
+		var cr chunkRequest
+		if json.Unmarshal(b, &cr) != nil || cr.Chunk < 0 || cr.Chunk >= len(p.chunks) {
+			st.Reset()
+			return
+		}
+		lo, hi := cr.Chunk*StateChunk, min((cr.Chunk+1)*StateChunk, len(p.vals))
+		frame, err = compression.EncodePart(frame[:0], compression.FP32{}, compression.LosslessNone, p.vals[lo:hi])
+		if err != nil || st.Send(frame) != nil {
+			st.Reset()
+			return
+		}
+	}
+}
+
+func (s *StateServer) answer(st Stream, m stateManifest) {
+	mb, _ := json.Marshal(m)
+	st.Send(mb)
+	st.Close()
+}
+
+// StateRequest says what state a joiner wants.
+type StateRequest struct {
+	Run           string
+	NParams, NOpt int // what the local model holds; donors must match
+	// Step is the step to download, normally the newest the swarm
+	// gossips; donors not there yet wait up to Wait for it.
+	Step uint64
+	Wait time.Duration
+	// Want is the hash the swarm agrees on at Step, when known: donors
+	// announcing another state are not used. Empty: the donors' majority.
+	Want string
+}
+
+// Fetched is a downloaded, verified state and where it came from.
+type Fetched struct {
+	Snapshot
+	Hash   string
+	Chunks map[peer.ID]int   // chunks each donor delivered
+	Failed map[peer.ID]error // donors dropped along the way, and why
+}
+
+// FetchState downloads the state from up to four of donors (best first)
+// in parallel. It succeeds only with a state whose chunks all match the
+// manifest and whose manifest matches the state hash; a donor that dies
+// or sends a bad chunk is dropped and its chunks go to the others.
+func FetchState(ctx context.Context, t Transport, donors []peer.ID, req StateRequest) (*Fetched, error) {
+	if len(donors) == 0 {
+		return nil, errors.New("no donors")
+	}
+	if len(donors) > maxFetchDonors {
+		donors = donors[:maxFetchDonors]
+	}
+	f := &Fetched{Chunks: map[peer.ID]int{}, Failed: map[peer.ID]error{}}
+	var lastErr error
+	for range maxFetchAttempts {
+		conns, moved := pinAll(ctx, t, donors, req, f.Failed)
+		if len(conns) == 0 {
+			lastErr = fmt.Errorf("no donor could pin step %d: %w", req.Step, joinFailures(f.Failed))
+			if moved <= req.Step {
+				return nil, lastErr
+			}
+			// The swarm moved on while we asked: pin where it is now.
+			req.Step, req.Want = moved, ""
+			continue
+		}
+		err := download(ctx, conns, f)
+		for _, c := range conns {
+			c.s.CloseWrite()
+			c.s.Close()
+		}
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+	return nil, lastErr
+}
+
+type donorConn struct {
+	p peer.ID
+	s Stream
+	m stateManifest
+}
+
+// pinAll asks every donor to pin req.Step and keeps those announcing the
+// chosen state: Want if given, else the state most donors announced. It
+// also reports the newest step any donor said it had moved on to.
+func pinAll(ctx context.Context, t Transport, donors []peer.ID, req StateRequest, failed map[peer.ID]error) ([]donorConn, uint64) {
+	type answer struct {
+		c   donorConn
+		err error
+	}
+	answers := make([]answer, len(donors))
+	var wg sync.WaitGroup
+	for i, p := range donors {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pinOne(ctx, t, p, req)
+			answers[i] = answer{c, err}
+		}()
+	}
+	wg.Wait()
+	votes := map[string]int{}
+	var moved uint64
+	for _, a := range answers {
+		if a.err == nil {
+			votes[a.c.m.Hash]++
+		} else {
+			moved = max(moved, a.c.m.At)
+		}
+	}
+	chosen := req.Want
+	if chosen == "" || votes[chosen] == 0 {
+		chosen = Consensus(votes)
+		if req.Want != "" {
+			chosen = "" // nobody has what the swarm agrees on
+		}
+	}
+	var out []donorConn
+	for i, a := range answers {
+		switch {
+		case a.err != nil:
+			failed[donors[i]] = a.err
+		case a.c.m.Hash != chosen:
+			failed[donors[i]] = fmt.Errorf("announced state %s, not the chosen %s", a.c.m.Hash, chosen)
+			a.c.s.Reset()
+		default:
+			out = append(out, a.c)
+		}
+	}
+	return out, moved
+}
+
+// pinOne asks p to pin req.Step and checks its manifest.
+func pinOne(ctx context.Context, t Transport, p peer.ID, req StateRequest) (donorConn, error) {
+	c := donorConn{p: p}
+	s, err := t.Open(ctx, p, ProtoState)
+	if err != nil {
+		return c, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, req.Wait+10*time.Second)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { s.Reset() })
+	defer stop()
+	b, _ := json.Marshal(stateRequest{Run: req.Run, Step: req.Step, WaitMS: req.Wait.Milliseconds()})
+	if err := s.Send(b); err != nil {
+		s.Reset()
+		return c, err
+	}
+	n := numChunks(req.NParams + req.NOpt)
+	mb, err := s.Recv(MaxMessageSize + 64*n)
+	if err != nil {
+		s.Reset()
+		return c, err
+	}
+	if err := json.Unmarshal(mb, &c.m); err != nil {
+		s.Reset()
+		return c, fmt.Errorf("bad manifest: %w", err)
+	}
+	fail := func(err error) (donorConn, error) {
+		s.Reset()
+		return c, err
+	}
+	switch {
+	case c.m.Error != "":
+		return fail(errors.New(truncate(c.m.Error, 200)))
+	case c.m.NParams != req.NParams || c.m.NOpt != req.NOpt:
+		return fail(fmt.Errorf("donor holds %d params + %d optimizer values, this model has %d + %d", c.m.NParams, c.m.NOpt, req.NParams, req.NOpt))
+	case c.m.Step != req.Step:
+		return fail(fmt.Errorf("donor pinned step %d, asked for %d", c.m.Step, req.Step))
+	case len(c.m.Chunks) != n:
+		return fail(fmt.Errorf("manifest lists %d chunks, want %d", len(c.m.Chunks), n))
+	case len(c.m.Group) > maxMembers:
+		return fail(fmt.Errorf("donor lists a group of %d members", len(c.m.Group)))
+	}
+	chunks := make([][32]byte, n)
+	for i, h := range c.m.Chunks {
+		if len(h) != 32 {
+			return fail(errors.New("manifest has a malformed chunk hash"))
+		}
+		copy(chunks[i][:], h)
+	}
+	if got := hashManifest(c.m.Step, c.m.NParams, c.m.NOpt, chunks); got != c.m.Hash {
+		return fail(fmt.Errorf("manifest hashes to %s, not the announced %s", got, c.m.Hash))
+	}
+	c.s = s
+	return c, nil
+}
+
+// download pulls every chunk from the donors in parallel and verifies
+// each; a donor's failure hands its chunk back to the others.
+func download(ctx context.Context, conns []donorConn, f *Fetched) error {
+	m := conns[0].m
+	vals := make([]float32, m.NParams+m.NOpt)
+	n := len(m.Chunks)
+	queue := make(chan int, n)
+	for k := range n {
+		queue <- k
+	}
+	var (
+		done      = make(chan struct{})
+		completed atomic.Int64
+		mu        sync.Mutex
+		wg        sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, c := range conns {
+		stop := context.AfterFunc(ctx, func() { c.s.Reset() })
+		defer stop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 0, 4*StateChunk)
+			for {
+				var k int
+				select {
+				case k = <-queue:
+				case <-done:
+					return
+				case <-ctx.Done():
+					return
+				}
+				if err := fetchChunk(c, k, vals, buf); err != nil {
+					queue <- k // never blocks: capacity n, and k was taken from it
+					mu.Lock()
+					f.Failed[c.p] = fmt.Errorf("chunk %d: %w", k, err)
+					mu.Unlock()
+					c.s.Reset()
+					return
+				}
+				mu.Lock()
+				f.Chunks[c.p]++
+				mu.Unlock()
+				if completed.Add(1) == int64(n) {
+					close(done)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if int(completed.Load()) != n {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("every donor failed with %d of %d chunks left: %w", n-int(completed.Load()), n, joinFailures(f.Failed))
+	}
+	f.Snapshot = Snapshot{Step: m.Step, Params: vals[:m.NParams:m.NParams], Opt: vals[m.NParams:], Group: m.Group}
+	f.Hash = HashState(m.Step, f.Params, f.Opt)
+	if f.Hash != m.Hash { // cannot happen when every chunk matched; cheap to be sure
+		return fmt.Errorf("downloaded state hashes to %s, not %s", f.Hash, m.Hash)
+	}
+	return nil
+}
+
+// fetchChunk requests chunk k from c and decodes it into vals after
+// checking its hash against the manifest.
+func fetchChunk(c donorConn, k int, vals []float32, buf []byte) error {
+	b, _ := json.Marshal(chunkRequest{Chunk: k})
+	if err := c.s.Send(b); err != nil {
+		return err
+	}
+	lo, hi := k*StateChunk, min((k+1)*StateChunk, len(vals))
+	frame, err := c.s.Recv(maxPartFrame(hi - lo))
+	if err != nil {
+		return err
+	}
+	if err := compression.DecodePart(vals[lo:hi], frame); err != nil {
+		return err
+	}
+	sum := sha256.Sum256(appendBits(buf[:0], vals, nil, lo, hi))
+	if !bytes.Equal(sum[:], c.m.Chunks[k]) {
+		clear(vals[lo:hi])
+		return fmt.Errorf("hash %s does not match the manifest", hex.EncodeToString(sum[:8]))
+	}
+	return nil
+}
+
+func joinFailures(failed map[peer.ID]error) error {
+	ps := make([]peer.ID, 0, len(failed))
+	for p := range failed {
+		ps = append(ps, p)
+	}
+	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
+	var errs []error
+	for _, p := range ps {
+		errs = append(errs, fmt.Errorf("%s: %w", p.ShortString(), failed[p]))
+	}
+	return errors.Join(errs...)
+}

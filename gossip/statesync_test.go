@@ -1,0 +1,270 @@
+package gossip
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
+)
+
+// replica is a donor's training state: every replica at the same step
+// holds the same values, as in a real swarm.
+type replica struct {
+	mu            sync.Mutex
+	step          uint64
+	nParams, nOpt int
+	srv           *StateServer
+}
+
+func stateAt(step uint64, nParams, nOpt int) Snapshot {
+	s := Snapshot{Step: step, Params: make([]float32, nParams), Opt: make([]float32, nOpt)}
+	for i := range s.Params {
+		s.Params[i] = float32(i%977)*0.001 + float32(step)
+	}
+	for i := range s.Opt {
+		s.Opt[i] = float32(i%13) - float32(step)
+	}
+	return s
+}
+
+func (r *replica) snapshot() (Snapshot, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return stateAt(r.step, r.nParams, r.nOpt), nil
+}
+
+func (r *replica) advance() {
+	r.mu.Lock()
+	r.step++
+	step := r.step
+	r.mu.Unlock()
+	r.srv.Advanced(step)
+}
+
+func (r *replica) pinnedSteps() int {
+	r.srv.mu.Lock()
+	defer r.srv.mu.Unlock()
+	return len(r.srv.pinned)
+}
+
+// A state of several chunks spread over donors; the last transport is the joiner.
+const (
+	testNParams = 5*StateChunk + 123
+	testNOpt    = 6*StateChunk + 7
+)
+
+func donorsAt(t *testing.T, n int, step uint64) (*MemNetwork, []*MemTransport, []peer.ID, []*replica) {
+	net, ts, ids := memPeers(n + 1)
+	net.Timeout = 2 * time.Second
+	var rs []*replica
+	for _, tr := range ts[:n] {
+		r := &replica{step: step, nParams: testNParams, nOpt: testNOpt}
+		r.srv = NewStateServer(tr, "ab", r.snapshot)
+		rs = append(rs, r)
+	}
+	return net, ts, ids, rs
+}
+
+func request(step uint64) StateRequest {
+	return StateRequest{Run: "ab", NParams: testNParams, NOpt: testNOpt, Step: step, Wait: 2 * time.Second}
+}
+
+func checkFetched(t *testing.T, f *Fetched, step uint64) {
+	t.Helper()
+	want := stateAt(step, testNParams, testNOpt)
+	if f.Step != step || f.Hash != HashState(step, want.Params, want.Opt) {
+		t.Fatalf("got step %d hash %s, want step %d hash %s", f.Step, f.Hash, step, HashState(step, want.Params, want.Opt))
+	}
+	for i := range want.Params {
+		if f.Params[i] != want.Params[i] {
+			t.Fatalf("param %d = %v, want %v", i, f.Params[i], want.Params[i])
+		}
+	}
+	for i := range want.Opt {
+		if f.Opt[i] != want.Opt[i] {
+			t.Fatalf("optimizer value %d = %v, want %v", i, f.Opt[i], want.Opt[i])
+		}
+	}
+	total := 0
+	for _, c := range f.Chunks {
+		total += c
+	}
+	if n := numChunks(testNParams + testNOpt); total != n {
+		t.Fatalf("donors delivered %d chunks, the state has %d", total, n)
+	}
+}
+
+// A joiner downloads one verified state from several donors at once, and
+// the donors free their pinned copies afterwards.
+func TestStateSyncFromManyDonors(t *testing.T) {
+	_, ts, ids, rs := donorsAt(t, 3, 7)
+	want := stateAt(7, testNParams, testNOpt)
+	req := request(7)
+	req.Want = HashState(7, want.Params, want.Opt)
+	f, err := FetchState(context.Background(), ts[3], ids[:3], req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, f, 7)
+	if len(f.Chunks) < 2 {
+		t.Errorf("chunks came from %d donor(s): %v", len(f.Chunks), f.Chunks)
+	}
+	for i, r := range rs {
+		testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			if n := r.pinnedSteps(); n != 0 {
+				return fmt.Errorf("donor %d still pins %d state copies", i, n)
+			}
+			return nil
+		})
+	}
+}
+
+// A donor that dies mid-download costs nothing but its share: the other
+// donors serve its chunks and the state is complete and verified.
+func TestStateSyncSurvivesDonorDeath(t *testing.T) {
+	net, ts, ids, _ := donorsAt(t, 3, 4)
+	net.SetFault(func(e FrameEvent) FrameAction {
+		// Donor 0's manifest and first two chunks go out; then it dies.
+		if e.From == ids[0] && e.Proto == ProtoState && !e.Opener && e.Seq == 3 {
+			return Crash
+		}
+		return Deliver
+	})
+	f, err := FetchState(context.Background(), ts[3], ids[:3], request(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, f, 4)
+	if f.Failed[ids[0]] == nil {
+		t.Errorf("the dead donor was not reported: %v", f.Failed)
+	}
+	if f.Chunks[ids[0]] > 2 {
+		t.Errorf("dead donor credited with %d chunks", f.Chunks[ids[0]])
+	}
+}
+
+// A donor whose chunks do not match its manifest (right framing, wrong
+// values) is caught at the first bad chunk and dropped; the honest donors
+// finish the download. A donor whose manifest does not hash to the state
+// hash is refused before any chunk is fetched.
+func TestStateSyncDropsLyingDonors(t *testing.T) {
+	_, ts, ids, _ := donorsAt(t, 4, 9) // donors 2 and 3 are replaced below
+	honest := stateAt(9, testNParams, testNOpt)
+	chunks := ChunkHashes(honest.Params, honest.Opt)
+	manifest := stateManifest{Step: 9, Hash: HashState(9, honest.Params, honest.Opt), NParams: testNParams, NOpt: testNOpt}
+	for _, c := range chunks {
+		manifest.Chunks = append(manifest.Chunks, append([]byte(nil), c[:]...))
+	}
+	liar := ts[2] // serves the honest manifest, then zeros
+	liar.Handle(ProtoState, func(s Stream) {
+		s.Recv(MaxMessageSize)
+		b, _ := json.Marshal(manifest)
+		s.Send(b)
+		for {
+			if _, err := s.Recv(MaxMessageSize); err != nil {
+				s.Close()
+				return
+			}
+			frame, _ := compression.EncodePart(nil, compression.FP32{}, compression.LosslessNone, make([]float32, StateChunk))
+			s.Send(frame)
+		}
+	})
+	forger := ts[3] // a manifest whose chunk list does not hash to its claimed hash
+	forger.Handle(ProtoState, func(s Stream) {
+		s.Recv(MaxMessageSize)
+		m := manifest
+		m.Chunks = append([][]byte{make([]byte, 32)}, manifest.Chunks[1:]...)
+		b, _ := json.Marshal(m)
+		s.Send(b)
+		s.Close()
+	})
+	f, err := FetchState(context.Background(), ts[4], []peer.ID{ids[2], ids[3], ids[0], ids[1]}, request(9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, f, 9)
+	if err := f.Failed[ids[2]]; err == nil || !strings.Contains(err.Error(), "does not match the manifest") {
+		t.Errorf("lying donor: %v", err)
+	}
+	if err := f.Failed[ids[3]]; err == nil || !strings.Contains(err.Error(), "manifest hashes to") {
+		t.Errorf("forged manifest: %v", err)
+	}
+	if f.Chunks[ids[3]] != 0 {
+		t.Error("a donor with a forged manifest delivered chunks")
+	}
+}
+
+// A donor whose sizes differ from our model is refused before anything
+// is allocated for its state.
+func TestStateSyncRefusesWrongSizes(t *testing.T) {
+	_, ts, ids := memPeers(2)
+	ts[0].Handle(ProtoState, func(s Stream) {
+		s.Recv(MaxMessageSize)
+		b, _ := json.Marshal(stateManifest{Step: 5, Hash: "00", NParams: 1 << 30})
+		s.Send(b)
+		s.Close()
+	})
+	_, err := FetchState(context.Background(), ts[1], ids[:1], StateRequest{Run: "ab", NParams: 2, Step: 5})
+	if err == nil || !strings.Contains(err.Error(), "this model has") {
+		t.Fatalf("got %v, want a size refusal", err)
+	}
+}
+
+// Donors one step behind pin the requested step when they reach it; if
+// the swarm already moved past it, the joiner pins the newer step.
+func TestStateSyncPinsAcrossSteps(t *testing.T) {
+	_, ts, ids, rs := donorsAt(t, 3, 11)
+	rs[0].advance() // donor 0 is at 12, the others get there while we ask
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		rs[1].advance()
+		rs[2].advance()
+	}()
+	f, err := FetchState(context.Background(), ts[3], ids[:3], request(12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, f, 12)
+	if len(f.Failed) != 0 {
+		t.Errorf("donors failed: %v", f.Failed)
+	}
+	// Everyone moves to 13: a request for 12 ends with 13.
+	for _, r := range rs {
+		r.advance()
+	}
+	f, err = FetchState(context.Background(), ts[3], ids[:3], request(12))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, f, 13)
+}
+
+// With Want set, only donors holding that state are used, even when they
+// are outnumbered.
+func TestStateSyncFollowsWantedHash(t *testing.T) {
+	_, ts, ids, rs := donorsAt(t, 3, 2)
+	odd := stateAt(2, testNParams, testNOpt)
+	odd.Params[0] = 42 // donors 0 and 1 diverged the same way
+	for _, r := range rs[:2] {
+		r.srv.snapshot = func() (Snapshot, error) { return odd, nil }
+	}
+	honest := stateAt(2, testNParams, testNOpt)
+	req := request(2)
+	req.Want = HashState(2, honest.Params, honest.Opt)
+	f, err := FetchState(context.Background(), ts[3], ids[:3], req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, f, 2)
+	if f.Chunks[ids[2]] != numChunks(testNParams+testNOpt) {
+		t.Errorf("chunks by donor: %v; want all from donor 2", f.Chunks)
+	}
+}

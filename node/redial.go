@@ -1,0 +1,125 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// redialer remembers the swarm's peers and says when to dial the ones we
+// lost. libp2p never redials on its own: without this, a network cut
+// that outlives the connections splits the swarm for good, and a peer
+// behind a healed link would train alone. No I/O; the caller dials.
+type redialer struct {
+	mu     sync.Mutex
+	forget time.Duration // a peer unheard of this long is given up
+	peers  map[peer.ID]*redialState
+}
+
+type redialState struct {
+	lastHeard time.Time
+	next      time.Time     // earliest next dial
+	backoff   time.Duration // doubles per failed dial, 1 s … 8 s
+	dialing   bool
+}
+
+const (
+	redialMin = time.Second
+	redialMax = 8 * time.Second
+)
+
+func newRedialer(forget time.Duration) *redialer {
+	return &redialer{forget: forget, peers: map[peer.ID]*redialState{}}
+}
+
+// heard records that p is alive and on our run.
+func (r *redialer) heard(p peer.ID, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.peers[p]
+	if !ok {
+		s = &redialState{}
+		r.peers[p] = s
+	}
+	s.lastHeard = now
+}
+
+// left forgets p: it said goodbye.
+func (r *redialer) left(p peer.ID) {
+	r.mu.Lock()
+	delete(r.peers, p)
+	r.mu.Unlock()
+}
+
+// due returns the peers to dial now: known, not connected, not dialled
+// already, past their backoff. It marks them as being dialled.
+func (r *redialer) due(now time.Time, connected func(peer.ID) bool) []peer.ID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []peer.ID
+	for p, s := range r.peers {
+		if now.Sub(s.lastHeard) > r.forget {
+			delete(r.peers, p)
+			continue
+		}
+		if s.dialing || now.Before(s.next) {
+			continue
+		}
+		if connected(p) {
+			s.backoff = 0
+			continue
+		}
+		s.dialing = true
+		out = append(out, p)
+	}
+	return out
+}
+
+// dialed records a dial's outcome and schedules the next try on failure.
+func (r *redialer) dialed(p peer.ID, ok bool, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, found := r.peers[p]
+	if !found {
+		return
+	}
+	s.dialing = false
+	if ok {
+		s.backoff = 0
+		s.next = time.Time{}
+		return
+	}
+	s.backoff = min(max(2*s.backoff, redialMin), redialMax)
+	s.next = now.Add(s.backoff)
+}
+
+// redial reconnects to lost swarm peers until ctx ends.
+func (n *Node) redial(ctx context.Context) {
+	t := time.NewTicker(redialMin / 2)
+	defer t.Stop()
+	nw := n.host.Network()
+	connected := func(p peer.ID) bool { return nw.Connectedness(p) == network.Connected }
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, p := range n.redials.due(time.Now(), connected) {
+			go func() {
+				// Our own backoff paces the dials; libp2p's (which grows
+				// to minutes) would keep a healed link unused.
+				dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "swarm redial"), 5*time.Second)
+				err := n.host.Host.Connect(dctx, peer.AddrInfo{ID: p})
+				cancel()
+				n.redials.dialed(p, err == nil, time.Now())
+				if err == nil {
+					n.log.Info("reconnected", "peer", p)
+				}
+			}()
+		}
+	}
+}

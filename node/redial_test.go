@@ -1,0 +1,60 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Lost peers are dialled again with growing pauses, connected ones are
+// left alone, and peers unheard of for long or gone are forgotten.
+func TestRedialer(t *testing.T) {
+	r := newRedialer(time.Minute)
+	a, b := peer.ID("a"), peer.ID("b")
+	t0 := time.Unix(1000, 0)
+	r.heard(a, t0)
+	r.heard(b, t0)
+	up := map[peer.ID]bool{b: true}
+	connected := func(p peer.ID) bool { return up[p] }
+
+	if got := r.due(t0, connected); len(got) != 1 || got[0] != a {
+		t.Fatalf("due = %v, want [a]", got)
+	}
+	if got := r.due(t0, connected); len(got) != 0 {
+		t.Fatalf("a peer being dialled was handed out again: %v", got)
+	}
+	// Failures back off 1 s, 2 s, 4 s … up to 8 s.
+	now := t0
+	for _, want := range []time.Duration{1, 2, 4, 8, 8} {
+		r.dialed(a, false, now)
+		if got := r.due(now.Add(want*time.Second-time.Millisecond), connected); len(got) != 0 {
+			t.Fatalf("redialled before the %v backoff ended", want*time.Second)
+		}
+		now = now.Add(want * time.Second)
+		r.heard(a, now)
+		if got := r.due(now, connected); len(got) != 1 {
+			t.Fatalf("not redialled after the %v backoff", want*time.Second)
+		}
+	}
+	// Success resets the backoff.
+	r.dialed(a, true, now)
+	up[a] = true
+	if got := r.due(now, connected); len(got) != 0 {
+		t.Fatalf("connected peers redialled: %v", got)
+	}
+	up[a] = false
+	if got := r.due(now, connected); len(got) != 1 {
+		t.Fatal("a peer lost after a success was not redialled at once")
+	}
+	r.dialed(a, false, now)
+	if got := r.due(now.Add(redialMin), connected); len(got) != 1 {
+		t.Fatal("backoff did not restart from its minimum")
+	}
+	// Gone or long unheard: forgotten.
+	r.left(a)
+	up[b] = false
+	if got := r.due(now.Add(2*time.Minute), connected); len(got) != 0 {
+		t.Fatalf("forgotten peers still dialled: %v", got)
+	}
+}
