@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,26 @@ type Round struct {
 	Step    uint64
 	Members []peer.ID // ordered; member i owns part i
 	Samples []int     // weight of each member: samples behind its gradient
+	// Shares sizes the parts: member i owns a slice of the vector
+	// proportional to Shares[i]; 0 owns nothing (a peer that cannot take
+	// inbound streams). Nil splits evenly.
+	Shares []int
+}
+
+// Bounds returns the half-open range [lo, hi) of part i of a vector of n
+// values.
+func (r Round) Bounds(n, i int) (lo, hi int) {
+	if r.Shares == nil {
+		return PartBounds(n, len(r.Members), i)
+	}
+	var before, total int64
+	for j, s := range r.Shares {
+		if j < i {
+			before += int64(s)
+		}
+		total += int64(s)
+	}
+	return int(int64(n) * before / total), int(int64(n) * (before + int64(r.Shares[i])) / total)
 }
 
 // Index returns p's position in the round, or -1.
@@ -32,7 +53,7 @@ func (r Round) Index(p peer.ID) int { return slices.Index(r.Members, p) }
 
 // RoundID derives the round identifier from what defines the round, so
 // two assemblers can never announce different rounds under one ID.
-func RoundID(run string, step uint64, attempt uint32, members []peer.ID, samples []int) string {
+func RoundID(run string, step uint64, attempt uint32, members []peer.ID, samples, shares []int) string {
 	h := sha256.New()
 	h.Write([]byte(run))
 	var b [8]byte
@@ -43,6 +64,10 @@ func RoundID(run string, step uint64, attempt uint32, members []peer.ID, samples
 	for i, m := range members {
 		h.Write([]byte(m))
 		binary.LittleEndian.PutUint64(b[:], uint64(samples[i]))
+		h.Write(b[:])
+	}
+	for _, s := range shares {
+		binary.LittleEndian.PutUint64(b[:], uint64(s))
 		h.Write(b[:])
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
@@ -85,7 +110,29 @@ type Averager struct {
 	results map[string]*results // recent rounds' final parts, for repairs
 
 	bytesSent, bytesRecv atomic.Int64
-	recent               atomic.Int64 // moving average of successful round time, ns; 0 = none yet
+	recent               atomic.Int64  // moving average of successful round time, ns; 0 = none yet
+	intake               atomic.Uint64 // moving average of the intake rate, float64 bits of bytes/s; 0 = none yet
+}
+
+// minIntakeSample is the least a round must bring in to measure intake:
+// smaller parts time latency, not bandwidth.
+const minIntakeSample = 64 << 10
+
+// Throughput is the rate, in bytes/s, at which this peer took in the
+// copies of its part in recent rounds (0 until measured). It does not
+// depend on the part's size, so sizing parts by it does not feed back
+// on itself.
+func (a *Averager) Throughput() float64 { return math.Float64frombits(a.intake.Load()) }
+
+func (a *Averager) observeIntake(bytes int, d time.Duration) {
+	if bytes < minIntakeSample || d <= 0 {
+		return
+	}
+	rate := float64(bytes) / d.Seconds()
+	if old := a.Throughput(); old > 0 {
+		rate = 0.8*old + 0.2*rate
+	}
+	a.intake.Store(math.Float64bits(rate))
 }
 
 // observe folds a successful round's duration into the moving average.
@@ -146,6 +193,12 @@ type roundState struct {
 	contribs [][]float32 // by member index; own filled locally
 	missing  int
 	arrived  chan struct{} // closed when missing reaches 0
+	// How long our part's copies took to arrive since we started the
+	// round, and their size: the intake rate that sizes our future parts.
+	// (Frames that arrived before we started were buffered: too fast to time.)
+	started time.Time
+	inLast  time.Time
+	inBytes int
 
 	done   chan struct{} // closed when result or err is set
 	result []byte
@@ -218,7 +271,7 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 
 	k := len(r.Members)
 	n := len(local)
-	lo, hi := PartBounds(n, k, me)
+	lo, hi := r.Bounds(n, me)
 
 	rs := a.state(r.ID)
 	a.mu.Lock()
@@ -232,10 +285,13 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 	// the end keeps the table as small as the rounds in flight.
 	defer a.forget(r.ID)
 	rs.mu.Lock()
-	rs.round, rs.lo, rs.hi = r, lo, hi
+	rs.round, rs.lo, rs.hi, rs.started = r, lo, hi, started
 	rs.contribs = make([][]float32, k)
 	rs.contribs[me] = local[lo:hi]
 	rs.missing = k - 1
+	if lo == hi {
+		rs.missing = 0 // we own nothing: nobody sends us a part
+	}
 	if rs.missing == 0 {
 		close(rs.arrived)
 	}
@@ -249,6 +305,10 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 		if j == me {
 			continue
 		}
+		if plo, phi := r.Bounds(n, j); plo == phi {
+			res.resolve(j, []byte{}) // an empty part: nothing to exchange
+			continue
+		}
 		wg.Add(1)
 		go func(j int) {
 			defer wg.Done()
@@ -260,7 +320,7 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 			if errors.Is(err, errOwnerFailed) {
 				errs <- fmt.Errorf("part %d: %w", j, err)
 			} else {
-				plo, phi := PartBounds(n, k, j)
+				plo, phi := r.Bounds(n, j)
 				_, rerr := a.repair(ctx, r, j, out[plo:phi])
 				if rerr == nil {
 					return
@@ -273,7 +333,14 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 		}(j)
 	}
 
-	ownPart, ownErr := a.reduceOwnPart(ctx, rs, r, out[lo:hi])
+	var ownPart []byte
+	var ownErr error
+	if lo < hi {
+		ownPart, ownErr = a.reduceOwnPart(ctx, rs, r, out[lo:hi])
+	} else {
+		ownPart = []byte{}
+		close(rs.done)
+	}
 	res.resolve(me, ownPart)
 	wg.Wait()
 	close(errs)
@@ -304,6 +371,7 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 	}
 	rs.mu.Lock()
 	contribs := rs.contribs
+	a.observeIntake(rs.inBytes, rs.inLast.Sub(rs.started))
 	rs.mu.Unlock()
 	avg := WeightedMean(contribs, r.Samples)
 	enc, err := compression.EncodePart(nil, a.cfg.Codec, a.cfg.Lossless, avg)
@@ -349,7 +417,7 @@ func WeightedMean(xs [][]float32, weights []int) []float32 {
 // exchange sends this peer's copy of part j to its owner and receives the
 // averaged part back into out.
 func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out []float32) ([]byte, error) {
-	lo, hi := PartBounds(len(local), len(r.Members), j)
+	lo, hi := r.Bounds(len(local), j)
 	s, err := a.t.Open(ctx, r.Members[j], ProtoAllReduce)
 	if err != nil {
 		return nil, err
@@ -458,7 +526,7 @@ func (a *Averager) serve(s Stream) {
 	}
 	r := rs.round
 	me := r.Index(a.t.Self())
-	if h.Sender < 0 || h.Sender >= len(r.Members) || h.Sender == me || r.Members[h.Sender] != s.RemotePeer() ||
+	if rs.lo == rs.hi || h.Sender < 0 || h.Sender >= len(r.Members) || h.Sender == me || r.Members[h.Sender] != s.RemotePeer() ||
 		h.Part != me || h.Samples != r.Samples[h.Sender] {
 		s.Send(append([]byte{resultFail}, "header does not match the round"...))
 		return
@@ -468,6 +536,7 @@ func (a *Averager) serve(s Stream) {
 	if err != nil {
 		return
 	}
+	ended := time.Now()
 	a.bytesRecv.Add(int64(len(frame) + len(hb)))
 	part := make([]float32, count)
 	if err := compression.DecodePart(part, frame); err != nil {
@@ -480,6 +549,10 @@ func (a *Averager) serve(s Stream) {
 		return // duplicate sender
 	}
 	rs.contribs[h.Sender] = part
+	if ended.After(rs.inLast) {
+		rs.inLast = ended
+	}
+	rs.inBytes += len(frame)
 	rs.missing--
 	if rs.missing == 0 {
 		close(rs.arrived)

@@ -79,7 +79,7 @@ func TestAllReduceBitIdenticalWeightedMean(t *testing.T) {
 					samples[i] = 1 + rng.IntN(64)
 				}
 				r := Round{Step: 7, Members: ids, Samples: samples}
-				r.ID = RoundID("ab", r.Step, 0, ids, samples)
+				r.ID = RoundID("ab", r.Step, 0, ids, samples, nil)
 				outs, errs := runRound(t, avs, r, vecs)
 				for i, err := range errs {
 					if err != nil {
@@ -128,7 +128,7 @@ func TestAllReduceLocalUnchangedAndDeadPeerFailsRound(t *testing.T) {
 	vecs := [][]float32{randVec(rng, 300), randVec(rng, 300), randVec(rng, 300)}
 	keep := append([]float32(nil), vecs[0]...)
 	samples := []int{1, 1, 1}
-	r := Round{Step: 1, Members: ids, Samples: samples, ID: RoundID("ab", 1, 0, ids, samples)}
+	r := Round{Step: 1, Members: ids, Samples: samples, ID: RoundID("ab", 1, 0, ids, samples, nil)}
 	net.Isolate(ids[2]) // crashed before the round
 	outs := make([][]float32, 2)
 	errs := make([]error, 2)
@@ -187,7 +187,7 @@ func TestAllReduceManyRounds(t *testing.T) {
 	vecs := [][]float32{randVec(rng, 64), randVec(rng, 64), randVec(rng, 64)}
 	samples := []int{1, 2, 3}
 	for step := uint64(0); step < 5*maxPendingRounds; step++ {
-		r := Round{Step: step, Members: ids, Samples: samples, ID: RoundID("ab", step, 0, ids, samples)}
+		r := Round{Step: step, Members: ids, Samples: samples, ID: RoundID("ab", step, 0, ids, samples, nil)}
 		_, errs := runRound(t, avs, r, vecs)
 		for i, err := range errs {
 			if err != nil {

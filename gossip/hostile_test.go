@@ -65,7 +65,7 @@ func TestHostileStreamsDoNotHurt(t *testing.T) {
 	}
 	// An honest round between the two victims still completes.
 	samples := []int{1, 1}
-	r := Round{Members: ids[:2], Samples: samples, ID: RoundID("ab", 0, 0, ids[:2], samples)}
+	r := Round{Members: ids[:2], Samples: samples, ID: RoundID("ab", 0, 0, ids[:2], samples, nil)}
 	rng2 := rand.New(rand.NewPCG(1, 1))
 	outs, errs := runRound(t, avs, r, [][]float32{randVec(rng2, 50), randVec(rng2, 50)})
 	for i, err := range errs {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -49,6 +50,10 @@ type MatchConfig struct {
 	// Slack is how much longer than JoinWindow a joiner waits for the
 	// group before trying again.
 	Slack time.Duration
+	// Capacity reports, at each join, this peer's measured throughput
+	// (bytes/s, 0 unknown) and whether it is a client that cannot accept
+	// inbound streams. Nil: unknown, not a client.
+	Capacity func() (throughput float64, client bool)
 }
 
 // MatchView is what an assembler needs to know about the swarm.
@@ -80,7 +85,7 @@ type assembly struct {
 	step    uint64
 	attempt uint32
 	mu      sync.Mutex
-	joined  map[peer.ID]int
+	joined  map[peer.ID]Join
 	joinCh  chan struct{} // poked on each join
 	done    chan struct{}
 	group   Group
@@ -104,16 +109,20 @@ func NewMatchmaker(t Transport, cfg MatchConfig, view MatchView) *Matchmaker {
 // of live peers at step, self included.
 func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candidates []peer.ID) (Round, error) {
 	leader := Assembler(step, candidates)
+	j := Join{Run: m.cfg.Run, Step: step, Samples: samples}
+	if m.cfg.Capacity != nil {
+		j.Throughput, j.Client = m.cfg.Capacity()
+	}
 	var g Group
 	if leader == m.t.Self() {
 		var err error
-		g, err = m.join(ctx, m.t.Self(), Join{Run: m.cfg.Run, Step: step, Samples: samples})
+		g, err = m.join(ctx, m.t.Self(), j)
 		if err != nil {
 			return Round{}, err
 		}
 	} else {
 		var err error
-		g, err = m.ask(ctx, leader, Join{Run: m.cfg.Run, Step: step, Samples: samples})
+		g, err = m.ask(ctx, leader, j)
 		if err != nil {
 			return Round{}, fmt.Errorf("assembler %s: %w", leader.ShortString(), err)
 		}
@@ -124,8 +133,8 @@ func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candid
 		}
 		return Round{}, fmt.Errorf("refused by assembler %s: %s", leader.ShortString(), g.Reason)
 	}
-	r := Round{ID: g.Round, Step: g.Step, Members: g.Members, Samples: g.Samples}
-	if g.Run != m.cfg.Run || g.Step != step || r.Index(m.t.Self()) < 0 || RoundID(g.Run, g.Step, g.Attempt, g.Members, g.Samples) != g.Round {
+	r := Round{ID: g.Round, Step: g.Step, Members: g.Members, Samples: g.Samples, Shares: g.Shares}
+	if g.Run != m.cfg.Run || g.Step != step || r.Index(m.t.Self()) < 0 || RoundID(g.Run, g.Step, g.Attempt, g.Members, g.Samples, g.Shares) != g.Round {
 		return Round{}, fmt.Errorf("assembler %s announced an inconsistent group", leader.ShortString())
 	}
 	return r, nil
@@ -210,7 +219,7 @@ func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error)
 	}
 	a := m.open(j.Step)
 	a.mu.Lock()
-	a.joined[p] = j.Samples
+	a.joined[p] = j
 	a.mu.Unlock()
 	select {
 	case a.joinCh <- struct{}{}:
@@ -251,7 +260,7 @@ func (m *Matchmaker) open(step uint64) *assembly {
 			delete(m.assemblies, s)
 		}
 	}
-	a := &assembly{step: step, attempt: attempt, joined: map[peer.ID]int{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
+	a := &assembly{step: step, attempt: attempt, joined: map[peer.ID]Join{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
 	m.assemblies[step] = a
 	go m.assemble(a)
 	return a
@@ -307,10 +316,64 @@ func (m *Matchmaker) close(a *assembly) {
 	}
 	sort.Slice(members, func(i, j int) bool { return members[i] < members[j] })
 	samples := make([]int, len(members))
+	joins := make([]Join, len(members))
 	for i, p := range members {
-		samples[i] = a.joined[p]
+		joins[i] = a.joined[p]
+		samples[i] = joins[i].Samples
 	}
-	a.group = Group{Run: m.cfg.Run, Step: a.step, Attempt: a.attempt, Members: members, Samples: samples,
-		Round: RoundID(m.cfg.Run, a.step, a.attempt, members, samples)}
+	shares := PartShares(joins)
+	a.group = Group{Run: m.cfg.Run, Step: a.step, Attempt: a.attempt, Members: members, Samples: samples, Shares: shares,
+		Round: RoundID(m.cfg.Run, a.step, a.attempt, members, samples, shares)}
 	close(a.done)
+}
+
+// Part shares are in units of 1/shareUnit of the median member's part;
+// a member's part is kept within [1/4, 4] × the median, so a wrong or
+// stale measurement cannot starve or swamp anyone.
+const (
+	shareUnit = 16
+	maxShare  = 4 * shareUnit
+)
+
+// PartShares sizes the members' parts by their measured throughput, so
+// a round takes about as long on a fast link as on a slow one: clients
+// own nothing, members that measured nothing yet get the median. Nil
+// means an even split (all equal, or nobody measured).
+func PartShares(joins []Join) []int {
+	var rates []float64
+	servers := 0
+	for _, j := range joins {
+		if !j.Client {
+			servers++
+			if j.Throughput > 0 {
+				rates = append(rates, j.Throughput)
+			}
+		}
+	}
+	if servers == 0 {
+		return nil // nobody can take parts; an even split fails the round visibly
+	}
+	median := 0.0
+	if len(rates) > 0 {
+		slices.Sort(rates)
+		median = rates[len(rates)/2]
+	}
+	shares := make([]int, len(joins))
+	even := true
+	for i, j := range joins {
+		switch {
+		case j.Client:
+			shares[i] = 0
+		case j.Throughput <= 0 || median == 0:
+			shares[i] = shareUnit
+		default:
+			r := j.Throughput / median
+			shares[i] = int(math.Round(min(max(r, 0.25), 4) * shareUnit))
+		}
+		even = even && shares[i] == shares[0]
+	}
+	if even {
+		return nil
+	}
+	return shares
 }

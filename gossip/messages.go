@@ -91,6 +91,12 @@ type Join struct {
 	Run     string `json:"run"`
 	Step    uint64 `json:"step"`
 	Samples int    `json:"samples"`
+	// Throughput is the joiner's measured rate of taking in parts, in
+	// bytes/s (0: not measured yet); the assembler sizes parts by it.
+	Throughput float64 `json:"throughput,omitempty"`
+	// Client: the joiner cannot accept inbound streams, so it must own
+	// no part; it still sends its parts and receives the averages.
+	Client bool `json:"client,omitempty"`
 }
 
 // Group announces a round: the ordered members and their sample counts.
@@ -102,6 +108,7 @@ type Group struct {
 	Round   string    `json:"round"`
 	Members []peer.ID `json:"members"`
 	Samples []int     `json:"samples"`
+	Shares  []int     `json:"shares,omitempty"` // part sizes; see Round.Shares
 	Reason  string    `json:"reason,omitempty"`
 }
 
@@ -198,6 +205,9 @@ func (m Message) Validate() error {
 		if m.Join.Samples < 0 || m.Join.Samples > maxSamples {
 			return fmt.Errorf("gossip: join claims %d samples", m.Join.Samples)
 		}
+		if t := m.Join.Throughput; math.IsNaN(t) || t < 0 || t > 1e13 {
+			return fmt.Errorf("gossip: join claims a throughput of %v", t)
+		}
 		return checkRun(m.Join.Run)
 	case KindGroup:
 		if m.Group == nil {
@@ -281,6 +291,21 @@ func (g *Group) validate() error {
 	}
 	if len(g.Members) == 0 && g.Reason == "" {
 		return errors.New("gossip: empty group without a reason")
+	}
+	if g.Shares != nil {
+		if len(g.Shares) != len(g.Members) {
+			return fmt.Errorf("gossip: group lists %d members but %d shares", len(g.Members), len(g.Shares))
+		}
+		total := 0
+		for _, s := range g.Shares {
+			if s < 0 || s > maxShare {
+				return fmt.Errorf("gossip: part share %d out of [0, %d]", s, maxShare)
+			}
+			total += s
+		}
+		if total == 0 {
+			return errors.New("gossip: group where nobody owns a part")
+		}
 	}
 	seen := make(map[peer.ID]bool, len(g.Members))
 	for i, p := range g.Members {

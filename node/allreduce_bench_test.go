@@ -41,7 +41,7 @@ func TestAllReduceOverLibp2p(t *testing.T) {
 		outs[i] = make([]float32, n)
 	}
 	samples := []int{1, 1, 1, 1}
-	r := gossip.Round{Members: members, Samples: samples, ID: gossip.RoundID("ab", 0, 0, members, samples)}
+	r := gossip.Round{Members: members, Samples: samples, ID: gossip.RoundID("ab", 0, 0, members, samples, nil)}
 	if err := allReduceAll(ctx, avs, r, vecs, outs); err != nil {
 		t.Fatal(err)
 	}

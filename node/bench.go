@@ -95,7 +95,7 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 			start = time.Now()
 		}
 		r := gossip.Round{Step: uint64(round), Members: members, Samples: samples}
-		r.ID = gossip.RoundID("bench", r.Step, 0, members, samples)
+		r.ID = gossip.RoundID("bench", r.Step, 0, members, samples, nil)
 		if err := allReduceAll(ctx, avs, r, vecs, outs); err != nil {
 			return res, err
 		}

@@ -120,6 +120,10 @@ type Config struct {
 	// MinPeers is how many peers, self included, must be live before the
 	// first step; the demo sets it to its swarm size so all start together.
 	MinPeers int
+	// Client marks a machine that cannot accept inbound connections
+	// (behind NAT or a firewall): it owns no part of the all-reduce, so
+	// nobody has to dial it, but its gradient counts like anyone's.
+	Client bool
 	// MinPeersTimeout bounds that wait.
 	MinPeersTimeout time.Duration
 

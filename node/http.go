@@ -16,23 +16,26 @@ import (
 
 // Status is the JSON served at /status.
 type Status struct {
-	Peer          string      `json:"peer"`
-	Run           string      `json:"run"`
-	Addrs         []string    `json:"addrs"`
-	Phase         string      `json:"phase"`
-	Step          uint64      `json:"step"`
-	Steps         int         `json:"steps"`
-	Hash          string      `json:"hash"`
-	LivePeers     int         `json:"live_peers"`
-	Loss          float64     `json:"loss"`
-	SamplesPerSec float64     `json:"samples_per_sec"`
-	Rounds        int         `json:"rounds"`
-	FailedRounds  int         `json:"failed_rounds"`
-	StateSyncs    int         `json:"state_syncs"`
-	GroupSize     int         `json:"group_size"` // members of the last round applied
-	BytesIn       int64       `json:"bytes_in"`
-	BytesOut      int64       `json:"bytes_out"`
-	Device        device.Info `json:"device"`
+	Peer          string   `json:"peer"`
+	Run           string   `json:"run"`
+	Addrs         []string `json:"addrs"`
+	Phase         string   `json:"phase"`
+	Step          uint64   `json:"step"`
+	Steps         int      `json:"steps"`
+	Hash          string   `json:"hash"`
+	LivePeers     int      `json:"live_peers"`
+	Loss          float64  `json:"loss"`
+	SamplesPerSec float64  `json:"samples_per_sec"`
+	Rounds        int      `json:"rounds"`
+	FailedRounds  int      `json:"failed_rounds"`
+	StateSyncs    int      `json:"state_syncs"`
+	GroupSize     int      `json:"group_size"` // members of the last round applied
+	// IntakeRate is how fast this node takes in its all-reduce part
+	// (bytes/s; 0 until measured); the assembler sizes parts by it.
+	IntakeRate float64     `json:"intake_bytes_per_sec"`
+	BytesIn    int64       `json:"bytes_in"`
+	BytesOut   int64       `json:"bytes_out"`
+	Device     device.Info `json:"device"`
 }
 
 // Status returns a consistent snapshot of what the node is doing.
@@ -43,6 +46,7 @@ func (n *Node) Status() Status {
 		Loss: n.loss, SamplesPerSec: n.samplesPerSec, Rounds: n.rounds, FailedRounds: n.failedRounds, StateSyncs: n.syncs,
 		GroupSize: len(n.lastGroup),
 	}
+	s.IntakeRate = n.av.Throughput()
 	n.mu.Unlock()
 	s.Addrs = n.host.JoinAddrs()
 	s.LivePeers = n.livePeers() + 1
@@ -115,6 +119,7 @@ func newStatusCollector(n *Node) *statusCollector {
 	add("live_peers", "Peers on the run seen alive, self included.", gauge, func(s Status) float64 { return float64(s.LivePeers) })
 	add("loss", "Moving average of the local training loss.", gauge, func(s Status) float64 { return s.Loss })
 	add("samples_per_second", "Local training throughput.", gauge, func(s Status) float64 { return s.SamplesPerSec })
+	add("allreduce_intake_bytes_per_second", "Rate at which this node takes in its all-reduce part; parts are sized by it.", gauge, func(s Status) float64 { return s.IntakeRate })
 	add("rounds_total", "Averaging rounds completed.", counter, func(s Status) float64 { return float64(s.Rounds) })
 	add("failed_rounds_total", "Matchmaking or all-reduce attempts that failed and were retried.", counter, func(s Status) float64 { return float64(s.FailedRounds) })
 	add("state_syncs_total", "State downloads from peers.", counter, func(s Status) float64 { return float64(s.StateSyncs) })

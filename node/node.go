@@ -29,20 +29,20 @@ import (
 // averaging protocols and a local trainer, composed into the sync-mode
 // loop: accumulate → gossip progress → match → all-reduce → identical step.
 type Node struct {
-	cfg   Config
-	run   string
-	log   *slog.Logger
-	dev   device.Info
-	host  *p2p.Host
-	tr    hostTransport
-	bus   *gossip.Bus
-	view  *gossip.Membership
-	mm    *gossip.Matchmaker
-	av    *gossip.Averager
-	adm   *gossip.Admission
+	cfg    Config
+	run    string
+	log    *slog.Logger
+	dev    device.Info
+	host   *p2p.Host
+	tr     hostTransport
+	bus    *gossip.Bus
+	view   *gossip.Membership
+	mm     *gossip.Matchmaker
+	av     *gossip.Averager
+	adm    *gossip.Admission
 	states *gossip.StateServer
-	http  *httpServer
-	codec compression.Codec
+	http   *httpServer
+	codec  compression.Codec
 
 	model   *trainer.Model
 	opt     trainer.Optimizer
@@ -185,7 +185,8 @@ func New(cfg Config) (_ *Node, err error) {
 
 	n.view = gossip.NewMembership(n.host.ID(), cfg.PeerExpiry)
 	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Lossless: lossless, RoundTimeout: cfg.RoundTimeout})
-	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow}, matchView{n})
+	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
+		Capacity: func() (float64, bool) { return n.av.Throughput(), cfg.Client }}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
 	n.states = gossip.NewStateServer(n.tr, n.run, n.snapshot)

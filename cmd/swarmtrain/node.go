@@ -124,6 +124,7 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 	fs.StringVar(&cfg.HTTP, "http", "", "serve /status and /metrics on this address, e.g. 127.0.0.1:9090")
 	fs.StringVar(&cfg.DataDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module")
 	fs.StringVar(&shard, "shard", "", "train on shard K of N of the training set (K/N, 0-based); default: whole set in a per-peer order")
+	fs.BoolVar(&cfg.Client, "client", false, "this machine cannot accept inbound connections (NAT, firewall): own no part of the all-reduce, still contribute")
 	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")
 	fs.DurationVar(&cfg.Linger, "linger", 0, "after the last step, keep serving state and /status this long")
 	fs.StringVar(&logFile, "log-file", "", "append the log here instead of stderr")
