@@ -58,6 +58,9 @@ type Heartbeat struct {
 	Device        string   `json:"device"`  // one-line device summary
 	Addrs         []string `json:"addrs"`   // where to dial this peer
 	Syncing       bool     `json:"syncing"` // downloading state; contributes nothing yet
+	// SyncTo is the step a syncing peer is downloading: the assembler of
+	// that step waits for it, so it joins the very next round.
+	SyncTo uint64 `json:"sync_to,omitempty"`
 	Leaving       bool     `json:"leaving"` // clean leave: drop me now
 }
 

@@ -330,14 +330,15 @@ func FetchState(ctx context.Context, t Transport, donors []peer.ID, req StateReq
 	f := &Fetched{Chunks: map[peer.ID]int{}, Failed: map[peer.ID]error{}}
 	var lastErr error
 	for range maxFetchAttempts {
-		conns, moved := pinAll(ctx, t, donors, req, f.Failed)
+		conns, at := pinAll(ctx, t, donors, req, f.Failed)
 		if len(conns) == 0 {
 			lastErr = fmt.Errorf("no donor could pin step %d: %w", req.Step, joinFailures(f.Failed))
-			if moved <= req.Step {
+			if at == 0 || at == req.Step {
 				return nil, lastErr
 			}
-			// The swarm moved on while we asked: pin where it is now.
-			req.Step, req.Want = moved, ""
+			// The swarm moved on while we asked, or has not reached the
+			// step yet (it stalled): pin where it is now.
+			req.Step, req.Want = at, ""
 			continue
 		}
 		err := download(ctx, conns, f)
@@ -361,7 +362,7 @@ type donorConn struct {
 
 // pinAll asks every donor to pin req.Step and keeps those announcing the
 // chosen state: Want if given, else the state most donors announced. It
-// also reports the newest step any donor said it had moved on to.
+// also reports the newest step of the donors that could not pin it.
 func pinAll(ctx context.Context, t Transport, donors []peer.ID, req StateRequest, failed map[peer.ID]error) ([]donorConn, uint64) {
 	type answer struct {
 		c   donorConn
@@ -379,12 +380,12 @@ func pinAll(ctx context.Context, t Transport, donors []peer.ID, req StateRequest
 	}
 	wg.Wait()
 	votes := map[string]int{}
-	var moved uint64
+	var at uint64 // the newest step the donors that could not pin are at
 	for _, a := range answers {
 		if a.err == nil {
 			votes[a.c.m.Hash]++
 		} else {
-			moved = max(moved, a.c.m.At)
+			at = max(at, a.c.m.At)
 		}
 	}
 	chosen := req.Want
@@ -406,7 +407,7 @@ func pinAll(ctx context.Context, t Transport, donors []peer.ID, req StateRequest
 			out = append(out, a.c)
 		}
 	}
-	return out, moved
+	return out, at
 }
 
 // pinOne asks p to pin req.Step and checks its manifest.

@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,7 @@ type Node struct {
 	lastGroup     []peer.ID // members of the last round we applied
 	optState      []float32 // scratch: the optimizer state, reused for hashing every step
 	syncing       bool
+	syncTo        uint64 // the step being downloaded, while syncing
 
 	unlock    func()        // releases the node directory
 	resync    atomic.Bool   // set when the swarm's consensus is another state
@@ -221,40 +223,63 @@ func (n *Node) currentStep() uint64 {
 	return n.step
 }
 
-// expected is the candidate set of a step: who picks the assembler and
-// whom the assembler waits for. It starts from the members of the last
-// round (identical at every member, unlike gossip views, which lag by a
-// step or two when steps are fast) that are still live and not syncing,
-// plus self, plus newcomers the view shows at step or just finishing
-// step-1. Members thus pick one assembler and form one group; only a
-// newcomer's first round can see views disagree, and the state-hash
-// consensus heals that.
-func (n *Node) expected(step uint64) []peer.ID {
+// candidates is who may assemble the group of a step: the members of
+// the last round (identical at every member, unlike gossip views, which
+// lag by a step or two when steps are fast) that are still live and not
+// syncing, plus self. A newcomer holds the same list (it came with the
+// state) and does not count itself until it has been in a round, so it
+// picks the same assembler as everyone else. With no last round (the
+// first step), every live peer counts.
+func (n *Node) candidates() []peer.ID {
 	self := n.host.ID()
+	live := n.liveTrainers()
+	n.mu.Lock()
+	last := n.lastGroup
+	n.mu.Unlock()
+	var out []peer.ID
+	for _, p := range last {
+		if _, ok := live[p]; (ok || p == self) && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, self)
+		for p := range live {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// expected is whom the assembler of step waits for: the candidates, self,
+// newcomers the view shows at step or just finishing step-1, and peers
+// downloading exactly that step, so a joiner is in the round right after
+// its download instead of chasing a swarm that moves on without it.
+func (n *Node) expected(step uint64) []peer.ID {
+	out := n.candidates()
+	if !slices.Contains(out, n.host.ID()) {
+		out = append(out, n.host.ID())
+	}
+	for _, m := range n.view.Live(time.Now()) {
+		if slices.Contains(out, m.Peer) {
+			continue
+		}
+		if (!m.Syncing && (m.Step == step || m.Step+1 == step)) || (m.Syncing && m.SyncTo == step) {
+			out = append(out, m.Peer)
+		}
+	}
+	return out
+}
+
+// liveTrainers is the view's live peers that are not syncing.
+func (n *Node) liveTrainers() map[peer.ID]gossip.Member {
 	live := map[peer.ID]gossip.Member{}
 	for _, m := range n.view.Live(time.Now()) {
 		if !m.Syncing {
 			live[m.Peer] = m
 		}
 	}
-	n.mu.Lock()
-	last := n.lastGroup
-	n.mu.Unlock()
-	seen := map[peer.ID]bool{self: true}
-	out := []peer.ID{self}
-	for _, p := range last {
-		if _, ok := live[p]; ok && !seen[p] {
-			seen[p] = true
-			out = append(out, p)
-		}
-	}
-	for p, m := range live {
-		if !seen[p] && (m.Step == step || m.Step+1 == step) {
-			seen[p] = true
-			out = append(out, p)
-		}
-	}
-	return out
+	return live
 }
 
 // matchView shows the node's membership to its matchmaker.
@@ -450,6 +475,9 @@ func (n *Node) publishHeartbeat(ctx context.Context, leaving bool) {
 	hb := gossip.Heartbeat{
 		Peer: n.host.ID(), Run: n.run, Seq: n.seq.Add(1), Step: n.step, Hash: n.hash,
 		SamplesPerSec: finite(n.samplesPerSec), Device: n.dev.Summary(), Syncing: n.syncing, Leaving: leaving,
+	}
+	if n.syncing {
+		hb.SyncTo = n.syncTo
 	}
 	n.mu.Unlock()
 	addrs := n.host.JoinAddrs()

@@ -91,7 +91,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			continue // the swarm moved on while we computed: sync first
 		}
 		n.setPhase("averaging")
-		r, err := n.mm.Match(ctx, step, samples, n.expected(step))
+		r, err := n.mm.Match(ctx, step, samples, n.candidates())
 		if errors.Is(err, gossip.ErrBehind) {
 			n.log.Info("swarm averaged without us; syncing", "step", step)
 			n.aheadHint.Store(step + 1)
@@ -219,11 +219,25 @@ func (n *Node) syncState(ctx context.Context) error {
 		}
 		sleep(ctx, 20*time.Millisecond)
 	}
-	donors, step, want := n.donors()
+	donors, top, want := n.donors()
 	if len(donors) == 0 {
 		n.resync.Store(false)
 		return nil // nobody ahead of us: our state is the swarm's
 	}
+	// Download the step after the newest one gossiped: donors hand it over
+	// the moment they reach it, and its assembler, told by our heartbeat,
+	// waits for us, so we are in that very round. (A stalled swarm never
+	// gets there; FetchState then takes the step the donors are at.)
+	step := top + 1
+	if top >= uint64(n.cfg.Run.Steps) {
+		step = top // the final state: nobody goes further
+	} else {
+		want = "" // the consensus we know is top's
+	}
+	n.mu.Lock()
+	n.syncTo = step
+	n.mu.Unlock()
+	n.publishHeartbeat(ctx, false)
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	f, err := gossip.FetchState(cctx, n.tr, donors, gossip.StateRequest{
