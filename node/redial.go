@@ -44,8 +44,18 @@ func (r *redialer) heard(p peer.ID, now time.Time) {
 		s = &redialState{}
 		r.peers[p] = s
 	}
+	if now.Sub(s.lastHeard) > silentFor {
+		// Back after a silence (a cut healed somewhere): dial now, not
+		// when the backoff ends. A peer heard all along but not dialable
+		// (behind NAT) keeps its backoff.
+		s.next = time.Time{}
+	}
 	s.lastHeard = now
 }
+
+// silentFor is how long without news makes a peer's next word a sign it
+// is reachable again.
+const silentFor = 3 * time.Second
 
 // left forgets p: it said goodbye.
 func (r *redialer) left(p peer.ID) {

@@ -51,6 +51,23 @@ func TestRedialer(t *testing.T) {
 	if got := r.due(now.Add(redialMin), connected); len(got) != 1 {
 		t.Fatal("backoff did not restart from its minimum")
 	}
+	// Heard again after a silence: dialled at once, backoff or not.
+	for range 3 {
+		r.dialed(a, false, now)
+	}
+	if got := r.due(now.Add(time.Second), connected); len(got) != 0 {
+		t.Fatal("redialled during the backoff")
+	}
+	r.heard(a, now.Add(time.Second)) // heard all along: keeps the backoff
+	if got := r.due(now.Add(time.Second), connected); len(got) != 0 {
+		t.Fatal("a peer heard all along skipped its backoff")
+	}
+	r.heard(a, now.Add(time.Second+silentFor+time.Millisecond))
+	if got := r.due(now.Add(time.Second+silentFor+time.Millisecond), connected); len(got) != 1 {
+		t.Fatal("a peer heard again after a silence was not dialled at once")
+	}
+	r.dialed(a, false, now)
+
 	// Gone or long unheard: forgotten.
 	r.left(a)
 	up[b] = false
