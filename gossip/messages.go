@@ -60,8 +60,8 @@ type Heartbeat struct {
 	Syncing       bool     `json:"syncing"` // downloading state; contributes nothing yet
 	// SyncTo is the step a syncing peer is downloading: the assembler of
 	// that step waits for it, so it joins the very next round.
-	SyncTo uint64 `json:"sync_to,omitempty"`
-	Leaving       bool     `json:"leaving"` // clean leave: drop me now
+	SyncTo  uint64 `json:"sync_to,omitempty"`
+	Leaving bool   `json:"leaving"` // clean leave: drop me now
 }
 
 // Progress reports samples accumulated toward step Step+1.
