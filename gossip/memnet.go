@@ -22,6 +22,8 @@ type MemNetwork struct {
 	// Timeout bounds each Send/Recv, like the per-frame deadlines of the
 	// real transport.
 	Timeout time.Duration
+	// SlowDelay is how long a frame marked Slow takes to go out.
+	SlowDelay time.Duration
 	// fault, when set, decides the fate of every frame before delivery,
 	// so tests can crash, stall or corrupt a peer at an exact protocol step.
 	fault atomic.Pointer[func(FrameEvent) FrameAction]
@@ -46,6 +48,7 @@ const (
 	Crash               // the sender dies now: isolated, frame lost
 	Stall               // the sender hangs until Release; the frame never arrives
 	Corrupt             // the frame arrives with its bytes flipped
+	Slow                // the frame takes SlowDelay to go out: a slow or congested link
 )
 
 // SetFault installs f (nil removes it); safe while streams are running.
@@ -203,6 +206,12 @@ func (s *memStream) Send(frame []byte) error {
 		case Corrupt:
 			for i := range b {
 				b[i] ^= 0xA5
+			}
+		case Slow:
+			select {
+			case <-time.After(s.net.SlowDelay):
+			case <-s.dead:
+				return errMemReset
 			}
 		}
 	}
