@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,11 @@ func Assembler(step uint64, candidates []peer.ID) peer.ID {
 // caller's state is stale and must be downloaded again.
 var ErrBehind = errors.New("swarm moved past this step")
 
+// ErrTooFew means fewer peers than the run's minimum group joined.
+var ErrTooFew = errors.New("too few peers for a round")
+
+const tooFewReason = "too few peers for a round"
+
 // MatchConfig tunes matchmaking.
 type MatchConfig struct {
 	Run string
@@ -54,6 +60,9 @@ type MatchConfig struct {
 	// (bytes/s, 0 unknown) and whether it is a client that cannot accept
 	// inbound streams. Nil: unknown, not a client.
 	Capacity func() (throughput float64, client bool)
+	// MinGroup is the fewest members a group may have; an assembly with
+	// fewer is refused with ErrTooFew and the joiners try again.
+	MinGroup int
 }
 
 // MatchView is what an assembler needs to know about the swarm.
@@ -130,6 +139,9 @@ func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candid
 	if len(g.Members) == 0 {
 		if g.Reason == behindReason {
 			return Round{}, ErrBehind
+		}
+		if strings.HasPrefix(g.Reason, tooFewReason) {
+			return Round{}, fmt.Errorf("%w: %s", ErrTooFew, strings.TrimPrefix(g.Reason, tooFewReason))
 		}
 		return Round{}, fmt.Errorf("refused by assembler %s: %s", leader.ShortString(), g.Reason)
 	}
@@ -230,6 +242,9 @@ func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error)
 	case <-ctx.Done():
 		return Group{}, ctx.Err()
 	}
+	if a.group.Reason != "" {
+		return a.group, nil // a refusal, the same for every joiner
+	}
 	if a.group.Index(p) < 0 {
 		return Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
 	}
@@ -307,6 +322,11 @@ func (m *Matchmaker) close(a *assembly) {
 	if stale {
 		// Everyone in it is told "behind" and resyncs.
 		a.group = Group{Run: m.cfg.Run, Step: a.step, Reason: behindReason}
+		close(a.done)
+		return
+	}
+	if len(a.joined) < m.cfg.MinGroup {
+		a.group = Group{Run: m.cfg.Run, Step: a.step, Reason: fmt.Sprintf("%s: %d joined, the run needs %d", tooFewReason, len(a.joined), m.cfg.MinGroup)}
 		close(a.done)
 		return
 	}

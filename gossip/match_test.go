@@ -197,3 +197,47 @@ func TestMatchRefusesWhenSwarmMovedOn(t *testing.T) {
 		t.Fatalf("got %v, want ErrBehind", err)
 	}
 }
+
+// Below the run's minimum group size no round forms: every joiner hears
+// ErrTooFew (and retries); at the minimum, the round forms.
+func TestMatchMinGroup(t *testing.T) {
+	_, ts, ids := memPeers(3)
+	st := &fixedView{ids: ids[:2]}
+	var mms []*Matchmaker
+	for _, tr := range ts {
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 100 * time.Millisecond, MinGroup: 3}, st))
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = mms[i].Match(context.Background(), 0, 4, ids[:2])
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, ErrTooFew) {
+			t.Fatalf("peer %d: got %v, want ErrTooFew", i, err)
+		}
+	}
+	st.mu.Lock()
+	st.ids = ids
+	st.mu.Unlock()
+	rounds := make([]Round, 3)
+	errs = make([]error, 3)
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rounds[i], errs[i] = mms[i].Match(context.Background(), 0, 4, ids)
+		}()
+	}
+	wg.Wait()
+	for i := range 3 {
+		if errs[i] != nil || len(rounds[i].Members) != 3 {
+			t.Fatalf("peer %d with three joined: %v, %d members", i, errs[i], len(rounds[i].Members))
+		}
+	}
+}

@@ -30,6 +30,9 @@ type RunConfig struct {
 	Seed        uint64  `json:"seed"`         // weight init and data order
 	Codec       string  `json:"codec"`        // gradient codec on the wire: fp32, fp16
 	Lossless    string  `json:"lossless"`     // lossless stage: none, zstd
+	// MinGroup is the fewest peers a round may have: below it no step is
+	// taken and the swarm waits for peers (1: a lone peer trains alone).
+	MinGroup int `json:"min_group"`
 }
 
 // DefaultRunConfig is the demo's run: an MLP that reaches ≥97% on MNIST
@@ -47,6 +50,7 @@ func DefaultRunConfig() RunConfig {
 		Seed:        1,
 		Codec:       "fp32",
 		Lossless:    "none",
+		MinGroup:    1,
 	}
 }
 
@@ -71,6 +75,8 @@ func (r RunConfig) Validate() error {
 		return fmt.Errorf("run config: warmup %d, want 0..steps (%d)", r.Warmup, r.Steps)
 	case r.Steps < 1 || r.Steps > 10_000_000:
 		return fmt.Errorf("run config: steps %d, want 1..10000000", r.Steps)
+	case r.MinGroup < 1 || r.MinGroup > 1024:
+		return fmt.Errorf("run config: min group %d, want 1..1024", r.MinGroup)
 	}
 	for i, w := range r.Hidden {
 		if w < 1 || w > 8192 {

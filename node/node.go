@@ -188,7 +188,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.view = gossip.NewMembership(n.host.ID(), cfg.PeerExpiry)
 	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Lossless: lossless, RoundTimeout: cfg.RoundTimeout})
 	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
-		Capacity: func() (float64, bool) { return n.av.Throughput(), cfg.Client }}, matchView{n})
+		Capacity: func() (float64, bool) { return n.av.Throughput(), cfg.Client }, MinGroup: cfg.Run.MinGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
 	n.states = gossip.NewStateServer(n.tr, n.run, n.snapshot)

@@ -98,6 +98,12 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			n.resync.Store(true)
 			continue
 		}
+		if errors.Is(err, gossip.ErrTooFew) {
+			// Not a failure: the run asks for more peers than are here.
+			n.setPhase("waiting for peers")
+			n.log.Info("waiting for a large enough group", "step", step, "err", err)
+			continue
+		}
 		if err != nil {
 			n.noteFailure(step, "matchmaking", err)
 			continue // keep the gradient, try again (more samples meanwhile)

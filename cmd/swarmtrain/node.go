@@ -35,6 +35,7 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	fs.Uint64Var(&rc.Seed, "seed", d.Seed, "seed for weights and data order")
 	fs.StringVar(&rc.Codec, "codec", d.Codec, "gradient codec on the wire: fp32 or fp16")
 	fs.StringVar(&rc.Lossless, "lossless", d.Lossless, "lossless stage after the codec: none or zstd")
+	fs.IntVar(&rc.MinGroup, "min-group", d.MinGroup, "fewest peers a round may have; below it the swarm waits instead of stepping")
 	rc.Dataset = d.Dataset
 }
 
@@ -50,7 +51,7 @@ func runArgs(rc node.RunConfig) []string {
 		"--hidden", strings.Join(hidden, ","), "--batch", strconv.Itoa(rc.Batch), "--target-batch", strconv.Itoa(rc.TargetBatch),
 		"--optimizer", rc.Optimizer, "--lr", f32(rc.LR), "--momentum", f32(rc.Momentum), "--weight-decay", f32(rc.WeightDecay),
 		"--warmup", strconv.Itoa(rc.Warmup), "--steps", strconv.Itoa(rc.Steps), "--seed", strconv.FormatUint(rc.Seed, 10),
-		"--codec", rc.Codec, "--lossless", rc.Lossless,
+		"--codec", rc.Codec, "--lossless", rc.Lossless, "--min-group", strconv.Itoa(rc.MinGroup),
 	}
 }
 
