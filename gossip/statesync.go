@@ -317,10 +317,26 @@ type Fetched struct {
 }
 
 // FetchState downloads the state from up to four of donors (best first)
-// in parallel. It succeeds only with a state whose chunks all match the
+// in parallel; see Download.Fetch.
+func FetchState(ctx context.Context, t Transport, donors []peer.ID, req StateRequest) (*Fetched, error) {
+	var d Download
+	return d.Fetch(ctx, t, donors, req)
+}
+
+// Download keeps the verified chunks of a state across attempts: when
+// every donor of an attempt dies, the next attempt that pins the same
+// state fetches only what is missing. The zero value is ready to use.
+type Download struct {
+	hash string
+	vals []float32
+	have []bool
+}
+
+// Fetch downloads the state from up to four of donors (best first) in
+// parallel. It succeeds only with a state whose chunks all match the
 // manifest and whose manifest matches the state hash; a donor that dies
 // or sends a bad chunk is dropped and its chunks go to the others.
-func FetchState(ctx context.Context, t Transport, donors []peer.ID, req StateRequest) (*Fetched, error) {
+func (d *Download) Fetch(ctx context.Context, t Transport, donors []peer.ID, req StateRequest) (*Fetched, error) {
 	if len(donors) == 0 {
 		return nil, errors.New("no donors")
 	}
@@ -341,7 +357,7 @@ func FetchState(ctx context.Context, t Transport, donors []peer.ID, req StateReq
 			req.Step, req.Want = at, ""
 			continue
 		}
-		err := download(ctx, conns, f)
+		err := d.download(ctx, conns, f)
 		for _, c := range conns {
 			c.s.CloseWrite()
 			c.s.Close()
@@ -468,20 +484,30 @@ func pinOne(ctx context.Context, t Transport, p peer.ID, req StateRequest) (dono
 
 // download pulls every chunk from the donors in parallel and verifies
 // each; a donor's failure hands its chunk back to the others.
-func download(ctx context.Context, conns []donorConn, f *Fetched) error {
+func (d *Download) download(ctx context.Context, conns []donorConn, f *Fetched) error {
 	m := conns[0].m
-	vals := make([]float32, m.NParams+m.NOpt)
 	n := len(m.Chunks)
-	queue := make(chan int, n)
-	for k := range n {
-		queue <- k
+	if d.hash != m.Hash {
+		d.hash, d.vals, d.have = m.Hash, make([]float32, m.NParams+m.NOpt), make([]bool, n)
 	}
+	vals := d.vals
+	queue := make(chan int, n)
 	var (
 		done      = make(chan struct{})
 		completed atomic.Int64
 		mu        sync.Mutex
 		wg        sync.WaitGroup
 	)
+	for k := range n {
+		if d.have[k] {
+			completed.Add(1) // verified in an earlier attempt
+		} else {
+			queue <- k
+		}
+	}
+	if completed.Load() == int64(n) {
+		close(done)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for _, c := range conns {
@@ -510,6 +536,7 @@ func download(ctx context.Context, conns []donorConn, f *Fetched) error {
 				}
 				mu.Lock()
 				f.Chunks[c.p]++
+				d.have[k] = true
 				mu.Unlock()
 				if completed.Add(1) == int64(n) {
 					close(done)
@@ -525,6 +552,7 @@ func download(ctx context.Context, conns []donorConn, f *Fetched) error {
 		}
 		return fmt.Errorf("every donor failed with %d of %d chunks left: %w", n-int(completed.Load()), n, joinFailures(f.Failed))
 	}
+	*d = Download{} // the caller owns vals now
 	f.Snapshot = Snapshot{Step: m.Step, Params: vals[:m.NParams:m.NParams], Opt: vals[m.NParams:], Group: m.Group}
 	f.Hash = HashState(m.Step, f.Params, f.Opt)
 	if f.Hash != m.Hash { // cannot happen when every chunk matched; cheap to be sure

@@ -279,3 +279,45 @@ func TestStateSyncFollowsWantedHash(t *testing.T) {
 		t.Errorf("chunks by donor: %v; want all from donor 2", f.Chunks)
 	}
 }
+
+// When every donor of a download dies, the chunks already verified are
+// kept: the next attempt at the same state fetches only the rest.
+func TestStateSyncResumesAfterAllDonorsDie(t *testing.T) {
+	net, ts, ids, _ := donorsAt(t, 4, 6) // donors 0, 1 serve first; 2, 3 later
+	joiner := ts[4]
+	net.SetFault(func(e FrameEvent) FrameAction {
+		// Donors 0 and 1 each deliver their manifest and two chunks, then die.
+		if e.Proto == ProtoState && !e.Opener && e.Seq == 3 && (e.From == ids[0] || e.From == ids[1]) {
+			return Crash
+		}
+		return Deliver
+	})
+	var d Download
+	if _, err := d.Fetch(context.Background(), joiner, ids[:2], request(6)); err == nil {
+		t.Fatal("a download whose donors all died succeeded")
+	}
+	kept := 0
+	for _, h := range d.have {
+		if h {
+			kept++
+		}
+	}
+	if kept != 4 {
+		t.Fatalf("kept %d verified chunks, want the 4 delivered", kept)
+	}
+	f, err := d.Fetch(context.Background(), joiner, ids[2:4], request(6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for _, c := range f.Chunks {
+		got += c
+	}
+	if n := numChunks(testNParams + testNOpt); got != n-kept {
+		t.Errorf("second attempt fetched %d chunks, want the %d missing", got, n-kept)
+	}
+	want := stateAt(6, testNParams, testNOpt)
+	if f.Hash != HashState(6, want.Params, want.Opt) {
+		t.Error("resumed download is not the state")
+	}
+}

@@ -68,7 +68,8 @@ type Node struct {
 	lastGroup     []peer.ID // members of the last round we applied
 	optState      []float32 // scratch: the optimizer state, reused for hashing every step
 	syncing       bool
-	syncTo        uint64 // the step being downloaded, while syncing
+	syncTo        uint64          // the step being downloaded, while syncing
+	download      gossip.Download // verified chunks kept across attempts (training loop only)
 
 	unlock    func()        // releases the node directory
 	resync    atomic.Bool   // set when the swarm's consensus is another state

@@ -246,7 +246,7 @@ func (n *Node) syncState(ctx context.Context) error {
 	n.publishHeartbeat(ctx, false)
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	f, err := gossip.FetchState(cctx, n.tr, donors, gossip.StateRequest{
+	f, err := n.download.Fetch(cctx, n.tr, donors, gossip.StateRequest{
 		Run: n.run, NParams: len(n.params), NOpt: len(n.optState), Step: step, Want: want,
 		// A donor a round behind usually gets there within a round; one
 		// that does not answers "not yet" and the others serve.
