@@ -2,9 +2,11 @@ package gossip
 
 import (
 	"crypto/sha256"
+	"hash"
 	"encoding/binary"
 	"encoding/hex"
 	"math"
+	"unsafe"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -34,27 +36,47 @@ func numChunks(n int) int { return (n + StateChunk - 1) / StateChunk }
 func ChunkHashes(params, opt []float32) [][32]byte {
 	n := len(params) + len(opt)
 	out := make([][32]byte, numChunks(n))
-	buf := make([]byte, 0, 4*StateChunk)
+	var buf []byte
+	h := sha256.New()
 	for k := range out {
-		buf = appendBits(buf[:0], params, opt, k*StateChunk, min((k+1)*StateChunk, n))
-		out[k] = sha256.Sum256(buf)
+		h.Reset()
+		lo, hi := k*StateChunk, min((k+1)*StateChunk, n)
+		// The chunk may straddle params and opt.
+		if lo < len(params) {
+			buf = writeBits(h, buf, params[lo:min(hi, len(params))])
+		}
+		if hi > len(params) {
+			buf = writeBits(h, buf, opt[max(lo-len(params), 0):hi-len(params)])
+		}
+		h.Sum(out[k][:0])
 	}
 	return out
 }
 
-// appendBits appends values [lo, hi) of params‖opt as little-endian bits.
-func appendBits(dst []byte, params, opt []float32, lo, hi int) []byte {
-	for i := lo; i < hi; i++ {
-		var x float32
-		if i < len(params) {
-			x = params[i]
-		} else {
-			x = opt[i-len(params)]
-		}
-		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(x))
+// writeBits writes xs as little-endian fp32 bits to h. On little-endian
+// machines (nearly all) that is their memory as it is, hashed in place:
+// a state is hashed after every step, so the copy would cost more than the
+// hash. buf is scratch for the others.
+func writeBits(h hash.Hash, buf []byte, xs []float32) []byte {
+	if len(xs) == 0 {
+		return buf
 	}
-	return dst
+	if littleEndian {
+		h.Write(unsafe.Slice((*byte)(unsafe.Pointer(&xs[0])), 4*len(xs)))
+		return buf
+	}
+	buf = buf[:0]
+	for _, x := range xs {
+		buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(x))
+	}
+	h.Write(buf)
+	return buf
 }
+
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
 
 // HashState is the state hash peers gossip. It is a hash over the step,
 // the sizes and the chunk hashes, so a joiner can check a donor's list of

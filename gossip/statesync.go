@@ -576,8 +576,9 @@ func fetchChunk(c donorConn, k int, vals []float32, buf []byte) error {
 	if err := compression.DecodePart(vals[lo:hi], frame); err != nil {
 		return err
 	}
-	sum := sha256.Sum256(appendBits(buf[:0], vals, nil, lo, hi))
-	if !bytes.Equal(sum[:], c.m.Chunks[k]) {
+	h := sha256.New()
+	writeBits(h, buf, vals[lo:hi])
+	if sum := h.Sum(nil); !bytes.Equal(sum, c.m.Chunks[k]) {
 		clear(vals[lo:hi])
 		return fmt.Errorf("hash %s does not match the manifest", hex.EncodeToString(sum[:8]))
 	}
