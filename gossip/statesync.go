@@ -57,11 +57,13 @@ var (
 // Limits on what donors hold for joiners: each pinned step is a full copy
 // of the state.
 const (
-	maxPinnedSteps   = 2
-	maxStateStreams  = 8
-	maxDonorWait     = 30 * time.Second
-	maxFetchDonors   = 4
-	maxFetchAttempts = 3
+	maxPinnedSteps  = 2
+	maxStateStreams = 8
+	// A joiner needs one stream per attempt; two lets a retry overlap.
+	maxStateStreamsPerPeer = 2
+	maxDonorWait           = 30 * time.Second
+	maxFetchDonors         = 4
+	maxFetchAttempts       = 3
 )
 
 // StateServer serves this peer's state to joiners over ProtoState.
@@ -73,6 +75,7 @@ type StateServer struct {
 	pinned  map[uint64]*pinnedState
 	waiters map[uint64][]chan *pinnedState
 	streams int
+	byPeer  map[peer.ID]int // streams per joiner: one peer cannot take every slot
 }
 
 // pinnedState is a frozen copy of the state at one step.
@@ -89,7 +92,7 @@ type pinnedState struct {
 // NewStateServer registers the state protocol on t. snapshot returns the
 // current state (a copy the server may keep).
 func NewStateServer(t Transport, run string, snapshot func() (Snapshot, error)) *StateServer {
-	s := &StateServer{run: run, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}}
+	s := &StateServer{run: run, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}, byPeer: map[peer.ID]int{}}
 	t.Handle(ProtoState, s.serve)
 	return s
 }
@@ -231,10 +234,12 @@ func (s *StateServer) serve(st Stream) {
 		st.Reset()
 		return
 	}
+	from := st.RemotePeer()
 	s.mu.Lock()
-	busy := s.streams >= maxStateStreams
+	busy := s.streams >= maxStateStreams || s.byPeer[from] >= maxStateStreamsPerPeer
 	if !busy {
 		s.streams++
+		s.byPeer[from]++
 	}
 	s.mu.Unlock()
 	if busy {
@@ -244,6 +249,9 @@ func (s *StateServer) serve(st Stream) {
 	defer func() {
 		s.mu.Lock()
 		s.streams--
+		if s.byPeer[from]--; s.byPeer[from] == 0 {
+			delete(s.byPeer, from)
+		}
 		s.mu.Unlock()
 	}()
 	if req.Run != s.run {

@@ -105,7 +105,21 @@ func checkFetched(t *testing.T, f *Fetched, step uint64) {
 // A joiner downloads one verified state from several donors at once, and
 // the donors free their pinned copies afterwards.
 func TestStateSyncFromManyDonors(t *testing.T) {
-	_, ts, ids, rs := donorsAt(t, 3, 7)
+	net, ts, ids, rs := donorsAt(t, 3, 7)
+	// Donor 0's chunks wait for another donor's first: however the
+	// goroutines are scheduled, the download is shared.
+	other := make(chan struct{})
+	var once sync.Once
+	net.SetFault(func(e FrameEvent) FrameAction {
+		if e.Proto == ProtoState && !e.Opener && e.Seq > 0 {
+			if e.From == ids[0] {
+				<-other
+			} else {
+				once.Do(func() { close(other) })
+			}
+		}
+		return Deliver
+	})
 	want := stateAt(7, testNParams, testNOpt)
 	req := request(7)
 	req.Want = HashState(7, want.Params, want.Opt)
@@ -167,7 +181,17 @@ func TestStateSyncSurvivesDonorDeath(t *testing.T) {
 // finish the download. A donor whose manifest does not hash to the state
 // hash is refused before any chunk is fetched.
 func TestStateSyncDropsLyingDonors(t *testing.T) {
-	_, ts, ids, _ := donorsAt(t, 4, 9) // donors 2 and 3 are replaced below
+	net, ts, ids, _ := donorsAt(t, 4, 9) // donors 2 and 3 are replaced below
+	// The honest donors' chunks wait until the liar sent one, so the liar
+	// surely gets to lie.
+	lied := make(chan struct{})
+	var once sync.Once
+	net.SetFault(func(e FrameEvent) FrameAction {
+		if e.Proto == ProtoState && !e.Opener && e.Seq > 0 && (e.From == ids[0] || e.From == ids[1]) {
+			<-lied
+		}
+		return Deliver
+	})
 	honest := stateAt(9, testNParams, testNOpt)
 	chunks := ChunkHashes(honest.Params, honest.Opt)
 	manifest := stateManifest{Step: 9, Hash: HashState(9, honest.Params, honest.Opt), NParams: testNParams, NOpt: testNOpt}
@@ -186,6 +210,7 @@ func TestStateSyncDropsLyingDonors(t *testing.T) {
 			}
 			frame, _ := compression.EncodePart(nil, compression.FP32{}, compression.LosslessNone, make([]float32, StateChunk))
 			s.Send(frame)
+			once.Do(func() { close(lied) })
 		}
 	})
 	forger := ts[3] // a manifest whose chunk list does not hash to its claimed hash
@@ -320,4 +345,39 @@ func TestStateSyncResumesAfterAllDonorsDie(t *testing.T) {
 	if f.Hash != HashState(6, want.Params, want.Opt) {
 		t.Error("resumed download is not the state")
 	}
+}
+
+// One peer holding streams open cannot lock joiners out: past two
+// streams it is told "busy", while another joiner is still served.
+func TestStateServerCapsStreamsPerPeer(t *testing.T) {
+	_, ts, ids, rs := donorsAt(t, 2, 3) // donor 0 serves; 1 hogs, 2 joins
+	hog := ts[1]
+	for i := range 2 { // ask for a future step: the server holds these open, waiting
+		s, err := hog.Open(context.Background(), ids[0], ProtoState)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Reset()
+		b, _ := json.Marshal(stateRequest{Run: "ab", Step: 100, WaitMS: 5000})
+		if err := s.Send(b); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		rs[0].srv.mu.Lock()
+		defer rs[0].srv.mu.Unlock()
+		if n := rs[0].srv.byPeer[ids[1]]; n != 2 {
+			return fmt.Errorf("server holds %d of the hog's streams", n)
+		}
+		return nil
+	})
+	_, err := FetchState(context.Background(), hog, ids[:1], request(3))
+	if err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Fatalf("third stream from the same peer: got %v, want busy", err)
+	}
+	f, err := FetchState(context.Background(), ts[2], ids[:1], request(3))
+	if err != nil {
+		t.Fatalf("another joiner was locked out: %v", err)
+	}
+	checkFetched(t, f, 3)
 }
