@@ -2,9 +2,9 @@ package gossip
 
 import (
 	"crypto/sha256"
-	"hash"
 	"encoding/binary"
 	"encoding/hex"
+	"hash"
 	"math"
 	"unsafe"
 

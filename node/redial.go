@@ -24,6 +24,7 @@ type redialState struct {
 	next      time.Time     // earliest next dial
 	backoff   time.Duration // doubles per failed dial, 1 s … 8 s
 	dialing   bool
+	hungUp    bool // we closed its silent connection during this silence
 }
 
 const (
@@ -51,11 +52,35 @@ func (r *redialer) heard(p peer.ID, now time.Time) {
 		s.next = time.Time{}
 	}
 	s.lastHeard = now
+	s.hungUp = false
+}
+
+// hangUp returns the peers whose connection is open but silent for
+// longer than silentConn, once per silence. After a cut, a connection can
+// look open for a minute while TCP's retransmission backoff grows to
+// seconds; closing it lets a fresh dial get through as soon as the link
+// is back, instead of waiting out that backoff.
+func (r *redialer) hangUp(now time.Time, connected func(peer.ID) bool) []peer.ID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []peer.ID
+	for p, s := range r.peers {
+		if !s.hungUp && now.Sub(s.lastHeard) > silentConn && connected(p) {
+			s.hungUp = true
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // silentFor is how long without news makes a peer's next word a sign it
 // is reachable again.
 const silentFor = 3 * time.Second
+
+// silentConn is how long an open connection may carry nothing from its
+// peer before we hang up on it; well past the peer expiry (a CPU-starved
+// peer is slow, not gone).
+const silentConn = 10 * time.Second
 
 // left forgets p: it said goodbye.
 func (r *redialer) left(p peer.ID) {
@@ -117,6 +142,10 @@ func (n *Node) redial(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		for _, p := range n.redials.hangUp(time.Now(), connected) {
+			n.log.Info("hanging up on a silent connection", "peer", p)
+			nw.ClosePeer(p)
 		}
 		for _, p := range n.redials.due(time.Now(), connected) {
 			go func() {

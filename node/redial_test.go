@@ -68,6 +68,25 @@ func TestRedialer(t *testing.T) {
 	}
 	r.dialed(a, false, now)
 
+	// An open connection silent for long is hung up on, once per silence.
+	up[b] = false // b's connection is gone: nothing to hang up
+	c := peer.ID("c")
+	r.heard(c, now)
+	up[c] = true
+	if got := r.hangUp(now.Add(silentConn-time.Millisecond), connected); len(got) != 0 {
+		t.Fatalf("hung up on %v before the silence was long", got)
+	}
+	if got := r.hangUp(now.Add(silentConn+time.Millisecond), connected); len(got) != 1 || got[0] != c {
+		t.Fatalf("silent connection not hung up: %v", got)
+	}
+	if got := r.hangUp(now.Add(2*silentConn), connected); len(got) != 0 {
+		t.Fatal("hung up twice in one silence")
+	}
+	r.heard(c, now.Add(2*silentConn))
+	if got := r.hangUp(now.Add(3*silentConn+time.Millisecond), connected); len(got) != 1 {
+		t.Fatal("a new silence was not hung up on")
+	}
+
 	// Gone or long unheard: forgotten.
 	r.left(a)
 	up[b] = false
