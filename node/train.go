@@ -256,7 +256,9 @@ func (n *Node) syncState(ctx context.Context) error {
 		return err
 	}
 	for p, err := range f.Failed {
-		n.log.Warn("state donor dropped", "peer", p, "err", err)
+		// Mostly donors that moved on or are syncing themselves; a donor
+		// that lied or died is named here too.
+		n.log.Info("state donor not used", "peer", p, "err", err)
 	}
 	if err := n.load(f.Snapshot, f.Hash); err != nil {
 		return err
