@@ -55,8 +55,13 @@ func FuzzDecodePart(f *testing.F) {
 			}
 		}
 		// Whatever decodes re-encodes, with the same codec, to values that
-		// decode identically (the codecs are idempotent on their output).
+		// decode identically: the float codecs are idempotent on their
+		// output. (The blockwise quantizers are not: a crafted block whose
+		// levels stay far below the maximum is rescaled.)
 		c, _ := Lookup(CodecID(frame[1]))
+		if c.ID() == IDInt8 || c.ID() == IDInt4 {
+			return
+		}
 		re, err := EncodePart(nil, c, Lossless(frame[2]), dst)
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)

@@ -255,6 +255,34 @@ func (a *Averager) forget(id string) {
 // local is never modified, so a failed round can be retried with it. On
 // error out holds garbage and must not be applied.
 func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32) error {
+	return a.allReduce(ctx, r, local, out, nil)
+}
+
+// AllReduceEF is AllReduce with error feedback, for lossy codecs: it sends
+// local + residual and, when the round succeeds, leaves in residual what
+// the codec dropped from this peer's contribution, to be sent with the
+// next round. A failed round leaves residual as it was, so a retry sends
+// the same values. (The owner's encoding of the average is shared by all
+// members and not fed back: it keeps replicas identical.)
+func (a *Averager) AllReduceEF(ctx context.Context, r Round, local, residual, out []float32) error {
+	if len(residual) != len(local) {
+		return fmt.Errorf("allreduce: residual has %d values, local %d", len(residual), len(local))
+	}
+	comp := make([]float32, len(local))
+	for i := range comp {
+		comp[i] = local[i] + residual[i]
+	}
+	dropped := make([]float32, len(local))
+	if err := a.allReduce(ctx, r, comp, out, dropped); err != nil {
+		return err
+	}
+	copy(residual, dropped)
+	return nil
+}
+
+// allReduce runs one round; when dropped is non-nil it receives, per value
+// this peer sent, what the codec dropped (zero for the part it owns).
+func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped []float32) error {
 	if len(out) != len(local) {
 		return fmt.Errorf("allreduce: out has %d values, local %d", len(out), len(local))
 	}
@@ -312,7 +340,7 @@ func (a *Averager) AllReduce(ctx context.Context, r Round, local, out []float32)
 		wg.Add(1)
 		go func(j int) {
 			defer wg.Done()
-			part, err := a.exchange(ctx, r, me, j, local, out)
+			part, err := a.exchange(ctx, r, me, j, local, out, dropped)
 			res.resolve(j, part)
 			if err == nil {
 				return
@@ -416,7 +444,7 @@ func WeightedMean(xs [][]float32, weights []int) []float32 {
 
 // exchange sends this peer's copy of part j to its owner and receives the
 // averaged part back into out.
-func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out []float32) ([]byte, error) {
+func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32) ([]byte, error) {
 	lo, hi := r.Bounds(len(local), j)
 	s, err := a.t.Open(ctx, r.Members[j], ProtoAllReduce)
 	if err != nil {
@@ -438,6 +466,15 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out 
 	enc, err := compression.EncodePart(nil, a.cfg.Codec, a.cfg.Lossless, local[lo:hi])
 	if err != nil {
 		return nil, err
+	}
+	if dropped != nil {
+		d := dropped[lo:hi]
+		if err := compression.DecodePart(d, enc); err != nil {
+			return nil, err
+		}
+		for i, x := range local[lo:hi] {
+			d[i] = x - d[i]
+		}
 	}
 	if err := s.Send(enc); err != nil {
 		return nil, err

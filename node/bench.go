@@ -48,7 +48,7 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 	if cfg.Hosts < 2 || cfg.Hosts > 64 || cfg.Floats < cfg.Hosts || cfg.Floats > compression.MaxCount || cfg.Rounds < 1 {
 		return res, fmt.Errorf("bench: hosts %d (2..64), floats %d (hosts..%d), rounds %d (>= 1)", cfg.Hosts, cfg.Floats, compression.MaxCount, cfg.Rounds)
 	}
-	codec, err := compression.ByName(cfg.Codec)
+	codec, err := compression.ParseCodec(cfg.Codec)
 	if err != nil {
 		return res, err
 	}

@@ -88,7 +88,7 @@ func (r RunConfig) Validate() error {
 	default:
 		return fmt.Errorf("run config: optimizer %q, want adam, adamw, sgd or momentum", r.Optimizer)
 	}
-	if _, err := compression.ByName(r.Codec); err != nil {
+	if _, err := compression.ParseCodec(r.Codec); err != nil {
 		return fmt.Errorf("run config: codec %q: %w", r.Codec, err)
 	}
 	if _, err := compression.LosslessByName(r.Lossless); err != nil {

@@ -70,6 +70,9 @@ type Node struct {
 	syncing       bool
 	syncTo        uint64          // the step being downloaded, while syncing
 	download      gossip.Download // verified chunks kept across attempts (training loop only)
+	// residual is what a lossy codec dropped from our last contribution
+	// (error feedback); nil for fp32. Training loop only.
+	residual []float32
 
 	unlock    func()        // releases the node directory
 	resync    atomic.Bool   // set when the swarm's consensus is another state
@@ -138,7 +141,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), log: slog.New(slog.NewTextHandler(logw, nil)), phase: "starting", refusals: make(chan string, 4)}
 	n.redials = newRedialer(10 * time.Minute)
 	n.dev = device.Detect()
-	if n.codec, err = compression.ByName(cfg.Run.Codec); err != nil {
+	if n.codec, err = compression.ParseCodec(cfg.Run.Codec); err != nil {
 		return nil, err
 	}
 	lossless, _ := compression.LosslessByName(cfg.Run.Lossless)
@@ -165,6 +168,9 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	n.sched = trainer.Schedule{Base: r.LR, Min: r.LR / 10, Warmup: r.Warmup, Total: r.Steps, Cosine: true}
 	n.optState = n.opt.AppendState(nil)
+	if n.codec.ID() != compression.IDFP32 {
+		n.residual = make([]float32, np)
+	}
 	n.hash = gossip.HashState(0, n.params, n.optState)
 
 	pc := p2p.DefaultConfig()

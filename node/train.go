@@ -108,7 +108,12 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			n.noteFailure(step, "matchmaking", err)
 			continue // keep the gradient, try again (more samples meanwhile)
 		}
-		if err := n.av.AllReduce(ctx, r, mean, avg); err != nil {
+		if n.residual != nil {
+			err = n.av.AllReduceEF(ctx, r, mean, n.residual, avg)
+		} else {
+			err = n.av.AllReduce(ctx, r, mean, avg)
+		}
+		if err != nil {
 			n.noteFailure(step, "all-reduce", err)
 			continue
 		}
@@ -352,6 +357,7 @@ func (n *Node) load(s gossip.Snapshot, hash string) error {
 		n.model.WriteParams(n.params)
 		return err
 	}
+	clear(n.residual) // what we owed belonged to the state we drop
 	n.log.Info("replacing local state", "was_step", n.step, "was_hash", n.hash, "step", s.Step, "hash", hash)
 	copy(n.params, s.Params)
 	n.optState = n.opt.AppendState(n.optState[:0])

@@ -1,0 +1,205 @@
+package compression
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Codec ids of the quantizers.
+const (
+	IDBF16 CodecID = 3 // bfloat16: the top 16 bits of binary32, rounded
+	IDInt8 CodecID = 4 // blockwise absmax int8
+	IDInt4 CodecID = 5 // blockwise absmax int4, two values per byte
+)
+
+func init() {
+	Register(BF16{})
+	Register(Int8{})
+	Register(Int4{})
+}
+
+// BF16 keeps the sign, the full float32 exponent and 7 mantissa bits:
+// fp32's range at a relative error of at most 2^-8, and a conversion that
+// is a shift. Rounding is to nearest, ties to even; finite values that
+// would round to Inf saturate to the largest finite bfloat16.
+type BF16 struct{}
+
+func (BF16) ID() CodecID                 { return IDBF16 }
+func (BF16) Name() string                { return "bf16" }
+func (BF16) MaxEncodedLen(count int) int { return 2 * count }
+func (BF16) ShuffleWidth() int           { return 2 }
+
+func (BF16) Encode(dst []byte, src []float32) []byte {
+	n := len(dst)
+	dst = slices.Grow(dst, 2*len(src))[:n+2*len(src)]
+	out := dst[n:]
+	for i, v := range src {
+		b := math.Float32bits(v)
+		r := b + 0x7fff + (b>>16)&1 // round to nearest, ties to even
+		if r&0x7f800000 == 0x7f800000 && b&0x7f800000 != 0x7f800000 {
+			r = b&0x80000000 | 0x7f7f0000 // finite: saturate, never Inf
+		}
+		binary.LittleEndian.PutUint16(out[2*i:], uint16(r>>16))
+	}
+	return dst
+}
+
+func (BF16) Decode(dst []float32, src []byte) error {
+	if len(src) != 2*len(dst) {
+		return fmt.Errorf("%w: bf16: %d bytes for %d values", ErrMalformed, len(src), len(dst))
+	}
+	for i := range dst {
+		dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
+	}
+	return nil
+}
+
+// Block sizes the blockwise quantizers accept. The encoder picks one; it
+// travels in the payload, so any peer decodes any block size.
+const (
+	MinBlock     = 16
+	MaxBlock     = 1 << 16
+	DefaultBlock = 256
+)
+
+// Int8 quantizes each block of Block values to int8 with one float32
+// scale, the block's largest magnitude / 127: 4× fewer bytes than fp32
+// (plus 4 bytes per block), an error of at most half a step per value.
+// Payload: block u32 | scales f32 × blocks | values int8 × count.
+type Int8 struct{ Block int }
+
+// Int4 is Int8 with 4-bit values in [-7, 7], two per byte (low nibble
+// first): 8× fewer bytes than fp32.
+// Payload: block u32 | scales f32 × blocks | values, ⌈count/2⌉ bytes.
+type Int4 struct{ Block int }
+
+func (Int8) ID() CodecID       { return IDInt8 }
+func (Int8) Name() string      { return "int8" }
+func (Int8) ShuffleWidth() int { return 1 }
+func (Int4) ID() CodecID       { return IDInt4 }
+func (Int4) Name() string      { return "int4" }
+func (Int4) ShuffleWidth() int { return 1 }
+
+func (Int8) MaxEncodedLen(count int) int { return blockHeaderLen(count) + count }
+func (Int4) MaxEncodedLen(count int) int { return blockHeaderLen(count) + (count+1)/2 }
+
+// blockHeaderLen bounds the block size and scales for any allowed block.
+func blockHeaderLen(count int) int { return 4 + 4*((count+MinBlock-1)/MinBlock) }
+
+func blockOf(b int) int {
+	if b == 0 {
+		return DefaultBlock
+	}
+	return min(max(b, MinBlock), MaxBlock)
+}
+
+func (c Int8) Encode(dst []byte, src []float32) []byte {
+	return quantEncode(dst, src, blockOf(c.Block), 127, len(src))
+}
+
+func (c Int4) Encode(dst []byte, src []float32) []byte {
+	return quantEncode(dst, src, blockOf(c.Block), 7, (len(src)+1)/2)
+}
+
+func (Int8) Decode(dst []float32, src []byte) error { return quantDecode(dst, src, 127, len(dst)) }
+func (Int4) Decode(dst []float32, src []byte) error { return quantDecode(dst, src, 7, (len(dst)+1)/2) }
+
+// quantEncode writes the block size, the scales, then the values as
+// signed levels in [-levels, levels]: bytes for int8, nibbles for int4.
+func quantEncode(dst []byte, src []float32, block int, levels float32, valueBytes int) []byte {
+	nb := (len(src) + block - 1) / block
+	n := len(dst)
+	dst = slices.Grow(dst, 4+4*nb+valueBytes)[:n+4+4*nb+valueBytes]
+	out := dst[n:]
+	binary.LittleEndian.PutUint32(out, uint32(block))
+	scales, vals := out[4:4+4*nb], out[4+4*nb:]
+	clear(vals)
+	for b := range nb {
+		xs := src[b*block : min((b+1)*block, len(src))]
+		var m float32
+		for _, x := range xs {
+			m = max(m, float32(math.Abs(float64(x))))
+		}
+		scale := m / levels
+		binary.LittleEndian.PutUint32(scales[4*b:], math.Float32bits(scale))
+		if scale == 0 {
+			continue // all zero: levels stay 0
+		}
+		inv := levels / m
+		for i, x := range xs {
+			q := int8(min(max(float32(math.Round(float64(x*inv))), -levels), levels))
+			k := b*block + i
+			if levels == 127 {
+				vals[k] = byte(q)
+			} else {
+				vals[k/2] |= byte(q&0x0f) << (4 * (k % 2))
+			}
+		}
+	}
+	return dst
+}
+
+func quantDecode(dst []float32, src []byte, levels int, valueBytes int) error {
+	name := "int8"
+	if levels == 7 {
+		name = "int4"
+	}
+	if len(src) < 4 {
+		return fmt.Errorf("%w: %s: no block size", ErrMalformed, name)
+	}
+	block := int(binary.LittleEndian.Uint32(src))
+	if block < MinBlock || block > MaxBlock {
+		return fmt.Errorf("%w: %s: block size %d out of [%d, %d]", ErrMalformed, name, block, MinBlock, MaxBlock)
+	}
+	nb := (len(dst) + block - 1) / block
+	if len(src) != 4+4*nb+valueBytes {
+		return fmt.Errorf("%w: %s: %d bytes for %d values in blocks of %d", ErrMalformed, name, len(src), len(dst), block)
+	}
+	scales, vals := src[4:4+4*nb], src[4+4*nb:]
+	for b := range nb {
+		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*b:]))
+		if !(scale >= 0) || math.IsInf(float64(scale), 0) {
+			return fmt.Errorf("%w: %s: block %d has scale %v", ErrMalformed, name, b, scale)
+		}
+		for i := b * block; i < min((b+1)*block, len(dst)); i++ {
+			var q int
+			if levels == 127 {
+				q = int(int8(vals[i]))
+			} else {
+				q = int(int8(vals[i/2]<<(4*(1-i%2))) >> 4) // sign-extend the nibble
+			}
+			if q < -levels || q > levels {
+				return fmt.Errorf("%w: %s: level %d out of [-%d, %d]", ErrMalformed, name, q, levels, levels)
+			}
+			dst[i] = float32(q) * scale
+		}
+	}
+	if levels == 7 && len(dst)%2 == 1 && vals[len(vals)-1]>>4 != 0 {
+		return fmt.Errorf("%w: int4: padding nibble is not zero", ErrMalformed)
+	}
+	return nil
+}
+
+// ParseCodec returns the codec a run names: a registered name, or a
+// blockwise quantizer with its block size, e.g. "int8:1024".
+func ParseCodec(spec string) (Codec, error) {
+	name, arg, hasArg := strings.Cut(spec, ":")
+	if !hasArg {
+		return ByName(name)
+	}
+	block, err := strconv.Atoi(arg)
+	if err != nil || block < MinBlock || block > MaxBlock {
+		return nil, fmt.Errorf("codec %q: block size %q, want %d..%d", spec, arg, MinBlock, MaxBlock)
+	}
+	switch name {
+	case "int8":
+		return Int8{Block: block}, nil
+	case "int4":
+		return Int4{Block: block}, nil
+	}
+	return nil, fmt.Errorf("codec %q: only int8 and int4 take a block size", spec)
+}

@@ -1,0 +1,124 @@
+package compression
+
+import (
+	"errors"
+	"math"
+	"testing"
+)
+
+// Each quantizer round-trips through a frame within its error bound, the
+// same bytes decode to the same bits, and the size is what it promises.
+func TestQuantizersRoundTrip(t *testing.T) {
+	src := normals(10_007, 1) // not a multiple of any block
+	src[5] = 0
+	src[17] = 1e-30 // tiny values in a block with large ones round to 0
+	for _, c := range []struct {
+		codec Codec
+		// bound on |x - y| relative to the block's largest magnitude
+		// (or to |x| for bf16)
+		rel   float64
+		bytes int
+	}{
+		{BF16{}, 1.0 / 256, 2 * len(src)},
+		{Int8{}, 0.5 / 127, 4 + 4*40 + len(src)},
+		{Int8{Block: 64}, 0.5 / 127, 4 + 4*157 + len(src)},
+		{Int4{}, 0.5 / 7, 4 + 4*40 + (len(src)+1)/2},
+		{Int4{Block: 4096}, 0.5 / 7, 4 + 4*3 + (len(src)+1)/2},
+	} {
+		enc := c.codec.Encode(nil, src)
+		if len(enc) != c.bytes || len(enc) > c.codec.MaxEncodedLen(len(src)) {
+			t.Errorf("%s block %v: %d bytes, want %d (max %d)", c.codec.Name(), c.codec, len(enc), c.bytes, c.codec.MaxEncodedLen(len(src)))
+		}
+		frame, err := EncodePart(nil, c.codec, LosslessNone, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]float32, len(src))
+		if err := DecodePart(got, frame); err != nil {
+			t.Fatalf("%s: %v", c.codec.Name(), err)
+		}
+		block := len(src)
+		switch q := c.codec.(type) {
+		case Int8:
+			block = blockOf(q.Block)
+		case Int4:
+			block = blockOf(q.Block)
+		}
+		for i, x := range src {
+			ref := math.Abs(float64(x))
+			if block < len(src) || c.codec.Name() != "bf16" {
+				lo := i / block * block
+				ref = 0
+				for _, y := range src[lo:min(lo+block, len(src))] {
+					ref = max(ref, math.Abs(float64(y)))
+				}
+			}
+			if d := math.Abs(float64(got[i]) - float64(x)); d > c.rel*ref*(1+1e-6) {
+				t.Fatalf("%s: value %d: %v → %v, error %g over %g", c.codec.Name(), i, x, got[i], d, c.rel*ref)
+			}
+		}
+		again := make([]float32, len(src))
+		DecodePart(again, frame)
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(again[i]) {
+				t.Fatalf("%s: decoding is not a pure function of the bytes", c.codec.Name())
+			}
+		}
+	}
+}
+
+// bf16 keeps fp32's range: huge finite values saturate, never become Inf.
+func TestBF16Saturates(t *testing.T) {
+	enc := BF16{}.Encode(nil, []float32{math.MaxFloat32, -math.MaxFloat32, 1, 0})
+	got := make([]float32, 4)
+	if err := (BF16{}).Decode(got, enc); err != nil {
+		t.Fatal(err)
+	}
+	if math.IsInf(float64(got[0]), 0) || math.IsInf(float64(got[1]), 0) || got[0] <= 0 || got[1] >= 0 {
+		t.Errorf("max float32 became %v, %v", got[0], got[1])
+	}
+	if got[2] != 1 || got[3] != 0 {
+		t.Errorf("exact values changed: %v", got[2:])
+	}
+}
+
+// Hostile payloads are refused: bad block sizes, wrong lengths, negative
+// or non-finite scales, out-of-range levels, a non-zero padding nibble.
+func TestQuantizersRejectMalformed(t *testing.T) {
+	good8 := Int8{Block: 16}.Encode(nil, normals(33, 2))
+	good4 := Int4{Block: 16}.Encode(nil, normals(33, 2))
+	mut := func(b []byte, f func([]byte)) []byte {
+		c := append([]byte(nil), b...)
+		f(c)
+		return c
+	}
+	cases := []struct {
+		name  string
+		codec Codec
+		src   []byte
+	}{
+		{"empty", Int8{}, nil},
+		{"block 0", Int8{}, mut(good8, func(b []byte) { b[0], b[1] = 0, 0 })},
+		{"block too big", Int8{}, mut(good8, func(b []byte) { b[3] = 1 })},
+		{"short", Int8{}, good8[:len(good8)-1]},
+		{"negative scale", Int8{}, mut(good8, func(b []byte) { b[7] |= 0x80 })},
+		{"NaN scale", Int8{}, mut(good8, func(b []byte) { b[4], b[5], b[6], b[7] = 0, 0, 0xc0, 0x7f })},
+		{"level -128", Int8{}, mut(good8, func(b []byte) { b[len(b)-1] = 0x80 })},
+		{"level -8", Int4{}, mut(good4, func(b []byte) { b[len(b)-2] = 0x88 })},
+		{"padding nibble", Int4{}, mut(good4, func(b []byte) { b[len(b)-1] |= 0x10 })},
+	}
+	for _, c := range cases {
+		dst := make([]float32, 33)
+		if err := c.codec.Decode(dst, c.src); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: got %v, want ErrMalformed", c.name, err)
+		}
+	}
+	if _, err := ParseCodec("int8:1024"); err != nil {
+		t.Error(err)
+	}
+	for _, bad := range []string{"int8:8", "int8:x", "fp16:64", "int9"} {
+		if _, err := ParseCodec(bad); err == nil {
+			t.Errorf("ParseCodec(%q) accepted", bad)
+		}
+	}
+}
