@@ -23,13 +23,17 @@ import (
 
 // demoResult is the one JSON object `demo --json` prints.
 type demoResult struct {
-	Run       string        `json:"run"`
-	Accuracy  float64       `json:"accuracy"`
-	HashesOK  bool          `json:"hashes_equal"`
-	Rounds    int           `json:"rounds"`
-	BytesSent int64         `json:"bytes_sent"`
-	Seconds   float64       `json:"seconds"`
-	Nodes     []node.Result `json:"nodes"`
+	Run       string  `json:"run"`
+	Accuracy  float64 `json:"accuracy"`
+	HashesOK  bool    `json:"hashes_equal"`
+	Rounds    int     `json:"rounds"`
+	BytesSent int64   `json:"bytes_sent"`
+	Codec     string  `json:"codec"`
+	// BytesPerRound is what one node sent per round, on average: all
+	// traffic (gossip too), the figure that compares codecs.
+	BytesPerRound float64       `json:"bytes_per_node_round"`
+	Seconds       float64       `json:"seconds"`
+	Nodes         []node.Result `json:"nodes"`
 }
 
 func demoCmd() *cobra.Command {
@@ -182,7 +186,12 @@ func runDemo(ctx context.Context, rc node.RunConfig, n int, dir, dataDir string,
 		res.Rounds = max(res.Rounds, r.Rounds)
 	}
 	res.Accuracy = res.Nodes[0].Accuracy
-	fmt.Fprintf(out, "\nfinished in %.0fs: %d steps, %d rounds, %s sent in total\n", res.Seconds, res.Nodes[0].Step, res.Rounds, humanBytes(res.BytesSent))
+	res.Codec = rc.Codec
+	if res.Rounds > 0 {
+		res.BytesPerRound = float64(res.BytesSent) / float64(len(res.Nodes)) / float64(res.Rounds)
+	}
+	fmt.Fprintf(out, "\nfinished in %.0fs: %d steps, %d rounds, %s sent in total (%s per node per round, codec %s)\n",
+		res.Seconds, res.Nodes[0].Step, res.Rounds, humanBytes(res.BytesSent), humanBytes(int64(res.BytesPerRound)), res.Codec)
 	for i, r := range res.Nodes {
 		fmt.Fprintf(out, "  node %d  %s  step %d  state hash %s  accuracy %.2f%%\n", i, shortPeer(r.Peer), r.Step, r.Hash, 100*r.Accuracy)
 	}
