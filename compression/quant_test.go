@@ -122,3 +122,21 @@ func TestQuantizersRejectMalformed(t *testing.T) {
 		}
 	}
 }
+
+// Measure reports what the codecs promise: fp32 is exact at ratio ~1,
+// the quantizers shrink by about their bit width with a small error.
+func TestMeasure(t *testing.T) {
+	src := normals(1<<16, 9)
+	for _, c := range []struct {
+		codec         Codec
+		ratioMin, err float64
+	}{{FP32{}, 0.99, 0}, {FP16{}, 1.99, 1e-3}, {BF16{}, 1.99, 4e-3}, {Int8{}, 3.9, 1e-2}, {Int4{}, 7.4, 0.15}} {
+		m, err := Measure(c.codec, LosslessNone, src, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Ratio < c.ratioMin || m.RelL2 > c.err || (c.err == 0 && m.RelL2 != 0) || m.EncodeGB <= 0 || m.DecodeGB <= 0 {
+			t.Errorf("%s: %+v", c.codec.Name(), m)
+		}
+	}
+}

@@ -3,17 +3,19 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/node"
 )
 
 func benchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure this machine: all-reduce over libp2p",
+		Short: "Measure this machine: all-reduce over libp2p, gradient codecs",
 	}
 	cfg := node.AllReduceBench{Hosts: 4, Rounds: 5, Codec: "fp32", Lossless: "none"}
 	var mib float64
@@ -53,6 +55,57 @@ so this measures the CPU cost of averaging, not a network.`,
 	fs.StringVar(&cfg.Codec, "codec", cfg.Codec, "fp32 or fp16")
 	fs.StringVar(&cfg.Lossless, "lossless", cfg.Lossless, "none or zstd")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(ar)
+	cmd.AddCommand(ar, benchCompressCmd())
+	return cmd
+}
+
+func benchCompressCmd() *cobra.Command {
+	var (
+		millions float64
+		reps     int
+		asJSON   bool
+		lossless string
+	)
+	cmd := &cobra.Command{
+		Use:   "compress",
+		Short: "Every codec on normally distributed floats: ratio, encode/decode GB/s on one core, relative L2 error",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !(millions > 0 && millions <= 64) {
+				return fmt.Errorf("--millions %v: want (0, 64]", millions)
+			}
+			l, err := compression.LosslessByName(lossless)
+			if err != nil {
+				return err
+			}
+			src := make([]float32, int(millions*1e6))
+			rng := rand.New(rand.NewPCG(1, 2))
+			for i := range src {
+				src[i] = float32(rng.NormFloat64())
+			}
+			var out []compression.Measurement
+			for _, c := range compression.Codecs() {
+				m, err := compression.Measure(c, l, src, reps)
+				if err != nil {
+					return fmt.Errorf("%s: %w", c.Name(), err)
+				}
+				out = append(out, m)
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(out)
+			}
+			fmt.Printf("%.0fM normal floats, lossless stage %s, best of %d, one core\n", millions, lossless, reps)
+			fmt.Printf("  %-6s %7s %10s %10s %12s\n", "codec", "ratio", "enc GB/s", "dec GB/s", "rel L2 err")
+			for _, m := range out {
+				fmt.Printf("  %-6s %7.2f %10.2f %10.2f %12.2e\n", m.Codec, m.Ratio, m.EncodeGB, m.DecodeGB, m.RelL2)
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.Float64Var(&millions, "millions", 16, "values to compress, in millions")
+	fs.IntVar(&reps, "reps", 3, "runs per codec; the best counts")
+	fs.StringVar(&lossless, "lossless", "none", "lossless stage after the codec: none or zstd")
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
