@@ -59,8 +59,8 @@ func FuzzDecodePart(f *testing.F) {
 		// output. (The blockwise quantizers are not: a crafted block whose
 		// levels stay far below the maximum is rescaled.)
 		c, _ := Lookup(CodecID(frame[1]))
-		if c.ID() == IDInt8 || c.ID() == IDInt4 {
-			return
+		if c.ID() == IDInt8 || c.ID() == IDInt4 || c.ID() == IDTopK {
+			return // and top-k keeps only its fraction of a crafted dense part
 		}
 		re, err := EncodePart(nil, c, Lossless(frame[2]), dst)
 		if err != nil {

@@ -191,6 +191,9 @@ func ParseCodec(spec string) (Codec, error) {
 	if !hasArg {
 		return ByName(name)
 	}
+	if name == "topk" {
+		return parseTopK(arg)
+	}
 	block, err := strconv.Atoi(arg)
 	if err != nil || block < MinBlock || block > MaxBlock {
 		return nil, fmt.Errorf("codec %q: block size %q, want %d..%d", spec, arg, MinBlock, MaxBlock)
@@ -201,5 +204,5 @@ func ParseCodec(spec string) (Codec, error) {
 	case "int4":
 		return Int4{Block: block}, nil
 	}
-	return nil, fmt.Errorf("codec %q: only int8 and int4 take a block size", spec)
+	return nil, fmt.Errorf("codec %q: only int8 and int4 take a block size, topk a fraction", spec)
 }

@@ -81,7 +81,11 @@ func PartBounds(n, k, i int) (lo, hi int) {
 
 // AveragerConfig tunes the all-reduce.
 type AveragerConfig struct {
-	Codec    compression.Codec    // lossy stage for parts and results
+	Codec    compression.Codec    // lossy stage for parts (and results, unless Result is set)
+	// Result encodes the owners' averages; nil: Codec. Top-k parts want
+	// Sparse here: the average of a few sparse parts is sparse, and
+	// truncating it again would lose what no error feedback recovers.
+	Result compression.Codec
 	Lossless compression.Lossless // lossless stage after it
 	// RoundTimeout is the most a round may take; a member that has not
 	// delivered its part by the deadline fails the round for everyone
@@ -167,6 +171,9 @@ func NewAverager(t Transport, cfg AveragerConfig) *Averager {
 	}
 	if cfg.DeadlineFactor <= 1 {
 		cfg.DeadlineFactor = 5
+	}
+	if cfg.Result == nil {
+		cfg.Result = cfg.Codec
 	}
 	a := &Averager{t: t, cfg: cfg, rounds: map[string]*roundState{}, results: map[string]*results{}}
 	t.Handle(ProtoAllReduce, a.serve)
@@ -402,7 +409,7 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 	a.observeIntake(rs.inBytes, rs.inLast.Sub(rs.started))
 	rs.mu.Unlock()
 	avg := WeightedMean(contribs, r.Samples)
-	enc, err := compression.EncodePart(nil, a.cfg.Codec, a.cfg.Lossless, avg)
+	enc, err := compression.EncodePart(nil, a.cfg.Result, a.cfg.Lossless, avg)
 	if err != nil {
 		return fail(err)
 	}

@@ -193,7 +193,11 @@ func New(cfg Config) (_ *Node, err error) {
 	n.batcher = trainer.NewBatcher(shard, cfg.Run.Batch, cfg.Run.Seed^peerSeed(n.host.ID()))
 
 	n.view = gossip.NewMembership(n.host.ID(), cfg.PeerExpiry)
-	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Lossless: lossless, RoundTimeout: cfg.RoundTimeout})
+	var result compression.Codec // the averages: the part codec, except for top-k
+	if n.codec.ID() == compression.IDTopK {
+		result = compression.Sparse{}
+	}
+	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Result: result, Lossless: lossless, RoundTimeout: cfg.RoundTimeout})
 	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
 		Capacity: func() (float64, bool) { return n.av.Throughput(), cfg.Client }, MinGroup: cfg.Run.MinGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}

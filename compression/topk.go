@@ -1,0 +1,201 @@
+package compression
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Codec ids of the sparse codecs.
+const (
+	IDTopK   CodecID = 6 // the k largest magnitudes
+	IDSparse CodecID = 7 // every non-zero value, exactly
+)
+
+func init() {
+	Register(TopK{})
+	Register(Sparse{})
+}
+
+// DefaultTopK is the fraction TopK keeps when none is given.
+const DefaultTopK = 0.01
+
+// TopK keeps the ⌈Fraction·count⌉ values of largest magnitude (ties go
+// to the lower index) and drops the rest; with error feedback the dropped
+// mass is sent in later rounds. Indices are delta-encoded as uvarints, so
+// at 1% they cost about a byte each; values are fp32.
+// Payload: k u32 | k uvarint index gaps | k f32 values.
+type TopK struct{ Fraction float64 }
+
+func (TopK) ID() CodecID       { return IDTopK }
+func (TopK) Name() string      { return "topk" }
+func (TopK) ShuffleWidth() int { return 1 }
+
+// MaxEncodedLen bounds any fraction. k gaps that sum to at most count
+// take at most k·(1 + log₁₂₈(count/k)) bytes, largest at k = count (a
+// byte each); with 4-byte values that is 5·count.
+func (TopK) MaxEncodedLen(count int) int { return 4 + 5*count }
+
+func (c TopK) keep(n int) int {
+	f := c.Fraction
+	if !(f > 0 && f <= 1) {
+		f = DefaultTopK
+	}
+	return min(n, int(math.Ceil(f*float64(n))))
+}
+
+func (c TopK) Encode(dst []byte, src []float32) []byte {
+	return encodeSparse(dst, src, topIndices(src, c.keep(len(src))))
+}
+
+func (TopK) Decode(dst []float32, src []byte) error { return decodeSparse(dst, src, "topk") }
+
+// Sparse sends every non-zero value exactly, in the TopK layout. The
+// all-reduce encodes averages of TopK parts with it: the average of a few
+// sparse parts is sparse, and must not lose more than the parts did.
+type Sparse struct{}
+
+func (Sparse) ID() CodecID                 { return IDSparse }
+func (Sparse) Name() string                { return "sparse" }
+func (Sparse) ShuffleWidth() int           { return 1 }
+func (Sparse) MaxEncodedLen(count int) int { return 4 + 5*count }
+
+func (Sparse) Encode(dst []byte, src []float32) []byte {
+	var idx []int
+	for i, x := range src {
+		if math.Float32bits(x) != 0 { // -0 too: exact means bit-exact
+			idx = append(idx, i)
+		}
+	}
+	return encodeSparse(dst, src, idx)
+}
+
+func (Sparse) Decode(dst []float32, src []byte) error { return decodeSparse(dst, src, "sparse") }
+
+func encodeSparse(dst []byte, src []float32, idx []int) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(idx)))
+	prev := -1
+	for _, i := range idx {
+		dst = binary.AppendUvarint(dst, uint64(i-prev-1))
+		prev = i
+	}
+	for _, i := range idx {
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(src[i]))
+	}
+	return dst
+}
+
+func decodeSparse(dst []float32, src []byte, name string) error {
+	if len(src) < 4 {
+		return fmt.Errorf("%w: %s: no count", ErrMalformed, name)
+	}
+	k := int(binary.LittleEndian.Uint32(src))
+	if k > len(dst) || len(src) < 4+k+4*k { // at least a byte per gap
+		return fmt.Errorf("%w: %s: %d values kept of %d in %d bytes", ErrMalformed, name, k, len(dst), len(src))
+	}
+	clear(dst)
+	gaps := src[4:]
+	vals := src[len(src)-4*k:]
+	prev := -1
+	off := 0
+	for j := range k {
+		g, n := binary.Uvarint(gaps[off:])
+		if n <= 0 || off+n > len(gaps)-4*k {
+			return fmt.Errorf("%w: %s: bad index gap %d", ErrMalformed, name, j)
+		}
+		off += n
+		if g >= uint64(len(dst)-prev-1) {
+			return fmt.Errorf("%w: %s: index past the end", ErrMalformed, name)
+		}
+		i := prev + 1 + int(g)
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(vals[4*j:]))
+		prev = i
+	}
+	if off != len(gaps)-4*k {
+		return fmt.Errorf("%w: %s: %d stray bytes", ErrMalformed, name, len(gaps)-4*k-off)
+	}
+	return nil
+}
+
+// topIndices returns, in increasing order, the indices of the k values of
+// largest magnitude; ties at the threshold go to the lower indices.
+func topIndices(src []float32, k int) []int {
+	if k <= 0 {
+		return nil
+	}
+	if k >= len(src) {
+		idx := make([]int, len(src))
+		for i := range idx {
+			idx[i] = i
+		}
+		return idx
+	}
+	mags := make([]float32, len(src))
+	for i, x := range src {
+		mags[i] = float32(math.Abs(float64(x)))
+	}
+	t := kthLargest(mags, k)
+	above := 0
+	for _, x := range src {
+		if float32(math.Abs(float64(x))) > t {
+			above++
+		}
+	}
+	ties := k - above
+	idx := make([]int, 0, k)
+	for i, x := range src {
+		m := float32(math.Abs(float64(x)))
+		if m > t || (m == t && ties > 0) {
+			if m == t {
+				ties--
+			}
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// kthLargest returns the k-th largest value of xs (1-based), reordering
+// xs: quickselect with a median-of-three pivot, linear on average.
+func kthLargest(xs []float32, k int) float32 {
+	lo, hi := 0, len(xs)-1
+	target := k - 1 // index in descending order
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		a, b, c := xs[lo], xs[mid], xs[hi]
+		pivot := max(min(a, b), min(max(a, b), c))
+		i, j := lo, hi
+		for i <= j {
+			for xs[i] > pivot {
+				i++
+			}
+			for xs[j] < pivot {
+				j--
+			}
+			if i <= j {
+				xs[i], xs[j] = xs[j], xs[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case target <= j:
+			hi = j
+		case target >= i:
+			lo = i
+		default:
+			return xs[target]
+		}
+	}
+	return xs[target]
+}
+
+// parseTopK reads the fraction of "topk:F".
+func parseTopK(arg string) (Codec, error) {
+	f, err := strconv.ParseFloat(arg, 64)
+	if err != nil || !(f > 0 && f <= 1) {
+		return nil, fmt.Errorf("codec topk:%s: want a fraction in (0, 1], e.g. topk:0.01", arg)
+	}
+	return TopK{Fraction: f}, nil
+}
