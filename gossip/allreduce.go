@@ -81,11 +81,11 @@ func PartBounds(n, k, i int) (lo, hi int) {
 
 // AveragerConfig tunes the all-reduce.
 type AveragerConfig struct {
-	Codec    compression.Codec    // lossy stage for parts (and results, unless Result is set)
+	Codec compression.Codec // lossy stage for parts (and results, unless Result is set)
 	// Result encodes the owners' averages; nil: Codec. Top-k parts want
 	// Sparse here: the average of a few sparse parts is sparse, and
 	// truncating it again would lose what no error feedback recovers.
-	Result compression.Codec
+	Result   compression.Codec
 	Lossless compression.Lossless // lossless stage after it
 	// RoundTimeout is the most a round may take; a member that has not
 	// delivered its part by the deadline fails the round for everyone
