@@ -230,9 +230,14 @@ const maxPendingRounds = 64
 // an honest member is at most a round or two ahead of us.
 const maxPendingPerPeer = 4
 
-// maxPartFrame bounds an encoded part of count values: fp32 payload plus
-// room for headers and a lossless stage that failed to shrink.
-func maxPartFrame(count int) int { return 4*count + 4*count/64 + 1024 }
+// maxPartFrame bounds an fp32 frame of count values: payload plus room
+// for headers and a lossless stage that failed to shrink.
+func maxPartFrame(count int) int { return maxFrame(compression.FP32{}, count) }
+
+// maxFrame bounds a frame of count values encoded with c.
+func maxFrame(c compression.Codec, count int) int {
+	return c.MaxEncodedLen(count) + count/16 + compression.FrameOverhead + 1024
+}
 
 func (a *Averager) state(id string) *roundState {
 	a.mu.Lock()
@@ -308,6 +313,21 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	n := len(local)
 	lo, hi := r.Bounds(n, me)
 
+	own := local[lo:hi]
+	if a.cfg.Codec.ID() != compression.IDFP32 && lo < hi {
+		// Our own copy goes through the codec like everyone else's: a
+		// sparse codec's averages stay sparse, and error feedback covers
+		// this part too.
+		var err error
+		if own, err = roundTrip(a.cfg.Codec, own); err != nil {
+			return fmt.Errorf("allreduce: own part: %w", err)
+		}
+		if dropped != nil {
+			for i, x := range local[lo:hi] {
+				dropped[lo+i] = x - own[i]
+			}
+		}
+	}
 	rs := a.state(r.ID)
 	a.mu.Lock()
 	claimed := rs.claimed
@@ -322,7 +342,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	rs.mu.Lock()
 	rs.round, rs.lo, rs.hi, rs.started = r, lo, hi, started
 	rs.contribs = make([][]float32, k)
-	rs.contribs[me] = local[lo:hi]
+	rs.contribs[me] = own
 	rs.missing = k - 1
 	if lo == hi {
 		rs.missing = 0 // we own nothing: nobody sends us a part
@@ -487,7 +507,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 		return nil, err
 	}
 	a.bytesSent.Add(int64(len(enc) + len(hdr)))
-	res, err := s.Recv(maxPartFrame(hi - lo))
+	res, err := s.Recv(maxFrame(a.cfg.Result, hi-lo) + 1)
 	if err != nil {
 		return nil, err
 	}
@@ -498,6 +518,15 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	ok = true
 	s.Close()
 	return res[1:], nil
+}
+
+// roundTrip returns what xs decode to after the codec.
+func roundTrip(c compression.Codec, xs []float32) ([]float32, error) {
+	out := make([]float32, len(xs))
+	if err := c.Decode(out, c.Encode(nil, xs)); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Result frames start with a status byte: 0 and the encoded average, or 1
@@ -576,7 +605,7 @@ func (a *Averager) serve(s Stream) {
 		return
 	}
 	count := rs.hi - rs.lo
-	frame, err := s.Recv(maxPartFrame(count))
+	frame, err := s.Recv(maxFrame(a.cfg.Codec, count))
 	if err != nil {
 		return
 	}
