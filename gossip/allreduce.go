@@ -94,6 +94,9 @@ type AveragerConfig struct {
 	// so a dead or stalled member costs seconds, not a fixed minute, while
 	// a slow swarm is not cut off.
 	RoundTimeout time.Duration
+	// OnDrop hears of a contribution left out of a round because it held
+	// NaN or Inf (nil: nobody hears).
+	OnDrop func(round string, sender peer.ID, err error)
 	// MinRoundTimeout floors the adaptive deadline (default RoundTimeout/10).
 	MinRoundTimeout time.Duration
 	// DeadlineFactor multiplies the recent round time (default 5).
@@ -197,7 +200,8 @@ type roundState struct {
 	lo, hi      int
 
 	mu       sync.Mutex
-	contribs [][]float32 // by member index; own filled locally
+	contribs [][]float32 // by member index; own filled locally; nil: dropped
+	seen     []bool      // by member index: its part arrived (or was dropped)
 	missing  int
 	arrived  chan struct{} // closed when missing reaches 0
 	// How long our part's copies took to arrive since we started the
@@ -343,6 +347,8 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	rs.round, rs.lo, rs.hi, rs.started = r, lo, hi, started
 	rs.contribs = make([][]float32, k)
 	rs.contribs[me] = own
+	rs.seen = make([]bool, k)
+	rs.seen[me] = true
 	rs.missing = k - 1
 	if lo == hi {
 		rs.missing = 0 // we own nothing: nobody sends us a part
@@ -445,17 +451,26 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 	return enc, nil
 }
 
-// WeightedMean returns Σ w_m·x_m / Σ w_m, accumulated in member order with
+// WeightedMean returns Σ w_m·x_m / Σ w_m over the non-nil x_m, accumulated in member order with
 // explicit float32 roundings so every architecture computes the same bits
 // (the conversions forbid fusing into FMA).
 func WeightedMean(xs [][]float32, weights []int) []float32 {
-	if len(xs) == 0 {
+	n := -1
+	for _, x := range xs {
+		if x != nil {
+			n = len(x)
+			break
+		}
+	}
+	if n < 0 {
 		return nil
 	}
-	n := len(xs[0])
 	acc := make([]float32, n)
 	var total float32
 	for m, x := range xs {
+		if x == nil {
+			continue // a dropped contribution
+		}
 		w := float32(weights[m])
 		total += w
 		for e := range acc {
@@ -613,14 +628,24 @@ func (a *Averager) serve(s Stream) {
 	a.bytesRecv.Add(int64(len(frame) + len(hb)))
 	part := make([]float32, count)
 	if err := compression.DecodePart(part, frame); err != nil {
-		s.Send(append([]byte{resultFail}, err.Error()...))
-		return
+		if !errors.Is(err, compression.ErrNonFinite) {
+			s.Send(append([]byte{resultFail}, err.Error()...))
+			return
+		}
+		// A well-formed part holding NaN or Inf (a diverged sender): the
+		// round goes on without it rather than fail or spread it. The
+		// average is still encoded once, so replicas stay identical.
+		part = nil
+		if a.cfg.OnDrop != nil {
+			a.cfg.OnDrop(r.ID, s.RemotePeer(), err)
+		}
 	}
 	rs.mu.Lock()
-	if rs.contribs[h.Sender] != nil {
+	if rs.seen[h.Sender] {
 		rs.mu.Unlock()
 		return // duplicate sender
 	}
+	rs.seen[h.Sender] = true
 	rs.contribs[h.Sender] = part
 	if ended.After(rs.inLast) {
 		rs.inLast = ended

@@ -197,7 +197,10 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.codec.ID() == compression.IDTopK {
 		result = compression.Sparse{}
 	}
-	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Result: result, Lossless: lossless, RoundTimeout: cfg.RoundTimeout})
+	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Result: result, Lossless: lossless, RoundTimeout: cfg.RoundTimeout,
+		OnDrop: func(round string, p peer.ID, err error) {
+			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
+		}})
 	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
 		Capacity: func() (float64, bool) { return n.av.Throughput(), cfg.Client }, MinGroup: cfg.Run.MinGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
