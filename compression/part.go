@@ -92,16 +92,20 @@ func EncodePart(dst []byte, c Codec, l Lossless, values []float32) ([]byte, erro
 	case LosslessNone:
 		dst = c.Encode(dst, values)
 		rawLen = len(dst) - body
-	case LosslessZstd:
+	case LosslessZstd, LosslessS2:
 		rp := getBuf(0)
 		defer putBuf(rp)
 		*rp = c.Encode((*rp)[:0], values)
 		raw := *rp
 		rawLen = len(raw)
 		if rawLen <= c.MaxEncodedLen(len(values)) {
-			var err error
-			if dst, err = compressZstd(dst, raw, c.ShuffleWidth()); err != nil {
-				return dst[:start], err
+			if l == LosslessS2 {
+				dst = compressS2(dst, raw, c.ShuffleWidth())
+			} else {
+				var err error
+				if dst, err = compressZstd(dst, raw, c.ShuffleWidth()); err != nil {
+					return dst[:start], err
+				}
 			}
 			if len(dst)-body >= rawLen {
 				dst = append(dst[:body], raw...)
@@ -192,11 +196,15 @@ func DecodePart(dst []float32, frame []byte) error {
 	payload := frame[headerLen:body]
 
 	raw := payload
-	if h.lossless == LosslessZstd {
+	if h.lossless != LosslessNone {
 		rp := getBuf(h.rawLen)
 		defer putBuf(rp)
 		raw = *rp
-		if err := decompressZstd(raw, payload, h.codec.ShuffleWidth()); err != nil {
+		decompress := decompressZstd
+		if h.lossless == LosslessS2 {
+			decompress = decompressS2
+		}
+		if err := decompress(raw, payload, h.codec.ShuffleWidth()); err != nil {
 			return err
 		}
 	}

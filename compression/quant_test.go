@@ -140,3 +140,30 @@ func TestMeasure(t *testing.T) {
 		}
 	}
 }
+
+// s2 pays where payloads have runs: a sparse part with long zero gaps
+// between quantized levels shrinks; float noise is sent as is.
+func TestS2PaysOnRuns(t *testing.T) {
+	src := make([]float32, 1<<16)
+	for i := range src {
+		if i%64 == 0 {
+			src[i] = 1
+		}
+	}
+	frame, err := EncodePart(nil, Int8{}, LosslessS2, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Lossless(frame[2]) != LosslessS2 || len(frame) > len(src)/4 {
+		t.Errorf("s2 frame: stage %v, %d bytes for %d int8 values", Lossless(frame[2]), len(frame), len(src))
+	}
+	got := make([]float32, len(src))
+	if err := DecodePart(got, frame); err != nil {
+		t.Fatal(err)
+	}
+	for i := range src {
+		if got[i] != src[i] {
+			t.Fatalf("value %d: %v, want %v", i, got[i], src[i])
+		}
+	}
+}

@@ -23,7 +23,7 @@ type AllReduceBench struct {
 	Floats   int    // vector length; 4 Mi floats = 16 MiB
 	Rounds   int    // timed rounds (one untimed warm-up round runs first)
 	Codec    string // fp32 or fp16
-	Lossless string // none or zstd
+	Lossless string // none, zstd or s2
 }
 
 // AllReduceBenchResult holds the figures; rates are bytes per second.

@@ -53,7 +53,7 @@ so this measures the CPU cost of averaging, not a network.`,
 	fs.Float64Var(&mib, "mib", 16, "vector size in MiB of float32")
 	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "timed rounds (after one warm-up round)")
 	fs.StringVar(&cfg.Codec, "codec", cfg.Codec, "fp32 or fp16")
-	fs.StringVar(&cfg.Lossless, "lossless", cfg.Lossless, "none or zstd")
+	fs.StringVar(&cfg.Lossless, "lossless", cfg.Lossless, "none, zstd or s2")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(ar, benchCompressCmd())
 	return cmd
@@ -105,7 +105,7 @@ func benchCompressCmd() *cobra.Command {
 	fs := cmd.Flags()
 	fs.Float64Var(&millions, "millions", 16, "values to compress, in millions")
 	fs.IntVar(&reps, "reps", 3, "runs per codec; the best counts")
-	fs.StringVar(&lossless, "lossless", "none", "lossless stage after the codec: none or zstd")
+	fs.StringVar(&lossless, "lossless", "none", "lossless stage after the codec: none, zstd or s2")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -34,7 +34,7 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	fs.IntVar(&rc.Steps, "steps", d.Steps, "optimizer steps of the run")
 	fs.Uint64Var(&rc.Seed, "seed", d.Seed, "seed for weights and data order")
 	fs.StringVar(&rc.Codec, "codec", d.Codec, "gradient codec on the wire: fp32, fp16, bf16, int8 or int4 (int8:BLOCK, int4:BLOCK set the block size, 16..65536)")
-	fs.StringVar(&rc.Lossless, "lossless", d.Lossless, "lossless stage after the codec: none or zstd")
+	fs.StringVar(&rc.Lossless, "lossless", d.Lossless, "lossless stage after the codec: none, zstd or s2")
 	fs.IntVar(&rc.MinGroup, "min-group", d.MinGroup, "fewest peers a round may have; below it the swarm waits instead of stepping")
 	rc.Dataset = d.Dataset
 }
