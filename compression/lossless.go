@@ -64,6 +64,10 @@ func LosslessByName(name string) (Lossless, error) {
 // a small frame cannot decompress into gigabytes.
 const maxRawLen = 8 * MaxCount
 
+// zstdMaxWindow caps the zstd window the decoder accepts; EncodePart
+// sends payloads larger than this without zstd.
+const zstdMaxWindow = 8 << 20
+
 // The zstd encoder and decoder are shared: EncodeAll and DecodeAll are safe
 // for concurrent use and keep GOMAXPROCS workers each, so one instance
 // serves all goroutines without per-call setup.
@@ -83,7 +87,7 @@ var (
 			zstd.WithDecoderMaxMemory(maxRawLen),
 			// decompressZstd admits only a single-segment first frame; a
 			// concatenated second one could ask for a window: keep it small.
-			zstd.WithDecoderMaxWindow(8<<20),
+			zstd.WithDecoderMaxWindow(zstdMaxWindow),
 			zstd.WithDecodeAllCapLimit(true),
 		)
 	})

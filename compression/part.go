@@ -98,7 +98,16 @@ func EncodePart(dst []byte, c Codec, l Lossless, values []float32) ([]byte, erro
 		*rp = c.Encode((*rp)[:0], values)
 		raw := *rp
 		rawLen = len(raw)
-		if rawLen <= c.MaxEncodedLen(len(values)) {
+		switch {
+		case rawLen > c.MaxEncodedLen(len(values)):
+			// reported below
+		case l == LosslessZstd && rawLen > zstdMaxWindow:
+			// zstd frames are single-segment, so their window is their
+			// size, and the decoder caps windows (a hostile frame must not
+			// make it allocate much): larger payloads go without zstd.
+			dst = append(dst, raw...)
+			l = LosslessNone
+		default:
 			if l == LosslessS2 {
 				dst = compressS2(dst, raw, c.ShuffleWidth())
 			} else {

@@ -167,3 +167,19 @@ func TestS2PaysOnRuns(t *testing.T) {
 		}
 	}
 }
+
+// A payload larger than the zstd window the decoder accepts is sent
+// without zstd rather than in a frame nobody can decode.
+func TestZstdSkipsHugePayloads(t *testing.T) {
+	src := normals(zstdMaxWindow/4+1000, 6)
+	frame, err := EncodePart(nil, FP32{}, LosslessZstd, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Lossless(frame[2]) != LosslessNone {
+		t.Errorf("a %d-byte payload went out with %v", 4*len(src), Lossless(frame[2]))
+	}
+	if err := DecodePart(make([]float32, len(src)), frame); err != nil {
+		t.Fatal(err)
+	}
+}

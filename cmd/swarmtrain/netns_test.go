@@ -72,7 +72,9 @@ func (n *labNode) status(lab *netlab.Lab) (node.Status, error) {
 // MNIST, the network splits 3|3 for 30 s, then heals. Both halves must go
 // on training while cut, and afterwards all six must converge on one
 // state: every finishing replica holds the same hash at the final step.
-// The test prints what each side did, from the nodes' own logs.
+// Then one node is killed with SIGKILL and restarted with its identity;
+// it must rejoin. The test prints what each side did, from the nodes'
+// own logs.
 func TestPartitionHeals(t *testing.T) {
 	if err := netlab.Available(); err != nil {
 		t.Skip(err)
@@ -99,18 +101,24 @@ func TestPartitionHeals(t *testing.T) {
 		"--steps", strconv.Itoa(*partitionSteps), "--linger", "10s", "--min-peers", strconv.Itoa(n)}
 	nodes := make([]*labNode, n)
 	var join string
-	for i, h := range lab.Hosts {
+	// start runs node i in its namespace; a restart reuses its directory
+	// (so its identity) and logs to another file.
+	start := func(i int, extra ...string) {
+		h := lab.Hosts[i]
 		ln := &labNode{host: h, http: h.IP + ":8080"}
 		args := append([]string{"--http", ln.http, "--shard", fmt.Sprintf("%d/%d", i, n)}, run...)
 		if join != "" {
 			args = append(args, "--join", join)
 		}
 		inNS := func(name string, args ...string) *exec.Cmd { return lab.Command(h, name, args...) }
-		ln.proc = startNodeWith(t, filepath.Join(dir, fmt.Sprintf("n%d", i)), "/ip4/"+h.IP+"/tcp/4001", inNS, args...)
+		ln.proc = startNodeWith(t, filepath.Join(dir, fmt.Sprintf("n%d", i)), "/ip4/"+h.IP+"/tcp/4001", inNS, append(args, extra...)...)
 		if join == "" {
 			join = ln.info().Addrs[0]
 		}
 		nodes[i] = ln
+	}
+	for i := range lab.Hosts {
+		start(i)
 	}
 	statuses := func() []node.Status {
 		out := make([]node.Status, n)
@@ -164,6 +172,34 @@ func TestPartitionHeals(t *testing.T) {
 		return nil
 	})
 	t.Logf("all six averaging together again %v after the heal", time.Since(healed).Round(100*time.Millisecond))
+
+	// Kill one node outright, then restart it with its identity: the five
+	// go on, and the restarted node catches up and rejoins.
+	const victim = 5
+	firstLife := nodes[victim]
+	firstLife.cmd.Process.Kill()
+	<-firstLife.done
+	killed := time.Now()
+	checkFor(t, time.Minute, 250*time.Millisecond, func() error {
+		for i, st := range statuses()[:victim] {
+			if st.GroupSize != n-1 && st.Step < uint64(*partitionSteps) {
+				return fmt.Errorf("node %d averaged last with %d peers", i, st.GroupSize)
+			}
+		}
+		return nil
+	})
+	t.Logf("SIGKILL of node %d: the other five averaging without it after %v", victim, time.Since(killed).Round(100*time.Millisecond))
+	start(victim, "--log-file", filepath.Join(dir, fmt.Sprintf("n%d", victim), "restart.log"))
+	restarted := time.Now()
+	checkFor(t, 2*time.Minute, 250*time.Millisecond, func() error {
+		for i, st := range statuses() {
+			if st.GroupSize != n && st.Step < uint64(*partitionSteps) {
+				return fmt.Errorf("node %d averaged last with %d peers", i, st.GroupSize)
+			}
+		}
+		return nil
+	})
+	t.Logf("node %d restarted: all six averaging together again %v later", victim, time.Since(restarted).Round(100*time.Millisecond))
 	for _, side := range [][]int{sideA, sideB} {
 		moved := false
 		for _, i := range side {
@@ -200,6 +236,9 @@ func TestPartitionHeals(t *testing.T) {
 		for _, i := range side.nodes {
 			t.Logf("side %s, node %d (%s):\n%s", side.name, i, lab.Hosts[i].IP, story(nodes[i].log()))
 		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("n%d", victim), "restart.log")); err == nil {
+		t.Logf("node %d after its restart:\n%s", victim, story(string(b)))
 	}
 }
 
