@@ -131,21 +131,39 @@ func topIndices(src []float32, k int) []int {
 		}
 		return idx
 	}
-	mags := make([]float32, len(src))
-	for i, x := range src {
-		mags[i] = float32(math.Abs(float64(x)))
+	// Candidates: every index whose magnitude reaches a floor. On large
+	// inputs a sample estimates a floor that about 2k values pass, so the
+	// exact selection runs on those instead of on all n; if the estimate
+	// let fewer than k through, the floor is 0 (everything).
+	cand := make([]int, 0, min(len(src), 3*k))
+	if floor := sampleFloor(src, k); floor > 0 {
+		for i, x := range src {
+			if abs32(x) >= floor {
+				cand = append(cand, i)
+			}
+		}
+	}
+	if len(cand) < k {
+		cand = cand[:0]
+		for i := range src {
+			cand = append(cand, i)
+		}
+	}
+	mags := make([]float32, len(cand))
+	for j, i := range cand {
+		mags[j] = abs32(src[i])
 	}
 	t := kthLargest(mags, k)
 	above := 0
-	for _, x := range src {
-		if float32(math.Abs(float64(x))) > t {
+	for _, i := range cand {
+		if abs32(src[i]) > t {
 			above++
 		}
 	}
 	ties := k - above
 	idx := make([]int, 0, k)
-	for i, x := range src {
-		m := float32(math.Abs(float64(x)))
+	for _, i := range cand { // in index order: ties go to the lower index
+		m := abs32(src[i])
 		if m > t || (m == t && ties > 0) {
 			if m == t {
 				ties--
@@ -154,6 +172,24 @@ func topIndices(src []float32, k int) []int {
 		}
 	}
 	return idx
+}
+
+func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
+
+// sampleFloor estimates, from an evenly spaced sample, a magnitude that
+// about 2k of src's values reach (0: input too small to bother).
+func sampleFloor(src []float32, k int) float32 {
+	const samples = 1 << 14
+	n := len(src)
+	if n < 16*samples || 2*k >= n {
+		return 0
+	}
+	s := make([]float32, samples)
+	for j := range s {
+		s[j] = abs32(src[int(int64(j)*int64(n)/samples)])
+	}
+	r := int(math.Ceil(2 * float64(k) / float64(n) * samples))
+	return kthLargest(s, min(max(r, 1), samples))
 }
 
 // kthLargest returns the k-th largest value of xs (1-based), reordering

@@ -13,19 +13,25 @@ import (
 // index, the same as sorting would.
 func TestTopIndicesMatchesSort(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
-	for _, n := range []int{1, 2, 17, 1000, 10_007} {
+	for _, n := range []int{1, 2, 17, 1000, 10_007, 300_000} {
 		src := make([]float32, n)
 		for i := range src {
 			src[i] = float32(r.IntN(21) - 10) // many ties, zeros, signs
-		}
-		for _, k := range []int{0, 1, n / 3, n - 1, n} {
-			order := make([]int, n)
-			for i := range order {
-				order[i] = i
+			if n == 300_000 {
+				src[i] = float32(r.NormFloat64()) // large: the sampled floor path
+				if i%1000 == 0 {
+					src[i] = 2.5 // and ties at the floor region
+				}
 			}
-			slices.SortStableFunc(order, func(a, b int) int {
-				return cmp.Compare(math.Abs(float64(src[b])), math.Abs(float64(src[a])))
-			})
+		}
+		order := make([]int, n)
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortStableFunc(order, func(a, b int) int {
+			return cmp.Compare(math.Abs(float64(src[b])), math.Abs(float64(src[a])))
+		})
+		for _, k := range []int{0, 1, n / 100, n / 3, n - 1, n} {
 			want := slices.Clone(order[:k])
 			slices.Sort(want)
 			if got := topIndices(src, k); !slices.Equal(got, want) && !(k == 0 && len(got) == 0) {
