@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 )
 
 // Codec ids of the sparse codecs.
@@ -23,10 +24,14 @@ const DefaultTopK = 0.01
 
 // TopK keeps the ⌈Fraction·count⌉ values of largest magnitude (ties go
 // to the lower index) and drops the rest; with error feedback the dropped
-// mass is sent in later rounds. Indices are delta-encoded as uvarints, so
-// at 1% they cost about a byte each; values are fp32.
-// Payload: k u32 | k uvarint index gaps | k f32 values.
-type TopK struct{ Fraction float64 }
+// mass (and the rounding of fp16 values) is sent in later rounds. Indices
+// are delta-encoded as uvarints, so at 1% they cost about a byte each;
+// values are fp32, or fp16 with Half.
+// Payload: k u32 | value width u8 (2 or 4) | k uvarint index gaps | k values.
+type TopK struct {
+	Fraction float64
+	Half     bool
+}
 
 func (TopK) ID() CodecID       { return IDTopK }
 func (TopK) Name() string      { return "topk" }
@@ -35,7 +40,7 @@ func (TopK) ShuffleWidth() int { return 1 }
 // MaxEncodedLen bounds any fraction. k gaps that sum to at most count
 // take at most k·(1 + log₁₂₈(count/k)) bytes, largest at k = count (a
 // byte each); with 4-byte values that is 5·count.
-func (TopK) MaxEncodedLen(count int) int { return 4 + 5*count }
+func (TopK) MaxEncodedLen(count int) int { return 5 + 5*count }
 
 func (c TopK) keep(n int) int {
 	f := c.Fraction
@@ -46,62 +51,76 @@ func (c TopK) keep(n int) int {
 }
 
 func (c TopK) Encode(dst []byte, src []float32) []byte {
-	return encodeSparse(dst, src, topIndices(src, c.keep(len(src))))
+	return encodeSparse(dst, src, topIndices(src, c.keep(len(src))), c.Half)
 }
 
 func (TopK) Decode(dst []float32, src []byte) error { return decodeSparse(dst, src, "topk") }
 
-// Sparse sends every non-zero value exactly, in the TopK layout. The
-// all-reduce encodes averages of TopK parts with it: the average of a few
-// sparse parts is sparse, and must not lose more than the parts did.
-type Sparse struct{}
+// Sparse sends every non-zero value, in the TopK layout: exactly, or
+// rounded to fp16 with Half. The all-reduce encodes averages of TopK parts
+// with it: the average of a few sparse parts is sparse, and must not be
+// truncated again.
+type Sparse struct{ Half bool }
 
 func (Sparse) ID() CodecID                 { return IDSparse }
 func (Sparse) Name() string                { return "sparse" }
 func (Sparse) ShuffleWidth() int           { return 1 }
-func (Sparse) MaxEncodedLen(count int) int { return 4 + 5*count }
+func (Sparse) MaxEncodedLen(count int) int { return 5 + 5*count }
 
-func (Sparse) Encode(dst []byte, src []float32) []byte {
+func (c Sparse) Encode(dst []byte, src []float32) []byte {
 	var idx []int
 	for i, x := range src {
 		if math.Float32bits(x) != 0 { // -0 too: exact means bit-exact
 			idx = append(idx, i)
 		}
 	}
-	return encodeSparse(dst, src, idx)
+	return encodeSparse(dst, src, idx, c.Half)
 }
 
 func (Sparse) Decode(dst []float32, src []byte) error { return decodeSparse(dst, src, "sparse") }
 
-func encodeSparse(dst []byte, src []float32, idx []int) []byte {
+func encodeSparse(dst []byte, src []float32, idx []int, half bool) []byte {
 	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(idx)))
+	width := byte(4)
+	if half {
+		width = 2
+	}
+	dst = append(dst, width)
 	prev := -1
 	for _, i := range idx {
 		dst = binary.AppendUvarint(dst, uint64(i-prev-1))
 		prev = i
 	}
 	for _, i := range idx {
-		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(src[i]))
+		if half {
+			dst = binary.LittleEndian.AppendUint16(dst, HalfFromFloat32(src[i]))
+		} else {
+			dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(src[i]))
+		}
 	}
 	return dst
 }
 
 func decodeSparse(dst []float32, src []byte, name string) error {
-	if len(src) < 4 {
+	if len(src) < 5 {
 		return fmt.Errorf("%w: %s: no count", ErrMalformed, name)
 	}
 	k := int(binary.LittleEndian.Uint32(src))
-	if k > len(dst) || len(src) < 4+k+4*k { // at least a byte per gap
+	width := int(src[4])
+	if width != 2 && width != 4 {
+		return fmt.Errorf("%w: %s: value width %d", ErrMalformed, name, width)
+	}
+	if k > len(dst) || len(src) < 5+k+width*k { // at least a byte per gap
 		return fmt.Errorf("%w: %s: %d values kept of %d in %d bytes", ErrMalformed, name, k, len(dst), len(src))
 	}
 	clear(dst)
-	gaps := src[4:]
-	vals := src[len(src)-4*k:]
+	gaps := src[5 : len(src)-width*k]
+	vals := src[len(src)-width*k:]
 	prev := -1
 	off := 0
 	for j := range k {
 		g, n := binary.Uvarint(gaps[off:])
-		if n <= 0 || off+n > len(gaps)-4*k {
+		if n <= 0 {
 			return fmt.Errorf("%w: %s: bad index gap %d", ErrMalformed, name, j)
 		}
 		off += n
@@ -109,11 +128,15 @@ func decodeSparse(dst []float32, src []byte, name string) error {
 			return fmt.Errorf("%w: %s: index past the end", ErrMalformed, name)
 		}
 		i := prev + 1 + int(g)
-		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(vals[4*j:]))
+		if width == 2 {
+			dst[i] = Float32FromHalf(binary.LittleEndian.Uint16(vals[2*j:]))
+		} else {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(vals[4*j:]))
+		}
 		prev = i
 	}
-	if off != len(gaps)-4*k {
-		return fmt.Errorf("%w: %s: %d stray bytes", ErrMalformed, name, len(gaps)-4*k-off)
+	if off != len(gaps) {
+		return fmt.Errorf("%w: %s: %d stray bytes", ErrMalformed, name, len(gaps)-off)
 	}
 	return nil
 }
@@ -227,11 +250,12 @@ func kthLargest(xs []float32, k int) float32 {
 	return xs[target]
 }
 
-// parseTopK reads the fraction of "topk:F".
+// parseTopK reads "F" or "F:fp16" of "topk:F[:fp16]".
 func parseTopK(arg string) (Codec, error) {
-	f, err := strconv.ParseFloat(arg, 64)
-	if err != nil || !(f > 0 && f <= 1) {
-		return nil, fmt.Errorf("codec topk:%s: want a fraction in (0, 1], e.g. topk:0.01", arg)
+	frac, prec, hasPrec := strings.Cut(arg, ":")
+	f, err := strconv.ParseFloat(frac, 64)
+	if err != nil || !(f > 0 && f <= 1) || (hasPrec && prec != "fp16" && prec != "fp32") {
+		return nil, fmt.Errorf("codec topk:%s: want topk:F[:fp16|fp32] with F in (0, 1], e.g. topk:0.01", arg)
 	}
-	return TopK{Fraction: f}, nil
+	return TopK{Fraction: f, Half: prec == "fp16"}, nil
 }

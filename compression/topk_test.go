@@ -72,6 +72,20 @@ func TestTopKRoundTrip(t *testing.T) {
 	if r := float64(4*len(src)) / float64(len(frame)); r < 15 {
 		t.Errorf("2%% top-k is only %.1f× smaller than fp32", r)
 	}
+	// fp16 values: the same places, values rounded to half precision.
+	hf, _ := EncodePart(nil, TopK{Fraction: 0.02, Half: true}, LosslessNone, src)
+	if len(hf) >= len(frame) {
+		t.Errorf("fp16 values did not shrink the frame: %d vs %d bytes", len(hf), len(frame))
+	}
+	hgot := make([]float32, len(src))
+	if err := DecodePart(hgot, hf); err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if (got[i] != 0) != (hgot[i] != 0) || hgot[i] != Float32FromHalf(HalfFromFloat32(got[i])) {
+			t.Fatalf("value %d: fp16 top-k %v, fp32 top-k %v", i, hgot[i], got[i])
+		}
+	}
 	sp := []float32{0, 3, float32(math.Copysign(0, -1)), 0, -2.5}
 	frame, _ = EncodePart(nil, Sparse{}, LosslessNone, sp)
 	got = make([]float32, len(sp))
@@ -94,8 +108,9 @@ func TestSparseRejectsMalformed(t *testing.T) {
 		"k > count":    mut(func(b []byte) []byte { b[0] = 7; return b }),
 		"truncated":    good[:len(good)-1],
 		"stray bytes":  append(append([]byte(nil), good...), 0),
-		"gap past end": mut(func(b []byte) []byte { b[6] = 9; return b }),
-		"bad uvarint":  mut(func(b []byte) []byte { b[4], b[5], b[6] = 0x80, 0x80, 0x80; return b }),
+		"gap past end": mut(func(b []byte) []byte { b[7] = 9; return b }),
+		"bad uvarint":  mut(func(b []byte) []byte { b[5], b[6], b[7] = 0x80, 0x80, 0x80; return b }),
+		"bad width":    mut(func(b []byte) []byte { b[4] = 3; return b }),
 	} {
 		dst := make([]float32, 6)
 		if err := (TopK{}).Decode(dst, b); !errors.Is(err, ErrMalformed) {
@@ -107,8 +122,14 @@ func TestSparseRejectsMalformed(t *testing.T) {
 			t.Errorf("ParseCodec(%q) accepted", bad)
 		}
 	}
-	if c, err := ParseCodec("topk:0.05"); err != nil || c.(TopK).Fraction != 0.05 {
+	if c, err := ParseCodec("topk:0.05"); err != nil || c.(TopK).Fraction != 0.05 || c.(TopK).Half {
 		t.Errorf("ParseCodec(topk:0.05) = %v, %v", c, err)
+	}
+	if c, err := ParseCodec("topk:0.01:fp16"); err != nil || !c.(TopK).Half {
+		t.Errorf("ParseCodec(topk:0.01:fp16) = %v, %v", c, err)
+	}
+	if _, err := ParseCodec("topk:0.01:int8"); err == nil {
+		t.Error("ParseCodec(topk:0.01:int8) accepted")
 	}
 }
 

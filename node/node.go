@@ -194,8 +194,8 @@ func New(cfg Config) (_ *Node, err error) {
 
 	n.view = gossip.NewMembership(n.host.ID(), cfg.PeerExpiry)
 	var result compression.Codec // the averages: the part codec, except for top-k
-	if n.codec.ID() == compression.IDTopK {
-		result = compression.Sparse{}
+	if tk, ok := n.codec.(compression.TopK); ok {
+		result = compression.Sparse{Half: tk.Half}
 	}
 	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Result: result, Lossless: lossless, RoundTimeout: cfg.RoundTimeout,
 		OnDrop: func(round string, p peer.ID, err error) {
