@@ -41,7 +41,7 @@ func FuzzDecodePart(f *testing.F) {
 			}
 			return
 		}
-		if i := firstNonFinite(dst); i >= 0 {
+		if i := FirstNonFinite(dst); i >= 0 {
 			t.Fatalf("accepted non-finite value %v at %d", dst[i], i)
 		}
 		// Decoding is a pure function of the bytes.

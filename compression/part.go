@@ -77,7 +77,7 @@ func EncodePart(dst []byte, c Codec, l Lossless, values []float32) ([]byte, erro
 	if len(values) > MaxCount {
 		return dst, fmt.Errorf("compression: %d values exceed MaxCount %d", len(values), MaxCount)
 	}
-	if i := firstNonFinite(values); i >= 0 {
+	if i := FirstNonFinite(values); i >= 0 {
 		return dst, fmt.Errorf("%w: value %d is %v", ErrNonFinite, i, values[i])
 	}
 
@@ -224,7 +224,7 @@ func DecodePart(dst []float32, frame []byte) error {
 		}
 		return err
 	}
-	if i := firstNonFinite(dst); i >= 0 {
+	if i := FirstNonFinite(dst); i >= 0 {
 		v := dst[i]
 		clear(dst)
 		return fmt.Errorf("%w: value %d is %v", ErrNonFinite, i, v)
@@ -232,8 +232,9 @@ func DecodePart(dst []float32, frame []byte) error {
 	return nil
 }
 
-// firstNonFinite returns the index of the first NaN or ±Inf in v, or -1.
-func firstNonFinite(v []float32) int {
+// FirstNonFinite returns the index of the first NaN or ±Inf in v, or -1.
+// The codecs and the node use it to keep non-finite values off the wire.
+func FirstNonFinite(v []float32) int {
 	for i, x := range v {
 		if math.Float32bits(x)&0x7f800000 == 0x7f800000 {
 			return i

@@ -183,3 +183,15 @@ func TestZstdSkipsHugePayloads(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestFirstNonFinite(t *testing.T) {
+	inf := float32(math.Inf(1))
+	for _, c := range []struct {
+		xs   []float32
+		want int
+	}{{nil, -1}, {[]float32{0, 1, -3e38}, -1}, {[]float32{1, float32(math.NaN())}, 1}, {[]float32{-inf, 0}, 0}} {
+		if got := FirstNonFinite(c.xs); got != c.want {
+			t.Errorf("FirstNonFinite(%v) = %d, want %d", c.xs, got, c.want)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"math"
 	"slices"
 	"testing"
 	"time"
@@ -65,17 +64,5 @@ func TestCandidatesAndExpected(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("first step: candidates %v, want %v", got, want)
-	}
-}
-
-func TestFirstNonFinite(t *testing.T) {
-	inf := float32(math.Inf(1))
-	for _, c := range []struct {
-		xs   []float32
-		want int
-	}{{nil, -1}, {[]float32{0, 1, -3e38}, -1}, {[]float32{1, float32(math.NaN())}, 1}, {[]float32{-inf, 0}, 0}} {
-		if got := firstNonFinite(c.xs); got != c.want {
-			t.Errorf("firstNonFinite(%v) = %d, want %d", c.xs, got, c.want)
-		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
@@ -87,7 +88,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		for i := range acc {
 			mean[i] = float32(acc[i] * inv)
 		}
-		if i := firstNonFinite(mean); i >= 0 {
+		if i := compression.FirstNonFinite(mean); i >= 0 {
 			// Our gradient is unusable (NaN/Inf from a bad batch or a
 			// numeric blow-up): sending it would fail every round we join.
 			n.log.Warn("local gradient is not finite; dropping it", "step", step, "index", i, "value", mean[i])
@@ -439,16 +440,6 @@ func (n *Node) finish() *Result {
 	}
 	n.log.Info("finished", "step", res.Step, "accuracy", acc, "hash", res.Hash)
 	return res
-}
-
-// firstNonFinite returns the index of the first NaN or Inf in xs, or -1.
-func firstNonFinite(xs []float32) int {
-	for i, x := range xs {
-		if x-x != 0 { // NaN and ±Inf alone make x-x non-zero (NaN)
-			return i
-		}
-	}
-	return -1
 }
 
 // diffPeers lists who is in b but not a (joined) and in a but not b (left).

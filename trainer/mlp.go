@@ -8,6 +8,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/swarmtrain/swarmtrain/compression"
 )
 
 // Caps that keep a hostile or mistyped config from allocating without bound.
@@ -217,7 +219,7 @@ func (m *Model) WriteParams(src []float32) error {
 	if len(src) != m.n {
 		return fmt.Errorf("model: WriteParams got %d values, want %d", len(src), m.n)
 	}
-	if i := firstNonFinite(src); i >= 0 {
+	if i := compression.FirstNonFinite(src); i >= 0 {
 		return fmt.Errorf("model: WriteParams: value %d is %v", i, src[i])
 	}
 	for i, p := range m.params {
@@ -308,14 +310,4 @@ func (m *Model) mustLen(op string, n int) {
 	if n != m.n {
 		panic(fmt.Sprintf("trainer: Model.%s: buffer has %d values, want NumParams=%d", op, n, m.n))
 	}
-}
-
-// firstNonFinite returns the index of the first NaN or ±Inf in v, or -1.
-func firstNonFinite(v []float32) int {
-	for i, f := range v {
-		if f-f != 0 { // NaN-NaN and Inf-Inf are NaN; finite-finite is 0
-			return i
-		}
-	}
-	return -1
 }

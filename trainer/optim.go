@@ -3,6 +3,8 @@ package trainer
 import (
 	"fmt"
 	"math"
+
+	"github.com/swarmtrain/swarmtrain/compression"
 )
 
 // Optimizer updates flat parameters from an averaged mean gradient. The
@@ -107,7 +109,7 @@ func (o *sgd) LoadState(s []float32) error {
 	if len(s) != want {
 		return fmt.Errorf("%s: state has %d values, want %d", o.Name(), len(s), want)
 	}
-	if i := firstNonFinite(s); i >= 0 {
+	if i := compression.FirstNonFinite(s); i >= 0 {
 		return fmt.Errorf("%s: state value %d is %v", o.Name(), i, s[i])
 	}
 	copy(o.v, s)
@@ -184,7 +186,7 @@ func (o *adam) LoadState(s []float32) error {
 	if len(s) != 2*n+2 {
 		return fmt.Errorf("%s: state has %d values, want %d (m, v, step)", o.Name(), len(s), 2*n+2)
 	}
-	if i := firstNonFinite(s); i >= 0 {
+	if i := compression.FirstNonFinite(s); i >= 0 {
 		return fmt.Errorf("%s: state value %d is %v", o.Name(), i, s[i])
 	}
 	for i, v := range s[n : 2*n] {
