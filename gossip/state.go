@@ -53,6 +53,20 @@ func ChunkHashes(params, opt []float32) [][32]byte {
 	return out
 }
 
+// chunkValues returns chunk k of params ‖ opt: a subslice when the chunk
+// lies in one of them, else a copy into scratch (returned for reuse).
+func chunkValues(params, opt []float32, k int, scratch []float32) (vals, scratchOut []float32) {
+	lo, hi := k*StateChunk, min((k+1)*StateChunk, len(params)+len(opt))
+	switch {
+	case hi <= len(params):
+		return params[lo:hi], scratch
+	case lo >= len(params):
+		return opt[lo-len(params) : hi-len(params)], scratch
+	}
+	scratch = append(append(scratch[:0], params[lo:]...), opt[:hi-len(params)]...)
+	return scratch, scratch
+}
+
 // writeBits writes xs as little-endian fp32 bits to h. On little-endian
 // machines (nearly all) that is their memory as it is, hashed in place:
 // a state is hashed after every step, so the copy would cost more than the

@@ -69,6 +69,7 @@ const (
 // StateServer serves this peer's state to joiners over ProtoState.
 type StateServer struct {
 	run      string
+	current  func() (uint64, error) // the local step, cheaply
 	snapshot func() (Snapshot, error)
 
 	mu      sync.Mutex
@@ -81,18 +82,19 @@ type StateServer struct {
 // pinnedState is a frozen copy of the state at one step.
 type pinnedState struct {
 	step          uint64
-	vals          []float32 // params ‖ optimizer state
-	nParams, nOpt int
+	params, opt   []float32 // the snapshot's own copies
 	hash          string
 	chunks        [][32]byte
 	group         []peer.ID
 	refs          int
 }
 
-// NewStateServer registers the state protocol on t. snapshot returns the
-// current state (a copy the server may keep).
-func NewStateServer(t Transport, run string, snapshot func() (Snapshot, error)) *StateServer {
-	s := &StateServer{run: run, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}, byPeer: map[peer.ID]int{}}
+// NewStateServer registers the state protocol on t. current returns the
+// local step (an error: nothing to serve, e.g. while syncing); snapshot
+// returns the current state, a copy the server may keep. Requests check
+// the step with current; only a pin takes a snapshot.
+func NewStateServer(t Transport, run string, current func() (uint64, error), snapshot func() (Snapshot, error)) *StateServer {
+	s := &StateServer{run: run, current: current, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}, byPeer: map[peer.ID]int{}}
 	t.Handle(ProtoState, s.serve)
 	return s
 }
@@ -133,10 +135,9 @@ func (s *StateServer) pinLocked(step uint64) *pinnedState {
 	if err != nil || snap.Step != step {
 		return nil
 	}
-	p := &pinnedState{step: step, vals: append(append(make([]float32, 0, len(snap.Params)+len(snap.Opt)), snap.Params...), snap.Opt...),
-		nParams: len(snap.Params), nOpt: len(snap.Opt), group: snap.Group}
-	p.chunks = ChunkHashes(p.vals, nil)
-	p.hash = hashManifest(step, p.nParams, p.nOpt, p.chunks)
+	p := &pinnedState{step: step, params: snap.Params, opt: snap.Opt, group: snap.Group}
+	p.chunks = ChunkHashes(p.params, p.opt)
+	p.hash = hashManifest(step, len(p.params), len(p.opt), p.chunks)
 	s.pinned[step] = p
 	return p
 }
@@ -150,20 +151,20 @@ func (s *StateServer) pin(ctx context.Context, step uint64, wait time.Duration) 
 		s.mu.Unlock()
 		return p, step, nil
 	}
-	snap, err := s.snapshot()
+	cur, err := s.current()
 	if err != nil {
 		s.mu.Unlock()
 		return nil, 0, err
 	}
 	switch {
-	case snap.Step > step:
+	case cur > step:
 		s.mu.Unlock()
-		return nil, snap.Step, errMovedPast
-	case snap.Step == step:
+		return nil, cur, errMovedPast
+	case cur == step:
 		p := s.pinLocked(step)
 		if p == nil {
 			s.mu.Unlock()
-			return nil, snap.Step, errors.New("busy serving other joiners")
+			return nil, cur, errors.New("busy serving other joiners")
 		}
 		p.refs++
 		s.mu.Unlock()
@@ -207,11 +208,11 @@ func indexChan(ws []chan *pinnedState, w chan *pinnedState) int {
 }
 
 func (s *StateServer) step() uint64 {
-	snap, err := s.snapshot()
+	cur, err := s.current()
 	if err != nil {
 		return 0
 	}
-	return snap.Step
+	return cur
 }
 
 func (s *StateServer) release(p *pinnedState) {
@@ -267,7 +268,7 @@ func (s *StateServer) serve(st Stream) {
 		return
 	}
 	defer s.release(p)
-	m := stateManifest{Step: p.step, Hash: p.hash, NParams: p.nParams, NOpt: p.nOpt, Group: p.group, Chunks: make([][]byte, len(p.chunks))}
+	m := stateManifest{Step: p.step, Hash: p.hash, NParams: len(p.params), NOpt: len(p.opt), Group: p.group, Chunks: make([][]byte, len(p.chunks))}
 	for i := range p.chunks {
 		m.Chunks[i] = p.chunks[i][:]
 	}
@@ -277,6 +278,7 @@ func (s *StateServer) serve(st Stream) {
 		return
 	}
 	var frame []byte
+	var scratch []float32
 	for {
 		b, err := st.Recv(MaxMessageSize)
 		if err != nil {
@@ -288,8 +290,9 @@ func (s *StateServer) serve(st Stream) {
 			st.Reset()
 			return
 		}
-		lo, hi := cr.Chunk*StateChunk, min((cr.Chunk+1)*StateChunk, len(p.vals))
-		frame, err = compression.EncodePart(frame[:0], compression.FP32{}, compression.LosslessNone, p.vals[lo:hi])
+		var vals []float32
+		vals, scratch = chunkValues(p.params, p.opt, cr.Chunk, scratch)
+		frame, err = compression.EncodePart(frame[:0], compression.FP32{}, compression.LosslessNone, vals)
 		if err != nil || st.Send(frame) != nil {
 			st.Reset()
 			return
@@ -412,12 +415,9 @@ func pinAll(ctx context.Context, t Transport, donors []peer.ID, req StateRequest
 			at = max(at, a.c.m.At)
 		}
 	}
-	chosen := req.Want
-	if chosen == "" || votes[chosen] == 0 {
+	chosen := req.Want // when nobody has it, no donor is used
+	if chosen == "" {
 		chosen = Consensus(votes)
-		if req.Want != "" {
-			chosen = "" // nobody has what the swarm agrees on
-		}
 	}
 	var out []donorConn
 	for i, a := range answers {
@@ -428,6 +428,7 @@ func pinAll(ctx context.Context, t Transport, donors []peer.ID, req StateRequest
 			failed[donors[i]] = fmt.Errorf("announced state %s, not the chosen %s", a.c.m.Hash, chosen)
 			a.c.s.Reset()
 		default:
+			delete(failed, donors[i]) // it may have failed an earlier attempt
 			out = append(out, a.c)
 		}
 	}

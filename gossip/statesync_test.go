@@ -35,6 +35,12 @@ func stateAt(step uint64, nParams, nOpt int) Snapshot {
 	return s
 }
 
+func (r *replica) current() (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.step, nil
+}
+
 func (r *replica) snapshot() (Snapshot, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -67,7 +73,7 @@ func donorsAt(t *testing.T, n int, step uint64) (*MemNetwork, []*MemTransport, [
 	var rs []*replica
 	for _, tr := range ts[:n] {
 		r := &replica{step: step, nParams: testNParams, nOpt: testNOpt}
-		r.srv = NewStateServer(tr, "ab", r.snapshot)
+		r.srv = NewStateServer(tr, "ab", r.current, r.snapshot)
 		rs = append(rs, r)
 	}
 	return net, ts, ids, rs

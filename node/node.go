@@ -205,7 +205,7 @@ func New(cfg Config) (_ *Node, err error) {
 		Capacity: func() (float64, bool) { return n.av.Throughput(), cfg.Client }, MinGroup: cfg.Run.MinGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
-	n.states = gossip.NewStateServer(n.tr, n.run, n.snapshot)
+	n.states = gossip.NewStateServer(n.tr, n.run, n.servableStep, n.snapshot)
 	return n, nil
 }
 
@@ -303,11 +303,23 @@ func (v matchView) Step() uint64                   { return v.n.currentStep() }
 func (v matchView) Expected(step uint64) []peer.ID { return v.n.expected(step) }
 func (v matchView) Behind(step uint64) bool        { return v.n.behind(step) }
 
+// servableStep is the step a donor would serve; none while syncing.
+func (n *Node) servableStep() (uint64, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.syncing {
+		return 0, errSyncing
+	}
+	return n.step, nil
+}
+
+var errSyncing = errors.New("this peer is syncing itself")
+
 func (n *Node) snapshot() (gossip.Snapshot, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.syncing {
-		return gossip.Snapshot{}, errors.New("this peer is syncing itself")
+		return gossip.Snapshot{}, errSyncing
 	}
 	return gossip.Snapshot{Step: n.step, Params: append([]float32(nil), n.params...), Opt: n.opt.State(), Group: n.lastGroup}, nil
 }
