@@ -81,12 +81,12 @@ type StateServer struct {
 
 // pinnedState is a frozen copy of the state at one step.
 type pinnedState struct {
-	step          uint64
-	params, opt   []float32 // the snapshot's own copies
-	hash          string
-	chunks        [][32]byte
-	group         []peer.ID
-	refs          int
+	step        uint64
+	params, opt []float32 // the snapshot's own copies
+	hash        string
+	chunks      [][32]byte
+	group       []peer.ID
+	refs        int
 }
 
 // NewStateServer registers the state protocol on t. current returns the
