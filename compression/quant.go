@@ -122,16 +122,27 @@ func quantEncode(dst []byte, src []float32, block int, levels float32, valueByte
 		xs := src[b*block : min((b+1)*block, len(src))]
 		var m float32
 		for _, x := range xs {
-			m = max(m, float32(math.Abs(float64(x))))
+			m = max(m, abs32(x))
 		}
 		scale := m / levels
+		if math.IsInf(float64(levels*scale), 0) {
+			// m near MaxFloat32: levels·scale would round up to Inf, and
+			// the block's largest value would decode as Inf.
+			scale = math.Nextafter32(scale, 0)
+		}
 		binary.LittleEndian.PutUint32(scales[4*b:], math.Float32bits(scale))
 		if scale == 0 {
-			continue // all zero: levels stay 0
+			continue // all zero (or too small for any level): levels stay 0
 		}
-		inv := levels / m
+		// 1/scale overflows for tiny blocks (m below ~1e-37); then divide.
+		inv := 1 / scale
+		tiny := math.IsInf(float64(inv), 0)
 		for i, x := range xs {
-			q := int8(min(max(float32(math.Round(float64(x*inv))), -levels), levels))
+			r := x * inv
+			if tiny {
+				r = x / scale
+			}
+			q := int8(min(max(float32(math.Round(float64(r))), -levels), levels))
 			k := b*block + i
 			if levels == 127 {
 				vals[k] = byte(q)
@@ -172,8 +183,8 @@ func quantDecode(dst []float32, src []byte, levels int, valueBytes int) error {
 			} else {
 				q = int(int8(vals[i/2]<<(4*(1-i%2))) >> 4) // sign-extend the nibble
 			}
-			if q < -levels || q > levels {
-				return fmt.Errorf("%w: %s: level %d out of [-%d, %d]", ErrMalformed, name, q, levels, levels)
+			if q < -levels || q > levels || (q != 0 && scale == 0) {
+				return fmt.Errorf("%w: %s: level %d out of [-%d, %d] (scale %v)", ErrMalformed, name, q, levels, levels, scale)
 			}
 			dst[i] = float32(q) * scale
 		}

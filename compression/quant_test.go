@@ -58,7 +58,9 @@ func TestQuantizersRoundTrip(t *testing.T) {
 			}
 		}
 		again := make([]float32, len(src))
-		DecodePart(again, frame)
+		if err := DecodePart(again, frame); err != nil {
+			t.Fatal(err)
+		}
 		for i := range got {
 			if math.Float32bits(got[i]) != math.Float32bits(again[i]) {
 				t.Fatalf("%s: decoding is not a pure function of the bytes", c.codec.Name())
@@ -105,6 +107,7 @@ func TestQuantizersRejectMalformed(t *testing.T) {
 		{"NaN scale", Int8{}, mut(good8, func(b []byte) { b[4], b[5], b[6], b[7] = 0, 0, 0xc0, 0x7f })},
 		{"level -128", Int8{}, mut(good8, func(b []byte) { b[len(b)-1] = 0x80 })},
 		{"level -8", Int4{}, mut(good4, func(b []byte) { b[len(b)-2] = 0x88 })},
+		{"levels under a zero scale", Int8{}, mut(good8, func(b []byte) { b[4], b[5], b[6], b[7] = 0, 0, 0, 0 })},
 		{"padding nibble", Int4{}, mut(good4, func(b []byte) { b[len(b)-1] |= 0x10 })},
 	}
 	for _, c := range cases {
@@ -192,6 +195,40 @@ func TestFirstNonFinite(t *testing.T) {
 	}{{nil, -1}, {[]float32{0, 1, -3e38}, -1}, {[]float32{1, float32(math.NaN())}, 1}, {[]float32{-inf, 0}, 0}} {
 		if got := FirstNonFinite(c.xs); got != c.want {
 			t.Errorf("FirstNonFinite(%v) = %d, want %d", c.xs, got, c.want)
+		}
+	}
+}
+
+// Blocks at the ends of the float32 range: the largest magnitude must not
+// decode as Inf, and blocks of tiny values must keep their values, not
+// snap them all to the block maximum.
+func TestQuantizersExtremeBlocks(t *testing.T) {
+	for _, c := range []Codec{Int8{Block: 16}, Int4{Block: 16}} {
+		for _, src := range [][]float32{
+			{math.MaxFloat32, -math.MaxFloat32 / 3, 1, 0},
+			{3.3e-38, 1e-38, -2e-38, 0, 1e-39},
+		} {
+			frame, err := EncodePart(nil, c, LosslessNone, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]float32, len(src))
+			if err := DecodePart(got, frame); err != nil {
+				t.Fatalf("%s %v: %v", c.Name(), src, err)
+			}
+			levels := 127.0
+			if c.ID() == IDInt4 {
+				levels = 7
+			}
+			var m float64
+			for _, x := range src {
+				m = max(m, math.Abs(float64(x)))
+			}
+			for i, x := range src {
+				if d := math.Abs(float64(got[i]) - float64(x)); d > 0.51*m/levels {
+					t.Errorf("%s: %v → %v, error %g over half a step %g", c.Name(), x, got[i], d, 0.5*m/levels)
+				}
+			}
 		}
 	}
 }

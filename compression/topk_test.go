@@ -111,6 +111,7 @@ func TestSparseRejectsMalformed(t *testing.T) {
 		"gap past end": mut(func(b []byte) []byte { b[7] = 9; return b }),
 		"bad uvarint":  mut(func(b []byte) []byte { b[5], b[6], b[7] = 0x80, 0x80, 0x80; return b }),
 		"bad width":    mut(func(b []byte) []byte { b[4] = 3; return b }),
+		"padded gap":   append(append(append([]byte(nil), good[:5]...), good[5]|0x80, 0), good[6:]...),
 	} {
 		dst := make([]float32, 6)
 		if err := (TopK{}).Decode(dst, b); !errors.Is(err, ErrMalformed) {
