@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -156,42 +157,52 @@ func topIndices(src []float32, k int) []int {
 	}
 	// Candidates: every index whose magnitude reaches a floor. On large
 	// inputs a sample estimates a floor that about 2k values pass, so the
-	// exact selection runs on those instead of on all n; if the estimate
-	// let fewer than k through, the floor is 0 (everything).
-	cand := make([]int, 0, min(len(src), 3*k))
+	// exact selection runs on those instead of on all n; without a floor
+	// (small input, or the estimate let fewer than k through) every index
+	// is a candidate and no index list is built.
+	var cand []int // nil: every index
 	if floor := sampleFloor(src, k); floor > 0 {
+		cand = make([]int, 0, 3*k)
 		for i, x := range src {
 			if abs32(x) >= floor {
 				cand = append(cand, i)
 			}
 		}
-	}
-	if len(cand) < k {
-		cand = cand[:0]
-		for i := range src {
-			cand = append(cand, i)
+		if len(cand) < k {
+			cand = nil
 		}
 	}
-	mags := make([]float32, len(cand))
-	for j, i := range cand {
-		mags[j] = abs32(src[i])
+	var mags []float32 // candidates' magnitudes, in index order
+	if cand == nil {
+		mags = make([]float32, len(src))
+		for i, x := range src {
+			mags[i] = abs32(x)
+		}
+	} else {
+		mags = make([]float32, len(cand))
+		for j, i := range cand {
+			mags[j] = abs32(src[i])
+		}
 	}
-	t := kthLargest(mags, k)
+	t := kthLargest(slices.Clone(mags), k) // reorders its input
 	above := 0
-	for _, i := range cand {
-		if abs32(src[i]) > t {
+	for _, m := range mags {
+		if m > t {
 			above++
 		}
 	}
 	ties := k - above
 	idx := make([]int, 0, k)
-	for _, i := range cand { // in index order: ties go to the lower index
-		m := abs32(src[i])
+	for j, m := range mags { // in index order: ties go to the lower index
 		if m > t || (m == t && ties > 0) {
 			if m == t {
 				ties--
 			}
-			idx = append(idx, i)
+			if cand == nil {
+				idx = append(idx, j)
+			} else {
+				idx = append(idx, cand[j])
+			}
 		}
 	}
 	return idx
