@@ -47,7 +47,7 @@ func (l Lossless) String() string {
 // ErrUnknownLossless is returned for a lossless id or name that does not exist.
 var ErrUnknownLossless = errors.New("compression: unknown lossless stage")
 
-// LosslessByName parses "none" or "zstd".
+// LosslessByName parses "none", "zstd" or "s2".
 func LosslessByName(name string) (Lossless, error) {
 	for i, n := range losslessNames {
 		if n == name {

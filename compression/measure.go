@@ -21,6 +21,13 @@ type Measurement struct {
 // (the best run is the one least disturbed by the rest of the machine).
 func Measure(c Codec, l Lossless, src []float32, reps int) (Measurement, error) {
 	m := Measurement{Codec: c.Name(), Lossless: l.String(), Values: len(src)}
+	var den float64
+	for _, x := range src {
+		den += float64(x) * float64(x)
+	}
+	if den == 0 {
+		return m, fmt.Errorf("measure: all-zero input") // before any timing
+	}
 	var frame []byte
 	best := func(f func() error) (time.Duration, error) {
 		var b time.Duration
@@ -51,14 +58,10 @@ func Measure(c Codec, l Lossless, src []float32, reps int) (Measurement, error) 
 	m.Ratio = raw / float64(len(frame))
 	m.EncodeGB = raw / enc.Seconds() / 1e9
 	m.DecodeGB = raw / dec.Seconds() / 1e9
-	var num, den float64
+	var num float64
 	for i, x := range src {
 		d := float64(dst[i]) - float64(x)
 		num += d * d
-		den += float64(x) * float64(x)
-	}
-	if den == 0 {
-		return m, fmt.Errorf("measure: all-zero input")
 	}
 	m.RelL2 = math.Sqrt(num / den)
 	return m, nil

@@ -3,6 +3,7 @@ package compression
 import (
 	"errors"
 	"math"
+	"math/big"
 	"testing"
 )
 
@@ -65,6 +66,23 @@ func TestQuantizersRoundTrip(t *testing.T) {
 			if math.Float32bits(got[i]) != math.Float32bits(again[i]) {
 				t.Fatalf("%s: decoding is not a pure function of the bytes", c.codec.Name())
 			}
+		}
+	}
+}
+
+// bf16 rounds to nearest, ties to even, at 8 significant bits: checked
+// against math/big, an independent implementation of that rounding.
+func TestBF16MatchesBigFloat(t *testing.T) {
+	src := normals(100_000, 11)
+	src = append(src, 1+1.0/256, 1+3.0/256, -(1 + 1.0/256), 3.0e38) // exact ties, a large value
+	got := make([]float32, len(src))
+	if err := (BF16{}).Decode(got, BF16{}.Encode(nil, src)); err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range src {
+		want, _ := new(big.Float).SetPrec(8).SetMode(big.ToNearestEven).SetFloat64(float64(x)).Float32()
+		if math.Float32bits(got[i]) != math.Float32bits(want) {
+			t.Fatalf("bf16(%v) = %v, want %v", x, got[i], want)
 		}
 	}
 }

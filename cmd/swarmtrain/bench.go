@@ -52,7 +52,7 @@ so this measures the CPU cost of averaging, not a network.`,
 	fs.IntVar(&cfg.Hosts, "hosts", cfg.Hosts, "members of the all-reduce")
 	fs.Float64Var(&mib, "mib", 16, "vector size in MiB of float32")
 	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "timed rounds (after one warm-up round)")
-	fs.StringVar(&cfg.Codec, "codec", cfg.Codec, "fp32 or fp16")
+	fs.StringVar(&cfg.Codec, "codec", cfg.Codec, "gradient codec, as for swarmtrain node --codec")
 	fs.StringVar(&cfg.Lossless, "lossless", cfg.Lossless, "none, zstd or s2")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(ar, benchCompressCmd())
