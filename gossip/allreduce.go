@@ -284,17 +284,34 @@ func (a *Averager) AllReduceEF(ctx context.Context, r Round, local, residual, ou
 	if len(residual) != len(local) {
 		return fmt.Errorf("allreduce: residual has %d values, local %d", len(residual), len(local))
 	}
-	comp := make([]float32, len(local))
-	for i := range comp {
-		comp[i] = local[i] + residual[i]
+	// Two vectors per round on the training path: reused, not allocated.
+	comp, dropped := getVec(len(local)), getVec(len(local))
+	defer putVec(comp)
+	defer putVec(dropped)
+	for i := range *comp {
+		(*comp)[i] = local[i] + residual[i]
 	}
-	dropped := make([]float32, len(local))
-	if err := a.allReduce(ctx, r, comp, out, dropped); err != nil {
+	clear(*dropped)
+	if err := a.allReduce(ctx, r, *comp, out, *dropped); err != nil {
 		return err
 	}
-	copy(residual, dropped)
+	copy(residual, *dropped)
 	return nil
 }
+
+var vecPool sync.Pool
+
+// getVec returns a vector of n values (contents unspecified).
+func getVec(n int) *[]float32 {
+	if p, ok := vecPool.Get().(*[]float32); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	v := make([]float32, n)
+	return &v
+}
+
+func putVec(p *[]float32) { vecPool.Put(p) }
 
 // allReduce runs one round; when dropped is non-nil it receives, per value
 // this peer sent, what the codec dropped (zero for the part it owns).
