@@ -117,11 +117,13 @@ func ByName(name string) (Codec, error) {
 	return nil, fmt.Errorf("%w: %q", ErrUnknownCodec, name)
 }
 
-// Codecs lists the registered codecs in id order, for flags and help texts.
+// Codecs lists the registered codecs a run can name, in id order, for
+// flags, help texts and benchmarks. Mixed is left out: only a Policy
+// builds one, for a range of tensors.
 func Codecs() []Codec {
 	var out []Codec
 	for _, c := range registry.Load() {
-		if c != nil {
+		if c != nil && c.ID() != IDMixed {
 			out = append(out, c)
 		}
 	}

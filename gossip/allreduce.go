@@ -85,8 +85,13 @@ type AveragerConfig struct {
 	// Result encodes the owners' averages; nil: Codec. Top-k parts want
 	// Sparse here: the average of a few sparse parts is sparse, and
 	// truncating it again would lose what no error feedback recovers.
-	Result   compression.Codec
-	Lossless compression.Lossless // lossless stage after it
+	Result compression.Codec
+	// PartCodec and ResultCodec, when set, choose the codec of the values
+	// [lo, hi) of the vector instead of Codec and Result: a per-tensor
+	// compression.Policy. Every member must choose alike (they are part of
+	// the run); receivers bound frames by the widest codec either way.
+	PartCodec, ResultCodec func(lo, hi int) compression.Codec
+	Lossless               compression.Lossless // lossless stage after it
 	// RoundTimeout is the most a round may take; a member that has not
 	// delivered its part by the deadline fails the round for everyone
 	// waiting on it. The deadline actually used adapts: DeadlineFactor ×
@@ -238,6 +243,38 @@ const maxPendingPerPeer = 4
 // for headers and a lossless stage that failed to shrink.
 func maxPartFrame(count int) int { return maxFrame(compression.FP32{}, count) }
 
+// partCodec is the codec of our contribution to values [lo, hi).
+func (a *Averager) partCodec(lo, hi int) compression.Codec {
+	if a.cfg.PartCodec != nil {
+		return a.cfg.PartCodec(lo, hi)
+	}
+	return a.cfg.Codec
+}
+
+// resultCodec is the codec of the average of values [lo, hi).
+func (a *Averager) resultCodec(lo, hi int) compression.Codec {
+	if a.cfg.ResultCodec != nil {
+		return a.cfg.ResultCodec(lo, hi)
+	}
+	return a.cfg.Result
+}
+
+// maxPart and maxResult bound the frames of count values we accept: with
+// a per-range choice, by the widest codec a range can get (Mixed).
+func (a *Averager) maxPart(count int) int {
+	if a.cfg.PartCodec != nil {
+		return maxFrame(compression.Mixed{}, count)
+	}
+	return maxFrame(a.cfg.Codec, count)
+}
+
+func (a *Averager) maxResult(count int) int {
+	if a.cfg.ResultCodec != nil {
+		return maxFrame(compression.Mixed{}, count)
+	}
+	return maxFrame(a.cfg.Result, count)
+}
+
 // maxFrame bounds a frame of count values encoded with c.
 func maxFrame(c compression.Codec, count int) int {
 	return c.MaxEncodedLen(count) + count/16 + compression.FrameOverhead + 1024
@@ -335,12 +372,12 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	lo, hi := r.Bounds(n, me)
 
 	own := local[lo:hi]
-	if a.cfg.Codec.ID() != compression.IDFP32 && lo < hi {
+	if c := a.partCodec(lo, hi); c.ID() != compression.IDFP32 && lo < hi {
 		// Our own copy goes through the codec like everyone else's: a
 		// sparse codec's averages stay sparse, and error feedback covers
 		// this part too.
 		var err error
-		if own, err = roundTrip(a.cfg.Codec, own); err != nil {
+		if own, err = roundTrip(c, own); err != nil {
 			return fmt.Errorf("allreduce: own part: %w", err)
 		}
 		if dropped != nil {
@@ -452,7 +489,7 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 	a.observeIntake(rs.inBytes, rs.inLast.Sub(rs.started))
 	rs.mu.Unlock()
 	avg := WeightedMean(contribs, r.Samples)
-	enc, err := compression.EncodePart(nil, a.cfg.Result, a.cfg.Lossless, avg)
+	enc, err := compression.EncodePart(nil, a.resultCodec(rs.lo, rs.hi), a.cfg.Lossless, avg)
 	if err != nil {
 		return fail(err)
 	}
@@ -522,7 +559,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	if err := s.Send(hdr); err != nil {
 		return nil, err
 	}
-	enc, err := compression.EncodePart(nil, a.cfg.Codec, a.cfg.Lossless, local[lo:hi])
+	enc, err := compression.EncodePart(nil, a.partCodec(lo, hi), a.cfg.Lossless, local[lo:hi])
 	if err != nil {
 		return nil, err
 	}
@@ -539,7 +576,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 		return nil, err
 	}
 	a.bytesSent.Add(int64(len(enc) + len(hdr)))
-	res, err := s.Recv(maxFrame(a.cfg.Result, hi-lo) + 1)
+	res, err := s.Recv(a.maxResult(hi-lo) + 1)
 	if err != nil {
 		return nil, err
 	}
@@ -637,7 +674,7 @@ func (a *Averager) serve(s Stream) {
 		return
 	}
 	count := rs.hi - rs.lo
-	frame, err := s.Recv(maxFrame(a.cfg.Codec, count))
+	frame, err := s.Recv(a.maxPart(count))
 	if err != nil {
 		return
 	}

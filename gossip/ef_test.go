@@ -78,3 +78,51 @@ func TestAllReduceErrorFeedback(t *testing.T) {
 		}
 	}
 }
+
+// Under a per-tensor policy the small tensors travel in fp16 and the
+// large ones in the run's codec, within one part, and every member still
+// ends with the same bits.
+func TestAllReducePolicy(t *testing.T) {
+	_, ts, ids := memPeers(3)
+	pol := compression.Policy{Large: compression.Int4{Block: 16}, Small: compression.FP16{}, Tensors: []int{500, 10, 300, 5}, SmallTensor: 100}
+	var avs []*Averager
+	for _, tr := range ts {
+		avs = append(avs, NewAverager(tr, AveragerConfig{Codec: pol.Large, PartCodec: pol.For, ResultCodec: pol.For, RoundTimeout: 2 * time.Second}))
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	const n = 815
+	local := [][]float32{randVec(rng, n), randVec(rng, n), randVec(rng, n)}
+	out := [][]float32{make([]float32, n), make([]float32, n), make([]float32, n)}
+	samples := []int{1, 1, 1}
+	r := Round{Members: ids, Samples: samples, ID: RoundID("ab", 0, 0, ids, samples, nil)}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Go(func() { errs[i] = avs[i].AllReduceEF(context.Background(), r, local[i], make([]float32, n), out[i]) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("peer %d: %v", i, err)
+		}
+	}
+	var smallErr, largeErr float64
+	for e := range n {
+		for i := 1; i < 3; i++ {
+			if math.Float32bits(out[i][e]) != math.Float32bits(out[0][e]) {
+				t.Fatalf("value %d differs between peers 0 and %d", e, i)
+			}
+		}
+		mean := (float64(local[0][e]) + float64(local[1][e]) + float64(local[2][e])) / 3
+		d := math.Abs(float64(out[0][e]) - mean)
+		if small := (e >= 500 && e < 510) || e >= 810; small {
+			smallErr = max(smallErr, d)
+		} else {
+			largeErr = max(largeErr, d)
+		}
+	}
+	// fp16 is good to ~1e-3 on these magnitudes, int4 to ~1e-1.
+	if smallErr > 4e-3 || largeErr < 2e-2 {
+		t.Fatalf("largest error %.2g in the small tensors, %.2g in the large: the policy was not applied", smallErr, largeErr)
+	}
+}

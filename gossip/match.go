@@ -46,6 +46,12 @@ var ErrTooFew = errors.New("too few peers for a round")
 
 const tooFewReason = "too few peers for a round"
 
+// ErrGroupFull means the assembler already had the run's maximum group
+// size; the caller may retry, which opens the step's next group.
+var ErrGroupFull = errors.New("group full")
+
+const fullReason = "group full: the run's maximum group size joined first"
+
 // MatchConfig tunes matchmaking.
 type MatchConfig struct {
 	Run string
@@ -63,6 +69,10 @@ type MatchConfig struct {
 	// MinGroup is the fewest members a group may have; an assembly with
 	// fewer is refused with ErrTooFew and the joiners try again.
 	MinGroup int
+	// MaxGroup caps a group (0: no cap). The assembler closes as soon as
+	// MaxGroup peers joined; later joiners are told the group is full
+	// (ErrGroupFull) and retry, forming the next group among themselves.
+	MaxGroup int
 }
 
 // MatchView is what an assembler needs to know about the swarm.
@@ -95,6 +105,9 @@ type assembly struct {
 	attempt uint32
 	mu      sync.Mutex
 	joined  map[peer.ID]Join
+	order   []peer.ID     // join order: the first MaxGroup make the group
+	full    bool          // closed at MaxGroup; later joiners form the next group
+	taken   []peer.ID     // the full previous attempt's group: busy, not expected here
 	joinCh  chan struct{} // poked on each join
 	done    chan struct{}
 	group   Group
@@ -139,6 +152,9 @@ func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candid
 	if len(g.Members) == 0 {
 		if g.Reason == behindReason {
 			return Round{}, ErrBehind
+		}
+		if g.Reason == fullReason {
+			return Round{}, ErrGroupFull
 		}
 		if strings.HasPrefix(g.Reason, tooFewReason) {
 			return Round{}, fmt.Errorf("%w: %s", ErrTooFew, strings.TrimPrefix(g.Reason, tooFewReason))
@@ -231,6 +247,9 @@ func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error)
 	}
 	a := m.open(j.Step)
 	a.mu.Lock()
+	if _, again := a.joined[p]; !again {
+		a.order = append(a.order, p)
+	}
 	a.joined[p] = j
 	a.mu.Unlock()
 	select {
@@ -246,6 +265,9 @@ func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error)
 		return a.group, nil // a refusal, the same for every joiner
 	}
 	if a.group.Index(p) < 0 {
+		if a.full {
+			return Group{Run: m.cfg.Run, Step: j.Step, Reason: fullReason}, nil
+		}
 		return Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
 	}
 	return a.group, nil
@@ -262,10 +284,14 @@ func (m *Matchmaker) open(step uint64) *assembly {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var attempt uint32
+	var taken []peer.ID
 	if a, ok := m.assemblies[step]; ok {
 		select {
 		case <-a.done:
 			attempt = a.attempt + 1
+			if a.full {
+				taken = append(slices.Clone(a.taken), a.group.Members...)
+			}
 		default:
 			return a
 		}
@@ -275,7 +301,7 @@ func (m *Matchmaker) open(step uint64) *assembly {
 			delete(m.assemblies, s)
 		}
 	}
-	a := &assembly{step: step, attempt: attempt, joined: map[peer.ID]Join{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
+	a := &assembly{step: step, attempt: attempt, taken: taken, joined: map[peer.ID]Join{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
 	m.assemblies[step] = a
 	go m.assemble(a)
 	return a
@@ -307,8 +333,18 @@ func (m *Matchmaker) allJoined(a *assembly) bool {
 	exp := m.view.Expected(a.step)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if m.cfg.MaxGroup > 0 && len(a.joined) >= m.cfg.MaxGroup {
+		return true
+	}
+	// An attempt after a full group is either the overflow (nobody from
+	// that group here: do not wait for them, they are busy) or a retry of
+	// that group's failed round (wait for all of it).
+	overflow := true
+	for p := range a.joined {
+		overflow = overflow && !slices.Contains(a.taken, p)
+	}
 	for _, p := range exp {
-		if _, ok := a.joined[p]; !ok {
+		if _, ok := a.joined[p]; !ok && !(overflow && slices.Contains(a.taken, p)) {
 			return false
 		}
 	}
@@ -330,9 +366,10 @@ func (m *Matchmaker) close(a *assembly) {
 		close(a.done)
 		return
 	}
-	members := make([]peer.ID, 0, len(a.joined))
-	for p := range a.joined {
-		members = append(members, p)
+	members := slices.Clone(a.order)
+	if m.cfg.MaxGroup > 0 && len(members) >= m.cfg.MaxGroup {
+		// Joins may race past the cap: the first to come are the group.
+		members, a.full = members[:m.cfg.MaxGroup], true
 	}
 	sort.Slice(members, func(i, j int) bool { return members[i] < members[j] })
 	samples := make([]int, len(members))

@@ -241,3 +241,71 @@ func TestMatchMinGroup(t *testing.T) {
 		}
 	}
 }
+
+// With a maximum group size the assembler closes as soon as that many
+// joined; the others hear ErrGroupFull, and their retry forms the step's
+// next group (a new attempt, so a new round ID).
+func TestMatchMaxGroup(t *testing.T) {
+	_, ts, ids := memPeers(5)
+	st := &fixedView{ids: ids}
+	var mms []*Matchmaker
+	for _, tr := range ts {
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 5 * time.Second, MaxGroup: 3}, st))
+	}
+	rounds := make([]Round, 5)
+	errs := make([]error, 5)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range mms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rounds[i], errs[i] = mms[i].Match(context.Background(), 0, 4, ids)
+			if errors.Is(errs[i], ErrGroupFull) {
+				rounds[i], errs[i] = mms[i].Match(context.Background(), 0, 4, ids)
+			}
+		}()
+	}
+	wg.Wait()
+	if el := time.Since(start); el > 4*time.Second {
+		t.Fatalf("a full group waited for the join window (%v)", el)
+	}
+	sizes := map[string]int{}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("peer %d: %v", i, err)
+		}
+		if len(rounds[i].Members) > 3 {
+			t.Fatalf("peer %d: group of %d, cap is 3", i, len(rounds[i].Members))
+		}
+		sizes[rounds[i].ID] = len(rounds[i].Members)
+	}
+	if len(sizes) != 2 {
+		t.Fatalf("got %d groups %v, want a full one and the rest", len(sizes), sizes)
+	}
+	var full []int
+	for i, r := range rounds {
+		if n := sizes[r.ID]; n != 3 && n != 2 {
+			t.Fatalf("group %s has %d members, want 3 and 2", r.ID, n)
+		} else if n == 3 {
+			full = append(full, i)
+		}
+	}
+
+	// The full group's round failed: its members retry, one a little
+	// late. The retry waits for all three instead of closing on the first.
+	for k, i := range full {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(k) * 50 * time.Millisecond)
+			rounds[i], errs[i] = mms[i].Match(context.Background(), 0, 4, ids)
+		}()
+	}
+	wg.Wait()
+	for _, i := range full {
+		if errs[i] != nil || len(rounds[i].Members) != 3 {
+			t.Fatalf("retry of the full group: peer %d got %v, %d members", i, errs[i], len(rounds[i].Members))
+		}
+	}
+}

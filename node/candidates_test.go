@@ -66,3 +66,62 @@ func TestCandidatesAndExpected(t *testing.T) {
 		t.Errorf("first step: candidates %v, want %v", got, want)
 	}
 }
+
+// Above the run's maximum group, a node averages in its Moshpit group:
+// never more than MaxGroup peers, a partner that changes from step to
+// step, a lag of a round that does not count as being behind, and no
+// per-step hash consensus. At or below the cap it is one exact group.
+func TestMoshpitGroups(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Run.MaxGroup = 2
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.host.Close()
+	defer n.unlock()
+	self := n.host.ID()
+	now := time.Now()
+	var seq uint64
+	hb := func(p peer.ID, step uint64, hash string) {
+		seq++
+		n.view.ObserveHeartbeat(gossip.Heartbeat{Peer: p, Seq: seq, Step: step, Hash: hash}, now)
+	}
+	hb("a", 5, "x")
+	if n.moshpit() != nil {
+		t.Fatal("two peers with a cap of two: want one exact group")
+	}
+	hb("b", 5, "x")
+	hb("c", 6, "x") // a round ahead
+	swarm := n.moshpit()
+	if len(swarm) != 4 || !slices.Contains(swarm, self) || !slices.IsSorted(swarm) {
+		t.Fatalf("swarm %v: want all four peers, sorted", swarm)
+	}
+	partners := map[peer.ID]bool{}
+	for step := uint64(5); step < 7; step++ {
+		g := n.expected(step)
+		if len(g) != 2 || !slices.Contains(g, self) {
+			t.Fatalf("step %d: group %v, want self and one partner", step, g)
+		}
+		for _, p := range g {
+			partners[p] = true
+		}
+	}
+	if len(partners) != 3 {
+		t.Fatalf("partners over two steps %v: the group did not rotate", partners)
+	}
+	if n.behind(5) {
+		t.Error("a peer one round ahead counts as behind in Moshpit mode")
+	}
+	hb("c", 5+moshpitLag+1, "x")
+	if !n.behind(5) {
+		t.Error("a peer far ahead does not count as behind")
+	}
+	n.mu.Lock()
+	n.step = 5
+	n.mu.Unlock()
+	n.checkAgreement() // every peer but us votes "x"
+	if n.resync.Load() {
+		t.Error("hash consensus forced a resync in Moshpit mode")
+	}
+}

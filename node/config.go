@@ -33,6 +33,12 @@ type RunConfig struct {
 	// MinGroup is the fewest peers a round may have: below it no step is
 	// taken and the swarm waits for peers (1: a lone peer trains alone).
 	MinGroup int `json:"min_group"`
+	// MaxGroup caps how many peers average together (0: no cap). A swarm
+	// larger than it averages in Moshpit groups: parameters, not
+	// gradients, within groups that rotate every step, so replicas agree
+	// closely instead of bit for bit until the run's final state. Empty
+	// in the JSON when 0, so runs without it keep their run IDs.
+	MaxGroup int `json:"max_group,omitempty"`
 }
 
 // DefaultRunConfig is the demo's run: an MLP that reaches ≥97% on MNIST
@@ -77,6 +83,14 @@ func (r RunConfig) Validate() error {
 		return fmt.Errorf("run config: steps %d, want 1..10000000", r.Steps)
 	case r.MinGroup < 1 || r.MinGroup > 1024:
 		return fmt.Errorf("run config: min group %d, want 1..1024", r.MinGroup)
+	case r.MaxGroup != 0 && (r.MaxGroup < 2 || r.MaxGroup > 1024):
+		return fmt.Errorf("run config: max group %d, want 0 (no cap) or 2..1024", r.MaxGroup)
+	case r.MaxGroup != 0 && r.MaxGroup < r.MinGroup:
+		return fmt.Errorf("run config: max group %d is below min group %d", r.MaxGroup, r.MinGroup)
+	case r.MaxGroup != 0 && r.Codec != "fp32":
+		// Moshpit groups average the weights themselves; quantising them
+		// every step would add noise no error feedback can take back.
+		return fmt.Errorf("run config: max group needs codec fp32 (got %q): groups above it average the parameters, not gradients", r.Codec)
 	}
 	for i, w := range r.Hidden {
 		if w < 1 || w > 8192 {

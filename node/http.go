@@ -44,7 +44,7 @@ func (n *Node) Status() Status {
 	s := Status{
 		Peer: n.host.ID().String(), Run: n.run, Phase: n.phase, Step: n.step, Steps: n.cfg.Run.Steps, Hash: n.hash,
 		Loss: n.loss, SamplesPerSec: n.samplesPerSec, Rounds: n.rounds, FailedRounds: n.failedRounds, StateSyncs: n.syncs,
-		GroupSize: len(n.lastGroup),
+		GroupSize: n.groupSize,
 	}
 	s.IntakeRate = n.av.Throughput()
 	n.mu.Unlock()

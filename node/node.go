@@ -65,8 +65,11 @@ type Node struct {
 	syncs         int
 	phase         string
 	initialLoss   float64
-	lastGroup     []peer.ID // members of the last round we applied
-	optState      []float32 // scratch: the optimizer state, reused for hashing every step
+	lastGroup     []peer.ID // members of the last round we applied (Moshpit: the grid)
+	groupSize     int       // members of the last round we averaged in
+	largestGroup  int
+	partners      map[peer.ID]struct{} // everyone we averaged with
+	optState      []float32            // scratch: the optimizer state, reused for hashing every step
 	syncing       bool
 	syncTo        uint64          // the step being downloaded, while syncing
 	download      gossip.Download // verified chunks kept across attempts (training loop only)
@@ -97,9 +100,12 @@ type Result struct {
 	Rounds          int     `json:"rounds"`
 	Failed          int     `json:"failed_rounds"`
 	Syncs           int     `json:"state_syncs"`
-	BytesSent       int64   `json:"bytes_sent"`
-	BytesRecv       int64   `json:"bytes_received"`
-	Seconds         float64 `json:"seconds"`
+	LargestGroup    int     `json:"largest_group"` // most members of any round we averaged in
+	Partners        int     `json:"partners"`      // distinct peers we averaged with
+
+	BytesSent int64   `json:"bytes_sent"`
+	BytesRecv int64   `json:"bytes_received"`
+	Seconds   float64 `json:"seconds"`
 }
 
 // Info is written to Dir/node.json once the node listens, so a supervisor
@@ -138,7 +144,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), log: slog.New(slog.NewTextHandler(logw, nil)), phase: "starting", refusals: make(chan string, 4)}
+	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), log: slog.New(slog.NewTextHandler(logw, nil)), phase: "starting", refusals: make(chan string, 4), partners: map[peer.ID]struct{}{}}
 	n.redials = newRedialer(10 * time.Minute)
 	n.dev = device.Detect()
 	if n.codec, err = compression.ParseCodec(cfg.Run.Codec); err != nil {
@@ -193,21 +199,37 @@ func New(cfg Config) (_ *Node, err error) {
 	n.batcher = trainer.NewBatcher(shard, cfg.Run.Batch, cfg.Run.Seed^peerSeed(n.host.ID()))
 
 	n.view = gossip.NewMembership(n.host.ID(), cfg.PeerExpiry)
-	var result compression.Codec // the averages: the part codec, except for top-k
+	result := n.codec // the averages: the part codec, except for top-k
 	if tk, ok := n.codec.(compression.TopK); ok {
 		result = compression.Sparse{Half: tk.Half}
 	}
-	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Result: result, Lossless: lossless, RoundTimeout: cfg.RoundTimeout,
+	// Under a lossy codec, biases and other small tensors go dense in fp16:
+	// they cost little, and quantising or sparsifying them costs accuracy.
+	var sizes []int
+	for _, t := range n.model.Tensors() {
+		sizes = append(sizes, t.Size())
+	}
+	var partFor, resultFor func(lo, hi int) compression.Codec
+	if n.codec.ID() != compression.IDFP32 {
+		partFor = compression.Policy{Large: n.codec, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
+		resultFor = compression.Policy{Large: result, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
+	}
+	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless, RoundTimeout: cfg.RoundTimeout,
 		OnDrop: func(round string, p peer.ID, err error) {
 			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
 		}})
 	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
-		Capacity: func() (float64, bool) { return n.av.Throughput(), cfg.Client }, MinGroup: cfg.Run.MinGroup}, matchView{n})
+		Capacity: func() (float64, bool) { return n.av.Throughput(), cfg.Client }, MinGroup: cfg.Run.MinGroup, MaxGroup: cfg.Run.MaxGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
 	n.states = gossip.NewStateServer(n.tr, n.run, n.servableStep, n.snapshot)
 	return n, nil
 }
+
+// smallTensor is the size below which a tensor is sent dense in fp16
+// under a lossy codec (the per-tensor policy): biases, norms and small
+// heads. 4096 values = 16 KiB of fp32.
+const smallTensor = 4096
 
 // peerSeed folds a peer ID into the data-order seed so that peers sampling
 // the whole set (no --shard) visit it in different orders.
@@ -270,6 +292,9 @@ func (n *Node) candidates() []peer.ID {
 // downloading exactly that step, so a joiner is in the round right after
 // its download instead of chasing a swarm that moves on without it.
 func (n *Node) expected(step uint64) []peer.ID {
+	if swarm := n.moshpit(); swarm != nil {
+		return n.moshpitGroup(step, swarm)
+	}
 	out := n.candidates()
 	if !slices.Contains(out, n.host.ID()) {
 		out = append(out, n.host.ID())
@@ -321,7 +346,9 @@ func (n *Node) snapshot() (gossip.Snapshot, error) {
 	if n.syncing {
 		return gossip.Snapshot{}, errSyncing
 	}
-	return gossip.Snapshot{Step: n.step, Params: append([]float32(nil), n.params...), Opt: n.opt.State(), Group: n.lastGroup}, nil
+	// optState, not the optimizer: a Moshpit step moves the optimizer
+	// before the averaged parameters are installed at the next step.
+	return gossip.Snapshot{Step: n.step, Params: append([]float32(nil), n.params...), Opt: append([]float32(nil), n.optState...), Group: n.lastGroup}, nil
 }
 
 func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
@@ -530,6 +557,9 @@ func (n *Node) checkAgreement() {
 	n.mu.Lock()
 	step, hash := n.step, n.hash
 	n.mu.Unlock()
+	if n.moshpit() != nil {
+		return // Moshpit replicas differ by design until the final step
+	}
 	votes := n.votes(step, hash)
 	if c := gossip.Consensus(votes); c != hash {
 		n.log.Warn("state differs from the swarm's consensus; will resync", "step", step, "ours", hash, "consensus", c, "votes", len(votes))

@@ -30,6 +30,8 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 	acc := make([]float32, np)  // Σ batch·grad over this step's minibatches
 	mean := make([]float32, np) // acc / samples: our contribution
 	avg := make([]float32, np)  // the group's average
+	var local []float32         // Moshpit: our parameters after a local step
+	inMoshpit := false
 	x := make([]float32, n.cfg.Run.Batch*n.train.Dim)
 	y := make([]uint8, n.cfg.Run.Batch)
 	samples := 0
@@ -99,6 +101,24 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		if n.behind(step) {
 			continue // the swarm moved on while we computed: sync first
 		}
+		swarm := n.moshpit()
+		if (swarm != nil) != inMoshpit {
+			inMoshpit = swarm != nil
+			if inMoshpit {
+				n.log.Info("swarm is larger than the max group: averaging parameters in rotating Moshpit groups", "step", step, "peers", len(swarm), "max_group", n.cfg.Run.MaxGroup)
+			} else {
+				n.log.Info("swarm fits one group again: averaging gradients exactly", "step", step)
+			}
+		}
+		if inMoshpit {
+			if local == nil {
+				local = make([]float32, np)
+			}
+			n.mix(ctx, step, mean, samples, swarm, local, avg)
+			clear(acc)
+			samples = 0
+			continue
+		}
 		n.setPhase("averaging")
 		r, err := n.mm.Match(ctx, step, samples, n.candidates())
 		if errors.Is(err, gossip.ErrBehind) {
@@ -137,12 +157,9 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) {
 	lr := n.sched.LR(int(step))
 	n.mu.Lock()
 	n.opt.Step(n.params, avg, lr)
-	n.step = step + 1
-	n.optState = n.opt.AppendState(n.optState[:0])
-	n.hash = gossip.HashState(n.step, n.params, n.optState)
-	n.rounds++
 	prev := n.lastGroup
 	n.lastGroup = members
+	n.commitLocked(step+1, members)
 	n.mu.Unlock()
 	n.states.Advanced(step + 1)
 	if !slices.Equal(prev, members) {
@@ -154,6 +171,26 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) {
 		n.log.Error("write params", "err", err)
 	}
 	n.log.Debug("step", "step", step+1, "members", len(members), "lr", lr)
+}
+
+// commitLocked records that n.params and the optimizer now hold the state
+// at step, reached by averaging with members (nil: no round). Called with
+// n.mu held.
+func (n *Node) commitLocked(step uint64, members []peer.ID) {
+	n.step = step
+	n.optState = n.opt.AppendState(n.optState[:0])
+	n.hash = gossip.HashState(n.step, n.params, n.optState)
+	if members == nil {
+		return
+	}
+	n.rounds++
+	n.groupSize = len(members)
+	n.largestGroup = max(n.largestGroup, len(members))
+	for _, p := range members {
+		if p != n.host.ID() {
+			n.partners[p] = struct{}{}
+		}
+	}
 }
 
 func (n *Node) noteFailure(step uint64, what string, err error) {
@@ -178,8 +215,12 @@ func (n *Node) publishProgress(ctx context.Context, step uint64, samples int) {
 // its step before they loop back here, so a peer that merely finished the
 // same round first is never mistaken for one that is ahead.
 func (n *Node) behind(step uint64) bool {
+	var lag uint64
+	if n.moshpit() != nil {
+		lag = moshpitLag // a round behind is normal; mixing catches us up
+	}
 	for _, m := range n.view.Live(time.Now()) {
-		if !m.Syncing && m.Step > step {
+		if !m.Syncing && m.Step > step+lag {
 			return true
 		}
 	}
@@ -430,7 +471,7 @@ func (n *Node) finish() *Result {
 	n.mu.Lock()
 	res := &Result{
 		Peer: n.host.ID().String(), Run: n.run, Step: n.step, Hash: n.hash, Accuracy: acc, TestLoss: loss, InitialTestLoss: n.initialLoss,
-		Rounds: n.rounds, Failed: n.failedRounds, Syncs: n.syncs,
+		Rounds: n.rounds, Failed: n.failedRounds, Syncs: n.syncs, LargestGroup: n.largestGroup, Partners: len(n.partners),
 		BytesSent: n.host.BytesOut(), BytesRecv: n.host.BytesIn(), Seconds: time.Since(n.started).Seconds(),
 	}
 	n.phase = "finished"

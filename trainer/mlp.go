@@ -200,6 +200,33 @@ func (m *Model) Config() ModelConfig {
 // Sizes returns the layer widths: input, hidden..., classes.
 func (m *Model) Sizes() []int { return append([]int(nil), m.sizes...) }
 
+// Tensor is one named tensor of the flat parameter vector.
+type Tensor struct {
+	Name  string
+	Shape []int // row-major
+}
+
+// Size is the tensor's number of values.
+func (t Tensor) Size() int {
+	n := 1
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
+}
+
+// Tensors lists the parameter tensors in the order of the flat vector:
+// per layer the weight matrix (inputs × outputs), then the bias.
+func (m *Model) Tensors() []Tensor {
+	var out []Tensor
+	for l := 0; l+1 < len(m.sizes); l++ {
+		out = append(out,
+			Tensor{Name: fmt.Sprintf("layers.%d.weight", l), Shape: []int{m.sizes[l], m.sizes[l+1]}},
+			Tensor{Name: fmt.Sprintf("layers.%d.bias", l), Shape: []int{m.sizes[l+1]}})
+	}
+	return out
+}
+
 // NumParams is the length of the flat parameter and gradient vectors.
 func (m *Model) NumParams() int { return m.n }
 

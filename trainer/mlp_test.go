@@ -227,6 +227,36 @@ func TestInitDeterministic(t *testing.T) {
 	}
 }
 
+// Tensors names the flat vector's pieces in its own order: the sizes add
+// up, and exactly the bias tensors hold the zeros the init gives biases.
+func TestTensorsMatchTheFlatVector(t *testing.T) {
+	m, err := NewMLP(ModelConfig{Hidden: []int{8, 4}, Batch: 2, Seed: 3}, 10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]float32, m.NumParams())
+	m.ReadParams(p)
+	off := 0
+	var names []string
+	for _, tn := range m.Tensors() {
+		vals := p[off : off+tn.Size()]
+		zeros := 0
+		for _, v := range vals {
+			if v == 0 {
+				zeros++
+			}
+		}
+		if isBias := len(tn.Shape) == 1; isBias != (zeros == len(vals)) {
+			t.Errorf("%s %v at %d: %d of %d values are zero", tn.Name, tn.Shape, off, zeros, len(vals))
+		}
+		off += tn.Size()
+		names = append(names, tn.Name)
+	}
+	if off != m.NumParams() || len(names) != 6 || names[0] != "layers.0.weight" || names[5] != "layers.2.bias" {
+		t.Fatalf("tensors %v cover %d of %d values", names, off, m.NumParams())
+	}
+}
+
 func TestModelErrors(t *testing.T) {
 	for _, tc := range []struct {
 		cfg         ModelConfig

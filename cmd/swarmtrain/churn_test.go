@@ -21,6 +21,7 @@ var (
 	churnSteps  = flag.Int("churn.steps", 2400, "optimizer steps of the run")
 	churnEvery  = flag.Duration("churn.every", 20*time.Second, "kill one node with SIGKILL and start a fresh one this often")
 	churnLength = flag.Duration("churn.for", 5*time.Minute, "how long to keep churning")
+	churnGroup  = flag.Int("churn.max-group", 0, "the run's --max-group (0: one exact group; below the swarm size: Moshpit groups)")
 )
 
 // TestChurn is the acceptance test for churn-proof averaging: a swarm
@@ -35,7 +36,7 @@ func TestChurn(t *testing.T) {
 		t.Skip("pass -args -churn to run (about 12 minutes)")
 	}
 	run := []string{"--hidden", "256", "--batch", "64", "--target-batch", strconv.Itoa(64 * *churnNodes),
-		"--steps", strconv.Itoa(*churnSteps), "--linger", "10s"}
+		"--steps", strconv.Itoa(*churnSteps), "--linger", "10s", "--max-group", strconv.Itoa(*churnGroup)}
 	base := runSwarm(t, filepath.Join(t.TempDir(), "baseline"), run, false)
 	t.Logf("baseline: accuracy %.2f%% in %v, max stall %v", 100*base.acc, base.took, base.maxStall)
 	ch := runSwarm(t, filepath.Join(t.TempDir(), "churn"), run, true)

@@ -36,6 +36,7 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	fs.StringVar(&rc.Codec, "codec", d.Codec, "gradient codec on the wire: fp32, fp16, bf16, int8 or int4 (int8:BLOCK, int4:BLOCK set the block size, 16..65536)")
 	fs.StringVar(&rc.Lossless, "lossless", d.Lossless, "lossless stage after the codec: none, zstd or s2")
 	fs.IntVar(&rc.MinGroup, "min-group", d.MinGroup, "fewest peers a round may have; below it the swarm waits instead of stepping")
+	fs.IntVar(&rc.MaxGroup, "max-group", d.MaxGroup, "most peers that average together (0: no cap); a larger swarm averages parameters in rotating Moshpit groups (needs --codec fp32)")
 	rc.Dataset = d.Dataset
 }
 
@@ -52,6 +53,7 @@ func runArgs(rc node.RunConfig) []string {
 		"--optimizer", rc.Optimizer, "--lr", f32(rc.LR), "--momentum", f32(rc.Momentum), "--weight-decay", f32(rc.WeightDecay),
 		"--warmup", strconv.Itoa(rc.Warmup), "--steps", strconv.Itoa(rc.Steps), "--seed", strconv.FormatUint(rc.Seed, 10),
 		"--codec", rc.Codec, "--lossless", rc.Lossless, "--min-group", strconv.Itoa(rc.MinGroup),
+		"--max-group", strconv.Itoa(rc.MaxGroup),
 	}
 }
 

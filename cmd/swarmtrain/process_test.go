@@ -161,6 +161,50 @@ func TestThreeProcessesStayIdentical(t *testing.T) {
 	}
 }
 
+// Four processes with --max-group 2 average in Moshpit pairs that rotate
+// every step: no round has more than two members, every node averages
+// with more than one partner over the run, the loss drops like in one
+// group, and the run still ends on one state everywhere.
+func TestMaxGroupAveragesInRotatingGroups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	args := append([]string{"--min-peers", "4", "--linger", "3s", "--max-group", "2"}, smallRun...)
+	first := startNode(t, filepath.Join(dir, "n0"), args...)
+	procs := []*proc{first}
+	for i := 1; i < 4; i++ {
+		procs = append(procs, startNode(t, filepath.Join(dir, fmt.Sprintf("n%d", i)), append([]string{"--join", first.info().Addrs[0]}, args...)...))
+	}
+	for _, p := range procs {
+		if err := p.wait(3 * time.Minute); err != nil {
+			t.Fatalf("%v\n%s\n%s", err, p.stderr, p.log())
+		}
+	}
+	r0 := procs[0].result()
+	for _, p := range procs {
+		r := p.result()
+		if r.Step != 40 || r.Hash != r0.Hash {
+			t.Fatalf("%s ended at step %d with %s; %s with %s: want step 40, one state\n%s", r.Peer, r.Step, r.Hash, r0.Peer, r0.Hash, p.log())
+		}
+		if r.LargestGroup != 2 {
+			t.Errorf("%s: largest group %d, want 2 (the cap)", r.Peer, r.LargestGroup)
+		}
+		if r.Partners < 2 {
+			t.Errorf("%s averaged with %d distinct peers: the groups did not rotate", r.Peer, r.Partners)
+		}
+		if r.Rounds < 20 {
+			t.Errorf("%s averaged in only %d of 40 steps", r.Peer, r.Rounds)
+		}
+		if !(r.TestLoss < 0.7*r.InitialTestLoss) {
+			t.Errorf("%s: test loss went from %.3f to %.3f: it should drop", r.Peer, r.InitialTestLoss, r.TestLoss)
+		}
+	}
+	if !strings.Contains(procs[0].log(), "Moshpit groups") {
+		t.Errorf("the log does not say the swarm switched to Moshpit groups:\n%s", procs[0].log())
+	}
+}
+
 // A node whose run differs (another hidden width) is refused, and both
 // sides say why.
 func TestJoinRefusedOnDifferentRun(t *testing.T) {
