@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"math"
 	"slices"
+	"time"
 )
 
 // Frame layout of one tensor part, little endian:
@@ -63,22 +64,36 @@ type header struct {
 // header records. The output is a deterministic function of (c, l, values)
 // for a given build of this package.
 func EncodePart(dst []byte, c Codec, l Lossless, values []float32) ([]byte, error) {
+	out, _, err := EncodePartStats(dst, c, l, values)
+	return out, err
+}
+
+// StageStats is what the lossless stage did to one frame: Raw bytes of
+// codec output in, Out bytes out, in Took. Zero when no stage ran.
+type StageStats struct {
+	Raw, Out int
+	Took     time.Duration
+}
+
+// EncodePartStats is EncodePart, also reporting the lossless stage's
+// work, so a caller can tell whether the stage pays on its link (Gate).
+func EncodePartStats(dst []byte, c Codec, l Lossless, values []float32) (_ []byte, st StageStats, _ error) {
 	if c == nil {
-		return dst, fmt.Errorf("%w: nil codec", ErrUnknownCodec)
+		return dst, st, fmt.Errorf("%w: nil codec", ErrUnknownCodec)
 	}
 	// Receivers decode with the registered codec of this id, so a
 	// stand-in would silently produce frames they misread.
 	if reg, err := Lookup(c.ID()); err != nil || reg.Name() != c.Name() {
-		return dst, fmt.Errorf("%w: codec %q (id %d) is not registered", ErrUnknownCodec, c.Name(), uint8(c.ID()))
+		return dst, st, fmt.Errorf("%w: codec %q (id %d) is not registered", ErrUnknownCodec, c.Name(), uint8(c.ID()))
 	}
 	if !l.valid() {
-		return dst, fmt.Errorf("%w: id %d", ErrUnknownLossless, uint8(l))
+		return dst, st, fmt.Errorf("%w: id %d", ErrUnknownLossless, uint8(l))
 	}
 	if len(values) > MaxCount {
-		return dst, fmt.Errorf("compression: %d values exceed MaxCount %d", len(values), MaxCount)
+		return dst, st, fmt.Errorf("compression: %d values exceed MaxCount %d", len(values), MaxCount)
 	}
 	if i := FirstNonFinite(values); i >= 0 {
-		return dst, fmt.Errorf("%w: value %d is %v", ErrNonFinite, i, values[i])
+		return dst, st, fmt.Errorf("%w: value %d is %v", ErrNonFinite, i, values[i])
 	}
 
 	start := len(dst)
@@ -108,14 +123,16 @@ func EncodePart(dst []byte, c Codec, l Lossless, values []float32) ([]byte, erro
 			dst = append(dst, raw...)
 			l = LosslessNone
 		default:
+			began := time.Now()
 			if l == LosslessS2 {
 				dst = compressS2(dst, raw, c.ShuffleWidth())
 			} else {
 				var err error
 				if dst, err = compressZstd(dst, raw, c.ShuffleWidth()); err != nil {
-					return dst[:start], err
+					return dst[:start], st, err
 				}
 			}
+			st = StageStats{Raw: rawLen, Out: len(dst) - body, Took: time.Since(began)}
 			if len(dst)-body >= rawLen {
 				dst = append(dst[:body], raw...)
 				l = LosslessNone
@@ -123,7 +140,7 @@ func EncodePart(dst []byte, c Codec, l Lossless, values []float32) ([]byte, erro
 		}
 	}
 	if rawLen > c.MaxEncodedLen(len(values)) {
-		return dst[:start], fmt.Errorf("compression: codec %q broke its contract: %d bytes for %d values", c.Name(), rawLen, len(values))
+		return dst[:start], st, fmt.Errorf("compression: codec %q broke its contract: %d bytes for %d values", c.Name(), rawLen, len(values))
 	}
 
 	h := dst[start:body]
@@ -133,7 +150,7 @@ func EncodePart(dst []byte, c Codec, l Lossless, values []float32) ([]byte, erro
 	h[3] = 0
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(values)))
 	binary.LittleEndian.PutUint32(h[8:], uint32(rawLen))
-	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), nil
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), st, nil
 }
 
 // PeekCount returns the value count of frame after checking its header only

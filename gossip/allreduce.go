@@ -30,6 +30,12 @@ type Round struct {
 	// proportional to Shares[i]; 0 owns nothing (a peer that cannot take
 	// inbound streams). Nil splits evenly.
 	Shares []int
+	// Codecs, when set, chooses this round's codecs for the values
+	// [lo, hi) of its vector, parts and averages, over the averager's
+	// own: a protocol running several rounds of differently laid out
+	// vectors (PowerSGD) says per round what each range holds. Every
+	// member must set the same.
+	Codecs func(lo, hi int) (part, result compression.Codec)
 }
 
 // Bounds returns the half-open range [lo, hi) of part i of a vector of n
@@ -122,8 +128,9 @@ type Averager struct {
 	results map[string]*results // recent rounds' final parts, for repairs
 
 	bytesSent, bytesRecv atomic.Int64
-	recent               atomic.Int64  // moving average of successful round time, ns; 0 = none yet
-	intake               atomic.Uint64 // moving average of the intake rate, float64 bits of bytes/s; 0 = none yet
+	gate                 compression.Gate // whether the lossless stage pays on our link
+	recent               atomic.Int64     // moving average of successful round time, ns; 0 = none yet
+	intake               atomic.Uint64    // moving average of the intake rate, float64 bits of bytes/s; 0 = none yet
 }
 
 // minIntakeSample is the least a round must bring in to measure intake:
@@ -243,36 +250,58 @@ const maxPendingPerPeer = 4
 // for headers and a lossless stage that failed to shrink.
 func maxPartFrame(count int) int { return maxFrame(compression.FP32{}, count) }
 
-// partCodec is the codec of our contribution to values [lo, hi).
-func (a *Averager) partCodec(lo, hi int) compression.Codec {
-	if a.cfg.PartCodec != nil {
+// partCodec is the codec of our contribution to values [lo, hi) of r.
+func (a *Averager) partCodec(r Round, lo, hi int) compression.Codec {
+	switch {
+	case r.Codecs != nil:
+		part, _ := r.Codecs(lo, hi)
+		return part
+	case a.cfg.PartCodec != nil:
 		return a.cfg.PartCodec(lo, hi)
 	}
 	return a.cfg.Codec
 }
 
-// resultCodec is the codec of the average of values [lo, hi).
-func (a *Averager) resultCodec(lo, hi int) compression.Codec {
-	if a.cfg.ResultCodec != nil {
+// resultCodec is the codec of the average of values [lo, hi) of r.
+func (a *Averager) resultCodec(r Round, lo, hi int) compression.Codec {
+	switch {
+	case r.Codecs != nil:
+		_, result := r.Codecs(lo, hi)
+		return result
+	case a.cfg.ResultCodec != nil:
 		return a.cfg.ResultCodec(lo, hi)
 	}
 	return a.cfg.Result
 }
 
-// maxPart and maxResult bound the frames of count values we accept: with
-// a per-range choice, by the widest codec a range can get (Mixed).
-func (a *Averager) maxPart(count int) int {
-	if a.cfg.PartCodec != nil {
+// maxPart and maxResult bound the frames of count values we accept in r:
+// with a per-range choice, by the widest codec a range can get (Mixed).
+func (a *Averager) maxPart(r Round, count int) int {
+	if r.Codecs != nil || a.cfg.PartCodec != nil {
 		return maxFrame(compression.Mixed{}, count)
 	}
 	return maxFrame(a.cfg.Codec, count)
 }
 
-func (a *Averager) maxResult(count int) int {
-	if a.cfg.ResultCodec != nil {
+func (a *Averager) maxResult(r Round, count int) int {
+	if r.Codecs != nil || a.cfg.ResultCodec != nil {
 		return maxFrame(compression.Mixed{}, count)
 	}
 	return maxFrame(a.cfg.Result, count)
+}
+
+// encode frames values in c, with the lossless stage only where it
+// pays: on a link faster than the stage saves time (measured intake
+// rate against the stage's measured speed and ratio), it is skipped.
+// Receivers read the stage from the frame, so this needs no agreement.
+func (a *Averager) encode(c compression.Codec, values []float32) ([]byte, error) {
+	l := a.cfg.Lossless
+	if l != compression.LosslessNone && !a.gate.Use(a.Throughput()) {
+		l = compression.LosslessNone
+	}
+	enc, st, err := compression.EncodePartStats(nil, c, l, values)
+	a.gate.Observe(st)
+	return enc, err
 }
 
 // maxFrame bounds a frame of count values encoded with c.
@@ -372,7 +401,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	lo, hi := r.Bounds(n, me)
 
 	own := local[lo:hi]
-	if c := a.partCodec(lo, hi); c.ID() != compression.IDFP32 && lo < hi {
+	if c := a.partCodec(r, lo, hi); c.ID() != compression.IDFP32 && lo < hi {
 		// Our own copy goes through the codec like everyone else's: a
 		// sparse codec's averages stay sparse, and error feedback covers
 		// this part too.
@@ -489,7 +518,7 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 	a.observeIntake(rs.inBytes, rs.inLast.Sub(rs.started))
 	rs.mu.Unlock()
 	avg := WeightedMean(contribs, r.Samples)
-	enc, err := compression.EncodePart(nil, a.resultCodec(rs.lo, rs.hi), a.cfg.Lossless, avg)
+	enc, err := a.encode(a.resultCodec(rs.round, rs.lo, rs.hi), avg)
 	if err != nil {
 		return fail(err)
 	}
@@ -559,7 +588,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	if err := s.Send(hdr); err != nil {
 		return nil, err
 	}
-	enc, err := compression.EncodePart(nil, a.partCodec(lo, hi), a.cfg.Lossless, local[lo:hi])
+	enc, err := a.encode(a.partCodec(r, lo, hi), local[lo:hi])
 	if err != nil {
 		return nil, err
 	}
@@ -576,7 +605,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 		return nil, err
 	}
 	a.bytesSent.Add(int64(len(enc) + len(hdr)))
-	res, err := s.Recv(a.maxResult(hi-lo) + 1)
+	res, err := s.Recv(a.maxResult(r, hi-lo) + 1)
 	if err != nil {
 		return nil, err
 	}
@@ -674,7 +703,7 @@ func (a *Averager) serve(s Stream) {
 		return
 	}
 	count := rs.hi - rs.lo
-	frame, err := s.Recv(a.maxPart(count))
+	frame, err := s.Recv(a.maxPart(rs.round, count))
 	if err != nil {
 		return
 	}

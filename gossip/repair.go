@@ -165,7 +165,7 @@ func (a *Averager) askPart(ctx context.Context, r Round, j int, p peer.ID, count
 		s.Reset()
 		return nil, err
 	}
-	frame, err := s.Recv(a.maxResult(count) + 1)
+	frame, err := s.Recv(a.maxResult(r, count) + 1)
 	if err != nil {
 		s.Reset()
 		return nil, err

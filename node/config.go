@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/swarmtrain/swarmtrain/compression"
@@ -28,7 +30,7 @@ type RunConfig struct {
 	Warmup      int     `json:"warmup"`       // linear warm-up steps
 	Steps       int     `json:"steps"`        // optimizer steps of the run; cosine decay to LR/10 over them
 	Seed        uint64  `json:"seed"`         // weight init and data order
-	Codec       string  `json:"codec"`        // gradient codec on the wire: fp32, fp16
+	Codec       string  `json:"codec"`        // gradient codec on the wire: fp32, fp16, int8, topk:0.01, powersgd:4, …
 	Lossless    string  `json:"lossless"`     // lossless stage: none, zstd
 	// MinGroup is the fewest peers a round may have: below it no step is
 	// taken and the swarm waits for peers (1: a lone peer trains alone).
@@ -102,7 +104,7 @@ func (r RunConfig) Validate() error {
 	default:
 		return fmt.Errorf("run config: optimizer %q, want adam, adamw, sgd or momentum", r.Optimizer)
 	}
-	if _, err := compression.ParseCodec(r.Codec); err != nil {
+	if _, _, err := parseGradientCodec(r.Codec); err != nil {
 		return fmt.Errorf("run config: codec %q: %w", r.Codec, err)
 	}
 	if _, err := compression.LosslessByName(r.Lossless); err != nil {
@@ -197,4 +199,31 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node config: peer expiry %v must be at least two heartbeat intervals (%v)", c.PeerExpiry, 2*c.HeartbeatInterval)
 	}
 	return c.Run.Validate()
+}
+
+// powerSpec is a run's PowerSGD setting: rank, and whether P and Q go
+// in fp16.
+type powerSpec struct {
+	rank int
+	half bool
+}
+
+// parseGradientCodec reads a run's codec: "powersgd:RANK[:fp16]" (a
+// protocol of two all-reduces, not a per-part codec), else any codec
+// compression.ParseCodec knows. Exactly one result is set.
+func parseGradientCodec(spec string) (compression.Codec, *powerSpec, error) {
+	rest, ok := strings.CutPrefix(spec, "powersgd")
+	if !ok {
+		c, err := compression.ParseCodec(spec)
+		return c, nil, err
+	}
+	parts := strings.Split(strings.TrimPrefix(rest, ":"), ":")
+	rank, err := strconv.Atoi(parts[0])
+	switch {
+	case !strings.HasPrefix(rest, ":") || err != nil || rank < 1 || rank > 64:
+		return nil, nil, fmt.Errorf("want powersgd:RANK with RANK 1..64, optionally :fp16 (e.g. powersgd:4)")
+	case len(parts) > 2 || (len(parts) == 2 && parts[1] != "fp16"):
+		return nil, nil, fmt.Errorf("powersgd takes only :fp16 after the rank")
+	}
+	return nil, &powerSpec{rank: rank, half: len(parts) == 2}, nil
 }

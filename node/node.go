@@ -76,6 +76,9 @@ type Node struct {
 	// residual is what a lossy codec dropped from our last contribution
 	// (error feedback); nil for fp32. Training loop only.
 	residual []float32
+	// power runs PowerSGD's two rounds instead of one all-reduce (it
+	// keeps its own error feedback); nil for per-part codecs.
+	power *gossip.PowerSGD
 
 	unlock    func()        // releases the node directory
 	resync    atomic.Bool   // set when the swarm's consensus is another state
@@ -147,8 +150,12 @@ func New(cfg Config) (_ *Node, err error) {
 	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), log: slog.New(slog.NewTextHandler(logw, nil)), phase: "starting", refusals: make(chan string, 4), partners: map[peer.ID]struct{}{}}
 	n.redials = newRedialer(10 * time.Minute)
 	n.dev = device.Detect()
-	if n.codec, err = compression.ParseCodec(cfg.Run.Codec); err != nil {
+	var power *powerSpec
+	if n.codec, power, err = parseGradientCodec(cfg.Run.Codec); err != nil {
 		return nil, err
+	}
+	if power != nil {
+		n.codec = compression.FP32{} // PowerSGD's rounds say their own codecs
 	}
 	lossless, _ := compression.LosslessByName(cfg.Run.Lossless)
 
@@ -208,6 +215,18 @@ func New(cfg Config) (_ *Node, err error) {
 	var sizes []int
 	for _, t := range n.model.Tensors() {
 		sizes = append(sizes, t.Size())
+	}
+	if power != nil {
+		pc := gossip.PowerSGDConfig{Rank: power.rank, MinMatrix: smallTensor, Seed: cfg.Run.Seed}
+		for _, t := range n.model.Tensors() {
+			pc.Shapes = append(pc.Shapes, t.Shape)
+		}
+		if power.half {
+			pc.Wire = compression.FP16{}
+		}
+		if n.power, err = gossip.NewPowerSGD(pc); err != nil {
+			return nil, err
+		}
 	}
 	var partFor, resultFor func(lo, hi int) compression.Codec
 	if n.codec.ID() != compression.IDFP32 {

@@ -137,9 +137,12 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			n.noteFailure(step, "matchmaking", err)
 			continue // keep the gradient, try again (more samples meanwhile)
 		}
-		if n.residual != nil {
+		switch {
+		case n.power != nil:
+			err = n.power.AllReduce(ctx, n.av, r, mean, avg)
+		case n.residual != nil:
 			err = n.av.AllReduceEF(ctx, r, mean, n.residual, avg)
-		} else {
+		default:
 			err = n.av.AllReduce(ctx, r, mean, avg)
 		}
 		if err != nil {
@@ -408,6 +411,9 @@ func (n *Node) load(s gossip.Snapshot, hash string) error {
 		return err
 	}
 	clear(n.residual) // what we owed belonged to the state we drop
+	if n.power != nil {
+		n.power.Reset()
+	}
 	n.log.Info("replacing local state", "was_step", n.step, "was_hash", n.hash, "step", s.Step, "hash", hash)
 	copy(n.params, s.Params)
 	n.optState = n.opt.AppendState(n.optState[:0])

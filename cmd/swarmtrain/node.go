@@ -33,7 +33,7 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	fs.IntVar(&rc.Warmup, "warmup", d.Warmup, "learning-rate warm-up steps")
 	fs.IntVar(&rc.Steps, "steps", d.Steps, "optimizer steps of the run")
 	fs.Uint64Var(&rc.Seed, "seed", d.Seed, "seed for weights and data order")
-	fs.StringVar(&rc.Codec, "codec", d.Codec, "gradient codec on the wire: fp32, fp16, bf16, int8 or int4 (int8:BLOCK, int4:BLOCK set the block size, 16..65536)")
+	fs.StringVar(&rc.Codec, "codec", d.Codec, "gradient compression on the wire: fp32, fp16, bf16, int8, int4 (int8:BLOCK, int4:BLOCK set the block size, 16..65536), topk:FRACTION[:fp16], powersgd:RANK[:fp16]")
 	fs.StringVar(&rc.Lossless, "lossless", d.Lossless, "lossless stage after the codec: none, zstd or s2")
 	fs.IntVar(&rc.MinGroup, "min-group", d.MinGroup, "fewest peers a round may have; below it the swarm waits instead of stepping")
 	fs.IntVar(&rc.MaxGroup, "max-group", d.MaxGroup, "most peers that average together (0: no cap); a larger swarm averages parameters in rotating Moshpit groups (needs --codec fp32)")

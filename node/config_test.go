@@ -1,0 +1,45 @@
+package node
+
+import (
+	"strings"
+	"testing"
+)
+
+// The run's codec and group settings are checked before anything starts,
+// with the reason in the error.
+func TestRunConfigValidation(t *testing.T) {
+	ok := []func(*RunConfig){
+		func(r *RunConfig) { r.Codec = "powersgd:4" },
+		func(r *RunConfig) { r.Codec = "powersgd:1:fp16" },
+		func(r *RunConfig) { r.Codec = "topk:0.01:fp16" },
+		func(r *RunConfig) { r.MaxGroup = 2 },
+		func(r *RunConfig) { r.MaxGroup, r.MinGroup = 4, 4 },
+	}
+	for i, f := range ok {
+		r := DefaultRunConfig()
+		f(&r)
+		if err := r.Validate(); err != nil {
+			t.Errorf("case %d: %v", i, err)
+		}
+	}
+	bad := map[string]func(*RunConfig){
+		"RANK":          func(r *RunConfig) { r.Codec = "powersgd" },
+		"RANK 1..64":    func(r *RunConfig) { r.Codec = "powersgd:0" },
+		"only :fp16":    func(r *RunConfig) { r.Codec = "powersgd:4:int8" },
+		"powersgd:RANK": func(r *RunConfig) { r.Codec = "powersgdx" },
+		"max group 1":   func(r *RunConfig) { r.MaxGroup = 1 },
+		"below min":     func(r *RunConfig) { r.MaxGroup, r.MinGroup = 3, 4 },
+		"codec fp32":    func(r *RunConfig) { r.MaxGroup, r.Codec = 4, "int8" },
+	}
+	for want, f := range bad {
+		r := DefaultRunConfig()
+		f(&r)
+		if err := r.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want an error saying %q, got %v", want, err)
+		}
+	}
+	// A run without a cap keeps the run ID it had before max_group existed.
+	if strings.Contains(string(DefaultRunConfig().JSON()), "max_group") {
+		t.Error("max_group is in the JSON of a run without it: every run ID changed")
+	}
+}
