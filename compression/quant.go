@@ -37,22 +37,44 @@ func (BF16) Encode(dst []byte, src []float32) []byte {
 	n := len(dst)
 	dst = slices.Grow(dst, 2*len(src))[:n+2*len(src)]
 	out := dst[n:]
-	for i, v := range src {
-		b := math.Float32bits(v)
-		r := b + 0x7fff + (b>>16)&1 // round to nearest, ties to even
-		if r&0x7f800000 == 0x7f800000 && b&0x7f800000 != 0x7f800000 {
-			r = b&0x80000000 | 0x7f7f0000 // finite: saturate, never Inf
-		}
-		binary.LittleEndian.PutUint16(out[2*i:], uint16(r>>16))
+	i := 0
+	// Four at a time into one 8-byte store: without the per-value bounds
+	// checks and 2-byte stores this runs about twice as fast.
+	for ; i+4 <= len(src); i += 4 {
+		s, o := src[i:i+4:i+4], out[2*i:2*i+8:2*i+8]
+		binary.LittleEndian.PutUint64(o, uint64(bf16(s[0]))|uint64(bf16(s[1]))<<16|uint64(bf16(s[2]))<<32|uint64(bf16(s[3]))<<48)
+	}
+	for ; i < len(src); i++ {
+		binary.LittleEndian.PutUint16(out[2*i:], bf16(src[i]))
 	}
 	return dst
+}
+
+// bf16 rounds to nearest, ties to even; finite values that would round to
+// Inf saturate to the largest finite bfloat16.
+func bf16(v float32) uint16 {
+	b := math.Float32bits(v)
+	r := b + 0x7fff + (b>>16)&1
+	if r&0x7f800000 == 0x7f800000 && b&0x7f800000 != 0x7f800000 {
+		r = b&0x80000000 | 0x7f7f0000
+	}
+	return uint16(r >> 16)
 }
 
 func (BF16) Decode(dst []float32, src []byte) error {
 	if len(src) != 2*len(dst) {
 		return fmt.Errorf("%w: bf16: %d bytes for %d values", ErrMalformed, len(src), len(dst))
 	}
-	for i := range dst {
+	i := 0
+	for ; i+4 <= len(dst); i += 4 {
+		w := binary.LittleEndian.Uint64(src[2*i : 2*i+8 : 2*i+8])
+		d := dst[i : i+4 : i+4]
+		d[0] = math.Float32frombits(uint32(w) << 16)
+		d[1] = math.Float32frombits(uint32(w>>16) << 16)
+		d[2] = math.Float32frombits(uint32(w>>32) << 16)
+		d[3] = math.Float32frombits(uint32(w>>48) << 16)
+	}
+	for ; i < len(dst); i++ {
 		dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
 	}
 	return nil
@@ -137,13 +159,21 @@ func quantEncode(dst []byte, src []float32, block int, levels float32, valueByte
 		// 1/scale overflows for tiny blocks (m below ~1e-37); then divide.
 		inv := 1 / scale
 		tiny := math.IsInf(float64(inv), 0)
+		base := b * block
+		if levels == 127 && !tiny {
+			v := vals[base : base+len(xs) : base+len(xs)]
+			for i, x := range xs {
+				v[i] = byte(quantLevel(x*inv, 127))
+			}
+			continue
+		}
 		for i, x := range xs {
 			r := x * inv
 			if tiny {
 				r = x / scale
 			}
-			q := int8(min(max(float32(math.Round(float64(r))), -levels), levels))
-			k := b*block + i
+			q := quantLevel(r, int32(levels))
+			k := base + i
 			if levels == 127 {
 				vals[k] = byte(q)
 			} else {
@@ -152,6 +182,15 @@ func quantEncode(dst []byte, src []float32, block int, levels float32, valueByte
 		}
 	}
 	return dst
+}
+
+// quantLevel rounds r half away from zero (as math.Round) and clamps it to
+// [-levels, levels]. In float64, r ± 0.5 is exact for any float32 r of
+// this size, so truncating it rounds exactly, without math.Round's cost.
+func quantLevel(r float32, levels int32) int8 {
+	f := float64(r)
+	q := int32(f + math.Copysign(0.5, f))
+	return int8(min(max(q, -levels), levels))
 }
 
 func quantDecode(dst []float32, src []byte, levels int, valueBytes int) error {
