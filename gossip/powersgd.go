@@ -265,19 +265,12 @@ func orthonormalize(p []float32, rows, rank int) {
 		v := col[c*rows : (c+1)*rows]
 		for d := range c {
 			u := col[d*rows : (d+1)*rows]
-			var dot float64
-			for i := range v {
-				dot += float64(v[i] * u[i])
-			}
+			dot := dot64(v, u)
 			for i := range v {
 				v[i] -= float64(dot * u[i])
 			}
 		}
-		var norm float64
-		for _, x := range v {
-			norm += float64(x * x)
-		}
-		norm = math.Sqrt(norm)
+		norm := math.Sqrt(dot64(v, v))
 		if norm < 1e-30 {
 			clear(v)
 			continue
@@ -291,4 +284,13 @@ func orthonormalize(p []float32, rows, rank int) {
 			p[i*rank+c] = float32(col[c*rows+i])
 		}
 	}
+}
+
+// dot64 is Σ a[i]·b[i], each product rounded before the sum (no FMA).
+func dot64(a, b []float64) float64 {
+	var s float64
+	for i := range a {
+		s += float64(a[i] * b[i])
+	}
+	return s
 }
