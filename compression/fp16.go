@@ -32,7 +32,7 @@ func (FP16) Encode(dst []byte, src []float32) []byte {
 	n := len(dst)
 	dst = slices.Grow(dst, 2*len(src))[:n+2*len(src)]
 	out := dst[n:]
-	i := 0
+	i := encodeHalvesFast(out, src) // F16C where the CPU has it
 	// Four at a time: the normal range inline with one check for all four
 	// and one 8-byte store; anything else out of line.
 	for ; i+4 <= len(src); i += 4 {
@@ -63,7 +63,7 @@ func (FP16) Decode(dst []float32, src []byte) error {
 	if len(src) != 2*len(dst) {
 		return fmt.Errorf("%w: fp16: %d bytes for %d values", ErrMalformed, len(src), len(dst))
 	}
-	i := 0
+	i := decodeHalvesFast(dst, src)
 	for ; i+4 <= len(dst); i += 4 {
 		w := binary.LittleEndian.Uint64(src[2*i : 2*i+8 : 2*i+8])
 		d := dst[i : i+4 : i+4]

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/big"
+	"slices"
 	"testing"
 )
 
@@ -213,6 +214,23 @@ func TestFirstNonFinite(t *testing.T) {
 	}{{nil, -1}, {[]float32{0, 1, -3e38}, -1}, {[]float32{1, float32(math.NaN())}, 1}, {[]float32{-inf, 0}, 0}} {
 		if got := FirstNonFinite(c.xs); got != c.want {
 			t.Errorf("FirstNonFinite(%v) = %d, want %d", c.xs, got, c.want)
+		}
+	}
+	// Every position of the eight-wide loop and its tail, the first of
+	// two bad values, and the largest finite values around them.
+	for n := range 27 {
+		for at := range n {
+			xs := slices.Repeat([]float32{math.MaxFloat32, -math.MaxFloat32, 1e-45}, 9)[:n]
+			xs[at] = float32(math.NaN())
+			if at+3 < n {
+				xs[at+3] = -inf
+			}
+			if got := FirstNonFinite(xs); got != at {
+				t.Fatalf("length %d, NaN at %d: got %d", n, at, got)
+			}
+		}
+		if n > 0 && FirstNonFinite(slices.Repeat([]float32{math.MaxFloat32}, n)) != -1 {
+			t.Fatalf("length %d of MaxFloat32 counted as non-finite", n)
 		}
 	}
 }
