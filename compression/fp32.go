@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"unsafe"
 )
 
 // FP32 is the identity codec: each value as little-endian IEEE binary32.
@@ -21,16 +22,32 @@ func (FP32) Encode(dst []byte, src []float32) []byte {
 	n := len(dst)
 	dst = slices.Grow(dst, 4*len(src))[:n+4*len(src)]
 	out := dst[n:]
+	if littleEndian {
+		copy(out, floatBytes(src)) // the wire order is the memory order
+		return dst
+	}
 	for i, v := range src {
 		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
 	}
 	return dst
 }
 
+// littleEndian machines (amd64, arm64, …) hold float32s in wire order.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// floatBytes views v's memory as bytes.
+func floatBytes(v []float32) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v))
+}
+
 // Decode requires len(src) == 4*len(dst).
 func (FP32) Decode(dst []float32, src []byte) error {
 	if len(src) != 4*len(dst) {
 		return fmt.Errorf("%w: fp32: %d bytes for %d values", ErrMalformed, len(src), len(dst))
+	}
+	if littleEndian {
+		copy(floatBytes(dst), src)
+		return nil
 	}
 	for i := range dst {
 		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))

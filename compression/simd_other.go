@@ -1,0 +1,17 @@
+//go:build !amd64 || purego
+
+// Portable stand-ins for the amd64 fast paths (F16C fp16, AVX2 bf16).
+
+package compression
+
+const useF16C = false
+
+func encodeHalvesFast([]byte, []float32) int { return 0 }
+
+func decodeHalvesFast([]float32, []byte) int { return 0 }
+
+const useAVX2 = false
+
+func encodeBF16Fast([]byte, []float32) int { return 0 }
+
+func decodeBF16Fast([]float32, []byte) int { return 0 }
