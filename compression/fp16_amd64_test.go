@@ -90,3 +90,45 @@ func TestAVX2BF16MatchesPortable(t *testing.T) {
 		}
 	}
 }
+
+// The AVX2 int8 loops give the portable loops' bytes and floats: ties
+// rounded away from zero, values just under a half, blocks at the ends
+// of the float32 range, zero blocks, block sizes that leave tails; and
+// both refuse a -128 level wherever it sits.
+func TestAVX2Int8MatchesPortable(t *testing.T) {
+	if !useAVX2 {
+		t.Skip("this CPU has no AVX2: only the portable path runs")
+	}
+	ties := []float32{127, 2.5, -2.5, 0.49999997, -0.49999997, 126.5, -126.5, 0.5, -0.5, 1.5, 0, 3.4999998, 64.5, -1e-3, 7, 8}
+	src := slices.Concat(ties, ties, normals(1000, 41), slices.Repeat([]float32{math.MaxFloat32, -1}, 16),
+		slices.Repeat([]float32{1e-38, -3e-39}, 16), make([]float32, 48), normals(37, 42))
+	for _, block := range []int{16, 100, 256} {
+		c := Int8{Block: block}
+		var encs [2][]byte
+		var decs [2][]float32
+		for k, avx := range []bool{true, false} {
+			func() {
+				defer func(old bool) { useAVX2 = old }(useAVX2)
+				useAVX2 = avx
+				encs[k] = c.Encode(nil, src)
+				decs[k] = make([]float32, len(src))
+				if err := c.Decode(decs[k], encs[k]); err != nil {
+					t.Fatal(err)
+				}
+				bad := slices.Clone(encs[k])
+				bad[len(bad)-len(src)+500] = 0x80
+				if c.Decode(make([]float32, len(src)), bad) == nil {
+					t.Fatalf("block %d, avx2 %v: a -128 level was accepted", block, avx)
+				}
+			}()
+		}
+		if !bytes.Equal(encs[0], encs[1]) {
+			t.Fatalf("block %d: AVX2 and portable encodings differ", block)
+		}
+		for i := range src {
+			if math.Float32bits(decs[0][i]) != math.Float32bits(decs[1][i]) {
+				t.Fatalf("block %d, value %d: AVX2 %v, portable %v", block, i, decs[0][i], decs[1][i])
+			}
+		}
+	}
+}

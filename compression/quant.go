@@ -142,8 +142,8 @@ func quantEncode(dst []byte, src []float32, block int, levels float32, valueByte
 	clear(vals)
 	for b := range nb {
 		xs := src[b*block : min((b+1)*block, len(src))]
-		var m float32
-		for _, x := range xs {
+		m, k := absMaxFast(xs) // AVX2 for a prefix where the CPU has it
+		for _, x := range xs[k:] {
 			m = max(m, abs32(x))
 		}
 		scale := m / levels
@@ -162,8 +162,8 @@ func quantEncode(dst []byte, src []float32, block int, levels float32, valueByte
 		base := b * block
 		if levels == 127 && !tiny {
 			v := vals[base : base+len(xs) : base+len(xs)]
-			for i, x := range xs {
-				v[i] = byte(quantLevel(x*inv, 127))
+			for i := quantize8Fast(v, xs, inv); i < len(xs); i++ {
+				v[i] = byte(quantLevel(xs[i]*inv, 127))
 			}
 			continue
 		}
@@ -215,7 +215,15 @@ func quantDecode(dst []float32, src []byte, levels int, valueBytes int) error {
 		if !(scale >= 0) || math.IsInf(float64(scale), 0) {
 			return fmt.Errorf("%w: %s: block %d has scale %v", ErrMalformed, name, b, scale)
 		}
-		for i := b * block; i < min((b+1)*block, len(dst)); i++ {
+		lo, hi := b*block, min((b+1)*block, len(dst))
+		if levels == 127 && scale != 0 {
+			k, bad := dequantize8Fast(dst[lo:hi], vals[lo:hi], scale)
+			if bad {
+				return fmt.Errorf("%w: %s: level -128 out of [-127, 127] in block %d", ErrMalformed, name, b)
+			}
+			lo += k
+		}
+		for i := lo; i < hi; i++ {
 			var q int
 			if levels == 127 {
 				q = int(int8(vals[i]))

@@ -1,0 +1,43 @@
+//go:build amd64 && !purego
+
+package compression
+
+//go:noescape
+func absMax16(src *float32, n int) float32
+
+//go:noescape
+func quantize8(dst *byte, src *float32, n int, inv float32)
+
+//go:noescape
+func dequantize8(dst *float32, src *byte, n int, scale float32) (bad bool)
+
+// absMaxFast returns the largest |x| of a prefix of xs (a multiple of 16
+// values) and the prefix's length.
+func absMaxFast(xs []float32) (float32, int) {
+	n := len(xs) &^ 15
+	if !useAVX2 || n == 0 {
+		return 0, 0
+	}
+	return absMax16(&xs[0], n), n
+}
+
+// quantize8Fast writes the int8 levels of a prefix of xs into v, exactly
+// as quantLevel(x·inv, 127) does, and returns the prefix's length.
+func quantize8Fast(v []byte, xs []float32, inv float32) int {
+	n := len(xs) &^ 15
+	if !useAVX2 || n == 0 {
+		return 0
+	}
+	quantize8(&v[0], &xs[0], n, inv)
+	return n
+}
+
+// dequantize8Fast decodes a prefix of vals (a multiple of 16) at scale
+// into dst; bad reports a -128 level in it.
+func dequantize8Fast(dst []float32, vals []byte, scale float32) (n int, bad bool) {
+	n = len(dst) &^ 15
+	if !useAVX2 || n == 0 {
+		return 0, false
+	}
+	return n, dequantize8(&dst[0], &vals[0], n, scale)
+}
