@@ -29,10 +29,25 @@ func (FP16) ShuffleWidth() int           { return 2 }
 
 // Encode appends 2*len(src) bytes to dst.
 func (FP16) Encode(dst []byte, src []float32) []byte {
+	out, _, _ := fp16Encode(dst, src)
+	return out
+}
+
+// encodeFinite also reports whether src was all finite, from the same
+// pass where the fast path ran: EncodePart then skips its own scan.
+func (FP16) encodeFinite(dst []byte, src []float32) ([]byte, bool) {
+	out, fast, special := fp16Encode(dst, src)
+	return out, FirstNonFinite(src[fast:]) < 0 && (!special || FirstNonFinite(src[:fast]) < 0)
+}
+
+// fp16Encode is Encode, reporting how many values the fast path took and
+// whether it saw Inf or NaN among them.
+func fp16Encode(dst []byte, src []float32) (_ []byte, fast int, special bool) {
 	n := len(dst)
 	dst = slices.Grow(dst, 2*len(src))[:n+2*len(src)]
 	out := dst[n:]
-	i := encodeHalvesFast(out, src) // F16C where the CPU has it
+	fast, special = encodeHalvesFast(out, src)
+	i := fast // F16C where the CPU has it
 	// Four at a time: the normal range inline with one check for all four
 	// and one 8-byte store; anything else out of line.
 	for ; i+4 <= len(src); i += 4 {
@@ -54,16 +69,33 @@ func (FP16) Encode(dst []byte, src []float32) []byte {
 	for ; i < len(src); i++ {
 		binary.LittleEndian.PutUint16(out[2*i:], HalfFromFloat32(src[i]))
 	}
-	return dst
+	return dst, fast, special
 }
 
 // Decode requires len(src) == 2*len(dst). Every half converts exactly to a
 // float32, so decoding is bit-identical on every platform.
 func (FP16) Decode(dst []float32, src []byte) error {
-	if len(src) != 2*len(dst) {
-		return fmt.Errorf("%w: fp16: %d bytes for %d values", ErrMalformed, len(src), len(dst))
+	_, _, err := fp16Decode(dst, src)
+	return err
+}
+
+// decodeFinite also reports whether every decoded value is finite.
+func (FP16) decodeFinite(dst []float32, src []byte) (bool, error) {
+	fast, special, err := fp16Decode(dst, src)
+	if err != nil {
+		return false, err
 	}
-	i := decodeHalvesFast(dst, src)
+	return FirstNonFinite(dst[fast:]) < 0 && (!special || FirstNonFinite(dst[:fast]) < 0), nil
+}
+
+// fp16Decode is Decode, reporting how many values the fast path took and
+// whether it saw Inf or NaN among them.
+func fp16Decode(dst []float32, src []byte) (fast int, special bool, _ error) {
+	if len(src) != 2*len(dst) {
+		return 0, false, fmt.Errorf("%w: fp16: %d bytes for %d values", ErrMalformed, len(src), len(dst))
+	}
+	fast, special = decodeHalvesFast(dst, src)
+	i := fast
 	for ; i+4 <= len(dst); i += 4 {
 		w := binary.LittleEndian.Uint64(src[2*i : 2*i+8 : 2*i+8])
 		d := dst[i : i+4 : i+4]
@@ -77,7 +109,7 @@ func (FP16) Decode(dst []float32, src []byte) error {
 	for ; i < len(dst); i++ {
 		dst[i] = Float32FromHalf(binary.LittleEndian.Uint16(src[2*i:]))
 	}
-	return nil
+	return fast, special, nil
 }
 
 // HalfFromFloat32 converts f to IEEE binary16 bits with the rounding and

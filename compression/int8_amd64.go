@@ -3,7 +3,7 @@
 package compression
 
 //go:noescape
-func absMax16(src *float32, n int) float32
+func absMax16(src *float32, n int) (m float32, special bool)
 
 //go:noescape
 func quantize8(dst *byte, src *float32, n int, inv float32)
@@ -12,13 +12,14 @@ func quantize8(dst *byte, src *float32, n int, inv float32)
 func dequantize8(dst *float32, src *byte, n int, scale float32) (bad bool)
 
 // absMaxFast returns the largest |x| of a prefix of xs (a multiple of 16
-// values) and the prefix's length.
-func absMaxFast(xs []float32) (float32, int) {
+// values), the prefix's length, and whether the prefix held Inf or NaN.
+func absMaxFast(xs []float32) (float32, int, bool) {
 	n := len(xs) &^ 15
 	if !useAVX2 || n == 0 {
-		return 0, 0
+		return 0, 0, false
 	}
-	return absMax16(&xs[0], n), n
+	m, special := absMax16(&xs[0], n)
+	return m, n, special
 }
 
 // quantize8Fast writes the int8 levels of a prefix of xs into v, exactly

@@ -10,24 +10,33 @@ DATA plus127<>+0(SB)/4, $127
 GLOBL plus127<>(SB), RODATA|NOPTR, $4
 DATA minus127<>+0(SB)/4, $-127
 GLOBL minus127<>(SB), RODATA|NOPTR, $4
+DATA maxfin<>+0(SB)/4, $0x7f7fffff
+GLOBL maxfin<>(SB), RODATA|NOPTR, $4
 DATA byte80<>+0(SB)/1, $0x80
 GLOBL byte80<>(SB), RODATA|NOPTR, $1
 
-// func absMax16(src *float32, n int) float32
-// The largest |x| of n values, n a positive multiple of 16.
-TEXT ·absMax16(SB), NOSPLIT, $0-20
+// func absMax16(src *float32, n int) (m float32, special bool)
+// The largest |x| of n values, n a positive multiple of 16, and whether
+// any was Inf or NaN (|x| above MaxFloat32 as an integer).
+TEXT ·absMax16(SB), NOSPLIT, $0-21
 	MOVQ         src+0(FP), SI
 	MOVQ         n+8(FP), CX
 	SHRQ         $4, CX
 	VPBROADCASTD absmask<>(SB), Y15
 	VXORPS       Y0, Y0, Y0
 	VXORPS       Y1, Y1, Y1
+	VPBROADCASTD maxfin<>(SB), Y14
+	VPXOR        Y9, Y9, Y9
 
 maxloop:
-	VANDPS (SI), Y15, Y2
-	VANDPS 32(SI), Y15, Y3
-	VMAXPS Y2, Y0, Y0
-	VMAXPS Y3, Y1, Y1
+	VANDPS   (SI), Y15, Y2
+	VANDPS   32(SI), Y15, Y3
+	VPCMPGTD Y14, Y2, Y4
+	VPCMPGTD Y14, Y3, Y5
+	VPOR     Y4, Y9, Y9
+	VPOR     Y5, Y9, Y9
+	VMAXPS   Y2, Y0, Y0
+	VMAXPS   Y3, Y1, Y1
 	ADDQ   $64, SI
 	DECQ   CX
 	JNZ    maxloop
@@ -39,8 +48,11 @@ maxloop:
 	VMAXPS       X1, X0, X0
 	VPERMILPS    $0xB1, X0, X1
 	VMAXPS       X1, X0, X0
+	MOVSS        X0, m+16(FP)
+	VPMOVMSKB    Y9, AX
+	TESTL        AX, AX
+	SETNE        special+20(FP)
 	VZEROUPPER
-	MOVSS        X0, ret+16(FP)
 	RET
 
 // ROUND turns 4 doubles in y into 4 int32 in x, rounding half away from

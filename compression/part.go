@@ -92,8 +92,25 @@ func EncodePartStats(dst []byte, c Codec, l Lossless, values []float32) (_ []byt
 	if len(values) > MaxCount {
 		return dst, st, fmt.Errorf("compression: %d values exceed MaxCount %d", len(values), MaxCount)
 	}
-	if i := FirstNonFinite(values); i >= 0 {
-		return dst, st, fmt.Errorf("%w: value %d is %v", ErrNonFinite, i, values[i])
+	// Codecs that see every value's exponent anyway report non-finite
+	// input from that pass; for the others, scan first.
+	fe, fused := c.(finiteEncoder)
+	if !fused {
+		if i := FirstNonFinite(values); i >= 0 {
+			return dst, st, nonFinite(values, i)
+		}
+	}
+	encode := func(d []byte) ([]byte, error) {
+		if !fused {
+			return c.Encode(d, values), nil
+		}
+		out, finite := fe.encodeFinite(d, values)
+		if !finite {
+			if i := FirstNonFinite(values); i >= 0 {
+				return out, nonFinite(values, i)
+			}
+		}
+		return out, nil
 	}
 
 	start := len(dst)
@@ -105,12 +122,18 @@ func EncodePartStats(dst []byte, c Codec, l Lossless, values []float32) (_ []byt
 	var rawLen int
 	switch l {
 	case LosslessNone:
-		dst = c.Encode(dst, values)
+		var err error
+		if dst, err = encode(dst); err != nil {
+			return dst[:start], st, err
+		}
 		rawLen = len(dst) - body
 	case LosslessZstd, LosslessS2:
 		rp := getBuf(0)
 		defer putBuf(rp)
-		*rp = c.Encode((*rp)[:0], values)
+		var err error
+		if *rp, err = encode((*rp)[:0]); err != nil {
+			return dst[:start], st, err
+		}
 		raw := *rp
 		rawLen = len(raw)
 		switch {
@@ -234,12 +257,21 @@ func DecodePart(dst []float32, frame []byte) error {
 			return err
 		}
 	}
-	if err := h.codec.Decode(dst, raw); err != nil {
+	finite, err := false, error(nil)
+	if fd, ok := h.codec.(finiteDecoder); ok {
+		finite, err = fd.decodeFinite(dst, raw) // checked in the same pass
+	} else {
+		err = h.codec.Decode(dst, raw)
+	}
+	if err != nil {
 		clear(dst)
 		if !errors.Is(err, ErrMalformed) {
 			err = fmt.Errorf("%w: %s: %v", ErrMalformed, h.codec.Name(), err)
 		}
 		return err
+	}
+	if finite {
+		return nil
 	}
 	if i := FirstNonFinite(dst); i >= 0 {
 		v := dst[i]
@@ -247,6 +279,23 @@ func DecodePart(dst []float32, frame []byte) error {
 		return fmt.Errorf("%w: value %d is %v", ErrNonFinite, i, v)
 	}
 	return nil
+}
+
+// finiteEncoder is a codec whose encoder also tells whether its input was
+// all finite, from the pass it makes anyway; EncodePart then does not
+// scan the input first.
+type finiteEncoder interface {
+	encodeFinite(dst []byte, src []float32) ([]byte, bool)
+}
+
+// finiteDecoder is a codec whose decoder also tells whether all it wrote
+// is finite; DecodePart then does not scan the output.
+type finiteDecoder interface {
+	decodeFinite(dst []float32, src []byte) (bool, error)
+}
+
+func nonFinite(values []float32, i int) error {
+	return fmt.Errorf("%w: value %d is %v", ErrNonFinite, i, values[i])
 }
 
 // FirstNonFinite returns the index of the first NaN or ±Inf in v, or -1.

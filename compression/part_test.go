@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 
@@ -499,6 +500,47 @@ func TestShuffleInverse(t *testing.T) {
 			if w == 4 && n >= 8 && (mid[0] != src[0] || mid[1] != src[4] || mid[n/4] != src[1]) {
 				t.Fatalf("width 4: planes not laid out byte-major")
 			}
+		}
+	}
+}
+
+// Codecs that find non-finite values in their own pass (fp16, bf16,
+// int8, int4) still refuse them wherever they sit, on the fast paths'
+// lengths too; and frames that decode to Inf or NaN there are refused.
+func TestNonFiniteFoundInTheCodecPass(t *testing.T) {
+	for _, c := range Codecs() {
+		for _, n := range []int{5, 16, 40, 1000} {
+			for _, at := range []int{0, n / 2, n - 1} {
+				for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+					v := normals(n, uint64(n))
+					v[at] = bad
+					if _, err := EncodePart(nil, c, LosslessNone, v); !errors.Is(err, ErrNonFinite) {
+						t.Fatalf("%s, %d values, %v at %d: err %v", c.Name(), n, bad, at, err)
+					}
+				}
+			}
+		}
+	}
+	for _, n := range []int{16, 40, 1000} {
+		for _, at := range []int{0, n / 2, n - 1} {
+			for name, pattern := range map[string]uint16{"fp16 inf": 0x7c00, "fp16 nan": 0xfe01, "bf16 inf": 0xff80, "bf16 nan": 0x7f81} {
+				id, codec := IDFP16, Codec(FP16{})
+				if strings.HasPrefix(name, "bf16") {
+					id, codec = IDBF16, BF16{}
+				}
+				raw := codec.Encode(nil, normals(n, 3))
+				binary.LittleEndian.PutUint16(raw[2*at:], pattern)
+				if err := DecodePart(make([]float32, n), buildFrame(1, id, LosslessNone, uint32(n), uint32(len(raw)), raw)); !errors.Is(err, ErrNonFinite) {
+					t.Fatalf("%s at %d of %d: err %v", name, at, n, err)
+				}
+			}
+		}
+		// int8: a block whose scale times 127 overflows decodes to Inf.
+		raw := Int8{Block: 16}.Encode(nil, normals(n, 4))
+		binary.LittleEndian.PutUint32(raw[4:], math.Float32bits(math.MaxFloat32))
+		raw[len(raw)-n] = 127
+		if err := DecodePart(make([]float32, n), buildFrame(1, IDInt8, LosslessNone, uint32(n), uint32(len(raw)), raw)); !errors.Is(err, ErrNonFinite) {
+			t.Fatalf("int8 overflowing block, %d values: err %v", n, err)
 		}
 	}
 }

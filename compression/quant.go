@@ -34,10 +34,25 @@ func (BF16) MaxEncodedLen(count int) int { return 2 * count }
 func (BF16) ShuffleWidth() int           { return 2 }
 
 func (BF16) Encode(dst []byte, src []float32) []byte {
+	out, _, _ := bf16Encode(dst, src)
+	return out
+}
+
+// encodeFinite also reports whether src was all finite, from the same
+// pass where the fast path ran: EncodePart then skips its own scan.
+func (BF16) encodeFinite(dst []byte, src []float32) ([]byte, bool) {
+	out, fast, special := bf16Encode(dst, src)
+	return out, FirstNonFinite(src[fast:]) < 0 && (!special || FirstNonFinite(src[:fast]) < 0)
+}
+
+// bf16Encode is Encode, reporting how many values the fast path took and
+// whether it saw Inf or NaN among them.
+func bf16Encode(dst []byte, src []float32) (_ []byte, fast int, special bool) {
 	n := len(dst)
 	dst = slices.Grow(dst, 2*len(src))[:n+2*len(src)]
 	out := dst[n:]
-	i := encodeBF16Fast(out, src) // AVX2 where the CPU has it
+	fast, special = encodeBF16Fast(out, src)
+	i := fast // AVX2 where the CPU has it
 	// Four at a time into one 8-byte store: without the per-value bounds
 	// checks and 2-byte stores this runs about twice as fast.
 	for ; i+4 <= len(src); i += 4 {
@@ -47,7 +62,7 @@ func (BF16) Encode(dst []byte, src []float32) []byte {
 	for ; i < len(src); i++ {
 		binary.LittleEndian.PutUint16(out[2*i:], bf16(src[i]))
 	}
-	return dst
+	return dst, fast, special
 }
 
 // bf16 rounds to nearest, ties to even; finite values that would round to
@@ -62,10 +77,27 @@ func bf16(v float32) uint16 {
 }
 
 func (BF16) Decode(dst []float32, src []byte) error {
-	if len(src) != 2*len(dst) {
-		return fmt.Errorf("%w: bf16: %d bytes for %d values", ErrMalformed, len(src), len(dst))
+	_, _, err := bf16Decode(dst, src)
+	return err
+}
+
+// decodeFinite also reports whether every decoded value is finite.
+func (BF16) decodeFinite(dst []float32, src []byte) (bool, error) {
+	fast, special, err := bf16Decode(dst, src)
+	if err != nil {
+		return false, err
 	}
-	i := decodeBF16Fast(dst, src)
+	return FirstNonFinite(dst[fast:]) < 0 && (!special || FirstNonFinite(dst[:fast]) < 0), nil
+}
+
+// bf16Decode is Decode, reporting how many values the fast path took and
+// whether it saw Inf or NaN among them.
+func bf16Decode(dst []float32, src []byte) (fast int, special bool, _ error) {
+	if len(src) != 2*len(dst) {
+		return 0, false, fmt.Errorf("%w: bf16: %d bytes for %d values", ErrMalformed, len(src), len(dst))
+	}
+	fast, special = decodeBF16Fast(dst, src)
+	i := fast
 	for ; i+4 <= len(dst); i += 4 {
 		w := binary.LittleEndian.Uint64(src[2*i : 2*i+8 : 2*i+8])
 		d := dst[i : i+4 : i+4]
@@ -77,7 +109,7 @@ func (BF16) Decode(dst []float32, src []byte) error {
 	for ; i < len(dst); i++ {
 		dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
 	}
-	return nil
+	return fast, special, nil
 }
 
 // Block sizes the blockwise quantizers accept. The encoder picks one; it
@@ -120,19 +152,50 @@ func blockOf(b int) int {
 }
 
 func (c Int8) Encode(dst []byte, src []float32) []byte {
+	out, _ := c.encodeFinite(dst, src)
+	return out
+}
+
+// encodeFinite is Encode, also reporting whether src was all finite
+// (found while taking each block's maximum).
+func (c Int8) encodeFinite(dst []byte, src []float32) ([]byte, bool) {
 	return quantEncode(dst, src, blockOf(c.Block), 127, len(src))
 }
 
 func (c Int4) Encode(dst []byte, src []float32) []byte {
+	out, _ := c.encodeFinite(dst, src)
+	return out
+}
+
+func (c Int4) encodeFinite(dst []byte, src []float32) ([]byte, bool) {
 	return quantEncode(dst, src, blockOf(c.Block), 7, (len(src)+1)/2)
 }
 
-func (Int8) Decode(dst []float32, src []byte) error { return quantDecode(dst, src, 127, len(dst)) }
-func (Int4) Decode(dst []float32, src []byte) error { return quantDecode(dst, src, 7, (len(dst)+1)/2) }
+func (Int8) Decode(dst []float32, src []byte) error {
+	_, err := quantDecode(dst, src, 127, len(dst))
+	return err
+}
+
+func (Int4) Decode(dst []float32, src []byte) error {
+	_, err := quantDecode(dst, src, 7, (len(dst)+1)/2)
+	return err
+}
+
+// decodeFinite is Decode, also reporting whether every value is finite:
+// a block whose scale times the largest level is finite holds only
+// finite values, so no scan of the output is needed.
+func (Int8) decodeFinite(dst []float32, src []byte) (bool, error) {
+	return quantDecode(dst, src, 127, len(dst))
+}
+
+func (Int4) decodeFinite(dst []float32, src []byte) (bool, error) {
+	return quantDecode(dst, src, 7, (len(dst)+1)/2)
+}
 
 // quantEncode writes the block size, the scales, then the values as
 // signed levels in [-levels, levels]: bytes for int8, nibbles for int4.
-func quantEncode(dst []byte, src []float32, block int, levels float32, valueBytes int) []byte {
+func quantEncode(dst []byte, src []float32, block int, levels float32, valueBytes int) (_ []byte, finite bool) {
+	finite = true
 	nb := (len(src) + block - 1) / block
 	n := len(dst)
 	dst = slices.Grow(dst, 4+4*nb+valueBytes)[:n+4+4*nb+valueBytes]
@@ -142,10 +205,11 @@ func quantEncode(dst []byte, src []float32, block int, levels float32, valueByte
 	clear(vals)
 	for b := range nb {
 		xs := src[b*block : min((b+1)*block, len(src))]
-		m, k := absMaxFast(xs) // AVX2 for a prefix where the CPU has it
+		m, k, special := absMaxFast(xs) // AVX2 for a prefix where the CPU has it
 		for _, x := range xs[k:] {
-			m = max(m, abs32(x))
+			m = max(m, abs32(x)) // NaN stays NaN
 		}
+		finite = finite && !special && m <= math.MaxFloat32
 		scale := m / levels
 		if math.IsInf(float64(levels*scale), 0) {
 			// m near MaxFloat32: levels·scale would round up to Inf, and
@@ -181,7 +245,7 @@ func quantEncode(dst []byte, src []float32, block int, levels float32, valueByte
 			}
 		}
 	}
-	return dst
+	return dst, finite
 }
 
 // quantLevel rounds r half away from zero (as math.Round) and clamps it to
@@ -193,33 +257,35 @@ func quantLevel(r float32, levels int32) int8 {
 	return int8(min(max(q, -levels), levels))
 }
 
-func quantDecode(dst []float32, src []byte, levels int, valueBytes int) error {
+func quantDecode(dst []float32, src []byte, levels int, valueBytes int) (finite bool, _ error) {
+	finite = true
 	name := "int8"
 	if levels == 7 {
 		name = "int4"
 	}
 	if len(src) < 4 {
-		return fmt.Errorf("%w: %s: no block size", ErrMalformed, name)
+		return false, fmt.Errorf("%w: %s: no block size", ErrMalformed, name)
 	}
 	block := int(binary.LittleEndian.Uint32(src))
 	if block < MinBlock || block > MaxBlock {
-		return fmt.Errorf("%w: %s: block size %d out of [%d, %d]", ErrMalformed, name, block, MinBlock, MaxBlock)
+		return false, fmt.Errorf("%w: %s: block size %d out of [%d, %d]", ErrMalformed, name, block, MinBlock, MaxBlock)
 	}
 	nb := (len(dst) + block - 1) / block
 	if len(src) != 4+4*nb+valueBytes {
-		return fmt.Errorf("%w: %s: %d bytes for %d values in blocks of %d", ErrMalformed, name, len(src), len(dst), block)
+		return false, fmt.Errorf("%w: %s: %d bytes for %d values in blocks of %d", ErrMalformed, name, len(src), len(dst), block)
 	}
 	scales, vals := src[4:4+4*nb], src[4+4*nb:]
 	for b := range nb {
 		scale := math.Float32frombits(binary.LittleEndian.Uint32(scales[4*b:]))
 		if !(scale >= 0) || math.IsInf(float64(scale), 0) {
-			return fmt.Errorf("%w: %s: block %d has scale %v", ErrMalformed, name, b, scale)
+			return false, fmt.Errorf("%w: %s: block %d has scale %v", ErrMalformed, name, b, scale)
 		}
+		finite = finite && !math.IsInf(float64(float32(levels)*scale), 0)
 		lo, hi := b*block, min((b+1)*block, len(dst))
 		if levels == 127 && scale != 0 {
 			k, bad := dequantize8Fast(dst[lo:hi], vals[lo:hi], scale)
 			if bad {
-				return fmt.Errorf("%w: %s: level -128 out of [-127, 127] in block %d", ErrMalformed, name, b)
+				return false, fmt.Errorf("%w: %s: level -128 out of [-127, 127] in block %d", ErrMalformed, name, b)
 			}
 			lo += k
 		}
@@ -231,15 +297,15 @@ func quantDecode(dst []float32, src []byte, levels int, valueBytes int) error {
 				q = int(int8(vals[i/2]<<(4*(1-i%2))) >> 4) // sign-extend the nibble
 			}
 			if q < -levels || q > levels || (q != 0 && scale == 0) {
-				return fmt.Errorf("%w: %s: level %d out of [-%d, %d] (scale %v)", ErrMalformed, name, q, levels, levels, scale)
+				return false, fmt.Errorf("%w: %s: level %d out of [-%d, %d] (scale %v)", ErrMalformed, name, q, levels, levels, scale)
 			}
 			dst[i] = float32(q) * scale
 		}
 	}
 	if levels == 7 && len(dst)%2 == 1 && vals[len(vals)-1]>>4 != 0 {
-		return fmt.Errorf("%w: int4: padding nibble is not zero", ErrMalformed)
+		return false, fmt.Errorf("%w: int4: padding nibble is not zero", ErrMalformed)
 	}
-	return nil
+	return finite, nil
 }
 
 // ParseCodec returns the codec a run names: a registered name, or a

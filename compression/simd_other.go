@@ -6,17 +6,17 @@ package compression
 
 const useF16C = false
 
-func encodeHalvesFast([]byte, []float32) int { return 0 }
+func encodeHalvesFast([]byte, []float32) (int, bool) { return 0, false }
 
-func decodeHalvesFast([]float32, []byte) int { return 0 }
+func decodeHalvesFast([]float32, []byte) (int, bool) { return 0, false }
 
 const useAVX2 = false
 
-func encodeBF16Fast([]byte, []float32) int { return 0 }
+func encodeBF16Fast([]byte, []float32) (int, bool) { return 0, false }
 
-func decodeBF16Fast([]float32, []byte) int { return 0 }
+func decodeBF16Fast([]float32, []byte) (int, bool) { return 0, false }
 
-func absMaxFast([]float32) (float32, int) { return 0, 0 }
+func absMaxFast([]float32) (float32, int, bool) { return 0, 0, false }
 
 func quantize8Fast([]byte, []float32, float32) int { return 0 }
 
