@@ -62,14 +62,19 @@ func (n *Node) moshpitGroup(step uint64, swarm []peer.ID) []peer.ID {
 // that went on without us, advances the step; after a failed round the
 // local step is kept at the same step and mixed in on the next try.
 // local and avg are scratch vectors the size of the parameters.
-func (n *Node) mix(ctx context.Context, step uint64, grad []float32, samples int, swarm []peer.ID, local, avg []float32) {
+func (n *Node) mix(ctx context.Context, step uint64, grad []float32, samples int, swarm []peer.ID, local, avg []float32) error {
 	copy(local, n.params) // the training loop is the only writer of n.params
-	n.opt.Step(local, grad, n.sched.LR(int(step)))
+	lr := n.sched.LR(int(step))
+	n.opt.Step(local, grad, lr)
+	if err := diverged(step, local, lr); err != nil {
+		n.opt.LoadState(n.optState) // back to the committed state
+		return err
+	}
 	group := n.moshpitGroup(step, swarm)
 	if len(group) < 2 {
 		// A partly filled grid leaves some peers alone in a dimension.
 		n.install(step+1, local, nil, swarm)
-		return
+		return nil
 	}
 	n.setPhase("averaging")
 	r, err := n.mm.Match(ctx, step, samples, group)
@@ -77,15 +82,15 @@ func (n *Node) mix(ctx context.Context, step uint64, grad []float32, samples int
 	case errors.Is(err, gossip.ErrBehind):
 		n.log.Debug("group averaged without us; keeping our local step", "step", step)
 		n.install(step+1, local, nil, swarm)
-		return
+		return nil
 	case errors.Is(err, gossip.ErrTooFew):
 		n.setPhase("waiting for peers")
 		n.install(step, local, nil, swarm)
-		return
+		return nil
 	case err != nil:
 		n.noteFailure(step, "matchmaking", err)
 		n.install(step, local, nil, swarm)
-		return
+		return nil
 	}
 	// Parameters, not gradients: every replica counts the same. (A new
 	// slice: the assembler still serves the announced one.)
@@ -93,9 +98,10 @@ func (n *Node) mix(ctx context.Context, step uint64, grad []float32, samples int
 	if err := n.av.AllReduce(ctx, r, local, avg); err != nil {
 		n.noteFailure(step, "all-reduce", err)
 		n.install(step, local, nil, swarm)
-		return
+		return nil
 	}
 	n.install(step+1, avg, r.Members, swarm)
+	return nil
 }
 
 // install makes params the local state at step. members is the group it

@@ -32,6 +32,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 	avg := make([]float32, np)  // the group's average
 	var local []float32         // Moshpit: our parameters after a local step
 	inMoshpit := false
+	badGrads := 0 // non-finite gradients in a row
 	x := make([]float32, n.cfg.Run.Batch*n.train.Dim)
 	y := make([]uint8, n.cfg.Run.Batch)
 	samples := 0
@@ -96,8 +97,14 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			n.log.Warn("local gradient is not finite; dropping it", "step", step, "index", i, "value", mean[i])
 			clear(acc)
 			samples = 0
+			if badGrads++; badGrads >= maxBadGradients {
+				// Not a bad batch but weights that overflow the forward
+				// pass: no step will ever be taken again.
+				return nil, fmt.Errorf("training diverged at step %d: the gradient was NaN or Inf %d times in a row (learning rate %g); lower --lr or lengthen --warmup", step, badGrads, n.sched.LR(int(step)))
+			}
 			continue
 		}
+		badGrads = 0
 		if n.behind(step) {
 			continue // the swarm moved on while we computed: sync first
 		}
@@ -114,7 +121,9 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			if local == nil {
 				local = make([]float32, np)
 			}
-			n.mix(ctx, step, mean, samples, swarm, local, avg)
+			if err := n.mix(ctx, step, mean, samples, swarm, local, avg); err != nil {
+				return nil, err
+			}
 			clear(acc)
 			samples = 0
 			continue
@@ -149,17 +158,27 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			n.noteFailure(step, "all-reduce", err)
 			continue
 		}
-		n.apply(step, avg, r.Members)
+		if err := n.apply(step, avg, r.Members); err != nil {
+			return nil, err
+		}
 		clear(acc)
 		samples = 0
 	}
 }
 
 // apply takes the identical optimizer step every member takes.
-func (n *Node) apply(step uint64, avg []float32, members []peer.ID) {
+func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
 	lr := n.sched.LR(int(step))
 	n.mu.Lock()
 	n.opt.Step(n.params, avg, lr)
+	if err := diverged(step, n.params, lr); err != nil {
+		// Put the last committed state back (the model and optState still
+		// hold it): nothing broken is served or reported on the way out.
+		n.model.ReadParams(n.params)
+		n.opt.LoadState(n.optState)
+		n.mu.Unlock()
+		return err // every replica took the same step: the run, not this node, diverged
+	}
 	prev := n.lastGroup
 	n.lastGroup = members
 	n.commitLocked(step+1, members)
@@ -174,6 +193,22 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) {
 		n.log.Error("write params", "err", err)
 	}
 	n.log.Debug("step", "step", step+1, "members", len(members), "lr", lr)
+	return nil
+}
+
+// maxBadGradients is how many non-finite gradients in a row end the run:
+// a bad batch is dropped, a blown-up model would loop forever.
+const maxBadGradients = 20
+
+// diverged reports an optimizer step that left a parameter NaN or Inf.
+// The averaged gradient was finite, so the step itself blew up: with
+// identical replicas every peer sees the same, and going on would only
+// spread NaN, so the run stops with the likely cause.
+func diverged(step uint64, params []float32, lr float32) error {
+	if i := compression.FirstNonFinite(params); i >= 0 {
+		return fmt.Errorf("training diverged at step %d: parameter %d became %v after the optimizer step (learning rate %g); lower --lr or lengthen --warmup", step, i, params[i], lr)
+	}
+	return nil
 }
 
 // commitLocked records that n.params and the optimizer now hold the state

@@ -205,6 +205,22 @@ func TestMaxGroupAveragesInRotatingGroups(t *testing.T) {
 	}
 }
 
+// A run whose learning rate blows the model up stops with an error that
+// says so and what to change, instead of dropping NaN gradients forever.
+func TestDivergedRunStopsWithTheCause(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	p := startNode(t, filepath.Join(t.TempDir(), "n"), "--hidden", "32", "--optimizer", "sgd", "--lr", "9.9", "--warmup", "0", "--steps", "1000")
+	err := p.wait(time.Minute)
+	if err == nil {
+		t.Fatal("a run at learning rate 9.9 finished without complaint")
+	}
+	if msg := p.stderr.String(); !strings.Contains(msg, "training diverged") || !strings.Contains(msg, "lower --lr") {
+		t.Fatalf("the error does not name the cause and the fix:\n%s", msg)
+	}
+}
+
 // A node whose run differs (another hidden width) is refused, and both
 // sides say why.
 func TestJoinRefusedOnDifferentRun(t *testing.T) {
