@@ -157,6 +157,10 @@ type Config struct {
 	// Linger keeps a finished node serving state and status this long, so
 	// peers still finishing can fetch from it.
 	Linger time.Duration
+	// CheckpointEvery writes Dir/checkpoint.safetensors every this many
+	// steps and at the end (0: never). A node that finds a checkpoint of
+	// its run in Dir resumes from it.
+	CheckpointEvery int
 
 	Log io.Writer // human log; nil discards
 }
@@ -183,6 +187,9 @@ func (c Config) Validate() error {
 	}
 	if c.Shards < 0 || (c.Shards > 0 && (c.Shard < 0 || c.Shard >= c.Shards)) {
 		return fmt.Errorf("node config: shard %d of %d, want 0 <= shard < shards", c.Shard, c.Shards)
+	}
+	if c.CheckpointEvery < 0 {
+		return fmt.Errorf("node config: checkpoint every %d steps, want >= 0", c.CheckpointEvery)
 	}
 	if c.MinPeers < 1 || c.MinPeers > 1024 {
 		return fmt.Errorf("node config: min peers %d, want 1..1024", c.MinPeers)

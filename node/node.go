@@ -80,6 +80,8 @@ type Node struct {
 	// keeps its own error feedback); nil for per-part codecs.
 	power *gossip.PowerSGD
 
+	lastCheckpoint uint64 // step of the last checkpoint written (mu)
+
 	unlock    func()        // releases the node directory
 	resync    atomic.Bool   // set when the swarm's consensus is another state
 	aheadHint atomic.Uint64 // a step the swarm is known to have reached
@@ -242,6 +244,9 @@ func New(cfg Config) (_ *Node, err error) {
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
 	n.states = gossip.NewStateServer(n.tr, n.run, n.servableStep, n.snapshot)
+	if err := n.resume(); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 

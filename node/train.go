@@ -124,6 +124,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			if err := n.mix(ctx, step, mean, samples, swarm, local, avg); err != nil {
 				return nil, err
 			}
+			n.checkpoint(false)
 			clear(acc)
 			samples = 0
 			continue
@@ -161,6 +162,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		if err := n.apply(step, avg, r.Members); err != nil {
 			return nil, err
 		}
+		n.checkpoint(false)
 		clear(acc)
 		samples = 0
 	}
@@ -504,6 +506,7 @@ func (n *Node) adoptFinalConsensus(ctx context.Context) (tried bool, err error) 
 
 // finish evaluates the final model on the test set and writes result.json.
 func (n *Node) finish() *Result {
+	n.checkpoint(true)
 	n.setPhase("evaluating")
 	acc, loss, err := n.model.Evaluate(n.test)
 	if err != nil {

@@ -130,6 +130,7 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 	fs.BoolVar(&cfg.Client, "client", false, "this machine cannot accept inbound connections (NAT, firewall): own no part of the all-reduce, still contribute")
 	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")
 	fs.DurationVar(&cfg.Linger, "linger", 0, "after the last step, keep serving state and /status this long")
+	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "write <dir>/checkpoint.safetensors every N steps and at the end (0: never); a node resumes from the checkpoint it finds in --dir")
 	fs.StringVar(&logFile, "log-file", "", "append the log here instead of stderr")
 	fs.BoolVar(&asJSON, "json", false, "print the final result as JSON on stdout")
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines (and no log unless --log-file)")

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/swarmtrain/swarmtrain/node"
+	"github.com/swarmtrain/swarmtrain/trainer"
+)
+
+// A node killed mid-run resumes from its last checkpoint, ends at the
+// run's last step, and its weights export to a plain safetensors file;
+// a node of another run refuses to start over that checkpoint.
+func TestCheckpointResumeAndExport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := filepath.Join(t.TempDir(), "n")
+	run := []string{"--hidden", "32", "--batch", "32", "--target-batch", "32", "--steps", "400", "--warmup", "5", "--lr", "0.003", "--checkpoint-every", "20"}
+	ckpt := filepath.Join(dir, node.CheckpointFile)
+	p := startNode(t, dir, run...)
+	var before *trainer.Checkpoint
+	checkFor(t, time.Minute, 20*time.Millisecond, func() error {
+		c, err := trainer.ReadCheckpoint(ckpt)
+		if err != nil {
+			return err
+		}
+		if c.Step < 40 {
+			return fmt.Errorf("checkpoint at step %d", c.Step)
+		}
+		before = c
+		return nil
+	})
+	p.cmd.Process.Kill()
+	p.wait(10 * time.Second)
+	if _, err := os.Stat(filepath.Join(dir, "result.json")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the node finished before it was killed (%v): make the run longer", err)
+	}
+
+	p = startNode(t, dir, run...)
+	if err := p.wait(2 * time.Minute); err != nil {
+		t.Fatalf("%v\n%s", err, p.stderr)
+	}
+	if r := p.result(); r.Step != 400 {
+		t.Fatalf("resumed node ended at step %d, want 400", r.Step)
+	}
+	if l := p.log(); !strings.Contains(l, "resumed from checkpoint") {
+		t.Fatalf("the restarted node does not say it resumed:\n%s", l)
+	}
+	final, err := trainer.ReadCheckpoint(ckpt)
+	if err != nil || final.Step != 400 || final.Step <= before.Step {
+		t.Fatalf("final checkpoint: %v, step %d", err, final.Step)
+	}
+
+	out := filepath.Join(t.TempDir(), "model.safetensors")
+	export := exportCmd()
+	export.SetArgs([]string{"--from", dir, "--out", out})
+	var said strings.Builder
+	export.SetOut(&said)
+	if err := export.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(said.String(), "step 400, 4 tensors") {
+		t.Errorf("export says %q", said.String())
+	}
+	w, err := trainer.ReadCheckpoint(out)
+	if err != nil || w.Optimizer != "" || len(w.OptState) != 0 || len(w.Tensors) != 4 || w.Step != 400 || len(w.Params) != len(final.Params) {
+		t.Fatalf("export: %v; %d tensors, optimizer %q", err, len(w.Tensors), w.Optimizer)
+	}
+
+	other := startNode(t, dir, "--hidden", "16", "--steps", "100", "--checkpoint-every", "5")
+	if err := other.wait(time.Minute); err == nil || !strings.Contains(other.stderr.String(), "belongs to run") {
+		t.Fatalf("a node of another run started over the checkpoint: %v\n%s", err, other.stderr)
+	}
+}

@@ -1,0 +1,69 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/trainer"
+)
+
+// CheckpointFile is the checkpoint's name inside a node directory.
+const CheckpointFile = "checkpoint.safetensors"
+
+func (n *Node) checkpointPath() string { return filepath.Join(n.cfg.Dir, CheckpointFile) }
+
+// resume loads the node directory's checkpoint, if there is one. A
+// checkpoint of another run is an error: silently starting over would
+// overwrite it.
+func (n *Node) resume() error {
+	c, err := trainer.ReadCheckpoint(n.checkpointPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if c.RunID != n.run {
+		return fmt.Errorf("%s belongs to run %s, this node is on run %s: use another --dir, or move the checkpoint away", n.checkpointPath(), c.RunID, n.run)
+	}
+	if err := c.Matches(n.model.Tensors()); err != nil {
+		return fmt.Errorf("%s: %w", n.checkpointPath(), err)
+	}
+	if c.Optimizer != n.opt.Name() {
+		return fmt.Errorf("%s holds %s state, the run uses %s", n.checkpointPath(), c.Optimizer, n.opt.Name())
+	}
+	s := gossip.Snapshot{Step: c.Step, Params: c.Params, Opt: c.OptState}
+	if err := n.load(s, gossip.HashState(c.Step, c.Params, c.OptState)); err != nil {
+		return fmt.Errorf("%s: %w", n.checkpointPath(), err)
+	}
+	n.mu.Lock()
+	n.syncs-- // a resume is not a download from peers
+	n.mu.Unlock()
+	n.log.Info("resumed from checkpoint", "step", c.Step, "path", n.checkpointPath())
+	return nil
+}
+
+// checkpoint writes the current state when the run asks for it at this
+// step (or always, at the end). A failed write is logged, not fatal: the
+// previous checkpoint is still there.
+func (n *Node) checkpoint(final bool) {
+	every := uint64(n.cfg.CheckpointEvery)
+	n.mu.Lock()
+	step := n.step
+	if every == 0 || (!final && (step%every != 0 || step == n.lastCheckpoint)) {
+		n.mu.Unlock()
+		return
+	}
+	n.lastCheckpoint = step
+	c := trainer.Checkpoint{Step: step, Run: n.cfg.Run.JSON(), RunID: n.run, Tensors: n.model.Tensors(),
+		Params: append([]float32(nil), n.params...), Optimizer: n.opt.Name(), OptState: append([]float32(nil), n.optState...)}
+	n.mu.Unlock()
+	if err := trainer.WriteCheckpoint(n.checkpointPath(), c); err != nil {
+		n.log.Error("checkpoint", "step", step, "err", err)
+		return
+	}
+	n.log.Debug("checkpoint written", "step", step)
+}
