@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 // RunConfig is everything peers must agree on to train together. Its hash
@@ -41,6 +42,11 @@ type RunConfig struct {
 	// closely instead of bit for bit until the run's final state. Empty
 	// in the JSON when 0, so runs without it keep their run IDs.
 	MaxGroup int `json:"max_group,omitempty"`
+	// Schedule is the decay after warm-up: cosine (""), linear, step or
+	// constant. ClipNorm bounds the averaged gradient's global L2 norm
+	// (0: off). Both empty in the JSON at their defaults: run IDs stay.
+	Schedule string  `json:"schedule,omitempty"`
+	ClipNorm float32 `json:"clip_norm,omitempty"`
 }
 
 // DefaultRunConfig is the demo's run: an MLP that reaches ≥97% on MNIST
@@ -100,9 +106,15 @@ func (r RunConfig) Validate() error {
 		}
 	}
 	switch r.Optimizer {
-	case "adam", "adamw", "sgd", "momentum":
+	case "adam", "adamw", "sgd", "momentum", "nesterov":
 	default:
-		return fmt.Errorf("run config: optimizer %q, want adam, adamw, sgd or momentum", r.Optimizer)
+		return fmt.Errorf("run config: optimizer %q, want adam, adamw, sgd, momentum or nesterov", r.Optimizer)
+	}
+	if _, err := r.decay(); err != nil {
+		return fmt.Errorf("run config: %w", err)
+	}
+	if !(r.ClipNorm >= 0 && r.ClipNorm < 1e30) {
+		return fmt.Errorf("run config: clip norm %v, want >= 0 (0: off)", r.ClipNorm)
 	}
 	if _, _, err := parseGradientCodec(r.Codec); err != nil {
 		return fmt.Errorf("run config: codec %q: %w", r.Codec, err)
@@ -233,4 +245,12 @@ func parseGradientCodec(spec string) (compression.Codec, *powerSpec, error) {
 		return nil, nil, fmt.Errorf("powersgd takes only :fp16 after the rank")
 	}
 	return nil, &powerSpec{rank: rank, half: len(parts) == 2}, nil
+}
+
+// decay is the run's schedule after warm-up; "" is cosine.
+func (r RunConfig) decay() (trainer.Decay, error) {
+	if r.Schedule == "" {
+		return trainer.DecayCosine, nil
+	}
+	return trainer.ParseDecay(r.Schedule)
 }

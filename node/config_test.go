@@ -14,6 +14,9 @@ func TestRunConfigValidation(t *testing.T) {
 		func(r *RunConfig) { r.Codec = "topk:0.01:fp16" },
 		func(r *RunConfig) { r.MaxGroup = 2 },
 		func(r *RunConfig) { r.MaxGroup, r.MinGroup = 4, 4 },
+		func(r *RunConfig) { r.Optimizer, r.Momentum, r.Schedule, r.ClipNorm = "nesterov", 0.9, "step", 1 },
+		func(r *RunConfig) { r.Schedule = "linear" },
+		func(r *RunConfig) { r.Schedule = "constant" },
 	}
 	for i, f := range ok {
 		r := DefaultRunConfig()
@@ -30,6 +33,9 @@ func TestRunConfigValidation(t *testing.T) {
 		"max group 1":   func(r *RunConfig) { r.MaxGroup = 1 },
 		"below min":     func(r *RunConfig) { r.MaxGroup, r.MinGroup = 3, 4 },
 		"codec fp32":    func(r *RunConfig) { r.MaxGroup, r.Codec = 4, "int8" },
+		"want cosine":   func(r *RunConfig) { r.Schedule = "exponential" },
+		"clip norm":     func(r *RunConfig) { r.ClipNorm = -1 },
+		"nesterov":      func(r *RunConfig) { r.Optimizer = "lion" },
 	}
 	for want, f := range bad {
 		r := DefaultRunConfig()
@@ -39,7 +45,9 @@ func TestRunConfigValidation(t *testing.T) {
 		}
 	}
 	// A run without a cap keeps the run ID it had before max_group existed.
-	if strings.Contains(string(DefaultRunConfig().JSON()), "max_group") {
-		t.Error("max_group is in the JSON of a run without it: every run ID changed")
+	for _, field := range []string{"max_group", "schedule", "clip_norm"} {
+		if strings.Contains(string(DefaultRunConfig().JSON()), field) {
+			t.Errorf("%s is in the JSON of a run without it: every run ID changed", field)
+		}
 	}
 }

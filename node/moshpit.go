@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 // A swarm larger than the run's MaxGroup averages in Moshpit groups
@@ -65,6 +66,9 @@ func (n *Node) moshpitGroup(step uint64, swarm []peer.ID) []peer.ID {
 func (n *Node) mix(ctx context.Context, step uint64, grad []float32, samples int, swarm []peer.ID, local, avg []float32) error {
 	copy(local, n.params) // the training loop is the only writer of n.params
 	lr := n.sched.LR(int(step))
+	if c := n.cfg.Run.ClipNorm; c > 0 {
+		trainer.ClipGlobalNorm(grad, c)
+	}
 	n.opt.Step(local, grad, lr)
 	if err := diverged(step, local, lr); err != nil {
 		n.opt.LoadState(n.optState) // back to the committed state

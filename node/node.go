@@ -180,8 +180,11 @@ func New(cfg Config) (_ *Node, err error) {
 		n.opt = trainer.NewSGD(0, r.WeightDecay, np)
 	case "momentum":
 		n.opt = trainer.NewSGD(r.Momentum, r.WeightDecay, np)
+	case "nesterov":
+		n.opt = trainer.NewNesterov(r.Momentum, r.WeightDecay, np)
 	}
-	n.sched = trainer.Schedule{Base: r.LR, Min: r.LR / 10, Warmup: r.Warmup, Total: r.Steps, Cosine: true}
+	decay, _ := r.decay() // validated
+	n.sched = trainer.Schedule{Base: r.LR, Min: r.LR / 10, Warmup: r.Warmup, Total: r.Steps, Decay: decay}
 	n.optState = n.opt.AppendState(nil)
 	if n.codec.ID() != compression.IDFP32 {
 		n.residual = make([]float32, np)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 // trainLoop is the sync-mode loop. Every iteration produces exactly one
@@ -171,6 +172,9 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 // apply takes the identical optimizer step every member takes.
 func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
 	lr := n.sched.LR(int(step))
+	if c := n.cfg.Run.ClipNorm; c > 0 {
+		trainer.ClipGlobalNorm(avg, c) // the same average everywhere: the same clip
+	}
 	n.mu.Lock()
 	n.opt.Step(n.params, avg, lr)
 	if err := diverged(step, n.params, lr); err != nil {

@@ -18,7 +18,7 @@
 //	params, grads := make([]float32, n), make([]float32, n)
 //	m.ReadParams(params)
 //	opt := trainer.NewAdam(0.9, 0.999, 1e-8, 0, n)
-//	sched := trainer.Schedule{Base: 1e-3, Min: 1e-5, Warmup: 100, Total: 5000, Cosine: true}
+//	sched := trainer.Schedule{Base: 1e-3, Min: 1e-5, Warmup: 100, Total: 5000, Decay: trainer.DecayCosine}
 //	b := trainer.NewBatcher(shard, cfg.Batch, runSeed^uint64(peerIndex))
 //	x, y := make([]float32, cfg.Batch*train.Dim), make([]uint8, cfg.Batch)
 //	for step := 0; step < sched.Total; step++ {

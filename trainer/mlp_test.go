@@ -181,7 +181,7 @@ func trainReplica(cfg ModelConfig, ds *Dataset, newOpt func(int) Optimizer, step
 	opt := newOpt(n)
 	b := NewBatcher(ds, cfg.Batch, 5)
 	x, y := make([]float32, cfg.Batch*ds.Dim), make([]uint8, cfg.Batch)
-	sched := Schedule{Base: 0.05, Min: 0.001, Warmup: 3, Total: steps, Cosine: true}
+	sched := Schedule{Base: 0.05, Min: 0.001, Warmup: 3, Total: steps, Decay: DecayCosine}
 	for s := range steps {
 		b.Next(x, y)
 		if _, err := m.ComputeGradients(x, y); err != nil {
@@ -315,7 +315,7 @@ func TestLearnsMNIST(t *testing.T) {
 	params, grads := make([]float32, n), make([]float32, n)
 	m.ReadParams(params)
 	opt := NewAdam(0.9, 0.999, 1e-8, 0, n)
-	sched := Schedule{Base: 2e-3, Min: 1e-4, Warmup: 20, Total: 300, Cosine: true}
+	sched := Schedule{Base: 2e-3, Min: 1e-4, Warmup: 20, Total: 300, Decay: DecayCosine}
 	b := NewBatcher(sub, cfg.Batch, 2)
 	x, y := make([]float32, cfg.Batch*sub.Dim), make([]uint8, cfg.Batch)
 	var loss float32

@@ -170,7 +170,7 @@ func TestGoldenBits(t *testing.T) {
 		put(p)
 		put(o.State())
 	}
-	sched := Schedule{Base: 3e-3, Min: 1e-5, Warmup: 7, Total: 100, Cosine: true}
+	sched := Schedule{Base: 3e-3, Min: 1e-5, Warmup: 7, Total: 100, Decay: DecayCosine}
 	for s := range 110 {
 		put([]float32{sched.LR(s)})
 	}

@@ -6,15 +6,38 @@ import (
 )
 
 // Schedule is a learning-rate schedule: linear warm-up over Warmup steps to
-// Base, then Base held (Cosine false) or decayed along a half cosine to Min
-// at step Total and held there. Every peer computes the same bits for the
-// same step: the cosine is our own polynomial with explicitly rounded
-// products, because math.Cos may differ in the last bit between
-// architectures, and a different lr is a different update.
+// Base, then Decay from Base over the steps up to Total. Every peer
+// computes the same bits for the same step: the cosine is our own
+// polynomial with explicitly rounded products, because math.Cos may differ
+// in the last bit between architectures, and a different lr is a
+// different update.
 type Schedule struct {
 	Base, Min     float32 // peak and final learning rate
 	Warmup, Total int     // steps; step Warmup-1 is the last warm-up step
-	Cosine        bool
+	Decay         Decay
+}
+
+// Decay is the shape of a schedule after warm-up.
+type Decay string
+
+const (
+	DecayConstant Decay = ""       // Base held
+	DecayCosine   Decay = "cosine" // half cosine from Base to Min at Total, then Min
+	DecayLinear   Decay = "linear" // straight line from Base to Min at Total, then Min
+	// DecayStep is the classic step schedule: Base, then Base/10 from half
+	// of the decay span and Base/100 from three quarters (Min unused).
+	DecayStep Decay = "step"
+)
+
+// ParseDecay reads a decay name; "constant" is DecayConstant.
+func ParseDecay(s string) (Decay, error) {
+	switch d := Decay(s); d {
+	case DecayCosine, DecayLinear, DecayStep:
+		return d, nil
+	case "constant", DecayConstant:
+		return DecayConstant, nil
+	}
+	return "", fmt.Errorf("schedule %q: want cosine, linear, step or constant", s)
 }
 
 // Validate checks that the rates are finite and non-negative and the step
@@ -28,8 +51,11 @@ func (s Schedule) Validate() error {
 	if s.Warmup < 0 {
 		return fmt.Errorf("schedule: Warmup=%d, want >= 0", s.Warmup)
 	}
-	if s.Cosine && s.Total <= s.Warmup {
-		return fmt.Errorf("schedule: Total=%d must exceed Warmup=%d for cosine decay", s.Total, s.Warmup)
+	if _, err := ParseDecay(string(s.Decay)); err != nil {
+		return err
+	}
+	if s.Decay != DecayConstant && s.Total <= s.Warmup {
+		return fmt.Errorf("schedule: Total=%d must exceed Warmup=%d for %s decay", s.Total, s.Warmup, s.Decay)
 	}
 	return nil
 }
@@ -41,14 +67,26 @@ func (s Schedule) LR(step int) float32 {
 	if step < s.Warmup {
 		return float32(float64(s.Base) * float64(step+1) / float64(s.Warmup))
 	}
-	if !s.Cosine {
+	span := s.Total - s.Warmup
+	frac := float64(step-s.Warmup) / float64(max(span, 1))
+	switch s.Decay {
+	case DecayConstant:
+		return s.Base
+	case DecayStep:
+		switch {
+		case frac >= 0.75:
+			return float32(float64(s.Base) / 100)
+		case frac >= 0.5:
+			return float32(float64(s.Base) / 10)
+		}
 		return s.Base
 	}
-	span := s.Total - s.Warmup
 	if span <= 0 || step >= s.Total {
 		return s.Min
 	}
-	frac := float64(step-s.Warmup) / float64(span)
+	if s.Decay == DecayLinear {
+		return s.Min + float32(float64(s.Base-s.Min)*(1-frac))
+	}
 	half := float64(0.5 * (1 + cosPi(frac))) // 0.5 is a power of two: exact
 	return s.Min + float32(float64(s.Base-s.Min)*half)
 }

@@ -6,7 +6,7 @@ import (
 )
 
 func TestScheduleShape(t *testing.T) {
-	s := Schedule{Base: 1, Min: 0.1, Warmup: 4, Total: 104, Cosine: true}
+	s := Schedule{Base: 1, Min: 0.1, Warmup: 4, Total: 104, Decay: DecayCosine}
 	if err := s.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -29,11 +29,35 @@ func TestScheduleShape(t *testing.T) {
 		{Base: -1},
 		{Base: float32(math.NaN())},
 		{Base: 1, Warmup: -1},
-		{Base: 1, Warmup: 10, Total: 10, Cosine: true},
+		{Base: 1, Warmup: 10, Total: 10, Decay: DecayCosine},
 	} {
 		if bad.Validate() == nil {
 			t.Errorf("%+v accepted", bad)
 		}
+	}
+}
+
+// Linear and step decay: the values users expect at the landmarks, and
+// unknown names refused.
+func TestScheduleLinearAndStep(t *testing.T) {
+	lin := Schedule{Base: 1, Min: 0.1, Warmup: 4, Total: 104, Decay: DecayLinear}
+	for step, want := range map[int]float64{0: 0.25, 4: 1, 54: 0.55, 79: 0.325, 104: 0.1, 500: 0.1} {
+		near(t, "linear LR", lin.LR(step), want)
+	}
+	st := Schedule{Base: 1, Min: 0.5, Warmup: 4, Total: 104, Decay: DecayStep}
+	for step, want := range map[int]float64{3: 1, 53: 1, 54: 0.1, 78: 0.1, 79: 0.01, 5000: 0.01} {
+		near(t, "step LR", st.LR(step), want)
+	}
+	for _, name := range []string{"cosine", "linear", "step", "constant", ""} {
+		if _, err := ParseDecay(name); err != nil {
+			t.Errorf("%q: %v", name, err)
+		}
+	}
+	if _, err := ParseDecay("exponential"); err == nil {
+		t.Error("an unknown decay was accepted")
+	}
+	if (Schedule{Base: 1, Decay: "exponential"}).Validate() == nil {
+		t.Error("a schedule with an unknown decay validated")
 	}
 }
 

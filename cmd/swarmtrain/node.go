@@ -26,7 +26,7 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	fs.IntSliceVar(&rc.Hidden, "hidden", d.Hidden, "hidden layer widths of the MLP, comma-separated")
 	fs.IntVar(&rc.Batch, "batch", d.Batch, "local minibatch size (samples per forward/backward)")
 	fs.IntVar(&rc.TargetBatch, "target-batch", d.TargetBatch, "global batch: samples the whole swarm accumulates per optimizer step")
-	fs.StringVar(&rc.Optimizer, "optimizer", d.Optimizer, "adam, adamw, sgd or momentum")
+	fs.StringVar(&rc.Optimizer, "optimizer", d.Optimizer, "adam, adamw, sgd, momentum or nesterov")
 	fs.Float32Var(&rc.LR, "lr", d.LR, "peak learning rate (linear warm-up, then cosine decay to lr/10)")
 	fs.Float32Var(&rc.Momentum, "momentum", d.Momentum, "SGD momentum (optimizer momentum)")
 	fs.Float32Var(&rc.WeightDecay, "weight-decay", d.WeightDecay, "weight decay (decoupled for adamw)")
@@ -36,6 +36,8 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	fs.StringVar(&rc.Codec, "codec", d.Codec, "gradient compression on the wire: fp32, fp16, bf16, int8, int4 (int8:BLOCK, int4:BLOCK set the block size, 16..65536), topk:FRACTION[:fp16], powersgd:RANK[:fp16]")
 	fs.StringVar(&rc.Lossless, "lossless", d.Lossless, "lossless stage after the codec: none, zstd or s2")
 	fs.IntVar(&rc.MinGroup, "min-group", d.MinGroup, "fewest peers a round may have; below it the swarm waits instead of stepping")
+	fs.StringVar(&rc.Schedule, "schedule", d.Schedule, "learning-rate decay after warm-up: cosine (default, to lr/10), linear (to lr/10), step (lr/10 at half, lr/100 at three quarters) or constant")
+	fs.Float32Var(&rc.ClipNorm, "clip-norm", d.ClipNorm, "clip the averaged gradient to this global L2 norm (0: off)")
 	fs.IntVar(&rc.MaxGroup, "max-group", d.MaxGroup, "most peers that average together (0: no cap); a larger swarm averages parameters in rotating Moshpit groups (needs --codec fp32)")
 	rc.Dataset = d.Dataset
 }
@@ -53,7 +55,7 @@ func runArgs(rc node.RunConfig) []string {
 		"--optimizer", rc.Optimizer, "--lr", f32(rc.LR), "--momentum", f32(rc.Momentum), "--weight-decay", f32(rc.WeightDecay),
 		"--warmup", strconv.Itoa(rc.Warmup), "--steps", strconv.Itoa(rc.Steps), "--seed", strconv.FormatUint(rc.Seed, 10),
 		"--codec", rc.Codec, "--lossless", rc.Lossless, "--min-group", strconv.Itoa(rc.MinGroup),
-		"--max-group", strconv.Itoa(rc.MaxGroup),
+		"--max-group", strconv.Itoa(rc.MaxGroup), "--schedule", rc.Schedule, "--clip-norm", f32(rc.ClipNorm),
 	}
 }
 
