@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nlpodyssey/safetensors"
+
 	"github.com/swarmtrain/swarmtrain/node"
 	"github.com/swarmtrain/swarmtrain/trainer"
 )
@@ -72,6 +74,36 @@ func TestCheckpointResumeAndExport(t *testing.T) {
 	w, err := trainer.ReadCheckpoint(out)
 	if err != nil || w.Optimizer != "" || len(w.OptState) != 0 || len(w.Tensors) != 4 || w.Step != 400 || len(w.Params) != len(final.Params) {
 		t.Fatalf("export: %v; %d tensors, optimizer %q", err, len(w.Tensors), w.Optimizer)
+	}
+
+	// Pruned and int8: the accuracies are measured and printed, and the
+	// file holds int8 matrices with their per-column scales.
+	q := filepath.Join(t.TempDir(), "q.safetensors")
+	export = exportCmd()
+	export.SetArgs([]string{"--from", dir, "--out", q, "--prune", "0.5", "--int8"})
+	said.Reset()
+	export.SetOut(&said)
+	if err := export.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"trained model (step 400): test accuracy", "pruned", "int8 weights (per-column scales): test accuracy"} {
+		if !strings.Contains(said.String(), want) {
+			t.Fatalf("export output lacks %q:\n%s", want, said.String())
+		}
+	}
+	b, err := os.ReadFile(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := safetensors.Deserialize(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, ok := st.Tensor("layers.0.weight"); !ok || w.DType() != safetensors.I8 || len(w.Data()) != 784*32 {
+		t.Fatalf("layers.0.weight in the int8 export: %v %v", ok, w.DType())
+	}
+	if sc, ok := st.Tensor("layers.0.weight.scale"); !ok || sc.DType() != safetensors.F32 || len(sc.Data()) != 4*32 {
+		t.Fatal("the int8 export lacks per-column scales")
 	}
 
 	other := startNode(t, dir, "--hidden", "16", "--steps", "100", "--checkpoint-every", "5")

@@ -1,0 +1,152 @@
+package trainer
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/nlpodyssey/safetensors"
+)
+
+// Post-training compression of a trained model: magnitude pruning and
+// int8 weight quantization. Biases are left alone in both: they are few,
+// and zeroing or rounding them costs accuracy for nothing.
+
+// PruneMagnitude zeroes the smallest-magnitude fraction sparsity of the
+// weights of every matrix (tensors of two or more dimensions), ranked
+// across all of them (global pruning, as torch.nn.utils.prune's
+// global_unstructured), and returns how many it zeroed.
+func PruneMagnitude(params []float32, tensors []Tensor, sparsity float64) (int, error) {
+	if !(sparsity >= 0 && sparsity < 1) {
+		return 0, fmt.Errorf("prune: sparsity %v, want [0, 1)", sparsity)
+	}
+	var mags []float32
+	eachMatrix(params, tensors, func(w []float32) {
+		for _, x := range w {
+			mags = append(mags, float32(math.Abs(float64(x))))
+		}
+	})
+	k := int(sparsity * float64(len(mags)))
+	if k == 0 {
+		return 0, nil
+	}
+	slices.Sort(mags)
+	cut := mags[k-1] // zero everything at or below the k-th smallest magnitude…
+	zeroed := 0
+	eachMatrix(params, tensors, func(w []float32) {
+		for i, x := range w {
+			if zeroed < k && float32(math.Abs(float64(x))) <= cut { // …but no more than k (ties)
+				w[i] = 0
+				zeroed++
+			}
+		}
+	})
+	return zeroed, nil
+}
+
+// QuantizeInt8 quantizes every matrix per output column (symmetric,
+// scale = max|w|/127 of the column) and returns the int8 levels and
+// scales per matrix, in tensor order, plus params rewritten to the
+// dequantized values so the model can be evaluated as it will run.
+func QuantizeInt8(params []float32, tensors []Tensor) (levels [][]int8, scales [][]float32) {
+	eachMatrixShape(params, tensors, func(w []float32, rows, cols int) {
+		sc := make([]float32, cols)
+		for j := range cols {
+			var m float32
+			for i := range rows {
+				m = max(m, float32(math.Abs(float64(w[i*cols+j]))))
+			}
+			sc[j] = m / 127
+		}
+		q := make([]int8, len(w))
+		for i := range rows {
+			for j := range cols {
+				k := i*cols + j
+				if sc[j] == 0 {
+					w[k] = 0
+					continue
+				}
+				l := int8(max(-127, min(127, math.Round(float64(w[k]/sc[j])))))
+				q[k] = l
+				w[k] = float32(l) * sc[j]
+			}
+		}
+		levels = append(levels, q)
+		scales = append(scales, sc)
+	})
+	return levels, scales
+}
+
+func eachMatrix(params []float32, tensors []Tensor, f func(w []float32)) {
+	eachMatrixShape(params, tensors, func(w []float32, _, _ int) { f(w) })
+}
+
+// eachMatrixShape calls f on every tensor of two or more dimensions as a
+// rows × cols matrix (the last dimension is cols).
+func eachMatrixShape(params []float32, tensors []Tensor, f func(w []float32, rows, cols int)) {
+	off := 0
+	for _, t := range tensors {
+		n := t.Size()
+		if len(t.Shape) >= 2 && off+n <= len(params) {
+			cols := t.Shape[len(t.Shape)-1]
+			f(params[off:off+n], n/cols, cols)
+		}
+		off += n
+	}
+}
+
+// WriteInt8Export writes a quantized model as safetensors: every matrix
+// as I8 levels under its name plus "<name>.scale" (F32, one per column:
+// weight = level × scale), every other tensor as F32. params holds the
+// values of the non-matrix tensors; levels and scales come from
+// QuantizeInt8. Written atomically, like checkpoints.
+func WriteInt8Export(path string, tensors []Tensor, params []float32, levels [][]int8, scales [][]float32, step uint64, runID string) error {
+	views := map[string]safetensors.TensorView{}
+	off, m := 0, 0
+	for _, t := range tensors {
+		n := t.Size()
+		if off+n > len(params) {
+			return fmt.Errorf("int8 export: tensor %q does not fit the parameters", t.Name)
+		}
+		var v safetensors.TensorView
+		var err error
+		if len(t.Shape) >= 2 {
+			if m >= len(levels) || len(levels[m]) != n {
+				return fmt.Errorf("int8 export: no levels for matrix %q", t.Name)
+			}
+			data := make([]byte, n)
+			for i, l := range levels[m] {
+				data[i] = byte(l)
+			}
+			if v, err = safetensors.NewTensorView(safetensors.I8, dims(t.Shape), data); err != nil {
+				return err
+			}
+			sv, err := f32View([]int{len(scales[m])}, scales[m])
+			if err != nil {
+				return fmt.Errorf("int8 export: %q scales: %w", t.Name, err)
+			}
+			views[t.Name+".scale"] = sv
+			m++
+		} else if v, err = f32View(t.Shape, params[off:off+n]); err != nil {
+			return fmt.Errorf("int8 export: %q: %w", t.Name, err)
+		}
+		views[t.Name] = v
+		off += n
+	}
+	meta, _ := json.Marshal(map[string]any{"format": CheckpointFormat, "step": step, "run_id": runID,
+		"quantization": "int8, symmetric per output column: weight = level × <name>.scale[column]"})
+	b, err := safetensors.Serialize(views, map[string]string{metaKey: string(meta), "format": "pt"})
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, b)
+}
+
+func dims(shape []int) []uint64 {
+	out := make([]uint64, len(shape))
+	for i, d := range shape {
+		out[i] = uint64(d)
+	}
+	return out
+}
