@@ -111,3 +111,29 @@ func TestCheckpointResumeAndExport(t *testing.T) {
 		t.Fatalf("a node of another run started over the checkpoint: %v\n%s", err, other.stderr)
 	}
 }
+
+// The same seed and run config on the same node identity give the same
+// bits: a second run ends on the first run's state hash; another seed
+// does not.
+func TestSameSeedSameBits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := filepath.Join(t.TempDir(), "n")
+	run := func(seed string) string {
+		p := startNode(t, dir, append([]string{"--seed", seed}, smallRun...)...)
+		if err := p.wait(time.Minute); err != nil {
+			t.Fatalf("%v\n%s", err, p.stderr)
+		}
+		r := p.result()
+		os.Remove(filepath.Join(dir, "result.json"))
+		return r.Hash
+	}
+	a, b, c := run("7"), run("7"), run("8")
+	if a != b {
+		t.Fatalf("two runs with seed 7 ended on %s and %s", a, b)
+	}
+	if a == c {
+		t.Fatal("seeds 7 and 8 ended on the same state: the seed is not used")
+	}
+}
