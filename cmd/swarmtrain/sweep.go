@@ -1,0 +1,291 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/swarmtrain/swarmtrain/node"
+)
+
+// A sweep dimension: a list of values (grid or random choice) or, for
+// random search only, a range sampled linearly, log-uniformly or as an
+// integer.
+type sweepParam struct {
+	name   string
+	values []string // a list
+	dist   string   // "lin", "log" or "int" for a range
+	lo, hi float64
+}
+
+// sweepNames are the run-config fields a sweep may vary.
+var sweepNames = []string{"lr", "batch", "target-batch", "hidden", "optimizer", "momentum", "weight-decay", "warmup", "steps", "schedule", "clip-norm", "codec", "seed"}
+
+// parseSweepParam reads "name=v1,v2,…" or "name=log:LO:HI" (also lin:,
+// int:). hidden lists its layers with 'x': hidden=128,256x128.
+func parseSweepParam(s string) (sweepParam, error) {
+	name, spec, ok := strings.Cut(s, "=")
+	if !ok || spec == "" {
+		return sweepParam{}, fmt.Errorf("--param %q: want name=v1,v2,… or name=log:LO:HI", s)
+	}
+	if !slices.Contains(sweepNames, name) {
+		return sweepParam{}, fmt.Errorf("--param %q: %q is not a run setting a sweep can vary (%s)", s, name, strings.Join(sweepNames, ", "))
+	}
+	p := sweepParam{name: name}
+	if dist, rng, ok := strings.Cut(spec, ":"); ok && (dist == "lin" || dist == "log" || dist == "int") && name != "codec" {
+		a, b, ok := strings.Cut(rng, ":")
+		lo, err1 := strconv.ParseFloat(a, 64)
+		hi, err2 := strconv.ParseFloat(b, 64)
+		if !ok || err1 != nil || err2 != nil || !(lo < hi) || (dist == "log" && lo <= 0) || math.IsInf(hi, 0) {
+			return sweepParam{}, fmt.Errorf("--param %q: want %s:LO:HI with LO < HI%s", s, dist, map[bool]string{true: " and LO > 0", false: ""}[dist == "log"])
+		}
+		p.dist, p.lo, p.hi = dist, lo, hi
+		return p, nil
+	}
+	p.values = strings.Split(spec, ",")
+	for _, v := range p.values {
+		if v == "" {
+			return sweepParam{}, fmt.Errorf("--param %q: empty value", s)
+		}
+	}
+	return p, nil
+}
+
+// trial is one point of the space: name → value, in the order given.
+type trial [][2]string
+
+func (t trial) String() string {
+	parts := make([]string, len(t))
+	for i, kv := range t {
+		parts[i] = kv[0] + "=" + kv[1]
+	}
+	return strings.Join(parts, " ")
+}
+
+// gridTrials is the Cartesian product of the lists.
+func gridTrials(params []sweepParam) ([]trial, error) {
+	out := []trial{{}}
+	for _, p := range params {
+		if p.dist != "" {
+			return nil, fmt.Errorf("--param %s=%s:…: a range needs random search (--random N)", p.name, p.dist)
+		}
+		var next []trial
+		for _, t := range out {
+			for _, v := range p.values {
+				next = append(next, append(slices.Clone(t), [2]string{p.name, v}))
+			}
+		}
+		out = next
+	}
+	return out, nil
+}
+
+// randomTrials draws n points, reproducibly from seed.
+func randomTrials(params []sweepParam, n int, seed uint64) []trial {
+	rng := rand.New(rand.NewPCG(seed, 0x7377656570)) // "sweep"
+	out := make([]trial, n)
+	for i := range out {
+		for _, p := range params {
+			var v string
+			switch p.dist {
+			case "":
+				v = p.values[rng.IntN(len(p.values))]
+			case "lin":
+				v = strconv.FormatFloat(p.lo+rng.Float64()*(p.hi-p.lo), 'g', 4, 64)
+			case "log":
+				v = strconv.FormatFloat(math.Exp(math.Log(p.lo)+rng.Float64()*(math.Log(p.hi)-math.Log(p.lo))), 'g', 4, 64)
+			case "int":
+				v = strconv.Itoa(int(p.lo) + rng.IntN(int(p.hi)-int(p.lo)+1))
+			}
+			out[i] = append(out[i], [2]string{p.name, v})
+		}
+	}
+	return out
+}
+
+// applyTrial sets the trial's values on a run config.
+func applyTrial(rc *node.RunConfig, t trial) error {
+	for _, kv := range t {
+		name, v := kv[0], kv[1]
+		f, ferr := strconv.ParseFloat(v, 32)
+		i, ierr := strconv.Atoi(v)
+		var err error
+		switch name {
+		case "lr", "momentum", "weight-decay", "clip-norm":
+			err = ferr
+			field := map[string]*float32{"lr": &rc.LR, "momentum": &rc.Momentum, "weight-decay": &rc.WeightDecay, "clip-norm": &rc.ClipNorm}[name]
+			*field = float32(f)
+		case "batch", "target-batch", "warmup", "steps":
+			err = ierr
+			field := map[string]*int{"batch": &rc.Batch, "target-batch": &rc.TargetBatch, "warmup": &rc.Warmup, "steps": &rc.Steps}[name]
+			*field = i
+		case "seed":
+			rc.Seed, err = strconv.ParseUint(v, 10, 64)
+		case "hidden":
+			rc.Hidden = nil
+			for _, w := range strings.Split(v, "x") {
+				n, e := strconv.Atoi(w)
+				err = cmp.Or(err, e)
+				rc.Hidden = append(rc.Hidden, n)
+			}
+		case "optimizer":
+			rc.Optimizer = v
+		case "schedule":
+			rc.Schedule = v
+		case "codec":
+			rc.Codec = v
+		}
+		if err != nil {
+			return fmt.Errorf("%s=%s: not a number", name, v)
+		}
+	}
+	return rc.Validate()
+}
+
+type trialResult struct {
+	Trial    string  `json:"trial"`
+	Accuracy float64 `json:"accuracy"`
+	TestLoss float64 `json:"test_loss"`
+	Seconds  float64 `json:"seconds"`
+	Error    string  `json:"error,omitempty"`
+}
+
+func sweepCmd() *cobra.Command {
+	base := node.DefaultRunConfig()
+	var (
+		params  []string
+		random  int
+		seed    uint64
+		dataDir string
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "sweep",
+		Short: "Hyperparameter search: grid or random, each trial a local training run, results sorted by test accuracy",
+		Long: `Trains one model per point of a declared space on this machine and prints a
+table sorted by MNIST test accuracy (best first). Every --param is a dimension:
+a list (name=v1,v2,…; hidden layers joined by x, e.g. hidden=128,256x128) or,
+with --random N, a range: name=log:LO:HI, lin:LO:HI or int:LO:HI. Without
+--random the grid of all lists runs. The run flags set everything not swept.`,
+		Example: `  swarmtrain sweep --steps 300 --param lr=1e-3,3e-3 --param hidden=64,256
+  swarmtrain sweep --steps 300 --random 8 --param lr=log:1e-4:1e-2 --param optimizer=adam,momentum`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(params) == 0 {
+				return fmt.Errorf("sweep needs at least one --param")
+			}
+			var space []sweepParam
+			for _, s := range params {
+				p, err := parseSweepParam(s)
+				if err != nil {
+					return err
+				}
+				space = append(space, p)
+			}
+			var trials []trial
+			if random > 0 {
+				trials = randomTrials(space, random, seed)
+			} else {
+				var err error
+				if trials, err = gridTrials(space); err != nil {
+					return err
+				}
+			}
+			if len(trials) > 1000 {
+				return fmt.Errorf("the space has %d trials; narrow it or use --random N", len(trials))
+			}
+			// Check every trial before training any: a typo should not
+			// surface after an hour of trials.
+			for _, t := range trials {
+				rc := base
+				rc.Hidden = slices.Clone(base.Hidden)
+				if err := applyTrial(&rc, t); err != nil {
+					return fmt.Errorf("trial %s: %w", t, err)
+				}
+			}
+			results, err := runSweep(cmd, base, trials, dataDir, asJSON)
+			if err != nil {
+				return err
+			}
+			return printSweep(cmd.OutOrStdout(), results, asJSON)
+		},
+	}
+	fs := cmd.Flags()
+	runFlags(fs, &base)
+	fs.StringArrayVar(&params, "param", nil, "a dimension of the space: name=v1,v2,… or name=log:LO:HI (lin:, int:); repeatable")
+	fs.IntVar(&random, "random", 0, "random search: this many trials drawn from the space (0: the full grid)")
+	fs.Uint64Var(&seed, "sweep-seed", 1, "seed of the random search")
+	fs.StringVar(&dataDir, "data", "", "MNIST folder (default: the GoMNIST module's copy)")
+	fs.BoolVar(&asJSON, "json", false, "print the results as JSON")
+	return cmd
+}
+
+// runSweep trains the trials one after the other, each as a one-node
+// swarm in this process.
+func runSweep(cmd *cobra.Command, base node.RunConfig, trials []trial, dataDir string, quiet bool) ([]trialResult, error) {
+	tmp, err := os.MkdirTemp("", "swarmtrain-sweep-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	var out []trialResult
+	for i, t := range trials {
+		rc := base
+		rc.Hidden = slices.Clone(base.Hidden)
+		applyTrial(&rc, t) // checked before
+		cfg := node.DefaultConfig()
+		cfg.Run, cfg.DataDir = rc, dataDir
+		cfg.Dir = filepath.Join(tmp, fmt.Sprintf("trial-%d", i))
+		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+		start := time.Now()
+		res := trialResult{Trial: t.String()}
+		n, err := node.New(cfg)
+		if err == nil {
+			var r *node.Result
+			if r, err = n.Run(cmd.Context()); err == nil {
+				res.Accuracy, res.TestLoss = r.Accuracy, r.TestLoss
+			}
+		}
+		if err != nil {
+			res.Error = err.Error()
+		}
+		res.Seconds = time.Since(start).Seconds()
+		if !quiet {
+			fmt.Fprintf(cmd.ErrOrStderr(), "trial %d/%d  %-40s  accuracy %.2f%%  (%.0f s)%s\n", i+1, len(trials), t, 100*res.Accuracy, res.Seconds, map[bool]string{true: "  error: " + res.Error}[res.Error != ""])
+		}
+		out = append(out, res)
+		if cmd.Context().Err() != nil {
+			break
+		}
+	}
+	slices.SortStableFunc(out, func(a, b trialResult) int { return cmp.Compare(b.Accuracy, a.Accuracy) })
+	return out, nil
+}
+
+func printSweep(w io.Writer, results []trialResult, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(results)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "rank\taccuracy\ttest loss\tseconds\ttrial")
+	for i, r := range results {
+		acc := fmt.Sprintf("%.2f%%", 100*r.Accuracy)
+		if r.Error != "" {
+			acc = "failed: " + r.Error
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%.4f\t%.0f\t%s\n", i+1, acc, r.TestLoss, r.Seconds, r.Trial)
+	}
+	return tw.Flush()
+}
