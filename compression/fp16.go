@@ -37,7 +37,7 @@ func (FP16) Encode(dst []byte, src []float32) []byte {
 // pass where the fast path ran: EncodePart then skips its own scan.
 func (FP16) encodeFinite(dst []byte, src []float32) ([]byte, bool) {
 	out, fast, special := fp16Encode(dst, src)
-	return out, FirstNonFinite(src[fast:]) < 0 && (!special || FirstNonFinite(src[:fast]) < 0)
+	return out, allFinite(src, fast, special)
 }
 
 // fp16Encode is Encode, reporting how many values the fast path took and
@@ -85,7 +85,7 @@ func (FP16) decodeFinite(dst []float32, src []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return FirstNonFinite(dst[fast:]) < 0 && (!special || FirstNonFinite(dst[:fast]) < 0), nil
+	return allFinite(dst, fast, special), nil
 }
 
 // fp16Decode is Decode, reporting how many values the fast path took and

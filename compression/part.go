@@ -294,6 +294,12 @@ type finiteDecoder interface {
 	decodeFinite(dst []float32, src []byte) (bool, error)
 }
 
+// allFinite is whether v is finite, given that a fast path covered
+// v[:fast] and saw Inf or NaN there only if special: the rest is scanned.
+func allFinite(v []float32, fast int, special bool) bool {
+	return FirstNonFinite(v[fast:]) < 0 && (!special || FirstNonFinite(v[:fast]) < 0)
+}
+
 func nonFinite(values []float32, i int) error {
 	return fmt.Errorf("%w: value %d is %v", ErrNonFinite, i, values[i])
 }

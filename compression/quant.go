@@ -42,7 +42,7 @@ func (BF16) Encode(dst []byte, src []float32) []byte {
 // pass where the fast path ran: EncodePart then skips its own scan.
 func (BF16) encodeFinite(dst []byte, src []float32) ([]byte, bool) {
 	out, fast, special := bf16Encode(dst, src)
-	return out, FirstNonFinite(src[fast:]) < 0 && (!special || FirstNonFinite(src[:fast]) < 0)
+	return out, allFinite(src, fast, special)
 }
 
 // bf16Encode is Encode, reporting how many values the fast path took and
@@ -87,7 +87,7 @@ func (BF16) decodeFinite(dst []float32, src []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return FirstNonFinite(dst[fast:]) < 0 && (!special || FirstNonFinite(dst[:fast]) < 0), nil
+	return allFinite(dst, fast, special), nil
 }
 
 // bf16Decode is Decode, reporting how many values the fast path took and
