@@ -1,3 +1,5 @@
+//go:build !purego
+
 #include "textflag.h"
 
 DATA bf16one<>+0(SB)/4, $0x00000001

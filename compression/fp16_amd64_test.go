@@ -125,6 +125,23 @@ func TestAVX2Int8MatchesPortable(t *testing.T) {
 		if !bytes.Equal(encs[0], encs[1]) {
 			t.Fatalf("block %d: AVX2 and portable encodings differ", block)
 		}
+		// Outside the contract (EncodePart refuses it) but still the same
+		// bytes: a NaN or an Inf in a block.
+		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(-1))} {
+			odd := slices.Clone(src)
+			odd[3], odd[40] = bad, 1e30
+			var got [2][]byte
+			for k, avx := range []bool{true, false} {
+				func() {
+					defer func(old bool) { useAVX2 = old }(useAVX2)
+					useAVX2 = avx
+					got[k] = c.Encode(nil, odd)
+				}()
+			}
+			if !bytes.Equal(got[0], got[1]) {
+				t.Fatalf("block %d with %v: AVX2 and portable encodings differ", block, bad)
+			}
+		}
 		for i := range src {
 			if math.Float32bits(decs[0][i]) != math.Float32bits(decs[1][i]) {
 				t.Fatalf("block %d, value %d: AVX2 %v, portable %v", block, i, decs[0][i], decs[1][i])

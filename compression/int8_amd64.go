@@ -19,6 +19,16 @@ func absMaxFast(xs []float32) (float32, int, bool) {
 		return 0, 0, false
 	}
 	m, special := absMax16(&xs[0], n)
+	if special {
+		// VMAXPS drops a NaN that Go's max keeps: redo the prefix the
+		// portable way, so Encode gives the same bytes on every path.
+		// (Non-finite input is outside Encode's contract; EncodePart
+		// refuses it.)
+		m = 0
+		for _, x := range xs[:n] {
+			m = max(m, abs32(x))
+		}
+	}
 	return m, n, special
 }
 

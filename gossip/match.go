@@ -86,6 +86,14 @@ type MatchView interface {
 	Behind(step uint64) bool
 }
 
+// minGroupView is a MatchView that sets the minimum group per step,
+// overriding MatchConfig.MinGroup: under Moshpit groups a grid line may
+// hold fewer peers than the run's minimum, and refusing it would stall
+// those peers for good.
+type minGroupView interface {
+	MinGroup(step uint64) int
+}
+
 // Matchmaker forms the group for each step. Ready peers send Join to the
 // step's assembler; the assembler answers every joiner with the same
 // ordered Group once all expected peers joined or JoinWindow passed.
@@ -361,8 +369,12 @@ func (m *Matchmaker) close(a *assembly) {
 		close(a.done)
 		return
 	}
-	if len(a.joined) < m.cfg.MinGroup {
-		a.group = Group{Run: m.cfg.Run, Step: a.step, Reason: fmt.Sprintf("%s: %d joined, the run needs %d", tooFewReason, len(a.joined), m.cfg.MinGroup)}
+	need := m.cfg.MinGroup
+	if v, ok := m.view.(minGroupView); ok {
+		need = v.MinGroup(a.step)
+	}
+	if len(a.joined) < need {
+		a.group = Group{Run: m.cfg.Run, Step: a.step, Reason: fmt.Sprintf("%s: %d joined, the run needs %d", tooFewReason, len(a.joined), need)}
 		close(a.done)
 		return
 	}

@@ -125,3 +125,28 @@ func TestMoshpitGroups(t *testing.T) {
 		t.Error("hash consensus forced a resync in Moshpit mode")
 	}
 }
+
+// With --min-group equal to --max-group, a Moshpit grid line can hold
+// fewer peers than the minimum (5 peers, cap 4: lines of at most 3). The
+// matchmaker then asks for the line's size, not the run's minimum, or
+// those peers would never average again.
+func TestMoshpitMinGroupFitsTheGrid(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Run.MaxGroup, cfg.Run.MinGroup = 4, 4
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.host.Close()
+	defer n.unlock()
+	for i, p := range []peer.ID{"a", "b", "c", "d"} {
+		n.view.ObserveHeartbeat(gossip.Heartbeat{Peer: p, Seq: uint64(i + 1), Step: 3}, time.Now())
+	}
+	v := matchView{n}
+	for step := uint64(3); step < 5; step++ {
+		g := n.expected(step)
+		if need := v.MinGroup(step); need != min(4, len(g)) || len(g) > 3 {
+			t.Fatalf("step %d: group of %d, minimum %d", step, len(g), need)
+		}
+	}
+}

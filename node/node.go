@@ -355,6 +355,17 @@ func (v matchView) Step() uint64                   { return v.n.currentStep() }
 func (v matchView) Expected(step uint64) []peer.ID { return v.n.expected(step) }
 func (v matchView) Behind(step uint64) bool        { return v.n.behind(step) }
 
+// MinGroup is the run's minimum group, except that a Moshpit grid line
+// smaller than it still counts (the swarm as a whole exceeds the cap,
+// and so the minimum).
+func (v matchView) MinGroup(step uint64) int {
+	need := v.n.cfg.Run.MinGroup
+	if swarm := v.n.moshpit(); swarm != nil {
+		need = min(need, len(v.n.moshpitGroup(step, swarm)))
+	}
+	return need
+}
+
 // servableStep is the step a donor would serve; none while syncing.
 func (n *Node) servableStep() (uint64, error) {
 	n.mu.Lock()

@@ -57,6 +57,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			}
 			clear(acc)
 			samples = 0
+			badGrads = 0 // a new state: its gradients start a new count
 			continue
 		}
 
