@@ -47,6 +47,12 @@ type RunConfig struct {
 	// (0: off). Both empty in the JSON at their defaults: run IDs stay.
 	Schedule string  `json:"schedule,omitempty"`
 	ClipNorm float32 `json:"clip_norm,omitempty"`
+	// InitFrom is the SHA-256 (hex) of the checkpoint file the weights
+	// start from (transfer learning; empty: the seed's initialisation):
+	// peers holding another file are on another run. Freeze names tensors
+	// (or name prefixes, e.g. "layers.0.") that training leaves as they are.
+	InitFrom string   `json:"init_from,omitempty"`
+	Freeze   []string `json:"freeze,omitempty"`
 }
 
 // DefaultRunConfig is the demo's run: an MLP that reaches ≥97% on MNIST
@@ -113,6 +119,14 @@ func (r RunConfig) Validate() error {
 	if _, err := r.decay(); err != nil {
 		return fmt.Errorf("run config: %w", err)
 	}
+	if r.InitFrom != "" && (len(r.InitFrom) != 64 || strings.Trim(r.InitFrom, "0123456789abcdef") != "") {
+		return fmt.Errorf("run config: init_from %q is not a SHA-256 in hex", r.InitFrom)
+	}
+	for _, f := range r.Freeze {
+		if f == "" {
+			return errors.New("run config: an empty --freeze name would freeze every tensor")
+		}
+	}
 	if !(r.ClipNorm >= 0 && r.ClipNorm < 1e30) {
 		return fmt.Errorf("run config: clip norm %v, want >= 0 (0: off)", r.ClipNorm)
 	}
@@ -173,6 +187,9 @@ type Config struct {
 	// steps and at the end (0: never). A node that finds a checkpoint of
 	// its run in Dir resumes from it.
 	CheckpointEvery int
+	// InitPath is the checkpoint file whose weights the run starts from;
+	// its SHA-256 must be Run.InitFrom (the CLI sets both).
+	InitPath string
 
 	Log io.Writer // human log; nil discards
 }

@@ -36,6 +36,8 @@ func TestRunConfigValidation(t *testing.T) {
 		"want cosine":   func(r *RunConfig) { r.Schedule = "exponential" },
 		"clip norm":     func(r *RunConfig) { r.ClipNorm = -1 },
 		"nesterov":      func(r *RunConfig) { r.Optimizer = "lion" },
+		"SHA-256":       func(r *RunConfig) { r.InitFrom = "model.safetensors" },
+		"empty":         func(r *RunConfig) { r.Freeze = []string{""} },
 	}
 	for want, f := range bad {
 		r := DefaultRunConfig()
@@ -45,7 +47,7 @@ func TestRunConfigValidation(t *testing.T) {
 		}
 	}
 	// A run without a cap keeps the run ID it had before max_group existed.
-	for _, field := range []string{"max_group", "schedule", "clip_norm"} {
+	for _, field := range []string{"max_group", "schedule", "clip_norm", "init_from", "freeze"} {
 		if strings.Contains(string(DefaultRunConfig().JSON()), field) {
 			t.Errorf("%s is in the JSON of a run without it: every run ID changed", field)
 		}

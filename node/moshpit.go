@@ -69,7 +69,7 @@ func (n *Node) mix(ctx context.Context, step uint64, grad []float32, samples int
 	if c := n.cfg.Run.ClipNorm; c > 0 {
 		trainer.ClipGlobalNorm(grad, c)
 	}
-	n.opt.Step(local, grad, lr)
+	n.stepFrozen(local, grad, lr)
 	if err := diverged(step, local, lr); err != nil {
 		n.opt.LoadState(n.optState) // back to the committed state
 		return err

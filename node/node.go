@@ -79,6 +79,8 @@ type Node struct {
 	// power runs PowerSGD's two rounds instead of one all-reduce (it
 	// keeps its own error feedback); nil for per-part codecs.
 	power *gossip.PowerSGD
+	// frozen are the parameter ranges the run leaves untouched.
+	frozen [][2]int
 
 	lastCheckpoint uint64 // step of the last checkpoint written (mu)
 
@@ -247,7 +249,18 @@ func New(cfg Config) (_ *Node, err error) {
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
 	n.states = gossip.NewStateServer(n.tr, n.run, n.servableStep, n.snapshot)
-	if err := n.resume(); err != nil {
+	if n.frozen, err = frozenRanges(n.model.Tensors(), cfg.Run.Freeze); err != nil {
+		return nil, err
+	}
+	if cfg.Run.InitFrom != "" {
+		if cfg.InitPath == "" {
+			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.InitFrom)
+		}
+		if err := n.initFrom(cfg.InitPath); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.resume(); err != nil { // a checkpoint of this run wins
 		return nil, err
 	}
 	return n, nil

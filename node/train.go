@@ -177,7 +177,7 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
 		trainer.ClipGlobalNorm(avg, c) // the same average everywhere: the same clip
 	}
 	n.mu.Lock()
-	n.opt.Step(n.params, avg, lr)
+	n.stepFrozen(n.params, avg, lr)
 	if err := diverged(step, n.params, lr); err != nil {
 		// Put the last committed state back (the model and optState still
 		// hold it): nothing broken is served or reported on the way out.
@@ -201,6 +201,20 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
 	}
 	n.log.Debug("step", "step", step+1, "members", len(members), "lr", lr)
 	return nil
+}
+
+// stepFrozen takes an optimizer step that leaves the frozen ranges as
+// they were (not even weight decay touches them).
+func (n *Node) stepFrozen(params, grad []float32, lr float32) {
+	var keep [][]float32
+	for _, r := range n.frozen {
+		clear(grad[r[0]:r[1]])
+		keep = append(keep, append([]float32(nil), params[r[0]:r[1]]...))
+	}
+	n.opt.Step(params, grad, lr)
+	for i, r := range n.frozen {
+		copy(params[r[0]:r[1]], keep[i])
+	}
 }
 
 // maxBadGradients is how many non-finite gradients in a row end the run:

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +137,51 @@ func TestSameSeedSameBits(t *testing.T) {
 	}
 	if a == c {
 		t.Fatal("seeds 7 and 8 ended on the same state: the seed is not used")
+	}
+}
+
+// Transfer learning: a run that starts --init-from another run's
+// checkpoint begins at that model's loss, and with --freeze the frozen
+// layer ends exactly as it came while the rest trains on.
+func TestInitFromAndFreeze(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	base := t.TempDir()
+	a := startNode(t, filepath.Join(base, "a"), "--hidden", "32", "--batch", "32", "--target-batch", "64", "--steps", "150", "--warmup", "5", "--lr", "0.003", "--checkpoint-every", "150")
+	if err := a.wait(time.Minute); err != nil {
+		t.Fatalf("%v\n%s", err, a.stderr)
+	}
+	pre := filepath.Join(base, "a", node.CheckpointFile)
+	from, err := trainer.ReadCheckpoint(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bDir := filepath.Join(base, "b")
+	b := startNode(t, bDir, "--hidden", "32", "--batch", "32", "--target-batch", "64", "--steps", "40", "--warmup", "5", "--lr", "0.001",
+		"--init-from", pre, "--freeze", "layers.0.", "--checkpoint-every", "40")
+	if err := b.wait(time.Minute); err != nil {
+		t.Fatalf("%v\n%s", err, b.stderr)
+	}
+	r := b.result()
+	if ra := a.result(); math.Abs(r.InitialTestLoss-ra.TestLoss) > 1e-6 {
+		t.Fatalf("fine-tuning started at test loss %.4f, the checkpoint's model has %.4f", r.InitialTestLoss, ra.TestLoss)
+	}
+	after, err := trainer.ReadCheckpoint(filepath.Join(bDir, node.CheckpointFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n0 := 784*32 + 32 // layers.0.weight and layers.0.bias
+	if !slices.Equal(after.Params[:n0], from.Params[:n0]) {
+		t.Fatal("the frozen first layer changed")
+	}
+	if slices.Equal(after.Params[n0:], from.Params[n0:]) {
+		t.Fatal("the unfrozen head did not train")
+	}
+
+	bad := startNode(t, filepath.Join(base, "c"), "--hidden", "32", "--steps", "40", "--init-from", pre, "--freeze", "layers.7")
+	if err := bad.wait(time.Minute); err == nil || !strings.Contains(bad.stderr.String(), `--freeze "layers.7" matches no tensor`) {
+		t.Fatalf("a --freeze typo was not refused: %v\n%s", err, bad.stderr)
 	}
 }

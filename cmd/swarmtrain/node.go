@@ -38,6 +38,7 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	fs.IntVar(&rc.MinGroup, "min-group", d.MinGroup, "fewest peers a round may have; below it the swarm waits instead of stepping")
 	fs.StringVar(&rc.Schedule, "schedule", d.Schedule, "learning-rate decay after warm-up: cosine (default, to lr/10), linear (to lr/10), step (lr/10 at half, lr/100 at three quarters) or constant")
 	fs.Float32Var(&rc.ClipNorm, "clip-norm", d.ClipNorm, "clip the averaged gradient to this global L2 norm (0: off)")
+	fs.StringSliceVar(&rc.Freeze, "freeze", d.Freeze, "tensors (or name prefixes, e.g. layers.0.) that training leaves unchanged, comma-separated")
 	fs.IntVar(&rc.MaxGroup, "max-group", d.MaxGroup, "most peers that average together (0: no cap); a larger swarm averages parameters in rotating Moshpit groups (needs --codec fp32)")
 	rc.Dataset = d.Dataset
 }
@@ -50,13 +51,17 @@ func runArgs(rc node.RunConfig) []string {
 		hidden[i] = strconv.Itoa(h)
 	}
 	f32 := func(x float32) string { return strconv.FormatFloat(float64(x), 'g', -1, 32) }
-	return []string{
+	args := []string{
 		"--hidden", strings.Join(hidden, ","), "--batch", strconv.Itoa(rc.Batch), "--target-batch", strconv.Itoa(rc.TargetBatch),
 		"--optimizer", rc.Optimizer, "--lr", f32(rc.LR), "--momentum", f32(rc.Momentum), "--weight-decay", f32(rc.WeightDecay),
 		"--warmup", strconv.Itoa(rc.Warmup), "--steps", strconv.Itoa(rc.Steps), "--seed", strconv.FormatUint(rc.Seed, 10),
 		"--codec", rc.Codec, "--lossless", rc.Lossless, "--min-group", strconv.Itoa(rc.MinGroup),
 		"--max-group", strconv.Itoa(rc.MaxGroup), "--schedule", rc.Schedule, "--clip-norm", f32(rc.ClipNorm),
 	}
+	if len(rc.Freeze) > 0 {
+		args = append(args, "--freeze", strings.Join(rc.Freeze, ","))
+	}
+	return args
 }
 
 // parseShard reads "K/N" (0-based K).
@@ -102,6 +107,11 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 			if cfg.Shard, cfg.Shards, err = parseShard(shard); err != nil {
 				return err
 			}
+			if cfg.InitPath != "" {
+				if cfg.Run.InitFrom, err = node.FileSHA256(cfg.InitPath); err != nil {
+					return fmt.Errorf("--init-from: %w", err)
+				}
+			}
 			if !cmd.Flags().Changed("listen") {
 				cfg.Listen = []string{fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", port), fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", port)}
 			}
@@ -132,6 +142,7 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 	fs.BoolVar(&cfg.Client, "client", false, "this machine cannot accept inbound connections (NAT, firewall): own no part of the all-reduce, still contribute")
 	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")
 	fs.DurationVar(&cfg.Linger, "linger", 0, "after the last step, keep serving state and /status this long")
+	fs.StringVar(&cfg.InitPath, "init-from", "", "start from this checkpoint's weights (transfer learning; fresh optimizer, step 0); every peer needs the same file, its SHA-256 is part of the run")
 	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "write <dir>/checkpoint.safetensors every N steps and at the end (0: never); a node resumes from the checkpoint it finds in --dir")
 	fs.StringVar(&logFile, "log-file", "", "append the log here instead of stderr")
 	fs.BoolVar(&asJSON, "json", false, "print the final result as JSON on stdout")

@@ -1,0 +1,73 @@
+package node
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/trainer"
+)
+
+// FileSHA256 is the hex SHA-256 of a file: the run config names the
+// checkpoint a run starts from by it, so every peer starts from the same
+// weights or is refused.
+func FileSHA256(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// initFrom replaces the seeded weights by a checkpoint's (transfer
+// learning: a fresh optimizer, step 0). The file must be the one the run
+// config names.
+func (n *Node) initFrom(path string) error {
+	sum, err := FileSHA256(path)
+	if err != nil {
+		return fmt.Errorf("--init-from: %w", err)
+	}
+	if sum != n.cfg.Run.InitFrom {
+		return fmt.Errorf("--init-from %s has SHA-256 %s, the run names %s", path, sum, n.cfg.Run.InitFrom)
+	}
+	c, err := trainer.ReadCheckpoint(path)
+	if err != nil {
+		return fmt.Errorf("--init-from: %w", err)
+	}
+	if err := c.Matches(n.model.Tensors()); err != nil {
+		return fmt.Errorf("--init-from %s: %w", path, err)
+	}
+	if err := n.model.WriteParams(c.Params); err != nil {
+		return fmt.Errorf("--init-from %s: %w", path, err)
+	}
+	n.mu.Lock()
+	copy(n.params, c.Params)
+	n.hash = gossip.HashState(n.step, n.params, n.optState)
+	n.mu.Unlock()
+	n.log.Info("weights from checkpoint", "path", path, "its_step", c.Step, "its_run", c.RunID)
+	return nil
+}
+
+// frozenRanges are the [lo, hi) ranges of the flat vector that the run
+// freezes; unknown names are an error, so a typo does not train silently.
+func frozenRanges(tensors []trainer.Tensor, freeze []string) ([][2]int, error) {
+	var out [][2]int
+	for _, f := range freeze {
+		off, hit := 0, false
+		for _, t := range tensors {
+			if t.Name == f || strings.HasPrefix(t.Name, f) {
+				out = append(out, [2]int{off, off + t.Size()})
+				hit = true
+			}
+			off += t.Size()
+		}
+		if !hit {
+			return nil, fmt.Errorf("--freeze %q matches no tensor of the model", f)
+		}
+	}
+	return out, nil
+}
