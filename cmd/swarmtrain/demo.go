@@ -39,11 +39,12 @@ type demoResult struct {
 func demoCmd() *cobra.Command {
 	rc := node.DefaultRunConfig()
 	var (
-		nodes   int
-		dir     string
-		dataDir string
-		asJSON  bool
-		keep    bool
+		nodes    int
+		dir      string
+		dataDir  string
+		asJSON   bool
+		keep     bool
+		initPath string
 	)
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -57,10 +58,19 @@ every node's state hash (equal hashes: the replicas never diverged).`,
 			if nodes < 1 || nodes > 32 {
 				return fmt.Errorf("--nodes %d: want 1..32", nodes)
 			}
+			if initPath != "" {
+				var err error
+				if initPath, err = filepath.Abs(initPath); err != nil {
+					return err
+				}
+				if rc.InitFrom, err = node.FileSHA256(initPath); err != nil {
+					return fmt.Errorf("--init-from: %w", err)
+				}
+			}
 			if err := rc.Validate(); err != nil {
 				return err
 			}
-			return runDemo(cmd.Context(), rc, nodes, dir, dataDir, asJSON, keep)
+			return runDemo(cmd.Context(), rc, nodes, dir, dataDir, initPath, asJSON, keep)
 		},
 	}
 	fs := cmd.Flags()
@@ -70,6 +80,7 @@ every node's state hash (equal hashes: the replicas never diverged).`,
 	fs.StringVar(&dataDir, "data", "", "MNIST IDX/CSV folder (default: the copy in the GoMNIST module)")
 	fs.BoolVar(&asJSON, "json", false, "end with one JSON object on stdout: accuracy, per-node peer and hash, rounds, bytes")
 	fs.BoolVar(&keep, "keep", false, "keep the node directories (logs in <dir>/node-K/node.log)")
+	fs.StringVar(&initPath, "init-from", "", "every node starts from this checkpoint's weights (transfer learning)")
 	return cmd
 }
 
@@ -80,7 +91,7 @@ type child struct {
 	info node.Info
 }
 
-func runDemo(ctx context.Context, rc node.RunConfig, n int, dir, dataDir string, asJSON, keep bool) error {
+func runDemo(ctx context.Context, rc node.RunConfig, n int, dir, dataDir, initPath string, asJSON, keep bool) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := io.Writer(os.Stdout)
@@ -121,6 +132,9 @@ func runDemo(ctx context.Context, rc node.RunConfig, n int, dir, dataDir string,
 			"--min-peers", strconv.Itoa(n), "--shard", fmt.Sprintf("%d/%d", i, n), "--linger", "3s"}
 		if dataDir != "" {
 			args = append(args, "--data", dataDir)
+		}
+		if initPath != "" {
+			args = append(args, "--init-from", initPath)
 		}
 		if i > 0 {
 			args = append(args, "--join", tcpAddr(children[0].info.Addrs))
