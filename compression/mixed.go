@@ -100,14 +100,24 @@ func (Mixed) Decode(dst []float32, src []byte) error {
 	return nil
 }
 
-// uvarint reads one minimally encoded uvarint: every value has exactly
-// one encoding, so equal payloads mean equal bytes.
+// uvarint reads one minimally encoded uvarint (see readUvarint).
 func uvarint(b []byte) (uint64, []byte, error) {
-	v, n := binary.Uvarint(b)
-	if n <= 0 || n != len(binary.AppendUvarint(nil, v)) {
+	v, n := readUvarint(b)
+	if n <= 0 {
 		return 0, b, errors.New("bad uvarint")
 	}
 	return v, b[n:], nil
+}
+
+// readUvarint is binary.Uvarint that also refuses non-minimal encodings
+// (a trailing zero byte): every value has exactly one encoding, so equal
+// payloads mean equal bytes. n <= 0 means malformed.
+func readUvarint(b []byte) (v uint64, n int) {
+	v, n = binary.Uvarint(b)
+	if n > 1 && b[n-1] == 0 {
+		return 0, -1
+	}
+	return v, n
 }
 
 // Policy picks a codec per tensor: tensors of fewer than SmallTensor values

@@ -120,8 +120,8 @@ func decodeSparse(dst []float32, src []byte, name string) error {
 	prev := -1
 	off := 0
 	for j := range k {
-		g, n := binary.Uvarint(gaps[off:])
-		if n <= 0 || (n > 1 && gaps[off+n-1] == 0) { // only the shortest form: one encoding per index
+		g, n := readUvarint(gaps[off:])
+		if n <= 0 { // only the shortest form: one encoding per index
 			return fmt.Errorf("%w: %s: bad index gap %d", ErrMalformed, name, j)
 		}
 		off += n
