@@ -26,14 +26,15 @@ import (
 // here is plain float arithmetic in a fixed order with explicit
 // roundings (no fused multiply-add).
 type PowerSGD struct {
-	rank  int
-	mats  []psMatrix
-	dense []span // everything else, in vector order
-	nP    int    // Σ rows·rank
-	nQ    int    // Σ cols·rank
-	n     int
-	wire  compression.Codec // P, Q
-	small compression.Codec // the dense ranges
+	rank   int
+	mats   []psMatrix
+	dense  []span // everything else, in vector order
+	nDense int    // Σ sizes of the dense ranges
+	nP     int    // Σ rows·rank
+	nQ     int    // Σ cols·rank
+	n      int
+	wire   compression.Codec // P, Q
+	small  compression.Codec // the dense ranges
 
 	q        []float32 // Q of every matrix, cols×rank row-major, concatenated
 	residual []float32 // error feedback, the length of the vector
@@ -102,21 +103,16 @@ func NewPowerSGD(cfg PowerSGDConfig) (*PowerSGD, error) {
 	for i := range ps.q {
 		ps.q[i] = float32(rng.NormFloat64())
 	}
+	for _, sp := range ps.dense {
+		ps.nDense += sp.n
+	}
 	ps.residual = make([]float32, ps.n)
 	ps.m = make([]float32, ps.n)
-	ps.v1 = make([]float32, ps.denseLen()+ps.nP)
+	ps.v1 = make([]float32, ps.nDense+ps.nP)
 	ps.a1 = make([]float32, len(ps.v1))
 	ps.v2 = make([]float32, ps.nQ)
 	ps.a2 = make([]float32, ps.nQ)
 	return ps, nil
-}
-
-func (ps *PowerSGD) denseLen() int {
-	n := 0
-	for _, s := range ps.dense {
-		n += s.n
-	}
-	return n
 }
 
 // WireValues is how many values one step all-reduces (both rounds).
@@ -139,7 +135,7 @@ func (ps *PowerSGD) AllReduce(ctx context.Context, av *Averager, r Round, local,
 		m[i] = x + ps.residual[i]
 	}
 	// Round one: the dense ranges, then P = M·Q of every matrix.
-	nd := ps.denseLen()
+	nd := ps.nDense
 	k := 0
 	for _, s := range ps.dense {
 		copy(ps.v1[k:], m[s.off:s.off+s.n])

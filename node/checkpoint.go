@@ -39,9 +39,6 @@ func (n *Node) resume() error {
 	if err := n.load(s, gossip.HashState(c.Step, c.Params, c.OptState)); err != nil {
 		return fmt.Errorf("%s: %w", n.checkpointPath(), err)
 	}
-	n.mu.Lock()
-	n.syncs-- // a resume is not a download from peers
-	n.mu.Unlock()
 	n.log.Info("resumed from checkpoint", "step", c.Step, "path", n.checkpointPath())
 	return nil
 }

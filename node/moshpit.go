@@ -117,9 +117,6 @@ func (n *Node) install(step uint64, params []float32, members, swarm []peer.ID) 
 	n.lastGroup = swarm
 	n.commitLocked(step, members)
 	n.mu.Unlock()
-	n.states.Advanced(step)
-	if err := n.model.WriteParams(n.params); err != nil {
-		n.log.Error("write params", "err", err)
-	}
+	n.publish(step)
 	n.log.Debug("moshpit step", "step", step, "members", len(members))
 }

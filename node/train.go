@@ -190,17 +190,24 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
 	n.lastGroup = members
 	n.commitLocked(step+1, members)
 	n.mu.Unlock()
-	n.states.Advanced(step + 1)
+	n.publish(step + 1)
 	if !slices.Equal(prev, members) {
 		// Who we average with is the first thing to read after a fault.
 		joined, left := diffPeers(prev, members)
 		n.log.Info("group changed", "step", step, "members", len(members), "joined", joined, "left", left)
 	}
+	n.log.Debug("step", "step", step+1, "members", len(members), "lr", lr)
+	return nil
+}
+
+// publish hands the state just committed at step to the state server
+// (joiners waiting for it) and to the model (the next forward pass).
+// Training loop only, after commitLocked.
+func (n *Node) publish(step uint64) {
+	n.states.Advanced(step)
 	if err := n.model.WriteParams(n.params); err != nil {
 		n.log.Error("write params", "err", err)
 	}
-	n.log.Debug("step", "step", step+1, "members", len(members), "lr", lr)
-	return nil
 }
 
 // stepFrozen takes an optimizer step that leaves the frozen ranges as
@@ -379,6 +386,7 @@ func (n *Node) syncState(ctx context.Context) error {
 	}
 	n.resync.Store(false)
 	n.mu.Lock()
+	n.syncs++
 	n.syncing = false // before the heartbeat: peers must expect us in the next round
 	n.mu.Unlock()
 	n.log.Info("state synced", "step", f.Step, "hash", f.Hash, "donors", len(f.Chunks), "chunks", fmt.Sprint(chunkCounts(f.Chunks)))
@@ -476,7 +484,6 @@ func (n *Node) load(s gossip.Snapshot, hash string) error {
 	n.lastGroup = s.Group
 	n.step = s.Step
 	n.hash = hash
-	n.syncs++
 	return nil
 }
 
