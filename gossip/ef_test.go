@@ -126,3 +126,28 @@ func TestAllReducePolicy(t *testing.T) {
 		t.Fatalf("largest error %.2g in the small tensors, %.2g in the large: the policy was not applied", smallErr, largeErr)
 	}
 }
+
+// The averager runs the lossless stage only where it pays: on a link
+// faster than the stage's measured gain it sends frames without it, on a
+// slow link with it.
+func TestAveragerSkipsLosslessOnFastLinks(t *testing.T) {
+	_, ts, _ := memPeers(1)
+	a := NewAverager(ts[0], AveragerConfig{Codec: compression.FP32{}, Lossless: compression.LosslessZstd})
+	// The stage was measured at 100 MB/s for a 2× ratio: it pays below 50 MB/s.
+	a.gate.Observe(compression.StageStats{Raw: 1_000_000, Out: 500_000, Took: 10 * time.Millisecond})
+	values := make([]float32, 4096) // zeros: zstd shrinks them
+	stage := func(link float64) compression.Lossless {
+		a.intake.Store(math.Float64bits(link))
+		frame, err := a.encode(compression.FP32{}, values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return compression.Lossless(frame[2]) // the frame header's lossless id
+	}
+	if got := stage(1e6); got != compression.LosslessZstd {
+		t.Fatalf("on a 1 MB/s link the frame went with %v", got)
+	}
+	if got := stage(1e12); got != compression.LosslessNone {
+		t.Fatalf("on a 1 TB/s link the frame went with %v", got)
+	}
+}

@@ -309,3 +309,34 @@ func TestMatchMaxGroup(t *testing.T) {
 		}
 	}
 }
+
+// minView is a fixedView that sets the minimum group itself.
+type minView struct {
+	*fixedView
+	min int
+}
+
+func (v minView) MinGroup(uint64) int { return v.min }
+
+// A view's own minimum overrides the config's: two peers form a round
+// although the run's minimum is three (a Moshpit grid line of two).
+func TestMatchViewMinGroupOverrides(t *testing.T) {
+	_, ts, ids := memPeers(2)
+	v := minView{&fixedView{ids: ids}, 2}
+	var mms []*Matchmaker
+	for _, tr := range ts {
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 200 * time.Millisecond, MinGroup: 3}, v))
+	}
+	rounds := make([]Round, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() { rounds[i], errs[i] = mms[i].Match(context.Background(), 0, 4, ids) })
+	}
+	wg.Wait()
+	for i := range 2 {
+		if errs[i] != nil || len(rounds[i].Members) != 2 {
+			t.Fatalf("peer %d: %v, %d members; the view's minimum of 2 should let the pair average", i, errs[i], len(rounds[i].Members))
+		}
+	}
+}
