@@ -40,6 +40,16 @@ func floatBytes(v []float32) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(v))), 4*len(v))
 }
 
+// WireBytes returns v as little-endian fp32 bytes without copying: v's
+// own memory, on little-endian machines (ok false elsewhere; encode with
+// FP32 then). The bytes alias v: read them, never keep or change them.
+func WireBytes(v []float32) (b []byte, ok bool) {
+	if !littleEndian {
+		return nil, false
+	}
+	return floatBytes(v), true
+}
+
 // Decode requires len(src) == 4*len(dst).
 func (FP32) Decode(dst []float32, src []byte) error {
 	if len(src) != 4*len(dst) {

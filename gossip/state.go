@@ -6,9 +6,10 @@ import (
 	"encoding/hex"
 	"hash"
 	"math"
-	"unsafe"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/compression"
 )
 
 // Snapshot is the training state a joiner downloads: everything that
@@ -75,8 +76,8 @@ func writeBits(h hash.Hash, buf []byte, xs []float32) []byte {
 	if len(xs) == 0 {
 		return buf
 	}
-	if littleEndian {
-		h.Write(unsafe.Slice((*byte)(unsafe.Pointer(&xs[0])), 4*len(xs)))
+	if b, ok := wireBytes(xs); ok {
+		h.Write(b)
 		return buf
 	}
 	buf = buf[:0]
@@ -87,10 +88,9 @@ func writeBits(h hash.Hash, buf []byte, xs []float32) []byte {
 	return buf
 }
 
-var littleEndian = func() bool {
-	x := uint16(1)
-	return *(*byte)(unsafe.Pointer(&x)) == 1
-}()
+// wireBytes is compression.WireBytes; the format test swaps in the
+// portable path.
+var wireBytes = compression.WireBytes
 
 // HashState is the state hash peers gossip. It is a hash over the step,
 // the sizes and the chunk hashes, so a joiner can check a donor's list of

@@ -20,10 +20,10 @@ func TestHashStateFormat(t *testing.T) {
 		opt[i] = -float32(i)
 	}
 	fast := HashState(9, params, opt)
-	saved := littleEndian
-	littleEndian = false
+	saved := wireBytes
+	wireBytes = func([]float32) ([]byte, bool) { return nil, false }
 	portable := HashState(9, params, opt)
-	littleEndian = saved
+	wireBytes = saved
 	if fast != portable {
 		t.Fatalf("in-place hash %s differs from the encoded one %s", fast, portable)
 	}
