@@ -21,6 +21,7 @@ import (
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 	"github.com/swarmtrain/swarmtrain/node/device"
 	"github.com/swarmtrain/swarmtrain/p2p"
 	"github.com/swarmtrain/swarmtrain/trainer"
@@ -656,11 +657,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, append(b, '\n'))
 }
 
 // livePeers counts live peers on the run, self excluded.

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/nlpodyssey/safetensors"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 )
 
 // Checkpoints are safetensors files (github.com/nlpodyssey/safetensors),
@@ -190,44 +190,7 @@ func WriteCheckpoint(path string, c Checkpoint) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(path, b)
-}
-
-func writeAtomic(path string, b []byte) (err error) {
-	dir := filepath.Dir(path)
-	// Temporary files of writers killed mid-write (one writer per folder).
-	if stale, _ := filepath.Glob(path + ".tmp-*"); len(stale) > 0 {
-		for _, f := range stale {
-			os.Remove(f)
-		}
-	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(b); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil { // the rename itself must survive a crash
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, b)
 }
 
 // ReadCheckpoint reads and validates a checkpoint file.

@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/nlpodyssey/safetensors"
+
+	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 )
 
 // Post-training compression of a trained model: magnitude pruning and
@@ -140,7 +142,7 @@ func WriteInt8Export(path string, tensors []Tensor, params []float32, levels [][
 	if err != nil {
 		return err
 	}
-	return writeAtomic(path, b)
+	return atomicfile.Write(path, b)
 }
 
 func dims(shape []int) []uint64 {
