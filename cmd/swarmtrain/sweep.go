@@ -49,7 +49,7 @@ func parseSweepParam(s string) (sweepParam, error) {
 		lo, err1 := strconv.ParseFloat(a, 64)
 		hi, err2 := strconv.ParseFloat(b, 64)
 		if !ok || err1 != nil || err2 != nil || !(lo < hi) || (dist == "log" && lo <= 0) || math.IsInf(hi, 0) {
-			return sweepParam{}, fmt.Errorf("--param %q: want %s:LO:HI with LO < HI%s", s, dist, map[bool]string{true: " and LO > 0", false: ""}[dist == "log"])
+			return sweepParam{}, fmt.Errorf("--param %q: want %s:LO:HI with LO < HI (and LO > 0 for log)", s, dist)
 		}
 		p.dist, p.lo, p.hi = dist, lo, hi
 		return p, nil
@@ -263,7 +263,11 @@ func runSweep(cmd *cobra.Command, base node.RunConfig, trials []trial, dataDir s
 		}
 		res.Seconds = time.Since(start).Seconds()
 		if !quiet {
-			fmt.Fprintf(cmd.ErrOrStderr(), "trial %d/%d  %-40s  accuracy %.2f%%  (%.0f s)%s\n", i+1, len(trials), t, 100*res.Accuracy, res.Seconds, map[bool]string{true: "  error: " + res.Error}[res.Error != ""])
+			line := fmt.Sprintf("trial %d/%d  %-40s  accuracy %.2f%%  (%.0f s)", i+1, len(trials), t, 100*res.Accuracy, res.Seconds)
+			if res.Error != "" {
+				line += "  error: " + res.Error
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), line)
 		}
 		out = append(out, res)
 		if cmd.Context().Err() != nil {
