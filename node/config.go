@@ -53,6 +53,17 @@ type RunConfig struct {
 	// (or name prefixes, e.g. "layers.0.") that training leaves as they are.
 	InitFrom string   `json:"init_from,omitempty"`
 	Freeze   []string `json:"freeze,omitempty"`
+	// Model is the architecture: "" (the MLP) or "cnn", whose conv–pool
+	// blocks Channels lists (empty: trainer.DefaultChannels); Hidden then
+	// holds its fully connected widths. Empty in the JSON for the MLP, so
+	// MLP runs keep their run IDs.
+	Model    string `json:"model,omitempty"`
+	Channels []int  `json:"channels,omitempty"`
+}
+
+// ModelConfig is the trainer's view of the run's network.
+func (r RunConfig) ModelConfig() trainer.ModelConfig {
+	return trainer.ModelConfig{Arch: r.Model, Hidden: r.Hidden, Channels: r.Channels, Batch: r.Batch, Seed: r.Seed}
 }
 
 // DefaultRunConfig is the demo's run: an MLP that reaches ≥97% on MNIST
@@ -110,6 +121,23 @@ func (r RunConfig) Validate() error {
 		if w < 1 || w > 8192 {
 			return fmt.Errorf("run config: hidden[%d] = %d, want 1..8192", i, w)
 		}
+	}
+	switch r.Model {
+	case "":
+		if len(r.Channels) > 0 {
+			return errors.New("run config: channels are for --model cnn")
+		}
+	case trainer.ArchCNN:
+		if len(r.Channels) > 4 {
+			return fmt.Errorf("run config: %d conv blocks, want 1..4", len(r.Channels))
+		}
+		for i, c := range r.Channels {
+			if c < 1 || c > 1024 {
+				return fmt.Errorf("run config: channels[%d] = %d, want 1..1024", i, c)
+			}
+		}
+	default:
+		return fmt.Errorf("run config: model %q, want mlp or cnn", r.Model)
 	}
 	switch r.Optimizer {
 	case "adam", "adamw", "sgd", "momentum", "nesterov":

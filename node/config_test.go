@@ -17,6 +17,8 @@ func TestRunConfigValidation(t *testing.T) {
 		func(r *RunConfig) { r.Optimizer, r.Momentum, r.Schedule, r.ClipNorm = "nesterov", 0.9, "step", 1 },
 		func(r *RunConfig) { r.Schedule = "linear" },
 		func(r *RunConfig) { r.Schedule = "constant" },
+		func(r *RunConfig) { r.Model = "cnn" },
+		func(r *RunConfig) { r.Model, r.Channels = "cnn", []int{8, 16, 32} },
 	}
 	for i, f := range ok {
 		r := DefaultRunConfig()
@@ -38,6 +40,10 @@ func TestRunConfigValidation(t *testing.T) {
 		"nesterov":      func(r *RunConfig) { r.Optimizer = "lion" },
 		"SHA-256":       func(r *RunConfig) { r.InitFrom = "model.safetensors" },
 		"empty":         func(r *RunConfig) { r.Freeze = []string{""} },
+		"mlp or cnn":    func(r *RunConfig) { r.Model = "resnet" },
+		"--model cnn":   func(r *RunConfig) { r.Channels = []int{8} },
+		"1..1024":       func(r *RunConfig) { r.Model, r.Channels = "cnn", []int{8, 0} },
+		"1..4":          func(r *RunConfig) { r.Model, r.Channels = "cnn", []int{1, 2, 3, 4, 5} },
 	}
 	for want, f := range bad {
 		r := DefaultRunConfig()
@@ -47,7 +53,7 @@ func TestRunConfigValidation(t *testing.T) {
 		}
 	}
 	// A run without a cap keeps the run ID it had before max_group existed.
-	for _, field := range []string{"max_group", "schedule", "clip_norm", "init_from", "freeze"} {
+	for _, field := range []string{"max_group", "schedule", "clip_norm", "init_from", "freeze", "model", "channels"} {
 		if strings.Contains(string(DefaultRunConfig().JSON()), field) {
 			t.Errorf("%s is in the JSON of a run without it: every run ID changed", field)
 		}

@@ -46,7 +46,7 @@ type Node struct {
 	http   *httpServer
 	codec  compression.Codec
 
-	model   *trainer.Model
+	model   trainer.Model
 	opt     trainer.Optimizer
 	sched   trainer.Schedule
 	train   *trainer.Dataset
@@ -167,7 +167,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.train, n.test, err = trainer.LoadMNIST(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if n.model, err = trainer.NewMLP(trainer.ModelConfig{Hidden: cfg.Run.Hidden, Batch: cfg.Run.Batch, Seed: cfg.Run.Seed}, n.train.Dim, n.train.Classes); err != nil {
+	if n.model, err = trainer.NewModel(cfg.Run.ModelConfig(), n.train); err != nil {
 		return nil, err
 	}
 	np := n.model.NumParams()

@@ -22,6 +22,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 	if err := n.waitForPeers(ctx); err != nil {
 		return nil, err
 	}
+	n.setPhase("evaluating")
 	if _, loss, err := n.model.Evaluate(n.test); err == nil {
 		n.mu.Lock()
 		n.initialLoss = loss

@@ -3,6 +3,7 @@ package trainer
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 // Dataset is a dense classification set held in memory: row i is
@@ -13,6 +14,9 @@ type Dataset struct {
 	Y       []uint8
 	N, Dim  int
 	Classes int
+	// Shape is a row's image layout, channels×height×width with product
+	// Dim, for models that need it (the CNN); nil for non-image data.
+	Shape []int
 }
 
 // MNIST normalisation (the usual mean and standard deviation of the training
@@ -33,12 +37,29 @@ var pixelTable = func() (t [256]float32) {
 
 // newPixelDataset builds a Dataset from raw 0..255 pixels and labels; the
 // caller has already checked len(pix) == len(labels)*dim.
-func newPixelDataset(name string, pix, labels []byte, dim, classes int) *Dataset {
+// shape is the image layout (nil: unknown).
+func newPixelDataset(name string, pix, labels []byte, dim, classes int, shape []int) *Dataset {
 	x := make([]float32, len(pix))
 	for i, p := range pix {
 		x[i] = pixelTable[p]
 	}
-	return &Dataset{Name: name, X: x, Y: labels, N: len(labels), Dim: dim, Classes: classes}
+	return &Dataset{Name: name, X: x, Y: labels, N: len(labels), Dim: dim, Classes: classes, Shape: shape}
+}
+
+// squareImage is the layout of a row of dim pixels that is a square
+// one-channel image (CSV files carry no shape), or nil.
+func squareImage(dim int) []int {
+	s := int(math.Sqrt(float64(dim)))
+	for s*s > dim {
+		s--
+	}
+	for (s+1)*(s+1) <= dim {
+		s++
+	}
+	if s*s != dim {
+		return nil
+	}
+	return []int{1, s, s}
 }
 
 // Validate checks that the shape fields agree with the slices and that every
@@ -55,6 +76,8 @@ func (d *Dataset) Validate() error {
 		return fmt.Errorf("dataset %q: len(Y)=%d, want N=%d", d.Name, len(d.Y), d.N)
 	case len(d.X) != d.N*d.Dim:
 		return fmt.Errorf("dataset %q: len(X)=%d, want N*Dim=%d", d.Name, len(d.X), d.N*d.Dim)
+	case d.Shape != nil && (len(d.Shape) != 3 || d.Shape[0] < 1 || d.Shape[1] < 1 || d.Shape[2] < 1 || d.Shape[0]*d.Shape[1]*d.Shape[2] != d.Dim):
+		return fmt.Errorf("dataset %q: image shape %v does not multiply out to Dim=%d", d.Name, d.Shape, d.Dim)
 	}
 	for i, y := range d.Y {
 		if int(y) >= d.Classes {

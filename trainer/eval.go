@@ -2,7 +2,6 @@ package trainer
 
 import (
 	"fmt"
-	"math"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -16,7 +15,7 @@ const evalChunk = 256
 // (gonum sgemm), separate from the training graph: an eval VM on that graph
 // would flip train/eval state shared with it, and this path takes any number
 // of rows. Ties in the arg-max go to the lowest class.
-func (m *Model) Evaluate(ds *Dataset) (acc, loss float64, err error) {
+func (m *MLP) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 	if err := ds.Validate(); err != nil {
 		return 0, 0, err
 	}
@@ -58,24 +57,11 @@ func (m *Model) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 			bufA, bufB = bufB, bufA
 		}
 		for r := range rows {
-			zr := h.Data[r*classes : (r+1)*classes]
-			best := 0
-			for j, v := range zr {
-				if v > zr[best] {
-					best = j
-				}
-			}
-			y := int(ds.Y[lo+r])
-			if best == y {
+			ok, l := scoreLogits(h.Data[r*classes:(r+1)*classes], int(ds.Y[lo+r]))
+			if ok {
 				correct++
 			}
-			// log-sum-exp in float64, shifted by the max for range safety.
-			mx := float64(zr[best])
-			s := 0.0
-			for _, v := range zr {
-				s += math.Exp(float64(v) - mx)
-			}
-			total += mx + math.Log(s) - float64(zr[y])
+			total += l
 		}
 	}
 	return float64(correct) / float64(ds.N), total / float64(ds.N), nil

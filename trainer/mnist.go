@@ -121,7 +121,7 @@ func loadMNISTIDX(paths [4]string) (train, test *Dataset, err error) {
 		if err := checkLabels(lbl.Data, mnistClasses); err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", lblPath, err)
 		}
-		sets[s] = newPixelDataset([]string{"mnist-train", "mnist-test"}[s], img.Data, lbl.Data, dim, mnistClasses)
+		sets[s] = newPixelDataset([]string{"mnist-train", "mnist-test"}[s], img.Data, lbl.Data, dim, mnistClasses, []int{1, img.Dims[1], img.Dims[2]})
 	}
 	if sets[0].Dim != sets[1].Dim {
 		return nil, nil, fmt.Errorf("%s: wrong dims: %d pixels per image, but %s has %d", paths[2], sets[1].Dim, paths[0], sets[0].Dim)
@@ -158,7 +158,7 @@ func loadMNISTCSV(trainPath, testPath string) (train, test *Dataset, err error) 
 		if err != nil {
 			return nil, nil, err
 		}
-		sets[s] = newPixelDataset([]string{"mnist-train", "mnist-test"}[s], pix, lbl, dim, mnistClasses)
+		sets[s] = newPixelDataset([]string{"mnist-train", "mnist-test"}[s], pix, lbl, dim, mnistClasses, squareImage(dim))
 	}
 	if sets[0].Dim != sets[1].Dim {
 		return nil, nil, fmt.Errorf("%s: wrong dims: %d pixels per row, but %s has %d", testPath, sets[1].Dim, trainPath, sets[0].Dim)

@@ -158,7 +158,7 @@ func TestGoldenBits(t *testing.T) {
 			binary.Write(h, binary.LittleEndian, math.Float32bits(f))
 		}
 	}
-	put(initParams([]int{7, 5, 3}, 99, 7*5+5+5*3+3))
+	put(initSpecs(denseSpecs([]int{7, 5, 3}, "layers", 0), 99, 7*5+5+5*3+3))
 	const n = 64
 	g := make([]float32, n)
 	for _, o := range []Optimizer{NewSGD(0.9, 1e-3, n), NewNesterov(0.8, 0, n), NewAdam(0.9, 0.999, 1e-8, 0.01, n)} {

@@ -68,6 +68,7 @@ func (d *Dataset) Shard(seed uint64, index, count int) (*Dataset, error) {
 		N:       len(p),
 		Dim:     d.Dim,
 		Classes: d.Classes,
+		Shape:   d.Shape,
 	}
 	for i, r := range p {
 		copy(s.row(i), d.row(r))

@@ -111,7 +111,9 @@ func evaluator(c *trainer.Checkpoint, dataDir string) (func([]float32) (float64,
 	if err != nil {
 		return nil, err
 	}
-	m, err := trainer.NewMLP(trainer.ModelConfig{Hidden: rc.Hidden, Batch: max(rc.Batch, 1), Seed: rc.Seed}, train.Dim, train.Classes)
+	mc := rc.ModelConfig()
+	mc.Batch = max(mc.Batch, 1)
+	m, err := trainer.NewModel(mc, train)
 	if err != nil {
 		return nil, err
 	}

@@ -17,13 +17,16 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/swarmtrain/swarmtrain/node"
+	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 // runFlags binds the flags that define the run (and so its run ID).
 // Every peer of a swarm must pass the same values.
 func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	d := node.DefaultRunConfig()
-	fs.IntSliceVar(&rc.Hidden, "hidden", d.Hidden, "hidden layer widths of the MLP, comma-separated")
+	fs.Var(modelFlag{&rc.Model}, "model", "network: mlp or cnn (conv–pool blocks, then the --hidden layers)")
+	fs.IntSliceVar(&rc.Hidden, "hidden", d.Hidden, "fully connected hidden layer widths, comma-separated")
+	fs.IntSliceVar(&rc.Channels, "channels", d.Channels, "cnn only: output channels of each 5×5 conv + 2×2 max-pool block, comma-separated (default 16,32)")
 	fs.IntVar(&rc.Batch, "batch", d.Batch, "local minibatch size (samples per forward/backward)")
 	fs.IntVar(&rc.TargetBatch, "target-batch", d.TargetBatch, "global batch: samples the whole swarm accumulates per optimizer step")
 	fs.StringVar(&rc.Optimizer, "optimizer", d.Optimizer, "adam, adamw, sgd, momentum or nesterov")
@@ -46,13 +49,9 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 // runArgs turns a run config back into the flags runFlags reads, so the
 // demo can start child nodes on exactly its run.
 func runArgs(rc node.RunConfig) []string {
-	hidden := make([]string, len(rc.Hidden))
-	for i, h := range rc.Hidden {
-		hidden[i] = strconv.Itoa(h)
-	}
 	f32 := func(x float32) string { return strconv.FormatFloat(float64(x), 'g', -1, 32) }
 	args := []string{
-		"--hidden", strings.Join(hidden, ","), "--batch", strconv.Itoa(rc.Batch), "--target-batch", strconv.Itoa(rc.TargetBatch),
+		"--hidden", joinInts(rc.Hidden), "--batch", strconv.Itoa(rc.Batch), "--target-batch", strconv.Itoa(rc.TargetBatch),
 		"--optimizer", rc.Optimizer, "--lr", f32(rc.LR), "--momentum", f32(rc.Momentum), "--weight-decay", f32(rc.WeightDecay),
 		"--warmup", strconv.Itoa(rc.Warmup), "--steps", strconv.Itoa(rc.Steps), "--seed", strconv.FormatUint(rc.Seed, 10),
 		"--codec", rc.Codec, "--lossless", rc.Lossless, "--min-group", strconv.Itoa(rc.MinGroup),
@@ -61,8 +60,47 @@ func runArgs(rc node.RunConfig) []string {
 	if len(rc.Freeze) > 0 {
 		args = append(args, "--freeze", strings.Join(rc.Freeze, ","))
 	}
+	if rc.Model != "" {
+		args = append(args, "--model", rc.Model)
+	}
+	if len(rc.Channels) > 0 {
+		args = append(args, "--channels", joinInts(rc.Channels))
+	}
 	return args
 }
+
+func joinInts(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ",")
+}
+
+// modelFlag is --model: "mlp" is stored as "" so that MLP runs keep the run
+// IDs they had before the flag existed.
+type modelFlag struct{ p *string }
+
+func (f modelFlag) String() string {
+	if f.p == nil || *f.p == "" {
+		return trainer.ArchMLP
+	}
+	return *f.p
+}
+
+func (f modelFlag) Set(s string) error {
+	switch s {
+	case trainer.ArchMLP:
+		*f.p = ""
+	case trainer.ArchCNN:
+		*f.p = s
+	default:
+		return fmt.Errorf("%q is not a model: want mlp or cnn", s)
+	}
+	return nil
+}
+
+func (modelFlag) Type() string { return "string" }
 
 // parseShard reads "K/N" (0-based K).
 func parseShard(s string) (k, n int, err error) {

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+
+	"github.com/swarmtrain/swarmtrain/node"
+)
+
+// The demo starts its nodes with runArgs(rc): parsed back by runFlags they
+// must give the same run (and so the same run ID), for every field a
+// demo flag can set.
+func TestRunArgsRoundTrip(t *testing.T) {
+	rc := node.DefaultRunConfig()
+	rc.Model, rc.Channels, rc.Hidden = "cnn", []int{8, 16}, []int{64, 32}
+	rc.Freeze, rc.Schedule, rc.ClipNorm, rc.Codec = []string{"conv.0."}, "step", 0.5, "int8"
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	var got node.RunConfig
+	runFlags(fs, &got)
+	if err := fs.Parse(runArgs(rc)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, rc) {
+		t.Errorf("round trip changed the run:\n got %+v\nwant %+v", got, rc)
+	}
+}
+
+// --model mlp is the run the flag's absence gives (same run ID), and a
+// typo is refused with the choices.
+func TestModelFlag(t *testing.T) {
+	parse := func(args ...string) (node.RunConfig, error) {
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		var rc node.RunConfig
+		runFlags(fs, &rc)
+		return rc, fs.Parse(args)
+	}
+	plain, _ := parse()
+	mlp, err := parse("--model", "mlp")
+	if err != nil || mlp.ID() != plain.ID() {
+		t.Errorf("--model mlp: %v, run %s, want the default run %s", err, mlp.ID(), plain.ID())
+	}
+	if cnn, err := parse("--model", "cnn"); err != nil || cnn.Model != "cnn" || cnn.ID() == plain.ID() {
+		t.Errorf("--model cnn: %v, model %q", err, cnn.Model)
+	}
+	if _, err := parse("--model", "resnet"); err == nil || !strings.Contains(err.Error(), "mlp or cnn") {
+		t.Errorf("--model resnet: %v, want the choices named", err)
+	}
+}
