@@ -86,7 +86,8 @@ func NewCNN(cfg ModelConfig, shape []int, classes int) (*CNN, error) {
 		}
 		return denseStack(z, p[2*blocks:])
 	}
-	g, err := newGraphNet(specs, cfg.Batch, shape[0]*shape[1]*shape[2], classes, cfg.Seed, m.fwd)
+	dim := shape[0] * shape[1] * shape[2]
+	g, err := newGraphNet(specs, cfg.Batch, dim, classes, cfg.Seed, classifier(cfg.Batch, dim, classes, m.fwd))
 	if err != nil {
 		return nil, err
 	}

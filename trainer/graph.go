@@ -32,14 +32,55 @@ type graphNet struct {
 	offs   []int // flat offset of each param; offs[len(specs)] = n
 	n      int
 	batch  int
-	dim    int
-	class  int
-	x, y   *G.Node
-	xv, yv *tensor.Dense // input buffers, refilled in place per batch
+	dim    int // values per input row
+	class  int // classes of the labels
+	inputs []*G.Node
+	feed   feedFunc
 	params []*G.Node
 	cost   G.Value
 	vm     G.VM
 	grad   []float32 // last mean gradient, flat
+}
+
+// feedFunc fills a training graph's input values in place from one batch
+// (already checked for length): rows of x, labels y.
+type feedFunc func(x []float32, y []uint8) error
+
+// buildFunc adds a network's inputs and loss to g, given its parameter
+// nodes, and says how a batch fills the inputs. The inputs must carry
+// their values (G.WithValue), which the feed rewrites in place.
+type buildFunc func(g *G.ExprGraph, params []*G.Node) (cost *G.Node, inputs []*G.Node, feed feedFunc, err error)
+
+// classifier is the buildFunc of a network whose rows are dim float
+// features and whose loss is the mean cross-entropy of fwd's logits.
+func classifier(batch, dim, classes int, fwd forwardFunc) buildFunc {
+	return func(g *G.ExprGraph, params []*G.Node) (*G.Node, []*G.Node, feedFunc, error) {
+		xv := tensor.New(tensor.WithShape(batch, dim), tensor.Of(tensor.Float32))
+		yv := tensor.New(tensor.WithShape(batch, classes), tensor.Of(tensor.Float32))
+		x := G.NewMatrix(g, tensor.Float32, G.WithShape(batch, dim), G.WithName("x"), G.WithValue(xv))
+		y := G.NewMatrix(g, tensor.Float32, G.WithShape(batch, classes), G.WithName("y"), G.WithValue(yv))
+		z, err := fwd(x, params)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cost, err := crossEntropy(z, y)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		feed := func(xs []float32, ys []uint8) error {
+			yd := yv.Data().([]float32)
+			clear(yd)
+			for i, c := range ys {
+				if int(c) >= classes {
+					return fmt.Errorf("model: label %d at row %d out of range 0..%d", c, i, classes-1)
+				}
+				yd[i*classes+int(c)] = 1
+			}
+			copy(xv.Data().([]float32), xs)
+			return nil
+		}
+		return cost, []*G.Node{x, y}, feed, nil
+	}
 }
 
 // layout fills offs and n from specs, refusing a model over the size cap.
@@ -90,48 +131,41 @@ func paramNodes(g *G.ExprGraph, specs []paramSpec, offs []int, flat []float32) [
 	return nodes
 }
 
-// newGraphNet builds the training graph of fwd for batch rows of dim
-// inputs, with the parameters drawn from seed.
-func newGraphNet(specs []paramSpec, batch, dim, classes int, seed uint64, fwd forwardFunc) (_ *graphNet, err error) {
+// newGraphNet builds the training graph for batch rows of dim values,
+// with the parameters drawn from seed.
+func newGraphNet(specs []paramSpec, batch, dim, classes int, seed uint64, build buildFunc) (_ *graphNet, err error) {
 	m := &graphNet{specs: specs, batch: batch, dim: dim, class: classes}
 	if m.offs, m.n, err = layout(specs); err != nil {
 		return nil, err
 	}
-	if err := m.build(initSpecs(specs, seed, m.n), fwd); err != nil {
+	if err := m.build(initSpecs(specs, seed, m.n), build); err != nil {
 		return nil, fmt.Errorf("model: building graph: %w", err)
 	}
 	m.grad = make([]float32, m.n)
 	return m, nil
 }
 
-func (m *graphNet) build(init []float32, fwd forwardFunc) (err error) {
+func (m *graphNet) build(init []float32, build buildFunc) (err error) {
 	defer func() { // gorgonia reports some shape errors by panicking
 		if r := recover(); r != nil {
 			err = fmt.Errorf("gorgonia panic: %v", r)
 		}
 	}()
 	g := G.NewGraph()
-	m.xv = tensor.New(tensor.WithShape(m.batch, m.dim), tensor.Of(tensor.Float32))
-	m.yv = tensor.New(tensor.WithShape(m.batch, m.class), tensor.Of(tensor.Float32))
-	m.x = G.NewMatrix(g, tensor.Float32, G.WithShape(m.batch, m.dim), G.WithName("x"), G.WithValue(m.xv))
-	m.y = G.NewMatrix(g, tensor.Float32, G.WithShape(m.batch, m.class), G.WithName("y"), G.WithValue(m.yv))
 	m.params = paramNodes(g, m.specs, m.offs, init)
-	z, err := fwd(m.x, m.params)
+	cost, inputs, feed, err := build(g, m.params)
 	if err != nil {
 		return err
 	}
-	cost, err := crossEntropy(z, m.y)
-	if err != nil {
-		return err
-	}
+	m.inputs, m.feed = inputs, feed
 	read := G.Read(cost, &m.cost)
 	grads, err := G.Grad(cost, m.params...)
 	if err != nil {
 		return err
 	}
 	// Compile only what the loss and the parameter gradients need. The
-	// symbolic backward also builds d(loss)/dx, which nobody reads; on the
-	// full graph the tape would run that product every step.
+	// symbolic backward also builds d(loss)/d(input), which nobody reads;
+	// on the full graph the tape would run that product every step.
 	sub := g.SubgraphRoots(append(grads, read)...)
 	m.vm = G.NewTapeMachine(sub, G.BindDualValues(m.params...))
 	return nil
@@ -183,15 +217,9 @@ func (m *graphNet) ComputeGradients(x []float32, y []uint8) (loss float32, err e
 	if len(y) != m.batch || len(x) != m.batch*m.dim {
 		return 0, fmt.Errorf("model: batch has len(x)=%d len(y)=%d, want %d and %d", len(x), len(y), m.batch*m.dim, m.batch)
 	}
-	yd := m.yv.Data().([]float32)
-	clear(yd)
-	for i, c := range y {
-		if int(c) >= m.class {
-			return 0, fmt.Errorf("model: label %d at row %d out of range 0..%d", c, i, m.class-1)
-		}
-		yd[i*m.class+int(c)] = 1
+	if err := m.feed(x, y); err != nil {
+		return 0, err
 	}
-	copy(m.xv.Data().([]float32), x)
 
 	defer func() {
 		m.vm.Reset()
@@ -203,11 +231,10 @@ func (m *graphNet) ComputeGradients(x []float32, y []uint8) (loss float32, err e
 			clear(m.grad)
 		}
 	}()
-	if err := G.Let(m.x, m.xv); err != nil {
-		return 0, err
-	}
-	if err := G.Let(m.y, m.yv); err != nil {
-		return 0, err
+	for _, in := range m.inputs {
+		if err := G.Let(in, in.Value()); err != nil {
+			return 0, err
+		}
 	}
 	if err := m.vm.RunAll(); err != nil {
 		return 0, fmt.Errorf("model: forward/backward: %w", err)

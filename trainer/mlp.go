@@ -78,7 +78,7 @@ func NewMLP(cfg ModelConfig, inputDim, classes int) (*MLP, error) {
 	m := &MLP{cfg: cfg}
 	m.cfg.Hidden = append([]int(nil), cfg.Hidden...)
 	m.sizes = append(append([]int{inputDim}, cfg.Hidden...), classes)
-	g, err := newGraphNet(denseSpecs(m.sizes, "layers", 0), cfg.Batch, inputDim, classes, cfg.Seed, denseStack)
+	g, err := newGraphNet(denseSpecs(m.sizes, "layers", 0), cfg.Batch, inputDim, classes, cfg.Seed, classifier(cfg.Batch, inputDim, classes, denseStack))
 	if err != nil {
 		return nil, err
 	}
