@@ -24,8 +24,9 @@ func FileSHA256(path string) (string, error) {
 }
 
 // initFrom replaces the seeded weights by a checkpoint's (transfer
-// learning: a fresh optimizer, step 0). The file must be the one the run
-// config names.
+// learning: a fresh optimizer, step 0), tensor by tensor where the names
+// match: a new head keeps its seeded initialisation. The file must be the
+// one the run config names.
 func (n *Node) initFrom(path string) error {
 	sum, err := FileSHA256(path)
 	if err != nil {
@@ -38,17 +39,20 @@ func (n *Node) initFrom(path string) error {
 	if err != nil {
 		return fmt.Errorf("--init-from: %w", err)
 	}
-	if err := c.Matches(n.model.Tensors()); err != nil {
+	p := make([]float32, len(n.params))
+	n.model.ReadParams(p)
+	fresh, err := c.Transfer(p, n.model.Tensors())
+	if err != nil {
 		return fmt.Errorf("--init-from %s: %w", path, err)
 	}
-	if err := n.model.WriteParams(c.Params); err != nil {
+	if err := n.model.WriteParams(p); err != nil {
 		return fmt.Errorf("--init-from %s: %w", path, err)
 	}
 	n.mu.Lock()
-	copy(n.params, c.Params)
+	copy(n.params, p)
 	n.hash = gossip.HashState(n.step, n.params, n.optState)
 	n.mu.Unlock()
-	n.log.Info("weights from checkpoint", "path", path, "its_step", c.Step, "its_run", c.RunID)
+	n.log.Info("weights from checkpoint", "path", path, "its_step", c.Step, "its_run", c.RunID, "freshly_initialised", fresh)
 	return nil
 }
 

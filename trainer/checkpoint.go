@@ -3,6 +3,7 @@ package trainer
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -224,4 +225,46 @@ func (c *Checkpoint) Matches(tensors []Tensor) error {
 		}
 	}
 	return nil
+}
+
+// Transfer copies every checkpoint tensor whose name the model has into
+// params (the model's flat vector, laid out by tensors) and returns the
+// names of the model's tensors it left alone: fine-tuning a pre-trained
+// encoder under a new head keeps the encoder and the head's fresh
+// initialisation. A shared name with another shape is an error, and so
+// is a checkpoint that shares no tensor with the model.
+func (c *Checkpoint) Transfer(params []float32, tensors []Tensor) (fresh []string, err error) {
+	src := map[string][]float32{}
+	shape := map[string][]int{}
+	off := 0
+	for _, t := range c.Tensors {
+		src[t.Name], shape[t.Name] = c.Params[off:off+t.Size()], t.Shape
+		off += t.Size()
+	}
+	type copyOp struct {
+		dst, src []float32
+	}
+	var ops []copyOp
+	off = 0
+	for _, t := range tensors {
+		n := t.Size()
+		if off+n > len(params) {
+			return nil, fmt.Errorf("model tensors need %d values, the vector has %d", off+n, len(params))
+		}
+		if v, ok := src[t.Name]; !ok {
+			fresh = append(fresh, t.Name)
+		} else if !slices.Equal(shape[t.Name], t.Shape) {
+			return nil, fmt.Errorf("checkpoint tensor %s is %v, the model's is %v", t.Name, shape[t.Name], t.Shape)
+		} else {
+			ops = append(ops, copyOp{params[off : off+n], v})
+		}
+		off += n
+	}
+	if len(ops) == 0 {
+		return nil, errors.New("the checkpoint shares no tensor name with the model (another architecture?)")
+	}
+	for _, o := range ops {
+		copy(o.dst, o.src)
+	}
+	return fresh, nil
 }

@@ -17,6 +17,11 @@ type Dataset struct {
 	// Shape is a row's image layout, channels×height×width with product
 	// Dim, for models that need it (the CNN); nil for non-image data.
 	Shape []int
+	// Vocab is the vocabulary size of token data (rows of token ids; 0 for
+	// other data). MLM marks masked-language-model rows: Dim/2 input ids,
+	// then Dim/2 targets (−1: not predicted); their labels are unused.
+	Vocab int
+	MLM   bool
 }
 
 // MNIST normalisation (the usual mean and standard deviation of the training

@@ -17,7 +17,8 @@ import (
 type paramSpec struct {
 	Tensor
 	node  []int   // graph shape; nil means Shape
-	limit float64 // drawn from U(−limit, limit); 0 means all zeros
+	limit float64 // drawn from U(−limit, limit); 0 means every value is fill
+	fill  float32 // the constant of an undrawn tensor (a layer norm's gain is 1)
 }
 
 // forwardFunc builds the logits [rows,classes] of x [rows,dim] from the
@@ -105,7 +106,9 @@ func initSpecs(specs []paramSpec, seed uint64, n int) []float32 {
 	p := make([]float32, 0, n)
 	for _, s := range specs {
 		if s.limit == 0 {
-			p = append(p, make([]float32, s.Size())...)
+			for range s.Size() {
+				p = append(p, s.fill)
+			}
 			continue
 		}
 		for range s.Size() {

@@ -17,11 +17,15 @@ const (
 
 // ModelConfig describes a network. All peers of a run must use the same one.
 type ModelConfig struct {
-	Arch     string // ArchMLP ("" too) or ArchCNN
-	Hidden   []int  // widths of the ReLU fully connected hidden layers, e.g. {256}; empty means none
-	Channels []int  // cnn only: output channels of each conv–pool block (default 16,32)
-	Batch    int    // rows per ComputeGradients call; the graph is built for exactly this many (1..65536)
-	Seed     uint64 // weight initialisation; equal seeds give bit-identical initial parameters
+	Arch     string  // ArchMLP ("" too) or ArchCNN
+	Hidden   []int   // widths of the ReLU fully connected hidden layers, e.g. {256}; empty means none
+	Channels []int   // cnn only: output channels of each conv–pool block (default 16,32)
+	Width    int     // bert only: hidden width (0: DefaultBERTWidth)
+	Heads    int     // bert only: attention heads, dividing Width (0: DefaultBERTHeads)
+	Layers   int     // bert only: encoder layers (0: DefaultBERTLayers)
+	Dropout  float64 // bert only: dropout probability on every residual branch
+	Batch    int     // rows per ComputeGradients call; the graph is built for exactly this many (1..65536)
+	Seed     uint64  // weight initialisation; equal seeds give bit-identical initial parameters
 }
 
 // Validate checks the fields against their allowed ranges.

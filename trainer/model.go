@@ -41,19 +41,24 @@ const (
 // NewModel builds the network cfg.Arch names for rows shaped like ds:
 // the MLP needs only ds.Dim, the CNN an image shape.
 func NewModel(cfg ModelConfig, ds *Dataset) (Model, error) {
+	if ds.MLM && cfg.Arch != ArchBERT {
+		return nil, fmt.Errorf("model: dataset %q is masked-language-model data, which only bert trains", ds.Name)
+	}
 	switch cfg.Arch {
 	case "", ArchMLP:
 		if len(cfg.Channels) > 0 {
 			return nil, fmt.Errorf("model: channels %v are for the cnn, not the mlp", cfg.Channels)
 		}
 		return NewMLP(cfg, ds.Dim, ds.Classes)
+	case ArchBERT:
+		return NewBERT(cfg, ds)
 	case ArchCNN:
 		if ds.Shape == nil {
 			return nil, fmt.Errorf("model: the cnn needs image data, and dataset %q has no image shape (a CSV row count that is not a square?)", ds.Name)
 		}
 		return NewCNN(cfg, ds.Shape, ds.Classes)
 	default:
-		return nil, fmt.Errorf("model: architecture %q, want mlp or cnn", cfg.Arch)
+		return nil, fmt.Errorf("model: architecture %q, want mlp, cnn or bert", cfg.Arch)
 	}
 }
 

@@ -69,6 +69,8 @@ func (d *Dataset) Shard(seed uint64, index, count int) (*Dataset, error) {
 		Dim:     d.Dim,
 		Classes: d.Classes,
 		Shape:   d.Shape,
+		Vocab:   d.Vocab,
+		MLM:     d.MLM,
 	}
 	for i, r := range p {
 		copy(s.row(i), d.row(r))

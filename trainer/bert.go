@@ -1,0 +1,551 @@
+package trainer
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/swarmtrain/swarmtrain/trainer/text"
+)
+
+// ArchBERT is the Transformer encoder (NewModel picks the head from the
+// dataset: masked-language modelling or sequence classification).
+const ArchBERT = "bert"
+
+// BERT defaults and limits: a small encoder that trains on two cores.
+const (
+	DefaultBERTWidth  = 64
+	DefaultBERTHeads  = 4
+	DefaultBERTLayers = 2
+	maxBERTLayers     = 24
+	maxBERTSeq        = 512
+	bertEvalRows      = 32
+	bertInitStd       = 0.02 // BERT's N(0, 0.02), here as a uniform of that spread
+	layerNormEps      = 1e-12
+	maskedLogit       = -1e9 // added to the scores of padding keys
+)
+
+// bertSpecs lists an encoder's parameters in flat-vector order: the
+// embeddings, then per layer attention (q, k, v, o), its norm, the
+// feed-forward pair and its norm, then the head. Names follow BERT's
+// structure, so a classifier fine-tuned from a pre-trained checkpoint
+// finds every encoder tensor by name.
+func bertSpecs(vocab, seq, d, ff, layers int, mlm bool, classes int) []paramSpec {
+	w := bertInitStd * math.Sqrt(3)
+	mat := func(name string, in, out int) paramSpec {
+		return paramSpec{Tensor: Tensor{Name: name, Shape: []int{in, out}}, limit: w}
+	}
+	vec := func(name string, n int, fill float32) paramSpec {
+		return paramSpec{Tensor: Tensor{Name: name, Shape: []int{n}}, node: []int{1, n}, fill: fill}
+	}
+	specs := []paramSpec{
+		mat("embed.token", vocab, d),
+		mat("embed.position", seq, d),
+		mat("embed.segment", 2, d),
+		vec("embed.norm.weight", d, 1), vec("embed.norm.bias", d, 0),
+	}
+	for l := range layers {
+		p := fmt.Sprintf("layers.%d.", l)
+		for _, n := range []string{"q", "k", "v", "o"} {
+			specs = append(specs, mat(p+"attn."+n+".weight", d, d), vec(p+"attn."+n+".bias", d, 0))
+		}
+		specs = append(specs, vec(p+"attn.norm.weight", d, 1), vec(p+"attn.norm.bias", d, 0),
+			mat(p+"ff.1.weight", d, ff), vec(p+"ff.1.bias", ff, 0),
+			mat(p+"ff.2.weight", ff, d), vec(p+"ff.2.bias", d, 0),
+			vec(p+"ff.norm.weight", d, 1), vec(p+"ff.norm.bias", d, 0))
+	}
+	if mlm {
+		// The decoder shares embed.token (tied weights), as BERT's does.
+		return append(specs, mat("head.mlm.transform.weight", d, d), vec("head.mlm.transform.bias", d, 0),
+			vec("head.mlm.norm.weight", d, 1), vec("head.mlm.norm.bias", d, 0),
+			vec("head.mlm.bias", vocab, 0))
+	}
+	return append(specs, mat("head.pool.weight", d, d), vec("head.pool.bias", d, 0),
+		mat("head.classify.weight", d, classes), vec("head.classify.bias", classes, 0))
+}
+
+// BERT is a Transformer encoder (token, position and segment embeddings,
+// post-norm layers of masked multi-head self-attention and a GELU
+// feed-forward, dropout on every residual branch) with one of two heads:
+//
+//   - masked-language modelling, for a dataset with MLM set: a row is Seq
+//     input ids followed by Seq targets (−1 where nothing is predicted);
+//     the loss is the cross-entropy of the masked tokens, accuracy counts
+//     them.
+//   - classification: a row is Seq token ids ([CLS] first; segment 0 up
+//     to the first [SEP], 1 after it), its label the class; the head reads
+//     the [CLS] position through a tanh pooler.
+//
+// [PAD] (id 0) tokens are never attended to. Dropout masks come from a
+// PCG seeded by the config's seed; evaluation runs a separate graph
+// without dropout.
+type BERT struct {
+	*graphNet
+	cfg     ModelConfig
+	vocab   int
+	seq     int
+	mlm     bool
+	perSeq  int // MLM: the most masked positions a sequence may hold
+	dropout *rand.Rand
+	eval    *bertEval // built on first use
+}
+
+// bertGraph is one built encoder: its inputs' values, which feed fills, and
+// its logits.
+type bertGraph struct {
+	rows    int // sequences per run
+	ids     *tensor.Dense
+	seg     *tensor.Dense
+	mask    *tensor.Dense   // [rows·heads, T, T] additive
+	gather  *tensor.Dense   // MLM: the flat token rows whose logits are scored
+	drops   []*tensor.Dense // dropout masks, train graphs only
+	target  *tensor.Dense   // train graphs: weights per logit row and class
+	inputs  []*G.Node
+	logits  *G.Node
+	heads   int
+	vocab   int
+	perSeq  int
+	outputs int // logit columns
+}
+
+// MaskedPerSequence is the most tokens of a seq-token sequence that an MLM
+// dataset may mask: 15% of it, rounded up.
+func MaskedPerSequence(seq int) int { return (seq*15 + 99) / 100 }
+
+// NewBERT builds an encoder for rows shaped like ds (see BERT): its
+// Vocab, Dim and MLM flag decide the vocabulary, sequence length and head.
+func NewBERT(cfg ModelConfig, ds *Dataset) (*BERT, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d, heads, layers := cmp0(cfg.Width, DefaultBERTWidth), cmp0(cfg.Heads, DefaultBERTHeads), cmp0(cfg.Layers, DefaultBERTLayers)
+	ff := 4 * d
+	seq := ds.Dim
+	if ds.MLM {
+		seq = ds.Dim / 2
+	}
+	switch {
+	case ds.Vocab < len(text.Specials)+1 || ds.Vocab > text.MaxVocab:
+		return nil, fmt.Errorf("model: bert needs token data; dataset %q has vocabulary size %d", ds.Name, ds.Vocab)
+	case seq < 2 || seq > maxBERTSeq || ds.MLM && ds.Dim%2 != 0:
+		return nil, fmt.Errorf("model: bert sequence length %d, want 2..%d", seq, maxBERTSeq)
+	case d < 1 || d > maxWidth/4 || heads < 1 || d%heads != 0:
+		return nil, fmt.Errorf("model: bert width %d with %d heads: the width must be a multiple of the heads", d, heads)
+	case layers < 1 || layers > maxBERTLayers:
+		return nil, fmt.Errorf("model: bert layers %d, want 1..%d", layers, maxBERTLayers)
+	case !(cfg.Dropout >= 0 && cfg.Dropout < 1):
+		return nil, fmt.Errorf("model: dropout %v, want [0, 1)", cfg.Dropout)
+	case !ds.MLM && (ds.Classes < 2 || ds.Classes > 256):
+		return nil, fmt.Errorf("model: classes=%d, want 2..256", ds.Classes)
+	}
+	m := &BERT{cfg: cfg, vocab: ds.Vocab, seq: seq, mlm: ds.MLM, perSeq: MaskedPerSequence(seq),
+		dropout: rand.New(rand.NewPCG(cfg.Seed, 0x64726f70))} // "drop"
+	m.cfg.Width, m.cfg.Heads, m.cfg.Layers = d, heads, layers
+	specs := bertSpecs(ds.Vocab, seq, d, ff, layers, ds.MLM, ds.Classes)
+	build := func(g *G.ExprGraph, p []*G.Node) (*G.Node, []*G.Node, feedFunc, error) {
+		bg, err := m.graph(g, p, cfg.Batch, true)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		t := G.NewTensor(g, tensor.Float32, 2, G.WithShape(bg.target.Shape()...), G.WithName("target"), G.WithValue(bg.target))
+		cost, err := weightedCrossEntropy(bg.logits, t)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return cost, append(bg.inputs, t), func(x []float32, y []uint8) error { return m.feed(bg, x, y, true) }, nil
+	}
+	g, err := newGraphNet(specs, cfg.Batch, ds.Dim, max(ds.Classes, 2), cfg.Seed, build)
+	if err != nil {
+		return nil, err
+	}
+	m.graphNet = g
+	return m, nil
+}
+
+func cmp0(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// weightedCrossEntropy is −Σ target ⊙ log softmax(z): targets carry their
+// own weights (one-hot rows scaled by 1/count, zero rows ignored).
+func weightedCrossEntropy(z, target *G.Node) (*G.Node, error) {
+	logp, err := G.LogSoftMax(z)
+	if err != nil {
+		return nil, err
+	}
+	prod, err := G.HadamardProd(target, logp)
+	if err != nil {
+		return nil, err
+	}
+	s, err := G.Sum(prod)
+	if err != nil {
+		return nil, err
+	}
+	return G.Neg(s)
+}
+
+// graph builds the encoder and head for rows sequences on g.
+func (m *BERT) graph(g *G.ExprGraph, p []*G.Node, rows int, train bool) (_ *bertGraph, err error) {
+	T, d, heads := m.seq, m.cfg.Width, m.cfg.Heads
+	N := rows * T
+	bg := &bertGraph{rows: rows, heads: heads, vocab: m.vocab, perSeq: m.perSeq}
+	input := func(name string, v *tensor.Dense) *G.Node {
+		n := G.NewTensor(g, v.Dtype(), v.Dims(), G.WithShape(v.Shape()...), G.WithName(name), G.WithValue(v))
+		bg.inputs = append(bg.inputs, n)
+		return n
+	}
+	bg.ids = tensor.New(tensor.WithShape(N), tensor.Of(tensor.Int))
+	bg.seg = tensor.New(tensor.WithShape(N), tensor.Of(tensor.Int))
+	bg.mask = tensor.New(tensor.WithShape(rows*heads, T, T), tensor.Of(tensor.Float32))
+	ids, seg, mask := input("ids", bg.ids), input("segments", bg.seg), input("mask", bg.mask)
+	dropout := func(x *G.Node) (*G.Node, error) {
+		if !train || m.cfg.Dropout == 0 {
+			return x, nil
+		}
+		v := tensor.New(tensor.WithShape(x.Shape()...), tensor.Of(tensor.Float32))
+		bg.drops = append(bg.drops, v)
+		return G.HadamardProd(x, input(fmt.Sprintf("dropout%d", len(bg.drops)), v))
+	}
+	next := 0
+	take := func(k int) []*G.Node { next += k; return p[next-k : next] }
+
+	emb := take(5)
+	h, err := embed(emb[0], ids)
+	if err != nil {
+		return nil, err
+	}
+	if h, err = G.Reshape(h, tensor.Shape{rows, T, d}); err != nil {
+		return nil, err
+	}
+	pos, err := G.Reshape(emb[1], tensor.Shape{1, T, d})
+	if err != nil {
+		return nil, err
+	}
+	if h, err = G.BroadcastAdd(h, pos, nil, []byte{0}); err != nil {
+		return nil, err
+	}
+	if h, err = G.Reshape(h, tensor.Shape{N, d}); err != nil {
+		return nil, err
+	}
+	sg, err := embed(emb[2], seg)
+	if err != nil {
+		return nil, err
+	}
+	if h, err = G.Add(h, sg); err != nil {
+		return nil, err
+	}
+	if h, err = layerNorm(h, emb[3], emb[4], layerNormEps); err != nil {
+		return nil, err
+	}
+	if h, err = dropout(h); err != nil {
+		return nil, err
+	}
+	for range m.cfg.Layers {
+		lp := take(16)
+		a, err := attention(h, lp[:8], mask, rows, T, heads)
+		if err != nil {
+			return nil, err
+		}
+		if a, err = dropout(a); err != nil {
+			return nil, err
+		}
+		if a, err = G.Add(h, a); err != nil {
+			return nil, err
+		}
+		if h, err = layerNorm(a, lp[8], lp[9], layerNormEps); err != nil {
+			return nil, err
+		}
+		f, err := affine(h, lp[10], lp[11])
+		if err != nil {
+			return nil, err
+		}
+		if f, err = gelu(f); err != nil {
+			return nil, err
+		}
+		if f, err = affine(f, lp[12], lp[13]); err != nil {
+			return nil, err
+		}
+		if f, err = dropout(f); err != nil {
+			return nil, err
+		}
+		if f, err = G.Add(h, f); err != nil {
+			return nil, err
+		}
+		if h, err = layerNorm(f, lp[14], lp[15], layerNormEps); err != nil {
+			return nil, err
+		}
+	}
+	head := p[next:]
+	if m.mlm {
+		bg.gather = tensor.New(tensor.WithShape(rows*m.perSeq), tensor.Of(tensor.Int))
+		at, err := embed(h, input("gather", bg.gather)) // [rows·perSeq, d]
+		if err != nil {
+			return nil, err
+		}
+		if at, err = affine(at, head[0], head[1]); err != nil {
+			return nil, err
+		}
+		if at, err = gelu(at); err != nil {
+			return nil, err
+		}
+		if at, err = layerNorm(at, head[2], head[3], layerNormEps); err != nil {
+			return nil, err
+		}
+		et, err := G.Transpose(emb[0])
+		if err != nil {
+			return nil, err
+		}
+		if bg.logits, err = affine(at, et, head[4]); err != nil {
+			return nil, err
+		}
+		bg.outputs = m.vocab
+	} else {
+		cls, err := G.Reshape(h, tensor.Shape{rows, T * d})
+		if err != nil {
+			return nil, err
+		}
+		if cls, err = G.Slice(cls, nil, G.S(0, d)); err != nil { // the [CLS] position
+			return nil, err
+		}
+		if cls, err = affine(cls, head[0], head[1]); err != nil {
+			return nil, err
+		}
+		if cls, err = G.Tanh(cls); err != nil {
+			return nil, err
+		}
+		if bg.logits, err = affine(cls, head[2], head[3]); err != nil {
+			return nil, err
+		}
+		bg.outputs = head[3].Shape()[1]
+	}
+	if train {
+		bg.target = tensor.New(tensor.WithShape(bg.logits.Shape()...), tensor.Of(tensor.Float32))
+	}
+	return bg, nil
+}
+
+// feed fills bg's inputs from rows of x (and labels y), rows beyond len(y)
+// as padding. It checks every id first: tokens come from files and peers.
+func (m *BERT) feed(bg *bertGraph, x []float32, y []uint8, train bool) error {
+	T := m.seq
+	rowLen := T
+	if m.mlm {
+		rowLen = 2 * T
+	}
+	n := len(y)
+	for i, v := range x[:n*rowLen] {
+		lo := float32(0)
+		if m.mlm && i%rowLen >= T {
+			lo = -1
+		}
+		if !(v >= lo && v < float32(m.vocab)) || v != float32(int(v)) {
+			return fmt.Errorf("model: row %d, position %d: token %v is not an id in 0..%d", i/rowLen, i%rowLen, v, m.vocab-1)
+		}
+	}
+	if !m.mlm {
+		for i, c := range y {
+			if int(c) >= bg.outputs {
+				return fmt.Errorf("model: label %d at row %d out of range 0..%d", c, i, bg.outputs-1)
+			}
+		}
+	}
+	ids, seg, mask := bg.ids.Data().([]int), bg.seg.Data().([]int), bg.mask.Data().([]float32)
+	clear(ids)
+	clear(seg)
+	clear(mask)
+	for r := range bg.rows {
+		s := 0
+		for t := range T {
+			id := text.PadID
+			if r < n {
+				id = int(x[r*rowLen+t])
+			}
+			ids[r*T+t] = id
+			seg[r*T+t] = s
+			if id == text.SepID {
+				s = 1
+			}
+			if id == text.PadID {
+				for h := range bg.heads {
+					for q := range T {
+						mask[((r*bg.heads+h)*T+q)*T+t] = maskedLogit
+					}
+				}
+			}
+		}
+	}
+	var target []float32
+	if train {
+		target = bg.target.Data().([]float32)
+		clear(target)
+	}
+	if m.mlm {
+		gather := bg.gather.Data().([]int)
+		count := 0
+		for r := range bg.rows {
+			k := 0
+			for t := 0; r < n && t < T; t++ {
+				if tgt := x[r*rowLen+T+t]; tgt >= 0 {
+					if k == m.perSeq {
+						return fmt.Errorf("model: row %d masks more than %d tokens", r, m.perSeq)
+					}
+					gather[r*m.perSeq+k] = r*T + t
+					if train {
+						target[(r*m.perSeq+k)*m.vocab+int(tgt)] = 1
+					}
+					k++
+					count++
+				}
+			}
+			for ; k < m.perSeq; k++ {
+				gather[r*m.perSeq+k] = r * T // scored nowhere: its target row stays zero
+			}
+		}
+		if train && count > 0 {
+			for i := range target {
+				target[i] /= float32(count)
+			}
+		}
+	} else if train {
+		for r, c := range y {
+			target[r*bg.outputs+int(c)] = 1 / float32(n)
+		}
+	}
+	if train && m.cfg.Dropout > 0 {
+		keep := float32(1 / (1 - m.cfg.Dropout))
+		for _, d := range bg.drops {
+			dd := d.Data().([]float32)
+			for i := range dd {
+				dd[i] = keep
+				if m.dropout.Float64() < m.cfg.Dropout {
+					dd[i] = 0
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Config returns the model's configuration, defaults filled in.
+func (m *BERT) Config() ModelConfig { return m.cfg }
+
+// Evaluate returns accuracy and mean cross-entropy on ds without dropout:
+// of the masked tokens for MLM, of the rows for classification.
+func (m *BERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
+	if err := ds.Validate(); err != nil {
+		return 0, 0, err
+	}
+	if ds.Dim != m.dim || ds.MLM != m.mlm || ds.Vocab > m.vocab {
+		return 0, 0, fmt.Errorf("evaluate: dataset %q (%d values per row, vocabulary %d) does not fit this model (%d, %d)", ds.Name, ds.Dim, ds.Vocab, m.dim, m.vocab)
+	}
+	if m.eval == nil {
+		if err := m.buildEval(); err != nil {
+			return 0, 0, err
+		}
+	}
+	e := m.eval
+	for i, p := range m.params {
+		copy(e.evalParams[i].Value().Data().([]float32), p.Value().Data().([]float32))
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("evaluate: gorgonia panic: %v", r)
+		}
+	}()
+	correct, scored, total := 0, 0, 0.0
+	for lo := 0; lo < ds.N; lo += e.rows {
+		rows := min(e.rows, ds.N-lo)
+		x, y := ds.X[lo*ds.Dim:(lo+rows)*ds.Dim], ds.Y[lo:lo+rows]
+		if err := m.feed(e.bertGraph, x, y, false); err != nil {
+			return 0, 0, err
+		}
+		for _, in := range e.inputs {
+			if err := G.Let(in, in.Value()); err != nil {
+				return 0, 0, err
+			}
+		}
+		if err := e.vm.RunAll(); err != nil {
+			return 0, 0, fmt.Errorf("evaluate: forward: %w", err)
+		}
+		z, ok := e.out.Data().([]float32)
+		e.vm.Reset()
+		if !ok {
+			return 0, 0, errors.New("evaluate: logits are not float32")
+		}
+		C := e.outputs
+		if m.mlm {
+			for r := range rows {
+				k := 0
+				for t := range m.seq {
+					if tgt := x[r*ds.Dim+m.seq+t]; tgt >= 0 {
+						ok, l := scoreLogits(z[(r*m.perSeq+k)*C:(r*m.perSeq+k+1)*C], int(tgt))
+						if ok {
+							correct++
+						}
+						total += l
+						scored++
+						k++
+					}
+				}
+			}
+			continue
+		}
+		for r := range rows {
+			ok, l := scoreLogits(z[r*C:(r+1)*C], int(y[r]))
+			if ok {
+				correct++
+			}
+			total += l
+			scored++
+		}
+	}
+	if scored == 0 {
+		return 0, 0, fmt.Errorf("evaluate: dataset %q has nothing to score (no masked tokens)", ds.Name)
+	}
+	return float64(correct) / float64(scored), total / float64(scored), nil
+}
+
+// bertEval is the forward-only graph Evaluate runs.
+type bertEval struct {
+	*bertGraph
+	evalParams []*G.Node
+	out        G.Value
+	vm         G.VM
+}
+
+func (m *BERT) buildEval() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("model: building eval graph: gorgonia panic: %v", r)
+		}
+	}()
+	g := G.NewGraph()
+	p := paramNodes(g, m.specs, m.offs, make([]float32, m.n))
+	bg, err := m.graph(g, p, bertEvalRows, false)
+	if err != nil {
+		return fmt.Errorf("model: building eval graph: %w", err)
+	}
+	e := &bertEval{bertGraph: bg, evalParams: p}
+	G.Read(bg.logits, &e.out)
+	e.vm = G.NewTapeMachine(g)
+	m.eval = e
+	return nil
+}
+
+// Close releases both machines.
+func (m *BERT) Close() error {
+	err := m.graphNet.Close()
+	if m.eval != nil {
+		if e := m.eval.vm.Close(); err == nil {
+			err = e
+		}
+	}
+	return err
+}

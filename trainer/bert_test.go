@@ -1,0 +1,261 @@
+package trainer
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/swarmtrain/swarmtrain/trainer/text"
+)
+
+func opticksTokenizer(t testing.TB, size int) (*text.Tokenizer, []string) {
+	t.Helper()
+	docs, err := ReadCorpus()
+	if err != nil {
+		t.Skipf("no Opticks text: %v", err)
+	}
+	tok, err := text.Learn(docs, size, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok, docs
+}
+
+func TestBERTMLMLearns(t *testing.T) {
+	tok, docs := opticksTokenizer(t, 1000)
+	trainDocs, testDocs := SplitTail(docs, 0.1)
+	train, err := MLMDataset("mlm-train", tok, trainDocs, 32, 2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	test, err := MLMDataset("mlm-test", tok, testDocs, 32, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("train %d rows, test %d", train.N, test.N)
+	m, err := NewModel(ModelConfig{Arch: ArchBERT, Batch: 32, Seed: 1, Dropout: 0.1}, train)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	acc0, loss0, err := m.Evaluate(test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	steps := 100
+	last := trainModel(t, m, train, 32, steps, 3e-3)
+	el := time.Since(start)
+	acc, loss, err := m.Evaluate(test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d params; %d steps in %v (%.0f ms/step), last loss %.3f; test masked-token acc %.3f → %.3f, loss %.3f → %.3f",
+		m.NumParams(), steps, el.Round(time.Millisecond), float64(el.Milliseconds())/float64(steps), last, acc0, acc, loss0, loss)
+}
+
+// tinyTokens is a vocabulary of n tokens (the specials, then w0, w1, …).
+func tinyTokens(t testing.TB, n int) *text.Tokenizer {
+	t.Helper()
+	toks := slices.Clone(text.Specials)
+	for i := len(toks); i < n; i++ {
+		toks = append(toks, fmt.Sprintf("w%d", i))
+	}
+	tok, err := text.New(toks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// tinyClassify is n rows of seq tokens: [CLS] ids… [SEP] then padding,
+// the label whether the first token is in the lower half of the ids.
+func tinyClassify(n, seq, vocab int, seed uint64) *Dataset {
+	r := rand.New(rand.NewPCG(seed, 9))
+	ds := &Dataset{Name: "tiny", N: n, Dim: seq, Classes: 2, Vocab: vocab, X: make([]float32, n*seq), Y: make([]uint8, n)}
+	for i := range n {
+		row := ds.X[i*seq : (i+1)*seq]
+		l := 2 + r.IntN(seq-3)
+		row[0] = text.ClsID
+		for j := 1; j <= l; j++ {
+			row[j] = float32(len(text.Specials) + r.IntN(vocab-len(text.Specials)))
+		}
+		if int(row[1]) < (len(text.Specials)+vocab)/2 {
+			ds.Y[i] = 1
+		}
+		row[l+1] = text.SepID
+	}
+	return ds
+}
+
+// Without dropout the eval graph and the training graph compute the same
+// loss from the same parameters, for both heads.
+func TestBERTEvalGraphMatchesTraining(t *testing.T) {
+	tok := tinyTokens(t, 30)
+	cls := tinyClassify(8, 12, tok.Size(), 1)
+	mlm, err := MLMDataset("mlm", tok, []string{strings.Repeat("w7 w8 w9 w10 w11 w12 w13 ", 20)}, 12, 1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mlm.N, mlm.X, mlm.Y = 8, mlm.X[:8*mlm.Dim], mlm.Y[:8]
+	for _, ds := range []*Dataset{cls, mlm} {
+		m, err := NewModel(ModelConfig{Arch: ArchBERT, Width: 8, Heads: 2, Layers: 1, Batch: 8, Seed: 2}, ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trainModel(t, m, ds, 8, 3, 1e-2)
+		loss, err := m.ComputeGradients(ds.X, ds.Y)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, evalLoss, err := m.Evaluate(ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(evalLoss-float64(loss)) > 1e-5 {
+			t.Errorf("%s: eval loss %.7f, training loss %.7f", ds.Name, evalLoss, loss)
+		}
+		m.Close()
+	}
+}
+
+// Padding is invisible: [PAD] keys are masked out of attention, so the
+// [PAD] embedding can be anything without changing a classification; and
+// a row's result does not depend on the rows beside it.
+func TestBERTPaddingMasked(t *testing.T) {
+	ds := tinyClassify(4, 10, 20, 4)
+	m, err := NewModel(ModelConfig{Arch: ArchBERT, Width: 8, Heads: 2, Layers: 2, Batch: 4, Seed: 2}, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	trainModel(t, m, ds, 4, 30, 1e-2) // at initialisation the head is too small to show anything
+	_, base, err := m.Evaluate(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]float32, m.NumParams())
+	m.ReadParams(p)
+	width := m.Tensors()[0].Shape[1] // embed.token is first: row 0 is [PAD]
+	for i := range width { // not a constant shift, which layer norm would remove
+		p[i] += float32(i * i)
+	}
+	if err := m.WriteParams(p); err != nil {
+		t.Fatal(err)
+	}
+	_, moved, err := m.Evaluate(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(moved-base) > 1e-6 {
+		t.Errorf("changing the [PAD] embedding moved the loss %.7f → %.7f: padding is attended to", base, moved)
+	}
+	used := int(ds.X[1]) // row 0's first token after [CLS]
+	for i := range width { // a real token's embedding does matter
+		p[width*used+i] += float32(i * i)
+	}
+	if err := m.WriteParams(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, l, _ := m.Evaluate(ds); math.Abs(l-moved) < 1e-4 {
+		t.Error("changing a used token's embedding left the loss unchanged")
+	}
+
+	one := &Dataset{Name: "one", N: 1, Dim: ds.Dim, Classes: 2, Vocab: ds.Vocab, X: ds.X[:ds.Dim], Y: ds.Y[:1]}
+	_, l1, err := m.Evaluate(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	four := &Dataset{Name: "four", N: 4, Dim: ds.Dim, Classes: 2, Vocab: ds.Vocab, X: slices.Repeat(ds.X[:ds.Dim], 4), Y: slices.Repeat(ds.Y[:1], 4)}
+	_, l4, err := m.Evaluate(four)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(l1-l4) > 1e-6 {
+		t.Errorf("a row's loss depends on the rows beside it: %.7f alone, %.7f in a batch", l1, l4)
+	}
+}
+
+func TestBERTRejectsBadTokens(t *testing.T) {
+	ds := tinyClassify(4, 10, 20, 4)
+	m, err := NewModel(ModelConfig{Arch: ArchBERT, Width: 8, Heads: 2, Layers: 1, Batch: 4, Seed: 2}, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, bad := range []float32{20, -1, 1.5, float32(math.NaN())} {
+		x := slices.Clone(ds.X)
+		x[3] = bad
+		if _, err := m.ComputeGradients(x, ds.Y); err == nil || !strings.Contains(err.Error(), "not an id") {
+			t.Errorf("token %v: %v", bad, err)
+		}
+	}
+	if _, err := NewModel(ModelConfig{Arch: ArchBERT, Width: 10, Heads: 4, Batch: 4}, ds); err == nil || !strings.Contains(err.Error(), "multiple of the heads") {
+		t.Errorf("width 10, 4 heads: %v", err)
+	}
+	if _, err := NewModel(ModelConfig{Arch: ArchBERT, Batch: 4}, synthDataset(4, 8, 2, 1)); err == nil || !strings.Contains(err.Error(), "token data") {
+		t.Errorf("bert on float data: %v", err)
+	}
+}
+
+// A classifier fine-tuned from an MLM checkpoint takes every encoder
+// tensor and keeps its own head.
+func TestTransferEncoderToNewHead(t *testing.T) {
+	tok := tinyTokens(t, 30)
+	mlmData, err := MLMDataset("mlm", tok, []string{strings.Repeat("w7 w8 w9 w10 ", 40)}, 10, 1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ModelConfig{Arch: ArchBERT, Width: 8, Heads: 2, Layers: 1, Batch: 4, Seed: 2}
+	pre, err := NewModel(cfg, mlmData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pre.Close()
+	trainModel(t, pre, mlmData, 4, 3, 1e-2)
+	ckpt := &Checkpoint{Tensors: pre.Tensors(), Params: make([]float32, pre.NumParams())}
+	pre.ReadParams(ckpt.Params)
+
+	cfg.Seed = 5
+	fine, err := NewModel(cfg, tinyClassify(4, 10, tok.Size(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fine.Close()
+	p := make([]float32, fine.NumParams())
+	fine.ReadParams(p)
+	seeded := slices.Clone(p)
+	fresh, err := ckpt.Transfer(p, fine.Tensors())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"head.pool.weight", "head.pool.bias", "head.classify.weight", "head.classify.bias"}; !slices.Equal(fresh, want) {
+		t.Errorf("fresh tensors %v, want the head %v", fresh, want)
+	}
+	src := map[string][]float32{}
+	off := 0
+	for _, tn := range ckpt.Tensors {
+		src[tn.Name] = ckpt.Params[off : off+tn.Size()]
+		off += tn.Size()
+	}
+	off = 0
+	for _, tn := range fine.Tensors() {
+		got := p[off : off+tn.Size()]
+		if v, ok := src[tn.Name]; ok && !slices.Equal(got, v) {
+			t.Errorf("%s not copied", tn.Name)
+		} else if !ok && !slices.Equal(got, seeded[off:off+tn.Size()]) {
+			t.Errorf("%s (not in the checkpoint) changed", tn.Name)
+		}
+		off += tn.Size()
+	}
+	// An MLP checkpoint shares nothing with a BERT.
+	mlp, _ := NewMLP(ModelConfig{Hidden: []int{4}, Batch: 1, Seed: 1}, 6, 2)
+	other := &Checkpoint{Tensors: mlp.Tensors(), Params: make([]float32, mlp.NumParams())}
+	if _, err := other.Transfer(p, fine.Tensors()); err == nil || !strings.Contains(err.Error(), "shares no tensor") {
+		t.Errorf("MLP into BERT: %v", err)
+	}
+}

@@ -1,0 +1,260 @@
+package trainer
+
+import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/swarmtrain/swarmtrain/trainer/text"
+)
+
+// Random streams of the text datasets (PCG second seeds), so that masks and
+// pairings never repeat another stream's draws.
+const (
+	streamMLM = 0x6d6c6d // "mlm"
+	streamNSP = 0x6e7370 // "nsp"
+)
+
+// OpticksPath is the public-domain text in Go's own source tree that the
+// text tasks use when given no corpus.
+func OpticksPath() string {
+	return filepath.Join(runtime.GOROOT(), "src", "testdata", "Isaac.Newton-Opticks.txt")
+}
+
+// ReadCorpus reads text files (Go's Opticks when paths is empty) and
+// returns their contents, one string per file.
+func ReadCorpus(paths ...string) ([]string, error) {
+	if len(paths) == 0 {
+		paths = []string{OpticksPath()}
+	}
+	var docs []string
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("corpus: %w", err)
+		}
+		docs = append(docs, string(b))
+	}
+	return docs, nil
+}
+
+// SplitTail cuts every document at frac of its length (on a line break
+// when there is one nearby): the heads to train on, the tails to test on.
+// Contiguous tails keep test passages out of the training text.
+func SplitTail(docs []string, frac float64) (train, test []string) {
+	for _, d := range docs {
+		cut := int(float64(len(d)) * (1 - frac))
+		if i := strings.IndexByte(d[cut:], '\n'); i >= 0 {
+			cut += i
+		}
+		train, test = append(train, d[:cut]), append(test, d[cut:])
+	}
+	return train, test
+}
+
+// MLMDataset cuts the token stream of docs into sequences of seq tokens
+// ([CLS] tokens… [SEP]) and masks each copies times with fresh draws, as
+// BERT's static masking does: every ordinary token is picked with
+// probability 15% (at most MaskedPerSequence(seq) per sequence) and
+// replaced by [MASK] 80% of the time, a random token 10%, itself 10%.
+// Rows are the inputs followed by the targets (−1 where not picked).
+func MLMDataset(name string, tok *text.Tokenizer, docs []string, seq, copies int, seed uint64) (*Dataset, error) {
+	if seq < 4 || seq > maxBERTSeq || copies < 1 || copies > 100 {
+		return nil, fmt.Errorf("mlm data: seq %d (want 4..%d), copies %d (want 1..100)", seq, maxBERTSeq, copies)
+	}
+	var stream []int
+	for _, d := range docs {
+		stream = append(stream, tok.Encode(d)...)
+	}
+	body := seq - 2
+	chunks := len(stream) / body
+	if chunks == 0 {
+		return nil, fmt.Errorf("mlm data %q: %d tokens, fewer than one sequence of %d", name, len(stream), body)
+	}
+	r := rand.New(rand.NewPCG(seed, streamMLM))
+	limit := MaskedPerSequence(seq)
+	ds := &Dataset{Name: name, N: chunks * copies, Dim: 2 * seq, Classes: 2, Vocab: tok.Size(), MLM: true}
+	ds.X = make([]float32, ds.N*ds.Dim)
+	ds.Y = make([]uint8, ds.N)
+	ordinary := tok.Size() - len(text.Specials)
+	for c := range copies {
+		for k := range chunks {
+			row := ds.X[(c*chunks+k)*ds.Dim:][:ds.Dim]
+			in, tgt := row[:seq], row[seq:]
+			in[0], in[seq-1] = text.ClsID, text.SepID
+			for i := range tgt {
+				tgt[i] = -1
+			}
+			picked := 0
+			for i, id := range stream[k*body : (k+1)*body] {
+				in[1+i] = float32(id)
+				if picked == limit || r.Float64() >= 0.15 {
+					continue
+				}
+				picked++
+				tgt[1+i] = float32(id)
+				switch u := r.Float64(); {
+				case u < 0.8:
+					in[1+i] = text.MaskID
+				case u < 0.9:
+					in[1+i] = float32(len(text.Specials) + r.IntN(ordinary))
+				}
+			}
+		}
+	}
+	return ds, nil
+}
+
+// sentences splits a token stream after every ".", "?" or "!".
+func sentences(tok *text.Tokenizer, stream []int) [][]int {
+	ends := map[int]bool{}
+	for _, p := range []string{".", "?", "!"} {
+		if id, ok := tok.ID(p); ok {
+			ends[id] = true
+		}
+	}
+	var out [][]int
+	start := 0
+	for i, id := range stream {
+		if ends[id] {
+			if i+1-start >= 2 {
+				out = append(out, stream[start:i+1])
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+// NSPDataset is next-sentence prediction, a classification task built
+// from the corpus: a row is [CLS] A [SEP] B [SEP] (padded to seq), label 1
+// when B is the sentence that follows A in the text and 0 when B is a
+// sentence drawn from elsewhere, half and half.
+func NSPDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed uint64) (*Dataset, error) {
+	if seq < 8 || seq > maxBERTSeq {
+		return nil, fmt.Errorf("nsp data: seq %d, want 8..%d", seq, maxBERTSeq)
+	}
+	var sents [][]int
+	for _, d := range docs {
+		sents = append(sents, sentences(tok, tok.Encode(d))...)
+	}
+	if len(sents) < 3 {
+		return nil, fmt.Errorf("nsp data %q: %d sentences, want at least 3", name, len(sents))
+	}
+	r := rand.New(rand.NewPCG(seed, streamNSP))
+	half := (seq - 3) / 2
+	ds := &Dataset{Name: name, N: len(sents) - 1, Dim: seq, Classes: 2, Vocab: tok.Size()}
+	ds.X = make([]float32, ds.N*seq)
+	ds.Y = make([]uint8, ds.N)
+	for i := range ds.N {
+		a, b := sents[i], sents[i+1]
+		if r.IntN(2) == 0 {
+			j := r.IntN(len(sents) - 2)
+			if j >= i { // anything but i+1 (and i)
+				j += 2
+			}
+			b = sents[j]
+		} else {
+			ds.Y[i] = 1
+		}
+		a = a[max(0, len(a)-half):] // the end of A touches B
+		b = b[:min(len(b), seq-3-len(a))]
+		row := ds.X[i*seq : (i+1)*seq]
+		putIDs(row, text.ClsID)
+		putIDs(row[1:], a...)
+		putIDs(row[1+len(a):], text.SepID)
+		putIDs(row[2+len(a):], b...)
+		putIDs(row[2+len(a)+len(b):], text.SepID)
+	}
+	return ds, nil
+}
+
+func putIDs(dst []float32, ids ...int) {
+	for i, id := range ids {
+		dst[i] = float32(id)
+	}
+}
+
+// ReadTextCSV reads "text,label" rows (a header row "text,label" is
+// skipped) and encodes each text as [CLS] tokens… [SEP], cut or padded to
+// seq. Labels are names; classes are numbered in sorted name order, or by
+// labels when given (a test file must use the training file's classes).
+// Errors name the line.
+func ReadTextCSV(name string, r io.Reader, tok *text.Tokenizer, seq int, labels []string) (*Dataset, []string, error) {
+	if seq < 3 || seq > maxBERTSeq {
+		return nil, nil, fmt.Errorf("%s: seq %d, want 3..%d", name, seq, maxBERTSeq)
+	}
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = 2
+	cr.ReuseRecord = true
+	type row struct {
+		ids   []int
+		label string
+	}
+	var rows []row
+	for {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", name, err) // csv errors carry the line
+		}
+		line, _ := cr.FieldPos(0)
+		if len(rows) == 0 && line == 1 && strings.EqualFold(rec[0], "text") && strings.EqualFold(rec[1], "label") {
+			continue
+		}
+		label := strings.TrimSpace(rec[1])
+		if label == "" {
+			return nil, nil, fmt.Errorf("%s: line %d: empty label", name, line)
+		}
+		ids := tok.Encode(rec[0])
+		if len(ids) == 0 {
+			return nil, nil, fmt.Errorf("%s: line %d: the text has no words", name, line)
+		}
+		rows = append(rows, row{ids, label})
+	}
+	if len(rows) == 0 {
+		return nil, nil, fmt.Errorf("%s: no rows", name)
+	}
+	if labels == nil {
+		seen := map[string]bool{}
+		for _, r := range rows {
+			if !seen[r.label] {
+				seen[r.label] = true
+				labels = append(labels, r.label)
+			}
+		}
+		slices.Sort(labels)
+		if len(labels) < 2 || len(labels) > 256 {
+			return nil, nil, fmt.Errorf("%s: %d distinct labels, want 2..256", name, len(labels))
+		}
+	}
+	class := map[string]int{}
+	for i, l := range labels {
+		class[l] = i
+	}
+	ds := &Dataset{Name: name, N: len(rows), Dim: seq, Classes: len(labels), Vocab: tok.Size()}
+	ds.X = make([]float32, ds.N*seq)
+	ds.Y = make([]uint8, ds.N)
+	for i, r := range rows {
+		c, ok := class[r.label]
+		if !ok {
+			return nil, nil, fmt.Errorf("%s: row %d: label %q is not one of the training labels %v", name, i+1, r.label, labels)
+		}
+		ds.Y[i] = uint8(c)
+		body := r.ids[:min(len(r.ids), seq-2)]
+		out := ds.X[i*seq : (i+1)*seq]
+		putIDs(out, text.ClsID)
+		putIDs(out[1:], body...)
+		putIDs(out[1+len(body):], text.SepID)
+	}
+	return ds, labels, nil
+}
