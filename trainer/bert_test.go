@@ -141,7 +141,7 @@ func TestBERTPaddingMasked(t *testing.T) {
 	p := make([]float32, m.NumParams())
 	m.ReadParams(p)
 	width := m.Tensors()[0].Shape[1] // embed.token is first: row 0 is [PAD]
-	for i := range width { // not a constant shift, which layer norm would remove
+	for i := range width {           // not a constant shift, which layer norm would remove
 		p[i] += float32(i * i)
 	}
 	if err := m.WriteParams(p); err != nil {
@@ -154,7 +154,7 @@ func TestBERTPaddingMasked(t *testing.T) {
 	if math.Abs(moved-base) > 1e-6 {
 		t.Errorf("changing the [PAD] embedding moved the loss %.7f → %.7f: padding is attended to", base, moved)
 	}
-	used := int(ds.X[1]) // row 0's first token after [CLS]
+	used := int(ds.X[1])   // row 0's first token after [CLS]
 	for i := range width { // a real token's embedding does matter
 		p[width*used+i] += float32(i * i)
 	}
