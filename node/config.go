@@ -13,6 +13,7 @@ import (
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/trainer"
+	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
 
 // RunConfig is everything peers must agree on to train together. Its hash
@@ -20,7 +21,7 @@ import (
 // different runs, never share a topic, and are refused with the field that
 // differs.
 type RunConfig struct {
-	Dataset     string  `json:"dataset"`      // "mnist"
+	Dataset     string  `json:"dataset"`      // mnist, mlm, nsp or csv
 	Hidden      []int   `json:"hidden"`       // MLP hidden widths
 	Batch       int     `json:"batch"`        // local minibatch, samples per forward/backward
 	TargetBatch int     `json:"target_batch"` // global samples per optimizer step, summed over the swarm
@@ -59,18 +60,44 @@ type RunConfig struct {
 	// MLP runs keep their run IDs.
 	Model    string `json:"model,omitempty"`
 	Channels []int  `json:"channels,omitempty"`
+	// Text runs (Dataset mlm, nsp or csv) train the bert model. Data is
+	// the SHA-256 of the text files and Vocab of the vocabulary file, so
+	// peers holding other text or another vocabulary are on another run.
+	// VocabSize is what a learned vocabulary aims for, Seq the tokens per
+	// sequence; Width, Heads, Layers and Dropout shape the encoder. Zero
+	// means the default; all are absent from MNIST runs' JSON.
+	Data      string  `json:"data,omitempty"`
+	Vocab     string  `json:"vocab,omitempty"`
+	VocabSize int     `json:"vocab_size,omitempty"`
+	Seq       int     `json:"seq,omitempty"`
+	Width     int     `json:"width,omitempty"`
+	Heads     int     `json:"heads,omitempty"`
+	Layers    int     `json:"layers,omitempty"`
+	Dropout   float32 `json:"dropout,omitempty"`
+}
+
+// Text defaults, used where a text run's field is 0.
+const (
+	DefaultVocabSize = 2000
+	DefaultSeq       = 64
+)
+
+// IsText reports whether the run trains on text (the bert model).
+func (r RunConfig) IsText() bool {
+	return r.Dataset == DatasetMLM || r.Dataset == DatasetNSP || r.Dataset == DatasetCSV
 }
 
 // ModelConfig is the trainer's view of the run's network.
 func (r RunConfig) ModelConfig() trainer.ModelConfig {
-	return trainer.ModelConfig{Arch: r.Model, Hidden: r.Hidden, Channels: r.Channels, Batch: r.Batch, Seed: r.Seed}
+	return trainer.ModelConfig{Arch: r.Model, Hidden: r.Hidden, Channels: r.Channels, Batch: r.Batch, Seed: r.Seed,
+		Width: r.Width, Heads: r.Heads, Layers: r.Layers, Dropout: float64(r.Dropout)}
 }
 
 // DefaultRunConfig is the demo's run: an MLP that reaches ≥97% on MNIST
 // in a few minutes on two cores.
 func DefaultRunConfig() RunConfig {
 	return RunConfig{
-		Dataset:     "mnist",
+		Dataset:     DatasetMNIST,
 		Hidden:      []int{256},
 		Batch:       64,
 		TargetBatch: 256,
@@ -88,8 +115,10 @@ func DefaultRunConfig() RunConfig {
 // Validate names the first field out of range.
 func (r RunConfig) Validate() error {
 	switch {
-	case r.Dataset != "mnist":
-		return fmt.Errorf("run config: dataset %q: only \"mnist\" is supported", r.Dataset)
+	case r.Dataset != DatasetMNIST && !r.IsText():
+		return fmt.Errorf("run config: dataset %q, want mnist, mlm, nsp or csv", r.Dataset)
+	case r.IsText() != (r.Model == trainer.ArchBERT):
+		return fmt.Errorf("run config: dataset %s with model %q: text datasets (mlm, nsp, csv) go with --model bert, and bert with them", r.Dataset, r.modelName())
 	case len(r.Hidden) == 0 || len(r.Hidden) > 8:
 		return fmt.Errorf("run config: hidden has %d layers, want 1..8", len(r.Hidden))
 	case r.Batch < 1 || r.Batch > 4096:
@@ -127,6 +156,10 @@ func (r RunConfig) Validate() error {
 		if len(r.Channels) > 0 {
 			return errors.New("run config: channels are for --model cnn")
 		}
+	case trainer.ArchBERT:
+		if err := r.validateText(); err != nil {
+			return err
+		}
 	case trainer.ArchCNN:
 		if len(r.Channels) > 4 {
 			return fmt.Errorf("run config: %d conv blocks, want 1..4", len(r.Channels))
@@ -137,7 +170,7 @@ func (r RunConfig) Validate() error {
 			}
 		}
 	default:
-		return fmt.Errorf("run config: model %q, want mlp or cnn", r.Model)
+		return fmt.Errorf("run config: model %q, want mlp, cnn or bert", r.Model)
 	}
 	switch r.Optimizer {
 	case "adam", "adamw", "sgd", "momentum", "nesterov":
@@ -167,6 +200,35 @@ func (r RunConfig) Validate() error {
 	return nil
 }
 
+func (r RunConfig) modelName() string {
+	if r.Model == "" {
+		return trainer.ArchMLP
+	}
+	return r.Model
+}
+
+// validateText checks a bert run's text fields.
+func (r RunConfig) validateText() error {
+	isSHA := func(s string) bool { return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == "" }
+	switch {
+	case !isSHA(r.Data):
+		return fmt.Errorf("run config: data %q is not the SHA-256 of the text files", r.Data)
+	case !isSHA(r.Vocab):
+		return fmt.Errorf("run config: vocab %q is not the SHA-256 of a vocabulary file", r.Vocab)
+	case r.VocabSize != 0 && (r.VocabSize < 16 || r.VocabSize > text.MaxVocab):
+		return fmt.Errorf("run config: vocab size %d, want 16..%d", r.VocabSize, text.MaxVocab)
+	case r.Seq != 0 && (r.Seq < 8 || r.Seq > 512):
+		return fmt.Errorf("run config: seq %d, want 8..512", r.Seq)
+	case r.Width < 0 || r.Width > 4096 || r.Heads < 0 || r.Heads > 64 || r.Layers < 0 || r.Layers > 24:
+		return fmt.Errorf("run config: width %d, heads %d, layers %d: want up to 4096, 64 and 24", r.Width, r.Heads, r.Layers)
+	case !(r.Dropout >= 0 && r.Dropout < 1):
+		return fmt.Errorf("run config: dropout %v, want [0, 1)", r.Dropout)
+	case len(r.Channels) > 0:
+		return errors.New("run config: channels are for --model cnn")
+	}
+	return nil
+}
+
 // JSON is the canonical encoding the run ID is hashed from (struct field
 // order is fixed, so equal configs give equal bytes).
 func (r RunConfig) JSON() json.RawMessage {
@@ -189,6 +251,12 @@ type Config struct {
 	Join    []string // multiaddrs of peers to join; empty starts a new swarm
 	HTTP    string   // host:port for /status and /metrics; empty disables
 	DataDir string   // MNIST IDX/CSV folder; empty uses the GoMNIST module's data
+	// Text runs: the corpus files (mlm, nsp; empty means Go's Opticks),
+	// the labelled CSV files (csv) and the vocabulary file. Their hashes
+	// must be Run.Data and Run.Vocab (PrepareText sets both).
+	Corpus            []string
+	TrainCSV, TestCSV string
+	VocabPath         string
 	// Shard/Shards pick this node's slice of the training set (0-based).
 	// Shards == 0 lets every node sample the whole set in its own order,
 	// seeded by the run seed and its peer ID.

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/swarmtrain/swarmtrain/node"
+	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 // demoResult is the one JSON object `demo --json` prints.
@@ -41,7 +42,8 @@ func demoCmd() *cobra.Command {
 	var (
 		nodes    int
 		dir      string
-		dataDir  string
+		data     dataFlags
+		cfg      node.Config
 		asJSON   bool
 		keep     bool
 		initPath string
@@ -67,20 +69,27 @@ every node's state hash (equal hashes: the replicas never diverged).`,
 					return fmt.Errorf("--init-from: %w", err)
 				}
 			}
-			if err := rc.Validate(); err != nil {
+			if !rc.IsText() {
+				if err := rc.Validate(); err != nil { // text runs are checked once their files are hashed
+					return err
+				}
+			}
+			cfg.Run, cfg.InitPath = rc, initPath
+			if err := data.apply(&cfg); err != nil {
 				return err
 			}
-			return runDemo(cmd.Context(), rc, nodes, dir, dataDir, initPath, asJSON, keep)
+			return runDemo(cmd.Context(), cfg, nodes, dir, asJSON, keep)
 		},
 	}
 	fs := cmd.Flags()
 	runFlags(fs, &rc)
 	fs.IntVar(&nodes, "nodes", 4, "number of node processes")
 	fs.StringVar(&dir, "dir", "", "parent folder for the node directories (default: a temporary folder, removed afterwards)")
-	fs.StringVar(&dataDir, "data", "", "MNIST IDX/CSV folder (default: the copy in the GoMNIST module)")
+	data.bind(fs)
 	fs.BoolVar(&asJSON, "json", false, "end with one JSON object on stdout: accuracy, per-node peer and hash, rounds, bytes")
 	fs.BoolVar(&keep, "keep", false, "keep the node directories (logs in <dir>/node-K/node.log)")
-	fs.StringVar(&initPath, "init-from", "", "every node starts from this checkpoint's weights (transfer learning)")
+	fs.StringVar(&initPath, "init-from", "", "every node starts from this checkpoint's weights (transfer learning; encoder tensors only when the head differs)")
+	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "nodes write <dir>/node-K/checkpoint.safetensors every N steps and at the end (0: never); use with --dir or --keep")
 	return cmd
 }
 
@@ -91,7 +100,7 @@ type child struct {
 	info node.Info
 }
 
-func runDemo(ctx context.Context, rc node.RunConfig, n int, dir, dataDir, initPath string, asJSON, keep bool) error {
+func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, keep bool) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	out := io.Writer(os.Stdout)
@@ -112,8 +121,19 @@ func runDemo(ctx context.Context, rc node.RunConfig, n int, dir, dataDir, initPa
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "demo: %d nodes on loopback, run %s, MLP 784-%v-10, %d steps of %d samples, %s\n",
-		n, rc.ID(), rc.Hidden, rc.Steps, rc.TargetBatch, rc.Optimizer)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	// A text run learns its vocabulary once, here; the nodes get the file.
+	if err := node.PrepareText(&cfg, filepath.Join(dir, "vocab.txt")); err != nil {
+		return err
+	}
+	rc := cfg.Run
+	if err := rc.Validate(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "demo: %d nodes on loopback, run %s, %s, %d steps of %d samples, %s\n",
+		n, rc.ID(), describeModel(rc), rc.Steps, rc.TargetBatch, rc.Optimizer)
 	start := time.Now()
 	children := make([]*child, n)
 	defer func() {
@@ -130,11 +150,12 @@ func runDemo(ctx context.Context, rc node.RunConfig, n int, dir, dataDir, initPa
 		args := []string{"node", "--dir", d, "--quiet", "--log-file", filepath.Join(d, "node.log"),
 			"--listen", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--http", "127.0.0.1:0",
 			"--min-peers", strconv.Itoa(n), "--shard", fmt.Sprintf("%d/%d", i, n), "--linger", "3s"}
-		if dataDir != "" {
-			args = append(args, "--data", dataDir)
+		args = append(args, dataArgs(cfg)...)
+		if cfg.CheckpointEvery > 0 {
+			args = append(args, "--checkpoint-every", strconv.Itoa(cfg.CheckpointEvery))
 		}
-		if initPath != "" {
-			args = append(args, "--init-from", initPath)
+		if cfg.InitPath != "" {
+			args = append(args, "--init-from", cfg.InitPath)
 		}
 		if i > 0 {
 			args = append(args, "--join", tcpAddr(children[0].info.Addrs))
@@ -214,7 +235,17 @@ func runDemo(ctx context.Context, rc node.RunConfig, n int, dir, dataDir, initPa
 	} else {
 		fmt.Fprintln(out, "STATE HASHES DIFFER: replicas diverged")
 	}
-	fmt.Fprintf(out, "test accuracy: %.2f%%\n", 100*res.Accuracy)
+	what := "test accuracy"
+	if rc.Dataset == node.DatasetMLM {
+		what = "held-out masked-token accuracy"
+	}
+	fmt.Fprintf(out, "%s: %.2f%%\n", what, 100*res.Accuracy)
+	if cfg.CheckpointEvery > 0 && keep {
+		fmt.Fprintf(out, "checkpoint: %s\n", filepath.Join(children[0].dir, "checkpoint.safetensors"))
+		if rc.IsText() {
+			fmt.Fprintf(out, "vocabulary: %s\n", cfg.VocabPath)
+		}
+	}
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		if err := enc.Encode(res); err != nil {
@@ -352,4 +383,29 @@ func fetchStatus(addr string) (node.Status, error) {
 	defer resp.Body.Close()
 	err = json.NewDecoder(resp.Body).Decode(&s)
 	return s, err
+}
+
+// describeModel names the run's network for the demo's first line.
+func describeModel(rc node.RunConfig) string {
+	switch rc.Model {
+	case trainer.ArchCNN:
+		ch := rc.Channels
+		if len(ch) == 0 {
+			ch = trainer.DefaultChannels
+		}
+		return fmt.Sprintf("CNN conv %v, fc %v", ch, rc.Hidden)
+	case trainer.ArchBERT:
+		return fmt.Sprintf("BERT on %s, %d layers × %d wide (%d heads), %d tokens per sequence, vocabulary %s…",
+			rc.Dataset, cmpDefault(rc.Layers, trainer.DefaultBERTLayers), cmpDefault(rc.Width, trainer.DefaultBERTWidth),
+			cmpDefault(rc.Heads, trainer.DefaultBERTHeads), cmpDefault(rc.Seq, node.DefaultSeq), rc.Vocab[:8])
+	default:
+		return fmt.Sprintf("MLP 784-%v-10", joinInts(rc.Hidden))
+	}
+}
+
+func cmpDefault(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"reflect"
 	"strings"
 	"testing"
 
@@ -14,17 +13,22 @@ import (
 // must give the same run (and so the same run ID), for every field a
 // demo flag can set.
 func TestRunArgsRoundTrip(t *testing.T) {
-	rc := node.DefaultRunConfig()
-	rc.Model, rc.Channels, rc.Hidden = "cnn", []int{8, 16}, []int{64, 32}
-	rc.Freeze, rc.Schedule, rc.ClipNorm, rc.Codec = []string{"conv.0."}, "step", 0.5, "int8"
-	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-	var got node.RunConfig
-	runFlags(fs, &got)
-	if err := fs.Parse(runArgs(rc)); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, rc) {
-		t.Errorf("round trip changed the run:\n got %+v\nwant %+v", got, rc)
+	cnn := node.DefaultRunConfig()
+	cnn.Model, cnn.Channels, cnn.Hidden = "cnn", []int{8, 16}, []int{64, 32}
+	cnn.Freeze, cnn.Schedule, cnn.ClipNorm, cnn.Codec = []string{"conv.0."}, "step", 0.5, "int8"
+	bert := node.DefaultRunConfig()
+	bert.Model, bert.Dataset, bert.VocabSize, bert.Seq = "bert", "nsp", 500, 32
+	bert.Width, bert.Heads, bert.Layers, bert.Dropout = 32, 2, 3, 0.1
+	for _, rc := range []node.RunConfig{cnn, bert} {
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		var got node.RunConfig
+		runFlags(fs, &got)
+		if err := fs.Parse(runArgs(rc)); err != nil {
+			t.Fatal(err)
+		}
+		if got.ID() != rc.ID() {
+			t.Errorf("round trip changed the run:\n got %s\nwant %s", got.JSON(), rc.JSON())
+		}
 	}
 }
 
@@ -45,7 +49,7 @@ func TestModelFlag(t *testing.T) {
 	if cnn, err := parse("--model", "cnn"); err != nil || cnn.Model != "cnn" || cnn.ID() == plain.ID() {
 		t.Errorf("--model cnn: %v, model %q", err, cnn.Model)
 	}
-	if _, err := parse("--model", "resnet"); err == nil || !strings.Contains(err.Error(), "mlp or cnn") {
+	if _, err := parse("--model", "resnet"); err == nil || !strings.Contains(err.Error(), "mlp, cnn or bert") {
 		t.Errorf("--model resnet: %v, want the choices named", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,7 +25,8 @@ import (
 // Every peer of a swarm must pass the same values.
 func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	d := node.DefaultRunConfig()
-	fs.Var(modelFlag{&rc.Model}, "model", "network: mlp or cnn (conv–pool blocks, then the --hidden layers)")
+	fs.StringVar(&rc.Dataset, "dataset", d.Dataset, "what to train on: mnist (images), mlm (masked-language pre-training on --text), nsp (next-sentence prediction on --text) or csv (text,label rows of --train-csv/--test-csv); the text datasets need --model bert")
+	fs.Var(modelFlag{&rc.Model}, "model", "network: mlp, cnn (conv–pool blocks, then the --hidden layers) or bert (Transformer encoder, for text)")
 	fs.IntSliceVar(&rc.Hidden, "hidden", d.Hidden, "fully connected hidden layer widths, comma-separated")
 	fs.IntSliceVar(&rc.Channels, "channels", d.Channels, "cnn only: output channels of each 5×5 conv + 2×2 max-pool block, comma-separated (default 16,32)")
 	fs.IntVar(&rc.Batch, "batch", d.Batch, "local minibatch size (samples per forward/backward)")
@@ -43,7 +45,77 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	fs.Float32Var(&rc.ClipNorm, "clip-norm", d.ClipNorm, "clip the averaged gradient to this global L2 norm (0: off)")
 	fs.StringSliceVar(&rc.Freeze, "freeze", d.Freeze, "tensors (or name prefixes, e.g. layers.0.) that training leaves unchanged, comma-separated")
 	fs.IntVar(&rc.MaxGroup, "max-group", d.MaxGroup, "most peers that average together (0: no cap); a larger swarm averages parameters in rotating Moshpit groups (needs --codec fp32)")
-	rc.Dataset = d.Dataset
+	fs.IntVar(&rc.VocabSize, "vocab-size", 0, "text: tokens in a learned WordPiece vocabulary (0: 2000)")
+	fs.IntVar(&rc.Seq, "seq", 0, "text: tokens per sequence, [CLS] and [SEP]s included (0: 64)")
+	fs.IntVar(&rc.Width, "width", 0, "bert: hidden width (0: 64)")
+	fs.IntVar(&rc.Heads, "heads", 0, "bert: attention heads, dividing the width (0: 4)")
+	fs.IntVar(&rc.Layers, "layers", 0, "bert: encoder layers (0: 2)")
+	fs.Float32Var(&rc.Dropout, "dropout", 0, "bert: dropout probability on every residual branch")
+}
+
+// dataFlags are a node's local data paths. They are not run fields, but a
+// text run hashes its files into the run (data, vocab).
+type dataFlags struct {
+	mnistDir          string
+	corpus            []string
+	trainCSV, testCSV string
+	vocab             string
+}
+
+func (d *dataFlags) bind(fs *pflag.FlagSet) {
+	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module")
+	fs.StringSliceVar(&d.corpus, "text", nil, "text files to train on (mlm, nsp); default: Newton's Opticks from Go's source tree; the last 10% is held out for testing")
+	fs.StringVar(&d.trainCSV, "train-csv", "", "csv: training rows, text,label")
+	fs.StringVar(&d.testCSV, "test-csv", "", "csv: test rows, text,label (the training file's labels)")
+	fs.StringVar(&d.vocab, "vocab", "", "text: WordPiece vocabulary file (vocab.txt); default: learn one from the training text (written to vocab.txt in the node's folder); fine-tuning needs the pre-training run's")
+}
+
+// apply puts the paths, made absolute, into cfg.
+func (d dataFlags) apply(cfg *node.Config) error {
+	abs := func(p string) (string, error) {
+		if p == "" {
+			return "", nil
+		}
+		return filepath.Abs(p)
+	}
+	var err error
+	if cfg.DataDir, err = abs(d.mnistDir); err != nil {
+		return err
+	}
+	cfg.Corpus = nil
+	for _, c := range d.corpus {
+		a, err := abs(c)
+		if err != nil {
+			return err
+		}
+		cfg.Corpus = append(cfg.Corpus, a)
+	}
+	if cfg.TrainCSV, err = abs(d.trainCSV); err != nil {
+		return err
+	}
+	if cfg.TestCSV, err = abs(d.testCSV); err != nil {
+		return err
+	}
+	cfg.VocabPath, err = abs(d.vocab)
+	return err
+}
+
+// dataArgs passes a node config's data paths on to a child node.
+func dataArgs(cfg node.Config) []string {
+	var args []string
+	add := func(flag, v string) {
+		if v != "" {
+			args = append(args, flag, v)
+		}
+	}
+	add("--data", cfg.DataDir)
+	for _, c := range cfg.Corpus {
+		add("--text", c)
+	}
+	add("--train-csv", cfg.TrainCSV)
+	add("--test-csv", cfg.TestCSV)
+	add("--vocab", cfg.VocabPath)
+	return args
 }
 
 // runArgs turns a run config back into the flags runFlags reads, so the
@@ -65,6 +137,18 @@ func runArgs(rc node.RunConfig) []string {
 	}
 	if len(rc.Channels) > 0 {
 		args = append(args, "--channels", joinInts(rc.Channels))
+	}
+	args = append(args, "--dataset", rc.Dataset)
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{{"--vocab-size", rc.VocabSize}, {"--seq", rc.Seq}, {"--width", rc.Width}, {"--heads", rc.Heads}, {"--layers", rc.Layers}} {
+		if f.v != 0 {
+			args = append(args, f.flag, strconv.Itoa(f.v))
+		}
+	}
+	if rc.Dropout != 0 {
+		args = append(args, "--dropout", f32(rc.Dropout))
 	}
 	return args
 }
@@ -92,10 +176,10 @@ func (f modelFlag) Set(s string) error {
 	switch s {
 	case trainer.ArchMLP:
 		*f.p = ""
-	case trainer.ArchCNN:
+	case trainer.ArchCNN, trainer.ArchBERT:
 		*f.p = s
 	default:
-		return fmt.Errorf("%q is not a model: want mlp or cnn", s)
+		return fmt.Errorf("%q is not a model: want mlp, cnn or bert", s)
 	}
 	return nil
 }
@@ -126,6 +210,7 @@ func nodeCmd() *cobra.Command {
 		shard, logFile string
 		port           int
 		asJSON, quiet  bool
+		data           dataFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -148,6 +233,17 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 			if cfg.InitPath != "" {
 				if cfg.Run.InitFrom, err = node.FileSHA256(cfg.InitPath); err != nil {
 					return fmt.Errorf("--init-from: %w", err)
+				}
+			}
+			if err := data.apply(&cfg); err != nil {
+				return err
+			}
+			if cfg.Run.IsText() {
+				if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+					return err
+				}
+				if err := node.PrepareText(&cfg, filepath.Join(cfg.Dir, "vocab.txt")); err != nil {
+					return err
 				}
 			}
 			if !cmd.Flags().Changed("listen") {
@@ -175,7 +271,7 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 	fs.StringSliceVar(&cfg.Listen, "listen", cfg.Listen, "multiaddrs to listen on (overrides --port)")
 	fs.StringSliceVar(&cfg.Join, "join", nil, "multiaddr of a peer to join, /ip4/…/tcp/…/p2p/12D3…; repeatable")
 	fs.StringVar(&cfg.HTTP, "http", "", "serve /status and /metrics on this address, e.g. 127.0.0.1:9090")
-	fs.StringVar(&cfg.DataDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module")
+	data.bind(fs)
 	fs.StringVar(&shard, "shard", "", "train on shard K of N of the training set (K/N, 0-based); default: whole set in a per-peer order")
 	fs.BoolVar(&cfg.Client, "client", false, "this machine cannot accept inbound connections (NAT, firewall): own no part of the all-reduce, still contribute")
 	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")

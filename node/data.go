@@ -1,0 +1,175 @@
+package node
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
+	"github.com/swarmtrain/swarmtrain/trainer"
+	"github.com/swarmtrain/swarmtrain/trainer/text"
+)
+
+// Datasets a run trains on.
+const (
+	DatasetMNIST = "mnist" // images, mlp or cnn
+	DatasetMLM   = "mlm"   // masked-language modelling on a corpus (bert pre-training)
+	DatasetNSP   = "nsp"   // next-sentence prediction on a corpus (classification)
+	DatasetCSV   = "csv"   // text,label rows from the user's CSV files (classification)
+)
+
+// Text-task constants every peer shares.
+const (
+	testFraction = 0.1 // the corpus tail held out for testing
+	mlmCopies    = 4   // differently masked copies of each training sequence
+	minMerges    = 2   // a vocabulary merge needs a pair seen this often
+)
+
+// textFiles lists the files a text run reads, in the order they are hashed.
+func (c Config) textFiles() []string {
+	if c.Run.Dataset == DatasetCSV {
+		return []string{c.TrainCSV, c.TestCSV}
+	}
+	if len(c.Corpus) == 0 {
+		return []string{trainer.OpticksPath()}
+	}
+	return c.Corpus
+}
+
+// hashFiles is the SHA-256 over each file's length and bytes, in order.
+func hashFiles(paths []string) (string, error) {
+	h := sha256.New()
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "", err
+		}
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// PrepareText readies a text run before New: it checks the input files,
+// learns a vocabulary from the training text when cfg names none (written
+// to learnedPath, which becomes cfg.VocabPath), and sets Run.Data and
+// Run.Vocab to the files' hashes. Learning is deterministic, so peers with
+// the same text learn the same vocabulary; a shared --vocab file is what
+// fine-tuning from a pre-trained checkpoint needs.
+func PrepareText(cfg *Config, learnedPath string) error {
+	if !cfg.Run.IsText() {
+		return nil
+	}
+	if cfg.Run.Dataset == DatasetCSV && (cfg.TrainCSV == "" || cfg.TestCSV == "") {
+		return errors.New("dataset csv needs --train-csv and --test-csv (text,label rows)")
+	}
+	sum, err := hashFiles(cfg.textFiles())
+	if err != nil {
+		return fmt.Errorf("text data: %w", err)
+	}
+	cfg.Run.Data = sum
+	if cfg.VocabPath == "" {
+		if cfg.Run.Dataset == DatasetCSV {
+			return errors.New("dataset csv needs --vocab: the vocabulary of the model it fine-tunes (a pre-training node writes vocab.txt into its directory)")
+		}
+		docs, err := trainer.ReadCorpus(cfg.Corpus...)
+		if err != nil {
+			return err
+		}
+		trainDocs, _ := trainer.SplitTail(docs, testFraction)
+		tok, err := text.Learn(trainDocs, cmp0(cfg.Run.VocabSize, DefaultVocabSize), minMerges)
+		if err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		if err := tok.Save(&buf); err != nil {
+			return err
+		}
+		if err := atomicfile.Write(learnedPath, buf.Bytes()); err != nil {
+			return fmt.Errorf("writing the learned vocabulary: %w", err)
+		}
+		cfg.VocabPath = learnedPath
+	}
+	if cfg.Run.Vocab, err = FileSHA256(cfg.VocabPath); err != nil {
+		return fmt.Errorf("--vocab: %w", err)
+	}
+	return nil
+}
+
+func cmp0(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// loadData builds the run's training and test sets from the node's files,
+// checking them against the hashes the run names.
+func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
+	r := cfg.Run
+	if !r.IsText() {
+		return trainer.LoadMNIST(cfg.DataDir)
+	}
+	if sum, err := hashFiles(cfg.textFiles()); err != nil {
+		return nil, nil, fmt.Errorf("text data: %w", err)
+	} else if sum != r.Data {
+		return nil, nil, fmt.Errorf("text data %v has SHA-256 %s, the run names %s: peers must train on the same files", cfg.textFiles(), sum, r.Data)
+	}
+	if cfg.VocabPath == "" {
+		return nil, nil, errors.New("text run without a vocabulary file")
+	}
+	if sum, err := FileSHA256(cfg.VocabPath); err != nil {
+		return nil, nil, fmt.Errorf("--vocab: %w", err)
+	} else if sum != r.Vocab {
+		return nil, nil, fmt.Errorf("--vocab %s has SHA-256 %s, the run names %s", cfg.VocabPath, sum, r.Vocab)
+	}
+	f, err := os.Open(cfg.VocabPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	tok, err := text.Load(f)
+	f.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("--vocab %s: %w", cfg.VocabPath, err)
+	}
+	seq := cmp0(r.Seq, DefaultSeq)
+	if r.Dataset == DatasetCSV {
+		return loadCSVPair(cfg.TrainCSV, cfg.TestCSV, tok, seq)
+	}
+	docs, err := trainer.ReadCorpus(cfg.Corpus...)
+	if err != nil {
+		return nil, nil, err
+	}
+	trainDocs, testDocs := trainer.SplitTail(docs, testFraction)
+	if r.Dataset == DatasetMLM {
+		if train, err = trainer.MLMDataset("mlm-train", tok, trainDocs, seq, mlmCopies, r.Seed); err == nil {
+			test, err = trainer.MLMDataset("mlm-test", tok, testDocs, seq, 1, r.Seed+1)
+		}
+		return train, test, err
+	}
+	if train, err = trainer.NSPDataset("nsp-train", tok, trainDocs, seq, r.Seed); err == nil {
+		test, err = trainer.NSPDataset("nsp-test", tok, testDocs, seq, r.Seed+1)
+	}
+	return train, test, err
+}
+
+func loadCSVPair(trainPath, testPath string, tok *text.Tokenizer, seq int) (train, test *trainer.Dataset, err error) {
+	read := func(path string, labels []string) (*trainer.Dataset, []string, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer f.Close()
+		return trainer.ReadTextCSV(path, f, tok, seq, labels)
+	}
+	train, labels, err := read(trainPath, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	test, _, err = read(testPath, labels)
+	return train, test, err
+}
