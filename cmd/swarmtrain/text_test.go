@@ -1,0 +1,60 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/swarmtrain/swarmtrain/node"
+)
+
+// The BERT path end to end in a swarm: two processes pre-train a small
+// encoder with masked-language modelling on Go's Opticks (each learns the
+// vocabulary itself, bit for bit the same, or they would be on different
+// runs), then two processes fine-tune it on next-sentence prediction from
+// the pre-training checkpoint, with its vocabulary and a new head.
+func TestBERTPretrainThenFineTune(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	model := []string{"--model", "bert", "--width", "16", "--heads", "2", "--layers", "1", "--seq", "32",
+		"--batch", "16", "--target-batch", "32", "--steps", "15", "--warmup", "2", "--lr", "0.003", "--min-peers", "2", "--linger", "2s"}
+	pair := func(name string, mustLearn bool, args ...string) (node.Result, node.Result, *proc) {
+		t.Helper()
+		a := startNode(t, filepath.Join(dir, name+"-a"), append(append([]string{"--shard", "0/2"}, model...), args...)...)
+		b := startNode(t, filepath.Join(dir, name+"-b"), append(append([]string{"--shard", "1/2", "--join", a.info().Addrs[0]}, model...), args...)...)
+		for _, p := range []*proc{a, b} {
+			if err := p.wait(3 * time.Minute); err != nil {
+				t.Fatalf("%s: %v\n%s\n%s", name, err, p.stderr, p.log())
+			}
+		}
+		ra, rb := a.result(), b.result()
+		if ra.Step != 15 || ra.Hash != rb.Hash {
+			t.Fatalf("%s: steps %d/%d, hashes %s/%s: want both at 15 with one state", name, ra.Step, rb.Step, ra.Hash, rb.Hash)
+		}
+		if mustLearn && !(ra.TestLoss < ra.InitialTestLoss) {
+			t.Errorf("%s: held-out loss went from %.3f to %.3f", name, ra.InitialTestLoss, ra.TestLoss)
+		}
+		return ra, rb, a
+	}
+	pre, _, a := pair("mlm", true, "--dataset", "mlm", "--vocab-size", "300", "--checkpoint-every", "15")
+	t.Logf("pre-training: held-out masked-token loss %.3f → %.3f, accuracy %.3f", pre.InitialTestLoss, pre.TestLoss, pre.Accuracy)
+
+	ckpt, vocab := filepath.Join(a.dir, node.CheckpointFile), filepath.Join(a.dir, "vocab.txt")
+	fine, _, f := pair("nsp", false, "--dataset", "nsp", "--init-from", ckpt, "--vocab", vocab)
+	// The log line lists the tensors the checkpoint did not provide.
+	_, fresh, _ := strings.Cut(f.log(), "freshly_initialised=\"[")
+	fresh, _, _ = strings.Cut(fresh, "]")
+	names := strings.Fields(fresh)
+	if len(names) != 4 {
+		t.Errorf("fine-tuning initialised %q afresh, want the 4 tensors of the classification head", names)
+	}
+	for _, n := range names {
+		if !strings.HasPrefix(n, "head.") {
+			t.Errorf("fine-tuning initialised %s afresh: the encoder should come from the checkpoint", n)
+		}
+	}
+	t.Logf("fine-tuning: next-sentence accuracy %.3f, loss %.3f → %.3f", fine.Accuracy, fine.InitialTestLoss, fine.TestLoss)
+}
