@@ -5,17 +5,20 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/node"
+	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 func benchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure this machine: all-reduce over libp2p, gradient codecs",
+		Short: "Measure this machine: all-reduce over libp2p, gradient codecs, training steps",
 	}
 	cfg := node.AllReduceBench{Hosts: 4, Rounds: 5, Codec: "fp32", Lossless: "none"}
 	var mib float64
@@ -55,7 +58,7 @@ so this measures the CPU cost of averaging, not a network.`,
 	fs.StringVar(&cfg.Codec, "codec", cfg.Codec, "gradient codec, as for swarmtrain node --codec")
 	fs.StringVar(&cfg.Lossless, "lossless", cfg.Lossless, "none, zstd or s2")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(ar, benchCompressCmd())
+	cmd.AddCommand(ar, benchCompressCmd(), benchTrainCmd())
 	return cmd
 }
 
@@ -106,6 +109,56 @@ func benchCompressCmd() *cobra.Command {
 	fs.Float64Var(&millions, "millions", 16, "values to compress, in millions")
 	fs.IntVar(&reps, "reps", 3, "runs per codec; the best counts")
 	fs.StringVar(&lossless, "lossless", "none", "lossless stage after the codec: none, zstd or s2")
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func benchTrainCmd() *cobra.Command {
+	var (
+		steps  int
+		only   string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Training-step speed of the shipped models (MLP, CNN, BERT): ms/step, samples/s, GFLOP/s",
+		Long: `Times the training step of each shipped configuration as a node runs it
+(forward, backward, Adam on the flat vectors), on synthetic rows of the real
+shapes. GFLOP/s counts 3x the forward pass's multiply-adds x2 per step. The
+matrix kernels are gonum's pure Go unless the binary was built with -tags openblas.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if steps < 1 || steps > 100000 {
+				return fmt.Errorf("--steps %d: want 1..100000", steps)
+			}
+			var out []trainer.StepTiming
+			for _, b := range trainer.StepBenches() {
+				if only != "" && !strings.Contains(b.Name, only) {
+					continue
+				}
+				r, err := b.Run(steps)
+				if err != nil {
+					return err
+				}
+				out = append(out, r)
+			}
+			if len(out) == 0 {
+				return fmt.Errorf("--only %q matches no configuration", only)
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(out)
+			}
+			fmt.Printf("training step, %d timed steps each, BLAS: %s, GOMAXPROCS %d\n", steps, trainer.BLAS, runtime.GOMAXPROCS(0))
+			fmt.Printf("  %-28s %9s %9s %10s %9s\n", "model", "params", "ms/step", "samples/s", "GFLOP/s")
+			for _, r := range out {
+				fmt.Printf("  %-28s %9d %9.1f %10.0f %9.2f\n", r.Name, r.Params, r.MsPerStep, r.Samples, r.GFLOPs)
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.IntVar(&steps, "steps", 20, "timed steps per model (after one warm-up step)")
+	fs.StringVar(&only, "only", "", "run only configurations whose name contains this (mlp, cnn, bert)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
