@@ -107,9 +107,9 @@ func cmp0(v, def int) int {
 	return v
 }
 
-// loadData builds the run's training and test sets from the node's files,
+// LoadData builds the run's training and test sets from the node's files,
 // checking them against the hashes the run names.
-func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
+func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	r := cfg.Run
 	if !r.IsText() {
 		return trainer.LoadMNIST(cfg.DataDir)

@@ -164,7 +164,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	lossless, _ := compression.LosslessByName(cfg.Run.Lossless)
 
-	if n.train, n.test, err = loadData(cfg); err != nil {
+	if n.train, n.test, err = LoadData(cfg); err != nil {
 		return nil, err
 	}
 	if n.model, err = trainer.NewModel(cfg.Run.ModelConfig(), n.train); err != nil {

@@ -47,52 +47,61 @@ func PruneMagnitude(params []float32, tensors []Tensor, sparsity float64) (int, 
 	return zeroed, nil
 }
 
-// QuantizeInt8 quantizes every matrix per output column (symmetric,
-// scale = max|w|/127 of the column) and returns the int8 levels and
-// scales per matrix, in tensor order, plus params rewritten to the
-// dequantized values so the model can be evaluated as it will run.
+// QuantizeInt8 quantizes every weight tensor per output channel
+// (symmetric, scale = max|w|/127 of the channel): per column of a dense
+// in×out matrix, per first-axis slice of a conv's out×in×k×k. It returns
+// the int8 levels and scales per tensor, in tensor order, and rewrites
+// params to the dequantized values so the model can be evaluated as it
+// will run.
 func QuantizeInt8(params []float32, tensors []Tensor) (levels [][]int8, scales [][]float32) {
-	eachMatrixShape(params, tensors, func(w []float32, rows, cols int) {
-		sc := make([]float32, cols)
-		for j := range cols {
-			var m float32
-			for i := range rows {
-				m = max(m, float32(math.Abs(float64(w[i*cols+j]))))
-			}
-			sc[j] = m / 127
+	off := 0
+	for _, t := range tensors {
+		n := t.Size()
+		if len(t.Shape) < 2 || off+n > len(params) {
+			off += n
+			continue
 		}
-		q := make([]int8, len(w))
-		for i := range rows {
-			for j := range cols {
-				k := i*cols + j
-				if sc[j] == 0 {
-					w[k] = 0
-					continue
-				}
-				l := int8(max(-127, min(127, math.Round(float64(w[k]/sc[j])))))
-				q[k] = l
-				w[k] = float32(l) * sc[j]
+		w := params[off : off+n]
+		off += n
+		channels := t.Shape[len(t.Shape)-1]
+		channel := func(k int) int { return k % channels }
+		if len(t.Shape) > 2 {
+			channels = t.Shape[0]
+			per := n / channels
+			channel = func(k int) int { return k / per }
+		}
+		sc := make([]float32, channels)
+		for k, x := range w {
+			c := channel(k)
+			sc[c] = max(sc[c], float32(math.Abs(float64(x))))
+		}
+		for c := range sc {
+			sc[c] /= 127
+		}
+		q := make([]int8, n)
+		for k, x := range w {
+			s := sc[channel(k)]
+			if s == 0 {
+				w[k] = 0
+				continue
 			}
+			l := int8(max(-127, min(127, math.Round(float64(x/s)))))
+			q[k] = l
+			w[k] = float32(l) * s
 		}
 		levels = append(levels, q)
 		scales = append(scales, sc)
-	})
+	}
 	return levels, scales
 }
 
+// eachMatrix calls f on every tensor of two or more dimensions (weights).
 func eachMatrix(params []float32, tensors []Tensor, f func(w []float32)) {
-	eachMatrixShape(params, tensors, func(w []float32, _, _ int) { f(w) })
-}
-
-// eachMatrixShape calls f on every tensor of two or more dimensions as a
-// rows × cols matrix (the last dimension is cols).
-func eachMatrixShape(params []float32, tensors []Tensor, f func(w []float32, rows, cols int)) {
 	off := 0
 	for _, t := range tensors {
 		n := t.Size()
 		if len(t.Shape) >= 2 && off+n <= len(params) {
-			cols := t.Shape[len(t.Shape)-1]
-			f(params[off:off+n], n/cols, cols)
+			f(params[off : off+n])
 		}
 		off += n
 	}
@@ -100,7 +109,8 @@ func eachMatrixShape(params []float32, tensors []Tensor, f func(w []float32, row
 
 // WriteInt8Export writes a quantized model as safetensors: every matrix
 // as I8 levels under its name plus "<name>.scale" (F32, one per column:
-// weight = level × scale), every other tensor as F32. params holds the
+// weight = level × scale of its output channel), every other tensor as
+// F32. params holds the
 // values of the non-matrix tensors; levels and scales come from
 // QuantizeInt8. Written atomically, like checkpoints.
 func WriteInt8Export(path string, tensors []Tensor, params []float32, levels [][]int8, scales [][]float32, step uint64, runID string) error {
@@ -137,7 +147,7 @@ func WriteInt8Export(path string, tensors []Tensor, params []float32, levels [][
 		off += n
 	}
 	meta, _ := json.Marshal(map[string]any{"format": CheckpointFormat, "step": step, "run_id": runID,
-		"quantization": "int8, symmetric per output column: weight = level × <name>.scale[column]"})
+		"quantization": "int8, symmetric per output channel: weight = level × <name>.scale[c], c the last index of a 2-D in×out weight, the first of a conv's out×in×k×k"})
 	b, err := safetensors.Serialize(views, map[string]string{metaKey: string(meta), "format": "pt"})
 	if err != nil {
 		return err

@@ -55,3 +55,20 @@ func TestQuantizeInt8(t *testing.T) {
 		t.Fatal("a bias was quantized")
 	}
 }
+
+// A conv weight (out×in×k×k) gets one scale per output channel, so a
+// channel of small weights keeps its precision beside a large one.
+func TestQuantizeInt8Conv(t *testing.T) {
+	tensors := []Tensor{{Name: "conv", Shape: []int{2, 1, 2, 2}}}
+	p := []float32{0.01, -0.02, 0.03, 0.04, 10, -20, 30, 40}
+	orig := append([]float32(nil), p...)
+	_, scales := QuantizeInt8(p, tensors)
+	if len(scales) != 1 || len(scales[0]) != 2 || scales[0][0] != 0.04/127 || scales[0][1] != float32(40)/127 {
+		t.Fatalf("scales %v, want max|w|/127 of each output channel", scales)
+	}
+	for k := range 4 {
+		if math.Abs(float64(p[k]-orig[k])) > 0.04/127/2+1e-9 {
+			t.Errorf("small channel weight %d: %v → %v", k, orig[k], p[k])
+		}
+	}
+}

@@ -14,7 +14,8 @@ import (
 )
 
 func exportCmd() *cobra.Command {
-	var from, out, dataDir string
+	var from, out string
+	var data dataFlags
 	var prune float64
 	var int8q bool
 	cmd := &cobra.Command{
@@ -29,7 +30,8 @@ func exportCmd() *cobra.Command {
 
 --prune 0.8 zeroes the 80% smallest weights (global magnitude pruning; biases
 kept); --int8 stores every weight matrix as int8 levels with one float32 scale
-per output column (<name>.scale). With either, the MNIST test accuracy of the
+per output channel (<name>.scale: per column of a dense in×out matrix, per
+first-axis slice of a conv). With either, the MNIST test accuracy of the
 model before and after is measured and printed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -37,6 +39,12 @@ model before and after is measured and printed.`,
 				return errors.New("export needs --from (a node directory or a checkpoint file) and --out")
 			}
 			if fi, err := os.Stat(from); err == nil && fi.IsDir() {
+				// A text node's vocabulary: its own, or its demo's.
+				for _, v := range []string{filepath.Join(from, "vocab.txt"), filepath.Join(from, "..", "vocab.txt")} {
+					if data.vocab == "" && fileExists(v) {
+						data.vocab = v
+					}
+				}
 				from = filepath.Join(from, node.CheckpointFile)
 			}
 			c, err := trainer.ReadCheckpoint(from)
@@ -52,7 +60,7 @@ model before and after is measured and printed.`,
 				fmt.Fprintf(w, "wrote %s: step %d, %d tensors, %d parameters (run %s)\n", out, c.Step, len(c.Tensors), len(c.Params), c.RunID)
 				return nil
 			}
-			eval, err := evaluator(c, dataDir)
+			eval, err := evaluator(c, data)
 			if err != nil {
 				return fmt.Errorf("export: %w", err)
 			}
@@ -82,7 +90,7 @@ model before and after is measured and printed.`,
 			if acc, err = eval(c.Params); err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "int8 weights (per-column scales): test accuracy %.2f%%\n", 100*acc)
+			fmt.Fprintf(w, "int8 weights (per-channel scales): test accuracy %.2f%%\n", 100*acc)
 			if err := trainer.WriteInt8Export(out, c.Tensors, c.Params, levels, scales, c.Step, c.RunID); err != nil {
 				return fmt.Errorf("export: %w", err)
 			}
@@ -95,19 +103,26 @@ model before and after is measured and printed.`,
 	fs.StringVar(&from, "from", "", "node directory or checkpoint file to read")
 	fs.StringVar(&out, "out", "", "safetensors file to write")
 	fs.Float64Var(&prune, "prune", 0, "zero this fraction of the weights, smallest magnitudes first (0..1)")
-	fs.BoolVar(&int8q, "int8", false, "store weight matrices as int8 with per-column scales")
-	fs.StringVar(&dataDir, "data", "", "MNIST folder for the accuracy check (default: the GoMNIST module's copy)")
+	fs.BoolVar(&int8q, "int8", false, "store weight tensors as int8 with one scale per output channel")
+	data.bind(fs) // the run's data, for the accuracy check
 	return cmd
 }
 
 // evaluator rebuilds the checkpoint's model and returns a function that
-// measures the MNIST test accuracy of a parameter vector.
-func evaluator(c *trainer.Checkpoint, dataDir string) (func([]float32) (float64, error), error) {
+// measures the test accuracy of a parameter vector on the run's data.
+func evaluator(c *trainer.Checkpoint, data dataFlags) (func([]float32) (float64, error), error) {
 	var rc node.RunConfig
 	if err := json.Unmarshal(c.Run, &rc); err != nil || len(rc.Hidden) == 0 {
 		return nil, fmt.Errorf("the checkpoint's run config does not describe a model (%v)", err)
 	}
-	train, test, err := trainer.LoadMNIST(dataDir)
+	cfg := node.Config{Run: rc}
+	if err := data.apply(&cfg); err != nil {
+		return nil, err
+	}
+	if rc.IsText() && cfg.VocabPath == "" {
+		return nil, errors.New("the accuracy check of a text model needs its --vocab (and --text or the CSV files it trained on)")
+	}
+	train, test, err := node.LoadData(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -127,4 +142,9 @@ func evaluator(c *trainer.Checkpoint, dataDir string) (func([]float32) (float64,
 		acc, _, err := m.Evaluate(test)
 		return acc, err
 	}, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
