@@ -88,7 +88,7 @@ func TestCheckpointResumeAndExport(t *testing.T) {
 	if err := export.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"trained model (step 400): test accuracy", "pruned", "int8 weights (per-column scales): test accuracy"} {
+	for _, want := range []string{"trained model (step 400): test accuracy", "pruned", "int8 weights (per-channel scales): test accuracy"} {
 		if !strings.Contains(said.String(), want) {
 			t.Fatalf("export output lacks %q:\n%s", want, said.String())
 		}
