@@ -19,6 +19,7 @@ const (
 	DatasetMNIST = "mnist" // images, mlp or cnn
 	DatasetMLM   = "mlm"   // masked-language modelling on a corpus (bert pre-training)
 	DatasetNSP   = "nsp"   // next-sentence prediction on a corpus (classification)
+	DatasetOrder = "order" // word-order detection on a corpus (classification)
 	DatasetCSV   = "csv"   // text,label rows from the user's CSV files (classification)
 )
 
@@ -151,8 +152,12 @@ func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 		}
 		return train, test, err
 	}
-	if train, err = trainer.NSPDataset("nsp-train", tok, trainDocs, seq, r.Seed); err == nil {
-		test, err = trainer.NSPDataset("nsp-test", tok, testDocs, seq, r.Seed+1)
+	task := trainer.NSPDataset
+	if r.Dataset == DatasetOrder {
+		task = trainer.OrderDataset
+	}
+	if train, err = task(r.Dataset+"-train", tok, trainDocs, seq, r.Seed); err == nil {
+		test, err = task(r.Dataset+"-test", tok, testDocs, seq, r.Seed+1)
 	}
 	return train, test, err
 }

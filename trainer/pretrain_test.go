@@ -12,6 +12,8 @@ var (
 	pretrain      = flag.Bool("pretrain", false, "run the pre-training-helps experiment (BERT MLM on Opticks, then next-sentence fine-tuning; ~15 minutes on 2 cores)")
 	pretrainSteps = flag.Int("pretrain.mlm", 600, "MLM pre-training steps")
 	fineSteps     = flag.Int("pretrain.fine", 300, "fine-tuning steps, for both the pre-trained and the from-scratch model")
+	pretrainTask  = flag.String("pretrain.task", "order", "fine-tuning task: order (word-order detection) or nsp (next-sentence prediction)")
+	pretrainCkpt  = flag.String("pretrain.ckpt", "", "reuse this pre-trained checkpoint if it exists, else write it there")
 )
 
 // TestPretrainingHelps is the transfer-learning acceptance experiment:
@@ -39,35 +41,47 @@ func TestPretrainingHelps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nspTrain, err := NSPDataset("nsp-train", tok, trainDocs, seq, 2)
+	task := OrderDataset
+	if *pretrainTask == "nsp" {
+		task = NSPDataset
+	}
+	nspTrain, err := task(*pretrainTask+"-train", tok, trainDocs, seq, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nspTest, err := NSPDataset("nsp-test", tok, testDocs, seq, 3)
+	nspTest, err := task(*pretrainTask+"-test", tok, testDocs, seq, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("vocabulary %d, MLM rows %d, NSP train %d, test %d", tok.Size(), mlm.N, nspTrain.N, nspTest.N)
 	cfg := ModelConfig{Arch: ArchBERT, Batch: batch, Seed: 1, Dropout: 0.1}
 
-	start := time.Now()
-	pre, err := NewModel(cfg, mlm)
-	if err != nil {
-		t.Fatal(err)
+	ckpt, err := ReadCheckpoint(*pretrainCkpt)
+	if *pretrainCkpt == "" || err != nil {
+		start := time.Now()
+		pre, err := NewModel(cfg, mlm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trainModel(t, pre, mlm, batch, *pretrainSteps, 2e-3)
+		mlmTest, err := MLMDataset("mlm-test", tok, testDocs, seq, 1, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acc, loss, err := pre.Evaluate(mlmTest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pre-training: %d steps in %v; held-out masked-token accuracy %.3f, loss %.3f", *pretrainSteps, time.Since(start).Round(time.Second), acc, loss)
+		ckpt = &Checkpoint{Step: uint64(*pretrainSteps), Run: []byte("{}"), RunID: "pretrain-test", Tensors: pre.Tensors(), Params: make([]float32, pre.NumParams())}
+		pre.ReadParams(ckpt.Params)
+		pre.Close()
+		if *pretrainCkpt != "" {
+			if err := WriteCheckpoint(*pretrainCkpt, *ckpt); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	trainModel(t, pre, mlm, batch, *pretrainSteps, 1e-3)
-	mlmTest, err := MLMDataset("mlm-test", tok, testDocs, seq, 1, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acc, loss, err := pre.Evaluate(mlmTest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("pre-training: %d steps in %v; held-out masked-token accuracy %.3f, loss %.3f", *pretrainSteps, time.Since(start).Round(time.Second), acc, loss)
-	ckpt := &Checkpoint{Tensors: pre.Tensors(), Params: make([]float32, pre.NumParams())}
-	pre.ReadParams(ckpt.Params)
-	pre.Close()
 
 	fine := func(fromCheckpoint bool) float64 {
 		m, err := NewModel(cfg, nspTrain)
@@ -91,7 +105,7 @@ func TestPretrainingHelps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("next-sentence fine-tuning (pre-trained %v): %d steps in %v; held-out accuracy %.3f, loss %.3f", fromCheckpoint, *fineSteps, time.Since(start).Round(time.Second), acc, loss)
+		t.Logf("%s fine-tuning (pre-trained %v): %d steps in %v; held-out accuracy %.3f, loss %.3f", *pretrainTask, fromCheckpoint, *fineSteps, time.Since(start).Round(time.Second), acc, loss)
 		return acc
 	}
 	withPre, scratch := fine(true), fine(false)

@@ -1,0 +1,142 @@
+package trainer
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/swarmtrain/swarmtrain/trainer/text"
+)
+
+func TestMLMDataset(t *testing.T) {
+	tok, docs := opticksTokenizer(t, 500)
+	const seq = 32
+	ds, err := MLMDataset("mlm", tok, docs[:1], seq, 2, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ds.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	chunks := ds.N / 2
+	masked, asMask := 0, 0
+	for i := range ds.N {
+		row := ds.X[i*ds.Dim : (i+1)*ds.Dim]
+		in, tgt := row[:seq], row[seq:]
+		if in[0] != text.ClsID || in[seq-1] != text.SepID {
+			t.Fatalf("row %d does not start with [CLS] and end with [SEP]", i)
+		}
+		k := 0
+		for j, v := range tgt {
+			if v < 0 {
+				continue
+			}
+			k++
+			masked++
+			if in[j] == text.MaskID {
+				asMask++
+			}
+			// The other copy of the same chunk holds the original token
+			// wherever neither copy masked it.
+			other := ds.X[((i+chunks)%ds.N)*ds.Dim:][:ds.Dim]
+			if other[seq+j] < 0 && other[j] != v {
+				t.Fatalf("row %d position %d: target %v, the unmasked copy has %v", i, j, v, other[j])
+			}
+		}
+		if k > MaskedPerSequence(seq) {
+			t.Fatalf("row %d masks %d tokens, cap %d", i, k, MaskedPerSequence(seq))
+		}
+	}
+	rate := float64(masked) / float64(ds.N*(seq-2))
+	if rate < 0.12 || rate > 0.16 {
+		t.Errorf("%.3f of tokens picked, want about 0.15", rate)
+	}
+	if f := float64(asMask) / float64(masked); f < 0.75 || f > 0.85 {
+		t.Errorf("%.3f of picked tokens became [MASK], want about 0.8", f)
+	}
+	again, _ := MLMDataset("mlm", tok, docs[:1], seq, 2, 7)
+	if !slices.Equal(again.X, ds.X) {
+		t.Error("the same seed gave other masks")
+	}
+}
+
+func TestOrderAndNSPDatasets(t *testing.T) {
+	tok, docs := opticksTokenizer(t, 500)
+	for _, build := range []func(string, *text.Tokenizer, []string, int, uint64) (*Dataset, error){OrderDataset, NSPDataset} {
+		ds, err := build("task", tok, docs, 48, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ds.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		ones, seps := 0, 0
+		for i := range ds.N {
+			row := ds.X[i*ds.Dim : (i+1)*ds.Dim]
+			if row[0] != text.ClsID {
+				t.Fatalf("row %d does not start with [CLS]", i)
+			}
+			for _, v := range row {
+				if v == text.SepID {
+					seps++
+				}
+			}
+			ones += int(ds.Y[i])
+		}
+		if f := float64(ones) / float64(ds.N); f < 0.45 || f > 0.55 {
+			t.Errorf("%s: %.3f of labels are 1, want about half", ds.Name, f)
+		}
+		t.Logf("%d rows, %.2f [SEP] per row", ds.N, float64(seps)/float64(ds.N))
+	}
+	// An order row labelled 1 is the text as written; one labelled 0 is not.
+	ds, _ := OrderDataset("order", tok, docs, 48, 3)
+	words := text.Words(docs[0])
+	per := (48 - 2) * 3 / 4
+	for i := range 20 {
+		ids := tok.Encode(strings.Join(words[i*per:(i+1)*per], " "))
+		ids = ids[:min(len(ids), 46)]
+		row := ds.X[i*48+1 : i*48+1+len(ids)]
+		same := true
+		for j, id := range ids {
+			same = same && row[j] == float32(id)
+		}
+		if same != (ds.Y[i] == 1) {
+			t.Errorf("row %d: label %d, but the passage is as written: %v", i, ds.Y[i], same)
+		}
+	}
+}
+
+func TestReadTextCSV(t *testing.T) {
+	tok, _ := opticksTokenizer(t, 300)
+	ds, labels, err := ReadTextCSV("train.csv", strings.NewReader("text,label\n\"Light, refracted\",pos\nthe prism,neg\ncolours of the rays,pos\n"), tok, 16, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds.N != 3 || !slices.Equal(labels, []string{"neg", "pos"}) || !slices.Equal(ds.Y, []uint8{1, 0, 1}) {
+		t.Errorf("N=%d labels %v y %v", ds.N, labels, ds.Y)
+	}
+	if ds.X[0] != text.ClsID || ds.X[1] != float32(must(tok.ID("light"))) {
+		t.Errorf("row 0 starts %v", ds.X[:3])
+	}
+	for in, want := range map[string]string{
+		"a,b\nx,y,z\n":     "line 2",
+		"text,label\nx,\n": "line 2: empty label",
+		"the,a\n,b\n":      "line 2: the text has no words",
+		"the,a\n":          "distinct labels",
+		"":                 "no rows",
+	} {
+		if _, _, err := ReadTextCSV("f.csv", strings.NewReader(in), tok, 16, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", in, err, want)
+		}
+	}
+	if _, _, err := ReadTextCSV("test.csv", strings.NewReader("the,maybe\n"), tok, 16, labels); err == nil || !strings.Contains(err.Error(), "not one of the training labels") {
+		t.Errorf("unknown test label: %v", err)
+	}
+}
+
+func must(id int, ok bool) int {
+	if !ok {
+		panic("no such token")
+	}
+	return id
+}
