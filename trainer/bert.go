@@ -541,11 +541,8 @@ func (m *BERT) buildEval() (err error) {
 
 // Close releases both machines.
 func (m *BERT) Close() error {
-	err := m.graphNet.Close()
-	if m.eval != nil {
-		if e := m.eval.vm.Close(); err == nil {
-			err = e
-		}
+	if m.eval == nil {
+		return m.graphNet.Close()
 	}
-	return err
+	return errors.Join(m.graphNet.Close(), m.eval.vm.Close())
 }

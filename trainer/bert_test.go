@@ -108,17 +108,7 @@ func TestBERTEvalGraphMatchesTraining(t *testing.T) {
 			t.Fatal(err)
 		}
 		trainModel(t, m, ds, 8, 3, 1e-2)
-		loss, err := m.ComputeGradients(ds.X, ds.Y)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, evalLoss, err := m.Evaluate(ds)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if math.Abs(evalLoss-float64(loss)) > 1e-5 {
-			t.Errorf("%s: eval loss %.7f, training loss %.7f", ds.Name, evalLoss, loss)
-		}
+		evalMatchesTraining(t, m, ds)
 		m.Close()
 	}
 }

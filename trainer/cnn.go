@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
@@ -116,11 +117,8 @@ func (m *CNN) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 
 // Close releases both machines.
 func (m *CNN) Close() error {
-	err := m.graphNet.Close()
-	if m.eval != nil {
-		if e := m.eval.vm.Close(); err == nil {
-			err = e
-		}
+	if m.eval == nil {
+		return m.graphNet.Close()
 	}
-	return err
+	return errors.Join(m.graphNet.Close(), m.eval.vm.Close())
 }

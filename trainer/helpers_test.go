@@ -50,3 +50,31 @@ func realMNIST(t testing.TB) (train, test *Dataset) {
 	}
 	return mnistOnce.train, mnistOnce.test
 }
+
+// trainModel runs steps of Adam with a cosine schedule on ds and returns
+// the last batch loss.
+func trainModel(t testing.TB, m Model, ds *Dataset, batch, steps int, lr float32) float32 {
+	t.Helper()
+	n := m.NumParams()
+	params, grads := make([]float32, n), make([]float32, n)
+	m.ReadParams(params)
+	opt := NewAdam(0.9, 0.999, 1e-8, 0, n)
+	sched := Schedule{Base: lr, Min: lr / 20, Warmup: steps / 10, Total: steps, Decay: DecayCosine}
+	b := NewBatcher(ds, batch, 2)
+	x, y := make([]float32, batch*ds.Dim), make([]uint8, batch)
+	var loss float32
+	for s := range steps {
+		b.Next(x, y)
+		var err error
+		if loss, err = m.ComputeGradients(x, y); err != nil {
+			t.Fatal(err)
+		}
+		clear(grads)
+		m.AddGrads(grads, 1)
+		opt.Step(params, grads, sched.LR(s))
+		if err := m.WriteParams(params); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return loss
+}

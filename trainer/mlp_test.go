@@ -311,35 +311,17 @@ func TestLearnsMNIST(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := m.NumParams()
-	params, grads := make([]float32, n), make([]float32, n)
-	m.ReadParams(params)
-	opt := NewAdam(0.9, 0.999, 1e-8, 0, n)
-	sched := Schedule{Base: 2e-3, Min: 1e-4, Warmup: 20, Total: 300, Decay: DecayCosine}
-	b := NewBatcher(sub, cfg.Batch, 2)
-	x, y := make([]float32, cfg.Batch*sub.Dim), make([]uint8, cfg.Batch)
-	var loss float32
-	for s := range sched.Total {
-		b.Next(x, y)
-		if loss, err = m.ComputeGradients(x, y); err != nil {
-			t.Fatal(err)
-		}
-		clear(grads)
-		m.AddGrads(grads, 1)
-		opt.Step(params, grads, sched.LR(s))
-		if err := m.WriteParams(params); err != nil {
-			t.Fatal(err)
-		}
-	}
+	const steps = 300
+	loss := trainModel(t, m, sub, cfg.Batch, steps, 2e-3)
 	trainTime := time.Since(start)
 	acc, testLoss, err := m.Evaluate(test)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d steps in %v (%.1f ms/step), last batch loss %.3f; test acc %.4f loss %.3f (eval %v)",
-		sched.Total, trainTime.Round(time.Millisecond), float64(trainTime.Microseconds())/1e3/float64(sched.Total),
+		steps, trainTime.Round(time.Millisecond), float64(trainTime.Microseconds())/1e3/float64(steps),
 		loss, acc, testLoss, time.Since(start)-trainTime)
 	if acc < 0.85 {
-		t.Fatalf("test accuracy %.4f after %d steps, want >= 0.85", acc, sched.Total)
+		t.Fatalf("test accuracy %.4f after %d steps, want >= 0.85", acc, steps)
 	}
 }
