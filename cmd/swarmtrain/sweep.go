@@ -165,17 +165,17 @@ type trialResult struct {
 func sweepCmd() *cobra.Command {
 	base := node.DefaultRunConfig()
 	var (
-		params  []string
-		random  int
-		seed    uint64
-		dataDir string
-		asJSON  bool
+		params []string
+		random int
+		seed   uint64
+		data   dataFlags
+		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sweep",
 		Short: "Hyperparameter search: grid or random, each trial a local training run, results sorted by test accuracy",
 		Long: `Trains one model per point of a declared space on this machine and prints a
-table sorted by MNIST test accuracy (best first). Every --param is a dimension:
+table sorted by test accuracy (best first). Every --param is a dimension:
 a list (name=v1,v2,…; hidden layers joined by x, e.g. hidden=128,256x128) or,
 with --random N, a range: name=log:LO:HI, lin:LO:HI or int:LO:HI. Without
 --random the grid of all lists runs. The run flags set everything not swept.`,
@@ -206,16 +206,30 @@ with --random N, a range: name=log:LO:HI, lin:LO:HI or int:LO:HI. Without
 			if len(trials) > 1000 {
 				return fmt.Errorf("the space has %d trials; narrow it or use --random N", len(trials))
 			}
+			tmp, err := os.MkdirTemp("", "swarmtrain-sweep-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(tmp)
+			// A text run hashes its files and learns its vocabulary once.
+			cfg := node.DefaultConfig()
+			cfg.Run = base
+			if err := data.apply(&cfg); err != nil {
+				return err
+			}
+			if err := node.PrepareText(&cfg, filepath.Join(tmp, "vocab.txt")); err != nil {
+				return err
+			}
 			// Check every trial before training any: a typo should not
 			// surface after an hour of trials.
 			for _, t := range trials {
-				rc := base
+				rc := cfg.Run
 				rc.Hidden = slices.Clone(base.Hidden)
 				if err := applyTrial(&rc, t); err != nil {
 					return fmt.Errorf("trial %s: %w", t, err)
 				}
 			}
-			results, err := runSweep(cmd, base, trials, dataDir, asJSON)
+			results, err := runSweep(cmd, cfg, trials, tmp, asJSON)
 			if err != nil {
 				return err
 			}
@@ -227,26 +241,20 @@ with --random N, a range: name=log:LO:HI, lin:LO:HI or int:LO:HI. Without
 	fs.StringArrayVar(&params, "param", nil, "a dimension of the space: name=v1,v2,… or name=log:LO:HI (lin:, int:); repeatable")
 	fs.IntVar(&random, "random", 0, "random search: this many trials drawn from the space (0: the full grid)")
 	fs.Uint64Var(&seed, "sweep-seed", 1, "seed of the random search")
-	fs.StringVar(&dataDir, "data", "", "MNIST folder (default: the GoMNIST module's copy)")
+	data.bind(fs)
 	fs.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	return cmd
 }
 
 // runSweep trains the trials one after the other, each as a one-node
-// swarm in this process.
-func runSweep(cmd *cobra.Command, base node.RunConfig, trials []trial, dataDir string, quiet bool) ([]trialResult, error) {
-	tmp, err := os.MkdirTemp("", "swarmtrain-sweep-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
+// swarm in this process, in folders under tmp; base holds the run and
+// the data paths.
+func runSweep(cmd *cobra.Command, base node.Config, trials []trial, tmp string, quiet bool) ([]trialResult, error) {
 	var out []trialResult
 	for i, t := range trials {
-		rc := base
-		rc.Hidden = slices.Clone(base.Hidden)
-		applyTrial(&rc, t) // checked before
-		cfg := node.DefaultConfig()
-		cfg.Run, cfg.DataDir = rc, dataDir
+		cfg := base
+		cfg.Run.Hidden = slices.Clone(base.Run.Hidden)
+		applyTrial(&cfg.Run, t) // checked before
 		cfg.Dir = filepath.Join(tmp, fmt.Sprintf("trial-%d", i))
 		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 		start := time.Now()
