@@ -1,9 +1,12 @@
-// Package trainer is the local half of a swarmtrain peer: data (MNIST
-// loading, deterministic shards and minibatches), the model (a gorgonia MLP
-// whose parameters and gradients are flat float32 vectors), and optimizers
-// and schedules written in plain Go so that every peer applies bit-identical
+// Package trainer is the local half of a swarmtrain peer: data (MNIST,
+// text datasets for masked-language modelling and classification,
+// deterministic shards and minibatches), the models behind one Model
+// interface (gorgonia MLP, CNN and a small BERT, whose parameters and
+// gradients are flat float32 vectors), checkpoints, and optimizers and
+// schedules written in plain Go so that every peer applies bit-identical
 // updates on every architecture. It knows nothing of the network; the node
-// package moves the flat vectors between peers.
+// package moves the flat vectors between peers. Tokenization lives in
+// trainer/text.
 //
 // A peer's training loop, with the swarm's averaging marked:
 //
@@ -11,8 +14,8 @@
 //	if err != nil { ... }
 //	shard, err := train.Shard(runSeed, peerIndex, peerCount)
 //	if err != nil { ... }
-//	cfg := trainer.ModelConfig{Hidden: []int{256}, Batch: 64, Seed: runSeed}
-//	m, err := trainer.NewMLP(cfg, train.Dim, train.Classes)
+//	cfg := trainer.ModelConfig{Hidden: []int{256}, Batch: 64, Seed: runSeed} // Arch: trainer.ArchCNN, …
+//	m, err := trainer.NewModel(cfg, train)
 //	if err != nil { ... }
 //	n := m.NumParams()
 //	params, grads := make([]float32, n), make([]float32, n)
@@ -34,7 +37,7 @@
 //	}
 //	acc, testLoss, err := m.Evaluate(test)
 //
-// The Model is the only gorgonia-facing type; it is not safe for
+// Models are the only gorgonia-facing types; they are not safe for
 // concurrent use, so build one per goroutine. Everything that must agree
 // between peers (initial weights, shard and batch order, optimizer steps,
 // learning rates) is derived from explicit seeds with operations whose
