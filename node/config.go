@@ -21,7 +21,7 @@ import (
 // different runs, never share a topic, and are refused with the field that
 // differs.
 type RunConfig struct {
-	Dataset     string  `json:"dataset"`      // mnist, mlm, nsp, order or csv
+	Dataset     string  `json:"dataset"`      // mnist, mlm, nsp, replaced or csv
 	Hidden      []int   `json:"hidden"`       // MLP hidden widths
 	Batch       int     `json:"batch"`        // local minibatch, samples per forward/backward
 	TargetBatch int     `json:"target_batch"` // global samples per optimizer step, summed over the swarm
@@ -84,7 +84,7 @@ const (
 
 // IsText reports whether the run trains on text (the bert model).
 func (r RunConfig) IsText() bool {
-	return r.Dataset == DatasetMLM || r.Dataset == DatasetNSP || r.Dataset == DatasetOrder || r.Dataset == DatasetCSV
+	return r.Dataset == DatasetMLM || r.Dataset == DatasetNSP || r.Dataset == DatasetReplaced || r.Dataset == DatasetCSV
 }
 
 // ModelConfig is the trainer's view of the run's network.
@@ -116,9 +116,9 @@ func DefaultRunConfig() RunConfig {
 func (r RunConfig) Validate() error {
 	switch {
 	case r.Dataset != DatasetMNIST && !r.IsText():
-		return fmt.Errorf("run config: dataset %q, want mnist, mlm, nsp, order or csv", r.Dataset)
+		return fmt.Errorf("run config: dataset %q, want mnist, mlm, nsp, replaced or csv", r.Dataset)
 	case r.IsText() != (r.Model == trainer.ArchBERT):
-		return fmt.Errorf("run config: dataset %s with model %q: text datasets (mlm, nsp, order, csv) go with --model bert, and bert with them", r.Dataset, r.modelName())
+		return fmt.Errorf("run config: dataset %s with model %q: text datasets (mlm, nsp, replaced, csv) go with --model bert, and bert with them", r.Dataset, r.modelName())
 	case len(r.Hidden) == 0 || len(r.Hidden) > 8:
 		return fmt.Errorf("run config: hidden has %d layers, want 1..8", len(r.Hidden))
 	case r.Batch < 1 || r.Batch > 4096:

@@ -16,11 +16,11 @@ import (
 
 // Datasets a run trains on.
 const (
-	DatasetMNIST = "mnist" // images, mlp or cnn
-	DatasetMLM   = "mlm"   // masked-language modelling on a corpus (bert pre-training)
-	DatasetNSP   = "nsp"   // next-sentence prediction on a corpus (classification)
-	DatasetOrder = "order" // word-order detection on a corpus (classification)
-	DatasetCSV   = "csv"   // text,label rows from the user's CSV files (classification)
+	DatasetMNIST    = "mnist"    // images, mlp or cnn
+	DatasetMLM      = "mlm"      // masked-language modelling on a corpus (bert pre-training)
+	DatasetNSP      = "nsp"      // next-sentence prediction on a corpus (classification)
+	DatasetReplaced = "replaced" // replaced-word detection on a corpus (classification)
+	DatasetCSV      = "csv"      // text,label rows from the user's CSV files (classification)
 )
 
 // Text-task constants every peer shares.
@@ -153,8 +153,8 @@ func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 		return train, test, err
 	}
 	task := trainer.NSPDataset
-	if r.Dataset == DatasetOrder {
-		task = trainer.OrderDataset
+	if r.Dataset == DatasetReplaced {
+		task = trainer.ReplacedDataset
 	}
 	if train, err = task(r.Dataset+"-train", tok, trainDocs, seq, r.Seed); err == nil {
 		test, err = task(r.Dataset+"-test", tok, testDocs, seq, r.Seed+1)

@@ -12,7 +12,7 @@ var (
 	pretrain      = flag.Bool("pretrain", false, "run the pre-training-helps experiment (BERT MLM on Opticks, then next-sentence fine-tuning; ~15 minutes on 2 cores)")
 	pretrainSteps = flag.Int("pretrain.mlm", 600, "MLM pre-training steps")
 	fineSteps     = flag.Int("pretrain.fine", 300, "fine-tuning steps, for both the pre-trained and the from-scratch model")
-	pretrainTask  = flag.String("pretrain.task", "order", "fine-tuning task: order (word-order detection) or nsp (next-sentence prediction)")
+	pretrainTask  = flag.String("pretrain.task", "replaced", "fine-tuning task: replaced (replaced-word detection) or nsp (next-sentence prediction)")
 	pretrainCkpt  = flag.String("pretrain.ckpt", "", "reuse this pre-trained checkpoint if it exists, else write it there")
 )
 
@@ -41,7 +41,7 @@ func TestPretrainingHelps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	task := OrderDataset
+	task := ReplacedDataset
 	if *pretrainTask == "nsp" {
 		task = NSPDataset
 	}

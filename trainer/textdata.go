@@ -18,9 +18,9 @@ import (
 // Random streams of the text datasets (PCG second seeds), so that masks and
 // pairings never repeat another stream's draws.
 const (
-	streamMLM   = 0x6d6c6d     // "mlm"
-	streamNSP   = 0x6e7370     // "nsp"
-	streamOrder = 0x6f72646572 // "order"
+	streamMLM      = 0x6d6c6d   // "mlm"
+	streamNSP      = 0x6e7370   // "nsp"
+	streamReplaced = 0x7265706c // "repl"
 )
 
 // OpticksPath is the public-domain text in Go's own source tree that the
@@ -260,14 +260,15 @@ func ReadTextCSV(name string, r io.Reader, tok *text.Tokenizer, seq int, labels 
 	return ds, labels, nil
 }
 
-// OrderDataset is word-order detection, a classification task built from
-// the corpus: a row is [CLS] a passage of the text [SEP], label 1 when its
-// words are in the author's order and 0 when two pairs of neighbouring
-// words were swapped, half and half. Telling the two apart takes the local
-// syntax a masked-language model learns.
-func OrderDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed uint64) (*Dataset, error) {
+// ReplacedDataset is replaced-word detection, a classification task built
+// from the corpus: a row is [CLS] a passage of the text [SEP], label 1 when
+// it is as written and 0 when a few of its words were replaced by words
+// drawn from elsewhere in the corpus (so by frequency alone the two look
+// the same), half and half. Spotting the words that do not fit their
+// context is what a masked-language model learns.
+func ReplacedDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed uint64) (*Dataset, error) {
 	if seq < 8 || seq > maxBERTSeq {
-		return nil, fmt.Errorf("order data: seq %d, want 8..%d", seq, maxBERTSeq)
+		return nil, fmt.Errorf("replaced data: seq %d, want 8..%d", seq, maxBERTSeq)
 	}
 	var words []string
 	for _, d := range docs {
@@ -276,9 +277,9 @@ func OrderDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed
 	per := max(4, (seq-2)*3/4) // words per passage: most fit in seq-2 pieces
 	n := len(words) / per
 	if n < 2 {
-		return nil, fmt.Errorf("order data %q: %d words, want at least %d", name, len(words), 2*per)
+		return nil, fmt.Errorf("replaced data %q: %d words, want at least %d", name, len(words), 2*per)
 	}
-	r := rand.New(rand.NewPCG(seed, streamOrder))
+	r := rand.New(rand.NewPCG(seed, streamReplaced))
 	ds := &Dataset{Name: name, N: n, Dim: seq, Classes: 2, Vocab: tok.Size()}
 	ds.X = make([]float32, n*seq)
 	ds.Y = make([]uint8, n)
@@ -288,14 +289,10 @@ func OrderDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed
 		ds.Y[i] = 1
 		if r.IntN(2) == 0 {
 			ds.Y[i] = 0
-			// Swaps stay in the first two thirds, which survive truncation;
-			// a passage of one repeated word stays as it is after 100 tries.
-			for swaps, tries := 0, 0; swaps < 2 && tries < 100; tries++ {
-				j := r.IntN(max(1, per*2/3))
-				if passage[j] != passage[j+1] {
-					passage[j], passage[j+1] = passage[j+1], passage[j]
-					swaps++
-				}
+			// Replacements stay in the first two thirds, which survive
+			// truncation to seq tokens.
+			for range max(1, per/10) {
+				passage[r.IntN(max(1, per*2/3))] = words[r.IntN(len(words))]
 			}
 		}
 		ids := tok.Encode(strings.Join(passage, " "))

@@ -60,9 +60,9 @@ func TestMLMDataset(t *testing.T) {
 	}
 }
 
-func TestOrderAndNSPDatasets(t *testing.T) {
+func TestReplacedAndNSPDatasets(t *testing.T) {
 	tok, docs := opticksTokenizer(t, 500)
-	for _, build := range []func(string, *text.Tokenizer, []string, int, uint64) (*Dataset, error){OrderDataset, NSPDataset} {
+	for _, build := range []func(string, *text.Tokenizer, []string, int, uint64) (*Dataset, error){ReplacedDataset, NSPDataset} {
 		ds, err := build("task", tok, docs, 48, 3)
 		if err != nil {
 			t.Fatal(err)
@@ -88,8 +88,8 @@ func TestOrderAndNSPDatasets(t *testing.T) {
 		}
 		t.Logf("%d rows, %.2f [SEP] per row", ds.N, float64(seps)/float64(ds.N))
 	}
-	// An order row labelled 1 is the text as written; one labelled 0 is not.
-	ds, _ := OrderDataset("order", tok, docs, 48, 3)
+	// A row labelled 1 is the text as written; one labelled 0 is not.
+	ds, _ := ReplacedDataset("replaced", tok, docs, 48, 3)
 	words := text.Words(docs[0])
 	per := (48 - 2) * 3 / 4
 	for i := range 20 {
