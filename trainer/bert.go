@@ -24,7 +24,7 @@ const (
 	maxBERTLayers     = 24
 	maxBERTSeq        = 512
 	bertEvalRows      = 32
-	bertInitStd       = 0.02 // BERT's N(0, 0.02), here as a uniform of that spread
+	bertInitStd       = 0.02 // BERT's embedding N(0, 0.02), here as a uniform of that spread
 	layerNormEps      = 1e-12
 	maskedLogit       = -1e9 // added to the scores of padding keys
 )
@@ -35,17 +35,24 @@ const (
 // structure, so a classifier fine-tuned from a pre-trained checkpoint
 // finds every encoder tensor by name.
 func bertSpecs(vocab, seq, d, ff, layers int, mlm bool, classes int) []paramSpec {
-	w := bertInitStd * math.Sqrt(3)
+	// Dense weights are Glorot-uniform. BERT's N(0, 0.02) is tuned for
+	// width 768: at width 64 it leaves the attention scores near zero, so
+	// the softmax stays uniform and q and k barely get a gradient (the
+	// encoder learns as a bag of words for a long time). Embeddings keep
+	// BERT's spread: a layer norm follows them.
 	mat := func(name string, in, out int) paramSpec {
-		return paramSpec{Tensor: Tensor{Name: name, Shape: []int{in, out}}, limit: w}
+		return paramSpec{Tensor: Tensor{Name: name, Shape: []int{in, out}}, limit: math.Sqrt(6 / float64(in+out))}
+	}
+	emb := func(name string, rows, d int) paramSpec {
+		return paramSpec{Tensor: Tensor{Name: name, Shape: []int{rows, d}}, limit: bertInitStd * math.Sqrt(3)}
 	}
 	vec := func(name string, n int, fill float32) paramSpec {
 		return paramSpec{Tensor: Tensor{Name: name, Shape: []int{n}}, node: []int{1, n}, fill: fill}
 	}
 	specs := []paramSpec{
-		mat("embed.token", vocab, d),
-		mat("embed.position", seq, d),
-		mat("embed.segment", 2, d),
+		emb("embed.token", vocab, d),
+		emb("embed.position", seq, d),
+		emb("embed.segment", 2, d),
 		vec("embed.norm.weight", d, 1), vec("embed.norm.bias", d, 0),
 	}
 	for l := range layers {

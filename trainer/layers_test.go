@@ -150,3 +150,99 @@ func TestEmbedGradient(t *testing.T) {
 		return embed(in[0], ids)
 	})
 }
+
+// The attention block computes what it should, not just something whose
+// gradient is consistent: its float64 output equals a plain-Go reference
+// (per head: softmax(q·kᵀ/√dₕ)·v, heads concatenated, output projection).
+func TestAttentionMatchesReference(t *testing.T) {
+	const B, T, d, H = 2, 3, 4, 2
+	dh := d / H
+	r := rand.New(rand.NewPCG(1, 2))
+	g := G.NewGraph()
+	mk := func(name string, shape ...int) (*G.Node, []float64) {
+		v := make([]float64, tensor.Shape(shape).TotalSize())
+		for i := range v {
+			v[i] = r.NormFloat64()
+		}
+		return G.NewTensor(g, tensor.Float64, len(shape), G.WithShape(shape...), G.WithName(name), G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v)))), v
+	}
+	x, xv := mk("x", B*T, d)
+	var p []*G.Node
+	var pv [][]float64
+	for i := range 4 {
+		w, wv := mk("w"+string(rune('0'+i)), d, d)
+		b, bv := mk("b"+string(rune('0'+i)), 1, d)
+		p = append(p, w, b)
+		pv = append(pv, wv, bv)
+	}
+	mask := G.NewTensor(g, tensor.Float64, 3, G.WithShape(B*H, T, T), G.WithName("m"), G.WithValue(tensor.New(tensor.WithShape(B*H, T, T), tensor.Of(tensor.Float64))))
+	out, err := attention(x, p, mask, B, T, H)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ov G.Value
+	G.Read(out, &ov)
+	vm := G.NewTapeMachine(g)
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	got := ov.Data().([]float64)
+	aff := func(w, b []float64) []float64 {
+		o := make([]float64, B*T*d)
+		for i := range B * T {
+			for j := range d {
+				s := b[j]
+				for k := range d {
+					s += xv[i*d+k] * w[k*d+j]
+				}
+				o[i*d+j] = s
+			}
+		}
+		return o
+	}
+	q, k, v := aff(pv[0], pv[1]), aff(pv[2], pv[3]), aff(pv[4], pv[5])
+	ctx := make([]float64, B*T*d)
+	for b := range B {
+		for h := range H {
+			for i := range T {
+				sc := make([]float64, T)
+				mx := -1e300
+				for j := range T {
+					s := 0.0
+					for c := range dh {
+						s += q[(b*T+i)*d+h*dh+c] * k[(b*T+j)*d+h*dh+c]
+					}
+					sc[j] = s / math.Sqrt(float64(dh))
+					mx = max(mx, sc[j])
+				}
+				z := 0.0
+				for j := range T {
+					sc[j] = math.Exp(sc[j] - mx)
+					z += sc[j]
+				}
+				for c := range dh {
+					s := 0.0
+					for j := range T {
+						s += sc[j] / z * v[(b*T+j)*d+h*dh+c]
+					}
+					ctx[(b*T+i)*d+h*dh+c] = s
+				}
+			}
+		}
+	}
+	want := make([]float64, B*T*d)
+	for i := range B * T {
+		for j := range d {
+			s := pv[7][j]
+			for kk := range d {
+				s += ctx[i*d+kk] * pv[6][kk*d+j]
+			}
+			want[i*d+j] = s
+		}
+	}
+	for i := range want {
+		if math.Abs(want[i]-got[i]) > 1e-9 {
+			t.Fatalf("value %d: gorgonia %.6f, reference %.6f\n got %v\nwant %v", i, got[i], want[i], got, want)
+		}
+	}
+}

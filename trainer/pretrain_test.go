@@ -63,7 +63,7 @@ func TestPretrainingHelps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		trainModel(t, pre, mlm, batch, *pretrainSteps, 2e-3)
+		trainModel(t, pre, mlm, batch, *pretrainSteps, 3e-3)
 		mlmTest, err := MLMDataset("mlm-test", tok, testDocs, seq, 1, 4)
 		if err != nil {
 			t.Fatal(err)
