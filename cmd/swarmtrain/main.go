@@ -22,7 +22,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(nodeCmd(), demoCmd(), devicesCmd(), benchCmd(), exportCmd(), sweepCmd())
+	root.AddCommand(nodeCmd(), demoCmd(), devicesCmd(), benchCmd(), exportCmd(), sweepCmd(), sweepWorkerCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "swarmtrain:", err)
 		os.Exit(1)

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/swarmtrain/swarmtrain/node"
+	"github.com/swarmtrain/swarmtrain/p2p"
 )
 
 // A sweep dimension: a list of values (grid or random choice) or, for
@@ -170,6 +172,8 @@ func sweepCmd() *cobra.Command {
 		seed   uint64
 		data   dataFlags
 		asJSON bool
+		serve  bool
+		port   int
 	)
 	cmd := &cobra.Command{
 		Use:   "sweep",
@@ -178,9 +182,16 @@ func sweepCmd() *cobra.Command {
 table sorted by test accuracy (best first). Every --param is a dimension:
 a list (name=v1,v2,…; hidden layers joined by x, e.g. hidden=128,256x128) or,
 with --random N, a range: name=log:LO:HI, lin:LO:HI or int:LO:HI. Without
---random the grid of all lists runs. The run flags set everything not swept.`,
+--random the grid of all lists runs. The run flags set everything not swept.
+
+With --serve the trials run on other machines instead: this process prints an
+address, every machine that runs "swarmtrain sweep-worker --join ADDR" takes
+trials one at a time until none is left (a worker that vanishes gives its trial
+back), and the table lists which peer trained each.`,
 		Example: `  swarmtrain sweep --steps 300 --param lr=1e-3,3e-3 --param hidden=64,256
-  swarmtrain sweep --steps 300 --random 8 --param lr=log:1e-4:1e-2 --param optimizer=adam,momentum`,
+  swarmtrain sweep --steps 300 --random 8 --param lr=log:1e-4:1e-2 --param optimizer=adam,momentum
+  swarmtrain sweep --serve --port 4100 --param lr=1e-3,3e-3,1e-2   # then, on each worker machine:
+  swarmtrain sweep-worker --join /ip4/192.0.2.1/tcp/4100/p2p/12D3KooW...`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(params) == 0 {
@@ -229,7 +240,12 @@ with --random N, a range: name=log:LO:HI, lin:LO:HI or int:LO:HI. Without
 					return fmt.Errorf("trial %s: %w", t, err)
 				}
 			}
-			results, err := runSweep(cmd, cfg, trials, tmp, asJSON)
+			var results []trialResult
+			if serve {
+				results, err = serveSweep(cmd, cfg, trials, tmp, port)
+			} else {
+				results, err = runSweep(cmd, cfg, trials, tmp, asJSON)
+			}
 			if err != nil {
 				return err
 			}
@@ -243,6 +259,86 @@ with --random N, a range: name=log:LO:HI, lin:LO:HI or int:LO:HI. Without
 	fs.Uint64Var(&seed, "sweep-seed", 1, "seed of the random search")
 	data.bind(fs)
 	fs.BoolVar(&asJSON, "json", false, "print the results as JSON")
+	fs.BoolVar(&serve, "serve", false, "run no trial here: hand the trials to worker peers (swarmtrain sweep-worker --join …) and collect their results")
+	fs.IntVar(&port, "port", 0, "with --serve: TCP port to listen on (0: any free port)")
+	return cmd
+}
+
+// serveSweep coordinates: it hands the trials to worker peers and waits
+// for every result.
+func serveSweep(cmd *cobra.Command, base node.Config, trials []trial, tmp string, port int) ([]trialResult, error) {
+	vocab, err := node.VocabBytes(base)
+	if err != nil {
+		return nil, err
+	}
+	var ts []node.Trial
+	for _, t := range trials {
+		rc := base.Run
+		rc.Hidden = slices.Clone(base.Run.Hidden)
+		applyTrial(&rc, t) // checked before
+		ts = append(ts, node.Trial{Label: t.String(), Run: rc, Vocab: vocab})
+	}
+	pc := p2p.DefaultConfig()
+	pc.Dir = tmp
+	pc.ListenAddrs = []string{fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", port)}
+	h, err := p2p.New(pc)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	q := node.NewSweepQueue(ts)
+	errw := cmd.ErrOrStderr()
+	drain := node.ServeSweep(cmd.Context(), h, q, func(msg string, kv ...any) { fmt.Fprintln(errw, append([]any{"sweep:", msg}, kv...)...) })
+	fmt.Fprintf(errw, "sweep: %d trials; workers join with:\n  swarmtrain sweep-worker --join %s\n", len(ts), h.JoinAddrs()[0])
+	if err := q.Wait(cmd.Context()); err != nil {
+		return nil, fmt.Errorf("sweep stopped with %d of %d trials left: %w", q.Left(), len(ts), err)
+	}
+	drain(5 * time.Second) // tell the waiting workers they are done
+	var out []trialResult
+	for _, r := range q.Results() {
+		out = append(out, trialResult{Trial: r.Label + "  @" + shortPeer(r.Worker), Accuracy: r.Accuracy, TestLoss: r.TestLoss, Seconds: r.Seconds, Error: r.Error})
+	}
+	slices.SortStableFunc(out, func(a, b trialResult) int { return cmp.Compare(b.Accuracy, a.Accuracy) })
+	return out, nil
+}
+
+func sweepWorkerCmd() *cobra.Command {
+	var (
+		join string
+		data dataFlags
+	)
+	cfg := node.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "sweep-worker",
+		Short: "Train the trials a sweep coordinator (swarmtrain sweep --serve) hands out, until it has none left",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if join == "" {
+				return errors.New("sweep-worker needs --join, the address sweep --serve printed")
+			}
+			if err := data.apply(&cfg); err != nil {
+				return err
+			}
+			if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+				return err
+			}
+			pc := p2p.DefaultConfig()
+			pc.Dir = cfg.Dir
+			pc.ListenAddrs = nil // dial-only: the coordinator never dials us
+			h, err := p2p.New(pc)
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			ran, err := node.SweepWorker(cmd.Context(), h, join, cfg)
+			fmt.Fprintf(cmd.ErrOrStderr(), "sweep-worker: %d trials trained\n", ran)
+			return err
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&join, "join", "", "the coordinator's multiaddr, as sweep --serve prints it")
+	fs.StringVar(&cfg.Dir, "dir", "swarmtrain-sweep-worker", "folder for this worker's identity and trial folders")
+	data.bind(fs)
 	return cmd
 }
 

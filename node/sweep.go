@@ -1,0 +1,343 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
+	"github.com/swarmtrain/swarmtrain/p2p"
+)
+
+// Distributed hyperparameter search: a coordinator holds the trials (run
+// configs) and hands them to worker peers one at a time over a libp2p
+// stream; each worker trains its trial as a one-node run and sends the
+// result back. SweepQueue is the coordination, free of I/O; ServeSweep and
+// SweepWorker put it on the network.
+
+// SweepProtocol is the stream protocol between a sweep coordinator and its
+// workers.
+const SweepProtocol = "/swarmtrain/sweep/1.0.0"
+
+// maxSweepFrame bounds every sweep message (a trial carries a vocabulary).
+const maxSweepFrame = 4 << 20
+
+// Trial is one point of a sweep: the run to train, a label for the results
+// table, and for text runs the vocabulary file the run names.
+type Trial struct {
+	Index int       `json:"index"`
+	Label string    `json:"label"`
+	Run   RunConfig `json:"run"`
+	Vocab []byte    `json:"vocab,omitempty"`
+}
+
+// TrialResult is what a worker reports for a trial.
+type TrialResult struct {
+	Index    int     `json:"index"`
+	Label    string  `json:"label"`
+	Worker   string  `json:"worker"`
+	Accuracy float64 `json:"accuracy"`
+	TestLoss float64 `json:"test_loss"`
+	Seconds  float64 `json:"seconds"`
+	Error    string  `json:"error,omitempty"`
+}
+
+// SweepQueue hands trials to workers and collects results. A trial goes
+// to one worker at a time; a worker that disappears gives its trial back
+// (Release), so another takes it. Safe for concurrent use.
+type SweepQueue struct {
+	mu      sync.Mutex
+	trials  []Trial
+	owner   []string // "" while pending or done
+	results []*TrialResult
+	left    int
+	changed chan struct{} // closed and replaced on every change
+}
+
+// NewSweepQueue queues trials, numbering them by position.
+func NewSweepQueue(trials []Trial) *SweepQueue {
+	q := &SweepQueue{trials: trials, owner: make([]string, len(trials)), results: make([]*TrialResult, len(trials)),
+		left: len(trials), changed: make(chan struct{})}
+	for i := range q.trials {
+		q.trials[i].Index = i
+	}
+	return q
+}
+
+func (q *SweepQueue) notify() {
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+// Take gives worker the next pending trial. ok is false when none is
+// pending; wait on the returned channel for a change (a trial released
+// or finished) and ask again.
+func (q *SweepQueue) Take(worker string) (t Trial, ok bool, changed <-chan struct{}) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i := range q.trials {
+		if q.results[i] == nil && q.owner[i] == "" {
+			q.owner[i] = worker
+			return q.trials[i], true, q.changed
+		}
+	}
+	return Trial{}, false, q.changed
+}
+
+// Finish records worker's result for the trial it holds; a result for a
+// trial it does not hold (a stale or forged report) is refused.
+func (q *SweepQueue) Finish(worker string, r TrialResult) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if r.Index < 0 || r.Index >= len(q.trials) || q.owner[r.Index] != worker {
+		return fmt.Errorf("sweep: %s reported trial %d, which it does not hold", worker, r.Index)
+	}
+	if math.IsNaN(r.Accuracy) || r.Accuracy < 0 || r.Accuracy > 1 {
+		return fmt.Errorf("sweep: %s reported accuracy %v for trial %d", worker, r.Accuracy, r.Index)
+	}
+	r.Worker, r.Label = worker, q.trials[r.Index].Label
+	q.owner[r.Index] = ""
+	q.results[r.Index] = &r
+	q.left--
+	q.notify()
+	return nil
+}
+
+// Release returns the trials worker holds to the queue.
+func (q *SweepQueue) Release(worker string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i, o := range q.owner {
+		if o == worker {
+			q.owner[i] = ""
+			q.notify()
+		}
+	}
+}
+
+// Left is the number of trials without a result.
+func (q *SweepQueue) Left() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.left
+}
+
+// Wait blocks until every trial has a result or ctx ends.
+func (q *SweepQueue) Wait(ctx context.Context) error {
+	for {
+		q.mu.Lock()
+		left, changed := q.left, q.changed
+		q.mu.Unlock()
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Results lists the results received, in trial order.
+func (q *SweepQueue) Results() []TrialResult {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []TrialResult
+	for _, r := range q.results {
+		if r != nil {
+			out = append(out, *r)
+		}
+	}
+	return out
+}
+
+// sweepMsg is the coordinator's message: a trial, or done.
+type sweepMsg struct {
+	Trial *Trial `json:"trial,omitempty"`
+	Done  bool   `json:"done,omitempty"`
+}
+
+// ServeSweep makes h the coordinator of q: every worker stream gets
+// trials one by one until none is left, then "done". It returns at once;
+// the handler stays until the host closes. Call the returned function
+// before closing the host: it waits (at most d) until every connected
+// worker has been told it is done.
+func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string, ...any)) (drain func(d time.Duration)) {
+	var active sync.WaitGroup
+	h.SetStreamHandler(SweepProtocol, func(raw network.Stream) {
+		active.Add(1)
+		defer active.Done()
+		worker := raw.Conn().RemotePeer().String()
+		// Trials take minutes to hours: no read deadline on the result; a
+		// dead worker shows as a broken connection.
+		s := p2p.NewStream(raw, 0)
+		defer q.Release(worker)
+		for {
+			t, ok, changed := q.Take(worker)
+			if !ok {
+				if q.Left() == 0 {
+					b, _ := json.Marshal(sweepMsg{Done: true})
+					s.Send(b)
+					s.Close()
+					return
+				}
+				select { // others hold the rest; one may come back
+				case <-changed:
+					continue
+				case <-ctx.Done():
+					s.Reset()
+					return
+				}
+			}
+			b, _ := json.Marshal(sweepMsg{Trial: &t})
+			if err := s.Send(b); err != nil {
+				s.Reset()
+				return
+			}
+			log("trial sent", "trial", t.Index, "label", t.Label, "worker", worker)
+			reply, err := s.Recv(maxSweepFrame)
+			if err != nil {
+				log("worker gone, trial back in the queue", "trial", t.Index, "worker", worker, "err", err)
+				s.Reset()
+				return
+			}
+			var r TrialResult
+			if err := json.Unmarshal(reply, &r); err != nil {
+				log("bad result, worker dropped", "worker", worker, "err", err)
+				s.Reset()
+				return
+			}
+			if err := q.Finish(worker, r); err != nil {
+				log("result refused, worker dropped", "err", err)
+				s.Reset()
+				return
+			}
+			log("trial done", "trial", r.Index, "label", t.Label, "accuracy", r.Accuracy, "worker", worker)
+		}
+	})
+	return func(d time.Duration) {
+		done := make(chan struct{})
+		go func() { active.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(d):
+		}
+	}
+}
+
+// SweepWorker trains the trials a coordinator hands out until it says
+// done. base is this machine's node config (folder, data paths); each
+// trial runs as a one-node run in its own folder under base.Dir. A trial
+// that cannot run (a bad run config, a missing file) is reported with its
+// error, not fatal. It returns how many trials it ran.
+func SweepWorker(ctx context.Context, h *p2p.Host, coordinator string, base Config) (int, error) {
+	pid, err := h.Connect(ctx, coordinator)
+	if err != nil {
+		return 0, err
+	}
+	raw, err := h.NewStream(ctx, pid, SweepProtocol)
+	if err != nil {
+		return 0, fmt.Errorf("sweep: opening a stream to the coordinator: %w", err)
+	}
+	s := p2p.NewStream(raw, 0)
+	defer s.Reset()
+	ran := 0
+	for {
+		b, err := s.Recv(maxSweepFrame)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return ran, errors.New("sweep: the coordinator closed the stream")
+			}
+			return ran, fmt.Errorf("sweep: %w", err)
+		}
+		var m sweepMsg
+		if err := json.Unmarshal(b, &m); err != nil || (m.Trial == nil && !m.Done) {
+			return ran, fmt.Errorf("sweep: malformed message from the coordinator (%v)", err)
+		}
+		if m.Done {
+			return ran, nil
+		}
+		r := runTrial(ctx, *m.Trial, base)
+		if ctx.Err() != nil {
+			return ran, ctx.Err()
+		}
+		ran++
+		out, _ := json.Marshal(r)
+		if err := s.Send(out); err != nil {
+			return ran, fmt.Errorf("sweep: sending the result of trial %d: %w", r.Index, err)
+		}
+	}
+}
+
+// runTrial trains one trial locally; any failure becomes the result's
+// Error.
+func runTrial(ctx context.Context, t Trial, base Config) TrialResult {
+	start := time.Now()
+	res := TrialResult{Index: t.Index}
+	fail := func(err error) TrialResult {
+		res.Error, res.Seconds = err.Error(), time.Since(start).Seconds()
+		return res
+	}
+	cfg := base
+	cfg.Run = t.Run
+	cfg.Dir = filepath.Join(base.Dir, fmt.Sprintf("trial-%d", t.Index))
+	cfg.Join, cfg.MinPeers, cfg.Shards = nil, 1, 0
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return fail(err)
+	}
+	if t.Run.Dataset == DatasetCSV {
+		return fail(errors.New("csv trials need the CSV files on this machine: run that sweep locally"))
+	}
+	if t.Run.IsText() {
+		sum := sha256.Sum256(t.Vocab)
+		if hex.EncodeToString(sum[:]) != t.Run.Vocab {
+			return fail(errors.New("the trial's vocabulary does not match the hash its run names"))
+		}
+		cfg.VocabPath = filepath.Join(cfg.Dir, "vocab.txt")
+		if err := atomicfile.Write(cfg.VocabPath, t.Vocab); err != nil {
+			return fail(err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	n, err := New(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	r, err := n.Run(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	res.Accuracy, res.TestLoss, res.Seconds = r.Accuracy, r.TestLoss, time.Since(start).Seconds()
+	return res
+}
+
+// VocabBytes reads a text run's vocabulary file for its trials (nil for
+// other runs).
+func VocabBytes(cfg Config) ([]byte, error) {
+	if !cfg.Run.IsText() {
+		return nil, nil
+	}
+	b, err := os.ReadFile(cfg.VocabPath)
+	if err != nil {
+		return nil, err
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != cfg.Run.Vocab {
+		return nil, errors.New("the vocabulary file changed since the sweep started")
+	}
+	return b, nil
+}

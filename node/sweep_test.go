@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/swarmtrain/swarmtrain/p2p"
+)
+
+func TestSweepQueue(t *testing.T) {
+	q := NewSweepQueue(make([]Trial, 2))
+	a, ok, _ := q.Take("w1")
+	b, ok2, _ := q.Take("w2")
+	if !ok || !ok2 || a.Index == b.Index {
+		t.Fatalf("two takes gave %d and %d (%v %v)", a.Index, b.Index, ok, ok2)
+	}
+	_, ok, changed := q.Take("w3")
+	if ok {
+		t.Fatal("a third trial out of two")
+	}
+	if err := q.Finish("w2", TrialResult{Index: a.Index, Accuracy: 0.5}); err == nil {
+		t.Error("w2 finished w1's trial")
+	}
+	if err := q.Finish("w1", TrialResult{Index: a.Index, Accuracy: 2}); err == nil {
+		t.Error("accuracy 2 accepted")
+	}
+	q.Release("w2") // w2 died holding b
+	select {
+	case <-changed:
+	default:
+		t.Fatal("a release did not wake the waiters")
+	}
+	again, ok, _ := q.Take("w3")
+	if !ok || again.Index != b.Index {
+		t.Fatalf("after the release w3 got %d (%v), want trial %d", again.Index, ok, b.Index)
+	}
+	if err := q.Finish("w2", TrialResult{Index: b.Index}); err == nil {
+		t.Error("the dead worker's late result was accepted")
+	}
+	q.Finish("w1", TrialResult{Index: a.Index, Accuracy: 0.9})
+	q.Finish("w3", TrialResult{Index: b.Index, Accuracy: 0.8})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := q.Wait(ctx); err != nil || q.Left() != 0 {
+		t.Fatalf("Wait: %v, %d left", err, q.Left())
+	}
+	if r := q.Results(); len(r) != 2 || r[0].Worker != "w1" || r[1].Worker != "w3" {
+		t.Errorf("results %+v", r)
+	}
+}
+
+// A coordinator and two worker peers over libp2p on loopback: every trial
+// comes back, trained, and a worker that vanishes mid-trial loses nothing:
+// its trial goes to another. (Trials are tiny: trained means better than
+// chance, 10% and a loss of ln 10 = 2.30.)
+func TestDistributedSweep(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	hosts, err := loopbackHosts(ctx, 4)
+	for _, h := range hosts {
+		defer h.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trials []Trial
+	for _, lr := range []float32{1e-3, 3e-3, 1e-2} {
+		rc := DefaultRunConfig()
+		rc.Hidden, rc.Batch, rc.TargetBatch, rc.Steps, rc.Warmup, rc.LR = []int{16}, 32, 32, 60, 0, lr
+		trials = append(trials, Trial{Label: fmt.Sprintf("lr=%g", lr), Run: rc})
+	}
+	q := NewSweepQueue(trials)
+	ServeSweep(ctx, hosts[0], q, func(string, ...any) {})
+	coord := hosts[0].JoinAddrs()[0]
+
+	// A worker that takes a trial and dies.
+	raw, err := hosts[3].NewStream(ctx, hosts[0].ID(), SweepProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := p2p.NewStream(raw, 10*time.Second)
+	b, err := s.Recv(maxSweepFrame)
+	var m sweepMsg
+	if err != nil || json.Unmarshal(b, &m) != nil || m.Trial == nil {
+		t.Fatalf("the first worker got %q, %v", b, err)
+	}
+	s.Reset()
+
+	var wg sync.WaitGroup
+	ran := make([]int, 2)
+	errs := make([]error, 2)
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg := DefaultConfig()
+			cfg.Dir = t.TempDir()
+			ran[w], errs[w] = SweepWorker(ctx, hosts[1+w], coord, cfg)
+		}()
+	}
+	if err := q.Wait(ctx); err != nil {
+		t.Fatalf("sweep did not finish: %v (%d left)", err, q.Left())
+	}
+	wg.Wait()
+	for w := range 2 {
+		if errs[w] != nil {
+			t.Errorf("worker %d: %v", w, errs[w])
+		}
+	}
+	if ran[0]+ran[1] != 3 || ran[0] == 0 || ran[1] == 0 {
+		t.Errorf("workers ran %v trials, want 3 shared by both", ran)
+	}
+	res := q.Results()
+	if len(res) != 3 {
+		t.Fatalf("%d results, want 3", len(res))
+	}
+	for _, r := range res {
+		if r.Error != "" || r.Accuracy < 0.12 || r.TestLoss > 2.25 || !strings.HasPrefix(r.Label, "lr=") || r.Worker == hosts[3].ID().String() {
+			t.Errorf("result %+v", r)
+		}
+	}
+}
