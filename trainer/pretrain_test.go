@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"flag"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,31 +10,37 @@ import (
 )
 
 var (
-	pretrain      = flag.Bool("pretrain", false, "run the pre-training-helps experiment (BERT MLM on Opticks, then next-sentence fine-tuning; ~15 minutes on 2 cores)")
-	pretrainSteps = flag.Int("pretrain.mlm", 600, "MLM pre-training steps")
-	fineSteps     = flag.Int("pretrain.fine", 300, "fine-tuning steps, for both the pre-trained and the from-scratch model")
-	pretrainTask  = flag.String("pretrain.task", "replaced", "fine-tuning task: replaced (replaced-word detection) or nsp (next-sentence prediction)")
-	pretrainCkpt  = flag.String("pretrain.ckpt", "", "reuse this pre-trained checkpoint if it exists, else write it there")
+	pretrain       = flag.Bool("pretrain", false, "run the pre-training experiment (BERT MLM on Opticks, then fine-tuning vs from scratch; ~15 minutes on 2 cores)")
+	pretrainSteps  = flag.Int("pretrain.mlm", 1000, "MLM pre-training steps")
+	pretrainLR     = flag.Float64("pretrain.lr", 2e-3, "MLM peak learning rate")
+	fineSteps      = flag.Int("pretrain.fine", 200, "fine-tuning steps, for both the pre-trained and the from-scratch model")
+	fineLR         = flag.Float64("pretrain.finelr", 1e-3, "fine-tuning peak learning rate (both models)")
+	fineRows       = flag.Int("pretrain.rows", 0, "fine-tune on only this many labelled rows (0: all)")
+	pretrainTasks  = flag.String("pretrain.tasks", "replaced,nsp", "fine-tuning tasks, comma-separated: replaced, nsp")
+	pretrainSeq    = flag.Int("pretrain.seq", 64, "tokens per sequence")
+	pretrainVocab  = flag.Int("pretrain.vocab", 2000, "vocabulary size")
+	pretrainCkpt   = flag.String("pretrain.ckpt", "", "reuse this pre-trained checkpoint if it exists, else write it there")
+	pretrainAssert = flag.Bool("pretrain.assert", true, "fail unless pre-training beats from scratch on every task")
 )
 
-// TestPretrainingHelps is the transfer-learning acceptance experiment:
-// a small BERT pre-trained with masked-language modelling on the first 90%
-// of Newton's Opticks, then fine-tuned on next-sentence prediction, beats
-// the same model trained on next-sentence prediction from scratch with the
-// same budget, on sentence pairs from the held-out last 10%.
+// TestPretrainingHelps is the transfer-learning experiment: a small BERT
+// pre-trained with masked-language modelling on the first 80% of Newton's
+// Opticks, then fine-tuned on a classification task built from the text,
+// against the same model trained on that task from scratch with the same
+// budget; both are scored on passages from the held-out last 20%.
 //
-//	go test ./trainer -run TestPretrainingHelps -pretrain -v -timeout 60m
+//	go test ./trainer -run TestPretrainingHelps -v -timeout 60m -args -pretrain
 func TestPretrainingHelps(t *testing.T) {
 	if !*pretrain {
 		t.Skip("needs -pretrain (about 15 minutes)")
 	}
-	const seq, batch, vocab = 64, 32, 2000
+	seq, batch := *pretrainSeq, 32
 	docs, err := ReadCorpus()
 	if err != nil {
 		t.Skip(err)
 	}
 	trainDocs, testDocs := SplitTail(docs, 0.2)
-	tok, err := text.Learn(trainDocs, vocab, 2)
+	tok, err := text.Learn(trainDocs, *pretrainVocab, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,19 +48,6 @@ func TestPretrainingHelps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	task := ReplacedDataset
-	if *pretrainTask == "nsp" {
-		task = NSPDataset
-	}
-	nspTrain, err := task(*pretrainTask+"-train", tok, trainDocs, seq, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nspTest, err := task(*pretrainTask+"-test", tok, testDocs, seq, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("vocabulary %d, MLM rows %d, NSP train %d, test %d", tok.Size(), mlm.N, nspTrain.N, nspTest.N)
 	cfg := ModelConfig{Arch: ArchBERT, Batch: batch, Seed: 1, Dropout: 0.1}
 
 	ckpt, err := ReadCheckpoint(*pretrainCkpt)
@@ -63,7 +57,7 @@ func TestPretrainingHelps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		trainModel(t, pre, mlm, batch, *pretrainSteps, 3e-3)
+		trainModel(t, pre, mlm, batch, *pretrainSteps, float32(*pretrainLR))
 		mlmTest, err := MLMDataset("mlm-test", tok, testDocs, seq, 1, 4)
 		if err != nil {
 			t.Fatal(err)
@@ -72,7 +66,8 @@ func TestPretrainingHelps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("pre-training: %d steps in %v; held-out masked-token accuracy %.3f, loss %.3f", *pretrainSteps, time.Since(start).Round(time.Second), acc, loss)
+		t.Logf("pre-training: %d MLM rows, %d steps in %v; held-out masked-token accuracy %.3f, loss %.3f",
+			mlm.N, *pretrainSteps, time.Since(start).Round(time.Second), acc, loss)
 		ckpt = &Checkpoint{Step: uint64(*pretrainSteps), Run: []byte("{}"), RunID: "pretrain-test", Tensors: pre.Tensors(), Params: make([]float32, pre.NumParams())}
 		pre.ReadParams(ckpt.Params)
 		pre.Close()
@@ -83,33 +78,51 @@ func TestPretrainingHelps(t *testing.T) {
 		}
 	}
 
-	fine := func(fromCheckpoint bool) float64 {
-		m, err := NewModel(cfg, nspTrain)
+	for _, task := range strings.Split(*pretrainTasks, ",") {
+		build := ReplacedDataset
+		if task == "nsp" {
+			build = NSPDataset
+		}
+		train, err := build(task+"-train", tok, trainDocs, seq, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer m.Close()
-		if fromCheckpoint {
-			p := make([]float32, m.NumParams())
-			m.ReadParams(p)
-			if _, err := ckpt.Transfer(p, m.Tensors()); err != nil {
-				t.Fatal(err)
-			}
-			if err := m.WriteParams(p); err != nil {
-				t.Fatal(err)
-			}
+		if *fineRows > 0 && *fineRows < train.N {
+			train, _ = train.Shard(5, 0, train.N / *fineRows)
 		}
-		start := time.Now()
-		trainModel(t, m, nspTrain, batch, *fineSteps, 1e-3)
-		acc, loss, err := m.Evaluate(nspTest)
+		test, err := build(task+"-test", tok, testDocs, seq, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s fine-tuning (pre-trained %v): %d steps in %v; held-out accuracy %.3f, loss %.3f", *pretrainTask, fromCheckpoint, *fineSteps, time.Since(start).Round(time.Second), acc, loss)
-		return acc
-	}
-	withPre, scratch := fine(true), fine(false)
-	if withPre <= scratch {
-		t.Errorf("pre-training did not help: %.3f fine-tuned vs %.3f from scratch", withPre, scratch)
+		fine := func(fromCheckpoint bool) float64 {
+			m, err := NewModel(cfg, train)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			if fromCheckpoint {
+				p := make([]float32, m.NumParams())
+				m.ReadParams(p)
+				if _, err := ckpt.Transfer(p, m.Tensors()); err != nil {
+					t.Fatal(err)
+				}
+				if err := m.WriteParams(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			trainModel(t, m, train, batch, *fineSteps, float32(*fineLR))
+			acc, loss, err := m.Evaluate(test)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s (%d rows, test %d), pre-trained %v: %d steps in %v; held-out accuracy %.3f, loss %.3f",
+				task, train.N, test.N, fromCheckpoint, *fineSteps, time.Since(start).Round(time.Second), acc, loss)
+			return acc
+		}
+		withPre, scratch := fine(true), fine(false)
+		if *pretrainAssert && withPre <= scratch {
+			t.Errorf("%s: pre-training did not help: %.3f fine-tuned vs %.3f from scratch", task, withPre, scratch)
+		}
 	}
 }
