@@ -60,7 +60,7 @@ type RunConfig struct {
 	// MLP runs keep their run IDs.
 	Model    string `json:"model,omitempty"`
 	Channels []int  `json:"channels,omitempty"`
-	// Text runs (Dataset mlm, nsp or csv) train the bert model. Data is
+	// Text runs (Dataset mlm, nsp, replaced or csv) train the bert model. Data is
 	// the SHA-256 of the text files and Vocab of the vocabulary file, so
 	// peers holding other text or another vocabulary are on another run.
 	// VocabSize is what a learned vocabulary aims for, Seq the tokens per

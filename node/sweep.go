@@ -11,7 +11,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -30,8 +32,17 @@ import (
 // workers.
 const SweepProtocol = "/swarmtrain/sweep/1.0.0"
 
-// maxSweepFrame bounds every sweep message (a trial carries a vocabulary).
-const maxSweepFrame = 4 << 20
+// Sweep stream limits. Every message is a frame of at most maxSweepFrame
+// (a trial carries its vocabulary: 65536 tokens of up to 100 bytes,
+// base64 in JSON). While a trial trains, or while a worker waits for one,
+// the side that has nothing to say sends a keepalive every sweepKeepalive;
+// a side that hears nothing for sweepSilence gives up on the other (a
+// worker's trial goes back to the queue).
+const (
+	maxSweepFrame  = 16 << 20
+	sweepKeepalive = 10 * time.Second
+	sweepSilence   = 60 * time.Second
+)
 
 // Trial is one point of a sweep: the run to train, a label for the results
 // table, and for text runs the vocabulary file the run names.
@@ -42,7 +53,9 @@ type Trial struct {
 	Vocab []byte    `json:"vocab,omitempty"`
 }
 
-// TrialResult is what a worker reports for a trial.
+// TrialResult is what a worker reports for a trial. Setup marks a trial
+// that never started training on that worker (its data or files are
+// missing there): the trial goes back to the queue for another worker.
 type TrialResult struct {
 	Index    int     `json:"index"`
 	Label    string  `json:"label"`
@@ -51,11 +64,15 @@ type TrialResult struct {
 	TestLoss float64 `json:"test_loss"`
 	Seconds  float64 `json:"seconds"`
 	Error    string  `json:"error,omitempty"`
+	Setup    bool    `json:"setup,omitempty"`
 }
 
 // SweepQueue hands trials to workers and collects results. A trial goes
 // to one worker at a time; a worker that disappears gives its trial back
-// (Release), so another takes it. Safe for concurrent use.
+// (Release), so another takes it. Workers are opaque keys: the server uses
+// one per stream ("peer#n"), so two streams of one peer never release each
+// other's trials; results name the peer (the key up to '#'). Safe for
+// concurrent use.
 type SweepQueue struct {
 	mu      sync.Mutex
 	trials  []Trial
@@ -106,7 +123,8 @@ func (q *SweepQueue) Finish(worker string, r TrialResult) error {
 	if math.IsNaN(r.Accuracy) || r.Accuracy < 0 || r.Accuracy > 1 {
 		return fmt.Errorf("sweep: %s reported accuracy %v for trial %d", worker, r.Accuracy, r.Index)
 	}
-	r.Worker, r.Label = worker, q.trials[r.Index].Label
+	r.Label = q.trials[r.Index].Label
+	r.Worker, _, _ = strings.Cut(worker, "#")
 	q.owner[r.Index] = ""
 	q.results[r.Index] = &r
 	q.left--
@@ -163,10 +181,16 @@ func (q *SweepQueue) Results() []TrialResult {
 	return out
 }
 
-// sweepMsg is the coordinator's message: a trial, or done.
+// sweepMsg is the coordinator's message: a trial, done, or a keepalive
+// (none of them set).
 type sweepMsg struct {
 	Trial *Trial `json:"trial,omitempty"`
 	Done  bool   `json:"done,omitempty"`
+}
+
+// workerMsg is the worker's message: a result, or a keepalive (nil).
+type workerMsg struct {
+	Result *TrialResult `json:"result,omitempty"`
 }
 
 // ServeSweep makes h the coordinator of q: every worker stream gets
@@ -176,13 +200,14 @@ type sweepMsg struct {
 // worker has been told it is done.
 func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string, ...any)) (drain func(d time.Duration)) {
 	var active sync.WaitGroup
+	var streams atomic.Int64
+	keepalive, _ := json.Marshal(sweepMsg{})
 	h.SetStreamHandler(SweepProtocol, func(raw network.Stream) {
 		active.Add(1)
 		defer active.Done()
-		worker := raw.Conn().RemotePeer().String()
-		// Trials take minutes to hours: no read deadline on the result; a
-		// dead worker shows as a broken connection.
-		s := p2p.NewStream(raw, 0)
+		peer := raw.Conn().RemotePeer().String()
+		worker := fmt.Sprintf("%s#%d", peer, streams.Add(1))
+		s := p2p.NewStream(raw, sweepSilence)
 		defer q.Release(worker)
 		for {
 			t, ok, changed := q.Take(worker)
@@ -196,6 +221,12 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 				select { // others hold the rest; one may come back
 				case <-changed:
 					continue
+				case <-time.After(sweepKeepalive):
+					if err := s.Send(keepalive); err != nil {
+						s.Reset()
+						return
+					}
+					continue
 				case <-ctx.Done():
 					s.Reset()
 					return
@@ -206,25 +237,24 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 				s.Reset()
 				return
 			}
-			log("trial sent", "trial", t.Index, "label", t.Label, "worker", worker)
-			reply, err := s.Recv(maxSweepFrame)
+			log("trial sent", "trial", t.Index, "label", t.Label, "worker", peer)
+			r, err := awaitResult(s)
 			if err != nil {
-				log("worker gone, trial back in the queue", "trial", t.Index, "worker", worker, "err", err)
+				log("worker gone, trial back in the queue", "trial", t.Index, "worker", peer, "err", err)
 				s.Reset()
 				return
 			}
-			var r TrialResult
-			if err := json.Unmarshal(reply, &r); err != nil {
-				log("bad result, worker dropped", "worker", worker, "err", err)
+			if r.Setup { // this worker cannot run trials: let others
+				log("worker cannot run trials, dropped; trial back in the queue", "trial", t.Index, "worker", peer, "err", r.Error)
 				s.Reset()
 				return
 			}
-			if err := q.Finish(worker, r); err != nil {
+			if err := q.Finish(worker, *r); err != nil {
 				log("result refused, worker dropped", "err", err)
 				s.Reset()
 				return
 			}
-			log("trial done", "trial", r.Index, "label", t.Label, "accuracy", r.Accuracy, "worker", worker)
+			log("trial done", "trial", r.Index, "label", t.Label, "accuracy", r.Accuracy, "worker", peer)
 		}
 	})
 	return func(d time.Duration) {
@@ -235,6 +265,37 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 		case <-time.After(d):
 		}
 	}
+}
+
+// awaitResult reads a worker's frames, keepalives skipped, until its
+// result; silence longer than sweepSilence is an error.
+func awaitResult(s *p2p.Stream) (*TrialResult, error) {
+	for {
+		b, err := s.Recv(maxSweepFrame)
+		if err != nil {
+			return nil, err
+		}
+		var m workerMsg
+		if err := json.Unmarshal(b, &m); err != nil {
+			return nil, fmt.Errorf("malformed message: %w", err)
+		}
+		if m.Result != nil {
+			return m.Result, nil
+		}
+	}
+}
+
+// CheckTrialSize refuses a trial too large for one sweep message (a huge
+// vocabulary), before any worker would choke on it.
+func CheckTrialSize(t Trial) error {
+	b, err := json.Marshal(sweepMsg{Trial: &t})
+	if err != nil {
+		return err
+	}
+	if len(b) > maxSweepFrame {
+		return fmt.Errorf("sweep: a trial is %d bytes as a message, more than %d (the vocabulary?)", len(b), maxSweepFrame)
+	}
+	return nil
 }
 
 // SweepWorker trains the trials a coordinator hands out until it says
@@ -251,7 +312,7 @@ func SweepWorker(ctx context.Context, h *p2p.Host, coordinator string, base Conf
 	if err != nil {
 		return 0, fmt.Errorf("sweep: opening a stream to the coordinator: %w", err)
 	}
-	s := p2p.NewStream(raw, 0)
+	s := p2p.NewStream(raw, sweepSilence)
 	defer s.Reset()
 	ran := 0
 	for {
@@ -263,20 +324,55 @@ func SweepWorker(ctx context.Context, h *p2p.Host, coordinator string, base Conf
 			return ran, fmt.Errorf("sweep: %w", err)
 		}
 		var m sweepMsg
-		if err := json.Unmarshal(b, &m); err != nil || (m.Trial == nil && !m.Done) {
-			return ran, fmt.Errorf("sweep: malformed message from the coordinator (%v)", err)
+		if err := json.Unmarshal(b, &m); err != nil {
+			return ran, fmt.Errorf("sweep: malformed message from the coordinator: %w", err)
 		}
-		if m.Done {
+		switch {
+		case m.Done:
 			return ran, nil
+		case m.Trial == nil:
+			continue // keepalive
 		}
-		r := runTrial(ctx, *m.Trial, base)
-		if ctx.Err() != nil {
-			return ran, ctx.Err()
+		r, err := trainWithKeepalive(ctx, s, *m.Trial, base)
+		if err != nil {
+			return ran, err
 		}
-		ran++
-		out, _ := json.Marshal(r)
+		if !r.Setup {
+			ran++
+		}
+		out, err := json.Marshal(workerMsg{Result: &r})
+		if err != nil {
+			return ran, fmt.Errorf("sweep: encoding the result of trial %d: %w", r.Index, err)
+		}
 		if err := s.Send(out); err != nil {
 			return ran, fmt.Errorf("sweep: sending the result of trial %d: %w", r.Index, err)
+		}
+		if r.Setup {
+			return ran, fmt.Errorf("sweep: this machine cannot run the sweep's trials: %s", r.Error)
+		}
+	}
+}
+
+// trainWithKeepalive runs a trial while telling the coordinator, every
+// sweepKeepalive, that this worker is alive.
+func trainWithKeepalive(ctx context.Context, s *p2p.Stream, t Trial, base Config) (TrialResult, error) {
+	done := make(chan TrialResult, 1)
+	go func() { done <- runTrial(ctx, t, base) }()
+	keepalive, _ := json.Marshal(workerMsg{})
+	tick := time.NewTicker(sweepKeepalive)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			if ctx.Err() != nil {
+				return r, ctx.Err()
+			}
+			return r, nil
+		case <-tick.C:
+			if err := s.Send(keepalive); err != nil {
+				<-done
+				return TrialResult{}, fmt.Errorf("sweep: coordinator unreachable during trial %d: %w", t.Index, err)
+			}
 		}
 	}
 }
@@ -290,37 +386,44 @@ func runTrial(ctx context.Context, t Trial, base Config) TrialResult {
 		res.Error, res.Seconds = err.Error(), time.Since(start).Seconds()
 		return res
 	}
+	setup := func(err error) TrialResult { // the trial never started here
+		res.Setup = true
+		return fail(err)
+	}
 	cfg := base
 	cfg.Run = t.Run
 	cfg.Dir = filepath.Join(base.Dir, fmt.Sprintf("trial-%d", t.Index))
 	cfg.Join, cfg.MinPeers, cfg.Shards = nil, 1, 0
 	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return fail(err)
+		return setup(err)
 	}
 	if t.Run.Dataset == DatasetCSV {
-		return fail(errors.New("csv trials need the CSV files on this machine: run that sweep locally"))
+		return setup(errors.New("csv trials need the CSV files on this machine: run that sweep locally"))
 	}
 	if t.Run.IsText() {
 		sum := sha256.Sum256(t.Vocab)
 		if hex.EncodeToString(sum[:]) != t.Run.Vocab {
-			return fail(errors.New("the trial's vocabulary does not match the hash its run names"))
+			return setup(errors.New("the trial's vocabulary does not match the hash its run names"))
 		}
 		cfg.VocabPath = filepath.Join(cfg.Dir, "vocab.txt")
 		if err := atomicfile.Write(cfg.VocabPath, t.Vocab); err != nil {
-			return fail(err)
+			return setup(err)
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return fail(err)
+		return setup(err)
 	}
 	n, err := New(cfg)
 	if err != nil {
-		return fail(err)
+		return setup(err) // data missing here, or a model this machine cannot build
 	}
 	r, err := n.Run(ctx)
 	if err != nil {
-		return fail(err)
+		return fail(err) // a trial that diverges is a result, not a worker problem
+	}
+	if math.IsNaN(r.TestLoss) || math.IsInf(r.TestLoss, 0) || math.IsNaN(r.Accuracy) {
+		return fail(fmt.Errorf("training ended with test loss %v", r.TestLoss))
 	}
 	res.Accuracy, res.TestLoss, res.Seconds = r.Accuracy, r.TestLoss, time.Since(start).Seconds()
 	return res

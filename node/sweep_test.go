@@ -13,8 +13,8 @@ import (
 )
 
 func TestSweepQueue(t *testing.T) {
-	q := NewSweepQueue(make([]Trial, 2))
-	a, ok, _ := q.Take("w1")
+	q := NewSweepQueue([]Trial{{Label: "first"}, {Label: "second"}})
+	a, ok, _ := q.Take("w1#7")
 	b, ok2, _ := q.Take("w2")
 	if !ok || !ok2 || a.Index == b.Index {
 		t.Fatalf("two takes gave %d and %d (%v %v)", a.Index, b.Index, ok, ok2)
@@ -26,7 +26,10 @@ func TestSweepQueue(t *testing.T) {
 	if err := q.Finish("w2", TrialResult{Index: a.Index, Accuracy: 0.5}); err == nil {
 		t.Error("w2 finished w1's trial")
 	}
-	if err := q.Finish("w1", TrialResult{Index: a.Index, Accuracy: 2}); err == nil {
+	if err := q.Finish("w1#8", TrialResult{Index: a.Index, Accuracy: 0.5}); err == nil {
+		t.Error("another stream of w1 finished the trial of stream #7")
+	}
+	if err := q.Finish("w1#7", TrialResult{Index: a.Index, Accuracy: 2}); err == nil {
 		t.Error("accuracy 2 accepted")
 	}
 	q.Release("w2") // w2 died holding b
@@ -42,14 +45,14 @@ func TestSweepQueue(t *testing.T) {
 	if err := q.Finish("w2", TrialResult{Index: b.Index}); err == nil {
 		t.Error("the dead worker's late result was accepted")
 	}
-	q.Finish("w1", TrialResult{Index: a.Index, Accuracy: 0.9})
+	q.Finish("w1#7", TrialResult{Index: a.Index, Accuracy: 0.9})
 	q.Finish("w3", TrialResult{Index: b.Index, Accuracy: 0.8})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := q.Wait(ctx); err != nil || q.Left() != 0 {
 		t.Fatalf("Wait: %v, %d left", err, q.Left())
 	}
-	if r := q.Results(); len(r) != 2 || r[0].Worker != "w1" || r[1].Worker != "w3" {
+	if r := q.Results(); len(r) != 2 || r[0].Worker != "w1" || r[1].Worker != "w3" || r[0].Label != "first" {
 		t.Errorf("results %+v", r)
 	}
 }
@@ -78,8 +81,9 @@ func TestDistributedSweep(t *testing.T) {
 	ServeSweep(ctx, hosts[0], q, func(string, ...any) {})
 	coord := hosts[0].JoinAddrs()[0]
 
-	// A worker that takes a trial and dies.
-	raw, err := hosts[3].NewStream(ctx, hosts[0].ID(), SweepProtocol)
+	// A stream that takes a trial and dies later, from the same peer as
+	// the first real worker: its death must not take that worker's trial.
+	raw, err := hosts[1].NewStream(ctx, hosts[0].ID(), SweepProtocol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +93,10 @@ func TestDistributedSweep(t *testing.T) {
 	if err != nil || json.Unmarshal(b, &m) != nil || m.Trial == nil {
 		t.Fatalf("the first worker got %q, %v", b, err)
 	}
-	s.Reset()
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the real workers are training by then
+		s.Reset()
+	}()
 
 	var wg sync.WaitGroup
 	ran := make([]int, 2)
@@ -120,7 +127,7 @@ func TestDistributedSweep(t *testing.T) {
 		t.Fatalf("%d results, want 3", len(res))
 	}
 	for _, r := range res {
-		if r.Error != "" || r.Accuracy < 0.12 || r.TestLoss > 2.25 || !strings.HasPrefix(r.Label, "lr=") || r.Worker == hosts[3].ID().String() {
+		if r.Error != "" || r.Accuracy < 0.12 || r.TestLoss > 2.25 || !strings.HasPrefix(r.Label, "lr=") || strings.Contains(r.Worker, "#") {
 			t.Errorf("result %+v", r)
 		}
 	}

@@ -149,6 +149,18 @@ func NewBERT(cfg ModelConfig, ds *Dataset) (*BERT, error) {
 	case !ds.MLM && (ds.Classes < 2 || ds.Classes > 256):
 		return nil, fmt.Errorf("model: classes=%d, want 2..256", ds.Classes)
 	}
+	// The largest activations: attention scores, the feed-forward layer,
+	// the MLM logits. A config from a peer must not make us allocate
+	// gigabytes before anything runs.
+	for _, a := range []struct {
+		what string
+		n    int
+	}{{"attention scores (batch·heads·seq²)", cfg.Batch * heads * seq * seq}, {"feed-forward activations", cfg.Batch * seq * ff},
+		{"masked-token logits", cfg.Batch * MaskedPerSequence(seq) * ds.Vocab}} {
+		if a.n > maxActivations {
+			return nil, fmt.Errorf("model: %s need %d values, more than %d: lower the batch or the sequence length", a.what, a.n, maxActivations)
+		}
+	}
 	m := &BERT{cfg: cfg, vocab: ds.Vocab, seq: seq, mlm: ds.MLM, perSeq: MaskedPerSequence(seq),
 		dropout: rand.New(rand.NewPCG(cfg.Seed, 0x64726f70))} // "drop"
 	m.cfg.Width, m.cfg.Heads, m.cfg.Layers = d, heads, layers

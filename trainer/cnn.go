@@ -63,6 +63,9 @@ func NewCNN(cfg ModelConfig, shape []int, classes int) (*CNN, error) {
 			return nil, fmt.Errorf("model: a %d×%d image is too small for %d conv–pool blocks (each halves it)", shape[1], shape[2], len(channels))
 		}
 		fanIn := c * convKernel * convKernel
+		if n := cfg.Batch * h * w * fanIn; n > maxActivations { // im2col's patch matrix
+			return nil, fmt.Errorf("model: conv block %d needs %d values of patches, more than %d: lower the batch", i, n, maxActivations)
+		}
 		specs = append(specs,
 			paramSpec{Tensor: Tensor{Name: fmt.Sprintf("conv.%d.weight", i), Shape: []int{out, c, convKernel, convKernel}}, limit: math.Sqrt(6 / float64(fanIn))},
 			paramSpec{Tensor: Tensor{Name: fmt.Sprintf("conv.%d.bias", i), Shape: []int{out}}, node: []int{1, out, 1, 1}})

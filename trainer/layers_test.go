@@ -175,7 +175,14 @@ func TestAttentionMatchesReference(t *testing.T) {
 		p = append(p, w, b)
 		pv = append(pv, wv, bv)
 	}
-	mask := G.NewTensor(g, tensor.Float64, 3, G.WithShape(B*H, T, T), G.WithName("m"), G.WithValue(tensor.New(tensor.WithShape(B*H, T, T), tensor.Of(tensor.Float64))))
+	// The second sequence's last token is padding: masked as a key.
+	mv := make([]float64, B*H*T*T)
+	for h := range H {
+		for i := range T {
+			mv[((1*H+h)*T+i)*T+T-1] = -1e9
+		}
+	}
+	mask := G.NewTensor(g, tensor.Float64, 3, G.WithShape(B*H, T, T), G.WithName("m"), G.WithValue(tensor.New(tensor.WithShape(B*H, T, T), tensor.WithBacking(mv))))
 	out, err := attention(x, p, mask, B, T, H)
 	if err != nil {
 		t.Fatal(err)
@@ -207,12 +214,19 @@ func TestAttentionMatchesReference(t *testing.T) {
 			for i := range T {
 				sc := make([]float64, T)
 				mx := -1e300
+				keys := T
+				if b == 1 {
+					keys = T - 1 // the padded key takes no weight
+				}
 				for j := range T {
 					s := 0.0
 					for c := range dh {
 						s += q[(b*T+i)*d+h*dh+c] * k[(b*T+j)*d+h*dh+c]
 					}
 					sc[j] = s / math.Sqrt(float64(dh))
+					if j >= keys {
+						sc[j] = math.Inf(-1)
+					}
 					mx = max(mx, sc[j])
 				}
 				z := 0.0

@@ -13,6 +13,9 @@ const (
 	maxWidth     = 1 << 16
 	maxLayers    = 64
 	maxNumParams = 1 << 28 // 1 GiB of float32
+	// maxActivations caps one activation tensor of a graph (512 MiB of
+	// float32), checked when a model is built.
+	maxActivations = 1 << 27
 )
 
 // ModelConfig describes a network. All peers of a run must use the same one.

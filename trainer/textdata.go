@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -24,9 +25,20 @@ const (
 )
 
 // OpticksPath is the public-domain text in Go's own source tree that the
-// text tasks use when given no corpus.
+// text tasks use when given no corpus: under the GOROOT this binary was
+// built with, or else under the one `go env GOROOT` names (a binary copied
+// to another machine with Go installed elsewhere).
 func OpticksPath() string {
-	return filepath.Join(runtime.GOROOT(), "src", "testdata", "Isaac.Newton-Opticks.txt")
+	rel := filepath.Join("src", "testdata", "Isaac.Newton-Opticks.txt")
+	p := filepath.Join(runtime.GOROOT(), rel)
+	if _, err := os.Stat(p); err != nil {
+		if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+			if alt := filepath.Join(strings.TrimSpace(string(out)), rel); alt != rel {
+				return alt
+			}
+		}
+	}
+	return p
 }
 
 // ReadCorpus reads text files (Go's Opticks when paths is empty) and
@@ -39,7 +51,7 @@ func ReadCorpus(paths ...string) ([]string, error) {
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return nil, fmt.Errorf("corpus: %w", err)
+			return nil, fmt.Errorf("corpus: %w (give text files with --text)", err)
 		}
 		docs = append(docs, string(b))
 	}
@@ -209,6 +221,9 @@ func ReadTextCSV(name string, r io.Reader, tok *text.Tokenizer, seq int, labels 
 			return nil, nil, fmt.Errorf("%s: %w", name, err) // csv errors carry the line
 		}
 		line, _ := cr.FieldPos(0)
+		if line == 1 {
+			rec[0] = strings.TrimPrefix(rec[0], "\ufeff") // a byte-order mark, as spreadsheets write
+		}
 		if len(rows) == 0 && line == 1 && strings.EqualFold(rec[0], "text") && strings.EqualFold(rec[1], "label") {
 			continue
 		}
@@ -292,7 +307,10 @@ func ReplacedDataset(name string, tok *text.Tokenizer, docs []string, seq int, s
 			// Replacements stay in the first two thirds, which survive
 			// truncation to seq tokens.
 			for range max(1, per/10) {
-				passage[r.IntN(max(1, per*2/3))] = words[r.IntN(len(words))]
+				j := r.IntN(max(1, per*2/3))
+				for tries := 0; tries < 100 && passage[j] == words[i*per+j]; tries++ { // a different word
+					passage[j] = words[r.IntN(len(words))]
+				}
 			}
 		}
 		ids := tok.Encode(strings.Join(passage, " "))

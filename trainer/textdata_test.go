@@ -129,6 +129,10 @@ func TestReadTextCSV(t *testing.T) {
 			t.Errorf("%q: %v, want %q", in, err, want)
 		}
 	}
+	// A spreadsheet's byte-order mark does not turn the header into a row.
+	if bom, _, err := ReadTextCSV("bom.csv", strings.NewReader("\ufefftext,label\nthe prism,a\nthe light,b\n"), tok, 16, nil); err != nil || bom.N != 2 {
+		t.Errorf("CSV with a BOM: %v, %v rows", err, bom)
+	}
 	if _, _, err := ReadTextCSV("test.csv", strings.NewReader("the,maybe\n"), tok, 16, labels); err == nil || !strings.Contains(err.Error(), "not one of the training labels") {
 		t.Errorf("unknown test label: %v", err)
 	}

@@ -9,10 +9,12 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -194,6 +196,9 @@ back), and the table lists which peer trained each.`,
   swarmtrain sweep-worker --join /ip4/192.0.2.1/tcp/4100/p2p/12D3KooW...`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cmd.SetContext(ctx)
 			if len(params) == 0 {
 				return fmt.Errorf("sweep needs at least one --param")
 			}
@@ -271,12 +276,18 @@ func serveSweep(cmd *cobra.Command, base node.Config, trials []trial, tmp string
 	if err != nil {
 		return nil, err
 	}
+	if base.Run.Dataset == node.DatasetCSV {
+		return nil, errors.New("--serve cannot send CSV files to workers: run a csv sweep without --serve")
+	}
 	var ts []node.Trial
 	for _, t := range trials {
 		rc := base.Run
 		rc.Hidden = slices.Clone(base.Run.Hidden)
 		applyTrial(&rc, t) // checked before
 		ts = append(ts, node.Trial{Label: t.String(), Run: rc, Vocab: vocab})
+	}
+	if err := node.CheckTrialSize(ts[0]); err != nil {
+		return nil, err
 	}
 	pc := p2p.DefaultConfig()
 	pc.Dir = tmp
@@ -290,16 +301,22 @@ func serveSweep(cmd *cobra.Command, base node.Config, trials []trial, tmp string
 	errw := cmd.ErrOrStderr()
 	drain := node.ServeSweep(cmd.Context(), h, q, func(msg string, kv ...any) { fmt.Fprintln(errw, append([]any{"sweep:", msg}, kv...)...) })
 	fmt.Fprintf(errw, "sweep: %d trials; workers join with:\n  swarmtrain sweep-worker --join %s\n", len(ts), h.JoinAddrs()[0])
+	var stopped error
 	if err := q.Wait(cmd.Context()); err != nil {
-		return nil, fmt.Errorf("sweep stopped with %d of %d trials left: %w", q.Left(), len(ts), err)
+		stopped = fmt.Errorf("sweep stopped with %d of %d trials left: %w", q.Left(), len(ts), err)
+		fmt.Fprintln(errw, "sweep: stopped; the results so far:")
+	} else {
+		drain(5 * time.Second) // tell the waiting workers they are done
 	}
-	drain(5 * time.Second) // tell the waiting workers they are done
 	var out []trialResult
 	for _, r := range q.Results() {
 		out = append(out, trialResult{Trial: r.Label + "  @" + shortPeer(r.Worker), Accuracy: r.Accuracy, TestLoss: r.TestLoss, Seconds: r.Seconds, Error: r.Error})
 	}
 	slices.SortStableFunc(out, func(a, b trialResult) int { return cmp.Compare(b.Accuracy, a.Accuracy) })
-	return out, nil
+	if stopped != nil {
+		printSweep(cmd.OutOrStdout(), out, false)
+	}
+	return out, stopped
 }
 
 func sweepWorkerCmd() *cobra.Command {
@@ -313,6 +330,8 @@ func sweepWorkerCmd() *cobra.Command {
 		Short: "Train the trials a sweep coordinator (swarmtrain sweep --serve) hands out, until it has none left",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
 			if join == "" {
 				return errors.New("sweep-worker needs --join, the address sweep --serve printed")
 			}
@@ -330,7 +349,7 @@ func sweepWorkerCmd() *cobra.Command {
 				return err
 			}
 			defer h.Close()
-			ran, err := node.SweepWorker(cmd.Context(), h, join, cfg)
+			ran, err := node.SweepWorker(ctx, h, join, cfg)
 			fmt.Fprintf(cmd.ErrOrStderr(), "sweep-worker: %d trials trained\n", ran)
 			return err
 		},

@@ -152,8 +152,10 @@ func TestLearnOpticks(t *testing.T) {
 }
 
 func TestLearnRejects(t *testing.T) {
-	if _, err := Learn([]string{"  ... "}, 100, 1); err != nil {
-		t.Logf("punctuation only: %v", err)
+	if tok, err := Learn([]string{"  ... "}, 100, 1); err != nil {
+		t.Errorf("punctuation only: %v", err)
+	} else if _, ok := tok.ID("."); !ok || tok.Size() != len(Specials)+1 {
+		t.Errorf("punctuation only: %d tokens, want the specials and \".\"", tok.Size())
 	}
 	if _, err := Learn(nil, 100, 1); err == nil || !strings.Contains(err.Error(), "no words") {
 		t.Errorf("empty corpus: %v", err)
