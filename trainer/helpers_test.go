@@ -55,12 +55,18 @@ func realMNIST(t testing.TB) (train, test *Dataset) {
 // the last batch loss.
 func trainModel(t testing.TB, m Model, ds *Dataset, batch, steps int, lr float32) float32 {
 	t.Helper()
+	return trainModelSeed(t, m, ds, batch, steps, lr, 2)
+}
+
+// trainModelSeed is trainModel with the batch order drawn from seed.
+func trainModelSeed(t testing.TB, m Model, ds *Dataset, batch, steps int, lr float32, seed uint64) float32 {
+	t.Helper()
 	n := m.NumParams()
 	params, grads := make([]float32, n), make([]float32, n)
 	m.ReadParams(params)
 	opt := NewAdam(0.9, 0.999, 1e-8, 0, n)
 	sched := Schedule{Base: lr, Min: lr / 20, Warmup: steps / 10, Total: steps, Decay: DecayCosine}
-	b := NewBatcher(ds, batch, 2)
+	b := NewBatcher(ds, batch, seed)
 	x, y := make([]float32, batch*ds.Dim), make([]uint8, batch)
 	var loss float32
 	for s := range steps {

@@ -21,6 +21,7 @@ var (
 	pretrainVocab  = flag.Int("pretrain.vocab", 2000, "vocabulary size")
 	pretrainCkpt   = flag.String("pretrain.ckpt", "", "reuse this pre-trained checkpoint if it exists, else write it there")
 	pretrainAssert = flag.Bool("pretrain.assert", true, "fail unless pre-training beats from scratch on every task")
+	fineSeeds      = flag.Int("pretrain.seeds", 1, "fine-tune with this many seeds (heads, dropout, batch order) and compare the means")
 )
 
 // TestPretrainingHelps is the transfer-learning experiment: a small BERT
@@ -94,8 +95,10 @@ func TestPretrainingHelps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fine := func(fromCheckpoint bool) float64 {
-			m, err := NewModel(cfg, train)
+		fine := func(fromCheckpoint bool, seed uint64) float64 {
+			c := cfg
+			c.Seed = seed
+			m, err := NewModel(c, train)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,16 +114,21 @@ func TestPretrainingHelps(t *testing.T) {
 				}
 			}
 			start := time.Now()
-			trainModel(t, m, train, batch, *fineSteps, float32(*fineLR))
+			trainModelSeed(t, m, train, batch, *fineSteps, float32(*fineLR), seed)
 			acc, loss, err := m.Evaluate(test)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%s (%d rows, test %d), pre-trained %v: %d steps in %v; held-out accuracy %.3f, loss %.3f",
-				task, train.N, test.N, fromCheckpoint, *fineSteps, time.Since(start).Round(time.Second), acc, loss)
+			t.Logf("%s (%d rows, test %d), seed %d, pre-trained %v: %d steps in %v; held-out accuracy %.3f, loss %.3f",
+				task, train.N, test.N, seed, fromCheckpoint, *fineSteps, time.Since(start).Round(time.Second), acc, loss)
 			return acc
 		}
-		withPre, scratch := fine(true), fine(false)
+		var withPre, scratch float64
+		for seed := range uint64(*fineSeeds) {
+			withPre += fine(true, 1+seed) / float64(*fineSeeds)
+			scratch += fine(false, 1+seed) / float64(*fineSeeds)
+		}
+		t.Logf("%s: mean held-out accuracy %.3f pre-trained, %.3f from scratch, over %d seeds", task, withPre, scratch, *fineSeeds)
 		if *pretrainAssert && withPre <= scratch {
 			t.Errorf("%s: pre-training did not help: %.3f fine-tuned vs %.3f from scratch", task, withPre, scratch)
 		}
