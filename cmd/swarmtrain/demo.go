@@ -293,8 +293,7 @@ func startChild(ctx context.Context, exe, dir string, args []string) (*child, er
 			return c, nil
 		}
 		select {
-		case err := <-exited:
-			c.done <- err
+		case err := <-exited: // (the goroutine has put it on c.done too)
 			return nil, fmt.Errorf("exited before listening: %v", err)
 		case <-deadline:
 			cmd.Process.Kill()

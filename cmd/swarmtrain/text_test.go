@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/swarmtrain/swarmtrain/node"
+	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
 
 // The BERT path end to end in a swarm: two processes pre-train a small
@@ -57,4 +62,37 @@ func TestBERTPretrainThenFineTune(t *testing.T) {
 		}
 	}
 	t.Logf("fine-tuning: next-sentence accuracy %.3f, loss %.3f → %.3f", fine.Accuracy, fine.InitialTestLoss, fine.TestLoss)
+}
+
+// A node that cannot start (here: a CSV row with three fields) ends the
+// demo with the node's own error, naming the line, instead of a hang.
+func TestDemoReportsNodeStartFailure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.csv")
+	if err := os.WriteFile(bad, []byte("text,label\n\"the light\",a\n\"the prism\",b,c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vocab := filepath.Join(dir, "vocab.txt")
+	if err := os.WriteFile(vocab, []byte(strings.Join(append(slices.Clone(text.Specials), "the", "light", "prism"), "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "demo", "--nodes", "1", "--model", "bert", "--dataset", "csv", "--train-csv", bad, "--test-csv", bad,
+		"--vocab", vocab, "--steps", "5", "--warmup", "0", "--dir", filepath.Join(dir, "demo"))
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the demo hung on a node that could not start:\n%s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "line 3") {
+		t.Errorf("demo: %v, want the node's error naming line 3:\n%s", err, out)
+	}
 }
