@@ -212,6 +212,9 @@ func New(cfg Config) (_ *Node, err error) {
 		}
 	}
 	n.batcher = trainer.NewBatcher(shard, cfg.Run.Batch, cfg.Run.Seed^peerSeed(n.host.ID()))
+	if d, ok := n.model.(interface{ SeedDropout(uint64) }); ok {
+		d.SeedDropout(cfg.Run.Seed ^ peerSeed(n.host.ID())) // like the batch order: ours alone
+	}
 
 	n.view = gossip.NewMembership(n.host.ID(), cfg.PeerExpiry)
 	result := n.codec // the averages: the part codec, except for top-k

@@ -455,6 +455,11 @@ func (m *BERT) feed(bg *bertGraph, x []float32, y []uint8, train bool) error {
 // Config returns the model's configuration, defaults filled in.
 func (m *BERT) Config() ModelConfig { return m.cfg }
 
+// SeedDropout restarts the dropout masks from seed. A swarm node seeds
+// them with its own peer ID, so peers training one replica do not drop the
+// same units in lockstep; the initial weights stay those of the run seed.
+func (m *BERT) SeedDropout(seed uint64) { m.dropout = rand.New(rand.NewPCG(seed, 0x64726f70)) }
+
 // Evaluate returns accuracy and mean cross-entropy on ds without dropout:
 // of the masked tokens for MLM, of the rows for classification.
 func (m *BERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {

@@ -268,6 +268,26 @@ func TestBERTSameSeedSameBits(t *testing.T) {
 	if slices.Equal(a, c) {
 		t.Error("another seed gave the same parameters")
 	}
+	// Another dropout seed: the same initial weights, other masks.
+	grads := func(dropSeed uint64) []float32 {
+		m, err := NewBERT(ModelConfig{Arch: ArchBERT, Width: 8, Heads: 2, Layers: 1, Batch: 4, Seed: 1, Dropout: 0.3}, ds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if dropSeed != 0 {
+			m.SeedDropout(dropSeed)
+		}
+		if _, err := m.ComputeGradients(ds.X[:4*ds.Dim], ds.Y[:4]); err != nil {
+			t.Fatal(err)
+		}
+		g := make([]float32, m.NumParams())
+		m.AddGrads(g, 1)
+		return g
+	}
+	if slices.Equal(grads(0), grads(99)) {
+		t.Error("SeedDropout did not change the masks")
+	}
 }
 
 // The whole encoder, both heads, in float32: the gradient of every tensor
