@@ -192,24 +192,6 @@ func cmp0(v, def int) int {
 	return v
 }
 
-// weightedCrossEntropy is −Σ target ⊙ log softmax(z): targets carry their
-// own weights (one-hot rows scaled by 1/count, zero rows ignored).
-func weightedCrossEntropy(z, target *G.Node) (*G.Node, error) {
-	logp, err := G.LogSoftMax(z)
-	if err != nil {
-		return nil, err
-	}
-	prod, err := G.HadamardProd(target, logp)
-	if err != nil {
-		return nil, err
-	}
-	s, err := G.Sum(prod)
-	if err != nil {
-		return nil, err
-	}
-	return G.Neg(s)
-}
-
 // graph builds the encoder and head for rows sequences on g.
 func (m *BERT) graph(g *G.ExprGraph, p []*G.Node, rows int, train bool) (_ *bertGraph, err error) {
 	T, d, heads := m.seq, m.cfg.Width, m.cfg.Heads

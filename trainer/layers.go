@@ -40,21 +40,28 @@ func convBlock(x, w, b *G.Node) (*G.Node, error) {
 // crossEntropy is the batch mean of −Σ_k y_k·log softmax(z)_k for logits
 // z [rows,classes] and one-hot (or soft) targets y of the same shape.
 func crossEntropy(z, y *G.Node) (*G.Node, error) {
+	sum, err := weightedCrossEntropy(z, y)
+	if err != nil {
+		return nil, err
+	}
+	return G.Div(sum, scalarLike(z, float64(z.Shape()[0])))
+}
+
+// weightedCrossEntropy is −Σ target ⊙ log softmax(z) over every row:
+// targets carry their own weights (one-hot rows scaled by 1/count, zero
+// rows ignored).
+func weightedCrossEntropy(z, target *G.Node) (*G.Node, error) {
 	logp, err := G.LogSoftMax(z)
 	if err != nil {
 		return nil, err
 	}
-	prod, err := G.HadamardProd(y, logp)
+	prod, err := G.HadamardProd(target, logp)
 	if err != nil {
 		return nil, err
 	}
-	rowSum, err := G.Sum(prod, 1)
+	s, err := G.Sum(prod)
 	if err != nil {
 		return nil, err
 	}
-	mean, err := G.Mean(rowSum)
-	if err != nil {
-		return nil, err
-	}
-	return G.Neg(mean)
+	return G.Neg(s)
 }
