@@ -2,14 +2,19 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/swarmtrain/swarmtrain/p2p"
+	"github.com/swarmtrain/swarmtrain/trainer"
+	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
 
 func TestSweepQueue(t *testing.T) {
@@ -130,5 +135,31 @@ func TestDistributedSweep(t *testing.T) {
 		if r.Error != "" || r.Accuracy < 0.12 || r.TestLoss > 2.25 || !strings.HasPrefix(r.Label, "lr=") || strings.Contains(r.Worker, "#") {
 			t.Errorf("result %+v", r)
 		}
+	}
+}
+
+// A text trial carries its vocabulary: a worker writes it, checks it
+// against the run's hash, and trains; bytes that do not match the hash
+// are a setup failure (the trial goes back to the queue), not a result.
+func TestRunTextTrial(t *testing.T) {
+	vocab := []byte(strings.Join(append(slices.Clone(text.Specials), "the", "of", "light", "and", "rays", "."), "\n") + "\n")
+	sum := sha256.Sum256(vocab)
+	rc := DefaultRunConfig()
+	rc.Model, rc.Dataset, rc.Seq, rc.Width, rc.Heads, rc.Layers = "bert", DatasetMLM, 16, 8, 2, 1
+	rc.Batch, rc.TargetBatch, rc.Steps, rc.Warmup = 8, 8, 3, 0
+	rc.Vocab = hex.EncodeToString(sum[:])
+	var err error
+	if rc.Data, err = hashFiles([]string{trainer.OpticksPath()}); err != nil {
+		t.Skip(err)
+	}
+	base := DefaultConfig()
+	base.Dir = t.TempDir()
+	r := runTrial(context.Background(), Trial{Index: 3, Run: rc, Vocab: vocab}, base)
+	if r.Error != "" || r.Setup || r.Index != 3 || r.TestLoss <= 0 {
+		t.Errorf("text trial: %+v", r)
+	}
+	r = runTrial(context.Background(), Trial{Index: 4, Run: rc, Vocab: append(vocab, "x\n"...)}, base)
+	if !r.Setup || !strings.Contains(r.Error, "vocabulary") {
+		t.Errorf("a vocabulary that does not match its hash: %+v", r)
 	}
 }
