@@ -38,8 +38,10 @@ const SweepProtocol = "/swarmtrain/sweep/1.0.0"
 // the side that has nothing to say sends a keepalive every sweepKeepalive;
 // a side that hears nothing for sweepSilence gives up on the other (a
 // worker's trial goes back to the queue).
-const (
-	maxSweepFrame  = 16 << 20
+const maxSweepFrame = 16 << 20
+
+// Variables, not constants, so that tests can shorten them.
+var (
 	sweepKeepalive = 10 * time.Second
 	sweepSilence   = 60 * time.Second
 )
@@ -202,12 +204,13 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 	var active sync.WaitGroup
 	var streams atomic.Int64
 	keepalive, _ := json.Marshal(sweepMsg{})
+	every, silence := sweepKeepalive, sweepSilence
 	h.SetStreamHandler(SweepProtocol, func(raw network.Stream) {
 		active.Add(1)
 		defer active.Done()
 		peer := raw.Conn().RemotePeer().String()
 		worker := fmt.Sprintf("%s#%d", peer, streams.Add(1))
-		s := p2p.NewStream(raw, sweepSilence)
+		s := p2p.NewStream(raw, silence)
 		defer q.Release(worker)
 		for {
 			t, ok, changed := q.Take(worker)
@@ -221,7 +224,7 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 				select { // others hold the rest; one may come back
 				case <-changed:
 					continue
-				case <-time.After(sweepKeepalive):
+				case <-time.After(every):
 					if err := s.Send(keepalive); err != nil {
 						s.Reset()
 						return
@@ -312,6 +315,7 @@ func SweepWorker(ctx context.Context, h *p2p.Host, coordinator string, base Conf
 	if err != nil {
 		return 0, fmt.Errorf("sweep: opening a stream to the coordinator: %w", err)
 	}
+	every := sweepKeepalive
 	s := p2p.NewStream(raw, sweepSilence)
 	defer s.Reset()
 	ran := 0
@@ -333,7 +337,7 @@ func SweepWorker(ctx context.Context, h *p2p.Host, coordinator string, base Conf
 		case m.Trial == nil:
 			continue // keepalive
 		}
-		r, err := trainWithKeepalive(ctx, s, *m.Trial, base)
+		r, err := trainWithKeepalive(ctx, s, *m.Trial, base, every)
 		if err != nil {
 			return ran, err
 		}
@@ -354,12 +358,12 @@ func SweepWorker(ctx context.Context, h *p2p.Host, coordinator string, base Conf
 }
 
 // trainWithKeepalive runs a trial while telling the coordinator, every
-// sweepKeepalive, that this worker is alive.
-func trainWithKeepalive(ctx context.Context, s *p2p.Stream, t Trial, base Config) (TrialResult, error) {
+// interval, that this worker is alive.
+func trainWithKeepalive(ctx context.Context, s *p2p.Stream, t Trial, base Config, every time.Duration) (TrialResult, error) {
 	done := make(chan TrialResult, 1)
 	go func() { done <- runTrial(ctx, t, base) }()
 	keepalive, _ := json.Marshal(workerMsg{})
-	tick := time.NewTicker(sweepKeepalive)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {

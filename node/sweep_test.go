@@ -163,3 +163,42 @@ func TestRunTextTrial(t *testing.T) {
 		t.Errorf("a vocabulary that does not match its hash: %+v", r)
 	}
 }
+
+// A worker that takes a trial and then goes silent (its connection still
+// up) loses the trial after the silence limit; another worker trains it.
+func TestSweepSilentWorker(t *testing.T) {
+	defer func(k, s time.Duration) { sweepKeepalive, sweepSilence = k, s }(sweepKeepalive, sweepSilence)
+	sweepKeepalive, sweepSilence = 100*time.Millisecond, 700*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hosts, err := loopbackHosts(ctx, 3)
+	for _, h := range hosts {
+		defer h.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := DefaultRunConfig()
+	rc.Hidden, rc.Batch, rc.TargetBatch, rc.Steps, rc.Warmup = []int{8}, 32, 32, 5, 0
+	q := NewSweepQueue([]Trial{{Label: "only", Run: rc}})
+	ServeSweep(ctx, hosts[0], q, func(string, ...any) {})
+
+	raw, err := hosts[2].NewStream(ctx, hosts[0].ID(), SweepProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Reset()
+	if b, err := p2p.NewStream(raw, 0).Recv(maxSweepFrame); err != nil || !strings.Contains(string(b), "only") {
+		t.Fatalf("the silent worker got %q, %v", b, err)
+	} // …and says nothing from now on.
+
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	ran, err := SweepWorker(ctx, hosts[1], hosts[0].JoinAddrs()[0], cfg)
+	if err != nil || ran != 1 {
+		t.Fatalf("the live worker ran %d trials: %v", ran, err)
+	}
+	if r := q.Results(); len(r) != 1 || r[0].Worker != hosts[1].ID().String() {
+		t.Errorf("results %+v, want the one trial from the live worker", r)
+	}
+}
