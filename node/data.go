@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -41,18 +42,29 @@ func (c Config) textFiles() []string {
 	return c.Corpus
 }
 
-// hashFiles is the SHA-256 over each file's length and bytes, in order.
-func hashFiles(paths []string) (string, error) {
+// readTextFiles reads the run's text files once and returns their
+// contents with the SHA-256 over each file's length and bytes, in order:
+// what is hashed is what is trained on, even if a file changes meanwhile.
+func (c Config) readTextFiles() (contents [][]byte, sum string, err error) {
 	h := sha256.New()
-	for _, p := range paths {
+	for _, p := range c.textFiles() {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return "", err
+			return nil, "", fmt.Errorf("text data: %w", err)
 		}
 		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
 		h.Write(b)
+		contents = append(contents, b)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return contents, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func docsOf(contents [][]byte) []string {
+	docs := make([]string, len(contents))
+	for i, b := range contents {
+		docs[i] = string(b)
+	}
+	return docs
 }
 
 // PrepareText readies a text run before New: it checks the input files,
@@ -68,21 +80,17 @@ func PrepareText(cfg *Config, learnedPath string) error {
 	if cfg.Run.Dataset == DatasetCSV && (cfg.TrainCSV == "" || cfg.TestCSV == "") {
 		return errors.New("dataset csv needs --train-csv and --test-csv (text,label rows)")
 	}
-	sum, err := hashFiles(cfg.textFiles())
+	contents, sum, err := cfg.readTextFiles()
 	if err != nil {
-		return fmt.Errorf("text data: %w", err)
+		return err
 	}
 	cfg.Run.Data = sum
 	if cfg.VocabPath == "" {
 		if cfg.Run.Dataset == DatasetCSV {
 			return errors.New("dataset csv needs --vocab: the vocabulary of the model it fine-tunes (a pre-training node writes vocab.txt into its directory)")
 		}
-		docs, err := trainer.ReadCorpus(cfg.Corpus...)
-		if err != nil {
-			return err
-		}
-		trainDocs, _ := trainer.SplitTail(docs, testFraction)
-		tok, err := text.Learn(trainDocs, cmp0(cfg.Run.VocabSize, DefaultVocabSize), minMerges)
+		trainDocs, _ := trainer.SplitTail(docsOf(contents), testFraction)
+		tok, err := text.Learn(trainDocs, cmp.Or(cfg.Run.VocabSize, DefaultVocabSize), minMerges)
 		if err != nil {
 			return err
 		}
@@ -101,13 +109,6 @@ func PrepareText(cfg *Config, learnedPath string) error {
 	return nil
 }
 
-func cmp0(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
-}
-
 // LoadData builds the run's training and test sets from the node's files,
 // checking them against the hashes the run names.
 func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
@@ -115,37 +116,37 @@ func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	if !r.IsText() {
 		return trainer.LoadMNIST(cfg.DataDir)
 	}
-	if sum, err := hashFiles(cfg.textFiles()); err != nil {
-		return nil, nil, fmt.Errorf("text data: %w", err)
-	} else if sum != r.Data {
+	contents, sum, err := cfg.readTextFiles()
+	if err != nil {
+		return nil, nil, err
+	}
+	if sum != r.Data {
 		return nil, nil, fmt.Errorf("text data %v has SHA-256 %s, the run names %s: peers must train on the same files", cfg.textFiles(), sum, r.Data)
 	}
 	if cfg.VocabPath == "" {
 		return nil, nil, errors.New("text run without a vocabulary file")
 	}
-	if sum, err := FileSHA256(cfg.VocabPath); err != nil {
-		return nil, nil, fmt.Errorf("--vocab: %w", err)
-	} else if sum != r.Vocab {
-		return nil, nil, fmt.Errorf("--vocab %s has SHA-256 %s, the run names %s", cfg.VocabPath, sum, r.Vocab)
-	}
-	f, err := os.Open(cfg.VocabPath)
+	vb, err := os.ReadFile(cfg.VocabPath)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("--vocab: %w", err)
 	}
-	tok, err := text.Load(f)
-	f.Close()
+	if vs := sha256.Sum256(vb); hex.EncodeToString(vs[:]) != r.Vocab {
+		return nil, nil, fmt.Errorf("--vocab %s has SHA-256 %x, the run names %s", cfg.VocabPath, vs, r.Vocab)
+	}
+	tok, err := text.Load(bytes.NewReader(vb))
 	if err != nil {
 		return nil, nil, fmt.Errorf("--vocab %s: %w", cfg.VocabPath, err)
 	}
-	seq := cmp0(r.Seq, DefaultSeq)
+	seq := cmp.Or(r.Seq, DefaultSeq)
 	if r.Dataset == DatasetCSV {
-		return loadCSVPair(cfg.TrainCSV, cfg.TestCSV, tok, seq)
+		train, labels, err := trainer.ReadTextCSV(cfg.TrainCSV, bytes.NewReader(contents[0]), tok, seq, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		test, _, err = trainer.ReadTextCSV(cfg.TestCSV, bytes.NewReader(contents[1]), tok, seq, labels)
+		return train, test, err
 	}
-	docs, err := trainer.ReadCorpus(cfg.Corpus...)
-	if err != nil {
-		return nil, nil, err
-	}
-	trainDocs, testDocs := trainer.SplitTail(docs, testFraction)
+	trainDocs, testDocs := trainer.SplitTail(docsOf(contents), testFraction)
 	if r.Dataset == DatasetMLM {
 		if train, err = trainer.MLMDataset("mlm-train", tok, trainDocs, seq, mlmCopies, r.Seed); err == nil {
 			test, err = trainer.MLMDataset("mlm-test", tok, testDocs, seq, 1, r.Seed+1)
@@ -159,22 +160,5 @@ func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	if train, err = task(r.Dataset+"-train", tok, trainDocs, seq, r.Seed); err == nil {
 		test, err = task(r.Dataset+"-test", tok, testDocs, seq, r.Seed+1)
 	}
-	return train, test, err
-}
-
-func loadCSVPair(trainPath, testPath string, tok *text.Tokenizer, seq int) (train, test *trainer.Dataset, err error) {
-	read := func(path string, labels []string) (*trainer.Dataset, []string, error) {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer f.Close()
-		return trainer.ReadTextCSV(path, f, tok, seq, labels)
-	}
-	train, labels, err := read(trainPath, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	test, _, err = read(testPath, labels)
 	return train, test, err
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/swarmtrain/swarmtrain/p2p"
-	"github.com/swarmtrain/swarmtrain/trainer"
 	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
 
@@ -148,18 +147,19 @@ func TestRunTextTrial(t *testing.T) {
 	rc.Model, rc.Dataset, rc.Seq, rc.Width, rc.Heads, rc.Layers = "bert", DatasetMLM, 16, 8, 2, 1
 	rc.Batch, rc.TargetBatch, rc.Steps, rc.Warmup = 8, 8, 3, 0
 	rc.Vocab = hex.EncodeToString(sum[:])
+	base := DefaultConfig()
+	base.Run = rc // the default corpus, Opticks
 	var err error
-	if rc.Data, err = hashFiles([]string{trainer.OpticksPath()}); err != nil {
+	if _, rc.Data, err = base.readTextFiles(); err != nil {
 		t.Skip(err)
 	}
-	base := DefaultConfig()
 	base.Dir = t.TempDir()
 	r := runTrial(context.Background(), Trial{Index: 3, Run: rc, Vocab: vocab}, base)
 	if r.Error != "" || r.Setup || r.Index != 3 || r.TestLoss <= 0 {
 		t.Errorf("text trial: %+v", r)
 	}
 	r = runTrial(context.Background(), Trial{Index: 4, Run: rc, Vocab: append(vocab, "x\n"...)}, base)
-	if !r.Setup || !strings.Contains(r.Error, "vocabulary") {
+	if !r.Setup || !strings.Contains(r.Error, "--vocab") || !strings.Contains(r.Error, "the run names") {
 		t.Errorf("a vocabulary that does not match its hash: %+v", r)
 	}
 }

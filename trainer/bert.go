@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -113,11 +114,15 @@ type bertGraph struct {
 	target  *tensor.Dense   // train graphs: weights per logit row and class
 	inputs  []*G.Node
 	logits  *G.Node
-	heads   int
-	vocab   int
-	perSeq  int
 	outputs int // logit columns
+	// want is, per logit row, the class it should predict, or −1 where it
+	// scores nothing (an unmasked slot, a padding row). feed fills it;
+	// the training targets and Evaluate's scores both read it.
+	want []int
 }
+
+// streamDropout is the second PCG seed of the dropout masks ("drop").
+const streamDropout = 0x64726f70
 
 // MaskedPerSequence is the most tokens of a seq-token sequence that an MLM
 // dataset may mask: 15% of it, rounded up.
@@ -129,7 +134,7 @@ func NewBERT(cfg ModelConfig, ds *Dataset) (*BERT, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d, heads, layers := cmp0(cfg.Width, DefaultBERTWidth), cmp0(cfg.Heads, DefaultBERTHeads), cmp0(cfg.Layers, DefaultBERTLayers)
+	d, heads, layers := cmp.Or(cfg.Width, DefaultBERTWidth), cmp.Or(cfg.Heads, DefaultBERTHeads), cmp.Or(cfg.Layers, DefaultBERTLayers)
 	ff := 4 * d
 	seq := ds.Dim
 	if ds.MLM {
@@ -162,7 +167,7 @@ func NewBERT(cfg ModelConfig, ds *Dataset) (*BERT, error) {
 		}
 	}
 	m := &BERT{cfg: cfg, vocab: ds.Vocab, seq: seq, mlm: ds.MLM, perSeq: MaskedPerSequence(seq),
-		dropout: rand.New(rand.NewPCG(cfg.Seed, 0x64726f70))} // "drop"
+		dropout: rand.New(rand.NewPCG(cfg.Seed, streamDropout))}
 	m.cfg.Width, m.cfg.Heads, m.cfg.Layers = d, heads, layers
 	specs := bertSpecs(ds.Vocab, seq, d, ff, layers, ds.MLM, ds.Classes)
 	build := func(g *G.ExprGraph, p []*G.Node) (*G.Node, []*G.Node, feedFunc, error) {
@@ -185,18 +190,11 @@ func NewBERT(cfg ModelConfig, ds *Dataset) (*BERT, error) {
 	return m, nil
 }
 
-func cmp0(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
-}
-
 // graph builds the encoder and head for rows sequences on g.
 func (m *BERT) graph(g *G.ExprGraph, p []*G.Node, rows int, train bool) (_ *bertGraph, err error) {
 	T, d, heads := m.seq, m.cfg.Width, m.cfg.Heads
 	N := rows * T
-	bg := &bertGraph{rows: rows, heads: heads, vocab: m.vocab, perSeq: m.perSeq}
+	bg := &bertGraph{rows: rows}
 	input := func(name string, v *tensor.Dense) *G.Node {
 		n := G.NewTensor(g, v.Dtype(), v.Dims(), G.WithShape(v.Shape()...), G.WithName(name), G.WithValue(v))
 		bg.inputs = append(bg.inputs, n)
@@ -326,6 +324,7 @@ func (m *BERT) graph(g *G.ExprGraph, p []*G.Node, rows int, train bool) (_ *bert
 		}
 		bg.outputs = head[3].Shape()[1]
 	}
+	bg.want = make([]int, bg.logits.Shape()[0])
 	if train {
 		bg.target = tensor.New(tensor.WithShape(bg.logits.Shape()...), tensor.Of(tensor.Float32))
 	}
@@ -374,49 +373,54 @@ func (m *BERT) feed(bg *bertGraph, x []float32, y []uint8, train bool) error {
 				s = 1
 			}
 			if id == text.PadID {
-				for h := range bg.heads {
+				for h := range m.cfg.Heads {
 					for q := range T {
-						mask[((r*bg.heads+h)*T+q)*T+t] = maskedLogit
+						mask[((r*m.cfg.Heads+h)*T+q)*T+t] = maskedLogit
 					}
 				}
 			}
 		}
 	}
-	var target []float32
-	if train {
-		target = bg.target.Data().([]float32)
-		clear(target)
-	}
+	want := bg.want
 	if m.mlm {
 		gather := bg.gather.Data().([]int)
-		count := 0
 		for r := range bg.rows {
-			k := 0
+			slots, k := want[r*m.perSeq:(r+1)*m.perSeq], 0
 			for t := 0; r < n && t < T; t++ {
 				if tgt := x[r*rowLen+T+t]; tgt >= 0 {
 					if k == m.perSeq {
 						return fmt.Errorf("model: row %d masks more than %d tokens", r, m.perSeq)
 					}
-					gather[r*m.perSeq+k] = r*T + t
-					if train {
-						target[(r*m.perSeq+k)*m.vocab+int(tgt)] = 1
-					}
+					gather[r*m.perSeq+k], slots[k] = r*T+t, int(tgt)
 					k++
-					count++
 				}
 			}
 			for ; k < m.perSeq; k++ {
-				gather[r*m.perSeq+k] = r * T // scored nowhere: its target row stays zero
+				gather[r*m.perSeq+k], slots[k] = r*T, -1 // scored nowhere
 			}
 		}
-		if train && count > 0 {
-			for i := range target {
-				target[i] /= float32(count)
+	} else {
+		for r := range want {
+			want[r] = -1
+			if r < n {
+				want[r] = int(y[r])
 			}
 		}
-	} else if train {
-		for r, c := range y {
-			target[r*bg.outputs+int(c)] = 1 / float32(n)
+	}
+	if train {
+		// The loss is the mean cross-entropy over the rows that score.
+		target := bg.target.Data().([]float32)
+		clear(target)
+		count := 0
+		for _, w := range want {
+			if w >= 0 {
+				count++
+			}
+		}
+		for i, w := range want {
+			if w >= 0 {
+				target[i*bg.outputs+w] = 1 / float32(count)
+			}
 		}
 	}
 	if train && m.cfg.Dropout > 0 {
@@ -434,13 +438,10 @@ func (m *BERT) feed(bg *bertGraph, x []float32, y []uint8, train bool) error {
 	return nil
 }
 
-// Config returns the model's configuration, defaults filled in.
-func (m *BERT) Config() ModelConfig { return m.cfg }
-
 // SeedDropout restarts the dropout masks from seed. A swarm node seeds
 // them with its own peer ID, so peers training one replica do not drop the
 // same units in lockstep; the initial weights stay those of the run seed.
-func (m *BERT) SeedDropout(seed uint64) { m.dropout = rand.New(rand.NewPCG(seed, 0x64726f70)) }
+func (m *BERT) SeedDropout(seed uint64) { m.dropout = rand.New(rand.NewPCG(seed, streamDropout)) }
 
 // Evaluate returns accuracy and mean cross-entropy on ds without dropout:
 // of the masked tokens for MLM, of the rows for classification.
@@ -457,9 +458,7 @@ func (m *BERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 		}
 	}
 	e := m.eval
-	for i, p := range m.params {
-		copy(e.evalParams[i].Value().Data().([]float32), p.Value().Data().([]float32))
-	}
+	m.copyParamsTo(e.evalParams)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("evaluate: gorgonia panic: %v", r)
@@ -472,10 +471,8 @@ func (m *BERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 		if err := m.feed(e.bertGraph, x, y, false); err != nil {
 			return 0, 0, err
 		}
-		for _, in := range e.inputs {
-			if err := G.Let(in, in.Value()); err != nil {
-				return 0, 0, err
-			}
+		if err := letInputs(e.inputs); err != nil {
+			return 0, 0, err
 		}
 		if err := e.vm.RunAll(); err != nil {
 			return 0, 0, fmt.Errorf("evaluate: forward: %w", err)
@@ -486,25 +483,11 @@ func (m *BERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 			return 0, 0, errors.New("evaluate: logits are not float32")
 		}
 		C := e.outputs
-		if m.mlm {
-			for r := range rows {
-				k := 0
-				for t := range m.seq {
-					if tgt := x[r*ds.Dim+m.seq+t]; tgt >= 0 {
-						ok, l := scoreLogits(z[(r*m.perSeq+k)*C:(r*m.perSeq+k+1)*C], int(tgt))
-						if ok {
-							correct++
-						}
-						total += l
-						scored++
-						k++
-					}
-				}
+		for i, w := range e.want {
+			if w < 0 {
+				continue
 			}
-			continue
-		}
-		for r := range rows {
-			ok, l := scoreLogits(z[r*C:(r+1)*C], int(y[r]))
+			ok, l := scoreLogits(z[i*C:(i+1)*C], w)
 			if ok {
 				correct++
 			}

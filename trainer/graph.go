@@ -234,10 +234,8 @@ func (m *graphNet) ComputeGradients(x []float32, y []uint8) (loss float32, err e
 			clear(m.grad)
 		}
 	}()
-	for _, in := range m.inputs {
-		if err := G.Let(in, in.Value()); err != nil {
-			return 0, err
-		}
+	if err := letInputs(m.inputs); err != nil {
+		return 0, err
 	}
 	if err := m.vm.RunAll(); err != nil {
 		return 0, fmt.Errorf("model: forward/backward: %w", err)
@@ -275,6 +273,25 @@ func (m *graphNet) AddGrads(dst []float32, scale float32) {
 	m.mustLen("AddGrads", len(dst))
 	for i, g := range m.grad {
 		dst[i] += float32(scale * g)
+	}
+}
+
+// letInputs binds every input node to its value, which a feed has just
+// rewritten in place.
+func letInputs(inputs []*G.Node) error {
+	for _, in := range inputs {
+		if err := G.Let(in, in.Value()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyParamsTo copies the parameters into the same-shaped nodes of an
+// eval graph.
+func (m *graphNet) copyParamsTo(nodes []*G.Node) {
+	for i, p := range m.params {
+		copy(nodes[i].Value().Data().([]float32), p.Value().Data().([]float32))
 	}
 }
 
@@ -328,9 +345,7 @@ func (e *evalGraph) evaluate(m *graphNet, ds *Dataset) (acc, loss float64, err e
 	if ds.Dim != m.dim || ds.Classes != m.class {
 		return 0, 0, fmt.Errorf("evaluate: dataset %q is %d→%d classes, model is %d→%d", ds.Name, ds.Dim, ds.Classes, m.dim, m.class)
 	}
-	for i, p := range m.params {
-		copy(e.params[i].Value().Data().([]float32), p.Value().Data().([]float32))
-	}
+	m.copyParamsTo(e.params)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("evaluate: gorgonia panic: %v", r)

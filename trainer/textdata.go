@@ -179,19 +179,23 @@ func NSPDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed u
 		}
 		a = a[max(0, len(a)-half):] // the end of A touches B
 		b = b[:min(len(b), seq-3-len(a))]
-		row := ds.X[i*seq : (i+1)*seq]
-		putIDs(row, text.ClsID)
-		putIDs(row[1:], a...)
-		putIDs(row[1+len(a):], text.SepID)
-		putIDs(row[2+len(a):], b...)
-		putIDs(row[2+len(a)+len(b):], text.SepID)
+		putSequence(ds.X[i*seq:(i+1)*seq], a, b)
 	}
 	return ds, nil
 }
 
-func putIDs(dst []float32, ids ...int) {
-	for i, id := range ids {
-		dst[i] = float32(id)
+// putSequence writes [CLS] s₁ [SEP] s₂ [SEP] … at the start of row; the
+// caller has cut the segments to fit.
+func putSequence(row []float32, segments ...[]int) {
+	row[0] = text.ClsID
+	i := 1
+	for _, seg := range segments {
+		for _, id := range seg {
+			row[i] = float32(id)
+			i++
+		}
+		row[i] = text.SepID
+		i++
 	}
 }
 
@@ -266,11 +270,7 @@ func ReadTextCSV(name string, r io.Reader, tok *text.Tokenizer, seq int, labels 
 			return nil, nil, fmt.Errorf("%s: row %d: label %q is not one of the training labels %v", name, i+1, r.label, labels)
 		}
 		ds.Y[i] = uint8(c)
-		body := r.ids[:min(len(r.ids), seq-2)]
-		out := ds.X[i*seq : (i+1)*seq]
-		putIDs(out, text.ClsID)
-		putIDs(out[1:], body...)
-		putIDs(out[1+len(body):], text.SepID)
+		putSequence(ds.X[i*seq:(i+1)*seq], r.ids[:min(len(r.ids), seq-2)])
 	}
 	return ds, labels, nil
 }
@@ -314,11 +314,7 @@ func ReplacedDataset(name string, tok *text.Tokenizer, docs []string, seq int, s
 			}
 		}
 		ids := tok.Encode(strings.Join(passage, " "))
-		ids = ids[:min(len(ids), seq-2)]
-		row := ds.X[i*seq : (i+1)*seq]
-		putIDs(row, text.ClsID)
-		putIDs(row[1:], ids...)
-		putIDs(row[1+len(ids):], text.SepID)
+		putSequence(ds.X[i*seq:(i+1)*seq], ids[:min(len(ids), seq-2)])
 	}
 	return ds, nil
 }

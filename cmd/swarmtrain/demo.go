@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -395,16 +396,9 @@ func describeModel(rc node.RunConfig) string {
 		return fmt.Sprintf("CNN conv %v, fc %v", ch, rc.Hidden)
 	case trainer.ArchBERT:
 		return fmt.Sprintf("BERT on %s, %d layers × %d wide (%d heads), %d tokens per sequence, vocabulary %s…",
-			rc.Dataset, cmpDefault(rc.Layers, trainer.DefaultBERTLayers), cmpDefault(rc.Width, trainer.DefaultBERTWidth),
-			cmpDefault(rc.Heads, trainer.DefaultBERTHeads), cmpDefault(rc.Seq, node.DefaultSeq), rc.Vocab[:8])
+			rc.Dataset, cmp.Or(rc.Layers, trainer.DefaultBERTLayers), cmp.Or(rc.Width, trainer.DefaultBERTWidth),
+			cmp.Or(rc.Heads, trainer.DefaultBERTHeads), cmp.Or(rc.Seq, node.DefaultSeq), rc.Vocab[:8])
 	default:
 		return fmt.Sprintf("MLP 784-%v-10", joinInts(rc.Hidden))
 	}
-}
-
-func cmpDefault(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
