@@ -8,7 +8,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
-	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 // A swarm larger than the run's MaxGroup averages in Moshpit groups
@@ -65,12 +64,7 @@ func (n *Node) moshpitGroup(step uint64, swarm []peer.ID) []peer.ID {
 // local and avg are scratch vectors the size of the parameters.
 func (n *Node) mix(ctx context.Context, step uint64, grad []float32, samples int, swarm []peer.ID, local, avg []float32) error {
 	copy(local, n.params) // the training loop is the only writer of n.params
-	lr := n.sched.LR(int(step))
-	if c := n.cfg.Run.ClipNorm; c > 0 {
-		trainer.ClipGlobalNorm(grad, c)
-	}
-	n.stepFrozen(local, grad, lr)
-	if err := diverged(step, local, lr); err != nil {
+	if _, err := n.optimizerStep(step, local, grad); err != nil {
 		n.opt.LoadState(n.optState) // back to the committed state
 		return err
 	}

@@ -81,7 +81,8 @@ type Node struct {
 	// keeps its own error feedback); nil for per-part codecs.
 	power *gossip.PowerSGD
 	// frozen are the parameter ranges the run leaves untouched.
-	frozen [][2]int
+	frozen     [][2]int
+	frozenKeep []float32 // scratch: the frozen values across a step
 
 	lastCheckpoint uint64 // step of the last checkpoint written (mu)
 

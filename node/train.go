@@ -173,13 +173,9 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 
 // apply takes the identical optimizer step every member takes.
 func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
-	lr := n.sched.LR(int(step))
-	if c := n.cfg.Run.ClipNorm; c > 0 {
-		trainer.ClipGlobalNorm(avg, c) // the same average everywhere: the same clip
-	}
 	n.mu.Lock()
-	n.stepFrozen(n.params, avg, lr)
-	if err := diverged(step, n.params, lr); err != nil {
+	lr, err := n.optimizerStep(step, n.params, avg) // the same average everywhere: the same step
+	if err != nil {
 		// Put the last committed state back (the model and optState still
 		// hold it): nothing broken is served or reported on the way out.
 		n.model.ReadParams(n.params)
@@ -211,18 +207,24 @@ func (n *Node) publish(step uint64) {
 	}
 }
 
-// stepFrozen takes an optimizer step that leaves the frozen ranges as
-// they were (not even weight decay touches them).
-func (n *Node) stepFrozen(params, grad []float32, lr float32) {
-	var keep [][]float32
+// optimizerStep is the step every path takes on params with grad: clip
+// (--clip-norm), an optimizer step that leaves the frozen ranges as they
+// were (not even weight decay touches them), and the divergence check.
+// It returns the step's learning rate; on error the caller undoes.
+func (n *Node) optimizerStep(step uint64, params, grad []float32) (lr float32, err error) {
+	lr = n.sched.LR(int(step))
+	trainer.ClipGlobalNorm(grad, n.cfg.Run.ClipNorm)
+	keep := n.frozenKeep[:0]
 	for _, r := range n.frozen {
 		clear(grad[r[0]:r[1]])
-		keep = append(keep, append([]float32(nil), params[r[0]:r[1]]...))
+		keep = append(keep, params[r[0]:r[1]]...)
 	}
+	n.frozenKeep = keep
 	n.opt.Step(params, grad, lr)
-	for i, r := range n.frozen {
-		copy(params[r[0]:r[1]], keep[i])
+	for _, r := range n.frozen {
+		keep = keep[copy(params[r[0]:r[1]], keep):]
 	}
+	return lr, diverged(step, params, lr)
 }
 
 // maxBadGradients is how many non-finite gradients in a row end the run:
