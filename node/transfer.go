@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
@@ -28,16 +27,12 @@ func FileSHA256(path string) (string, error) {
 // match: a new head keeps its seeded initialisation. The file must be the
 // one the run config names.
 func (n *Node) initFrom(path string) error {
-	sum, err := FileSHA256(path)
+	c, b, err := trainer.ReadCheckpointBytes(path) // read once: what is hashed is what is loaded
 	if err != nil {
 		return fmt.Errorf("--init-from: %w", err)
 	}
-	if sum != n.cfg.Run.InitFrom {
-		return fmt.Errorf("--init-from %s has SHA-256 %s, the run names %s", path, sum, n.cfg.Run.InitFrom)
-	}
-	c, err := trainer.ReadCheckpoint(path)
-	if err != nil {
-		return fmt.Errorf("--init-from: %w", err)
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != n.cfg.Run.InitFrom {
+		return fmt.Errorf("--init-from %s has SHA-256 %x, the run names %s", path, sum, n.cfg.Run.InitFrom)
 	}
 	p := make([]float32, len(n.params))
 	n.model.ReadParams(p)
@@ -50,7 +45,7 @@ func (n *Node) initFrom(path string) error {
 	}
 	n.mu.Lock()
 	copy(n.params, p)
-	n.hash = gossip.HashState(n.step, n.params, n.optState)
+	n.commitLocked(n.step, nil)
 	n.mu.Unlock()
 	n.log.Info("weights from checkpoint", "path", path, "its_step", c.Step, "its_run", c.RunID, "freshly_initialised", fresh)
 	return nil

@@ -1,11 +1,9 @@
 package trainer
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"slices"
 
@@ -100,15 +98,7 @@ func f32View(shape []int, vals []float32) (safetensors.TensorView, error) {
 	if i := compression.FirstNonFinite(vals); i >= 0 {
 		return safetensors.TensorView{}, fmt.Errorf("value %d is %v", i, vals[i])
 	}
-	data := make([]byte, 4*len(vals))
-	for i, x := range vals {
-		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(x))
-	}
-	dims := make([]uint64, len(shape))
-	for i, d := range shape {
-		dims[i] = uint64(d)
-	}
-	return safetensors.NewTensorView(safetensors.F32, dims, data)
+	return safetensors.NewTensorView(safetensors.F32, dims(shape), compression.FP32{}.Encode(nil, vals))
 }
 
 // DecodeCheckpoint parses and validates safetensors bytes written by
@@ -170,8 +160,8 @@ func f32Values(name string, tv safetensors.TensorView) ([]float32, []int, error)
 	}
 	data := tv.Data()
 	vals := make([]float32, len(data)/4)
-	for i := range vals {
-		vals[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
+	if err := (compression.FP32{}).Decode(vals, data[:4*len(vals)]); err != nil {
+		return nil, nil, fmt.Errorf("checkpoint: tensor %q: %w", name, err)
 	}
 	if i := compression.FirstNonFinite(vals); i >= 0 {
 		return nil, nil, fmt.Errorf("checkpoint: tensor %q value %d is %v", name, i, vals[i])
@@ -196,22 +186,29 @@ func WriteCheckpoint(path string, c Checkpoint) error {
 
 // ReadCheckpoint reads and validates a checkpoint file.
 func ReadCheckpoint(path string) (*Checkpoint, error) {
+	c, _, err := ReadCheckpointBytes(path)
+	return c, err
+}
+
+// ReadCheckpointBytes is ReadCheckpoint that also returns the file's
+// bytes, for a caller that must hash exactly what it loaded.
+func ReadCheckpointBytes(path string) (*Checkpoint, []byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if fi.Size() > maxCheckpointBytes {
-		return nil, fmt.Errorf("checkpoint %s: %d bytes, more than this build loads (%d)", path, fi.Size(), int64(maxCheckpointBytes))
+		return nil, nil, fmt.Errorf("checkpoint %s: %d bytes, more than this build loads (%d)", path, fi.Size(), int64(maxCheckpointBytes))
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c, err := DecodeCheckpoint(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return c, nil
+	return c, b, nil
 }
 
 // Matches checks that c holds a model laid out as tensors.
