@@ -236,20 +236,22 @@ back), and the table lists which peer trained each.`,
 			if err := node.PrepareText(&cfg, filepath.Join(tmp, "vocab.txt")); err != nil {
 				return err
 			}
-			// Check every trial before training any: a typo should not
-			// surface after an hour of trials.
-			for _, t := range trials {
+			// Every trial's run, checked before any trains: a typo should
+			// not surface after an hour of trials.
+			runs := make([]node.Trial, len(trials))
+			for i, t := range trials {
 				rc := cfg.Run
 				rc.Hidden = slices.Clone(base.Hidden)
 				if err := applyTrial(&rc, t); err != nil {
 					return fmt.Errorf("trial %s: %w", t, err)
 				}
+				runs[i] = node.Trial{Label: t.String(), Run: rc}
 			}
 			var results []trialResult
 			if serve {
-				results, err = serveSweep(cmd, cfg, trials, tmp, port)
+				results, err = serveSweep(cmd, cfg, runs, tmp, port)
 			} else {
-				results, err = runSweep(cmd, cfg, trials, tmp, asJSON)
+				results, err = runSweep(cmd, cfg, runs, tmp, asJSON)
 			}
 			if err != nil {
 				return err
@@ -271,7 +273,7 @@ back), and the table lists which peer trained each.`,
 
 // serveSweep coordinates: it hands the trials to worker peers and waits
 // for every result.
-func serveSweep(cmd *cobra.Command, base node.Config, trials []trial, tmp string, port int) ([]trialResult, error) {
+func serveSweep(cmd *cobra.Command, base node.Config, ts []node.Trial, tmp string, port int) ([]trialResult, error) {
 	vocab, err := node.VocabBytes(base)
 	if err != nil {
 		return nil, err
@@ -279,12 +281,8 @@ func serveSweep(cmd *cobra.Command, base node.Config, trials []trial, tmp string
 	if base.Run.Dataset == node.DatasetCSV {
 		return nil, errors.New("--serve cannot send CSV files to workers: run a csv sweep without --serve")
 	}
-	var ts []node.Trial
-	for _, t := range trials {
-		rc := base.Run
-		rc.Hidden = slices.Clone(base.Run.Hidden)
-		applyTrial(&rc, t) // checked before
-		ts = append(ts, node.Trial{Label: t.String(), Run: rc, Vocab: vocab})
+	for i := range ts {
+		ts[i].Vocab = vocab
 	}
 	if err := node.CheckTrialSize(ts[0]); err != nil {
 		return nil, err
@@ -362,18 +360,16 @@ func sweepWorkerCmd() *cobra.Command {
 }
 
 // runSweep trains the trials one after the other, each as a one-node
-// swarm in this process, in folders under tmp; base holds the run and
-// the data paths.
-func runSweep(cmd *cobra.Command, base node.Config, trials []trial, tmp string, quiet bool) ([]trialResult, error) {
+// swarm in this process, in folders under tmp; base holds the data paths.
+func runSweep(cmd *cobra.Command, base node.Config, trials []node.Trial, tmp string, quiet bool) ([]trialResult, error) {
 	var out []trialResult
 	for i, t := range trials {
 		cfg := base
-		cfg.Run.Hidden = slices.Clone(base.Run.Hidden)
-		applyTrial(&cfg.Run, t) // checked before
+		cfg.Run = t.Run
 		cfg.Dir = filepath.Join(tmp, fmt.Sprintf("trial-%d", i))
 		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 		start := time.Now()
-		res := trialResult{Trial: t.String()}
+		res := trialResult{Trial: t.Label}
 		n, err := node.New(cfg)
 		if err == nil {
 			var r *node.Result
@@ -386,7 +382,7 @@ func runSweep(cmd *cobra.Command, base node.Config, trials []trial, tmp string, 
 		}
 		res.Seconds = time.Since(start).Seconds()
 		if !quiet {
-			line := fmt.Sprintf("trial %d/%d  %-40s  accuracy %.2f%%  (%.0f s)", i+1, len(trials), t, 100*res.Accuracy, res.Seconds)
+			line := fmt.Sprintf("trial %d/%d  %-40s  accuracy %.2f%%  (%.0f s)", i+1, len(trials), t.Label, 100*res.Accuracy, res.Seconds)
 			if res.Error != "" {
 				line += "  error: " + res.Error
 			}
