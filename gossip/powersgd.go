@@ -28,11 +28,8 @@ import (
 type PowerSGD struct {
 	rank   int
 	mats   []psMatrix
-	dense  []span // everything else, in vector order
-	nDense int    // Σ sizes of the dense ranges
-	nP     int    // Σ rows·rank
-	nQ     int    // Σ cols·rank
-	n      int
+	dense  []span            // everything else, in vector order
+	nDense int               // Σ sizes of the dense ranges
 	wire   compression.Codec // P, Q
 	small  compression.Codec // the dense ranges
 
@@ -74,7 +71,7 @@ func NewPowerSGD(cfg PowerSGDConfig) (*PowerSGD, error) {
 	if ps.small == nil {
 		ps.small = compression.FP16{}
 	}
-	off := 0
+	off, nP, nQ := 0, 0, 0 // nP = Σ rows·rank, nQ = Σ cols·rank
 	for _, sh := range cfg.Shapes {
 		size := 1
 		for _, d := range sh {
@@ -84,9 +81,9 @@ func NewPowerSGD(cfg PowerSGDConfig) (*PowerSGD, error) {
 			size *= d
 		}
 		if len(sh) == 2 && size >= cfg.MinMatrix && sh[0] > cfg.Rank && sh[1] > cfg.Rank {
-			ps.mats = append(ps.mats, psMatrix{off: off, rows: sh[0], cols: sh[1], p: ps.nP, q: ps.nQ})
-			ps.nP += sh[0] * cfg.Rank
-			ps.nQ += sh[1] * cfg.Rank
+			ps.mats = append(ps.mats, psMatrix{off: off, rows: sh[0], cols: sh[1], p: nP, q: nQ})
+			nP += sh[0] * cfg.Rank
+			nQ += sh[1] * cfg.Rank
 		} else if k := len(ps.dense); k > 0 && ps.dense[k-1].off+ps.dense[k-1].n == off {
 			ps.dense[k-1].n += size
 		} else {
@@ -94,24 +91,23 @@ func NewPowerSGD(cfg PowerSGDConfig) (*PowerSGD, error) {
 		}
 		off += size
 	}
-	ps.n = off
 	if len(ps.mats) == 0 {
 		return nil, errors.New("powersgd: no tensor is a matrix large enough to factor")
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x706f776572)) // "power"
-	ps.q = make([]float32, ps.nQ)
+	ps.q = make([]float32, nQ)
 	for i := range ps.q {
 		ps.q[i] = float32(rng.NormFloat64())
 	}
 	for _, sp := range ps.dense {
 		ps.nDense += sp.n
 	}
-	ps.residual = make([]float32, ps.n)
-	ps.m = make([]float32, ps.n)
-	ps.v1 = make([]float32, ps.nDense+ps.nP)
+	ps.residual = make([]float32, off)
+	ps.m = make([]float32, off)
+	ps.v1 = make([]float32, ps.nDense+nP)
 	ps.a1 = make([]float32, len(ps.v1))
-	ps.v2 = make([]float32, ps.nQ)
-	ps.a2 = make([]float32, ps.nQ)
+	ps.v2 = make([]float32, nQ)
+	ps.a2 = make([]float32, nQ)
 	return ps, nil
 }
 
@@ -126,8 +122,8 @@ func (ps *PowerSGD) Reset() { clear(ps.residual) }
 // av (round IDs r.ID+"/p" and r.ID+"/q") and writes the approximation
 // into out. On error nothing changes: not the residual, not Q.
 func (ps *PowerSGD) AllReduce(ctx context.Context, av *Averager, r Round, local, out []float32) error {
-	if len(local) != ps.n || len(out) != ps.n {
-		return fmt.Errorf("powersgd: vector of %d values, layout has %d", len(local), ps.n)
+	if len(local) != len(ps.residual) || len(out) != len(ps.residual) {
+		return fmt.Errorf("powersgd: vector of %d values, layout has %d", len(local), len(ps.residual))
 	}
 	rank := ps.rank
 	m := ps.m
