@@ -94,6 +94,9 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		for i := range acc {
 			mean[i] = float32(acc[i] * inv)
 		}
+		for _, r := range n.frozen { // frozen tensors take no step: nothing to send for them
+			clear(mean[r[0]:r[1]])
+		}
 		if i := compression.FirstNonFinite(mean); i >= 0 {
 			// Our gradient is unusable (NaN/Inf from a bad batch or a
 			// numeric blow-up): sending it would fail every round we join.
