@@ -21,7 +21,7 @@ import (
 // different runs, never share a topic, and are refused with the field that
 // differs.
 type RunConfig struct {
-	Dataset     string  `json:"dataset"`      // mnist, mlm, nsp, replaced or csv
+	Dataset     string  `json:"dataset"`      // mnist, mlm, nsp, replaced, source or csv
 	Hidden      []int   `json:"hidden"`       // MLP hidden widths
 	Batch       int     `json:"batch"`        // local minibatch, samples per forward/backward
 	TargetBatch int     `json:"target_batch"` // global samples per optimizer step, summed over the swarm
@@ -60,7 +60,7 @@ type RunConfig struct {
 	// MLP runs keep their run IDs.
 	Model    string `json:"model,omitempty"`
 	Channels []int  `json:"channels,omitempty"`
-	// Text runs (Dataset mlm, nsp, replaced or csv) train the bert model. Data is
+	// Text runs (Dataset mlm, nsp, replaced, source or csv) train the bert model. Data is
 	// the SHA-256 of the text files and Vocab of the vocabulary file, so
 	// peers holding other text or another vocabulary are on another run.
 	// VocabSize is what a learned vocabulary aims for, Seq the tokens per
@@ -74,6 +74,9 @@ type RunConfig struct {
 	Heads     int     `json:"heads,omitempty"`
 	Layers    int     `json:"layers,omitempty"`
 	Dropout   float32 `json:"dropout,omitempty"`
+	// TrainRows trains on only this many training rows, drawn with the
+	// seed (0: all): the few-labels setting where pre-training pays.
+	TrainRows int `json:"train_rows,omitempty"`
 }
 
 // Text defaults, used where a text run's field is 0.
@@ -84,7 +87,11 @@ const (
 
 // IsText reports whether the run trains on text (the bert model).
 func (r RunConfig) IsText() bool {
-	return r.Dataset == DatasetMLM || r.Dataset == DatasetNSP || r.Dataset == DatasetReplaced || r.Dataset == DatasetCSV
+	switch r.Dataset {
+	case DatasetMLM, DatasetNSP, DatasetReplaced, DatasetSource, DatasetCSV:
+		return true
+	}
+	return false
 }
 
 // ModelConfig is the trainer's view of the run's network.
@@ -116,9 +123,9 @@ func DefaultRunConfig() RunConfig {
 func (r RunConfig) Validate() error {
 	switch {
 	case r.Dataset != DatasetMNIST && !r.IsText():
-		return fmt.Errorf("run config: dataset %q, want mnist, mlm, nsp, replaced or csv", r.Dataset)
+		return fmt.Errorf("run config: dataset %q, want mnist, mlm, nsp, replaced, source or csv", r.Dataset)
 	case r.IsText() != (r.Model == trainer.ArchBERT):
-		return fmt.Errorf("run config: dataset %s with model %q: text datasets (mlm, nsp, replaced, csv) go with --model bert, and bert with them", r.Dataset, r.modelName())
+		return fmt.Errorf("run config: dataset %s with model %q: text datasets (mlm, nsp, replaced, source, csv) go with --model bert, and bert with them", r.Dataset, r.modelName())
 	case len(r.Hidden) == 0 || len(r.Hidden) > 8:
 		return fmt.Errorf("run config: hidden has %d layers, want 1..8", len(r.Hidden))
 	case r.Batch < 1 || r.Batch > 4096:
@@ -135,6 +142,8 @@ func (r RunConfig) Validate() error {
 		return fmt.Errorf("run config: warmup %d, want 0..steps (%d)", r.Warmup, r.Steps)
 	case r.Steps < 1 || r.Steps > 10_000_000:
 		return fmt.Errorf("run config: steps %d, want 1..10000000", r.Steps)
+	case r.TrainRows < 0:
+		return fmt.Errorf("run config: train rows %d, want 0 (all) or more", r.TrainRows)
 	case r.MinGroup < 1 || r.MinGroup > 1024:
 		return fmt.Errorf("run config: min group %d, want 1..1024", r.MinGroup)
 	case r.MaxGroup != 0 && (r.MaxGroup < 2 || r.MaxGroup > 1024):
@@ -251,9 +260,10 @@ type Config struct {
 	Join    []string // multiaddrs of peers to join; empty starts a new swarm
 	HTTP    string   // host:port for /status and /metrics; empty disables
 	DataDir string   // MNIST IDX/CSV folder; empty uses the GoMNIST module's data
-	// Text runs: the corpus files (mlm, nsp; empty means Go's Opticks),
-	// the labelled CSV files (csv) and the vocabulary file. Their hashes
-	// must be Run.Data and Run.Vocab (PrepareText sets both).
+	// Text runs: the corpus files (mlm, nsp, replaced, source; empty
+	// means trainer.DefaultCorpus), the labelled CSV files (csv) and the
+	// vocabulary file. Their hashes must be Run.Data and Run.Vocab
+	// (PrepareText sets both).
 	Corpus            []string
 	TrainCSV, TestCSV string
 	VocabPath         string

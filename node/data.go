@@ -21,6 +21,7 @@ const (
 	DatasetMLM      = "mlm"      // masked-language modelling on a corpus (bert pre-training)
 	DatasetNSP      = "nsp"      // next-sentence prediction on a corpus (classification)
 	DatasetReplaced = "replaced" // replaced-word detection on a corpus (classification)
+	DatasetSource   = "source"   // which text of the corpus a sentence comes from (classification)
 	DatasetCSV      = "csv"      // text,label rows from the user's CSV files (classification)
 )
 
@@ -32,22 +33,26 @@ const (
 )
 
 // textFiles lists the files a text run reads, in the order they are hashed.
-func (c Config) textFiles() []string {
+func (c Config) textFiles() ([]string, error) {
 	if c.Run.Dataset == DatasetCSV {
-		return []string{c.TrainCSV, c.TestCSV}
+		return []string{c.TrainCSV, c.TestCSV}, nil
 	}
 	if len(c.Corpus) == 0 {
-		return []string{trainer.OpticksPath()}
+		return trainer.DefaultCorpus()
 	}
-	return c.Corpus
+	return c.Corpus, nil
 }
 
 // readTextFiles reads the run's text files once and returns their
 // contents with the SHA-256 over each file's length and bytes, in order:
 // what is hashed is what is trained on, even if a file changes meanwhile.
 func (c Config) readTextFiles() (contents [][]byte, sum string, err error) {
+	paths, err := c.textFiles()
+	if err != nil {
+		return nil, "", err
+	}
 	h := sha256.New()
-	for _, p := range c.textFiles() {
+	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return nil, "", fmt.Errorf("text data: %w", err)
@@ -110,8 +115,20 @@ func PrepareText(cfg *Config, learnedPath string) error {
 }
 
 // LoadData builds the run's training and test sets from the node's files,
-// checking them against the hashes the run names.
+// checking them against the hashes the run names, and keeps Run.TrainRows
+// training rows when it is set.
 func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
+	train, test, err = loadData(cfg)
+	if err == nil && cfg.Run.TrainRows > 0 {
+		if cfg.Run.TrainRows > train.N {
+			return nil, nil, fmt.Errorf("--train-rows %d: the training set has %d rows", cfg.Run.TrainRows, train.N)
+		}
+		train, err = train.Sample(cfg.Run.Seed, cfg.Run.TrainRows)
+	}
+	return train, test, err
+}
+
+func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	r := cfg.Run
 	if !r.IsText() {
 		return trainer.LoadMNIST(cfg.DataDir)
@@ -121,7 +138,8 @@ func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 		return nil, nil, err
 	}
 	if sum != r.Data {
-		return nil, nil, fmt.Errorf("text data %v has SHA-256 %s, the run names %s: peers must train on the same files", cfg.textFiles(), sum, r.Data)
+		paths, _ := cfg.textFiles()
+		return nil, nil, fmt.Errorf("text data %v has SHA-256 %s, the run names %s: peers must train on the same files", paths, sum, r.Data)
 	}
 	if cfg.VocabPath == "" {
 		return nil, nil, errors.New("text run without a vocabulary file")
@@ -154,8 +172,11 @@ func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 		return train, test, err
 	}
 	task := trainer.NSPDataset
-	if r.Dataset == DatasetReplaced {
+	switch r.Dataset {
+	case DatasetReplaced:
 		task = trainer.ReplacedDataset
+	case DatasetSource:
+		task = trainer.SourceDataset
 	}
 	if train, err = task(r.Dataset+"-train", tok, trainDocs, seq, r.Seed); err == nil {
 		test, err = task(r.Dataset+"-test", tok, testDocs, seq, r.Seed+1)

@@ -12,11 +12,11 @@ import (
 	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
 
-func opticksTokenizer(t testing.TB, size int) (*text.Tokenizer, []string) {
+func corpusTokenizer(t testing.TB, size int) (*text.Tokenizer, []string) {
 	t.Helper()
 	docs, err := ReadCorpus()
 	if err != nil {
-		t.Skipf("no Opticks text: %v", err)
+		t.Skipf("no corpus: %v", err)
 	}
 	tok, err := text.Learn(docs, size, 2)
 	if err != nil {
@@ -28,7 +28,7 @@ func opticksTokenizer(t testing.TB, size int) (*text.Tokenizer, []string) {
 // A short MLM run on the real corpus: the held-out masked-token loss must
 // fall well below the uniform guess (ln 1000 = 6.91) and accuracy rise.
 func TestBERTMLMLearns(t *testing.T) {
-	tok, docs := opticksTokenizer(t, 1000)
+	tok, docs := corpusTokenizer(t, 1000)
 	trainDocs, testDocs := SplitTail(docs, 0.1)
 	train, err := MLMDataset("mlm-train", tok, trainDocs, 32, 2, 1)
 	if err != nil {

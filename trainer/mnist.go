@@ -1,16 +1,10 @@
 package trainer
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime/debug"
-	"slices"
 	"strings"
-	"time"
 
 	// The GoMNIST module ships the MNIST IDX files in its data/ folder.
 	// Importing it keeps the module in the build list (and go.mod), so the
@@ -184,87 +178,15 @@ func readCSVFile(path string) (pix, labels []byte, dim int, err error) {
 	return pix, labels, dim, nil
 }
 
-// MNISTDir finds the data/ folder of the GoMNIST module without the network:
-// first in the module cache at the version recorded in this binary's build
-// info, then via `go list -m` with GOPROXY=off (which works when run inside
-// this module's tree), then any cached version. The error tells the user to
-// pass --data DIR.
+// MNISTDir finds the data/ folder of the GoMNIST module without the
+// network (see moduleDir). The error tells the user to pass --data DIR.
 func MNISTDir() (string, error) {
-	cache := modCache()
-	dir, tried := mnistDirFromBuildInfo(cache)
-	if dir != "" {
-		return dir, nil
+	dir, tried := moduleDir(mnistModule, func(d string) bool { return hasMNIST(filepath.Join(d, "data")) })
+	if dir == "" {
+		return "", fmt.Errorf("mnist: cannot find the GoMNIST data (tried %s); download MNIST and pass --data DIR",
+			strings.Join(tried, "; "))
 	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", mnistModule)
-	cmd.Env = append(os.Environ(), "GOPROXY=off")
-	if out, err := cmd.Output(); err == nil {
-		if d := strings.TrimSpace(string(out)); d != "" {
-			dir := filepath.Join(d, "data")
-			if hasMNIST(dir) {
-				return dir, nil
-			}
-			tried = append(tried, dir)
-		}
-	} else {
-		tried = append(tried, "go list -m "+mnistModule+" ("+firstLine(err)+")")
-	}
-
-	glob := filepath.Join(cache, escapeModule(mnistModule)+"@*", "data")
-	matches, _ := filepath.Glob(glob)
-	slices.Sort(matches)
-	slices.Reverse(matches) // newest pseudo-version first
-	for _, dir := range matches {
-		if hasMNIST(dir) {
-			return dir, nil
-		}
-	}
-	tried = append(tried, glob)
-	return "", fmt.Errorf("mnist: cannot find the GoMNIST data (tried %s); download MNIST and pass --data DIR",
-		strings.Join(tried, "; "))
-}
-
-// mnistDirFromBuildInfo looks in the module cache for the GoMNIST version
-// (or replacement) recorded in this binary, which works for an installed
-// binary far from any source tree. It returns "" and the paths it tried
-// when the data is not there.
-func mnistDirFromBuildInfo(cache string) (dir string, tried []string) {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "", []string{"build info (none in this binary)"}
-	}
-	for _, dep := range bi.Deps {
-		if dep.Path != mnistModule {
-			continue
-		}
-		switch {
-		case dep.Replace != nil && dep.Replace.Version == "": // replaced by a local directory
-			dir = filepath.Join(dep.Replace.Path, "data")
-		case dep.Replace != nil:
-			dir = filepath.Join(cache, escapeModule(dep.Replace.Path)+"@"+escapeModule(dep.Replace.Version), "data")
-		default:
-			dir = filepath.Join(cache, escapeModule(dep.Path)+"@"+escapeModule(dep.Version), "data")
-		}
-		if hasMNIST(dir) {
-			return dir, nil
-		}
-		return "", []string{dir}
-	}
-	return "", []string{"build info (no " + mnistModule + ")"}
-}
-
-func firstLine(err error) string {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) && len(ee.Stderr) > 0 {
-		s := strings.TrimSpace(string(ee.Stderr))
-		if i := strings.IndexByte(s, '\n'); i >= 0 {
-			s = s[:i]
-		}
-		return s
-	}
-	return err.Error()
+	return filepath.Join(dir, "data"), nil
 }
 
 func hasMNIST(dir string) bool {
@@ -273,35 +195,4 @@ func hasMNIST(dir string) bool {
 		_, err = os.Stat(filepath.Join(dir, mnistIDX[0]))
 	}
 	return err == nil
-}
-
-// modCache is the Go module cache: $GOMODCACHE, else the first GOPATH entry
-// plus pkg/mod, else $HOME/go/pkg/mod (the go command's own defaults).
-func modCache() string {
-	if c := os.Getenv("GOMODCACHE"); c != "" {
-		return c
-	}
-	if gp := os.Getenv("GOPATH"); gp != "" {
-		return filepath.Join(filepath.SplitList(gp)[0], "pkg", "mod")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(home, "go", "pkg", "mod")
-}
-
-// escapeModule applies the module cache's case encoding: every upper-case
-// letter becomes '!' and its lower-case form, so GoMNIST is stored as
-// !go!m!n!i!s!t on case-insensitive file systems.
-func escapeModule(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if 'A' <= r && r <= 'Z' {
-			b.WriteByte('!')
-			r += 'a' - 'A'
-		}
-		b.WriteRune(r)
-	}
-	return filepath.FromSlash(b.String())
 }

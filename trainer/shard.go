@@ -13,8 +13,9 @@ import (
 
 // Stream tags keep the shard and batch orders independent for one seed.
 const (
-	streamShard = 0x7368617264 // "shard"
-	streamBatch = 0x6261746368 // "batch"
+	streamShard  = 0x7368617264 // "shard"
+	streamBatch  = 0x6261746368 // "batch"
+	streamSample = 0x73616d706c // "sampl"
 )
 
 // perm returns a permutation of 0..n-1 determined by (seed, stream).
@@ -60,9 +61,26 @@ func (d *Dataset) Shard(seed uint64, index, count int) (*Dataset, error) {
 		return nil, fmt.Errorf("shard: index %d out of range 0..%d", index, count-1)
 	}
 	lo, hi := shardBounds(d.N, index, count)
-	p := perm(d.N, seed, streamShard)[lo:hi]
+	return d.rows(fmt.Sprintf("%s[%d/%d]", d.Name, index, count), perm(d.N, seed, streamShard)[lo:hi]), nil
+}
+
+// Sample returns n rows of d drawn without replacement by a PCG seeded
+// from seed (in drawn order): a smaller training set, the same for every
+// peer that knows (seed, n).
+func (d *Dataset) Sample(seed uint64, n int) (*Dataset, error) {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	if n < 1 || n > d.N {
+		return nil, fmt.Errorf("sample: %d rows, %q has %d", n, d.Name, d.N)
+	}
+	return d.rows(fmt.Sprintf("%s[%d rows]", d.Name, n), perm(d.N, seed, streamSample)[:n]), nil
+}
+
+// rows copies the rows p of d into a new dataset.
+func (d *Dataset) rows(name string, p []int) *Dataset {
 	s := &Dataset{
-		Name:    fmt.Sprintf("%s[%d/%d]", d.Name, index, count),
+		Name:    name,
 		X:       make([]float32, len(p)*d.Dim),
 		Y:       make([]uint8, len(p)),
 		N:       len(p),
@@ -76,7 +94,7 @@ func (d *Dataset) Shard(seed uint64, index, count int) (*Dataset, error) {
 		copy(s.row(i), d.row(r))
 		s.Y[i] = d.Y[r]
 	}
-	return s, nil
+	return s
 }
 
 // shardBounds returns the half-open range of slice index among count over n.

@@ -65,6 +65,37 @@ func TestShard(t *testing.T) {
 	}
 }
 
+func TestSample(t *testing.T) {
+	d := indexed(50)
+	s, err := d.Sample(3, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.N != 10 || len(s.X) != 10 {
+		t.Fatalf("%d rows, want 10", s.N)
+	}
+	distinct := map[float32]bool{}
+	for r, v := range s.X {
+		distinct[v] = true
+		if s.Y[r] != uint8(int(v)%2) {
+			t.Fatalf("row %d: label does not follow its row", r)
+		}
+	}
+	if len(distinct) != 10 {
+		t.Errorf("rows drawn twice: %v", s.X)
+	}
+	again, _ := d.Sample(3, 10)
+	other, _ := d.Sample(4, 10)
+	if !slices.Equal(s.X, again.X) || slices.Equal(s.X, other.X) {
+		t.Errorf("seed 3 twice: %v, %v; seed 4: %v", s.X, again.X, other.X)
+	}
+	for _, bad := range []int{0, -1, 51} {
+		if _, err := d.Sample(3, bad); err == nil {
+			t.Errorf("Sample(%d) of 50 rows accepted", bad)
+		}
+	}
+}
+
 func TestPermUniformish(t *testing.T) {
 	// Position 0 of perm(4) over many seeds: each value about 1/4 of the time.
 	var hist [4]int

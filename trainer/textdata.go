@@ -22,10 +22,11 @@ const (
 	streamMLM      = 0x6d6c6d   // "mlm"
 	streamNSP      = 0x6e7370   // "nsp"
 	streamReplaced = 0x7265706c // "repl"
+	streamSource   = 0x73726365 // "srce"
 )
 
-// OpticksPath is the public-domain text in Go's own source tree that the
-// text tasks use when given no corpus: under the GOROOT this binary was
+// OpticksPath is the public-domain text in Go's own source tree, part of
+// DefaultCorpus: under the GOROOT this binary was
 // built with, or else under the one `go env GOROOT` names (a binary copied
 // to another machine with Go installed elsewhere).
 func OpticksPath() string {
@@ -41,11 +42,45 @@ func OpticksPath() string {
 	return p
 }
 
-// ReadCorpus reads text files (Go's Opticks when paths is empty) and
+// The Adventures of Tom Sawyer (Mark Twain, public domain), as the
+// klauspost/compress module, which this program is built with, ships it.
+const sawyerModule = "github.com/klauspost/compress"
+
+var sawyerFile = filepath.Join("testdata", "Mark.Twain-Tom.Sawyer.txt")
+
+// SawyerPath finds Tom Sawyer in the module cache (see moduleDir).
+func SawyerPath() (string, error) {
+	ok := func(dir string) bool {
+		_, err := os.Stat(filepath.Join(dir, sawyerFile))
+		return err == nil
+	}
+	dir, tried := moduleDir(sawyerModule, ok)
+	if dir == "" {
+		return "", fmt.Errorf("corpus: cannot find Tom Sawyer from %s (tried %s); give text files with --text", sawyerModule, strings.Join(tried, "; "))
+	}
+	return filepath.Join(dir, sawyerFile), nil
+}
+
+// DefaultCorpus is the text the text tasks use when given none: Newton's
+// Opticks and Twain's Tom Sawyer, public-domain books that come with Go
+// and with a module of this program, so nothing is downloaded. Two books
+// of different kinds are what the source task tells apart.
+func DefaultCorpus() ([]string, error) {
+	sawyer, err := SawyerPath()
+	if err != nil {
+		return nil, err
+	}
+	return []string{OpticksPath(), sawyer}, nil
+}
+
+// ReadCorpus reads text files (DefaultCorpus when paths is empty) and
 // returns their contents, one string per file.
 func ReadCorpus(paths ...string) ([]string, error) {
 	if len(paths) == 0 {
-		paths = []string{OpticksPath()}
+		var err error
+		if paths, err = DefaultCorpus(); err != nil {
+			return nil, err
+		}
 	}
 	var docs []string
 	for _, p := range paths {
@@ -315,6 +350,49 @@ func ReplacedDataset(name string, tok *text.Tokenizer, docs []string, seq int, s
 		}
 		ids := tok.Encode(strings.Join(passage, " "))
 		putSequence(ds.X[i*seq:(i+1)*seq], ids[:min(len(ids), seq-2)])
+	}
+	return ds, nil
+}
+
+// SourceDataset asks which text a sentence comes from, a classification
+// task built from the corpus: a row is [CLS] a sentence [SEP] (cut to
+// seq), labelled with the index of its document. Every document gives the
+// same number of rows, sentences picked evenly along it, so the classes
+// are balanced and guessing the largest text scores 1/len(docs).
+func SourceDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed uint64) (*Dataset, error) {
+	if seq < 8 || seq > maxBERTSeq {
+		return nil, fmt.Errorf("source data: seq %d, want 8..%d", seq, maxBERTSeq)
+	}
+	if len(docs) < 2 || len(docs) > 255 {
+		return nil, fmt.Errorf("source data %q: %d texts, want 2..255 (the label is the text)", name, len(docs))
+	}
+	per := make([][][]int, len(docs))
+	least := -1
+	for i, d := range docs {
+		for _, s := range sentences(tok, tok.Encode(d)) {
+			if len(s) >= 4 { // "Mr." and chapter numbers say nothing of the text
+				per[i] = append(per[i], s)
+			}
+		}
+		if least < 0 || len(per[i]) < least {
+			least = len(per[i])
+		}
+	}
+	if least < 1 {
+		return nil, fmt.Errorf("source data %q: a text has no sentence of 4 or more tokens", name)
+	}
+	ds := &Dataset{Name: name, N: least * len(docs), Dim: seq, Classes: len(docs), Vocab: tok.Size()}
+	ds.X = make([]float32, ds.N*seq)
+	ds.Y = make([]uint8, ds.N)
+	// Rows in a seeded order, so a shard or a prefix holds every class.
+	order := rand.New(rand.NewPCG(seed, streamSource)).Perm(ds.N)
+	for i, sents := range per {
+		for j := range least {
+			s := sents[j*len(sents)/least]
+			row := order[i*least+j]
+			ds.Y[row] = uint8(i)
+			putSequence(ds.X[row*seq:(row+1)*seq], s[:min(len(s), seq-2)])
+		}
 	}
 	return ds, nil
 }

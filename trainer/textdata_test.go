@@ -9,7 +9,7 @@ import (
 )
 
 func TestMLMDataset(t *testing.T) {
-	tok, docs := opticksTokenizer(t, 500)
+	tok, docs := corpusTokenizer(t, 500)
 	const seq = 32
 	ds, err := MLMDataset("mlm", tok, docs[:1], seq, 2, 7)
 	if err != nil {
@@ -61,7 +61,7 @@ func TestMLMDataset(t *testing.T) {
 }
 
 func TestReplacedAndNSPDatasets(t *testing.T) {
-	tok, docs := opticksTokenizer(t, 500)
+	tok, docs := corpusTokenizer(t, 500)
 	for _, build := range []func(string, *text.Tokenizer, []string, int, uint64) (*Dataset, error){ReplacedDataset, NSPDataset} {
 		ds, err := build("task", tok, docs, 48, 3)
 		if err != nil {
@@ -107,7 +107,7 @@ func TestReplacedAndNSPDatasets(t *testing.T) {
 }
 
 func TestReadTextCSV(t *testing.T) {
-	tok, _ := opticksTokenizer(t, 300)
+	tok, _ := corpusTokenizer(t, 300)
 	ds, labels, err := ReadTextCSV("train.csv", strings.NewReader("text,label\n\"Light, refracted\",pos\nthe prism,neg\ncolours of the rays,pos\n"), tok, 16, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -143,4 +143,88 @@ func must(id int, ok bool) int {
 		panic("no such token")
 	}
 	return id
+}
+
+func TestSourceDataset(t *testing.T) {
+	tok, err := text.Learn([]string{"the light is refracted. the rays of light bend. tom ran home. the boys ran off."}, 100, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := []string{
+		"The light is refracted by the prism. The rays of light bend. Short. The rays are coloured here.",
+		"Tom ran home fast. The boys ran off to the river. Tom said no.",
+	}
+	ds, err := SourceDataset("source", tok, docs, 12, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ds.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Three sentences of 4+ tokens in each text ("Short." is dropped),
+	// balanced, each row the sentence of its own text.
+	if ds.N != 6 || ds.Classes != 2 {
+		t.Fatalf("N=%d classes %d, want 6 rows of 2 classes", ds.N, ds.Classes)
+	}
+	want := map[string]uint8{}
+	for label, d := range docs {
+		for _, s := range sentences(tok, tok.Encode(d)) {
+			if len(s) >= 4 {
+				want[tok.Decode(s[:min(len(s), 10)])] = uint8(label)
+			}
+		}
+	}
+	perClass := [2]int{}
+	for i := range ds.N {
+		row := ds.X[i*12 : (i+1)*12]
+		if row[0] != text.ClsID {
+			t.Fatalf("row %d does not start with [CLS]", i)
+		}
+		var ids []int
+		for _, v := range row[1:] {
+			if v == text.SepID {
+				break
+			}
+			ids = append(ids, int(v))
+		}
+		s := tok.Decode(ids)
+		label, ok := want[s]
+		if !ok || label != ds.Y[i] {
+			t.Errorf("row %d %q labelled %d; its text is %d (found %v)", i, s, ds.Y[i], label, ok)
+		}
+		perClass[ds.Y[i]]++
+	}
+	if perClass != [2]int{3, 3} {
+		t.Errorf("rows per class %v, want 3 and 3", perClass)
+	}
+	// The same seed gives the same rows; a larger text gives no more rows
+	// than the smallest (balanced), and one text is refused.
+	again, _ := SourceDataset("source", tok, docs, 12, 7)
+	if !slices.Equal(again.X, ds.X) || !slices.Equal(again.Y, ds.Y) {
+		t.Error("same seed, different rows")
+	}
+	if _, err := SourceDataset("source", tok, docs[:1], 12, 7); err == nil || !strings.Contains(err.Error(), "2..255") {
+		t.Errorf("one text: %v", err)
+	}
+}
+
+// The default corpus is both books, found without the network.
+func TestDefaultCorpus(t *testing.T) {
+	paths, err := DefaultCorpus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := ReadCorpus(paths...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 2 || !strings.Contains(docs[0], "OPTICKS") || !strings.Contains(docs[1], "TOM SAWYER") {
+		t.Fatalf("default corpus %v does not hold Opticks and Tom Sawyer", paths)
+	}
+	// With an empty module cache and no go command, the error says what to do.
+	t.Setenv("GOMODCACHE", t.TempDir())
+	t.Setenv("PATH", "")
+	if _, err := DefaultCorpus(); err == nil || !strings.Contains(err.Error(), "--text") {
+		t.Errorf("without a module cache: %v", err)
+	}
 }

@@ -25,7 +25,7 @@ import (
 // Every peer of a swarm must pass the same values.
 func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	d := node.DefaultRunConfig()
-	fs.StringVar(&rc.Dataset, "dataset", d.Dataset, "what to train on: mnist (images), mlm (masked-language pre-training on --text), nsp (next-sentence prediction on --text), replaced (replaced-word detection on --text) or csv (text,label rows of --train-csv/--test-csv); the text datasets need --model bert")
+	fs.StringVar(&rc.Dataset, "dataset", d.Dataset, "what to train on: mnist (images), mlm (masked-language pre-training on --text), nsp (next-sentence prediction on --text), replaced (replaced-word detection on --text), source (which --text file a sentence comes from) or csv (text,label rows of --train-csv/--test-csv); the text datasets need --model bert")
 	fs.Var(modelFlag{&rc.Model}, "model", "network: mlp, cnn (conv–pool blocks, then the --hidden layers) or bert (Transformer encoder, for text)")
 	fs.IntSliceVar(&rc.Hidden, "hidden", d.Hidden, "fully connected hidden layer widths, comma-separated")
 	fs.IntSliceVar(&rc.Channels, "channels", d.Channels, "cnn only: output channels of each 5×5 conv + 2×2 max-pool block, comma-separated (default 16,32)")
@@ -51,6 +51,7 @@ func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	fs.IntVar(&rc.Heads, "heads", 0, "bert: attention heads, dividing the width (0: 4)")
 	fs.IntVar(&rc.Layers, "layers", 0, "bert: encoder layers (0: 2)")
 	fs.Float32Var(&rc.Dropout, "dropout", 0, "bert: dropout probability on every residual branch")
+	fs.IntVar(&rc.TrainRows, "train-rows", 0, "train on only this many training rows, drawn with --seed (0: all); few labelled rows are where pre-training pays")
 }
 
 // dataFlags are a node's local data paths. They are not run fields, but a
@@ -64,7 +65,7 @@ type dataFlags struct {
 
 func (d *dataFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module")
-	fs.StringSliceVar(&d.corpus, "text", nil, "text files to train on (mlm, nsp, replaced); default: Newton's Opticks from Go's source tree; the last 10% is held out for testing")
+	fs.StringSliceVar(&d.corpus, "text", nil, "text files to train on (mlm, nsp, replaced, source); default: Newton's Opticks (in Go's source tree) and Twain's Tom Sawyer (in the klauspost/compress module); the last 10% of each is held out for testing")
 	fs.StringVar(&d.trainCSV, "train-csv", "", "csv: training rows, text,label")
 	fs.StringVar(&d.testCSV, "test-csv", "", "csv: test rows, text,label (the training file's labels)")
 	fs.StringVar(&d.vocab, "vocab", "", "text: WordPiece vocabulary file (vocab.txt); default: learn one from the training text (written to vocab.txt in the node's folder); fine-tuning needs the pre-training run's")
