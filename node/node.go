@@ -213,6 +213,7 @@ func New(cfg Config) (_ *Node, err error) {
 		}
 	}
 	n.batcher = trainer.NewBatcher(shard, cfg.Run.Batch, cfg.Run.Seed^peerSeed(n.host.ID()))
+	n.log.Info("data", "train", n.train.Name, "train_rows", n.train.N, "our_rows", shard.N, "test_rows", n.test.N)
 	if d, ok := n.model.(interface{ SeedDropout(uint64) }); ok {
 		d.SeedDropout(cfg.Run.Seed ^ peerSeed(n.host.ID())) // like the batch order: ours alone
 	}

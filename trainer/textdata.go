@@ -354,11 +354,12 @@ func ReplacedDataset(name string, tok *text.Tokenizer, docs []string, seq int, s
 	return ds, nil
 }
 
-// SourceDataset asks which text a sentence comes from, a classification
-// task built from the corpus: a row is [CLS] a sentence [SEP] (cut to
-// seq), labelled with the index of its document. Every document gives the
-// same number of rows, sentences picked evenly along it, so the classes
-// are balanced and guessing the largest text scores 1/len(docs).
+// SourceDataset asks which text a passage comes from, a classification
+// task built from the corpus: a row is [CLS] seq-2 consecutive tokens
+// [SEP], labelled with the index of its document. Every row is full, so
+// length tells nothing (sentences would: Newton's are long, Twain's
+// short), and every document gives as many rows as the shortest, picked
+// evenly along it, so the classes are balanced.
 func SourceDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed uint64) (*Dataset, error) {
 	if seq < 8 || seq > maxBERTSeq {
 		return nil, fmt.Errorf("source data: seq %d, want 8..%d", seq, maxBERTSeq)
@@ -366,32 +367,30 @@ func SourceDataset(name string, tok *text.Tokenizer, docs []string, seq int, see
 	if len(docs) < 2 || len(docs) > 255 {
 		return nil, fmt.Errorf("source data %q: %d texts, want 2..255 (the label is the text)", name, len(docs))
 	}
-	per := make([][][]int, len(docs))
+	size := seq - 2
+	streams := make([][]int, len(docs))
 	least := -1
 	for i, d := range docs {
-		for _, s := range sentences(tok, tok.Encode(d)) {
-			if len(s) >= 4 { // "Mr." and chapter numbers say nothing of the text
-				per[i] = append(per[i], s)
-			}
-		}
-		if least < 0 || len(per[i]) < least {
-			least = len(per[i])
+		streams[i] = tok.Encode(d)
+		if n := len(streams[i]) / size; least < 0 || n < least {
+			least = n
 		}
 	}
 	if least < 1 {
-		return nil, fmt.Errorf("source data %q: a text has no sentence of 4 or more tokens", name)
+		return nil, fmt.Errorf("source data %q: a text has fewer than %d tokens", name, size)
 	}
 	ds := &Dataset{Name: name, N: least * len(docs), Dim: seq, Classes: len(docs), Vocab: tok.Size()}
 	ds.X = make([]float32, ds.N*seq)
 	ds.Y = make([]uint8, ds.N)
 	// Rows in a seeded order, so a shard or a prefix holds every class.
-	order := rand.New(rand.NewPCG(seed, streamSource)).Perm(ds.N)
-	for i, sents := range per {
+	order := perm(ds.N, seed, streamSource)
+	for i, stream := range streams {
+		n := len(stream) / size
 		for j := range least {
-			s := sents[j*len(sents)/least]
+			k := j * n / least
 			row := order[i*least+j]
 			ds.Y[row] = uint8(i)
-			putSequence(ds.X[row*seq:(row+1)*seq], s[:min(len(s), seq-2)])
+			putSequence(ds.X[row*seq:(row+1)*seq], stream[k*size:(k+1)*size])
 		}
 	}
 	return ds, nil

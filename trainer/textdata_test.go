@@ -151,40 +151,37 @@ func TestSourceDataset(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := []string{
-		"The light is refracted by the prism. The rays of light bend. Short. The rays are coloured here.",
-		"Tom ran home fast. The boys ran off to the river. Tom said no.",
+		"The light is refracted by the prism. The rays of light bend. The rays are coloured here.",
+		"Tom ran home fast. The boys ran off to the river.",
 	}
-	ds, err := SourceDataset("source", tok, docs, 12, 7)
+	const seq = 8 // passages of 6 tokens
+	ds, err := SourceDataset("source", tok, docs, seq, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := ds.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	// Three sentences of 4+ tokens in each text ("Short." is dropped),
-	// balanced, each row the sentence of its own text.
-	if ds.N != 6 || ds.Classes != 2 {
-		t.Fatalf("N=%d classes %d, want 6 rows of 2 classes", ds.N, ds.Classes)
+	// The second text has 13 tokens: 2 passages, so 2 from each text,
+	// every row full and the passage of its own text.
+	if ds.N != 4 || ds.Classes != 2 {
+		t.Fatalf("N=%d classes %d, want 4 rows of 2 classes", ds.N, ds.Classes)
 	}
 	want := map[string]uint8{}
 	for label, d := range docs {
-		for _, s := range sentences(tok, tok.Encode(d)) {
-			if len(s) >= 4 {
-				want[tok.Decode(s[:min(len(s), 10)])] = uint8(label)
-			}
+		ids := tok.Encode(d)
+		for k := 0; k+6 <= len(ids); k += 6 {
+			want[tok.Decode(ids[k:k+6])] = uint8(label)
 		}
 	}
 	perClass := [2]int{}
 	for i := range ds.N {
-		row := ds.X[i*12 : (i+1)*12]
-		if row[0] != text.ClsID {
-			t.Fatalf("row %d does not start with [CLS]", i)
+		row := ds.X[i*seq : (i+1)*seq]
+		if row[0] != text.ClsID || row[seq-1] != text.SepID {
+			t.Fatalf("row %d is not [CLS] 6 tokens [SEP]: %v", i, row)
 		}
-		var ids []int
-		for _, v := range row[1:] {
-			if v == text.SepID {
-				break
-			}
+		ids := make([]int, 0, 6)
+		for _, v := range row[1 : seq-1] {
 			ids = append(ids, int(v))
 		}
 		s := tok.Decode(ids)
@@ -194,17 +191,18 @@ func TestSourceDataset(t *testing.T) {
 		}
 		perClass[ds.Y[i]]++
 	}
-	if perClass != [2]int{3, 3} {
-		t.Errorf("rows per class %v, want 3 and 3", perClass)
+	if perClass != [2]int{2, 2} {
+		t.Errorf("rows per class %v, want 2 and 2", perClass)
 	}
-	// The same seed gives the same rows; a larger text gives no more rows
-	// than the smallest (balanced), and one text is refused.
-	again, _ := SourceDataset("source", tok, docs, 12, 7)
+	again, _ := SourceDataset("source", tok, docs, seq, 7)
 	if !slices.Equal(again.X, ds.X) || !slices.Equal(again.Y, ds.Y) {
 		t.Error("same seed, different rows")
 	}
-	if _, err := SourceDataset("source", tok, docs[:1], 12, 7); err == nil || !strings.Contains(err.Error(), "2..255") {
+	if _, err := SourceDataset("source", tok, docs[:1], seq, 7); err == nil || !strings.Contains(err.Error(), "2..255") {
 		t.Errorf("one text: %v", err)
+	}
+	if _, err := SourceDataset("source", tok, []string{docs[0], "Tom ran."}, seq, 7); err == nil || !strings.Contains(err.Error(), "fewer than 6 tokens") {
+		t.Errorf("a text shorter than a passage: %v", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -19,6 +20,18 @@ func TestRunArgsRoundTrip(t *testing.T) {
 	bert := node.DefaultRunConfig()
 	bert.Model, bert.Dataset, bert.VocabSize, bert.Seq = "bert", "nsp", 500, 32
 	bert.Width, bert.Heads, bert.Layers, bert.Dropout = 32, 2, 3, 0.1
+	bert.TrainRows, bert.MaxGroup, bert.Codec = 48, 3, "fp32"
+	cnn.Optimizer, cnn.Momentum, cnn.WeightDecay = "momentum", 0.9, 0.01
+	// Every field a flag sets is set in one of them (else a new flag
+	// could be dropped on the way to the nodes unnoticed); the rest come
+	// from files (hashes).
+	fromFiles := map[string]bool{"Data": true, "Vocab": true, "InitFrom": true}
+	for i := range reflect.TypeFor[node.RunConfig]().NumField() {
+		name := reflect.TypeFor[node.RunConfig]().Field(i).Name
+		if !fromFiles[name] && reflect.ValueOf(cnn).Field(i).IsZero() && reflect.ValueOf(bert).Field(i).IsZero() {
+			t.Errorf("RunConfig.%s is zero in both test runs: set it in one, and pass it in runArgs", name)
+		}
+	}
 	for _, rc := range []node.RunConfig{cnn, bert} {
 		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 		var got node.RunConfig

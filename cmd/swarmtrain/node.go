@@ -143,7 +143,7 @@ func runArgs(rc node.RunConfig) []string {
 	for _, f := range []struct {
 		flag string
 		v    int
-	}{{"--vocab-size", rc.VocabSize}, {"--seq", rc.Seq}, {"--width", rc.Width}, {"--heads", rc.Heads}, {"--layers", rc.Layers}} {
+	}{{"--vocab-size", rc.VocabSize}, {"--seq", rc.Seq}, {"--width", rc.Width}, {"--heads", rc.Heads}, {"--layers", rc.Layers}, {"--train-rows", rc.TrainRows}} {
 		if f.v != 0 {
 			args = append(args, f.flag, strconv.Itoa(f.v))
 		}

@@ -15,10 +15,11 @@ import (
 )
 
 // The BERT path end to end in a swarm: two processes pre-train a small
-// encoder with masked-language modelling on Go's Opticks (each learns the
+// encoder with masked-language modelling on the default corpus (each learns the
 // vocabulary itself, bit for bit the same, or they would be on different
-// runs), then two processes fine-tune it on next-sentence prediction from
-// the pre-training checkpoint, with its vocabulary and a new head.
+// runs), then two processes fine-tune it on the source task (which book?)
+// from the pre-training checkpoint, with its vocabulary, a new head and
+// only 32 labelled rows, 16 each.
 func TestBERTPretrainThenFineTune(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
@@ -48,7 +49,10 @@ func TestBERTPretrainThenFineTune(t *testing.T) {
 	t.Logf("pre-training: held-out masked-token loss %.3f → %.3f, accuracy %.3f", pre.InitialTestLoss, pre.TestLoss, pre.Accuracy)
 
 	ckpt, vocab := filepath.Join(a.dir, node.CheckpointFile), filepath.Join(a.dir, "vocab.txt")
-	fine, _, f := pair("nsp", false, "--dataset", "nsp", "--init-from", ckpt, "--vocab", vocab)
+	fine, _, f := pair("source", false, "--dataset", "source", "--train-rows", "32", "--init-from", ckpt, "--vocab", vocab)
+	if !strings.Contains(f.log(), "train_rows=32 our_rows=16 ") {
+		t.Errorf("fine-tuning did not train on 32 rows, 16 per node:\n%s", f.log())
+	}
 	// The log line lists the tensors the checkpoint did not provide.
 	_, fresh, _ := strings.Cut(f.log(), "freshly_initialised=\"[")
 	fresh, _, _ = strings.Cut(fresh, "]")
@@ -61,7 +65,7 @@ func TestBERTPretrainThenFineTune(t *testing.T) {
 			t.Errorf("fine-tuning initialised %s afresh: the encoder should come from the checkpoint", n)
 		}
 	}
-	t.Logf("fine-tuning: next-sentence accuracy %.3f, loss %.3f → %.3f", fine.Accuracy, fine.InitialTestLoss, fine.TestLoss)
+	t.Logf("fine-tuning: source accuracy %.3f, loss %.3f → %.3f", fine.Accuracy, fine.InitialTestLoss, fine.TestLoss)
 }
 
 // A node that cannot start (here: a CSV row with three fields) ends the
