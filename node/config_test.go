@@ -73,3 +73,25 @@ func textRun(r *RunConfig) {
 	r.Model, r.Dataset = "bert", "mlm"
 	r.Data, r.Vocab = strings.Repeat("ab", 32), strings.Repeat("cd", 32)
 }
+
+// Adam with a sparse codec is valid but warned about; the combinations
+// that keep accuracy are not.
+func TestCaveats(t *testing.T) {
+	for _, tc := range []struct {
+		optimizer, codec string
+		warned           bool
+	}{
+		{"adam", "topk:0.01", true},
+		{"adamw", "powersgd:4:fp16", true},
+		{"adam", "int8", false},
+		{"adam", "fp32", false},
+		{"momentum", "topk:0.01:fp16", false},
+	} {
+		r := DefaultRunConfig()
+		r.Optimizer, r.Codec = tc.optimizer, tc.codec
+		c := r.Caveats()
+		if warned := len(c) > 0 && strings.Contains(c[0], "--optimizer momentum"); warned != tc.warned {
+			t.Errorf("%s with %s: caveats %q, want warned %v", tc.optimizer, tc.codec, c, tc.warned)
+		}
+	}
+}

@@ -460,6 +460,9 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	n.log.Info("node up", "peer", n.host.ID(), "run", n.run, "addrs", n.host.JoinAddrs(), "device", n.dev.Summary())
+	for _, c := range n.cfg.Run.Caveats() {
+		n.log.Warn("run caveat", "note", c)
+	}
 	for _, addr := range n.cfg.Join {
 		if err := n.join(ctx, addr); err != nil {
 			return nil, err

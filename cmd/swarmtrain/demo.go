@@ -135,6 +135,9 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 	}
 	fmt.Fprintf(out, "demo: %d nodes on loopback, run %s, %s, %d steps of %d samples, %s\n",
 		n, rc.ID(), describeModel(rc), rc.Steps, rc.TargetBatch, rc.Optimizer)
+	for _, c := range rc.Caveats() {
+		fmt.Fprintf(out, "note: %s\n", c)
+	}
 	start := time.Now()
 	children := make([]*child, n)
 	defer func() {

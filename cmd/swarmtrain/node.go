@@ -298,6 +298,9 @@ func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
 	if !quiet {
 		addrs := n.Addrs()
 		fmt.Fprintf(os.Stderr, "swarmtrain node %s\n  run %s  device: %s\n", n.ID(), n.RunID(), n.Device().Summary())
+		for _, c := range cfg.Run.Caveats() {
+			fmt.Fprintf(os.Stderr, "  note: %s\n", c)
+		}
 		if len(addrs) > 0 {
 			fmt.Fprintf(os.Stderr, "  join with: swarmtrain node --join %s\n", addrs[0])
 			for _, a := range addrs[1:] {
