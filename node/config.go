@@ -376,7 +376,7 @@ func (r RunConfig) Caveats() []string {
 	var out []string
 	sparse := strings.HasPrefix(r.Codec, "topk") || strings.HasPrefix(r.Codec, "powersgd")
 	if sparse && (r.Optimizer == "adam" || r.Optimizer == "adamw") {
-		out = append(out, fmt.Sprintf("codec %s with %s: error feedback delivers what top-k and PowerSGD hold back in bursts, which Adam's per-coordinate scaling flattens; on the MNIST demo this cost 0.6-1.2 points against fp32. Momentum SGD (--optimizer momentum --momentum 0.9 --lr 0.05) kept within 0.2 points; with Adam, int8 and int4 cost nothing measurable", r.Codec, r.Optimizer))
+		out = append(out, fmt.Sprintf("codec %s with %s: error feedback delivers what top-k and PowerSGD hold back in bursts, which Adam's per-coordinate scaling flattens; on the MNIST demo this cost 0.5-1.2 points against fp32. Momentum SGD (--optimizer momentum --momentum 0.9 --lr 0.05) kept within 0.2 points; with Adam, int8 and int4 cost nothing measurable", r.Codec, r.Optimizer))
 	}
 	return out
 }

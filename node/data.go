@@ -21,7 +21,7 @@ const (
 	DatasetMLM      = "mlm"      // masked-language modelling on a corpus (bert pre-training)
 	DatasetNSP      = "nsp"      // next-sentence prediction on a corpus (classification)
 	DatasetReplaced = "replaced" // replaced-word detection on a corpus (classification)
-	DatasetSource   = "source"   // which text of the corpus a sentence comes from (classification)
+	DatasetSource   = "source"   // which text of the corpus a passage comes from (classification)
 	DatasetCSV      = "csv"      // text,label rows from the user's CSV files (classification)
 )
 

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/mod/semver"
 )
 
 // moduleDir finds, without the network, the module cache folder of a
@@ -59,8 +61,11 @@ func moduleDir(module string, ok func(dir string) bool) (dir string, tried []str
 
 	glob := filepath.Join(cache, escapeModule(module)+"@*")
 	matches, _ := filepath.Glob(glob)
-	slices.Sort(matches)
-	slices.Reverse(matches) // newest version first
+	version := func(dir string) string { // "v1.20.4" of ".../compress@v1.20.4"
+		_, v, _ := strings.Cut(filepath.Base(dir), "@")
+		return v
+	}
+	slices.SortFunc(matches, func(a, b string) int { return semver.Compare(version(b), version(a)) }) // newest first
 	for _, d := range matches {
 		if ok(d) {
 			return d, nil

@@ -184,37 +184,48 @@ func sentences(tok *text.Tokenizer, stream []int) [][]int {
 // NSPDataset is next-sentence prediction, a classification task built
 // from the corpus: a row is [CLS] A [SEP] B [SEP] (padded to seq), label 1
 // when B is the sentence that follows A in the text and 0 when B is a
-// sentence drawn from elsewhere, half and half.
+// sentence drawn from elsewhere in the same document, half and half.
 func NSPDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed uint64) (*Dataset, error) {
 	if seq < 8 || seq > maxBERTSeq {
 		return nil, fmt.Errorf("nsp data: seq %d, want 8..%d", seq, maxBERTSeq)
 	}
-	var sents [][]int
+	// Pairs never cross a document boundary, and B's stand-ins come from
+	// A's own document: with two books, a sentence from the other one
+	// would give itself away by its style, not by not following A.
+	var perDoc [][][]int
+	pairs := 0
 	for _, d := range docs {
-		sents = append(sents, sentences(tok, tok.Encode(d))...)
+		if sents := sentences(tok, tok.Encode(d)); len(sents) >= 3 {
+			perDoc = append(perDoc, sents)
+			pairs += len(sents) - 1
+		}
 	}
-	if len(sents) < 3 {
-		return nil, fmt.Errorf("nsp data %q: %d sentences, want at least 3", name, len(sents))
+	if pairs == 0 {
+		return nil, fmt.Errorf("nsp data %q: no text has 3 sentences", name)
 	}
 	r := rand.New(rand.NewPCG(seed, streamNSP))
 	half := (seq - 3) / 2
-	ds := &Dataset{Name: name, N: len(sents) - 1, Dim: seq, Classes: 2, Vocab: tok.Size()}
+	ds := &Dataset{Name: name, N: pairs, Dim: seq, Classes: 2, Vocab: tok.Size()}
 	ds.X = make([]float32, ds.N*seq)
 	ds.Y = make([]uint8, ds.N)
-	for i := range ds.N {
-		a, b := sents[i], sents[i+1]
-		if r.IntN(2) == 0 {
-			j := r.IntN(len(sents) - 2)
-			if j >= i { // anything but i+1 (and i)
-				j += 2
+	row := 0
+	for _, sents := range perDoc {
+		for i := range len(sents) - 1 {
+			a, b := sents[i], sents[i+1]
+			if r.IntN(2) == 0 {
+				j := r.IntN(len(sents) - 2)
+				if j >= i { // anything but i+1 (and i)
+					j += 2
+				}
+				b = sents[j]
+			} else {
+				ds.Y[row] = 1
 			}
-			b = sents[j]
-		} else {
-			ds.Y[i] = 1
+			a = a[max(0, len(a)-half):] // the end of A touches B
+			b = b[:min(len(b), seq-3-len(a))]
+			putSequence(ds.X[row*seq:(row+1)*seq], a, b)
+			row++
 		}
-		a = a[max(0, len(a)-half):] // the end of A touches B
-		b = b[:min(len(b), seq-3-len(a))]
-		putSequence(ds.X[i*seq:(i+1)*seq], a, b)
 	}
 	return ds, nil
 }
@@ -313,43 +324,53 @@ func ReadTextCSV(name string, r io.Reader, tok *text.Tokenizer, seq int, labels 
 // ReplacedDataset is replaced-word detection, a classification task built
 // from the corpus: a row is [CLS] a passage of the text [SEP], label 1 when
 // it is as written and 0 when a few of its words were replaced by words
-// drawn from elsewhere in the corpus (so by frequency alone the two look
+// drawn from elsewhere in its document (so by frequency alone the two look
 // the same), half and half. Spotting the words that do not fit their
 // context is what a masked-language model learns.
 func ReplacedDataset(name string, tok *text.Tokenizer, docs []string, seq int, seed uint64) (*Dataset, error) {
 	if seq < 8 || seq > maxBERTSeq {
 		return nil, fmt.Errorf("replaced data: seq %d, want 8..%d", seq, maxBERTSeq)
 	}
-	var words []string
-	for _, d := range docs {
-		words = append(words, text.Words(d)...)
-	}
+	// Passages never cross a document boundary, and replacements come
+	// from the passage's own document (another book's words would stand
+	// out by their style, not by not fitting).
 	per := max(4, (seq-2)*3/4) // words per passage: most fit in seq-2 pieces
-	n := len(words) / per
+	var perDoc [][]string
+	n := 0
+	for _, d := range docs {
+		if words := text.Words(d); len(words) >= per {
+			perDoc = append(perDoc, words)
+			n += len(words) / per
+		}
+	}
 	if n < 2 {
-		return nil, fmt.Errorf("replaced data %q: %d words, want at least %d", name, len(words), 2*per)
+		return nil, fmt.Errorf("replaced data %q: %d passages of %d words, want at least 2", name, n, per)
 	}
 	r := rand.New(rand.NewPCG(seed, streamReplaced))
 	ds := &Dataset{Name: name, N: n, Dim: seq, Classes: 2, Vocab: tok.Size()}
 	ds.X = make([]float32, n*seq)
 	ds.Y = make([]uint8, n)
 	passage := make([]string, per)
-	for i := range n {
-		copy(passage, words[i*per:(i+1)*per])
-		ds.Y[i] = 1
-		if r.IntN(2) == 0 {
-			ds.Y[i] = 0
-			// Replacements stay in the first two thirds, which survive
-			// truncation to seq tokens.
-			for range max(1, per/10) {
-				j := r.IntN(max(1, per*2/3))
-				for tries := 0; tries < 100 && passage[j] == words[i*per+j]; tries++ { // a different word
-					passage[j] = words[r.IntN(len(words))]
+	i := 0
+	for _, words := range perDoc {
+		for k := range len(words) / per {
+			copy(passage, words[k*per:(k+1)*per])
+			ds.Y[i] = 1
+			if r.IntN(2) == 0 {
+				ds.Y[i] = 0
+				// Replacements stay in the first two thirds, which
+				// survive truncation to seq tokens.
+				for range max(1, per/10) {
+					j := r.IntN(max(1, per*2/3))
+					for tries := 0; tries < 100 && passage[j] == words[k*per+j]; tries++ { // a different word
+						passage[j] = words[r.IntN(len(words))]
+					}
 				}
 			}
+			ids := tok.Encode(strings.Join(passage, " "))
+			putSequence(ds.X[i*seq:(i+1)*seq], ids[:min(len(ids), seq-2)])
+			i++
 		}
-		ids := tok.Encode(strings.Join(passage, " "))
-		putSequence(ds.X[i*seq:(i+1)*seq], ids[:min(len(ids), seq-2)])
 	}
 	return ds, nil
 }
@@ -364,8 +385,8 @@ func SourceDataset(name string, tok *text.Tokenizer, docs []string, seq int, see
 	if seq < 8 || seq > maxBERTSeq {
 		return nil, fmt.Errorf("source data: seq %d, want 8..%d", seq, maxBERTSeq)
 	}
-	if len(docs) < 2 || len(docs) > 255 {
-		return nil, fmt.Errorf("source data %q: %d texts, want 2..255 (the label is the text)", name, len(docs))
+	if len(docs) < 2 || len(docs) > 256 {
+		return nil, fmt.Errorf("source data %q: %d texts, want 2..256 (the label is the text)", name, len(docs))
 	}
 	size := seq - 2
 	streams := make([][]int, len(docs))
@@ -376,8 +397,10 @@ func SourceDataset(name string, tok *text.Tokenizer, docs []string, seq int, see
 			least = n
 		}
 	}
-	if least < 1 {
-		return nil, fmt.Errorf("source data %q: a text has fewer than %d tokens", name, size)
+	for i, stream := range streams {
+		if len(stream) < size {
+			return nil, fmt.Errorf("source data %q: text %d has %d tokens, fewer than a passage (%d)", name, i+1, len(stream), size)
+		}
 	}
 	ds := &Dataset{Name: name, N: least * len(docs), Dim: seq, Classes: len(docs), Vocab: tok.Size()}
 	ds.X = make([]float32, ds.N*seq)

@@ -162,17 +162,22 @@ func TestSourceDataset(t *testing.T) {
 	if err := ds.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	// The second text has 13 tokens: 2 passages, so 2 from each text,
-	// every row full and the passage of its own text.
+	// The first text holds 4 passages of 6 tokens, the second 2: so 2 rows
+	// from each, every row full, and from the first text the passages
+	// spread along it (the first and the third), not its opening.
+	ids0, ids1 := tok.Encode(docs[0]), tok.Encode(docs[1])
+	if len(ids0)/6 != 4 || len(ids1)/6 != 2 {
+		t.Fatalf("texts of %d and %d tokens, want 4 and 2 passages", len(ids0), len(ids1))
+	}
 	if ds.N != 4 || ds.Classes != 2 {
 		t.Fatalf("N=%d classes %d, want 4 rows of 2 classes", ds.N, ds.Classes)
 	}
 	want := map[string]uint8{}
-	for label, d := range docs {
-		ids := tok.Encode(d)
-		for k := 0; k+6 <= len(ids); k += 6 {
-			want[tok.Decode(ids[k:k+6])] = uint8(label)
-		}
+	for _, k := range []int{0, 2} {
+		want[tok.Decode(ids0[k*6:(k+1)*6])] = 0
+	}
+	for _, k := range []int{0, 1} {
+		want[tok.Decode(ids1[k*6:(k+1)*6])] = 1
 	}
 	perClass := [2]int{}
 	for i := range ds.N {
@@ -198,10 +203,10 @@ func TestSourceDataset(t *testing.T) {
 	if !slices.Equal(again.X, ds.X) || !slices.Equal(again.Y, ds.Y) {
 		t.Error("same seed, different rows")
 	}
-	if _, err := SourceDataset("source", tok, docs[:1], seq, 7); err == nil || !strings.Contains(err.Error(), "2..255") {
+	if _, err := SourceDataset("source", tok, docs[:1], seq, 7); err == nil || !strings.Contains(err.Error(), "2..256") {
 		t.Errorf("one text: %v", err)
 	}
-	if _, err := SourceDataset("source", tok, []string{docs[0], "Tom ran."}, seq, 7); err == nil || !strings.Contains(err.Error(), "fewer than 6 tokens") {
+	if _, err := SourceDataset("source", tok, []string{docs[0], "Tom ran."}, seq, 7); err == nil || !strings.Contains(err.Error(), "text 2 has 3 tokens") {
 		t.Errorf("a text shorter than a passage: %v", err)
 	}
 }
@@ -224,5 +229,47 @@ func TestDefaultCorpus(t *testing.T) {
 	t.Setenv("PATH", "")
 	if _, err := DefaultCorpus(); err == nil || !strings.Contains(err.Error(), "--text") {
 		t.Errorf("without a module cache: %v", err)
+	}
+}
+
+// NSP pairs and replaced-word passages stay inside one document: with two
+// books, the other book's sentences or words would give a row away by
+// their style. Two texts with disjoint words show it.
+func TestTasksStayInTheirDocument(t *testing.T) {
+	a := strings.Repeat("light rays bend here. prisms split light. rays of light pass. ", 8)
+	b := strings.Repeat("tom ran home now. boys swim often. tom said no thanks. ", 8)
+	tok, err := text.Learn([]string{a, b}, 100, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docOf := map[float32]int{}
+	for d, doc := range []string{a, b} {
+		for _, id := range tok.Encode(doc) {
+			if tok.Decode([]int{id}) != "." {
+				docOf[float32(id)] = d
+			}
+		}
+	}
+	for _, build := range []func(string, *text.Tokenizer, []string, int, uint64) (*Dataset, error){NSPDataset, ReplacedDataset} {
+		ds, err := build("two", tok, []string{a, b}, 16, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		zeros := 0
+		for i := range ds.N {
+			seen := map[int]bool{}
+			for _, v := range ds.X[i*16 : (i+1)*16] {
+				if d, ok := docOf[v]; ok {
+					seen[d] = true
+				}
+			}
+			if len(seen) != 1 {
+				t.Fatalf("%s row %d (label %d) mixes the two texts: %v", ds.Name, i, ds.Y[i], ds.X[i*16:(i+1)*16])
+			}
+			zeros += 1 - int(ds.Y[i])
+		}
+		if zeros == 0 || zeros == ds.N {
+			t.Errorf("%d of %d rows are negatives, want some of each", zeros, ds.N)
+		}
 	}
 }

@@ -22,14 +22,21 @@ func TestRunArgsRoundTrip(t *testing.T) {
 	bert.Width, bert.Heads, bert.Layers, bert.Dropout = 32, 2, 3, 0.1
 	bert.TrainRows, bert.MaxGroup, bert.Codec = 48, 3, "fp32"
 	cnn.Optimizer, cnn.Momentum, cnn.WeightDecay = "momentum", 0.9, 0.01
-	// Every field a flag sets is set in one of them (else a new flag
-	// could be dropped on the way to the nodes unnoticed); the rest come
-	// from files (hashes).
+	cnn.Batch, cnn.TargetBatch, cnn.LR, cnn.Warmup, cnn.Steps = 32, 96, 0.05, 7, 70
+	cnn.Seed, cnn.Lossless, cnn.MinGroup = 9, "zstd", 2
+	// Every field a flag sets differs from its default in one of them
+	// (else a flag dropped on the way to the nodes would come back as the
+	// default unnoticed); the rest come from files (hashes).
 	fromFiles := map[string]bool{"Data": true, "Vocab": true, "InitFrom": true}
-	for i := range reflect.TypeFor[node.RunConfig]().NumField() {
-		name := reflect.TypeFor[node.RunConfig]().Field(i).Name
-		if !fromFiles[name] && reflect.ValueOf(cnn).Field(i).IsZero() && reflect.ValueOf(bert).Field(i).IsZero() {
-			t.Errorf("RunConfig.%s is zero in both test runs: set it in one, and pass it in runArgs", name)
+	def := reflect.ValueOf(node.DefaultRunConfig())
+	for i := range def.NumField() {
+		name := def.Type().Field(i).Name
+		if fromFiles[name] {
+			continue
+		}
+		if reflect.DeepEqual(reflect.ValueOf(cnn).Field(i).Interface(), def.Field(i).Interface()) &&
+			reflect.DeepEqual(reflect.ValueOf(bert).Field(i).Interface(), def.Field(i).Interface()) {
+			t.Errorf("RunConfig.%s has its default in both test runs: change it in one, and pass it in runArgs", name)
 		}
 	}
 	for _, rc := range []node.RunConfig{cnn, bert} {

@@ -25,7 +25,7 @@ import (
 // Every peer of a swarm must pass the same values.
 func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 	d := node.DefaultRunConfig()
-	fs.StringVar(&rc.Dataset, "dataset", d.Dataset, "what to train on: mnist (images), mlm (masked-language pre-training on --text), nsp (next-sentence prediction on --text), replaced (replaced-word detection on --text), source (which --text file a sentence comes from) or csv (text,label rows of --train-csv/--test-csv); the text datasets need --model bert")
+	fs.StringVar(&rc.Dataset, "dataset", d.Dataset, "what to train on: mnist (images), mlm (masked-language pre-training on --text), nsp (next-sentence prediction on --text), replaced (replaced-word detection on --text), source (which --text file a passage of --seq tokens comes from) or csv (text,label rows of --train-csv/--test-csv); the text datasets need --model bert")
 	fs.Var(modelFlag{&rc.Model}, "model", "network: mlp, cnn (conv–pool blocks, then the --hidden layers) or bert (Transformer encoder, for text)")
 	fs.IntSliceVar(&rc.Hidden, "hidden", d.Hidden, "fully connected hidden layer widths, comma-separated")
 	fs.IntSliceVar(&rc.Channels, "channels", d.Channels, "cnn only: output channels of each 5×5 conv + 2×2 max-pool block, comma-separated (default 16,32)")
@@ -298,9 +298,6 @@ func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
 	if !quiet {
 		addrs := n.Addrs()
 		fmt.Fprintf(os.Stderr, "swarmtrain node %s\n  run %s  device: %s\n", n.ID(), n.RunID(), n.Device().Summary())
-		for _, c := range cfg.Run.Caveats() {
-			fmt.Fprintf(os.Stderr, "  note: %s\n", c)
-		}
 		if len(addrs) > 0 {
 			fmt.Fprintf(os.Stderr, "  join with: swarmtrain node --join %s\n", addrs[0])
 			for _, a := range addrs[1:] {

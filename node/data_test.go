@@ -1,0 +1,32 @@
+package node
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+// --train-rows keeps that many training rows, the same ones on every
+// peer of the run (drawn with the seed), another seed other ones; more
+// rows than the data holds is an error, not a silent cap.
+func TestLoadDataTrainRows(t *testing.T) {
+	cfg := Config{Run: DefaultRunConfig()}
+	cfg.Run.TrainRows = 100
+	a, test, err := LoadData(cfg)
+	if err != nil {
+		t.Skipf("no MNIST: %v", err)
+	}
+	if a.N != 100 || test.N != 10000 {
+		t.Fatalf("%d training rows and %d test rows, want 100 and all 10000", a.N, test.N)
+	}
+	b, _, _ := LoadData(cfg)
+	cfg.Run.Seed = 2
+	c, _, _ := LoadData(cfg)
+	if !slices.Equal(a.Y, b.Y) || !slices.Equal(a.X, b.X) || slices.Equal(a.X, c.X) {
+		t.Error("the same seed drew other rows, or another seed the same")
+	}
+	cfg.Run.TrainRows = 60001
+	if _, _, err := LoadData(cfg); err == nil || !strings.Contains(err.Error(), "has 60000 rows") {
+		t.Errorf("more rows than the data: %v", err)
+	}
+}
