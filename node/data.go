@@ -89,6 +89,9 @@ func PrepareText(cfg *Config, learnedPath string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Run.Dataset == DatasetSource && (len(contents) < 2 || len(contents) > 256) {
+		return fmt.Errorf("dataset source needs 2 to 256 --text files (the label is the file), got %d", len(contents))
+	}
 	cfg.Run.Data = sum
 	if cfg.VocabPath == "" {
 		if cfg.Run.Dataset == DatasetCSV {

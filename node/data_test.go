@@ -1,6 +1,8 @@
 package node
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -28,5 +30,24 @@ func TestLoadDataTrainRows(t *testing.T) {
 	cfg.Run.TrainRows = 60001
 	if _, _, err := LoadData(cfg); err == nil || !strings.Contains(err.Error(), "has 60000 rows") {
 		t.Errorf("more rows than the data: %v", err)
+	}
+}
+
+// The source task labels passages by file: one file is refused before a
+// vocabulary is learned or a node starts.
+func TestPrepareTextSourceNeedsTwoFiles(t *testing.T) {
+	dir := t.TempDir()
+	one := filepath.Join(dir, "one.txt")
+	if err := os.WriteFile(one, []byte("The light is refracted. The rays bend."), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Run: DefaultRunConfig(), Corpus: []string{one}}
+	cfg.Run.Model, cfg.Run.Dataset = "bert", DatasetSource
+	err := PrepareText(&cfg, filepath.Join(dir, "vocab.txt"))
+	if err == nil || !strings.Contains(err.Error(), "2 to 256 --text files") {
+		t.Errorf("one file: %v", err)
+	}
+	if _, statErr := os.Stat(filepath.Join(dir, "vocab.txt")); statErr == nil {
+		t.Error("a vocabulary was learned for a run that cannot start")
 	}
 }
