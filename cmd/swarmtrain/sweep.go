@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/swarmtrain/swarmtrain/node"
 	"github.com/swarmtrain/swarmtrain/p2p"
@@ -35,7 +36,7 @@ type sweepParam struct {
 }
 
 // sweepNames are the run-config fields a sweep may vary.
-var sweepNames = []string{"lr", "batch", "target-batch", "hidden", "optimizer", "momentum", "weight-decay", "warmup", "steps", "schedule", "clip-norm", "codec", "seed"}
+var sweepNames = []string{"lr", "batch", "target-batch", "hidden", "optimizer", "momentum", "weight-decay", "warmup", "steps", "schedule", "clip-norm", "codec", "seed", "dropout", "train-rows", "width", "heads", "layers"}
 
 // parseSweepParam reads "name=v1,v2,…" or "name=log:LO:HI" (also lin:,
 // int:). hidden lists its layers with 'x': hidden=128,256x128.
@@ -119,42 +120,25 @@ func randomTrials(params []sweepParam, n int, seed uint64) []trial {
 	return out
 }
 
-// applyTrial sets the trial's values on a run config.
+// applyTrial sets the trial's values through the flags a run starts with
+// (runFlags), so a sweep reads every value exactly as demo and node do,
+// then validates the run. hidden writes its layers with 'x' in a sweep
+// (',' separates values there).
 func applyTrial(rc *node.RunConfig, t trial) error {
+	var into node.RunConfig
+	fs := pflag.NewFlagSet("trial", pflag.ContinueOnError)
+	runFlags(fs, &into) // binds into's fields, at the defaults…
+	into = *rc          // …which then take the base run's values
 	for _, kv := range t {
 		name, v := kv[0], kv[1]
-		f, ferr := strconv.ParseFloat(v, 32)
-		i, ierr := strconv.Atoi(v)
-		var err error
-		switch name {
-		case "lr", "momentum", "weight-decay", "clip-norm":
-			err = ferr
-			field := map[string]*float32{"lr": &rc.LR, "momentum": &rc.Momentum, "weight-decay": &rc.WeightDecay, "clip-norm": &rc.ClipNorm}[name]
-			*field = float32(f)
-		case "batch", "target-batch", "warmup", "steps":
-			err = ierr
-			field := map[string]*int{"batch": &rc.Batch, "target-batch": &rc.TargetBatch, "warmup": &rc.Warmup, "steps": &rc.Steps}[name]
-			*field = i
-		case "seed":
-			rc.Seed, err = strconv.ParseUint(v, 10, 64)
-		case "hidden":
-			rc.Hidden = nil
-			for _, w := range strings.Split(v, "x") {
-				n, e := strconv.Atoi(w)
-				err = cmp.Or(err, e)
-				rc.Hidden = append(rc.Hidden, n)
-			}
-		case "optimizer":
-			rc.Optimizer = v
-		case "schedule":
-			rc.Schedule = v
-		case "codec":
-			rc.Codec = v
+		if name == "hidden" {
+			v = strings.ReplaceAll(v, "x", ",")
 		}
-		if err != nil {
-			return fmt.Errorf("%s=%s: not a number", name, v)
+		if err := fs.Set(name, v); err != nil {
+			return fmt.Errorf("%s=%s: %w", name, kv[1], err)
 		}
 	}
+	*rc = into
 	return rc.Validate()
 }
 
@@ -185,6 +169,8 @@ table sorted by test accuracy (best first). Every --param is a dimension:
 a list (name=v1,v2,…; hidden layers joined by x, e.g. hidden=128,256x128) or,
 with --random N, a range: name=log:LO:HI, lin:LO:HI or int:LO:HI. Without
 --random the grid of all lists runs. The run flags set everything not swept.
+Names: ` + strings.Join(sweepNames, ", ") + `;
+values are read as the run flags of the same names read them.
 
 With --serve the trials run on other machines instead: this process prints an
 address, every machine that runs "swarmtrain sweep-worker --join ADDR" takes

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+
 	"github.com/swarmtrain/swarmtrain/node"
 )
 
@@ -55,6 +57,28 @@ func TestSweepSpace(t *testing.T) {
 	rc = node.DefaultRunConfig()
 	if err := applyTrial(&rc, trial{{"optimizer", "lion"}}); err == nil || !strings.Contains(err.Error(), "optimizer") {
 		t.Errorf("an unknown optimizer passed: %v", err)
+	}
+	// Every name a sweep may vary is a run flag.
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	runFlags(fs, new(node.RunConfig))
+	for _, name := range sweepNames {
+		if fs.Lookup(name) == nil {
+			t.Errorf("sweep parameter %q is not a run flag", name)
+		}
+	}
+	// Values go through the run's own flags: the base run's other fields
+	// stay, and the base's slices are not written through.
+	base := node.DefaultRunConfig()
+	base.Steps, base.Codec = 77, "int8"
+	rc = base
+	if err := applyTrial(&rc, trial{{"train-rows", "50"}, {"hidden", "32x16"}, {"weight-decay", "0.01"}}); err != nil {
+		t.Fatal(err)
+	}
+	if rc.TrainRows != 50 || !slices.Equal(rc.Hidden, []int{32, 16}) || rc.WeightDecay != 0.01 || rc.Steps != 77 || rc.Codec != "int8" {
+		t.Errorf("trial applied as %s", rc.JSON())
+	}
+	if !slices.Equal(base.Hidden, []int{256}) {
+		t.Errorf("the base run's hidden became %v", base.Hidden)
 	}
 }
 
