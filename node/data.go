@@ -43,25 +43,25 @@ func (c Config) textFiles() ([]string, error) {
 	return c.Corpus, nil
 }
 
-// readTextFiles reads the run's text files once and returns their
-// contents with the SHA-256 over each file's length and bytes, in order:
-// what is hashed is what is trained on, even if a file changes meanwhile.
-func (c Config) readTextFiles() (contents [][]byte, sum string, err error) {
-	paths, err := c.textFiles()
-	if err != nil {
-		return nil, "", err
+// readTextFiles reads the run's text files once and returns their paths
+// and contents with the SHA-256 over each file's length and bytes, in
+// order: what is hashed is what is trained on, even if a file changes
+// meanwhile.
+func (c Config) readTextFiles() (paths []string, contents [][]byte, sum string, err error) {
+	if paths, err = c.textFiles(); err != nil {
+		return nil, nil, "", err
 	}
 	h := sha256.New()
 	for _, p := range paths {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return nil, "", fmt.Errorf("text data: %w", err)
+			return nil, nil, "", fmt.Errorf("text data: %w", err)
 		}
 		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
 		h.Write(b)
 		contents = append(contents, b)
 	}
-	return contents, hex.EncodeToString(h.Sum(nil)), nil
+	return paths, contents, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func docsOf(contents [][]byte) []string {
@@ -85,12 +85,12 @@ func PrepareText(cfg *Config, learnedPath string) error {
 	if cfg.Run.Dataset == DatasetCSV && (cfg.TrainCSV == "" || cfg.TestCSV == "") {
 		return errors.New("dataset csv needs --train-csv and --test-csv (text,label rows)")
 	}
-	contents, sum, err := cfg.readTextFiles()
+	_, contents, sum, err := cfg.readTextFiles()
 	if err != nil {
 		return err
 	}
-	if cfg.Run.Dataset == DatasetSource && (len(contents) < 2 || len(contents) > 256) {
-		return fmt.Errorf("dataset source needs 2 to 256 --text files (the label is the file), got %d", len(contents))
+	if cfg.Run.Dataset == DatasetSource && (len(contents) < 2 || len(contents) > trainer.MaxSourceTexts) {
+		return fmt.Errorf("dataset source needs 2 to %d --text files (the label is the file), got %d", trainer.MaxSourceTexts, len(contents))
 	}
 	cfg.Run.Data = sum
 	if cfg.VocabPath == "" {
@@ -123,10 +123,9 @@ func PrepareText(cfg *Config, learnedPath string) error {
 func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	train, test, err = loadData(cfg)
 	if err == nil && cfg.Run.TrainRows > 0 {
-		if cfg.Run.TrainRows > train.N {
-			return nil, nil, fmt.Errorf("--train-rows %d: the training set has %d rows", cfg.Run.TrainRows, train.N)
+		if train, err = train.Sample(cfg.Run.Seed, cfg.Run.TrainRows); err != nil {
+			return nil, nil, fmt.Errorf("--train-rows: %w", err)
 		}
-		train, err = train.Sample(cfg.Run.Seed, cfg.Run.TrainRows)
 	}
 	return train, test, err
 }
@@ -136,12 +135,11 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	if !r.IsText() {
 		return trainer.LoadMNIST(cfg.DataDir)
 	}
-	contents, sum, err := cfg.readTextFiles()
+	paths, contents, sum, err := cfg.readTextFiles()
 	if err != nil {
 		return nil, nil, err
 	}
 	if sum != r.Data {
-		paths, _ := cfg.textFiles()
 		return nil, nil, fmt.Errorf("text data %v has SHA-256 %s, the run names %s: peers must train on the same files", paths, sum, r.Data)
 	}
 	if cfg.VocabPath == "" {

@@ -150,7 +150,7 @@ func TestRunTextTrial(t *testing.T) {
 	base := DefaultConfig()
 	base.Run = rc // the default corpus, Opticks
 	var err error
-	if _, rc.Data, err = base.readTextFiles(); err != nil {
+	if _, _, rc.Data, err = base.readTextFiles(); err != nil {
 		t.Skip(err)
 	}
 	base.Dir = t.TempDir()

@@ -72,7 +72,7 @@ func (d *Dataset) Sample(seed uint64, n int) (*Dataset, error) {
 		return nil, err
 	}
 	if n < 1 || n > d.N {
-		return nil, fmt.Errorf("sample: %d rows, %q has %d", n, d.Name, d.N)
+		return nil, fmt.Errorf("sample of %d rows: %q has %d rows", n, d.Name, d.N)
 	}
 	return d.rows(fmt.Sprintf("%s[%d rows]", d.Name, n), perm(d.N, seed, streamSample)[:n]), nil
 }

@@ -375,6 +375,10 @@ func ReplacedDataset(name string, tok *text.Tokenizer, docs []string, seq int, s
 	return ds, nil
 }
 
+// MaxSourceTexts is how many texts SourceDataset tells apart at most (its
+// labels are bytes).
+const MaxSourceTexts = 256
+
 // SourceDataset asks which text a passage comes from, a classification
 // task built from the corpus: a row is [CLS] seq-2 consecutive tokens
 // [SEP], labelled with the index of its document. Every row is full, so
@@ -385,21 +389,19 @@ func SourceDataset(name string, tok *text.Tokenizer, docs []string, seq int, see
 	if seq < 8 || seq > maxBERTSeq {
 		return nil, fmt.Errorf("source data: seq %d, want 8..%d", seq, maxBERTSeq)
 	}
-	if len(docs) < 2 || len(docs) > 256 {
-		return nil, fmt.Errorf("source data %q: %d texts, want 2..256 (the label is the text)", name, len(docs))
+	if len(docs) < 2 || len(docs) > MaxSourceTexts {
+		return nil, fmt.Errorf("source data %q: %d texts, want 2..%d (the label is the text)", name, len(docs), MaxSourceTexts)
 	}
 	size := seq - 2
 	streams := make([][]int, len(docs))
 	least := -1
 	for i, d := range docs {
 		streams[i] = tok.Encode(d)
+		if len(streams[i]) < size {
+			return nil, fmt.Errorf("source data %q: text %d has %d tokens, fewer than a passage (%d)", name, i+1, len(streams[i]), size)
+		}
 		if n := len(streams[i]) / size; least < 0 || n < least {
 			least = n
-		}
-	}
-	for i, stream := range streams {
-		if len(stream) < size {
-			return nil, fmt.Errorf("source data %q: text %d has %d tokens, fewer than a passage (%d)", name, i+1, len(stream), size)
 		}
 	}
 	ds := &Dataset{Name: name, N: least * len(docs), Dim: seq, Classes: len(docs), Vocab: tok.Size()}
