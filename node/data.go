@@ -130,6 +130,22 @@ func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	return train, test, err
 }
 
+// readVocab reads a text run's vocabulary file, checked against the hash
+// the run names.
+func readVocab(cfg Config) ([]byte, error) {
+	if cfg.VocabPath == "" {
+		return nil, errors.New("text run without a vocabulary file")
+	}
+	b, err := os.ReadFile(cfg.VocabPath)
+	if err != nil {
+		return nil, fmt.Errorf("--vocab: %w", err)
+	}
+	if sum := sha256Hex(b); sum != cfg.Run.Vocab {
+		return nil, fmt.Errorf("--vocab %s has SHA-256 %s, the run names %s", cfg.VocabPath, sum, cfg.Run.Vocab)
+	}
+	return b, nil
+}
+
 func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	r := cfg.Run
 	if !r.IsText() {
@@ -142,15 +158,9 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	if sum != r.Data {
 		return nil, nil, fmt.Errorf("text data %v has SHA-256 %s, the run names %s: peers must train on the same files", paths, sum, r.Data)
 	}
-	if cfg.VocabPath == "" {
-		return nil, nil, errors.New("text run without a vocabulary file")
-	}
-	vb, err := os.ReadFile(cfg.VocabPath)
+	vb, err := readVocab(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--vocab: %w", err)
-	}
-	if vs := sha256.Sum256(vb); hex.EncodeToString(vs[:]) != r.Vocab {
-		return nil, nil, fmt.Errorf("--vocab %s has SHA-256 %x, the run names %s", cfg.VocabPath, vs, r.Vocab)
+		return nil, nil, err
 	}
 	tok, err := text.Load(bytes.NewReader(vb))
 	if err != nil {

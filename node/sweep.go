@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -411,22 +409,33 @@ func runTrial(ctx context.Context, t Trial, base Config) TrialResult {
 			return setup(err)
 		}
 	}
-	if err := cfg.Validate(); err != nil {
-		return setup(err)
-	}
-	n, err := New(cfg)
-	if err != nil {
+	r, started, err := TrainTrial(ctx, cfg)
+	switch {
+	case !started:
 		return setup(err) // data missing here, or a model this machine cannot build
-	}
-	r, err := n.Run(ctx)
-	if err != nil {
+	case err != nil:
 		return fail(err) // a trial that diverges is a result, not a worker problem
-	}
-	if math.IsNaN(r.TestLoss) || math.IsInf(r.TestLoss, 0) || math.IsNaN(r.Accuracy) {
-		return fail(fmt.Errorf("training ended with test loss %v", r.TestLoss))
 	}
 	res.Accuracy, res.TestLoss, res.Seconds = r.Accuracy, r.TestLoss, time.Since(start).Seconds()
 	return res
+}
+
+// TrainTrial trains cfg as one run on this machine, for a sweep. A run
+// that ends with a test loss that is not a finite number is an error: it
+// diverged (and NaN has no JSON). started is false when the node never
+// came up (cfg invalid, data missing, a model this machine cannot build).
+func TrainTrial(ctx context.Context, cfg Config) (r *Result, started bool, err error) {
+	n, err := New(cfg)
+	if err != nil {
+		return nil, false, err
+	}
+	if r, err = n.Run(ctx); err != nil {
+		return nil, true, err
+	}
+	if math.IsNaN(r.TestLoss) || math.IsInf(r.TestLoss, 0) || math.IsNaN(r.Accuracy) {
+		return nil, true, fmt.Errorf("training ended with test loss %v", r.TestLoss)
+	}
+	return r, true, nil
 }
 
 // VocabBytes reads a text run's vocabulary file for its trials (nil for
@@ -435,12 +444,5 @@ func VocabBytes(cfg Config) ([]byte, error) {
 	if !cfg.Run.IsText() {
 		return nil, nil
 	}
-	b, err := os.ReadFile(cfg.VocabPath)
-	if err != nil {
-		return nil, err
-	}
-	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != cfg.Run.Vocab {
-		return nil, errors.New("the vocabulary file changed since the sweep started")
-	}
-	return b, nil
+	return readVocab(cfg)
 }

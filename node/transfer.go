@@ -18,8 +18,13 @@ func FileSHA256(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return sha256Hex(b), nil
+}
+
+// sha256Hex is how the run config names a file's bytes.
+func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
+	return hex.EncodeToString(sum[:])
 }
 
 // initFrom replaces the seeded weights by a checkpoint's (transfer
@@ -31,8 +36,8 @@ func (n *Node) initFrom(path string) error {
 	if err != nil {
 		return fmt.Errorf("--init-from: %w", err)
 	}
-	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != n.cfg.Run.InitFrom {
-		return fmt.Errorf("--init-from %s has SHA-256 %x, the run names %s", path, sum, n.cfg.Run.InitFrom)
+	if sum := sha256Hex(b); sum != n.cfg.Run.InitFrom {
+		return fmt.Errorf("--init-from %s has SHA-256 %s, the run names %s", path, sum, n.cfg.Run.InitFrom)
 	}
 	p := make([]float32, len(n.params))
 	n.model.ReadParams(p)

@@ -304,7 +304,6 @@ func (m *BERT) graph(g *G.ExprGraph, p []*G.Node, rows int, train bool) (_ *bert
 		if bg.logits, err = affine(at, et, head[4]); err != nil {
 			return nil, err
 		}
-		bg.outputs = m.vocab
 	} else {
 		cls, err := G.Reshape(h, tensor.Shape{rows, T * d})
 		if err != nil {
@@ -322,8 +321,8 @@ func (m *BERT) graph(g *G.ExprGraph, p []*G.Node, rows int, train bool) (_ *bert
 		if bg.logits, err = affine(cls, head[2], head[3]); err != nil {
 			return nil, err
 		}
-		bg.outputs = head[3].Shape()[1]
 	}
+	bg.outputs = bg.logits.Shape()[1]
 	bg.want = make([]int, bg.logits.Shape()[0])
 	if train {
 		bg.target = tensor.New(tensor.WithShape(bg.logits.Shape()...), tensor.Of(tensor.Float32))

@@ -88,6 +88,24 @@ func TestReplacedAndNSPDatasets(t *testing.T) {
 		}
 		t.Logf("%d rows, %.2f [SEP] per row", ds.N, float64(seps)/float64(ds.N))
 	}
+	// A next-sentence row labelled 1 holds the sentence after A as B; one
+	// labelled 0 holds another. Rows follow the first text's sentences.
+	nsp, _ := NSPDataset("nsp", tok, docs, 48, 3)
+	sents := sentences(tok, tok.Encode(docs[0]))
+	for i := range 50 {
+		row := nsp.X[i*48 : (i+1)*48]
+		first := slices.Index(row, float32(text.SepID))
+		second := first + 1 + slices.Index(row[first+1:], float32(text.SepID))
+		b := row[first+1 : second]
+		next := sents[i+1][:len(b)]
+		follows := len(b) > 0
+		for j, id := range next {
+			follows = follows && b[j] == float32(id)
+		}
+		if follows != (nsp.Y[i] == 1) {
+			t.Errorf("nsp row %d: label %d, but B is the next sentence: %v", i, nsp.Y[i], follows)
+		}
+	}
 	// A row labelled 1 is the text as written; one labelled 0 is not.
 	ds, _ := ReplacedDataset("replaced", tok, docs, 48, 3)
 	words := text.Words(docs[0])

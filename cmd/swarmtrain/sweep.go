@@ -227,7 +227,6 @@ back), and the table lists which peer trained each.`,
 			runs := make([]node.Trial, len(trials))
 			for i, t := range trials {
 				rc := cfg.Run
-				rc.Hidden = slices.Clone(base.Hidden)
 				if err := applyTrial(&rc, t); err != nil {
 					return fmt.Errorf("trial %s: %w", t, err)
 				}
@@ -296,7 +295,6 @@ func serveSweep(cmd *cobra.Command, base node.Config, ts []node.Trial, tmp strin
 	for _, r := range q.Results() {
 		out = append(out, trialResult{Trial: r.Label + "  @" + shortPeer(r.Worker), Accuracy: r.Accuracy, TestLoss: r.TestLoss, Seconds: r.Seconds, Error: r.Error})
 	}
-	slices.SortStableFunc(out, func(a, b trialResult) int { return cmp.Compare(b.Accuracy, a.Accuracy) })
 	if stopped != nil {
 		printSweep(cmd.OutOrStdout(), out, false)
 	}
@@ -356,15 +354,10 @@ func runSweep(cmd *cobra.Command, base node.Config, trials []node.Trial, tmp str
 		cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
 		start := time.Now()
 		res := trialResult{Trial: t.Label}
-		n, err := node.New(cfg)
-		if err == nil {
-			var r *node.Result
-			if r, err = n.Run(cmd.Context()); err == nil {
-				res.Accuracy, res.TestLoss = r.Accuracy, r.TestLoss
-			}
-		}
-		if err != nil {
+		if r, _, err := node.TrainTrial(cmd.Context(), cfg); err != nil {
 			res.Error = err.Error()
+		} else {
+			res.Accuracy, res.TestLoss = r.Accuracy, r.TestLoss
 		}
 		res.Seconds = time.Since(start).Seconds()
 		if !quiet {
@@ -379,11 +372,12 @@ func runSweep(cmd *cobra.Command, base node.Config, trials []node.Trial, tmp str
 			break
 		}
 	}
-	slices.SortStableFunc(out, func(a, b trialResult) int { return cmp.Compare(b.Accuracy, a.Accuracy) })
 	return out, nil
 }
 
+// printSweep sorts results best first and prints them.
 func printSweep(w io.Writer, results []trialResult, asJSON bool) error {
+	slices.SortStableFunc(results, func(a, b trialResult) int { return cmp.Compare(b.Accuracy, a.Accuracy) })
 	if asJSON {
 		return json.NewEncoder(w).Encode(results)
 	}
