@@ -14,7 +14,7 @@ import (
 
 func corpusTokenizer(t testing.TB, size int) (*text.Tokenizer, []string) {
 	t.Helper()
-	docs, err := ReadCorpus()
+	docs, err := readCorpus()
 	if err != nil {
 		t.Skipf("no corpus: %v", err)
 	}

@@ -24,7 +24,7 @@ func PruneMagnitude(params []float32, tensors []Tensor, sparsity float64) (int, 
 		return 0, fmt.Errorf("prune: sparsity %v, want [0, 1)", sparsity)
 	}
 	var mags []float32
-	eachMatrix(params, tensors, func(w []float32) {
+	eachMatrix(params, tensors, func(w []float32, _ Tensor) {
 		for _, x := range w {
 			mags = append(mags, float32(math.Abs(float64(x))))
 		}
@@ -36,7 +36,7 @@ func PruneMagnitude(params []float32, tensors []Tensor, sparsity float64) (int, 
 	slices.Sort(mags)
 	cut := mags[k-1] // zero everything at or below the k-th smallest magnitude…
 	zeroed := 0
-	eachMatrix(params, tensors, func(w []float32) {
+	eachMatrix(params, tensors, func(w []float32, _ Tensor) {
 		for i, x := range w {
 			if zeroed < k && float32(math.Abs(float64(x))) <= cut { // …but no more than k (ties)
 				w[i] = 0
@@ -54,15 +54,8 @@ func PruneMagnitude(params []float32, tensors []Tensor, sparsity float64) (int, 
 // params to the dequantized values so the model can be evaluated as it
 // will run.
 func QuantizeInt8(params []float32, tensors []Tensor) (levels [][]int8, scales [][]float32) {
-	off := 0
-	for _, t := range tensors {
-		n := t.Size()
-		if len(t.Shape) < 2 || off+n > len(params) {
-			off += n
-			continue
-		}
-		w := params[off : off+n]
-		off += n
+	eachMatrix(params, tensors, func(w []float32, t Tensor) {
+		n := len(w)
 		channels := t.Shape[len(t.Shape)-1]
 		channel := func(k int) int { return k % channels }
 		if len(t.Shape) > 2 {
@@ -91,17 +84,18 @@ func QuantizeInt8(params []float32, tensors []Tensor) (levels [][]int8, scales [
 		}
 		levels = append(levels, q)
 		scales = append(scales, sc)
-	}
+	})
 	return levels, scales
 }
 
-// eachMatrix calls f on every tensor of two or more dimensions (weights).
-func eachMatrix(params []float32, tensors []Tensor, f func(w []float32)) {
+// eachMatrix calls f on every tensor of two or more dimensions (weights)
+// with its values.
+func eachMatrix(params []float32, tensors []Tensor, f func(w []float32, t Tensor)) {
 	off := 0
 	for _, t := range tensors {
 		n := t.Size()
 		if len(t.Shape) >= 2 && off+n <= len(params) {
-			f(params[off : off+n])
+			f(params[off:off+n], t)
 		}
 		off += n
 	}

@@ -1,7 +1,9 @@
 package trainer
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 )
@@ -83,4 +85,24 @@ func trainModelSeed(t testing.TB, m Model, ds *Dataset, batch, steps int, lr flo
 		}
 	}
 	return loss
+}
+
+// readCorpus reads text files (DefaultCorpus when paths is empty) and
+// returns their contents, one string per file.
+func readCorpus(paths ...string) ([]string, error) {
+	if len(paths) == 0 {
+		var err error
+		if paths, err = DefaultCorpus(); err != nil {
+			return nil, err
+		}
+	}
+	var docs []string
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("corpus: %w (give text files with --text)", err)
+		}
+		docs = append(docs, string(b))
+	}
+	return docs, nil
 }

@@ -50,7 +50,7 @@ func TestPretrainingHelps(t *testing.T) {
 	if *pretrainText != "" {
 		paths = strings.Split(*pretrainText, ",")
 	}
-	docs, err := ReadCorpus(paths...)
+	docs, err := readCorpus(paths...)
 	if err != nil {
 		t.Skip(err)
 	}

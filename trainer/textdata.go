@@ -73,26 +73,6 @@ func DefaultCorpus() ([]string, error) {
 	return []string{OpticksPath(), sawyer}, nil
 }
 
-// ReadCorpus reads text files (DefaultCorpus when paths is empty) and
-// returns their contents, one string per file.
-func ReadCorpus(paths ...string) ([]string, error) {
-	if len(paths) == 0 {
-		var err error
-		if paths, err = DefaultCorpus(); err != nil {
-			return nil, err
-		}
-	}
-	var docs []string
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("corpus: %w (give text files with --text)", err)
-		}
-		docs = append(docs, string(b))
-	}
-	return docs, nil
-}
-
 // SplitTail cuts every document at frac of its length (on a line break
 // when there is one nearby): the heads to train on, the tails to test on.
 // Contiguous tails keep test passages out of the training text.

@@ -235,7 +235,7 @@ func TestDefaultCorpus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	docs, err := ReadCorpus(paths...)
+	docs, err := readCorpus(paths...)
 	if err != nil {
 		t.Fatal(err)
 	}
