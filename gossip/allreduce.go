@@ -30,6 +30,9 @@ type Round struct {
 	// proportional to Shares[i]; 0 owns nothing (a peer that cannot take
 	// inbound streams). Nil splits evenly.
 	Shares []int
+	// Rates are the members' measured uplinks in bytes/s (0 or missing:
+	// unknown); they size the round's deadline (see TransferTime).
+	Rates []float64
 	// Codecs, when set, chooses this round's codecs for the values
 	// [lo, hi) of its vector, parts and averages, over the averager's
 	// own: a protocol running several rounds of differently laid out
@@ -98,12 +101,15 @@ type AveragerConfig struct {
 	// the run); receivers bound frames by the widest codec either way.
 	PartCodec, ResultCodec func(lo, hi int) compression.Codec
 	Lossless               compression.Lossless // lossless stage after it
-	// RoundTimeout is the most a round may take; a member that has not
+	// RoundTimeout caps a round of small vectors: a member that has not
 	// delivered its part by the deadline fails the round for everyone
-	// waiting on it. The deadline actually used adapts: DeadlineFactor ×
-	// the recent round time, never below MinRoundTimeout nor above this,
-	// so a dead or stalled member costs seconds, not a fixed minute, while
-	// a slow swarm is not cut off.
+	// waiting on it. The deadline actually used (see roundBudget) is what
+	// the round's bytes need on the members' measured links, or
+	// DeadlineFactor × the recent round time, whichever is larger, never
+	// below MinRoundTimeout; failed rounds in a row double it; the cap
+	// grows past RoundTimeout with the bytes (a large model on a slow
+	// link). So a dead or stalled member costs seconds, while a slow swarm
+	// is not cut off.
 	RoundTimeout time.Duration
 	// OnDrop hears of a contribution left out of a round because it held
 	// NaN or Inf (nil: nobody hears).
@@ -112,6 +118,17 @@ type AveragerConfig struct {
 	MinRoundTimeout time.Duration
 	// DeadlineFactor multiplies the recent round time (default 5).
 	DeadlineFactor float64
+	// OpenTimeout bounds opening a stream to a member, a dial included,
+	// apart from moving its part (default RoundTimeout/5): a member that
+	// cannot be reached fails fast, one that is merely slow is waited for.
+	OpenTimeout time.Duration
+	// MinLinkRate is the uplink, in bytes/s, assumed for members that have
+	// not measured theirs (default 125 kB/s, 1 Mbit/s: the slowest link a
+	// swarm is built for). Lower: longer first rounds on big models.
+	MinLinkRate float64
+	// TransferSlack multiplies the transfer time the links predict
+	// (default 3): room for congestion, encoding and a loaded CPU.
+	TransferSlack float64
 }
 
 // Averager runs reduce-scatter + all-gather all-reduces over a Transport.
@@ -130,32 +147,36 @@ type Averager struct {
 	bytesSent, bytesRecv atomic.Int64
 	gate                 compression.Gate // whether the lossless stage pays on our link
 	recent               atomic.Int64     // moving average of successful round time, ns; 0 = none yet
-	intake               atomic.Uint64    // moving average of the intake rate, float64 bits of bytes/s; 0 = none yet
+	failures             atomic.Int32     // rounds failed in a row
+	last                 atomic.Int64     // the deadline of the latest round, ns; 0 = none yet
+	uplink               atomic.Uint64    // moving average of the uplink rate, float64 bits of bytes/s; 0 = none yet
 }
 
-// minIntakeSample is the least a round must bring in to measure intake:
+// minRateSample is the least a round must send to measure the uplink:
 // smaller parts time latency, not bandwidth.
-const minIntakeSample = 64 << 10
+const minRateSample = 64 << 10
 
-// Throughput is the rate, in bytes/s, at which this peer took in the
-// copies of its part in recent rounds (0 until measured). It does not
-// depend on the part's size, so sizing parts by it does not feed back
-// on itself.
-func (a *Averager) Throughput() float64 { return math.Float64frombits(a.intake.Load()) }
+// Uplink is the rate, in bytes/s, at which this peer's parts reached
+// their owners in recent rounds (0 until measured): from the first byte
+// sent to the last owner's receipt, all parts together. It does not
+// depend on how the vector is split, so sizing parts by it does not feed
+// back on itself, and it is the link a home volunteer is short of.
+func (a *Averager) Uplink() float64 { return math.Float64frombits(a.uplink.Load()) }
 
-func (a *Averager) observeIntake(bytes int, d time.Duration) {
-	if bytes < minIntakeSample || d <= 0 {
+func (a *Averager) observeUplink(bytes int, d time.Duration) {
+	if bytes < minRateSample || d <= 0 {
 		return
 	}
 	rate := float64(bytes) / d.Seconds()
-	if old := a.Throughput(); old > 0 {
+	if old := a.Uplink(); old > 0 {
 		rate = 0.8*old + 0.2*rate
 	}
-	a.intake.Store(math.Float64bits(rate))
+	a.uplink.Store(math.Float64bits(rate))
 }
 
 // observe folds a successful round's duration into the moving average.
 func (a *Averager) observe(d time.Duration) {
+	a.failures.Store(0)
 	old := a.recent.Load()
 	if old == 0 {
 		a.recent.Store(int64(d))
@@ -164,16 +185,25 @@ func (a *Averager) observe(d time.Duration) {
 	a.recent.Store(int64(0.8*float64(old) + 0.2*float64(d)))
 }
 
-// Deadline is the time the next round may take: DeadlineFactor × the
-// recent round time, within [MinRoundTimeout, RoundTimeout]; RoundTimeout
-// until a round has succeeded.
+// budget is the deadline of round r over n values (see roundBudget).
+func (a *Averager) budget(r Round, n int) time.Duration {
+	transfer := TransferTime(r, n, a.cfg.MinLinkRate, func(lo, hi int) (int, int) {
+		return a.partCodec(r, lo, hi).MaxEncodedLen(hi - lo), a.resultCodec(r, lo, hi).MaxEncodedLen(hi - lo)
+	})
+	return roundBudget{
+		open: a.cfg.OpenTimeout, transfer: transfer, slack: a.cfg.TransferSlack,
+		recent: time.Duration(a.recent.Load()), factor: a.cfg.DeadlineFactor, floor: a.cfg.MinRoundTimeout,
+		capFloor: a.cfg.RoundTimeout, capFactor: capFactor, failures: int(a.failures.Load()),
+	}.deadline()
+}
+
+// Deadline is the time the latest round was given (RoundTimeout before
+// any): what a peer waiting on this one's next round should expect.
 func (a *Averager) Deadline() time.Duration {
-	recent := time.Duration(a.recent.Load())
-	if recent == 0 {
-		return a.cfg.RoundTimeout
+	if d := time.Duration(a.last.Load()); d > 0 {
+		return d
 	}
-	d := time.Duration(a.cfg.DeadlineFactor * float64(recent))
-	return min(max(d, a.cfg.MinRoundTimeout), a.cfg.RoundTimeout)
+	return a.cfg.RoundTimeout
 }
 
 // NewAverager registers the all-reduce protocol on t.
@@ -186,6 +216,15 @@ func NewAverager(t Transport, cfg AveragerConfig) *Averager {
 	}
 	if cfg.DeadlineFactor <= 1 {
 		cfg.DeadlineFactor = 5
+	}
+	if cfg.OpenTimeout <= 0 {
+		cfg.OpenTimeout = cfg.RoundTimeout / 5
+	}
+	if !(cfg.MinLinkRate > 0) {
+		cfg.MinLinkRate = 125e3
+	}
+	if !(cfg.TransferSlack >= 1) {
+		cfg.TransferSlack = 3
 	}
 	if cfg.Result == nil {
 		cfg.Result = cfg.Codec
@@ -211,17 +250,13 @@ type roundState struct {
 	round       Round
 	lo, hi      int
 
+	deadline time.Time // when the round is void; set with round
+
 	mu       sync.Mutex
 	contribs [][]float32 // by member index; own filled locally; nil: dropped
 	seen     []bool      // by member index: its part arrived (or was dropped)
 	missing  int
 	arrived  chan struct{} // closed when missing reaches 0
-	// How long our part's copies took to arrive since we started the
-	// round, and their size: the intake rate that sizes our future parts.
-	// (Frames that arrived before we started were buffered: too fast to time.)
-	started time.Time
-	inLast  time.Time
-	inBytes int
 
 	done   chan struct{} // closed when result or err is set
 	result []byte
@@ -291,12 +326,12 @@ func (a *Averager) maxResult(r Round, count int) int {
 }
 
 // encode frames values in c, with the lossless stage only where it
-// pays: on a link faster than the stage saves time (measured intake
+// pays: on a link faster than the stage saves time (measured uplink
 // rate against the stage's measured speed and ratio), it is skipped.
 // Receivers read the stage from the frame, so this needs no agreement.
 func (a *Averager) encode(c compression.Codec, values []float32) ([]byte, error) {
 	l := a.cfg.Lossless
-	if l != compression.LosslessNone && !a.gate.Use(a.Throughput()) {
+	if l != compression.LosslessNone && !a.gate.Use(a.Uplink()) {
 		l = compression.LosslessNone
 	}
 	enc, st, err := compression.EncodePartStats(nil, c, l, values)
@@ -392,13 +427,18 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	if len(r.Samples) != len(r.Members) {
 		return errors.New("allreduce: round has mismatched members and samples")
 	}
-	started := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, a.Deadline())
-	defer cancel()
-
 	k := len(r.Members)
 	n := len(local)
 	lo, hi := r.Bounds(n, me)
+	started := time.Now()
+	budget := a.budget(r, n)
+	a.last.Store(int64(budget))
+	deadline := started.Add(budget)
+	// A result not in by three quarters of the budget is fetched from
+	// the members that have it (repair) in the quarter left.
+	resultBy := started.Add(budget * 3 / 4)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 
 	own := local[lo:hi]
 	if c := a.partCodec(r, lo, hi); c.ID() != compression.IDFP32 && lo < hi {
@@ -427,7 +467,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	// the end keeps the table as small as the rounds in flight.
 	defer a.forget(r.ID)
 	rs.mu.Lock()
-	rs.round, rs.lo, rs.hi, rs.started = r, lo, hi, started
+	rs.round, rs.lo, rs.hi, rs.deadline = r, lo, hi, deadline
 	rs.contribs = make([][]float32, k)
 	rs.contribs[me] = own
 	rs.seen = make([]bool, k)
@@ -445,6 +485,8 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	res := a.track(r.ID, k)
 	var wg sync.WaitGroup
 	errs := make(chan error, k)
+	var upMu sync.Mutex
+	var up upload // our parts' delivery, for the uplink rate
 	for j := range r.Members {
 		if j == me {
 			continue
@@ -456,8 +498,11 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		wg.Add(1)
 		go func(j int) {
 			defer wg.Done()
-			part, err := a.exchange(ctx, r, me, j, local, out, dropped)
+			part, sent, err := a.exchange(ctx, r, me, j, local, out, dropped, resultBy)
 			res.resolve(j, part)
+			upMu.Lock()
+			up.add(sent)
+			upMu.Unlock()
 			if err == nil {
 				return
 			}
@@ -489,13 +534,37 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	wg.Wait()
 	close(errs)
 	for err := range errs {
+		a.failures.Add(1)
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), err)
 	}
 	if ownErr != nil {
+		a.failures.Add(1)
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
 	}
 	a.observe(time.Since(started))
+	a.observeUplink(up.bytes, up.last.Sub(up.first))
 	return nil
+}
+
+// upload is what our part copies of a round took to reach their owners:
+// sent concurrently, they share our uplink, so all bytes over the span
+// from the first send to the last receipt is its rate.
+type upload struct {
+	bytes       int
+	first, last time.Time
+}
+
+func (u *upload) add(v upload) {
+	if v.bytes == 0 {
+		return // not delivered: no receipt to time
+	}
+	if u.bytes == 0 || v.first.Before(u.first) {
+		u.first = v.first
+	}
+	if v.last.After(u.last) {
+		u.last = v.last
+	}
+	u.bytes += v.bytes
 }
 
 // reduceOwnPart waits for every member's copy of this peer's part,
@@ -515,7 +584,6 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 	}
 	rs.mu.Lock()
 	contribs := rs.contribs
-	a.observeIntake(rs.inBytes, rs.inLast.Sub(rs.started))
 	rs.mu.Unlock()
 	avg := WeightedMean(contribs, r.Samples)
 	enc, err := a.encode(a.resultCodec(rs.round, rs.lo, rs.hi), avg)
@@ -568,12 +636,17 @@ func WeightedMean(xs [][]float32, weights []int) []float32 {
 }
 
 // exchange sends this peer's copy of part j to its owner and receives the
-// averaged part back into out.
-func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32) ([]byte, error) {
+// averaged part back into out. It reports when the copy began to go out
+// and when the owner confirmed it had it all (zero until then).
+func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32, resultBy time.Time) (result []byte, sent upload, err error) {
 	lo, hi := r.Bounds(len(local), j)
-	s, err := a.t.Open(ctx, r.Members[j], ProtoAllReduce)
+	// Opening has its own budget: an unreachable owner fails the round
+	// now, not at its end, and a slow dial does not eat the transfer's.
+	octx, ocancel := context.WithTimeout(ctx, a.cfg.OpenTimeout)
+	s, err := a.t.Open(octx, r.Members[j], ProtoAllReduce)
+	ocancel()
 	if err != nil {
-		return nil, err
+		return nil, sent, fmt.Errorf("open: %w", err)
 	}
 	ok := false
 	defer func() {
@@ -586,36 +659,44 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 
 	hdr, _ := json.Marshal(partHeader{Round: r.ID, Sender: me, Part: j, Samples: r.Samples[me]})
 	if err := s.Send(hdr); err != nil {
-		return nil, err
+		return nil, sent, err
 	}
 	enc, err := a.encode(a.partCodec(r, lo, hi), local[lo:hi])
 	if err != nil {
-		return nil, err
+		return nil, sent, err
 	}
 	if dropped != nil {
 		d := dropped[lo:hi]
 		if err := compression.DecodePart(d, enc); err != nil {
-			return nil, err
+			return nil, sent, err
 		}
 		for i, x := range local[lo:hi] {
 			d[i] = x - d[i]
 		}
 	}
+	begun := time.Now()
 	if err := s.Send(enc); err != nil {
-		return nil, err
+		return nil, sent, err
 	}
 	a.bytesSent.Add(int64(len(enc) + len(hdr)))
+	// The receipt and the average come only as fast as the other
+	// members' parts reach the owner: the round's budget bounds them.
+	s.SetTimeout(max(time.Until(resultBy), time.Millisecond))
 	res, err := s.Recv(a.maxResult(r, hi-lo) + 1)
+	if err == nil && len(res) == 1 && res[0] == resultReceived {
+		sent = upload{bytes: len(enc), first: begun, last: time.Now()}
+		res, err = s.Recv(a.maxResult(r, hi-lo) + 1)
+	}
 	if err != nil {
-		return nil, err
+		return nil, sent, err
 	}
 	a.bytesRecv.Add(int64(len(res)))
 	if err := decodeResult(out[lo:hi], res); err != nil {
-		return nil, err
+		return nil, sent, err
 	}
 	ok = true
 	s.Close()
-	return res[1:], nil
+	return res[1:], sent, nil
 }
 
 // roundTrip returns what xs decode to after the codec.
@@ -628,10 +709,13 @@ func roundTrip(c compression.Codec, xs []float32) ([]float32, error) {
 }
 
 // Result frames start with a status byte: 0 and the encoded average, or 1
-// and the owner's reason for failing the round.
+// and the owner's reason for failing the round. Before it, the owner
+// confirms with the lone byte 2 that the sender's part arrived in full:
+// the sender times its uplink by it.
 const (
-	resultOK   = 0
-	resultFail = 1
+	resultOK       = 0
+	resultFail     = 1
+	resultReceived = 2
 )
 
 // errOwnerFailed: the owner could not reduce its part, so nobody has it.
@@ -707,7 +791,6 @@ func (a *Averager) serve(s Stream) {
 	if err != nil {
 		return
 	}
-	ended := time.Now()
 	a.bytesRecv.Add(int64(len(frame) + len(hb)))
 	part := make([]float32, count)
 	if err := compression.DecodePart(part, frame); err != nil {
@@ -730,19 +813,20 @@ func (a *Averager) serve(s Stream) {
 	}
 	rs.seen[h.Sender] = true
 	rs.contribs[h.Sender] = part
-	if ended.After(rs.inLast) {
-		rs.inLast = ended
-	}
-	rs.inBytes += len(frame)
 	rs.missing--
 	if rs.missing == 0 {
 		close(rs.arrived)
 	}
 	rs.mu.Unlock()
+	if err := s.Send([]byte{resultReceived}); err != nil {
+		return
+	}
 
+	wait := time.NewTimer(time.Until(rs.deadline))
+	defer wait.Stop()
 	select {
 	case <-rs.done:
-	case <-time.After(a.Deadline()):
+	case <-wait.C:
 		return
 	}
 	rs.mu.Lock()

@@ -196,31 +196,3 @@ func TestAllReduceManyRounds(t *testing.T) {
 		}
 	}
 }
-
-// The round deadline follows observed round times: after fast rounds a
-// dead member is given up on at the floor, not at the maximum.
-func TestDeadlineAdapts(t *testing.T) {
-	_, ts, _ := memPeers(1)
-	av := NewAverager(ts[0], AveragerConfig{Codec: codec(t, "fp32"), RoundTimeout: 30 * time.Second, MinRoundTimeout: time.Second})
-	if got := av.Deadline(); got != 30*time.Second {
-		t.Fatalf("before any round: %v, want the maximum", got)
-	}
-	for i := 0; i < 20; i++ {
-		av.observe(10 * time.Millisecond)
-	}
-	if got := av.Deadline(); got != time.Second {
-		t.Fatalf("after fast rounds: %v, want the 1s floor", got)
-	}
-	for i := 0; i < 40; i++ {
-		av.observe(2 * time.Second)
-	}
-	if got := av.Deadline(); got < 9*time.Second || got > 10*time.Second {
-		t.Fatalf("after 2s rounds: %v, want about 5x2s", got)
-	}
-	for i := 0; i < 40; i++ {
-		av.observe(time.Minute)
-	}
-	if got := av.Deadline(); got != 30*time.Second {
-		t.Fatalf("after slow rounds: %v, want the 30s cap", got)
-	}
-}

@@ -137,7 +137,7 @@ func TestAveragerSkipsLosslessOnFastLinks(t *testing.T) {
 	a.gate.Observe(compression.StageStats{Raw: 1_000_000, Out: 500_000, Took: 10 * time.Millisecond})
 	values := make([]float32, 4096) // zeros: zstd shrinks them
 	stage := func(link float64) compression.Lossless {
-		a.intake.Store(math.Float64bits(link))
+		a.uplink.Store(math.Float64bits(link))
 		frame, err := a.encode(compression.FP32{}, values)
 		if err != nil {
 			t.Fatal(err)

@@ -24,6 +24,7 @@ type faultPhase string
 const (
 	phaseMatch     faultPhase = "match"     // the assembler, when announcing the group
 	phaseSend      faultPhase = "send"      // a member, when sending its copy of a part
+	phaseReceipt   faultPhase = "receipt"   // an owner, confirming the first part that reached it
 	phaseReduce    faultPhase = "reduce"    // an owner, after reducing, before any result goes out
 	phaseBroadcast faultPhase = "broadcast" // an owner, after its result reached one member
 )
@@ -60,10 +61,12 @@ func (c faultCase) hook(victim peer.ID, fired *atomic.Bool) func(FrameEvent) Fra
 			hit = ev.Proto == ProtoMatch && !ev.Opener
 		case phaseSend:
 			hit = ev.Proto == ProtoAllReduce && ev.Opener && ev.Seq == 1
-		case phaseReduce:
+		case phaseReceipt: // an owner's frames: the receipt, then the result
 			hit = ev.Proto == ProtoAllReduce && !ev.Opener && ev.Seq == 0
+		case phaseReduce:
+			hit = ev.Proto == ProtoAllReduce && !ev.Opener && ev.Seq == 1
 		case phaseBroadcast:
-			hit = ev.Proto == ProtoAllReduce && !ev.Opener && ev.Seq == 0 && results.Add(1) == 2
+			hit = ev.Proto == ProtoAllReduce && !ev.Opener && ev.Seq == 1 && results.Add(1) == 2
 		}
 		if hit && fired.CompareAndSwap(false, true) {
 			return c.kind
@@ -153,7 +156,7 @@ func TestFaultMatrix(t *testing.T) {
 	const k = 4
 	var cases []faultCase
 	for _, kind := range []FrameAction{Crash, Stall, Slow, Corrupt} {
-		for _, ph := range []faultPhase{phaseMatch, phaseSend, phaseReduce, phaseBroadcast} {
+		for _, ph := range []faultPhase{phaseMatch, phaseSend, phaseReceipt, phaseReduce, phaseBroadcast} {
 			for m := 0; m < k; m++ {
 				if ph == phaseMatch && m > 0 {
 					continue // the assembler is one member

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -62,10 +61,10 @@ type MatchConfig struct {
 	// Slack is how much longer than JoinWindow a joiner waits for the
 	// group before trying again.
 	Slack time.Duration
-	// Capacity reports, at each join, this peer's measured throughput
-	// (bytes/s, 0 unknown) and whether it is a client that cannot accept
-	// inbound streams. Nil: unknown, not a client.
-	Capacity func() (throughput float64, client bool)
+	// Capacity reports, at each join, this peer's measured uplink rate
+	// (bytes/s, 0 unknown; see Averager.Uplink) and whether it is a client
+	// that cannot accept inbound streams. Nil: unknown, not a client.
+	Capacity func() (uplink float64, client bool)
 	// MinGroup is the fewest members a group may have; an assembly with
 	// fewer is refused with ErrTooFew and the joiners try again.
 	MinGroup int
@@ -141,7 +140,7 @@ func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candid
 	leader := Assembler(step, candidates)
 	j := Join{Run: m.cfg.Run, Step: step, Samples: samples}
 	if m.cfg.Capacity != nil {
-		j.Throughput, j.Client = m.cfg.Capacity()
+		j.Uplink, j.Client = m.cfg.Capacity()
 	}
 	var g Group
 	if leader == m.t.Self() {
@@ -169,7 +168,7 @@ func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candid
 		}
 		return Round{}, fmt.Errorf("refused by assembler %s: %s", leader.ShortString(), g.Reason)
 	}
-	r := Round{ID: g.Round, Step: g.Step, Members: g.Members, Samples: g.Samples, Shares: g.Shares}
+	r := Round{ID: g.Round, Step: g.Step, Members: g.Members, Samples: g.Samples, Shares: g.Shares, Rates: g.Rates}
 	if g.Run != m.cfg.Run || g.Step != step || r.Index(m.t.Self()) < 0 || RoundID(g.Run, g.Step, g.Attempt, g.Members, g.Samples, g.Shares) != g.Round {
 		return Round{}, fmt.Errorf("assembler %s announced an inconsistent group", leader.ShortString())
 	}
@@ -386,63 +385,19 @@ func (m *Matchmaker) close(a *assembly) {
 	sort.Slice(members, func(i, j int) bool { return members[i] < members[j] })
 	samples := make([]int, len(members))
 	joins := make([]Join, len(members))
+	var rates []float64
 	for i, p := range members {
 		joins[i] = a.joined[p]
 		samples[i] = joins[i].Samples
+		if joins[i].Uplink > 0 {
+			if rates == nil {
+				rates = make([]float64, len(members))
+			}
+			rates[i] = joins[i].Uplink
+		}
 	}
 	shares := PartShares(joins)
-	a.group = Group{Run: m.cfg.Run, Step: a.step, Attempt: a.attempt, Members: members, Samples: samples, Shares: shares,
+	a.group = Group{Run: m.cfg.Run, Step: a.step, Attempt: a.attempt, Members: members, Samples: samples, Shares: shares, Rates: rates,
 		Round: RoundID(m.cfg.Run, a.step, a.attempt, members, samples, shares)}
 	close(a.done)
-}
-
-// Part shares are in units of 1/shareUnit of the median member's part;
-// a member's part is kept within [1/4, 4] × the median, so a wrong or
-// stale measurement cannot starve or swamp anyone.
-const (
-	shareUnit = 16
-	maxShare  = 4 * shareUnit
-)
-
-// PartShares sizes the members' parts by their measured throughput, so
-// a round takes about as long on a fast link as on a slow one: clients
-// own nothing, members that measured nothing yet get the median. Nil
-// means an even split (all equal, or nobody measured).
-func PartShares(joins []Join) []int {
-	var rates []float64
-	servers := 0
-	for _, j := range joins {
-		if !j.Client {
-			servers++
-			if j.Throughput > 0 {
-				rates = append(rates, j.Throughput)
-			}
-		}
-	}
-	if servers == 0 {
-		return nil // nobody can take parts; an even split fails the round visibly
-	}
-	median := 0.0
-	if len(rates) > 0 {
-		slices.Sort(rates)
-		median = rates[len(rates)/2]
-	}
-	shares := make([]int, len(joins))
-	even := true
-	for i, j := range joins {
-		switch {
-		case j.Client:
-			shares[i] = 0
-		case j.Throughput <= 0 || median == 0:
-			shares[i] = shareUnit
-		default:
-			r := j.Throughput / median
-			shares[i] = int(math.Round(min(max(r, 0.25), 4) * shareUnit))
-		}
-		even = even && shares[i] == shares[0]
-	}
-	if even {
-		return nil
-	}
-	return shares
 }

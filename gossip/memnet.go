@@ -140,8 +140,10 @@ func (t *MemTransport) Open(ctx context.Context, p peer.ID, proto protocol.ID) (
 	}
 	ab := newMemPipe()
 	ba := newMemPipe()
-	local := &memStream{net: t.net, self: t.self, proto: proto, opener: true, in: ba, out: ab, remote: p, timeout: t.net.Timeout, dead: t.done, peerDead: remote.done}
-	far := &memStream{net: t.net, self: p, proto: proto, in: ab, out: ba, remote: t.self, timeout: t.net.Timeout, dead: remote.done, peerDead: t.done}
+	local := &memStream{net: t.net, self: t.self, proto: proto, opener: true, in: ba, out: ab, remote: p, dead: t.done, peerDead: remote.done}
+	far := &memStream{net: t.net, self: p, proto: proto, in: ab, out: ba, remote: t.self, dead: remote.done, peerDead: t.done}
+	local.timeout.Store(int64(t.net.Timeout))
+	far.timeout.Store(int64(t.net.Timeout))
 	go h(far)
 	return local, nil
 }
@@ -177,7 +179,7 @@ type memStream struct {
 	sent     int
 	in, out  *memPipe
 	remote   peer.ID
-	timeout  time.Duration
+	timeout  atomic.Int64    // time.Duration
 	dead     <-chan struct{} // this side isolated
 	peerDead <-chan struct{} // the other side isolated
 }
@@ -215,7 +217,7 @@ func (s *memStream) Send(frame []byte) error {
 			}
 		}
 	}
-	timer := time.NewTimer(s.timeout)
+	timer := time.NewTimer(time.Duration(s.timeout.Load()))
 	defer timer.Stop()
 	select {
 	case s.out.frames <- b:
@@ -232,7 +234,7 @@ func (s *memStream) Send(frame []byte) error {
 }
 
 func (s *memStream) Recv(max int) ([]byte, error) {
-	timer := time.NewTimer(s.timeout)
+	timer := time.NewTimer(time.Duration(s.timeout.Load()))
 	defer timer.Stop()
 	select {
 	case b := <-s.in.frames:
@@ -270,3 +272,5 @@ func (s *memStream) CloseWrite() error   { s.out.close(false); return nil }
 func (s *memStream) Close() error        { s.out.close(false); return nil }
 func (s *memStream) Reset() error        { s.out.close(true); s.in.close(true); return nil }
 func (s *memStream) RemotePeer() peer.ID { return s.remote }
+
+func (s *memStream) SetTimeout(d time.Duration) { s.timeout.Store(int64(d)) }

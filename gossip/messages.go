@@ -94,9 +94,10 @@ type Join struct {
 	Run     string `json:"run"`
 	Step    uint64 `json:"step"`
 	Samples int    `json:"samples"`
-	// Throughput is the joiner's measured rate of taking in parts, in
-	// bytes/s (0: not measured yet); the assembler sizes parts by it.
-	Throughput float64 `json:"throughput,omitempty"`
+	// Uplink is the rate, in bytes/s, at which the joiner's parts reached
+	// their owners in recent rounds (0: not measured yet); the assembler
+	// sizes parts and members size deadlines by it.
+	Uplink float64 `json:"uplink,omitempty"`
 	// Client: the joiner cannot accept inbound streams, so it must own
 	// no part; it still sends its parts and receives the averages.
 	Client bool `json:"client,omitempty"`
@@ -112,7 +113,11 @@ type Group struct {
 	Members []peer.ID `json:"members"`
 	Samples []int     `json:"samples"`
 	Shares  []int     `json:"shares,omitempty"` // part sizes; see Round.Shares
-	Reason  string    `json:"reason,omitempty"`
+	// Rates are the members' measured uplinks (bytes/s, 0 unknown), from
+	// their joins: each member sizes the round's deadline by them. Not
+	// part of the round ID: they change no member's bytes.
+	Rates  []float64 `json:"rates,omitempty"`
+	Reason string    `json:"reason,omitempty"`
 }
 
 // Limits on what a peer may claim, checked before anything is used.
@@ -208,8 +213,8 @@ func (m Message) Validate() error {
 		if m.Join.Samples < 0 || m.Join.Samples > maxSamples {
 			return fmt.Errorf("gossip: join claims %d samples", m.Join.Samples)
 		}
-		if t := m.Join.Throughput; math.IsNaN(t) || t < 0 || t > 1e13 {
-			return fmt.Errorf("gossip: join claims a throughput of %v", t)
+		if t := m.Join.Uplink; math.IsNaN(t) || t < 0 || t > 1e13 {
+			return fmt.Errorf("gossip: join claims an uplink of %v bytes/s", t)
 		}
 		return checkRun(m.Join.Run)
 	case KindGroup:
@@ -308,6 +313,16 @@ func (g *Group) validate() error {
 		}
 		if total == 0 {
 			return errors.New("gossip: group where nobody owns a part")
+		}
+	}
+	if g.Rates != nil {
+		if len(g.Rates) != len(g.Members) {
+			return fmt.Errorf("gossip: group lists %d members but %d rates", len(g.Members), len(g.Rates))
+		}
+		for _, r := range g.Rates {
+			if math.IsNaN(r) || r < 0 || r > 1e13 {
+				return fmt.Errorf("gossip: group claims an uplink of %v bytes/s", r)
+			}
 		}
 	}
 	seen := make(map[peer.ID]bool, len(g.Members))

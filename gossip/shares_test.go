@@ -13,24 +13,80 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// Parts follow measured throughput within [1/4, 4] × the median; clients
-// own nothing; unmeasured members get the median; equal means nil.
+// Parts are sized so the slowest uplink finishes first: a member whose
+// uplink alone sets the round time owns nothing, the others split evenly
+// within what their links allow; clients own nothing; unmeasured members
+// count at the median; equal means nil.
 func TestPartShares(t *testing.T) {
+	const mbit = 125e3 // bytes/s
 	for _, c := range []struct {
 		name  string
 		joins []Join
 		want  []int
 	}{
 		{"nobody measured", []Join{{}, {}, {}}, nil},
-		{"all equal", []Join{{Throughput: 5}, {Throughput: 5}}, nil},
-		{"proportional", []Join{{Throughput: 100}, {Throughput: 200}, {Throughput: 50}}, []int{16, 32, 8}},
-		{"clamped", []Join{{Throughput: 1}, {Throughput: 1000}, {Throughput: 1e6}}, []int{4, 16, 64}},
-		{"unmeasured gets the median", []Join{{Throughput: 100}, {}, {Throughput: 300}}, []int{5, 16, 16}},
-		{"client owns nothing", []Join{{Throughput: 100, Client: true}, {}, {}}, []int{0, 16, 16}},
+		{"all equal", []Join{{Uplink: 5}, {Uplink: 5}, {Uplink: 5}}, nil},
+		{"two members: the split cannot help", []Join{{Uplink: 1}, {Uplink: 1000}}, nil},
+		{"2 Mbit/s among 100 Mbit/s owns nothing", []Join{{Uplink: 100 * mbit}, {Uplink: 2 * mbit}, {Uplink: 100 * mbit}, {Uplink: 100 * mbit}}, []int{341, 0, 341, 341}},
+		{"unmeasured counts at the median", []Join{{Uplink: 100 * mbit}, {Uplink: 2 * mbit}, {}, {Uplink: 100 * mbit}}, []int{341, 0, 341, 341}},
+		{"client owns nothing", []Join{{Client: true}, {}, {}}, []int{0, 512, 512}},
+		{"a fast link owns at most 4x an even part", []Join{{Uplink: 1000}, {Uplink: 1}, {Uplink: 1}, {Uplink: 1}, {Uplink: 1}}, []int{819, 51, 51, 51, 51}},
 		{"only clients", []Join{{Client: true}, {Client: true}}, nil},
 	} {
 		if got := PartShares(c.joins); !slices.Equal(got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// Over random links, the shares never make the slowest member slower
+// than an even split would, are within a few parts of the best split
+// the links allow, and add up to the whole vector.
+func TestPartSharesBeatEvenSplit(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	roundTime := func(rates []float64, fracs []float64) float64 {
+		k := float64(len(rates))
+		var worst float64
+		for i, r := range rates {
+			worst = max(worst, (1+(k-2)*fracs[i])/r)
+		}
+		return worst
+	}
+	for trial := range 500 {
+		k := 3 + rng.IntN(8)
+		joins := make([]Join, k)
+		rates := make([]float64, k)
+		for i := range joins {
+			rates[i] = math.Exp(rng.Float64() * 6) // 1 to 400: a slow volunteer to a lab
+			joins[i].Uplink = rates[i]
+		}
+		shares := PartShares(joins)
+		fracs := make([]float64, k)
+		even := make([]float64, k)
+		total := 0
+		for i := range k {
+			even[i] = 1 / float64(k)
+			fracs[i] = even[i]
+			if shares != nil {
+				fracs[i] = float64(shares[i]) / shareTotal
+				total += shares[i]
+			}
+		}
+		if shares != nil && (total < shareTotal-k || total > shareTotal+k) {
+			t.Fatalf("trial %d: shares %v add up to %d, want about %d", trial, shares, total, shareTotal)
+		}
+		got, base := roundTime(rates, fracs), roundTime(rates, even)
+		if got > base*1.01 {
+			t.Fatalf("trial %d: rates %v, shares %v: round time %.4g, an even split takes %.4g", trial, rates, shares, got, base)
+		}
+		// No member's bound can be beaten: owning nothing, the slowest
+		// uplink still sends the whole vector once.
+		floor := 0.0
+		for _, r := range rates {
+			floor = max(floor, 1/r)
+		}
+		if got < floor*0.999 {
+			t.Fatalf("trial %d: round time %.4g below the floor %.4g: the model is wrong", trial, got, floor)
 		}
 	}
 }
@@ -145,9 +201,14 @@ func TestMatchSharesFollowCapacity(t *testing.T) {
 	}
 	r := rounds[0]
 	for i, m := range r.Members {
-		want := map[int]int{0: 8, 1: 16, 2: 0}[slices.Index(ids, m)] // relative to the (upper) median, 200
+		// At 100 B/s, member 0 alone sends the whole vector as slowly as
+		// member 1 sends it and its average of everything: it owns nothing.
+		want := map[int]int{0: 0, 1: shareTotal, 2: 0}[slices.Index(ids, m)]
 		if r.Shares[i] != want {
 			t.Errorf("member %d has share %d, want %d (shares %v)", slices.Index(ids, m), r.Shares[i], want, r.Shares)
+		}
+		if wantRate := caps[slices.Index(ids, m)].rate; r.Rates[i] != wantRate {
+			t.Errorf("member %d announced at %v B/s, joined with %v", slices.Index(ids, m), r.Rates[i], wantRate)
 		}
 	}
 }

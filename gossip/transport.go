@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"context"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
@@ -18,6 +19,10 @@ type Stream interface {
 	Close() error
 	// Reset aborts the stream on both sides; use it on any error.
 	Reset() error
+	// SetTimeout replaces the per-frame timeout for the frames that
+	// follow: a reply that comes only after other peers' work (a round's
+	// result) is given the time that work may take.
+	SetTimeout(d time.Duration)
 	RemotePeer() peer.ID
 }
 
@@ -35,7 +40,7 @@ type Transport interface {
 const (
 	ProtoHello     protocol.ID = "/swarmtrain/hello/1"
 	ProtoMatch     protocol.ID = "/swarmtrain/match/1"
-	ProtoAllReduce protocol.ID = "/swarmtrain/allreduce/1"
-	ProtoState     protocol.ID = "/swarmtrain/state/2" // chunked, pinned, per-chunk hashes
-	ProtoPart      protocol.ID = "/swarmtrain/part/1"  // repair: a part's final bytes from a fellow member
+	ProtoAllReduce protocol.ID = "/swarmtrain/allreduce/2" // 2: the owner confirms receipt of a part
+	ProtoState     protocol.ID = "/swarmtrain/state/2"     // chunked, pinned, per-chunk hashes
+	ProtoPart      protocol.ID = "/swarmtrain/part/1"      // repair: a part's final bytes from a fellow member
 )

@@ -284,8 +284,18 @@ type Config struct {
 	HeartbeatInterval time.Duration // how often liveness, step and hash are gossiped
 	PeerExpiry        time.Duration // a peer silent this long is dead; several heartbeats, so a busy CPU is not a death
 	JoinWindow        time.Duration // an assembler waits this long for expected peers
-	RoundTimeout      time.Duration // bound on one all-reduce
-	FrameTimeout      time.Duration // per-frame deadline on streams
+	// RoundTimeout caps an all-reduce of a small model; rounds of more
+	// bytes than the links move in it get longer (gossip.AveragerConfig).
+	RoundTimeout time.Duration
+	// FrameTimeout is the per-frame deadline on streams, plus the frame's
+	// size at MinLinkRate.
+	FrameTimeout time.Duration
+	// MinLinkRate, in bytes/s, is the slowest link the swarm waits for: a
+	// frame gets its size at this rate on top of FrameTimeout, and a peer
+	// that has not measured its uplink yet is assumed this slow when a
+	// round's deadline is sized. Lower: slower volunteers keep up, a stall
+	// on a big frame is noticed later.
+	MinLinkRate float64
 	// Linger keeps a finished node serving state and status this long, so
 	// peers still finishing can fetch from it.
 	Linger time.Duration
@@ -312,6 +322,7 @@ func DefaultConfig() Config {
 		JoinWindow:        2 * time.Second,
 		RoundTimeout:      15 * time.Second,
 		FrameTimeout:      10 * time.Second,
+		MinLinkRate:       125e3, // 1 Mbit/s
 	}
 }
 
@@ -336,6 +347,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			return fmt.Errorf("node config: %s %v, want > 0", name, d)
 		}
+	}
+	if !(c.MinLinkRate >= 1e3) || c.MinLinkRate > 1e12 {
+		return fmt.Errorf("node config: min link rate %v bytes/s, want 1e3 (8 kbit/s) to 1e12", c.MinLinkRate)
 	}
 	if c.PeerExpiry < 2*c.HeartbeatInterval {
 		return fmt.Errorf("node config: peer expiry %v must be at least two heartbeat intervals (%v)", c.PeerExpiry, 2*c.HeartbeatInterval)

@@ -30,12 +30,14 @@ type Status struct {
 	FailedRounds  int      `json:"failed_rounds"`
 	StateSyncs    int      `json:"state_syncs"`
 	GroupSize     int      `json:"group_size"` // members of the last round applied
-	// IntakeRate is how fast this node takes in its all-reduce part
+	// Uplink is how fast this node's all-reduce parts reach their owners
 	// (bytes/s; 0 until measured); the assembler sizes parts by it.
-	IntakeRate float64     `json:"intake_bytes_per_sec"`
-	BytesIn    int64       `json:"bytes_in"`
-	BytesOut   int64       `json:"bytes_out"`
-	Device     device.Info `json:"device"`
+	Uplink float64 `json:"uplink_bytes_per_sec"`
+	// RoundDeadline is the time the latest all-reduce round was given.
+	RoundDeadline float64     `json:"round_deadline_seconds"`
+	BytesIn       int64       `json:"bytes_in"`
+	BytesOut      int64       `json:"bytes_out"`
+	Device        device.Info `json:"device"`
 }
 
 // Status returns a consistent snapshot of what the node is doing.
@@ -46,7 +48,8 @@ func (n *Node) Status() Status {
 		Loss: n.loss, SamplesPerSec: n.samplesPerSec, Rounds: n.rounds, FailedRounds: n.failedRounds, StateSyncs: n.syncs,
 		GroupSize: n.groupSize,
 	}
-	s.IntakeRate = n.av.Throughput()
+	s.Uplink = n.av.Uplink()
+	s.RoundDeadline = n.av.Deadline().Seconds()
 	n.mu.Unlock()
 	s.Addrs = n.host.JoinAddrs()
 	s.LivePeers = n.livePeers() + 1
@@ -119,7 +122,8 @@ func newStatusCollector(n *Node) *statusCollector {
 	add("live_peers", "Peers on the run seen alive, self included.", gauge, func(s Status) float64 { return float64(s.LivePeers) })
 	add("loss", "Moving average of the local training loss.", gauge, func(s Status) float64 { return s.Loss })
 	add("samples_per_second", "Local training throughput.", gauge, func(s Status) float64 { return s.SamplesPerSec })
-	add("allreduce_intake_bytes_per_second", "Rate at which this node takes in its all-reduce part; parts are sized by it.", gauge, func(s Status) float64 { return s.IntakeRate })
+	add("allreduce_uplink_bytes_per_second", "Rate at which this node's all-reduce parts reach their owners; parts are sized by it.", gauge, func(s Status) float64 { return s.Uplink })
+	add("allreduce_round_deadline_seconds", "Time the latest all-reduce round was given.", gauge, func(s Status) float64 { return s.RoundDeadline })
 	add("rounds_total", "Averaging rounds completed.", counter, func(s Status) float64 { return float64(s.Rounds) })
 	add("failed_rounds_total", "Matchmaking or all-reduce attempts that failed and were retried.", counter, func(s Status) float64 { return float64(s.FailedRounds) })
 	add("state_syncs_total", "State downloads from peers.", counter, func(s Status) float64 { return float64(s.StateSyncs) })

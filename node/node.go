@@ -204,7 +204,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.host = host
-	n.tr = hostTransport{h: n.host, timeout: cfg.FrameTimeout}
+	n.tr = hostTransport{h: n.host, timeout: cfg.FrameTimeout, minRate: cfg.MinLinkRate}
 
 	shard := n.train
 	if cfg.Shards > 0 {
@@ -246,12 +246,12 @@ func New(cfg Config) (_ *Node, err error) {
 		partFor = compression.Policy{Large: n.codec, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
 		resultFor = compression.Policy{Large: result, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
 	}
-	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless, RoundTimeout: cfg.RoundTimeout,
+	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless, RoundTimeout: cfg.RoundTimeout, MinLinkRate: cfg.MinLinkRate,
 		OnDrop: func(round string, p peer.ID, err error) {
 			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
 		}})
 	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
-		Capacity: func() (float64, bool) { return n.av.Throughput(), cfg.Client }, MinGroup: cfg.Run.MinGroup, MaxGroup: cfg.Run.MaxGroup}, matchView{n})
+		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.MinGroup, MaxGroup: cfg.Run.MaxGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
 	n.states = gossip.NewStateServer(n.tr, n.run, n.servableStep, n.snapshot)

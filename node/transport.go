@@ -13,10 +13,19 @@ import (
 )
 
 // hostTransport adapts a libp2p host to gossip.Transport: every stream
-// gets per-frame deadlines and size-capped frames from package p2p.
+// gets per-frame deadlines and size-capped frames from package p2p. A
+// frame may take timeout plus its size at minRate (bytes/s; 0: timeout
+// alone), so large parts are not cut off on a slow link.
 type hostTransport struct {
 	h       *p2p.Host
 	timeout time.Duration
+	minRate float64
+}
+
+func (t hostTransport) wrap(s network.Stream) *p2p.Stream {
+	st := p2p.NewStream(s, t.timeout)
+	st.SetMinRate(t.minRate)
+	return st
 }
 
 func (t hostTransport) Self() peer.ID { return t.h.ID() }
@@ -26,9 +35,9 @@ func (t hostTransport) Open(ctx context.Context, p peer.ID, proto protocol.ID) (
 	if err != nil {
 		return nil, err
 	}
-	return p2p.NewStream(s, t.timeout), nil
+	return t.wrap(s), nil
 }
 
 func (t hostTransport) Handle(proto protocol.ID, h func(gossip.Stream)) {
-	t.h.SetStreamHandler(proto, func(s network.Stream) { h(p2p.NewStream(s, t.timeout)) })
+	t.h.SetStreamHandler(proto, func(s network.Stream) { h(t.wrap(s)) })
 }

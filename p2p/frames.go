@@ -56,6 +56,13 @@ func ReadFrame(r io.Reader, max int) ([]byte, error) {
 // in cap(buf) (the result then aliases buf), and into a new slice otherwise.
 // Reusing one buffer per stream spares an allocation and a clear per frame.
 func ReadFrameInto(r io.Reader, buf []byte, max int) ([]byte, error) {
+	return readFrame(r, buf, max, nil)
+}
+
+// readFrame is ReadFrameInto calling started, when non-nil, with the
+// payload's length once the prefix is read and checked, before the
+// payload: Stream arms the payload's deadline there.
+func readFrame(r io.Reader, buf []byte, max int, started func(n int) error) ([]byte, error) {
 	if max < 0 {
 		return nil, fmt.Errorf("p2p: ReadFrame max %d < 0", max)
 	}
@@ -65,6 +72,11 @@ func ReadFrameInto(r io.Reader, buf []byte, max int) ([]byte, error) {
 	}
 	if n > uint64(max) {
 		return nil, fmt.Errorf("%w: %d bytes announced, limit %d", ErrFrameTooLarge, n, max)
+	}
+	if started != nil {
+		if err := started(int(n)); err != nil {
+			return nil, err
+		}
 	}
 	if buf != nil && int(n) <= cap(buf) {
 		buf = buf[:n]
