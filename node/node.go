@@ -63,17 +63,24 @@ type Node struct {
 	samplesPerSec float64
 	rounds        int
 	failedRounds  int
-	syncs         int
-	phase         string
-	initialLoss   float64
-	lastGroup     []peer.ID // members of the last round we applied (Moshpit: the grid)
-	groupSize     int       // members of the last round we averaged in
-	largestGroup  int
-	partners      map[peer.ID]struct{} // everyone we averaged with
-	optState      []float32            // scratch: the optimizer state, reused for hashing every step
-	syncing       bool
-	syncTo        uint64          // the step being downloaded, while syncing
-	download      gossip.Download // verified chunks kept across attempts (training loop only)
+	rounds0       roundMark // the first round applied
+	roundsN       roundMark // the latest round applied
+	// failing is the current run of failed rounds (zero: none); longest
+	// the longest one that ended, from its first failure to its last.
+	failing        failStreak
+	longestFailing time.Duration
+	partShare      float64 // fraction of the vector we owned in the last all-reduce
+	syncs          int
+	phase          string
+	initialLoss    float64
+	lastGroup      []peer.ID // members of the last round we applied (Moshpit: the grid)
+	groupSize      int       // members of the last round we averaged in
+	largestGroup   int
+	partners       map[peer.ID]struct{} // everyone we averaged with
+	optState       []float32            // scratch: the optimizer state, reused for hashing every step
+	syncing        bool
+	syncTo         uint64          // the step being downloaded, while syncing
+	download       gossip.Download // verified chunks kept across attempts (training loop only)
 	// residual is what a lossy codec dropped from our last contribution
 	// (error feedback); nil for fp32. Training loop only.
 	residual []float32
@@ -111,6 +118,16 @@ type Result struct {
 	Syncs           int     `json:"state_syncs"`
 	LargestGroup    int     `json:"largest_group"` // most members of any round we averaged in
 	Partners        int     `json:"partners"`      // distinct peers we averaged with
+	// SecondsPerStep is the mean time between rounds applied, from the
+	// first to the last (waiting for peers and loading data excluded).
+	SecondsPerStep float64 `json:"seconds_per_step"`
+	// LongestFailing is the longest run of failed rounds, from the first
+	// failure to the last before a round succeeded again.
+	LongestFailing float64 `json:"longest_failing_seconds"`
+	// PartShare is the fraction of the vector this node owned in its last
+	// all-reduce: parts follow the members' uplinks, so a slow one owns less.
+	PartShare float64 `json:"part_share"`
+	Params    int     `json:"params"` // the model's parameter count
 
 	BytesSent int64   `json:"bytes_sent"`
 	BytesRecv int64   `json:"bytes_received"`

@@ -165,6 +165,10 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			n.noteFailure(step, "all-reduce", err)
 			continue
 		}
+		lo, hi := r.Bounds(np, r.Index(n.host.ID()))
+		n.mu.Lock()
+		n.partShare = float64(hi-lo) / float64(np)
+		n.mu.Unlock()
 		if err := n.apply(step, avg, r.Members); err != nil {
 			return nil, err
 		}
@@ -256,6 +260,19 @@ func (n *Node) commitLocked(step uint64, members []peer.ID) {
 		return
 	}
 	n.rounds++
+	now := time.Now()
+	n.roundsN = roundMark{step, now}
+	if n.rounds == 1 {
+		n.rounds0 = n.roundsN
+	}
+	if f := n.failing; f.count > 0 {
+		// How long rounds kept failing is what an operator of a slow
+		// link wants to know: it should stay within one deadline.
+		failing := f.last.Sub(f.first)
+		n.longestFailing = max(n.longestFailing, failing)
+		n.log.Info("averaging recovered", "step", step, "failed_rounds", f.count, "failing_for", failing.Round(time.Millisecond), "deadline", n.av.Deadline().Round(time.Millisecond))
+		n.failing = failStreak{}
+	}
 	n.groupSize = len(members)
 	n.largestGroup = max(n.largestGroup, len(members))
 	for _, p := range members {
@@ -265,9 +282,27 @@ func (n *Node) commitLocked(step uint64, members []peer.ID) {
 	}
 }
 
+// roundMark is a step and when its round was applied.
+type roundMark struct {
+	step uint64
+	at   time.Time
+}
+
+// failStreak is a run of failed rounds: how many, the first and the last.
+type failStreak struct {
+	count       int
+	first, last time.Time
+}
+
 func (n *Node) noteFailure(step uint64, what string, err error) {
 	n.mu.Lock()
 	n.failedRounds++
+	now := time.Now()
+	if n.failing.count == 0 {
+		n.failing.first = now
+	}
+	n.failing.count++
+	n.failing.last = now
 	n.mu.Unlock()
 	n.log.Warn(what+" failed; retrying", "step", step, "err", err)
 }
@@ -549,6 +584,10 @@ func (n *Node) finish() *Result {
 		Peer: n.host.ID().String(), Run: n.run, Step: n.step, Hash: n.hash, Accuracy: acc, TestLoss: loss, InitialTestLoss: n.initialLoss,
 		Rounds: n.rounds, Failed: n.failedRounds, Syncs: n.syncs, LargestGroup: n.largestGroup, Partners: len(n.partners),
 		BytesSent: n.host.BytesOut(), BytesRecv: n.host.BytesIn(), Seconds: time.Since(n.started).Seconds(),
+		LongestFailing: n.longestFailing.Seconds(), PartShare: n.partShare, Params: n.model.NumParams(),
+	}
+	if steps := n.roundsN.step - n.rounds0.step; steps > 0 {
+		res.SecondsPerStep = n.roundsN.at.Sub(n.rounds0.at).Seconds() / float64(steps)
 	}
 	n.phase = "finished"
 	n.mu.Unlock()
