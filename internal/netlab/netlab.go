@@ -4,12 +4,20 @@
 // namespaces the lab created (nothing is added to the caller's own
 // network), addresses are private to the lab, and Close removes it all.
 //
-// Faults it can cause: rate limits on a host's link (tc tbf), partitions
-// (hosts moved onto separate bridges, so packets between groups are
-// silently dropped, as on a real cut) and healing them. This kernel has no
-// netem, so the lab adds no delay; simulate latency in-process.
+// Faults it can cause: rate limits on a host's link (tc tbf), one-way
+// delay on what a host sends (Delay), partitions (hosts moved onto
+// separate bridges, so packets between groups are silently dropped, as on
+// a real cut) and healing them, and cutting a single host off (Cut).
 //
-// It needs root and iproute2 (ip, tc).
+// This kernel has no netem, so delay is done in user space: an iptables
+// NFQUEUE rule in the hub passes the host's packets to a delayer running
+// in this process, which holds each one for the delay and then lets it
+// through, in order. The rule has --queue-bypass: if the process dies,
+// the kernel unbinds the queue and traffic flows on, undelayed, rather
+// than stopping.
+//
+// It needs root and iproute2 (ip, tc); Delay and Cut also need iptables
+// and bridge netfilter (see DelayAvailable).
 package netlab
 
 import (
@@ -18,9 +26,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // Host is one machine of the lab.
@@ -37,6 +48,11 @@ type Lab struct {
 	hub    string
 	Hosts  []*Host
 	groups int // bridges in use by the current partition
+
+	mu        sync.Mutex       // guards the fields below
+	filtering bool             // bridged packets pass through iptables in the hub
+	delays    map[int]*delayer // by host index
+	cut       map[int]bool     // by host index
 }
 
 const namePrefix = "swarmtrain-lab-"
@@ -54,6 +70,27 @@ func Available() error {
 	return nil
 }
 
+// DelayAvailable reports why Delay and Cut cannot be used here, or nil.
+// Besides what Available checks they need iptables and ip6tables, bridge
+// netfilter (loaded with modprobe when missing) and, in the kernel, the
+// physdev match, the NFQUEUE target and nfnetlink_queue.
+func DelayAvailable() error {
+	if err := Available(); err != nil {
+		return err
+	}
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found (install iptables)", tool)
+		}
+	}
+	if _, err := os.Stat(brnfDir); err != nil {
+		if _, err := exec.LookPath("modprobe"); err != nil {
+			return errors.New("bridge netfilter (br_netfilter) is not loaded and there is no modprobe to load it")
+		}
+	}
+	return nil
+}
+
 // New builds a lab of n hosts (at most 250) on one bridge, with addresses
 // 10.213.0.1 … 10.213.0.n. Labs of processes that no longer exist are
 // removed first, so a crashed test run leaves nothing behind for long.
@@ -65,7 +102,7 @@ func New(n int) (*Lab, error) {
 		return nil, fmt.Errorf("netlab: %w", err)
 	}
 	removeStale()
-	l := &Lab{prefix: namePrefix + strconv.Itoa(os.Getpid()) + "-"}
+	l := &Lab{prefix: namePrefix + strconv.Itoa(os.Getpid()) + "-", delays: map[int]*delayer{}, cut: map[int]bool{}}
 	l.hub = l.prefix + "hub"
 	ok := false
 	defer func() {
@@ -162,9 +199,201 @@ func (l *Lab) Heal() error {
 	return l.Partition(all)
 }
 
-// Close removes every namespace of the lab; the links go with them.
+// Delay adds d of one-way delay to every packet host h sends into the lab
+// (so a round trip between two delayed hosts gains 2d). d == 0 removes it.
+//
+// The delay is added in the hub, after h's rate limit, like the
+// propagation time of a long cable. Packets keep their order, also when d
+// changes. IPv4 and IPv6 packets are delayed; ARP is not. If this process
+// dies, packets flow undelayed (see the package comment); if h's delayer
+// failed, the next call to Delay reports why and the one after that
+// starts a new one.
+func (l *Lab) Delay(h *Host, d time.Duration) error {
+	if err := l.own(h); err != nil {
+		return err
+	}
+	if d < 0 {
+		return fmt.Errorf("netlab: negative delay %v", d)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	dl := l.delays[h.Index]
+	if dl != nil {
+		select {
+		case <-dl.done: // it failed
+			delete(l.delays, h.Index)
+			return errors.Join(dl.stop(false), l.rules("-D", delayRule(h)...))
+		default:
+		}
+	}
+	if d == 0 {
+		if dl == nil {
+			return nil
+		}
+		// The rule goes first, so the delayer is stopped only once no new
+		// packet can reach it, and what it holds still gets its delay.
+		delete(l.delays, h.Index)
+		return errors.Join(l.rules("-D", delayRule(h)...), dl.stop(true))
+	}
+	if dl != nil {
+		dl.delay.Store(int64(d))
+		return nil
+	}
+	if err := l.enableFiltering(); err != nil {
+		return err
+	}
+	dl, err := startDelayer(netnsPath(l.hub), uint16(h.Index), d)
+	if err != nil {
+		return err
+	}
+	// Appended: Cut's drop rules, inserted at the top, come first, so a cut
+	// host's packets are dropped, not delayed.
+	if err := l.rules("-A", delayRule(h)...); err != nil {
+		return errors.Join(err, dl.stop(false))
+	}
+	l.delays[h.Index] = dl
+	return nil
+}
+
+// DelayAll sets the one-way delay of every host to d (see Delay).
+func (l *Lab) DelayAll(d time.Duration) error {
+	for _, h := range l.Hosts {
+		if err := l.Delay(h, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// delayRule queues what h sends into the bridge on queue h.Index. With
+// --queue-bypass packets pass when no delayer is bound to the queue.
+func delayRule(h *Host) []string {
+	return []string{"FORWARD", "-m", "physdev", "--physdev-in", h.port, "-j", "NFQUEUE", "--queue-num", strconv.Itoa(h.Index), "--queue-bypass"}
+}
+
+// Cut isolates host h from every other host (packets dropped silently, as
+// a cut cable); Restore undoes it.
+//
+// It is done with iptables rules in the hub that drop every IPv4 and IPv6
+// packet entering or leaving the bridge through h's port, ahead of the
+// delay rules. So it composes with Partition and Heal (which move ports
+// between bridges and leave the rules alone) and with Delay (h keeps its
+// delay, and gets it back on Restore). ARP still passes, so neighbours
+// stay resolved: the hosts see silence, not "host unreachable".
+func (l *Lab) Cut(h *Host) error {
+	if err := l.own(h); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cut[h.Index] {
+		return nil
+	}
+	if err := l.enableFiltering(); err != nil {
+		return err
+	}
+	for _, dir := range []string{"--physdev-in", "--physdev-out"} {
+		if err := l.rules("-I", "FORWARD", "1", "-m", "physdev", dir, h.port, "-j", "DROP"); err != nil {
+			return err
+		}
+	}
+	l.cut[h.Index] = true
+	return nil
+}
+
+// Restore reconnects a host that Cut isolated.
+func (l *Lab) Restore(h *Host) error {
+	if err := l.own(h); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.cut[h.Index] {
+		return nil
+	}
+	var errs []error
+	for _, dir := range []string{"--physdev-in", "--physdev-out"} {
+		errs = append(errs, l.rules("-D", "FORWARD", "-m", "physdev", dir, h.port, "-j", "DROP"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	delete(l.cut, h.Index)
+	return nil
+}
+
+func (l *Lab) own(h *Host) error {
+	if h == nil || h.Index < 0 || h.Index >= len(l.Hosts) || l.Hosts[h.Index] != h {
+		return errors.New("netlab: host is not part of this lab")
+	}
+	return nil
+}
+
+// rules runs the same iptables command for IPv4 and IPv6 in the hub.
+func (l *Lab) rules(op string, rule ...string) error {
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		if err := l.ip(append([]string{"netns", "exec", l.hub, tool, "-w", op}, rule...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const brnfDir = "/proc/sys/net/bridge"
+
+// enableFiltering makes the hub's bridges pass packets through iptables,
+// which the Delay and Cut rules need. Since Linux 5.3 these switches are
+// per network namespace (new ones start at 1) and only the hub's are
+// touched. On older kernels they are global: there they are written only
+// if not already 1, and then iptables sees the packets of every bridge of
+// the machine, which matters only to bridges with firewall rules.
+func (l *Lab) enableFiltering() error {
+	if l.filtering {
+		return nil
+	}
+	if err := DelayAvailable(); err != nil {
+		return fmt.Errorf("netlab: %w", err)
+	}
+	if _, err := os.Stat(brnfDir); err != nil {
+		if err := run("modprobe", "br_netfilter"); err != nil {
+			return err
+		}
+	}
+	err := inNS(netnsPath(l.hub), func() error {
+		for _, name := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
+			p := filepath.Join(brnfDir, name)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if strings.TrimSpace(string(b)) == "1" {
+				continue
+			}
+			if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("netlab: enabling bridge netfilter in %s: %w", l.hub, err)
+	}
+	l.filtering = true
+	return nil
+}
+
+func netnsPath(name string) string { return filepath.Join("/var/run/netns", name) }
+
+// Close stops the delayers and removes every namespace of the lab; the
+// links and iptables rules go with them.
 func (l *Lab) Close() error {
 	var errs []error
+	l.mu.Lock()
+	for i, dl := range l.delays {
+		errs = append(errs, dl.stop(false))
+		delete(l.delays, i)
+	}
+	l.mu.Unlock()
 	for _, h := range l.Hosts {
 		if err := l.ip("netns", "del", h.NS); err != nil {
 			errs = append(errs, err)
