@@ -12,9 +12,16 @@ import (
 // IdentityFile is the name of the private key file inside Config.Dir.
 const IdentityFile = "identity.key"
 
-// minMemoryLimit lets exactly one yamux window grow to 16 MiB: growth is
-// granted while usage stays under 129/256 of the limit.
+// minMemoryLimit lets exactly one yamux window grow to maxStreamWindow:
+// growth is granted while usage stays under 129/256 of the limit.
 const minMemoryLimit = 32 << 20
+
+// minStreamWindow is yamux's initial stream window, below which windows
+// never shrink; maxStreamWindow is libp2p's default largest window.
+const (
+	minStreamWindow = 256 << 10
+	maxStreamWindow = 16 << 20
+)
 
 // UserAgent is what identify tells other peers; it helps when reading their logs.
 const UserAgent = "swarmtrain"
@@ -50,11 +57,12 @@ type Config struct {
 	// MemoryLimit is the number of bytes the resource manager lets the host
 	// reserve; it applies to the host as a whole and to each peer and
 	// connection alone. It is almost all yamux receive windows: a TCP stream
-	// starts at a 256 KiB window and doubles it up to 16 MiB, but only while
-	// the reservation succeeds, i.e. while the host, the peer and the
-	// connection are each under about half of this limit. Without growth a
-	// stream moves at most 256 KiB per round trip (2.5 MiB/s at 100 ms). So
-	// MemoryLimit/32 MiB bulk streams can run at full window at once.
+	// starts at a 256 KiB window and doubles it up to MaxStreamWindow, but
+	// only while the reservation succeeds, i.e. while the host, the peer and
+	// the connection are each under about half of this limit. Without growth
+	// a stream moves at most 256 KiB per round trip (2.5 MiB/s at 100 ms).
+	// So MemoryLimit/(2*MaxStreamWindow) bulk streams can run at full window
+	// at once.
 	// Larger: more fast streams; smaller: less memory a peer can make us
 	// buffer. 0 means unlimited. QUIC windows (10 MB per stream) are not
 	// counted here.
@@ -80,12 +88,48 @@ type Config struct {
 	ConnsLow  int
 	ConnsHigh int
 	ConnGrace time.Duration
+
+	// MaxStreamWindow, in bytes, is the largest receive window a yamux
+	// stream grows to (from 256 KiB, the least this may be). A sending
+	// stream can have a whole window written and not yet read, and yamux
+	// sends frames strictly in the order they were written, so that much
+	// bulk data can sit ahead of every gossip or matchmaking frame on the
+	// same connection: 512 KiB is 0.4 s at 10 Mbit/s, libp2p's 16 MiB 13 s.
+	// Yamux does grow a bulk stream's window that way on a slow link: it
+	// doubles the window while the peer reads half of it within 4 round
+	// trips, and the round trips it measures (every 30 s) include the queue
+	// the window built. In netlab at 10 Mbit/s and 60 ms round trips, a
+	// small frame behind one bulk stream took 0.2-0.3 s with 512 KiB; with
+	// 16 MiB 0.4 s, and 0.9-1.7 s after the first 30 s. Larger: faster
+	// single streams over long fast paths, since a stream moves at most a
+	// window per round trip (about half in practice: on 100 Mbit/s with 60
+	// ms round trips, 512 KiB gave 30 Mbit/s and 16 MiB 74); smaller: less
+	// delay behind bulk transfers on slow links. At most 16 MiB, which
+	// MemoryLimit's floor is sized for.
+	MaxStreamWindow int
+
+	// TCPNotSentLowat, in bytes, caps the data each TCP socket holds that
+	// the kernel has not sent yet (TCP_NOTSENT_LOWAT, on dialed and accepted
+	// connections alike; Linux only). Without it the kernel takes up to
+	// net.ipv4.tcp_wmem's maximum (4 MiB by default) from yamux. Yamux's own
+	// send queue is first-in first-out as well, so a frame waits behind the
+	// same bulk data wherever it is queued; what this changes is yamux's
+	// pings, which skip yamux's queue but not the kernel's: without it they
+	// measure the queue and yamux grows its windows further (in the test
+	// above with 16 MiB windows, 1.7 s after 30 s instead of 0.9 s), and the
+	// case where streams' windows add up to more than yamux's queue holds
+	// (64 frames of up to 64 KiB). Smaller: less queued in the kernel; too
+	// small and a fast link idles between the writer's wakeups (128 KiB
+	// lasts 1 ms at 1 Gbit/s). 0 leaves the kernel's default
+	// (net.ipv4.tcp_notsent_lowat, normally unlimited).
+	TCPNotSentLowat int
 }
 
 // DefaultConfig returns a complete configuration: TCP and QUIC on every
 // interface with random ports, TCP preferred when dialing, 1 GiB of window
-// memory, 64 connections per address and libp2p's connection-manager
-// watermarks.
+// memory, 64 connections per address, libp2p's connection-manager
+// watermarks, and stream windows and kernel send queues kept short enough
+// for 10 Mbit/s links.
 func DefaultConfig() Config {
 	return Config{
 		ListenAddrs:   []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"},
@@ -97,6 +141,9 @@ func DefaultConfig() Config {
 		ConnsLow:      160,
 		ConnsHigh:     192,
 		ConnGrace:     time.Minute,
+
+		MaxStreamWindow: 512 << 10,
+		TCPNotSentLowat: 128 << 10,
 	}
 }
 
@@ -130,6 +177,12 @@ func (c Config) Validate() error {
 	}
 	if c.ConnGrace < 0 {
 		return fmt.Errorf("p2p config: ConnGrace %v must be >= 0", c.ConnGrace)
+	}
+	if c.MaxStreamWindow < minStreamWindow || c.MaxStreamWindow > maxStreamWindow {
+		return fmt.Errorf("p2p config: MaxStreamWindow %d must be between %d bytes (256 KiB, yamux's initial window) and %d (16 MiB)", c.MaxStreamWindow, minStreamWindow, maxStreamWindow)
+	}
+	if c.TCPNotSentLowat < 0 {
+		return fmt.Errorf("p2p config: TCPNotSentLowat %d must be >= 0 bytes (0 = the kernel's default)", c.TCPNotSentLowat)
 	}
 	return nil
 }

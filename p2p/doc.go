@@ -37,6 +37,7 @@
 // ExampleNew runs this loop between two hosts on loopback.
 //
 // Files: defaults.go (Config and every default), identity.go (key file),
-// host.go (New, JoinAddrs, Connect, byte counters), frames.go (the codec),
-// stream.go (deadlines and buffering), throughput.go (a raw-speed probe).
+// host.go (New, JoinAddrs, Connect, byte counters), tcpconn.go (TCP socket
+// options), frames.go (the codec), stream.go (deadlines and buffering),
+// throughput.go (a raw-speed probe).
 package p2p

@@ -74,14 +74,40 @@ func New(cfg Config) (*Host, error) {
 	if len(cfg.ListenAddrs) > 0 {
 		listen = libp2p.ListenAddrStrings(cfg.ListenAddrs...)
 	}
+	// A copy of libp2p's yamux settings (the default is shared by every
+	// host) with our window; see Config.MaxStreamWindow.
+	mux := *yamux.DefaultTransport
+	mux.MaxStreamWindowSize = uint32(cfg.MaxStreamWindow)
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		listen,
-		libp2p.Transport(tcp.NewTCPTransport),
+		// Outgoing TCP connections come from ephemeral ports, not (as
+		// libp2p does by default, with SO_REUSEPORT) from the listen port.
+		// Two peers that dial each other at the same moment, as peers that
+		// learn of each other from the same gossip do, would otherwise send
+		// SYNs between the same two ports; when they cross, TCP's
+		// simultaneous open joins them into one connection on which both
+		// ends act as the dialer, both start TLS as the client, and the
+		// dial fails on both sides (then libp2p's dial backoff keeps the
+		// pair apart). Upstream calls this unfixable (libp2p/go-libp2p#2925).
+		// With ephemeral ports the crossing dials make two connections.
+		//
+		// The cost falls on TCP NAT traversal, which swarmtrain does not do
+		// yet. A hole punch must dial from the listen port, but a dialer
+		// that did so only for those dials (network.GetSimultaneousConnect,
+		// where libp2p settles the roles itself) would not be enough:
+		// identify tells a node its public TCP address only on connections
+		// whose local port is the listen port (libp2p's observed-address
+		// manager ignores the others), and behind a NAT those are the ones
+		// it dialed itself, so it would have no address to punch. TCP hole
+		// punching needs reuseport back, and crossing ordinary dials kept
+		// apart another way (say, only the lower peer ID dials). QUIC is
+		// unaffected: it sends everything from its listening socket.
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.Transport(libp2pquic.NewTransport),
-		libp2p.Security(tlssec.ID, tlssec.New),
-		libp2p.Security(noise.ID, noise.New),
-		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.Security(tlssec.ID, tuneSecurity(tlssec.New, cfg.TCPNotSentLowat)),
+		libp2p.Security(noise.ID, tuneSecurity(noise.New, cfg.TCPNotSentLowat)),
+		libp2p.Muxer(yamux.ID, &mux),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.BandwidthReporter(bw),

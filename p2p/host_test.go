@@ -256,12 +256,19 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("DefaultConfig with Dir: %v", err)
 	}
 	cases := map[string]func(*Config){
-		"ListenAddrs":   func(c *Config) { c.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "nonsense"} },
-		"MemoryLimit":   func(c *Config) { c.MemoryLimit = 1 << 20 },
-		"ConnsPerIP":    func(c *Config) { c.ConnsPerIP = 0 },
-		"ConnRatePerIP": func(c *Config) { c.ConnRatePerIP = 0 },
-		"ConnsHigh":     func(c *Config) { c.ConnsLow, c.ConnsHigh = 10, 5 },
-		"ConnGrace":     func(c *Config) { c.ConnGrace = -time.Second },
+		"ListenAddrs":     func(c *Config) { c.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "nonsense"} },
+		"MemoryLimit":     func(c *Config) { c.MemoryLimit = 1 << 20 },
+		"ConnsPerIP":      func(c *Config) { c.ConnsPerIP = 0 },
+		"ConnRatePerIP":   func(c *Config) { c.ConnRatePerIP = 0 },
+		"ConnsHigh":       func(c *Config) { c.ConnsLow, c.ConnsHigh = 10, 5 },
+		"ConnGrace":       func(c *Config) { c.ConnGrace = -time.Second },
+		"MaxStreamWindow": func(c *Config) { c.MaxStreamWindow = 64 << 10 },
+		"TCPNotSentLowat": func(c *Config) { c.TCPNotSentLowat = -1 },
+	}
+	big := ok
+	big.MaxStreamWindow = maxStreamWindow + 1
+	if err := big.Validate(); err == nil || !strings.Contains(err.Error(), "MaxStreamWindow") {
+		t.Errorf("MaxStreamWindow above 16 MiB: err = %v, want one naming the field", err)
 	}
 	for field, mutate := range cases {
 		c := ok
@@ -334,10 +341,11 @@ func removeThroughput(ps []protocol.ID) []protocol.ID {
 	return out
 }
 
-// Yamux grows a stream's window from 256 KiB to 16 MiB by reserving memory at
-// priority 128 on a span of the connection scope. libp2p's default limits
-// (32 MiB per connection) grant that to one stream per connection; ours must
-// grant it to several, or all-reduce streams crawl at 256 KiB per round trip.
+// Yamux grows a stream's window from 256 KiB to MaxStreamWindow (at most
+// 16 MiB) by reserving memory at priority 128 on a span of the connection
+// scope. libp2p's default limits (32 MiB per connection) grant 16 MiB to one
+// stream per connection; ours must grant it to several, or all-reduce
+// streams crawl at 256 KiB per round trip.
 func TestResourceManagerLetsWindowsGrow(t *testing.T) {
 	for _, limit := range []int64{DefaultConfig().MemoryLimit, 0} {
 		t.Run(fmt.Sprint(limit), func(t *testing.T) {

@@ -34,21 +34,27 @@ func TestStreamFrameDeadlineFollowsSize(t *testing.T) {
 	const timeout = time.Second
 	const rate = 1e6 // bytes/s
 	payload := make([]byte, 3_000_000)
+	// Each deadline is checked against the times around the call that set
+	// it, so a slow machine (or the race detector) cannot fail the test.
+	var before, after time.Time
 	near := func(got time.Time, want time.Duration) bool {
-		d := time.Until(got)
-		return d > want-200*time.Millisecond && d <= want
+		return !got.Before(before.Add(want)) && !got.After(after.Add(want))
 	}
+	call := func(f func()) { before = time.Now(); f(); after = time.Now() }
 
 	raw := &deadlineStream{}
 	s := NewStream(raw, timeout)
 	s.SetMinRate(rate)
-	if err := s.Send(payload); err != nil {
+	var err error
+	call(func() { err = s.Send(payload) })
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(raw.write) != 1 || !near(raw.write[0], timeout+3*time.Second) {
 		t.Fatalf("write deadlines %v: want one, 4s away", raw.write)
 	}
-	got, err := s.Recv(len(payload))
+	var got []byte
+	call(func() { got, err = s.Recv(len(payload)) })
 	if err != nil || len(got) != len(payload) {
 		t.Fatalf("Recv: %d bytes, %v", len(got), err)
 	}
@@ -59,20 +65,19 @@ func TestStreamFrameDeadlineFollowsSize(t *testing.T) {
 
 	raw = &deadlineStream{}
 	s = NewStream(raw, timeout)
-	if err := s.Send(payload); err != nil {
-		t.Fatal(err)
+	call(func() { err = s.Send(payload) })
+	if err != nil || !near(raw.write[0], timeout) {
+		t.Fatalf("without a rate: write deadlines %v (%v); want the timeout alone", raw.write, err)
 	}
-	if _, err := s.Recv(len(payload)); err != nil {
-		t.Fatal(err)
-	}
-	if !near(raw.write[0], timeout) || len(raw.read) != 1 || !near(raw.read[0], timeout) {
-		t.Fatalf("without a rate: write %v, read %v; want the timeout alone", raw.write, raw.read)
+	call(func() { _, err = s.Recv(len(payload)) })
+	if err != nil || len(raw.read) != 1 || !near(raw.read[0], timeout) {
+		t.Fatalf("without a rate: read deadlines %v (%v); want the timeout alone", raw.read, err)
 	}
 
 	s.SetTimeout(5 * time.Second)
 	raw.read = nil
 	s.Send([]byte("x"))
-	s.Recv(1)
+	call(func() { s.Recv(1) })
 	if !near(raw.read[0], 5*time.Second) {
 		t.Fatalf("after SetTimeout(5s) the read deadline is %v away", time.Until(raw.read[0]))
 	}
