@@ -66,7 +66,8 @@ func (b roundBudget) deadline() time.Duration {
 // its bytes in a round over a vector of n values: member i uploads its
 // copy of every other owner's part and, if it owns a part, the average of
 // it to each other member, at rate Rates[i] (bytes/s; minRate where the
-// member has not measured its link). bytes gives the wire size of values
+// member has not measured its link, and at least minRate: the slowest link
+// the swarm waits for). bytes gives the wire size of values
 // [lo, hi) as a part and as a result. Downloads mirror uploads in size and
 // are not counted again: the measured rate is how fast parts reached
 // their owners, so a slow receiver already shows in its senders' rates.
@@ -86,9 +87,9 @@ func TransferTime(r Round, n int, minRate float64, bytes func(lo, hi int) (part,
 	var worst float64
 	for i := range k {
 		up := total - parts[i] + (k-1)*results[i]
-		rate := minRate
-		if i < len(r.Rates) && r.Rates[i] > 0 {
-			rate = r.Rates[i]
+		rate := minRate // also the floor: the assembler's word cannot stretch a round past it
+		if i < len(r.Rates) {
+			rate = max(rate, r.Rates[i])
 		}
 		if rate > 0 {
 			worst = max(worst, float64(up)/rate)

@@ -70,6 +70,12 @@ func TestTransferTime(t *testing.T) {
 	if got := TransferTime(measured, n, 1, fp32); got != 2*time.Second {
 		t.Errorf("one member at half rate: %v, want its 2s", got)
 	}
+	// Rates under the floor (a slow link, or an assembler's lie) count at
+	// the floor: the round is not stretched past what the swarm waits for.
+	crawling := Round{Members: ids, Rates: []float64{6000, 6000, 1e-9, 6000}}
+	if got := TransferTime(crawling, n, 3000, fp32); got != 2*time.Second {
+		t.Errorf("a member claiming 1e-9 B/s: %v, want 2s at the 3000 B/s floor", got)
+	}
 	// Member 2 owns nothing: it only sends the whole vector once.
 	shared := Round{Members: ids, Shares: []int{1, 1, 0, 1}, Rates: []float64{6000, 6000, 3000, 6000}}
 	if got := TransferTime(shared, n, 1, fp32); got < 1330*time.Millisecond || got > 1340*time.Millisecond {
