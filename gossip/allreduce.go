@@ -143,11 +143,13 @@ type Averager struct {
 	mu      sync.Mutex
 	rounds  map[string]*roundState
 	results map[string]*results // recent rounds' final parts, for repairs
+	// history of rounds by vector length: PowerSGD's two rounds per step
+	// (and Moshpit's parameter rounds) differ in size, and one's success
+	// must neither reset the other's backoff nor skew its round time.
+	history map[int]*roundHistory
 
 	bytesSent, bytesRecv atomic.Int64
 	gate                 compression.Gate // whether the lossless stage pays on our link
-	recent               atomic.Int64     // moving average of successful round time, ns; 0 = none yet
-	failures             atomic.Int32     // rounds failed in a row
 	last                 atomic.Int64     // the deadline of the latest round, ns; 0 = none yet
 	uplink               atomic.Uint64    // moving average of the uplink rate, float64 bits of bytes/s; 0 = none yet
 }
@@ -174,15 +176,31 @@ func (a *Averager) observeUplink(bytes int, d time.Duration) {
 	a.uplink.Store(math.Float64bits(rate))
 }
 
-// observe folds a successful round's duration into the moving average.
-func (a *Averager) observe(d time.Duration) {
-	a.failures.Store(0)
-	old := a.recent.Load()
-	if old == 0 {
-		a.recent.Store(int64(d))
-		return
+// roundHistory is what past rounds of one vector length say: the moving
+// average of successful round time (0: none yet), and failures in a row.
+type roundHistory struct {
+	recent   time.Duration
+	failures int
+}
+
+// observe records a round over n values: its duration if it succeeded,
+// else one more failure in a row.
+func (a *Averager) observe(n int, d time.Duration, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.history[n]
+	if h == nil {
+		h = &roundHistory{}
+		a.history[n] = h
 	}
-	a.recent.Store(int64(0.8*float64(old) + 0.2*float64(d)))
+	switch {
+	case !ok:
+		h.failures++
+	case h.recent == 0:
+		h.recent, h.failures = d, 0
+	default:
+		h.recent, h.failures = time.Duration(0.8*float64(h.recent)+0.2*float64(d)), 0
+	}
 }
 
 // budget is the deadline of round r over n values (see roundBudget).
@@ -190,10 +208,16 @@ func (a *Averager) budget(r Round, n int) time.Duration {
 	transfer := TransferTime(r, n, a.cfg.MinLinkRate, func(lo, hi int) (int, int) {
 		return a.partCodec(r, lo, hi).MaxEncodedLen(hi - lo), a.resultCodec(r, lo, hi).MaxEncodedLen(hi - lo)
 	})
+	a.mu.Lock()
+	var h roundHistory
+	if p := a.history[n]; p != nil {
+		h = *p
+	}
+	a.mu.Unlock()
 	return roundBudget{
 		open: a.cfg.OpenTimeout, transfer: transfer, slack: a.cfg.TransferSlack,
-		recent: time.Duration(a.recent.Load()), factor: a.cfg.DeadlineFactor, floor: a.cfg.MinRoundTimeout,
-		capFloor: a.cfg.RoundTimeout, capFactor: capFactor, failures: int(a.failures.Load()),
+		recent: h.recent, factor: a.cfg.DeadlineFactor, floor: a.cfg.MinRoundTimeout,
+		capFloor: a.cfg.RoundTimeout, failures: h.failures,
 	}.deadline()
 }
 
@@ -223,13 +247,14 @@ func NewAverager(t Transport, cfg AveragerConfig) *Averager {
 	if !(cfg.MinLinkRate > 0) {
 		cfg.MinLinkRate = 125e3
 	}
+	cfg.MinLinkRate = max(cfg.MinLinkRate, minLinkRate)
 	if !(cfg.TransferSlack >= 1) {
 		cfg.TransferSlack = 3
 	}
 	if cfg.Result == nil {
 		cfg.Result = cfg.Codec
 	}
-	a := &Averager{t: t, cfg: cfg, rounds: map[string]*roundState{}, results: map[string]*results{}}
+	a := &Averager{t: t, cfg: cfg, rounds: map[string]*roundState{}, results: map[string]*results{}, history: map[int]*roundHistory{}}
 	t.Handle(ProtoAllReduce, a.serve)
 	t.Handle(ProtoPart, a.serveRepair)
 	return a
@@ -349,7 +374,7 @@ func (a *Averager) state(id string) *roundState {
 	defer a.mu.Unlock()
 	now := time.Now()
 	for k, rs := range a.rounds {
-		if !rs.claimed && now.Sub(rs.created) > a.cfg.RoundTimeout {
+		if !rs.claimed && now.Sub(rs.created) > max(a.cfg.RoundTimeout, a.Deadline()) {
 			delete(a.rounds, k)
 		}
 	}
@@ -482,7 +507,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	rs.mu.Unlock()
 	close(rs.ready)
 
-	res := a.track(r.ID, k)
+	res := a.track(r.ID, k, deadline)
 	var wg sync.WaitGroup
 	errs := make(chan error, k)
 	var upMu sync.Mutex
@@ -533,16 +558,18 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	res.resolve(me, ownPart)
 	wg.Wait()
 	close(errs)
+	// Receipts time the uplink whatever became of the round: a member
+	// too slow for every round must still be measured to get less work.
+	a.observeUplink(up.bytes, up.last.Sub(up.first))
 	for err := range errs {
-		a.failures.Add(1)
+		a.observe(n, 0, false)
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), err)
 	}
 	if ownErr != nil {
-		a.failures.Add(1)
+		a.observe(n, 0, false)
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
 	}
-	a.observe(time.Since(started))
-	a.observeUplink(up.bytes, up.last.Sub(up.first))
+	a.observe(n, time.Since(started), true)
 	return nil
 }
 
@@ -656,6 +683,11 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	}()
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
+	// A part shares our uplink with the other k-2, and its receipt and
+	// average wait on the other members' parts: frames here are bounded
+	// by the round's budget, not by one frame's size at one link's rate.
+	wait := func() { s.SetTimeout(max(time.Until(resultBy), time.Millisecond)) }
+	wait()
 
 	hdr, _ := json.Marshal(partHeader{Round: r.ID, Sender: me, Part: j, Samples: r.Samples[me]})
 	if err := s.Send(hdr); err != nil {
@@ -679,12 +711,11 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 		return nil, sent, err
 	}
 	a.bytesSent.Add(int64(len(enc) + len(hdr)))
-	// The receipt and the average come only as fast as the other
-	// members' parts reach the owner: the round's budget bounds them.
-	s.SetTimeout(max(time.Until(resultBy), time.Millisecond))
+	wait()
 	res, err := s.Recv(a.maxResult(r, hi-lo) + 1)
 	if err == nil && len(res) == 1 && res[0] == resultReceived {
 		sent = upload{bytes: len(enc), first: begun, last: time.Now()}
+		wait()
 		res, err = s.Recv(a.maxResult(r, hi-lo) + 1)
 	}
 	if err != nil {
@@ -787,6 +818,8 @@ func (a *Averager) serve(s Stream) {
 		return
 	}
 	count := rs.hi - rs.lo
+	// Like the sender's frames, ours are bounded by the round's deadline.
+	s.SetTimeout(max(time.Until(rs.deadline), time.Millisecond))
 	frame, err := s.Recv(a.maxPart(rs.round, count))
 	if err != nil {
 		return

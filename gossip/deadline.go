@@ -21,32 +21,42 @@ import (
 //	base    = cap before any round succeeded, else max(factor × recent, need, floor)
 //	budget  = min(base × 2^failures, cap)
 type roundBudget struct {
-	open      time.Duration // opening the round's streams, dials included
-	transfer  time.Duration // the slowest member's bytes at its link rate
-	slack     float64       // transfer × slack: room for congestion, CPU, encoding
-	recent    time.Duration // moving average of successful rounds; 0: none yet
-	factor    float64       // recent × factor
-	floor     time.Duration // the least a round is given once rounds are measured
-	capFloor  time.Duration // the configured RoundTimeout: the cap for small rounds
-	failures  int           // rounds failed in a row since the last success
-	capFactor float64
+	open     time.Duration // opening the round's streams, dials included
+	transfer time.Duration // the slowest member's bytes at its link rate
+	slack    float64       // transfer × slack: room for congestion, CPU, encoding
+	recent   time.Duration // moving average of successful rounds; 0: none yet
+	factor   float64       // recent × factor
+	floor    time.Duration // the least a round is given once rounds are measured
+	capFloor time.Duration // the configured RoundTimeout: the cap for small rounds
+	failures int           // rounds failed in a row since the last success
 }
 
-// maxBackoff bounds the doubling: 2^6 = 64× the base, far past any cap
-// that matters, and no overflow.
-const maxBackoff = 6
+// minLinkRate is the least MinLinkRate an averager accepts (1 kB/s):
+// below it a large model's deadlines would overflow a time.Duration.
+const minLinkRate = 1e3
+
+// maxDuration keeps float products of durations representable.
+const maxDuration = time.Duration(1 << 62)
+
+// seconds converts a float number of seconds, saturating.
+func seconds(s float64) time.Duration {
+	if !(s < maxDuration.Seconds()) {
+		return maxDuration
+	}
+	return time.Duration(s * float64(time.Second))
+}
 
 // capFactor: the cap is this many times what a round needs on the
 // measured links, so backing off can outgrow a mismeasured link.
 const capFactor = 4
 
 func (b roundBudget) need() time.Duration {
-	return b.open + time.Duration(b.slack*float64(b.transfer))
+	return min(b.open+seconds(b.slack*b.transfer.Seconds()), maxDuration/capFactor)
 }
 
 // cap is the most the round may ever take.
 func (b roundBudget) cap() time.Duration {
-	return max(b.capFloor, time.Duration(b.capFactor*float64(b.need())))
+	return max(b.capFloor, capFactor*b.need())
 }
 
 // deadline is the time the round may take.
@@ -54,9 +64,12 @@ func (b roundBudget) deadline() time.Duration {
 	limit := b.cap()
 	base := limit
 	if b.recent > 0 {
-		base = max(time.Duration(b.factor*float64(b.recent)), b.need(), b.floor)
+		base = max(seconds(b.factor*b.recent.Seconds()), b.need(), b.floor)
 	}
-	for range min(b.failures, maxBackoff) {
+	for range b.failures {
+		if base >= limit/2 {
+			return limit
+		}
 		base *= 2
 	}
 	return min(base, limit)
@@ -95,7 +108,7 @@ func TransferTime(r Round, n int, minRate float64, bytes func(lo, hi int) (part,
 			worst = max(worst, float64(up)/rate)
 		}
 	}
-	return time.Duration(worst * float64(time.Second))
+	return seconds(worst)
 }
 
 // Part shares are integers in units of 1/shareTotal of the vector; a

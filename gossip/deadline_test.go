@@ -12,7 +12,7 @@ import (
 // floor or what the bytes need, whichever is more; history when rounds
 // were slower than the links predict; failures double it up to the cap.
 func TestRoundBudget(t *testing.T) {
-	base := roundBudget{open: 2 * time.Second, slack: 3, factor: 5, floor: time.Second, capFloor: 15 * time.Second, capFactor: capFactor}
+	base := roundBudget{open: 2 * time.Second, slack: 3, factor: 5, floor: time.Second, capFloor: 15 * time.Second}
 	with := func(f func(*roundBudget)) roundBudget { b := base; f(&b); return b }
 	for _, c := range []struct {
 		name string
@@ -27,6 +27,7 @@ func TestRoundBudget(t *testing.T) {
 		{"three failures: 8x", with(func(b *roundBudget) { b.recent = 10 * time.Millisecond; b.failures = 3 }), 15 * time.Second},
 		{"the cap grows with the bytes", with(func(b *roundBudget) { b.transfer = time.Minute }), 4 * (2*time.Second + 3*time.Minute)},
 		{"backoff stops at the cap", with(func(b *roundBudget) { b.recent = time.Second; b.transfer = time.Minute; b.failures = 60 }), 4 * (2*time.Second + 3*time.Minute)},
+		{"no overflow: saturates, stays positive", with(func(b *roundBudget) { b.recent = time.Second; b.transfer = maxDuration; b.failures = 1000 }), maxDuration},
 	} {
 		if got := c.b.deadline(); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
@@ -39,7 +40,7 @@ func TestRoundBudget(t *testing.T) {
 // and within a few rounds one succeeds. (The old rule learned only from
 // successes and kept the short deadline for good.)
 func TestDeadlineCannotLockOut(t *testing.T) {
-	b := roundBudget{open: 500 * time.Millisecond, slack: 3, factor: 5, floor: 1500 * time.Millisecond, capFloor: 15 * time.Second, capFactor: capFactor}
+	b := roundBudget{open: 500 * time.Millisecond, slack: 3, factor: 5, floor: 1500 * time.Millisecond, capFloor: 15 * time.Second}
 	b.recent = 300 * time.Millisecond // learned while the group was small
 	needs := 9 * time.Second          // what rounds take now, past 5 x recent
 	failed := 0
@@ -119,7 +120,12 @@ func TestAveragerBacksOffAndMeasuresUplink(t *testing.T) {
 	if crawl > fast/2 {
 		t.Errorf("the member whose parts crawl measured %.3g B/s, a fast one %.3g B/s", crawl, fast)
 	}
-	if got := avs[0].failures.Load(); got != 0 {
+	failures := func(a *Averager) int {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.history[n].failures
+	}
+	if got := failures(avs[0]); got != 0 {
 		t.Fatalf("%d failures after successful rounds", got)
 	}
 	before := avs[0].budget(round(3), n)
@@ -128,10 +134,17 @@ func TestAveragerBacksOffAndMeasuresUplink(t *testing.T) {
 	if _, errs := runRound(t, avs[:2], round(3), vecs[:2]); errs[0] == nil {
 		t.Fatal("a round with an isolated member succeeded")
 	}
-	if after := avs[0].budget(round(4), n); after < 2*before-time.Millisecond && after < avs[0].cfg.RoundTimeout {
+	if got := failures(avs[0]); got != 1 {
+		t.Errorf("%d failures counted, want 1", got)
+	}
+	if after := avs[0].budget(round(4), n); after != 2*before {
 		t.Errorf("after a failed round the deadline went from %v to %v, want it doubled", before, after)
 	}
-	if got := avs[0].failures.Load(); got != 1 {
-		t.Errorf("%d failures counted, want 1", got)
+	pair := Round{Step: 5, Members: ids[:2], Samples: samples[:2], ID: RoundID("ab", 5, 0, ids[:2], samples[:2], nil)}
+	if _, errs := runRound(t, avs[:2], pair, vecs[:2]); errs[0] != nil || errs[1] != nil {
+		t.Fatalf("a round of the two left: %v", errs)
+	}
+	if got, again := failures(avs[0]), avs[0].budget(round(6), n); got != 0 || again != before {
+		t.Errorf("after a success: %d failures, deadline %v; want 0 and %v again", got, again, before)
 	}
 }

@@ -126,6 +126,7 @@ const (
 	maxStringField = 512
 	maxMembers     = 1024
 	maxSamples     = 1 << 30
+	maxRate        = 1e13 // bytes/s a peer may claim for a link: 80 Tbit/s
 )
 
 var hexRe = regexp.MustCompile(`^[0-9a-f]*$`)
@@ -213,7 +214,7 @@ func (m Message) Validate() error {
 		if m.Join.Samples < 0 || m.Join.Samples > maxSamples {
 			return fmt.Errorf("gossip: join claims %d samples", m.Join.Samples)
 		}
-		if t := m.Join.Uplink; math.IsNaN(t) || t < 0 || t > 1e13 {
+		if t := m.Join.Uplink; math.IsNaN(t) || t < 0 || t > maxRate {
 			return fmt.Errorf("gossip: join claims an uplink of %v bytes/s", t)
 		}
 		return checkRun(m.Join.Run)
@@ -320,7 +321,7 @@ func (g *Group) validate() error {
 			return fmt.Errorf("gossip: group lists %d members but %d rates", len(g.Members), len(g.Rates))
 		}
 		for _, r := range g.Rates {
-			if math.IsNaN(r) || r < 0 || r > 1e13 {
+			if math.IsNaN(r) || r < 0 || r > maxRate {
 				return fmt.Errorf("gossip: group claims an uplink of %v bytes/s", r)
 			}
 		}

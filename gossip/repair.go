@@ -26,10 +26,11 @@ import (
 // results holds, for one round, the final bytes of every part this peer
 // got directly (from the owner, or as the owner).
 type results struct {
-	created time.Time
-	parts   [][]byte
-	direct  []chan struct{} // closed when the direct outcome for a part is known
-	once    []sync.Once
+	created  time.Time
+	deadline time.Time // the round's: no direct outcome comes later
+	parts    [][]byte
+	direct   []chan struct{} // closed when the direct outcome for a part is known
+	once     []sync.Once
 }
 
 func newResults(k int) *results {
@@ -51,10 +52,11 @@ func (r *results) resolve(j int, part []byte) {
 // keepResults is how many recent rounds' parts a peer keeps for repairs.
 const keepResults = 16
 
-func (a *Averager) track(id string, k int) *results {
+func (a *Averager) track(id string, k int, deadline time.Time) *results {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	res := newResults(k)
+	res.deadline = deadline
 	a.results[id] = res
 	if len(a.results) > keepResults {
 		ids := make([]string, 0, len(a.results))
@@ -94,9 +96,11 @@ func (a *Averager) serveRepair(s Stream) {
 		s.Close()
 		return
 	}
+	wait := time.NewTimer(time.Until(res.deadline))
+	defer wait.Stop()
 	select {
 	case <-res.direct[req.Part]:
-	case <-time.After(a.cfg.RoundTimeout):
+	case <-wait.C:
 	}
 	a.mu.Lock()
 	part := res.parts[req.Part]

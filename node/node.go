@@ -125,7 +125,8 @@ type Result struct {
 	// failure to the last before a round succeeded again.
 	LongestFailing float64 `json:"longest_failing_seconds"`
 	// PartShare is the fraction of the vector this node owned in its last
-	// all-reduce: parts follow the members' uplinks, so a slow one owns less.
+	// gradient all-reduce (0 under Moshpit): parts follow the members'
+	// uplinks, so a slow one owns less.
 	PartShare float64 `json:"part_share"`
 	Params    int     `json:"params"` // the model's parameter count
 

@@ -24,7 +24,7 @@ import (
 // delay (netlab's NFQUEUE delayer), over TCP only, QUIC only, or both.
 // It needs root:
 //
-//	sudo go test -tags netns -run TestSlowLinks -v -timeout 3h ./cmd/swarmtrain/ -args -slow.reps=10
+//	sudo go test -tags netns -run TestSlowLinks -v -timeout 4h ./cmd/swarmtrain/ -args -slow.reps=10
 //	sudo go test -tags netns -run 'TestSlowMember|TestLinkCut' -v -timeout 30m ./cmd/swarmtrain/
 
 var (
@@ -36,10 +36,10 @@ var (
 // labSwarm describes one run in the lab.
 type labSwarm struct {
 	n      int
-	listen string            // "tcp", "quic" or "both"
+	listen string             // "tcp", "quic" or "both"
 	rate   func(i int) string // tc rate of host i's uplink
-	delay  time.Duration     // one-way, on every host
-	args   []string          // run flags beyond the defaults
+	delay  time.Duration      // one-way, on every host
+	args   []string           // run flags beyond the defaults
 	steps  int
 }
 
