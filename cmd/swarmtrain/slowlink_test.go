@@ -181,14 +181,21 @@ func busyCore(t *testing.T) {
 func TestSlowLinks(t *testing.T) {
 	tenMbit := func(int) string { return "10mbit" }
 	times := map[string][]float64{}
+	type slowCase struct {
+		name string
+		n    int
+		busy bool
+		spec labSwarm
+	}
+	var cases []slowCase
 	var names []string
 	for _, n := range []int{4, 6} {
 		for _, codec := range []string{"fp32", "int8"} {
 			if codec == "int8" && n != 4 {
 				continue
 			}
-			for _, listen := range []string{"tcp", "quic"} {
-				for _, busy := range []bool{false, true} {
+			for _, busy := range []bool{false, true} {
+				for _, listen := range []string{"tcp", "quic"} {
 					name := fmt.Sprintf("%dnodes/%s/%s", n, codec, listen)
 					if busy {
 						name += "/busy"
@@ -197,25 +204,29 @@ func TestSlowLinks(t *testing.T) {
 						continue
 					}
 					names = append(names, name)
-					spec := labSwarm{n: n, listen: listen, rate: tenMbit, delay: 30 * time.Millisecond, steps: *slowSteps, args: []string{"--codec", codec}}
-					for rep := range *slowReps {
-						t.Run(fmt.Sprintf("%s/%d", name, rep), func(t *testing.T) {
-							if busy {
-								busyCore(t)
-							}
-							_, nodes := spec.start(t)
-							res := spec.finish(t, nodes)
-							st := stepTime(res)
-							times[name] = append(times[name], st)
-							var failed int
-							for _, r := range res {
-								failed += r.Failed
-							}
-							t.Logf("%s rep %d: %.2f s/step, %d failed rounds over %d nodes, own part %.3f of the vector", name, rep, st, failed, n, res[0].PartShare)
-						})
-					}
+					cases = append(cases, slowCase{name, n, busy, labSwarm{n: n, listen: listen, rate: tenMbit, delay: 30 * time.Millisecond, steps: *slowSteps, args: []string{"--codec", codec}}})
 				}
 			}
+		}
+	}
+	// Repetitions outermost, so TCP and QUIC runs alternate: the
+	// machine's speed drifts over minutes.
+	for rep := range *slowReps {
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s/%d", c.name, rep), func(t *testing.T) {
+				if c.busy {
+					busyCore(t)
+				}
+				_, nodes := c.spec.start(t)
+				res := c.spec.finish(t, nodes)
+				st := stepTime(res)
+				times[c.name] = append(times[c.name], st)
+				var failed int
+				for _, r := range res {
+					failed += r.Failed
+				}
+				t.Logf("%s rep %d: %.2f s/step, %d failed rounds over %d nodes, own part %.3f of the vector", c.name, rep, st, failed, c.n, res[0].PartShare)
+			})
 		}
 	}
 	mean := func(xs []float64) float64 {
