@@ -119,8 +119,10 @@ type AveragerConfig struct {
 	// DeadlineFactor multiplies the recent round time (default 5).
 	DeadlineFactor float64
 	// OpenTimeout bounds opening a stream to a member, a dial included,
-	// apart from moving its part (default RoundTimeout/5): a member that
-	// cannot be reached fails fast, one that is merely slow is waited for.
+	// apart from moving its part (default RoundTimeout/5; doubled for
+	// each failed round in a row, within the round's deadline): a member
+	// that cannot be reached fails fast, one that is merely slow is
+	// waited for.
 	OpenTimeout time.Duration
 	// MinLinkRate is the uplink, in bytes/s, assumed for members that have
 	// not measured theirs (default 125 kB/s, 1 Mbit/s: the slowest link a
@@ -203,8 +205,9 @@ func (a *Averager) observe(n int, d time.Duration, ok bool) {
 	}
 }
 
-// budget is the deadline of round r over n values (see roundBudget).
-func (a *Averager) budget(r Round, n int) time.Duration {
+// budget is the deadline of round r over n values and the time opening
+// one of its streams may take (see roundBudget).
+func (a *Averager) budget(r Round, n int) (round, open time.Duration) {
 	transfer := TransferTime(r, n, a.cfg.MinLinkRate, func(lo, hi int) (int, int) {
 		return a.partCodec(r, lo, hi).MaxEncodedLen(hi - lo), a.resultCodec(r, lo, hi).MaxEncodedLen(hi - lo)
 	})
@@ -214,11 +217,12 @@ func (a *Averager) budget(r Round, n int) time.Duration {
 		h = *p
 	}
 	a.mu.Unlock()
-	return roundBudget{
+	b := roundBudget{
 		open: a.cfg.OpenTimeout, transfer: transfer, slack: a.cfg.TransferSlack,
 		recent: h.recent, factor: a.cfg.DeadlineFactor, floor: a.cfg.MinRoundTimeout,
 		capFloor: a.cfg.RoundTimeout, failures: h.failures,
-	}.deadline()
+	}
+	return b.deadline(), b.openTimeout()
 }
 
 // Deadline is the time the latest round was given (RoundTimeout before
@@ -456,7 +460,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	n := len(local)
 	lo, hi := r.Bounds(n, me)
 	started := time.Now()
-	budget := a.budget(r, n)
+	budget, open := a.budget(r, n)
 	a.last.Store(int64(budget))
 	deadline := started.Add(budget)
 	// A result not in by three quarters of the budget is fetched from
@@ -523,7 +527,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		wg.Add(1)
 		go func(j int) {
 			defer wg.Done()
-			part, sent, err := a.exchange(ctx, r, me, j, local, out, dropped, resultBy)
+			part, sent, err := a.exchange(ctx, r, me, j, local, out, dropped, open, resultBy)
 			res.resolve(j, part)
 			upMu.Lock()
 			up.add(sent)
@@ -665,11 +669,11 @@ func WeightedMean(xs [][]float32, weights []int) []float32 {
 // exchange sends this peer's copy of part j to its owner and receives the
 // averaged part back into out. It reports when the copy began to go out
 // and when the owner confirmed it had it all (zero until then).
-func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32, resultBy time.Time) (result []byte, sent upload, err error) {
+func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32, open time.Duration, resultBy time.Time) (result []byte, sent upload, err error) {
 	lo, hi := r.Bounds(len(local), j)
 	// Opening has its own budget: an unreachable owner fails the round
 	// now, not at its end, and a slow dial does not eat the transfer's.
-	octx, ocancel := context.WithTimeout(ctx, a.cfg.OpenTimeout)
+	octx, ocancel := context.WithTimeout(ctx, open)
 	s, err := a.t.Open(octx, r.Members[j], ProtoAllReduce)
 	ocancel()
 	if err != nil {

@@ -75,6 +75,21 @@ func (b roundBudget) deadline() time.Duration {
 	return min(base, limit)
 }
 
+// openTimeout is how long opening one stream may take: it doubles with
+// failures like the round, so a dial that needs longer on a congested
+// link is waited for after a failure or two, while it is under half the
+// round's deadline (the rest is for moving the parts).
+func (b roundBudget) openTimeout() time.Duration {
+	d := b.open
+	for range b.failures {
+		if d >= b.deadline()/2 {
+			break
+		}
+		d *= 2
+	}
+	return min(d, b.deadline())
+}
+
 // TransferTime predicts how long the slowest member of r takes to move
 // its bytes in a round over a vector of n values: member i uploads its
 // copy of every other owner's part and, if it owns a part, the average of

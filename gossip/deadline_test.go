@@ -33,6 +33,17 @@ func TestRoundBudget(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
+	// Opening a stream has its own budget, doubled with failures while
+	// it is under half the round's (the rest is for moving the parts).
+	for _, c := range []struct {
+		failures int
+		want     time.Duration
+	}{{0, 2 * time.Second}, {1, 2 * time.Second}, {2, 4 * time.Second}, {10, 8 * time.Second}} {
+		b := with(func(b *roundBudget) { b.recent = 10 * time.Millisecond; b.failures = c.failures })
+		if got := b.openTimeout(); got != c.want {
+			t.Errorf("opening after %d failures: %v, want %v", c.failures, got, c.want)
+		}
+	}
 }
 
 // A deadline learned from small groups cannot lock a larger group out:
@@ -128,7 +139,7 @@ func TestAveragerBacksOffAndMeasuresUplink(t *testing.T) {
 	if got := failures(avs[0]); got != 0 {
 		t.Fatalf("%d failures after successful rounds", got)
 	}
-	before := avs[0].budget(round(3), n)
+	before, _ := avs[0].budget(round(3), n)
 	net.SetFault(nil)
 	net.Isolate(ids[2])
 	if _, errs := runRound(t, avs[:2], round(3), vecs[:2]); errs[0] == nil {
@@ -137,14 +148,15 @@ func TestAveragerBacksOffAndMeasuresUplink(t *testing.T) {
 	if got := failures(avs[0]); got != 1 {
 		t.Errorf("%d failures counted, want 1", got)
 	}
-	if after := avs[0].budget(round(4), n); after != 2*before {
+	if after, _ := avs[0].budget(round(4), n); after != 2*before {
 		t.Errorf("after a failed round the deadline went from %v to %v, want it doubled", before, after)
 	}
 	pair := Round{Step: 5, Members: ids[:2], Samples: samples[:2], ID: RoundID("ab", 5, 0, ids[:2], samples[:2], nil)}
 	if _, errs := runRound(t, avs[:2], pair, vecs[:2]); errs[0] != nil || errs[1] != nil {
 		t.Fatalf("a round of the two left: %v", errs)
 	}
-	if got, again := failures(avs[0]), avs[0].budget(round(6), n); got != 0 || again != before {
+	again, _ := avs[0].budget(round(6), n)
+	if got := failures(avs[0]); got != 0 || again != before {
 		t.Errorf("after a success: %d failures, deadline %v; want 0 and %v again", got, again, before)
 	}
 }
