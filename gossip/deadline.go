@@ -80,14 +80,14 @@ func (b roundBudget) deadline() time.Duration {
 // link is waited for after a failure or two, while it is under half the
 // round's deadline (the rest is for moving the parts).
 func (b roundBudget) openTimeout() time.Duration {
-	d := b.open
+	d, round := b.open, b.deadline()
 	for range b.failures {
-		if d >= b.deadline()/2 {
+		if d >= round/2 {
 			break
 		}
 		d *= 2
 	}
-	return min(d, b.deadline())
+	return min(d, round)
 }
 
 // TransferTime predicts how long the slowest member of r takes to move
@@ -204,34 +204,34 @@ func PartShares(joins []Join) []int {
 	}
 	// T: water filling, by bisection (owned grows with t); then no less
 	// than what the slowest member needs even owning nothing.
-	lo, hi := 0.0, 1.0
+	hi := 1.0
 	for owned(hi, limit) < 1 {
 		hi *= 2
 	}
-	for range 100 {
-		if mid := (lo + hi) / 2; owned(mid, limit) < 1 {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	t := hi
+	t := leastCovering(hi, func(t float64) bool { return owned(t, limit) >= 1 })
 	for _, r := range rates {
 		t = max(t, 1/r)
 	}
 	// λ: the most even split within the bounds at T.
-	lo, hi = 0, limit
-	for range 100 {
-		if mid := (lo + hi) / 2; owned(t, mid) < 1 {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
+	level := leastCovering(limit, func(l float64) bool { return owned(t, l) >= 1 })
 	for i := range k {
-		fracs[i] = min(bound(i, t), hi)
+		fracs[i] = min(bound(i, t), level)
 	}
 	return sharesOf(fracs)
+}
+
+// leastCovering bisects [0, hi] for the least x at which the monotone
+// covers(x) holds (covers(hi) must).
+func leastCovering(hi float64, covers func(float64) bool) float64 {
+	lo := 0.0
+	for range 100 {
+		if mid := (lo + hi) / 2; covers(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return hi
 }
 
 // sharesOf turns fractions into integer shares; nil when all are equal.
