@@ -32,7 +32,7 @@ func TestAllReduceOverLibp2p(t *testing.T) {
 	vecs := make([][]float32, len(hosts))
 	outs := make([][]float32, len(hosts))
 	for i, h := range hosts {
-		avs = append(avs, gossip.NewAverager(hostTransport{h: h, timeout: 10 * time.Second}, gossip.AveragerConfig{Codec: fp32, RoundTimeout: 30 * time.Second}))
+		avs = append(avs, gossip.NewAverager(&hostNetwork{h: h, timeout: 10 * time.Second}, gossip.AveragerConfig{Codec: fp32, RoundTimeout: 30 * time.Second}))
 		members = append(members, h.ID())
 		vecs[i] = make([]float32, n)
 		for e := range vecs[i] {

@@ -74,7 +74,7 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 	avs := make([]*gossip.Averager, len(hosts))
 	members := make([]peer.ID, len(hosts))
 	for i, h := range hosts {
-		avs[i] = gossip.NewAverager(hostTransport{h: h, timeout: time.Minute}, gossip.AveragerConfig{Codec: codec, Lossless: lossless, RoundTimeout: 5 * time.Minute})
+		avs[i] = gossip.NewAverager(&hostNetwork{h: h, timeout: time.Minute}, gossip.AveragerConfig{Codec: codec, Lossless: lossless, RoundTimeout: 5 * time.Minute})
 		members[i] = h.ID()
 	}
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -29,11 +29,11 @@ func (n *Node) resume() error {
 	if c.RunID != n.run {
 		return fmt.Errorf("%s belongs to run %s, this node is on run %s: use another --dir, or move the checkpoint away", n.checkpointPath(), c.RunID, n.run)
 	}
-	if err := c.Matches(n.model.Tensors()); err != nil {
+	if err := c.Matches(n.local.model.Tensors()); err != nil {
 		return fmt.Errorf("%s: %w", n.checkpointPath(), err)
 	}
-	if c.Optimizer != n.opt.Name() {
-		return fmt.Errorf("%s holds %s state, the run uses %s", n.checkpointPath(), c.Optimizer, n.opt.Name())
+	if c.Optimizer != n.local.opt.Name() {
+		return fmt.Errorf("%s holds %s state, the run uses %s", n.checkpointPath(), c.Optimizer, n.local.opt.Name())
 	}
 	s := gossip.Snapshot{Step: c.Step, Params: c.Params, Opt: c.OptState}
 	if err := n.load(s, gossip.HashState(c.Step, c.Params, c.OptState)); err != nil {
@@ -49,14 +49,14 @@ func (n *Node) resume() error {
 func (n *Node) checkpoint(final bool) {
 	every := uint64(n.cfg.CheckpointEvery)
 	n.mu.Lock()
-	step := n.step
-	if every == 0 || (!final && (step%every != 0 || step == n.lastCheckpoint)) {
+	step := n.rep.step
+	if every == 0 || (!final && (step%every != 0 || step == n.stats.lastCheckpoint)) {
 		n.mu.Unlock()
 		return
 	}
-	n.lastCheckpoint = step
-	c := trainer.Checkpoint{Step: step, Run: n.cfg.Run.JSON(), RunID: n.run, Tensors: n.model.Tensors(),
-		Params: append([]float32(nil), n.params...), Optimizer: n.opt.Name(), OptState: append([]float32(nil), n.optState...)}
+	n.stats.lastCheckpoint = step
+	c := trainer.Checkpoint{Step: step, Run: n.cfg.Run.JSON(), RunID: n.run, Tensors: n.local.model.Tensors(),
+		Params: append([]float32(nil), n.rep.params...), Optimizer: n.local.opt.Name(), OptState: append([]float32(nil), n.rep.optState...)}
 	n.mu.Unlock()
 	if err := trainer.WriteCheckpoint(n.checkpointPath(), c); err != nil {
 		n.log.Error("checkpoint", "step", step, "err", err)

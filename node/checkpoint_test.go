@@ -21,8 +21,8 @@ func TestResumeRestoresTheState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	self := []peer.ID{n.host.ID()}
-	grad := make([]float32, len(n.params))
+	self := []peer.ID{n.ID()}
+	grad := make([]float32, len(n.rep.params))
 	for i := range grad {
 		grad[i] = float32(i%7) * 1e-3
 	}
@@ -33,8 +33,8 @@ func TestResumeRestoresTheState(t *testing.T) {
 	}
 	n.cfg.CheckpointEvery = 1
 	n.checkpoint(true)
-	wantParams, wantOpt, wantHash := slices.Clone(n.params), slices.Clone(n.optState), n.hash
-	n.host.Close()
+	wantParams, wantOpt, wantHash := slices.Clone(n.rep.params), slices.Clone(n.rep.optState), n.rep.hash
+	n.net.Close()
 	n.unlock()
 
 	c, err := trainer.ReadCheckpoint(filepath.Join(cfg.Dir, CheckpointFile))
@@ -45,17 +45,17 @@ func TestResumeRestoresTheState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.host.Close()
+	defer m.net.Close()
 	defer m.unlock()
-	if m.currentStep() != 3 || !slices.Equal(m.params, wantParams) || !slices.Equal(m.optState, wantOpt) {
+	if m.currentStep() != 3 || !slices.Equal(m.rep.params, wantParams) || !slices.Equal(m.rep.optState, wantOpt) {
 		t.Fatalf("resumed at step %d; parameters equal %v, optimizer state equal %v", m.currentStep(),
-			slices.Equal(m.params, wantParams), slices.Equal(m.optState, wantOpt))
+			slices.Equal(m.rep.params, wantParams), slices.Equal(m.rep.optState, wantOpt))
 	}
-	if m.hash != wantHash || m.hash != gossip.HashState(3, wantParams, wantOpt) {
-		t.Errorf("resumed hash %s, want %s", m.hash, wantHash)
+	if m.rep.hash != wantHash || m.rep.hash != gossip.HashState(3, wantParams, wantOpt) {
+		t.Errorf("resumed hash %s, want %s", m.rep.hash, wantHash)
 	}
 	weights := make([]float32, len(wantParams))
-	m.model.ReadParams(weights)
+	m.local.model.ReadParams(weights)
 	if !slices.Equal(weights, wantParams) {
 		t.Error("the model's weights are not the resumed parameters")
 	}

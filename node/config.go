@@ -308,6 +308,10 @@ type Config struct {
 	InitPath string
 
 	Log io.Writer // human log; nil discards
+	// Network, when set, is the network the node runs on instead of a
+	// libp2p host listening on Listen (Dir then holds no identity): tests
+	// run whole swarms in-process over it.
+	Network Network
 }
 
 // DefaultConfig returns a complete node config for DefaultRunConfig.

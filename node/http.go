@@ -44,16 +44,16 @@ type Status struct {
 func (n *Node) Status() Status {
 	n.mu.Lock()
 	s := Status{
-		Peer: n.host.ID().String(), Run: n.run, Phase: n.phase, Step: n.step, Steps: n.cfg.Run.Steps, Hash: n.hash,
-		Loss: n.loss, SamplesPerSec: n.samplesPerSec, Rounds: n.rounds, FailedRounds: n.failedRounds, StateSyncs: n.syncs,
-		GroupSize: n.groupSize,
+		Peer: n.ID().String(), Run: n.run, Phase: n.stats.phase, Step: n.rep.step, Steps: n.cfg.Run.Steps, Hash: n.rep.hash,
+		Loss: n.stats.loss, SamplesPerSec: n.stats.samplesPerSec, Rounds: n.stats.rounds, FailedRounds: n.stats.failedRounds, StateSyncs: n.stats.syncs,
+		GroupSize: n.stats.groupSize,
 	}
 	s.Uplink = n.av.Uplink()
 	s.RoundDeadline = n.av.Deadline().Seconds()
 	n.mu.Unlock()
-	s.Addrs = n.host.JoinAddrs()
+	s.Addrs = n.net.JoinAddrs()
 	s.LivePeers = n.livePeers() + 1
-	s.BytesIn, s.BytesOut = n.host.BytesIn(), n.host.BytesOut()
+	s.BytesIn, s.BytesOut = n.net.BytesIn(), n.net.BytesOut()
 	s.Device = n.dev
 	return s
 }

@@ -17,7 +17,7 @@ func TestNodeDirIsExclusive(t *testing.T) {
 	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "in use by another node") {
 		t.Fatalf("second node on the same dir: got %v", err)
 	}
-	first.host.Close()
+	first.net.Close()
 	first.unlock()
 	second, err := New(cfg)
 	if err != nil {
@@ -26,6 +26,6 @@ func TestNodeDirIsExclusive(t *testing.T) {
 	if second.ID() != first.ID() {
 		t.Fatal("same directory, different identity")
 	}
-	second.host.Close()
+	second.net.Close()
 	second.unlock()
 }

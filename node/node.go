@@ -10,59 +10,94 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/averaging"
 	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 	"github.com/swarmtrain/swarmtrain/node/device"
-	"github.com/swarmtrain/swarmtrain/p2p"
 	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
-// Node is one running peer: a libp2p host, the run's gossip, the
-// averaging protocols and a local trainer, composed into the sync-mode
-// loop: accumulate → gossip progress → match → all-reduce → identical step.
+// Node is one running peer: a network, the run's gossip, the averaging
+// protocols and a local trainer, composed into the sync-mode loop:
+// accumulate → gossip progress → match → average (the strategy) →
+// identical step. The swarm's decisions are package swarm's; how a step
+// is averaged is package averaging's.
 type Node struct {
-	cfg    Config
-	run    string
-	log    *slog.Logger
-	dev    device.Info
-	host   *p2p.Host
-	tr     hostTransport
-	bus    *gossip.Bus
-	view   *gossip.Membership
-	mm     *gossip.Matchmaker
-	av     *gossip.Averager
-	adm    *gossip.Admission
-	states *gossip.StateServer
-	http   *httpServer
-	codec  compression.Codec
+	cfg Config
+	run string
+	log *slog.Logger
+	dev device.Info
+	net Network
+	bus Publisher
 
+	view     *gossip.Membership
+	mm       *gossip.Matchmaker
+	av       *gossip.Averager
+	strategy averaging.Strategy
+	adm      *gossip.Admission
+	states   *gossip.StateServer
+	http     *httpServer
+	local    localTrainer
+
+	// mu guards rep and stats; the training loop is the only writer of rep.
+	mu    sync.Mutex
+	rep   replica
+	stats stats
+
+	download  gossip.Download // verified chunks kept across attempts (training loop only)
+	redials   *redialer
+	refusals  chan string
+	resync    atomic.Bool   // set when the swarm's consensus is another state
+	aheadHint atomic.Uint64 // a step the swarm is known to have reached
+	seq       atomic.Uint64
+	started   time.Time
+	unlock    func() // releases the node directory
+}
+
+// localTrainer is this peer's model, optimizer and data. The training
+// loop is its only user, except that the model's tensors are read for
+// checkpoints.
+type localTrainer struct {
 	model   trainer.Model
 	opt     trainer.Optimizer
 	sched   trainer.Schedule
 	train   *trainer.Dataset
 	test    *trainer.Dataset
 	batcher *trainer.Batcher
+	// frozen are the parameter ranges the run leaves untouched.
+	frozen     [][2]int
+	frozenKeep []float32 // scratch: the frozen values across a step
+}
 
-	// mu guards the replicated state and the figures /status reports; the
-	// training loop is the only writer.
-	mu            sync.Mutex
-	step          uint64
-	params        []float32
-	hash          string
+// replica is the replicated state: every member of a round holds the
+// same bytes at the same step.
+type replica struct {
+	step      uint64
+	params    []float32
+	optState  []float32 // the optimizer's state at step, reused for hashing every step
+	hash      string
+	lastGroup []peer.ID // members of the last round we applied (Moshpit: the grid)
+	syncing   bool
+	syncTo    uint64 // the step being downloaded, while syncing
+}
+
+// stats are what /status and result.json report.
+type stats struct {
+	phase         string
 	loss          float64 // moving average of the training loss
+	initialLoss   float64
 	samplesPerSec float64
+	rate          rateMeter
 	rounds        int
 	failedRounds  int
+	syncs         int
 	rounds0       roundMark // the first round applied
 	roundsN       roundMark // the latest round applied
 	// failing is the current run of failed rounds (zero: none); longest
@@ -70,36 +105,10 @@ type Node struct {
 	failing        failStreak
 	longestFailing time.Duration
 	partShare      float64 // fraction of the vector we owned in the last all-reduce
-	syncs          int
-	phase          string
-	initialLoss    float64
-	lastGroup      []peer.ID // members of the last round we applied (Moshpit: the grid)
-	groupSize      int       // members of the last round we averaged in
+	groupSize      int     // members of the last round we averaged in
 	largestGroup   int
 	partners       map[peer.ID]struct{} // everyone we averaged with
-	optState       []float32            // scratch: the optimizer state, reused for hashing every step
-	syncing        bool
-	syncTo         uint64          // the step being downloaded, while syncing
-	download       gossip.Download // verified chunks kept across attempts (training loop only)
-	// residual is what a lossy codec dropped from our last contribution
-	// (error feedback); nil for fp32. Training loop only.
-	residual []float32
-	// power runs PowerSGD's two rounds instead of one all-reduce (it
-	// keeps its own error feedback); nil for per-part codecs.
-	power *gossip.PowerSGD
-	// frozen are the parameter ranges the run leaves untouched.
-	frozen     [][2]int
-	frozenKeep []float32 // scratch: the frozen values across a step
-
-	lastCheckpoint uint64 // step of the last checkpoint written (mu)
-
-	unlock    func()        // releases the node directory
-	resync    atomic.Bool   // set when the swarm's consensus is another state
-	aheadHint atomic.Uint64 // a step the swarm is known to have reached
-	seq       atomic.Uint64
-	started   time.Time
-	refusals  chan string
-	redials   *redialer
+	lastCheckpoint uint64               // step of the last checkpoint written
 }
 
 // Result is what a finished node reports (and writes to result.json).
@@ -145,8 +154,8 @@ type Info struct {
 	PID   int      `json:"pid"`
 }
 
-// New loads the data, builds the model and starts the host. It does not
-// contact any peer yet; Run does.
+// New loads the data, builds the model and starts the network. It does
+// not contact any peer yet; Run does.
 func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -158,11 +167,11 @@ func New(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var host *p2p.Host
+	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), refusals: make(chan string, 4)}
 	defer func() {
 		if err != nil {
-			if host != nil {
-				host.Close()
+			if n.net != nil {
+				n.net.Close()
 			}
 			unlock()
 		}
@@ -171,111 +180,67 @@ func New(cfg Config) (_ *Node, err error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), log: slog.New(slog.NewTextHandler(logw, nil)), phase: "starting", refusals: make(chan string, 4), partners: map[peer.ID]struct{}{}}
+	n.log = slog.New(slog.NewTextHandler(logw, nil))
+	n.stats = stats{phase: "starting", partners: map[peer.ID]struct{}{}}
 	n.redials = newRedialer(10 * time.Minute)
 	n.dev = device.Detect()
-	var power *powerSpec
-	if n.codec, power, err = parseGradientCodec(cfg.Run.Codec); err != nil {
+	codec, power, err := parseGradientCodec(cfg.Run.Codec)
+	if err != nil {
 		return nil, err
 	}
 	if power != nil {
-		n.codec = compression.FP32{} // PowerSGD's rounds say their own codecs
+		codec = compression.FP32{} // PowerSGD's rounds say their own codecs
 	}
-	lossless, _ := compression.LosslessByName(cfg.Run.Lossless)
-
-	if n.train, n.test, err = LoadData(cfg); err != nil {
+	if err := n.newLocalTrainer(); err != nil {
 		return nil, err
 	}
-	if n.model, err = trainer.NewModel(cfg.Run.ModelConfig(), n.train); err != nil {
-		return nil, err
-	}
-	np := n.model.NumParams()
-	n.params = make([]float32, np)
-	n.model.ReadParams(n.params)
-	r := cfg.Run
-	switch r.Optimizer {
-	case "adam":
-		n.opt = trainer.NewAdam(0.9, 0.999, 1e-8, 0, np)
-	case "adamw":
-		n.opt = trainer.NewAdam(0.9, 0.999, 1e-8, r.WeightDecay, np)
-	case "sgd":
-		n.opt = trainer.NewSGD(0, r.WeightDecay, np)
-	case "momentum":
-		n.opt = trainer.NewSGD(r.Momentum, r.WeightDecay, np)
-	case "nesterov":
-		n.opt = trainer.NewNesterov(r.Momentum, r.WeightDecay, np)
-	}
-	decay, _ := r.decay() // validated
-	n.sched = trainer.Schedule{Base: r.LR, Min: r.LR / 10, Warmup: r.Warmup, Total: r.Steps, Decay: decay}
-	n.optState = n.opt.AppendState(nil)
-	if n.codec.ID() != compression.IDFP32 {
-		n.residual = make([]float32, np)
-	}
-	n.hash = gossip.HashState(0, n.params, n.optState)
+	np := n.local.model.NumParams()
+	n.rep.params = make([]float32, np)
+	n.local.model.ReadParams(n.rep.params)
+	n.rep.optState = n.local.opt.AppendState(nil)
+	n.rep.hash = gossip.HashState(0, n.rep.params, n.rep.optState)
 
-	pc := p2p.DefaultConfig()
-	pc.Dir = cfg.Dir
-	if len(cfg.Listen) > 0 {
-		pc.ListenAddrs = cfg.Listen
-	}
-	if host, err = p2p.New(pc); err != nil {
-		return nil, err
-	}
-	n.host = host
-	n.tr = hostTransport{h: n.host, timeout: cfg.FrameTimeout, minRate: cfg.MinLinkRate}
-
-	shard := n.train
-	if cfg.Shards > 0 {
-		if shard, err = n.train.Shard(cfg.Run.Seed, cfg.Shard, cfg.Shards); err != nil {
+	if n.net = cfg.Network; n.net == nil {
+		if n.net, err = newHostNetwork(cfg); err != nil {
 			return nil, err
 		}
 	}
-	n.batcher = trainer.NewBatcher(shard, cfg.Run.Batch, cfg.Run.Seed^peerSeed(n.host.ID()))
-	n.log.Info("data", "train", n.train.Name, "train_rows", n.train.N, "our_rows", shard.N, "test_rows", n.test.N)
-	if d, ok := n.model.(interface{ SeedDropout(uint64) }); ok {
-		d.SeedDropout(cfg.Run.Seed ^ peerSeed(n.host.ID())) // like the batch order: ours alone
+	self := n.net.Self()
+	shard := n.local.train
+	if cfg.Shards > 0 {
+		if shard, err = n.local.train.Shard(cfg.Run.Seed, cfg.Shard, cfg.Shards); err != nil {
+			return nil, err
+		}
+	}
+	n.local.batcher = trainer.NewBatcher(shard, cfg.Run.Batch, cfg.Run.Seed^peerSeed(self))
+	n.log.Info("data", "train", n.local.train.Name, "train_rows", n.local.train.N, "our_rows", shard.N, "test_rows", n.local.test.N)
+	if d, ok := n.local.model.(interface{ SeedDropout(uint64) }); ok {
+		d.SeedDropout(cfg.Run.Seed ^ peerSeed(self)) // like the batch order: ours alone
 	}
 
-	n.view = gossip.NewMembership(n.host.ID(), cfg.PeerExpiry)
-	result := n.codec // the averages: the part codec, except for top-k
-	if tk, ok := n.codec.(compression.TopK); ok {
-		result = compression.Sparse{Half: tk.Half}
+	n.view = gossip.NewMembership(self, cfg.PeerExpiry)
+	if n.av, err = n.newAverager(codec); err != nil {
+		return nil, err
 	}
-	// Under a lossy codec, biases and other small tensors go dense in fp16:
-	// they cost little, and quantising or sparsifying them costs accuracy.
-	var sizes []int
-	for _, t := range n.model.Tensors() {
-		sizes = append(sizes, t.Size())
-	}
+	sc := averaging.Config{Averager: n.av, NumParams: np, Codec: codec, MaxGroup: cfg.Run.MaxGroup, Log: n.log}
 	if power != nil {
-		pc := gossip.PowerSGDConfig{Rank: power.rank, MinMatrix: smallTensor, Seed: cfg.Run.Seed}
-		for _, t := range n.model.Tensors() {
+		pc := averaging.PowerSGDConfig{Rank: power.rank, MinMatrix: smallTensor, Seed: cfg.Run.Seed}
+		for _, t := range n.local.model.Tensors() {
 			pc.Shapes = append(pc.Shapes, t.Shape)
 		}
 		if power.half {
 			pc.Wire = compression.FP16{}
 		}
-		if n.power, err = gossip.NewPowerSGD(pc); err != nil {
-			return nil, err
-		}
+		sc.PowerSGD = &pc
 	}
-	var partFor, resultFor func(lo, hi int) compression.Codec
-	if n.codec.ID() != compression.IDFP32 {
-		partFor = compression.Policy{Large: n.codec, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
-		resultFor = compression.Policy{Large: result, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
-	}
-	n.av = gossip.NewAverager(n.tr, gossip.AveragerConfig{Codec: n.codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless, RoundTimeout: cfg.RoundTimeout, MinLinkRate: cfg.MinLinkRate,
-		OnDrop: func(round string, p peer.ID, err error) {
-			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
-		}})
-	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
-		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.MinGroup, MaxGroup: cfg.Run.MaxGroup}, matchView{n})
-	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
-	n.adm.Serve(n.tr)
-	n.states = gossip.NewStateServer(n.tr, n.run, n.servableStep, n.snapshot)
-	if n.frozen, err = frozenRanges(n.model.Tensors(), cfg.Run.Freeze); err != nil {
+	if n.strategy, err = averaging.New(sc); err != nil {
 		return nil, err
 	}
+	n.mm = gossip.NewMatchmaker(n.net, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
+		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.MinGroup, MaxGroup: cfg.Run.MaxGroup}, matchView{n})
+	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
+	n.adm.Serve(n.net)
+	n.states = gossip.NewStateServer(n.net, n.run, n.servableStep, n.snapshot)
 	if cfg.Run.InitFrom != "" {
 		if cfg.InitPath == "" {
 			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.InitFrom)
@@ -288,6 +253,61 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	return n, nil
+}
+
+// newLocalTrainer loads the data and builds the model, the optimizer and
+// the schedule.
+func (n *Node) newLocalTrainer() (err error) {
+	cfg, l := n.cfg, &n.local
+	if l.train, l.test, err = LoadData(cfg); err != nil {
+		return err
+	}
+	if l.model, err = trainer.NewModel(cfg.Run.ModelConfig(), l.train); err != nil {
+		return err
+	}
+	np := l.model.NumParams()
+	r := cfg.Run
+	switch r.Optimizer {
+	case "adam":
+		l.opt = trainer.NewAdam(0.9, 0.999, 1e-8, 0, np)
+	case "adamw":
+		l.opt = trainer.NewAdam(0.9, 0.999, 1e-8, r.WeightDecay, np)
+	case "sgd":
+		l.opt = trainer.NewSGD(0, r.WeightDecay, np)
+	case "momentum":
+		l.opt = trainer.NewSGD(r.Momentum, r.WeightDecay, np)
+	case "nesterov":
+		l.opt = trainer.NewNesterov(r.Momentum, r.WeightDecay, np)
+	}
+	decay, _ := r.decay() // validated
+	l.sched = trainer.Schedule{Base: r.LR, Min: r.LR / 10, Warmup: r.Warmup, Total: r.Steps, Decay: decay}
+	l.frozen, err = frozenRanges(l.model.Tensors(), cfg.Run.Freeze)
+	return err
+}
+
+// newAverager sets up the all-reduce for codec: under a lossy codec,
+// biases and other small tensors go dense in fp16 (they cost little, and
+// quantising or sparsifying them costs accuracy).
+func (n *Node) newAverager(codec compression.Codec) (*gossip.Averager, error) {
+	lossless, _ := compression.LosslessByName(n.cfg.Run.Lossless)
+	result := codec // the averages: the part codec, except for top-k
+	if tk, ok := codec.(compression.TopK); ok {
+		result = compression.Sparse{Half: tk.Half}
+	}
+	var partFor, resultFor func(lo, hi int) compression.Codec
+	if codec.ID() != compression.IDFP32 {
+		var sizes []int
+		for _, t := range n.local.model.Tensors() {
+			sizes = append(sizes, t.Size())
+		}
+		partFor = compression.Policy{Large: codec, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
+		resultFor = compression.Policy{Large: result, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
+	}
+	return gossip.NewAverager(n.net, gossip.AveragerConfig{Codec: codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless,
+		RoundTimeout: n.cfg.RoundTimeout, MinLinkRate: n.cfg.MinLinkRate,
+		OnDrop: func(round string, p peer.ID, err error) {
+			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
+		}}), nil
 }
 
 // smallTensor is the size below which a tensor is sent dense in fp16
@@ -306,13 +326,13 @@ func peerSeed(p peer.ID) uint64 {
 }
 
 // ID is the node's peer ID.
-func (n *Node) ID() peer.ID { return n.host.ID() }
+func (n *Node) ID() peer.ID { return n.net.Self() }
 
 // RunID is the hash of the run config.
 func (n *Node) RunID() string { return n.run }
 
 // Addrs are the multiaddrs others can join with.
-func (n *Node) Addrs() []string { return n.host.JoinAddrs() }
+func (n *Node) Addrs() []string { return n.net.JoinAddrs() }
 
 // Device is what this node detected.
 func (n *Node) Device() device.Info { return n.dev }
@@ -320,97 +340,17 @@ func (n *Node) Device() device.Info { return n.dev }
 func (n *Node) currentStep() uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.step
-}
-
-// candidates is who may assemble the group of a step: the members of
-// the last round (identical at every member, unlike gossip views, which
-// lag by a step or two when steps are fast) that are still live and not
-// syncing, plus self. A newcomer holds the same list (it came with the
-// state) and does not count itself until it has been in a round, so it
-// picks the same assembler as everyone else. With no last round (the
-// first step), every live peer counts.
-func (n *Node) candidates() []peer.ID {
-	self := n.host.ID()
-	live := n.liveTrainers()
-	n.mu.Lock()
-	last := n.lastGroup
-	n.mu.Unlock()
-	var out []peer.ID
-	for _, p := range last {
-		if _, ok := live[p]; (ok || p == self) && !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	if len(out) == 0 {
-		out = append(out, self)
-		for p := range live {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// expected is whom the assembler of step waits for: the candidates, self,
-// newcomers the view shows at step or just finishing step-1, and peers
-// downloading exactly that step, so a joiner is in the round right after
-// its download instead of chasing a swarm that moves on without it.
-func (n *Node) expected(step uint64) []peer.ID {
-	if swarm := n.moshpit(); swarm != nil {
-		return n.moshpitGroup(step, swarm)
-	}
-	out := n.candidates()
-	if !slices.Contains(out, n.host.ID()) {
-		out = append(out, n.host.ID())
-	}
-	for _, m := range n.view.Live(time.Now()) {
-		if slices.Contains(out, m.Peer) {
-			continue
-		}
-		if (!m.Syncing && (m.Step == step || m.Step+1 == step)) || (m.Syncing && m.SyncTo == step) {
-			out = append(out, m.Peer)
-		}
-	}
-	return out
-}
-
-// liveTrainers is the view's live peers that are not syncing.
-func (n *Node) liveTrainers() map[peer.ID]gossip.Member {
-	live := map[peer.ID]gossip.Member{}
-	for _, m := range n.view.Live(time.Now()) {
-		if !m.Syncing {
-			live[m.Peer] = m
-		}
-	}
-	return live
-}
-
-// matchView shows the node's membership to its matchmaker.
-type matchView struct{ n *Node }
-
-func (v matchView) Step() uint64                   { return v.n.currentStep() }
-func (v matchView) Expected(step uint64) []peer.ID { return v.n.expected(step) }
-func (v matchView) Behind(step uint64) bool        { return v.n.behind(step) }
-
-// MinGroup is the run's minimum group, except that a Moshpit grid line
-// smaller than it still counts (the swarm as a whole exceeds the cap,
-// and so the minimum).
-func (v matchView) MinGroup(step uint64) int {
-	need := v.n.cfg.Run.MinGroup
-	if swarm := v.n.moshpit(); swarm != nil {
-		need = min(need, len(v.n.moshpitGroup(step, swarm)))
-	}
-	return need
+	return n.rep.step
 }
 
 // servableStep is the step a donor would serve; none while syncing.
 func (n *Node) servableStep() (uint64, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.syncing {
+	if n.rep.syncing {
 		return 0, errSyncing
 	}
-	return n.step, nil
+	return n.rep.step, nil
 }
 
 var errSyncing = errors.New("this peer is syncing itself")
@@ -418,12 +358,12 @@ var errSyncing = errors.New("this peer is syncing itself")
 func (n *Node) snapshot() (gossip.Snapshot, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.syncing {
+	if n.rep.syncing {
 		return gossip.Snapshot{}, errSyncing
 	}
 	// optState, not the optimizer: a Moshpit step moves the optimizer
 	// before the averaged parameters are installed at the next step.
-	return gossip.Snapshot{Step: n.step, Params: append([]float32(nil), n.params...), Opt: append([]float32(nil), n.optState...), Group: n.lastGroup}, nil
+	return gossip.Snapshot{Step: n.rep.step, Params: append([]float32(nil), n.rep.params...), Opt: append([]float32(nil), n.rep.optState...), Group: n.rep.lastGroup}, nil
 }
 
 func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
@@ -434,7 +374,7 @@ func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
 		n.log.Warn("refused peer", "peer", p, "reason", reason)
 		fmt.Fprintf(os.Stderr, "swarmtrain: refused peer %s: %s\n", p, reason)
 		// Let the refusal reach the peer before hanging up.
-		time.AfterFunc(time.Second, func() { n.host.Network().ClosePeer(p) })
+		time.AfterFunc(time.Second, func() { n.net.ClosePeer(p) })
 	}
 	select {
 	case n.refusals <- reason:
@@ -448,13 +388,12 @@ func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
 func (n *Node) Run(ctx context.Context) (*Result, error) {
 	n.started = time.Now()
 	defer n.unlock()
-	defer n.host.Close()
+	defer n.net.Close()
 	var err error
 	// The bus outlives ctx: a cancelled node still announces its leave.
 	busCtx, stopBus := context.WithCancel(context.Background())
 	defer stopBus()
-	n.bus, err = gossip.NewBus(busCtx, n.host.Host, n.run, n.deliver)
-	if err != nil {
+	if n.bus, err = n.net.Bus(busCtx, n.run, n.deliver); err != nil {
 		return nil, err
 	}
 	defer n.bus.Close()
@@ -462,12 +401,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	// from the view at once instead of after PeerExpiry: rounds stop
 	// waiting for it within moments. If it is alive, its next heartbeat
 	// brings it back.
-	n.host.Network().Notify(&network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
-		p := c.RemotePeer()
-		if nw.Connectedness(p) != network.Connected {
-			n.view.Remove(p)
-		}
-	}})
+	n.net.OnDisconnect(n.view.Remove)
 	if n.cfg.HTTP != "" {
 		if n.http, err = startHTTP(n, n.cfg.HTTP); err != nil {
 			return nil, err
@@ -477,7 +411,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	if err := n.writeInfo(); err != nil {
 		return nil, err
 	}
-	n.log.Info("node up", "peer", n.host.ID(), "run", n.run, "addrs", n.host.JoinAddrs(), "device", n.dev.Summary())
+	n.log.Info("node up", "peer", n.ID(), "run", n.run, "addrs", n.net.JoinAddrs(), "device", n.dev.Summary())
 	for _, c := range n.cfg.Run.Caveats() {
 		n.log.Warn("run caveat", "note", c)
 	}
@@ -530,23 +464,23 @@ func (n *Node) linger(ctx context.Context, res *Result) *Result {
 	}
 }
 
-// join connects to a peer by multiaddr and checks it is on our run.
+// join connects to a peer by address and checks it is on our run.
 func (n *Node) join(ctx context.Context, addr string) error {
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	p, err := n.host.Connect(cctx, addr)
+	p, err := n.net.Connect(cctx, addr)
 	if err != nil {
 		return fmt.Errorf("join %s: %w", addr, err)
 	}
-	if err := n.adm.Greet(cctx, n.tr, p); err != nil {
+	if err := n.adm.Greet(cctx, n.net, p); err != nil {
 		var ref *gossip.RefusedError
 		if errors.As(err, &ref) {
-			n.host.Network().ClosePeer(p)
+			n.net.ClosePeer(p)
 			return fmt.Errorf("join refused by %s: %s", p, ref.Reason)
 		}
 		return fmt.Errorf("join %s: %w", addr, err)
 	}
-	n.host.ConnManager().Protect(p, "swarm")
+	n.net.Keep(p, nil)
 	n.redials.heard(p, time.Now())
 	n.log.Info("joined", "peer", p)
 	return nil
@@ -560,31 +494,18 @@ func (n *Node) deliver(from peer.ID, m gossip.Message) {
 		hb := m.Heartbeat
 		if hb.Leaving {
 			n.redials.left(hb.Peer)
-		} else if hb.Peer != n.host.ID() {
+		} else if hb.Peer != n.ID() {
 			n.redials.heard(hb.Peer, now)
 		}
 		if n.view.ObserveHeartbeat(*hb, now) {
-			n.learnAddrs(hb.Peer, hb.Addrs)
+			// Streams to it dial it directly: gossip may have reached us
+			// through a third peer.
+			n.net.Keep(hb.Peer, hb.Addrs)
 			n.log.Info("peer up", "peer", hb.Peer, "device", hb.Device)
 		}
 	case gossip.KindProgress:
 		n.view.ObserveProgress(*m.Progress, now)
 	}
-}
-
-// learnAddrs lets streams to p dial it directly: gossip may have reached
-// us through a third peer.
-func (n *Node) learnAddrs(p peer.ID, addrs []string) {
-	var mas []ma.Multiaddr
-	for _, s := range addrs {
-		ai, err := peer.AddrInfoFromString(s)
-		if err != nil || ai.ID != p {
-			continue
-		}
-		mas = append(mas, ai.Addrs...)
-	}
-	n.host.Peerstore().AddAddrs(p, mas, time.Hour)
-	n.host.ConnManager().Protect(p, "swarm")
 }
 
 func (n *Node) heartbeats(ctx context.Context) {
@@ -604,14 +525,14 @@ func (n *Node) heartbeats(ctx context.Context) {
 func (n *Node) publishHeartbeat(ctx context.Context, leaving bool) {
 	n.mu.Lock()
 	hb := gossip.Heartbeat{
-		Peer: n.host.ID(), Run: n.run, Seq: n.seq.Add(1), Step: n.step, Hash: n.hash,
-		SamplesPerSec: finite(n.samplesPerSec), Device: n.dev.Summary(), Syncing: n.syncing, Leaving: leaving,
+		Peer: n.ID(), Run: n.run, Seq: n.seq.Add(1), Step: n.rep.step, Hash: n.rep.hash,
+		SamplesPerSec: finite(n.stats.samplesPerSec), Device: n.dev.Summary(), Syncing: n.rep.syncing, Leaving: leaving,
 	}
-	if n.syncing {
-		hb.SyncTo = n.syncTo
+	if n.rep.syncing {
+		hb.SyncTo = n.rep.syncTo
 	}
 	n.mu.Unlock()
-	addrs := n.host.JoinAddrs()
+	addrs := n.net.JoinAddrs()
 	if len(addrs) > 16 {
 		addrs = addrs[:16]
 	}
@@ -628,37 +549,9 @@ func finite(x float64) float64 {
 	return x
 }
 
-// checkAgreement compares our state hash with the live peers at our
-// step. If the swarm's consensus (most replicas, ties to the smallest
-// hash) is another state, our replica diverged and is downloaded again.
-func (n *Node) checkAgreement() {
-	n.mu.Lock()
-	step, hash := n.step, n.hash
-	n.mu.Unlock()
-	if n.moshpit() != nil {
-		return // Moshpit replicas differ by design until the final step
-	}
-	votes := n.votes(step, hash)
-	if c := gossip.Consensus(votes); c != hash {
-		n.log.Warn("state differs from the swarm's consensus; will resync", "step", step, "ours", hash, "consensus", c, "votes", len(votes))
-		n.resync.Store(true)
-	}
-}
-
-// votes counts the state hashes that live replicas hold at step, ours included.
-func (n *Node) votes(step uint64, ours string) map[string]int {
-	votes := map[string]int{ours: 1}
-	for _, m := range n.view.Live(time.Now()) {
-		if m.Step == step && !m.Syncing && m.Hash != "" {
-			votes[m.Hash]++
-		}
-	}
-	return votes
-}
-
 func (n *Node) setPhase(p string) {
 	n.mu.Lock()
-	n.phase = p
+	n.stats.phase = p
 	n.mu.Unlock()
 }
 
@@ -670,7 +563,7 @@ func (n *Node) leave() {
 }
 
 func (n *Node) writeInfo() error {
-	info := Info{Peer: n.host.ID().String(), Run: n.run, Addrs: n.host.JoinAddrs(), PID: os.Getpid()}
+	info := Info{Peer: n.ID().String(), Run: n.run, Addrs: n.net.JoinAddrs(), PID: os.Getpid()}
 	if n.http != nil {
 		info.HTTP = n.http.Addr()
 	}

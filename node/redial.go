@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -135,24 +134,20 @@ func (r *redialer) dialed(p peer.ID, ok bool, now time.Time) {
 func (n *Node) redial(ctx context.Context) {
 	t := time.NewTicker(redialMin / 2)
 	defer t.Stop()
-	nw := n.host.Network()
-	connected := func(p peer.ID) bool { return nw.Connectedness(p) == network.Connected }
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		for _, p := range n.redials.hangUp(time.Now(), connected) {
+		for _, p := range n.redials.hangUp(time.Now(), n.net.Connected) {
 			n.log.Info("hanging up on a silent connection", "peer", p)
-			nw.ClosePeer(p)
+			n.net.ClosePeer(p)
 		}
-		for _, p := range n.redials.due(time.Now(), connected) {
+		for _, p := range n.redials.due(time.Now(), n.net.Connected) {
 			go func() {
-				// Our own backoff paces the dials; libp2p's (which grows
-				// to minutes) would keep a healed link unused.
-				dctx, cancel := context.WithTimeout(network.WithForceDirectDial(ctx, "swarm redial"), 5*time.Second)
-				err := n.host.Host.Connect(dctx, peer.AddrInfo{ID: p})
+				dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err := n.net.Redial(dctx, p)
 				cancel()
 				n.redials.dialed(p, err == nil, time.Now())
 				if err == nil {

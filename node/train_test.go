@@ -17,10 +17,10 @@ func TestDivergedStepStopsTheRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer n.host.Close()
+	defer n.net.Close()
 	defer n.unlock()
-	self := []peer.ID{n.host.ID()}
-	grad := make([]float32, len(n.params))
+	self := []peer.ID{n.ID()}
+	grad := make([]float32, len(n.rep.params))
 	grad[0] = 1e-3
 	if err := n.apply(0, grad, self); err != nil || n.currentStep() != 1 {
 		t.Fatalf("a small step: %v, step %d", err, n.currentStep())
@@ -34,7 +34,7 @@ func TestDivergedStepStopsTheRun(t *testing.T) {
 		t.Fatalf("the diverged step was committed: step %d", n.currentStep())
 	}
 	snap, err := n.snapshot()
-	if err != nil || snap.Params[1] != n.params[1] || snap.Params[1] < -1 || snap.Params[1] > 1 {
+	if err != nil || snap.Params[1] != n.rep.params[1] || snap.Params[1] < -1 || snap.Params[1] > 1 {
 		t.Fatalf("after the refused step the state holds %v (err %v), want the last committed value", snap.Params[1], err)
 	}
 }

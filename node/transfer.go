@@ -39,18 +39,18 @@ func (n *Node) initFrom(path string) error {
 	if sum := sha256Hex(b); sum != n.cfg.Run.InitFrom {
 		return fmt.Errorf("--init-from %s has SHA-256 %s, the run names %s", path, sum, n.cfg.Run.InitFrom)
 	}
-	p := make([]float32, len(n.params))
-	n.model.ReadParams(p)
-	fresh, err := c.Transfer(p, n.model.Tensors())
+	p := make([]float32, len(n.rep.params))
+	n.local.model.ReadParams(p)
+	fresh, err := c.Transfer(p, n.local.model.Tensors())
 	if err != nil {
 		return fmt.Errorf("--init-from %s: %w", path, err)
 	}
-	if err := n.model.WriteParams(p); err != nil {
+	if err := n.local.model.WriteParams(p); err != nil {
 		return fmt.Errorf("--init-from %s: %w", path, err)
 	}
 	n.mu.Lock()
-	copy(n.params, p)
-	n.commitLocked(n.step, nil)
+	copy(n.rep.params, p)
+	n.commitLocked(n.rep.step, nil)
 	n.mu.Unlock()
 	n.log.Info("weights from checkpoint", "path", path, "its_step", c.Step, "its_run", c.RunID, "freshly_initialised", fresh)
 	return nil

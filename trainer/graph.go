@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -148,7 +149,15 @@ func newGraphNet(specs []paramSpec, batch, dim, classes int, seed uint64, build 
 	return m, nil
 }
 
+// buildMu serialises graph construction: gorgonia shares its constant
+// nodes (one, two, …) between graphs and caches their hash codes without
+// a lock, so two models built at once in one process race (found by the
+// race detector with several in-process nodes).
+var buildMu sync.Mutex
+
 func (m *graphNet) build(init []float32, build buildFunc) (err error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	defer func() { // gorgonia reports some shape errors by panicking
 		if r := recover(); r != nil {
 			err = fmt.Errorf("gorgonia panic: %v", r)

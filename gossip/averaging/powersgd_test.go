@@ -1,7 +1,11 @@
-package gossip
+package averaging
 
 import (
+	"fmt"
+
 	"context"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/swarmtrain/swarmtrain/gossip"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -12,29 +16,30 @@ import (
 
 // psSwarm is k peers that run PowerSGD rounds together.
 type psSwarm struct {
-	net  *MemNetwork
-	avs  []*Averager
+	net  *gossip.MemNetwork
+	avs  []*gossip.Averager
 	pss  []*PowerSGD
+	ids  []peer.ID
 	step uint64
 }
 
 func newPSSwarm(t *testing.T, k int, cfg PowerSGDConfig) (*psSwarm, []*PowerSGD, func(local [][]float32) ([][]float32, []error)) {
 	t.Helper()
 	net, ts, ids := memPeers(k)
-	var avs []*Averager
+	var avs []*gossip.Averager
 	var pss []*PowerSGD
 	for _, tr := range ts {
-		avs = append(avs, NewAverager(tr, AveragerConfig{RoundTimeout: 2 * time.Second}))
+		avs = append(avs, gossip.NewAverager(tr, gossip.AveragerConfig{RoundTimeout: 2 * time.Second}))
 		ps, err := NewPowerSGD(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		pss = append(pss, ps)
 	}
-	sw := &psSwarm{net: net, avs: avs, pss: pss}
+	sw := &psSwarm{net: net, avs: avs, pss: pss, ids: ids}
 	samples := slices.Repeat([]int{1}, k)
 	run := func(local [][]float32) ([][]float32, []error) {
-		r := Round{Step: sw.step, Members: ids, Samples: samples, ID: RoundID("ps", sw.step, 0, ids, samples, nil)}
+		r := gossip.Round{Step: sw.step, Members: ids, Samples: samples, ID: gossip.RoundID("ps", sw.step, 0, ids, samples, nil)}
 		sw.step++
 		out := make([][]float32, k)
 		errs := make([]error, k)
@@ -172,7 +177,7 @@ func TestPowerSGDFailedRoundKeepsState(t *testing.T) {
 	if !slices.ContainsFunc(res, func(x float32) bool { return x != 0 }) {
 		t.Fatal("no residual after a rank-2 step of a random gradient: the test checks nothing")
 	}
-	sw.net.Isolate(sw.avs[1].t.Self())
+	sw.net.Isolate(sw.ids[1])
 	if _, errs := run(local); errs[0] == nil {
 		t.Fatal("a round with an isolated member succeeded")
 	}
@@ -213,4 +218,25 @@ func TestPowerSGDConfigErrors(t *testing.T) {
 			t.Errorf("%+v accepted", cfg)
 		}
 	}
+}
+
+// memPeers is k peers on one in-process network, sorted by ID.
+func memPeers(k int) (*gossip.MemNetwork, []*gossip.MemTransport, []peer.ID) {
+	net := gossip.NewMemNetwork()
+	var ts []*gossip.MemTransport
+	var ids []peer.ID
+	for i := range k {
+		id := peer.ID(fmt.Sprintf("peer-%02d", i))
+		ts = append(ts, net.Add(id))
+		ids = append(ids, id)
+	}
+	return net, ts, ids
+}
+
+func randVec(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
 }

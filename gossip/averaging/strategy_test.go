@@ -1,0 +1,193 @@
+package averaging
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/swarm"
+)
+
+// fakeEnv is a node without a node: its swarm view is given, Match
+// builds the round every member builds alike, and its optimizer is
+// plain SGD with rate 1 (params -= grad).
+type fakeEnv struct {
+	view     swarm.View
+	params   []float32
+	matchErr error
+}
+
+func (e *fakeEnv) Swarm() swarm.View    { return e.view }
+func (e *fakeEnv) Params(dst []float32) { copy(dst, e.params) }
+func (e *fakeEnv) LocalStep(step uint64, params, grad []float32) error {
+	for i := range params {
+		params[i] -= grad[i]
+	}
+	return nil
+}
+func (e *fakeEnv) Match(ctx context.Context, step uint64, samples int, group []peer.ID) (gossip.Round, error) {
+	if e.matchErr != nil {
+		return gossip.Round{}, e.matchErr
+	}
+	members := slices.Sorted(slices.Values(group))
+	ones := slices.Repeat([]int{1}, len(members))
+	return gossip.Round{Step: step, Members: members, Samples: ones, ID: gossip.RoundID("t", step, 0, members, ones, nil)}, nil
+}
+
+func live(ids []peer.ID, self peer.ID, step uint64) []gossip.Member {
+	var out []gossip.Member
+	for _, p := range ids {
+		if p != self {
+			out = append(out, gossip.Member{Heartbeat: gossip.Heartbeat{Peer: p, Step: step, Hash: "h"}})
+		}
+	}
+	return out
+}
+
+// stepAll runs one Step at every member at once.
+func stepAll(t *testing.T, ss []Strategy, envs []*fakeEnv, step uint64, grads [][]float32) ([]Outcome, []error) {
+	t.Helper()
+	outs := make([]Outcome, len(ss))
+	errs := make([]error, len(ss))
+	var wg sync.WaitGroup
+	for i := range ss {
+		wg.Go(func() { outs[i], errs[i] = ss[i].Step(context.Background(), envs[i], step, grads[i], 1) })
+	}
+	wg.Wait()
+	return outs, errs
+}
+
+func setup(t *testing.T, k, n, maxGroup int, codec compression.Codec) ([]Strategy, []*fakeEnv, []peer.ID) {
+	t.Helper()
+	_, ts, ids := memPeers(k)
+	var ss []Strategy
+	var envs []*fakeEnv
+	for i, tr := range ts {
+		av := gossip.NewAverager(tr, gossip.AveragerConfig{Codec: codec, RoundTimeout: 5 * time.Second})
+		s, err := New(Config{Averager: av, NumParams: n, Codec: codec, MaxGroup: maxGroup})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, s)
+		envs = append(envs, &fakeEnv{view: swarm.View{Run: "t", Self: ids[i], Live: live(ids, ids[i], 0), MaxGroup: maxGroup}, params: make([]float32, n)})
+	}
+	return ss, envs, ids
+}
+
+func TestExactAveragesTheGradient(t *testing.T) {
+	const k, n = 3, 500
+	ss, envs, ids := setup(t, k, n, 0, compression.FP32{})
+	rng := rand.New(rand.NewPCG(1, 2))
+	grads := [][]float32{randVec(rng, n), randVec(rng, n), randVec(rng, n)}
+	outs, errs := stepAll(t, ss, envs, 0, grads)
+	want := gossip.WeightedMean(grads, []int{1, 1, 1})
+	var share float64
+	for i, o := range outs {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if o.Next != 1 || !slices.Equal(o.Grad, want) || o.Params != nil || !slices.Equal(o.Members, ids) {
+			t.Fatalf("member %d: next %d, members %v, grad equal %v", i, o.Next, o.Members, slices.Equal(o.Grad, want))
+		}
+		share += o.Share
+	}
+	if share < 0.999 || share > 1.001 {
+		t.Errorf("the members' parts add up to %.3f of the vector", share)
+	}
+}
+
+// Under a lossy codec the residual carries what was dropped; Reset
+// forgets it (the node loaded another state).
+func TestFeedbackKeepsAndResetsTheResidual(t *testing.T) {
+	const k, n = 2, 300
+	ss, envs, _ := setup(t, k, n, 0, compression.Int8{})
+	rng := rand.New(rand.NewPCG(3, 4))
+	grads := [][]float32{randVec(rng, n), randVec(rng, n)}
+	if _, errs := stepAll(t, ss, envs, 0, grads); errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	fb := ss[0].(*feedback)
+	if !slices.ContainsFunc(fb.residual, func(x float32) bool { return x != 0 }) {
+		t.Fatal("int8 left no residual: the test checks nothing")
+	}
+	ss[0].Reset()
+	if slices.ContainsFunc(fb.residual, func(x float32) bool { return x != 0 }) {
+		t.Fatal("Reset kept the residual")
+	}
+}
+
+func TestRoundErrors(t *testing.T) {
+	ss, envs, _ := setup(t, 1, 10, 0, compression.FP32{})
+	for _, tc := range []struct {
+		err   error
+		round bool
+	}{{gossip.ErrBehind, false}, {gossip.ErrTooFew, false}, {errors.New("boom"), true}} {
+		envs[0].matchErr = tc.err
+		out, err := ss[0].Step(context.Background(), envs[0], 3, make([]float32, 10), 1)
+		var re *RoundError
+		if !errors.Is(err, tc.err) || errors.As(err, &re) != tc.round || out.Grad != nil {
+			t.Errorf("match error %v: got %v (round error %v), outcome %+v", tc.err, err, errors.As(err, &re), out)
+		}
+	}
+	if _, err := ss[0].Step(context.Background(), envs[0], 3, make([]float32, 11), 1); err == nil {
+		t.Error("a gradient of the wrong length was averaged")
+	}
+}
+
+// Above the cap every member steps locally and its group averages the
+// parameters; at the cap the same strategy averages gradients exactly.
+func TestMoshpitAboveTheCap(t *testing.T) {
+	const k, n = 4, 64
+	ss, envs, ids := setup(t, k, n, 2, compression.FP32{})
+	rng := rand.New(rand.NewPCG(5, 6))
+	var grads [][]float32
+	for i := range k {
+		envs[i].params = randVec(rng, n)
+		grads = append(grads, randVec(rng, n))
+	}
+	outs, errs := stepAll(t, ss, envs, 0, grads)
+	for i, o := range outs {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if o.Grad != nil || o.Params == nil || len(o.Members) != 2 || o.Next != 1 || !slices.Equal(o.Group, ids) {
+			t.Fatalf("member %d: %+v", i, o)
+		}
+		// The group's mean of the local steps.
+		var want []float32
+		for _, p := range o.Members {
+			j := slices.Index(ids, p)
+			local := slices.Clone(envs[j].params)
+			envs[j].LocalStep(0, local, grads[j])
+			if want == nil {
+				want = local
+				continue
+			}
+			want = gossip.WeightedMean([][]float32{want, local}, []int{1, 1})
+		}
+		if !slices.Equal(o.Params, want) {
+			t.Fatalf("member %d did not get its group's mean parameters", i)
+		}
+	}
+	// Two of the four, at the cap: exact gradient averaging.
+	ss2, envs2, _ := setup(t, 2, n, 2, compression.FP32{})
+	outs, errs = stepAll(t, ss2, envs2, 0, grads[:2])
+	if errs[0] != nil || outs[0].Grad == nil || outs[0].Params != nil {
+		t.Fatalf("at the cap: %v, %+v", errs[0], outs[0])
+	}
+	// A failed round keeps the local step at the same step.
+	envs[0].matchErr = errors.New("boom")
+	o, err := ss[0].Step(context.Background(), envs[0], 1, grads[0], 1)
+	var re *RoundError
+	if !errors.As(err, &re) || o.Next != 1 || o.Params == nil {
+		t.Fatalf("failed Moshpit round: %v, %+v", err, o)
+	}
+}

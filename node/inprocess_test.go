@@ -1,0 +1,250 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
+)
+
+// Whole nodes in one process over memSwarm: no sockets, seconds per test.
+
+// memConfig is a small, quick run on sw, on data from tinyData.
+func memConfig(t *testing.T, sw *memSwarm, data string, steps int) Config {
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.DataDir = data
+	cfg.Network = sw.add()
+	cfg.Listen = nil
+	cfg.Run.Hidden = []int{8}
+	cfg.Run.Steps = steps
+	cfg.Run.Warmup = 1
+	cfg.Run.Batch = 16
+	cfg.Run.TargetBatch = 32
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	cfg.PeerExpiry = time.Second
+	cfg.JoinWindow = 300 * time.Millisecond
+	cfg.RoundTimeout = 3 * time.Second
+	cfg.FrameTimeout = memFrameTimeout
+	cfg.MinPeersTimeout = 60 * time.Second
+	cfg.Linger = 500 * time.Millisecond
+	if os.Getenv("SWARMTRAIN_TEST_LOG") != "" {
+		cfg.Log = os.Stderr
+	}
+	return cfg
+}
+
+// running is a node started in the background.
+type running struct {
+	n      *Node
+	cancel context.CancelFunc
+	done   chan struct{}
+	res    *Result
+	err    error
+}
+
+func start(t *testing.T, cfg Config) *running {
+	t.Helper()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{n: n, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.res, r.err = n.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+func (r *running) wait(t *testing.T, d time.Duration) *Result {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(d):
+		t.Fatalf("node %s still running after %v (phase %s, step %d)", r.n.ID(), d, r.n.Status().Phase, r.n.Status().Step)
+	}
+	if r.err != nil {
+		t.Fatalf("node %s: %v", r.n.ID(), r.err)
+	}
+	return r.res
+}
+
+// swarmOf starts k nodes on sw; the first is joined by the others.
+func swarmOf(t *testing.T, sw *memSwarm, data string, k, steps int, tweak func(*Config)) []*running {
+	t.Helper()
+	var first string
+	var out []*running
+	for i := range k {
+		cfg := memConfig(t, sw, data, steps)
+		cfg.MinPeers = k
+		if i > 0 {
+			cfg.Join = []string{first}
+		}
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		if i == 0 {
+			first = cfg.Network.JoinAddrs()[0]
+		}
+		out = append(out, start(t, cfg))
+	}
+	return out
+}
+
+// oneState checks that the results end on one state at the last step.
+func oneState(t *testing.T, steps int, res ...*Result) {
+	t.Helper()
+	for _, r := range res {
+		if r.Step != uint64(steps) || r.Hash != res[0].Hash {
+			for _, r := range res {
+				t.Logf("%s: step %d hash %s", r.Peer, r.Step, r.Hash)
+			}
+			t.Fatal("the swarm did not end on one state at the last step")
+		}
+	}
+}
+
+// One run of each averaging strategy: exact, error feedback, PowerSGD,
+// and Moshpit (4 peers, groups of 2).
+func TestInProcessStrategies(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		k        int
+		codec    string
+		maxGroup int
+		hidden   int
+	}{
+		{"exact", 3, "fp32", 0, 8},
+		{"error-feedback", 3, "int8", 0, 8},
+		{"powersgd", 2, "powersgd:2", 0, 300}, // 16×300: a matrix large enough to factor
+		{"moshpit", 4, "fp32", 2, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const steps = 6
+			nodes := swarmOf(t, newMemSwarm(), tinyData(t), tc.k, steps, func(c *Config) {
+				c.Run.Codec, c.Run.MaxGroup, c.Run.Hidden = tc.codec, tc.maxGroup, []int{tc.hidden}
+			})
+			var res []*Result
+			for _, r := range nodes {
+				res = append(res, r.wait(t, 60*time.Second))
+			}
+			oneState(t, steps, res...)
+			for _, r := range res {
+				want := tc.k
+				if tc.maxGroup > 0 {
+					want = tc.maxGroup
+				}
+				if r.Rounds == 0 || r.LargestGroup != want {
+					t.Errorf("%s: %d rounds, largest group %d, want groups of %d", r.Peer, r.Rounds, r.LargestGroup, want)
+				}
+			}
+			if tc.maxGroup > 0 && res[0].Partners < 2 {
+				t.Errorf("Moshpit groups did not rotate: %d partners", res[0].Partners)
+			}
+		})
+	}
+}
+
+// A node that joins a running swarm downloads its state and trains on
+// with it to one final state; a node that leaves cleanly is not waited
+// for. With --min-group 3 the two that stay cannot step without the
+// newcomer, so it is in their rounds however fast the steps are.
+func TestInProcessJoinAndLeave(t *testing.T) {
+	const steps = 30
+	sw, data := newMemSwarm(), tinyData(t)
+	three := func(c *Config) { c.Run.MinGroup = 3 }
+	nodes := swarmOf(t, sw, data, 3, steps, three)
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		return atLeast(nodes[0].n, 5)
+	})
+	late := memConfig(t, sw, data, steps)
+	three(&late)
+	late.Join = []string{nodes[0].n.Addrs()[0]}
+	nodes[2].cancel()
+	joiner := start(t, late)
+	res := []*Result{nodes[0].wait(t, 60*time.Second), nodes[1].wait(t, 60*time.Second), joiner.wait(t, 60*time.Second)}
+	oneState(t, steps, res...)
+	if res[2].Syncs == 0 || res[2].Rounds == 0 {
+		t.Errorf("the latecomer synced %d times and averaged %d rounds, want both", res[2].Syncs, res[2].Rounds)
+	}
+	if left := nodes[2].wait(t, 10*time.Second); left.Step >= steps {
+		t.Errorf("the leaver was at step %d: it left after the run ended, the test checks nothing", left.Step)
+	}
+}
+
+// A 2|2 partition: with --min-group 1 both halves train on alone, to
+// the end of the run (steps take milliseconds here). Once healed, the
+// lingering nodes redial, the side on the losing hash downloads the
+// winner's final state, and the swarm ends on one state.
+func TestInProcessPartitionHeals(t *testing.T) {
+	const steps = 40
+	sw := newMemSwarm()
+	nodes := swarmOf(t, sw, tinyData(t), 4, steps, func(c *Config) { c.Linger = time.Minute })
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return atLeast(nodes[0].n, 3) })
+	var half []peer.ID
+	for _, r := range nodes[:2] {
+		half = append(half, r.n.ID())
+	}
+	sw.Partition(half)
+	// Both halves finish on their own, in groups of two.
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		for _, r := range nodes {
+			if err := atLeast(r.n, steps); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, r := range nodes {
+		if g := r.n.Status().GroupSize; g != 2 {
+			t.Fatalf("a group of %d at the end of the partition, want 2", g)
+		}
+	}
+	if nodes[0].n.Status().Hash == nodes[2].n.Status().Hash {
+		t.Fatal("the halves ended on the same state apart: the test checks nothing")
+	}
+	var before []Status
+	for _, r := range nodes {
+		before = append(before, r.n.Status())
+	}
+	sw.Heal()
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		for _, r := range nodes {
+			if h, h0 := r.n.Status().Hash, nodes[0].n.Status().Hash; h != h0 {
+				return fmt.Errorf("hashes %s and %s", h, h0)
+			}
+		}
+		return nil
+	})
+	var res []*Result
+	for _, r := range nodes {
+		r.cancel()
+		res = append(res, r.wait(t, 10*time.Second))
+	}
+	oneState(t, steps, res...)
+	for i, r := range res {
+		lost := before[i].Hash != r.Hash
+		if synced := r.Syncs - before[i].StateSyncs; (synced > 0) != lost {
+			t.Errorf("node %d: on the losing half %v, but downloaded %d states after the heal", i, lost, synced)
+		}
+	}
+}
+
+func atLeast(n *Node, step uint64) error {
+	if s := n.currentStep(); s < step {
+		return fmt.Errorf("step %d, want %d", s, step)
+	}
+	return nil
+}

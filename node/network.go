@@ -1,0 +1,139 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/p2p"
+)
+
+// Network is everything a node needs from the network below it: framed
+// streams for the protocols (gossip.Transport), the gossip bus, and the
+// connections it keeps to the swarm. Production: a libp2p host
+// (newHostNetwork); tests: an in-process swarm over gossip.MemNetwork.
+type Network interface {
+	gossip.Transport
+	// Bus joins the run's gossip topics; deliver is called for every
+	// valid message from another peer.
+	Bus(ctx context.Context, run string, deliver func(from peer.ID, m gossip.Message)) (Publisher, error)
+	// Connect dials a join address and returns the peer there.
+	Connect(ctx context.Context, addr string) (peer.ID, error)
+	// Redial dials a known peer again at the addresses learnt for it.
+	Redial(ctx context.Context, p peer.ID) error
+	Connected(p peer.ID) bool
+	// ClosePeer hangs up on p (it may dial again).
+	ClosePeer(p peer.ID)
+	// OnDisconnect calls f when the last connection to a peer closes.
+	OnDisconnect(f func(peer.ID))
+	// Keep protects p's connections from pruning and records addrs
+	// (join addresses it gossiped) for dialing it directly.
+	Keep(p peer.ID, addrs []string)
+	// JoinAddrs are the addresses others can join us at.
+	JoinAddrs() []string
+	BytesIn() int64
+	BytesOut() int64
+	Close() error
+}
+
+// Publisher sends gossip messages on the run's topics.
+type Publisher interface {
+	Publish(ctx context.Context, m gossip.Message) error
+	Close()
+}
+
+// hostNetwork is a Network over a libp2p host: every stream gets
+// per-frame deadlines and size-capped frames from package p2p. A frame
+// may take timeout plus its size at minRate (bytes/s; 0: timeout alone),
+// so large parts are not cut off on a slow link.
+type hostNetwork struct {
+	h       *p2p.Host
+	timeout time.Duration
+	minRate float64
+}
+
+func newHostNetwork(cfg Config) (*hostNetwork, error) {
+	pc := p2p.DefaultConfig()
+	pc.Dir = cfg.Dir
+	if len(cfg.Listen) > 0 {
+		pc.ListenAddrs = cfg.Listen
+	}
+	h, err := p2p.New(pc)
+	if err != nil {
+		return nil, err
+	}
+	return &hostNetwork{h: h, timeout: cfg.FrameTimeout, minRate: cfg.MinLinkRate}, nil
+}
+
+func (t *hostNetwork) wrap(s network.Stream) *p2p.Stream {
+	st := p2p.NewStream(s, t.timeout)
+	st.SetMinRate(t.minRate)
+	return st
+}
+
+func (t *hostNetwork) Self() peer.ID { return t.h.ID() }
+
+func (t *hostNetwork) Open(ctx context.Context, p peer.ID, proto protocol.ID) (gossip.Stream, error) {
+	s, err := t.h.NewStream(ctx, p, proto)
+	if err != nil {
+		return nil, err
+	}
+	return t.wrap(s), nil
+}
+
+func (t *hostNetwork) Handle(proto protocol.ID, h func(gossip.Stream)) {
+	t.h.SetStreamHandler(proto, func(s network.Stream) { h(t.wrap(s)) })
+}
+
+func (t *hostNetwork) Bus(ctx context.Context, run string, deliver func(peer.ID, gossip.Message)) (Publisher, error) {
+	return gossip.NewBus(ctx, t.h.Host, run, deliver)
+}
+
+func (t *hostNetwork) Connect(ctx context.Context, addr string) (peer.ID, error) {
+	return t.h.Connect(ctx, addr)
+}
+
+func (t *hostNetwork) Redial(ctx context.Context, p peer.ID) error {
+	// Our own backoff paces the dials; libp2p's (which grows to
+	// minutes) would keep a healed link unused.
+	return t.h.Host.Connect(network.WithForceDirectDial(ctx, "swarm redial"), peer.AddrInfo{ID: p})
+}
+
+func (t *hostNetwork) Connected(p peer.ID) bool {
+	return t.h.Network().Connectedness(p) == network.Connected
+}
+
+func (t *hostNetwork) ClosePeer(p peer.ID) { t.h.Network().ClosePeer(p) }
+
+func (t *hostNetwork) OnDisconnect(f func(peer.ID)) {
+	t.h.Network().Notify(&network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
+		if p := c.RemotePeer(); nw.Connectedness(p) != network.Connected {
+			f(p)
+		}
+	}})
+}
+
+func (t *hostNetwork) Keep(p peer.ID, addrs []string) {
+	var mas []ma.Multiaddr
+	for _, s := range addrs {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil || ai.ID != p {
+			continue
+		}
+		mas = append(mas, ai.Addrs...)
+	}
+	if len(mas) > 0 {
+		t.h.Peerstore().AddAddrs(p, mas, time.Hour)
+	}
+	t.h.ConnManager().Protect(p, "swarm")
+}
+
+func (t *hostNetwork) JoinAddrs() []string { return t.h.JoinAddrs() }
+func (t *hostNetwork) BytesIn() int64      { return t.h.BytesIn() }
+func (t *hostNetwork) BytesOut() int64     { return t.h.BytesOut() }
+func (t *hostNetwork) Close() error        { return t.h.Close() }

@@ -1,0 +1,184 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+)
+
+// syncState downloads the state the swarm's majority holds at the newest
+// step, from peers that announced it, and verifies its hash.
+func (n *Node) syncState(ctx context.Context) error {
+	n.setPhase("syncing state")
+	n.mu.Lock()
+	n.rep.syncing = true
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		n.rep.syncing = false
+		n.mu.Unlock()
+	}()
+	// An assembler told us the swarm reached at least aheadHint; wait
+	// (bounded) until gossip shows a peer there, or we would pick a donor
+	// as stale as we are.
+	hint := n.aheadHint.Swap(0)
+	for wait := time.Now().Add(2 * n.cfg.HeartbeatInterval); hint > 0 && time.Now().Before(wait); {
+		if n.swarmView().NewestStep() >= hint {
+			break
+		}
+		sleep(ctx, 20*time.Millisecond)
+	}
+	donors, top, want := n.swarmView().Donors()
+	if len(donors) == 0 {
+		n.resync.Store(false)
+		return nil // nobody ahead of us: our state is the swarm's
+	}
+	// Download the step after the newest one gossiped: donors hand it over
+	// the moment they reach it, and its assembler, told by our heartbeat,
+	// waits for us, so we are in that very round. (A stalled swarm never
+	// gets there; FetchState then takes the step the donors are at.)
+	step := top + 1
+	if top >= uint64(n.cfg.Run.Steps) {
+		step = top // the final state: nobody goes further
+	} else {
+		want = "" // the consensus we know is top's
+	}
+	n.mu.Lock()
+	n.rep.syncTo = step
+	nParams, nOpt := len(n.rep.params), len(n.rep.optState)
+	n.mu.Unlock()
+	n.publishHeartbeat(ctx, false)
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	f, err := n.download.Fetch(cctx, n.net, donors, gossip.StateRequest{
+		Run: n.run, NParams: nParams, NOpt: nOpt, Step: step, Want: want,
+		// A donor a round behind usually gets there within a round; one
+		// that does not answers "not yet" and the others serve. It must
+		// answer within our frame timeout, or a stalled swarm (waiting
+		// for us to reach its minimum group) is never pinned where it is.
+		Wait: min(max(2*n.av.Deadline(), time.Second), 5*time.Second, n.cfg.FrameTimeout/2),
+	})
+	if err != nil {
+		return err
+	}
+	for p, err := range f.Failed {
+		// Mostly donors that moved on or are syncing themselves; a donor
+		// that lied or died is named here too.
+		n.log.Info("state donor not used", "peer", p, "err", err)
+	}
+	if err := n.load(f.Snapshot, f.Hash); err != nil {
+		return err
+	}
+	n.resync.Store(false)
+	n.mu.Lock()
+	n.stats.syncs++
+	n.rep.syncing = false // before the heartbeat: peers must expect us in the next round
+	n.mu.Unlock()
+	n.log.Info("state synced", "step", f.Step, "hash", f.Hash, "donors", len(f.Chunks), "chunks", fmt.Sprint(chunkCounts(f.Chunks)))
+	n.publishHeartbeat(ctx, false)
+	return nil
+}
+
+// chunkCounts lists how many chunks each donor sent, largest first.
+func chunkCounts(m map[peer.ID]int) []int {
+	out := make([]int, 0, len(m))
+	for _, c := range m {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	slices.Reverse(out)
+	return out
+}
+
+// load installs a downloaded snapshot whose hash was verified.
+func (n *Node) load(s gossip.Snapshot, hash string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l := &n.local
+	// Validate everything before changing anything: no half-loaded state.
+	if err := l.model.WriteParams(s.Params); err != nil {
+		l.model.WriteParams(n.rep.params)
+		return err
+	}
+	if err := l.opt.LoadState(s.Opt); err != nil {
+		l.model.WriteParams(n.rep.params)
+		return err
+	}
+	n.strategy.Reset() // what we owed belonged to the state we drop
+	n.log.Info("replacing local state", "was_step", n.rep.step, "was_hash", n.rep.hash, "step", s.Step, "hash", hash)
+	copy(n.rep.params, s.Params)
+	n.rep.optState = l.opt.AppendState(n.rep.optState[:0])
+	n.rep.lastGroup = s.Group
+	n.rep.step = s.Step
+	n.rep.hash = hash
+	return nil
+}
+
+// settle runs after the last step: it waits (bounded) for the live peers
+// to finish too and, if the swarm's consensus on the final state is not
+// ours, downloads it, so a run never ends with silently different replicas.
+func (n *Node) settle(ctx context.Context) {
+	n.setPhase("settling")
+	final := uint64(n.cfg.Run.Steps)
+	deadline := time.Now().Add(4 * n.cfg.PeerExpiry)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		pending := n.swarmView().Pending(final)
+		if tried, err := n.adoptFinalConsensus(ctx); tried {
+			if err != nil {
+				sleep(ctx, 200*time.Millisecond)
+			}
+			continue
+		}
+		if !pending {
+			return
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+}
+
+// adoptFinalConsensus downloads the swarm's consensus state at the final
+// step when ours is not it. It reports whether it had to try.
+func (n *Node) adoptFinalConsensus(ctx context.Context) (tried bool, err error) {
+	if n.swarmView().FinalConsensus(uint64(n.cfg.Run.Steps)) {
+		return false, nil
+	}
+	if err := n.syncState(ctx); err != nil {
+		n.log.Warn("final state sync failed", "err", err)
+		return true, err
+	}
+	return true, nil
+}
+
+// finish evaluates the final model on the test set and writes result.json.
+func (n *Node) finish() *Result {
+	n.checkpoint(true)
+	n.setPhase("evaluating")
+	acc, loss, err := n.local.model.Evaluate(n.local.test)
+	if err != nil {
+		n.log.Error("evaluate", "err", err)
+	}
+	n.mu.Lock()
+	st := &n.stats
+	res := &Result{
+		Peer: n.ID().String(), Run: n.run, Step: n.rep.step, Hash: n.rep.hash, Accuracy: acc, TestLoss: loss, InitialTestLoss: st.initialLoss,
+		Rounds: st.rounds, Failed: st.failedRounds, Syncs: st.syncs, LargestGroup: st.largestGroup, Partners: len(st.partners),
+		BytesSent: n.net.BytesOut(), BytesRecv: n.net.BytesIn(), Seconds: time.Since(n.started).Seconds(),
+		LongestFailing: st.longestFailing.Seconds(), PartShare: st.partShare, Params: n.local.model.NumParams(),
+	}
+	if steps := st.roundsN.step - st.rounds0.step; steps > 0 {
+		res.SecondsPerStep = st.roundsN.at.Sub(st.rounds0.at).Seconds() / float64(steps)
+	}
+	st.phase = "finished"
+	n.mu.Unlock()
+	if err := writeJSON(filepath.Join(n.cfg.Dir, "result.json"), res); err != nil {
+		n.log.Error("write result", "err", err)
+	}
+	n.log.Info("finished", "step", res.Step, "accuracy", acc, "hash", res.Hash)
+	return res
+}

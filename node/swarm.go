@@ -1,0 +1,65 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/swarm"
+)
+
+// swarmView is what this node knows of the swarm now: the input of every
+// swarm decision (package swarm).
+func (n *Node) swarmView() swarm.View {
+	n.mu.Lock()
+	step, hash, last := n.rep.step, n.rep.hash, n.rep.lastGroup
+	n.mu.Unlock()
+	return swarm.View{Run: n.run, Self: n.ID(), Live: n.view.Live(time.Now()), LastGroup: last, Step: step, Hash: hash,
+		MinGroup: n.cfg.Run.MinGroup, MaxGroup: n.cfg.Run.MaxGroup}
+}
+
+// behind reports whether the swarm went past step without us.
+func (n *Node) behind(step uint64) bool { return n.swarmView().Behind(step) }
+
+// matchView shows the swarm to the node's matchmaker.
+type matchView struct{ n *Node }
+
+func (v matchView) Step() uint64                   { return v.n.currentStep() }
+func (v matchView) Expected(step uint64) []peer.ID { return v.n.swarmView().Expected(step) }
+func (v matchView) Behind(step uint64) bool        { return v.n.behind(step) }
+func (v matchView) MinGroup(step uint64) int       { return v.n.swarmView().MinGroupAt(step) }
+
+// checkAgreement compares our state hash with the live peers at our
+// step. If the swarm's consensus (most replicas, ties to the smallest
+// hash) is another state, our replica diverged and is downloaded again.
+func (n *Node) checkAgreement() {
+	v := n.swarmView()
+	if c, diverged := v.Diverged(); diverged {
+		n.log.Warn("state differs from the swarm's consensus; will resync", "step", v.Step, "ours", v.Hash, "consensus", c, "votes", len(v.Votes(v.Step, v.Hash)))
+		n.resync.Store(true)
+	}
+}
+
+// strategyEnv is the node as its averaging strategy sees it.
+type strategyEnv struct{ n *Node }
+
+func (e strategyEnv) Swarm() swarm.View { return e.n.swarmView() }
+
+func (e strategyEnv) Match(ctx context.Context, step uint64, samples int, group []peer.ID) (gossip.Round, error) {
+	e.n.setPhase("averaging")
+	return e.n.mm.Match(ctx, step, samples, group)
+}
+
+// Params copies the committed parameters (the training loop is their
+// only writer, and the strategy runs in it).
+func (e strategyEnv) Params(dst []float32) { copy(dst, e.n.rep.params) }
+
+func (e strategyEnv) LocalStep(step uint64, params, grad []float32) error {
+	if _, err := e.n.optimizerStep(step, params, grad); err != nil {
+		e.n.local.opt.LoadState(e.n.rep.optState) // back to the committed state
+		return err
+	}
+	return nil
+}
