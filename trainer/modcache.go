@@ -10,7 +10,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"time"
 
 	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
@@ -52,7 +51,7 @@ func moduleDir(mod string, ok func(dir string) bool) (dir string, tried []string
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), goListTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", mod)
 	cmd.Env = append(os.Environ(), "GOPROXY=off")
