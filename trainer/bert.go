@@ -126,7 +126,7 @@ const streamDropout = 0x64726f70
 
 // MaskedPerSequence is the most tokens of a seq-token sequence that an MLM
 // dataset may mask: 15% of it, rounded up.
-func MaskedPerSequence(seq int) int { return (seq*15 + 99) / 100 }
+func MaskedPerSequence(seq int) int { return (seq*mlmMaskPercent + 99) / 100 }
 
 // NewBERT builds an encoder for rows shaped like ds (see BERT): its
 // Vocab, Dim and MLM flag decide the vocabulary, sequence length and head.

@@ -101,6 +101,15 @@ func f32View(shape []int, vals []float32) (safetensors.TensorView, error) {
 	return safetensors.NewTensorView(safetensors.F32, dims(shape), compression.FP32{}.Encode(nil, vals))
 }
 
+// dims is shape as safetensors writes it.
+func dims(shape []int) []uint64 {
+	out := make([]uint64, len(shape))
+	for i, d := range shape {
+		out[i] = uint64(d)
+	}
+	return out
+}
+
 // DecodeCheckpoint parses and validates safetensors bytes written by
 // EncodeCheckpoint: every tensor the metadata lists, F32, finite, and
 // nothing it does not explain.

@@ -20,7 +20,8 @@
 //	n := m.NumParams()
 //	params, grads := make([]float32, n), make([]float32, n)
 //	m.ReadParams(params)
-//	opt := trainer.NewAdam(0.9, 0.999, 1e-8, 0, n)
+//	opt, err := trainer.NewOptimizer("adam", 0, 0, n) // any of trainer.OptimizerNames
+//	if err != nil { ... }
 //	sched := trainer.Schedule{Base: 1e-3, Min: 1e-5, Warmup: 100, Total: 5000, Decay: trainer.DecayCosine}
 //	b := trainer.NewBatcher(shard, cfg.Batch, runSeed^uint64(peerIndex))
 //	x, y := make([]float32, cfg.Batch*train.Dim), make([]uint8, cfg.Batch)

@@ -7,54 +7,6 @@ import (
 	G "gorgonia.org/gorgonia"
 )
 
-// Caps that keep a hostile or mistyped config from allocating without bound.
-const (
-	maxBatch     = 1 << 16
-	maxWidth     = 1 << 16
-	maxLayers    = 64
-	maxNumParams = 1 << 28 // 1 GiB of float32
-	// maxActivations caps one activation tensor of a graph (512 MiB of
-	// float32), checked when a model is built.
-	maxActivations = 1 << 27
-)
-
-// ModelConfig describes a network. All peers of a run must use the same one.
-type ModelConfig struct {
-	Arch     string  // ArchMLP ("" too) or ArchCNN
-	Hidden   []int   // widths of the ReLU fully connected hidden layers, e.g. {256}; empty means none
-	Channels []int   // cnn only: output channels of each conv–pool block (default 16,32)
-	Width    int     // bert only: hidden width (0: DefaultBERTWidth)
-	Heads    int     // bert only: attention heads, dividing Width (0: DefaultBERTHeads)
-	Layers   int     // bert only: encoder layers (0: DefaultBERTLayers)
-	Dropout  float64 // bert only: dropout probability on every residual branch
-	Batch    int     // rows per ComputeGradients call; the graph is built for exactly this many (1..65536)
-	Seed     uint64  // weight initialisation; equal seeds give bit-identical initial parameters
-}
-
-// Validate checks the fields against their allowed ranges.
-func (c ModelConfig) Validate() error {
-	if c.Batch < 1 || c.Batch > maxBatch {
-		return fmt.Errorf("model: Batch=%d, want 1..%d", c.Batch, maxBatch)
-	}
-	if len(c.Hidden) > maxLayers {
-		return fmt.Errorf("model: %d hidden layers, want at most %d", len(c.Hidden), maxLayers)
-	}
-	for i, w := range c.Hidden {
-		if w < 1 || w > maxWidth {
-			return fmt.Errorf("model: Hidden[%d]=%d, want 1..%d", i, w, maxWidth)
-		}
-	}
-	if len(c.Channels) > maxConvBlocks {
-		return fmt.Errorf("model: %d conv blocks, want at most %d", len(c.Channels), maxConvBlocks)
-	}
-	for i, ch := range c.Channels {
-		if ch < 1 || ch > maxChannels {
-			return fmt.Errorf("model: Channels[%d]=%d, want 1..%d", i, ch, maxChannels)
-		}
-	}
-	return nil
-}
-
 // MLP is a multilayer perceptron (ReLU hidden layers, log-softmax
 // cross-entropy) whose forward and backward passes run as a gorgonia
 // TapeMachine. Parameters and gradients are exchanged as flat float32
@@ -140,18 +92,3 @@ func (m *MLP) Config() ModelConfig {
 
 // Sizes returns the layer widths: input, hidden..., classes.
 func (m *MLP) Sizes() []int { return append([]int(nil), m.sizes...) }
-
-// Tensor is one named tensor of the flat parameter vector.
-type Tensor struct {
-	Name  string
-	Shape []int // row-major
-}
-
-// Size is the tensor's number of values.
-func (t Tensor) Size() int {
-	n := 1
-	for _, d := range t.Shape {
-		n *= d
-	}
-	return n
-}

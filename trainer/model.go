@@ -5,6 +5,54 @@ import (
 	"math"
 )
 
+// Caps that keep a hostile or mistyped config from allocating without bound.
+const (
+	maxBatch     = 1 << 16
+	maxWidth     = 1 << 16
+	maxLayers    = 64
+	maxNumParams = 1 << 28 // 1 GiB of float32
+	// maxActivations caps one activation tensor of a graph (512 MiB of
+	// float32), checked when a model is built.
+	maxActivations = 1 << 27
+)
+
+// ModelConfig describes a network. All peers of a run must use the same one.
+type ModelConfig struct {
+	Arch     string  // ArchMLP ("" too), ArchCNN or ArchBERT
+	Hidden   []int   // widths of the ReLU fully connected hidden layers, e.g. {256}; empty means none
+	Channels []int   // cnn only: output channels of each conv–pool block (default 16,32)
+	Width    int     // bert only: hidden width (0: DefaultBERTWidth)
+	Heads    int     // bert only: attention heads, dividing Width (0: DefaultBERTHeads)
+	Layers   int     // bert only: encoder layers (0: DefaultBERTLayers)
+	Dropout  float64 // bert only: dropout probability on every residual branch
+	Batch    int     // rows per ComputeGradients call; the graph is built for exactly this many (1..65536)
+	Seed     uint64  // weight initialisation; equal seeds give bit-identical initial parameters
+}
+
+// Validate checks the fields against their allowed ranges.
+func (c ModelConfig) Validate() error {
+	if c.Batch < 1 || c.Batch > maxBatch {
+		return fmt.Errorf("model: Batch=%d, want 1..%d", c.Batch, maxBatch)
+	}
+	if len(c.Hidden) > maxLayers {
+		return fmt.Errorf("model: %d hidden layers, want at most %d", len(c.Hidden), maxLayers)
+	}
+	for i, w := range c.Hidden {
+		if w < 1 || w > maxWidth {
+			return fmt.Errorf("model: Hidden[%d]=%d, want 1..%d", i, w, maxWidth)
+		}
+	}
+	if len(c.Channels) > maxConvBlocks {
+		return fmt.Errorf("model: %d conv blocks, want at most %d", len(c.Channels), maxConvBlocks)
+	}
+	for i, ch := range c.Channels {
+		if ch < 1 || ch > maxChannels {
+			return fmt.Errorf("model: Channels[%d]=%d, want 1..%d", i, ch, maxChannels)
+		}
+	}
+	return nil
+}
+
 // Model is a trainable classifier whose parameters and gradients travel as
 // flat float32 vectors in the order of Tensors. The node and the swarm see
 // only this; which network sits behind it is the run config's choice.
@@ -30,6 +78,34 @@ type Model interface {
 	Evaluate(ds *Dataset) (acc, loss float64, err error)
 	// Close releases the model's machines.
 	Close() error
+}
+
+// Tensor is one named tensor of the flat parameter vector.
+type Tensor struct {
+	Name  string
+	Shape []int // row-major
+}
+
+// Size is the tensor's number of values.
+func (t Tensor) Size() int {
+	n := 1
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
+}
+
+// eachMatrix calls f on every tensor of two or more dimensions (weights)
+// with its values.
+func eachMatrix(params []float32, tensors []Tensor, f func(w []float32, t Tensor)) {
+	off := 0
+	for _, t := range tensors {
+		n := t.Size()
+		if len(t.Shape) >= 2 && off+n <= len(params) {
+			f(params[off:off+n], t)
+		}
+		off += n
+	}
 }
 
 // Architectures NewModel builds.

@@ -32,6 +32,42 @@ type Optimizer interface {
 	LoadState(s []float32) error
 }
 
+// OptimizerNames are the names NewOptimizer accepts, as a run config
+// spells them (and NewOptimizer's error lists them).
+var OptimizerNames = []string{"adam", "adamw", "sgd", "momentum", "nesterov"}
+
+// NewOptimizer returns the optimizer a run config names, for n parameters:
+//
+//   - "adam": Adam with AdamBeta1, AdamBeta2 and AdamEps; weightDecay is
+//     ignored
+//   - "adamw": the same with decoupled weight decay weightDecay
+//   - "sgd": SGD with L2 weight decay weightDecay; momentum is ignored
+//   - "momentum": SGD with momentum and L2 weight decay
+//   - "nesterov": SGD with Nesterov momentum and L2 weight decay
+//
+// The result's Name is the rule it runs, which is not name when a
+// parameter of 0 switches a part off: "adamw" with weightDecay 0 is
+// "adam", "momentum" and "nesterov" with momentum 0 are "sgd". An unknown
+// name or n < 0 is an error.
+func NewOptimizer(name string, momentum, weightDecay float32, n int) (Optimizer, error) {
+	if n < 0 {
+		return nil, fmt.Errorf("optimizer %q: %d parameters, want >= 0", name, n)
+	}
+	switch name {
+	case "adam":
+		return NewAdam(AdamBeta1, AdamBeta2, AdamEps, 0, n), nil
+	case "adamw":
+		return NewAdam(AdamBeta1, AdamBeta2, AdamEps, weightDecay, n), nil
+	case "sgd":
+		return NewSGD(0, weightDecay, n), nil
+	case "momentum":
+		return NewSGD(momentum, weightDecay, n), nil
+	case "nesterov":
+		return NewNesterov(momentum, weightDecay, n), nil
+	}
+	return nil, fmt.Errorf("optimizer %q: want adam, adamw, sgd, momentum or nesterov", name)
+}
+
 // sgd is SGD with optional (Nesterov) momentum and coupled L2 weight decay,
 // with PyTorch's semantics:
 //

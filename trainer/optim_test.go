@@ -201,3 +201,68 @@ func fillGrad(g []float32, step int) {
 func hashFloat(x uint64) float32 {
 	return float32(int32(splitmix64(x)>>32)) * 0x1p-31
 }
+
+// NewOptimizer builds, for every name it accepts, exactly the optimizer a
+// node built by hand before it existed: same rule, same constants, so the
+// same bits after a few steps.
+func TestNewOptimizer(t *testing.T) {
+	const n, mu, wd = 16, 0.8, 0.01
+	for _, c := range []struct {
+		name     string
+		momentum float32
+		want     Optimizer
+		wantName string
+	}{
+		{"adam", mu, NewAdam(0.9, 0.999, 1e-8, 0, n), "adam"}, // weight decay ignored
+		{"adamw", mu, NewAdam(0.9, 0.999, 1e-8, wd, n), "adamw"},
+		{"sgd", mu, NewSGD(0, wd, n), "sgd"}, // momentum ignored
+		{"momentum", mu, NewSGD(mu, wd, n), "momentum"},
+		{"momentum", 0, NewSGD(0, wd, n), "sgd"},
+		{"nesterov", mu, NewNesterov(mu, wd, n), "nesterov"},
+	} {
+		o, err := NewOptimizer(c.name, c.momentum, wd, n)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if o.Name() != c.wantName {
+			t.Errorf("%s (momentum %v): Name %q, want %q", c.name, c.momentum, o.Name(), c.wantName)
+		}
+		p, q, g := testVec(n, 3), testVec(n, 3), make([]float32, n)
+		for s := range 5 {
+			fillGrad(g, s)
+			o.Step(p, g, 0.01)
+			c.want.Step(q, g, 0.01)
+		}
+		for i := range p {
+			if math.Float32bits(p[i]) != math.Float32bits(q[i]) {
+				t.Fatalf("%s: parameter %d is %v, the hand-built optimizer's %v", c.name, i, p[i], q[i])
+			}
+		}
+		got, want := o.State(), c.want.State()
+		if len(got) != len(want) {
+			t.Fatalf("%s: state of %d values, want %d", c.name, len(got), len(want))
+		}
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: state value %d is %v, want %v", c.name, i, got[i], want[i])
+			}
+		}
+	}
+	for _, name := range OptimizerNames {
+		if _, err := NewOptimizer(name, 0.9, 0, 1); err != nil {
+			t.Errorf("listed name %q: %v", name, err)
+		}
+	}
+	_, err := NewOptimizer("lamb", 0.9, 0, n)
+	if err == nil || !strings.Contains(err.Error(), `"lamb"`) {
+		t.Fatalf("unknown optimizer: %v", err)
+	}
+	for _, name := range OptimizerNames {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("the error %q does not list %q", err, name)
+		}
+	}
+	if _, err := NewOptimizer("adam", 0, 0, -1); err == nil {
+		t.Error("n = -1 accepted")
+	}
+}

@@ -74,10 +74,10 @@ func (s Schedule) LR(step int) float32 {
 		return s.Base
 	case DecayStep:
 		switch {
-		case frac >= 0.75:
-			return float32(float64(s.Base) / 100)
-		case frac >= 0.5:
-			return float32(float64(s.Base) / 10)
+		case frac >= stepDecayAt2:
+			return float32(float64(s.Base) / stepDecay2)
+		case frac >= stepDecayAt1:
+			return float32(float64(s.Base) / stepDecay1)
 		}
 		return s.Base
 	}

@@ -86,7 +86,7 @@ func (b StepBench) Prepare() (step func() error, params int, done func(), err er
 	n := m.NumParams()
 	p, grads := make([]float32, n), make([]float32, n)
 	m.ReadParams(p)
-	opt := NewAdam(0.9, 0.999, 1e-8, 0, n)
+	opt := NewAdam(AdamBeta1, AdamBeta2, AdamEps, 0, n)
 	bt := NewBatcher(b.Data, b.Model.Batch, 1)
 	x, y := make([]float32, b.Model.Batch*b.Data.Dim), make([]uint8, b.Model.Batch)
 	step = func() error {

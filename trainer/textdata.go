@@ -123,15 +123,15 @@ func MLMDataset(name string, tok *text.Tokenizer, docs []string, seq, copies int
 			picked := 0
 			for i, id := range stream[k*body : (k+1)*body] {
 				in[1+i] = float32(id)
-				if picked == limit || r.Float64() >= 0.15 {
+				if picked == limit || r.Float64() >= mlmMaskPercent/100.0 {
 					continue
 				}
 				picked++
 				tgt[1+i] = float32(id)
 				switch u := r.Float64(); {
-				case u < 0.8:
+				case u < mlmMaskShare:
 					in[1+i] = text.MaskID
-				case u < 0.9:
+				case u < mlmMaskShare+mlmRandomShare:
 					in[1+i] = float32(len(text.Specials) + r.IntN(ordinary))
 				}
 			}
@@ -340,7 +340,7 @@ func ReplacedDataset(name string, tok *text.Tokenizer, docs []string, seq int, s
 				ds.Y[i] = 0
 				// Replacements stay in the first two thirds, which
 				// survive truncation to seq tokens.
-				for range max(1, per/10) {
+				for range max(1, per/replacedWordDivisor) {
 					j := r.IntN(max(1, per*2/3))
 					for tries := 0; tries < 100 && passage[j] == words[k*per+j]; tries++ { // a different word
 						passage[j] = words[r.IntN(len(words))]

@@ -4,48 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/nlpodyssey/safetensors"
 
 	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 )
 
-// Post-training compression of a trained model: magnitude pruning and
-// int8 weight quantization. Biases are left alone in both: they are few,
-// and zeroing or rounding them costs accuracy for nothing.
-
-// PruneMagnitude zeroes the smallest-magnitude fraction sparsity of the
-// weights of every matrix (tensors of two or more dimensions), ranked
-// across all of them (global pruning, as torch.nn.utils.prune's
-// global_unstructured), and returns how many it zeroed.
-func PruneMagnitude(params []float32, tensors []Tensor, sparsity float64) (int, error) {
-	if !(sparsity >= 0 && sparsity < 1) {
-		return 0, fmt.Errorf("prune: sparsity %v, want [0, 1)", sparsity)
-	}
-	var mags []float32
-	eachMatrix(params, tensors, func(w []float32, _ Tensor) {
-		for _, x := range w {
-			mags = append(mags, float32(math.Abs(float64(x))))
-		}
-	})
-	k := int(sparsity * float64(len(mags)))
-	if k == 0 {
-		return 0, nil
-	}
-	slices.Sort(mags)
-	cut := mags[k-1] // zero everything at or below the k-th smallest magnitude…
-	zeroed := 0
-	eachMatrix(params, tensors, func(w []float32, _ Tensor) {
-		for i, x := range w {
-			if zeroed < k && float32(math.Abs(float64(x))) <= cut { // …but no more than k (ties)
-				w[i] = 0
-				zeroed++
-			}
-		}
-	})
-	return zeroed, nil
-}
+// Int8 weight quantization of a trained model and its safetensors export,
+// one of the post-training steps of `swarmtrain export` (magnitude
+// pruning, in prune.go, is the other). Biases stay float32: they are few,
+// and rounding them costs accuracy for nothing.
 
 // QuantizeInt8 quantizes every weight tensor per output channel
 // (symmetric, scale = max|w|/127 of the channel): per column of a dense
@@ -86,19 +54,6 @@ func QuantizeInt8(params []float32, tensors []Tensor) (levels [][]int8, scales [
 		scales = append(scales, sc)
 	})
 	return levels, scales
-}
-
-// eachMatrix calls f on every tensor of two or more dimensions (weights)
-// with its values.
-func eachMatrix(params []float32, tensors []Tensor, f func(w []float32, t Tensor)) {
-	off := 0
-	for _, t := range tensors {
-		n := t.Size()
-		if len(t.Shape) >= 2 && off+n <= len(params) {
-			f(params[off:off+n], t)
-		}
-		off += n
-	}
 }
 
 // WriteInt8Export writes a quantized model as safetensors: every matrix
@@ -147,12 +102,4 @@ func WriteInt8Export(path string, tensors []Tensor, params []float32, levels [][
 		return err
 	}
 	return atomicfile.Write(path, b)
-}
-
-func dims(shape []int) []uint64 {
-	out := make([]uint64, len(shape))
-	for i, d := range shape {
-		out[i] = uint64(d)
-	}
-	return out
 }

@@ -3,14 +3,15 @@ package trainer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
-	"time"
 
+	"golang.org/x/mod/module"
 	"golang.org/x/mod/semver"
 )
 
@@ -21,21 +22,27 @@ import (
 // tree; then via `go list -m` with GOPROXY=off, which works inside this
 // module's tree (test binaries record no dependencies); then any cached
 // version, newest first. It returns "" and the places it tried when none
-// holds.
-func moduleDir(module string, ok func(dir string) bool) (dir string, tried []string) {
+// holds; a path or version the module cache cannot hold is reported
+// there too, never a panic.
+func moduleDir(mod string, ok func(dir string) bool) (dir string, tried []string) {
 	cache := modCache()
 	if bi, found := debug.ReadBuildInfo(); found {
 		for _, dep := range bi.Deps {
-			if dep.Path != module {
+			if dep.Path != mod {
 				continue
 			}
+			var err error
 			switch {
 			case dep.Replace != nil && dep.Replace.Version == "": // replaced by a local directory
 				dir = dep.Replace.Path
 			case dep.Replace != nil:
-				dir = filepath.Join(cache, escapeModule(dep.Replace.Path)+"@"+escapeModule(dep.Replace.Version))
+				dir, err = cacheDir(cache, dep.Replace.Path, dep.Replace.Version)
 			default:
-				dir = filepath.Join(cache, escapeModule(dep.Path)+"@"+escapeModule(dep.Version))
+				dir, err = cacheDir(cache, dep.Path, dep.Version)
+			}
+			if err != nil {
+				tried = append(tried, err.Error())
+				continue
 			}
 			if ok(dir) {
 				return dir, nil
@@ -44,9 +51,9 @@ func moduleDir(module string, ok func(dir string) bool) (dir string, tried []str
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), goListTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", module)
+	cmd := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", mod)
 	cmd.Env = append(os.Environ(), "GOPROXY=off")
 	if out, err := cmd.Output(); err == nil {
 		if d := strings.TrimSpace(string(out)); d != "" {
@@ -56,10 +63,14 @@ func moduleDir(module string, ok func(dir string) bool) (dir string, tried []str
 			tried = append(tried, d)
 		}
 	} else {
-		tried = append(tried, "go list -m "+module+" ("+firstLine(err)+")")
+		tried = append(tried, "go list -m "+mod+" ("+firstLine(err)+")")
 	}
 
-	glob := filepath.Join(cache, escapeModule(module)+"@*")
+	esc, err := module.EscapePath(mod)
+	if err != nil {
+		return "", append(tried, "module cache: "+err.Error())
+	}
+	glob := filepath.Join(cache, filepath.FromSlash(esc)+"@*")
 	matches, _ := filepath.Glob(glob)
 	version := func(dir string) string { // "v1.20.4" of ".../compress@v1.20.4"
 		_, v, _ := strings.Cut(filepath.Base(dir), "@")
@@ -102,17 +113,18 @@ func modCache() string {
 	return filepath.Join(home, "go", "pkg", "mod")
 }
 
-// escapeModule applies the module cache's case encoding: every upper-case
-// letter becomes '!' and its lower-case form, so GoMNIST is stored as
-// !go!m!n!i!s!t on case-insensitive file systems.
-func escapeModule(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if 'A' <= r && r <= 'Z' {
-			b.WriteByte('!')
-			r += 'a' - 'A'
-		}
-		b.WriteRune(r)
+// cacheDir is the folder of path@version in the module cache: both
+// escaped as the go command does (every upper-case letter becomes '!' and
+// its lower-case form, so GoMNIST is stored as !go!m!n!i!s!t on
+// case-insensitive file systems). A malformed path or version is an error.
+func cacheDir(cache, path, version string) (string, error) {
+	p, err := module.EscapePath(path)
+	if err != nil {
+		return "", fmt.Errorf("module cache: %w", err)
 	}
-	return filepath.FromSlash(b.String())
+	v, err := module.EscapeVersion(version)
+	if err != nil {
+		return "", fmt.Errorf("module cache: %s: %w", path, err)
+	}
+	return filepath.Join(cache, filepath.FromSlash(p)+"@"+v), nil
 }
