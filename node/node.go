@@ -267,20 +267,11 @@ func (n *Node) newLocalTrainer() (err error) {
 	}
 	np := l.model.NumParams()
 	r := cfg.Run
-	switch r.Optimizer {
-	case "adam":
-		l.opt = trainer.NewAdam(0.9, 0.999, 1e-8, 0, np)
-	case "adamw":
-		l.opt = trainer.NewAdam(0.9, 0.999, 1e-8, r.WeightDecay, np)
-	case "sgd":
-		l.opt = trainer.NewSGD(0, r.WeightDecay, np)
-	case "momentum":
-		l.opt = trainer.NewSGD(r.Momentum, r.WeightDecay, np)
-	case "nesterov":
-		l.opt = trainer.NewNesterov(r.Momentum, r.WeightDecay, np)
+	if l.opt, err = trainer.NewOptimizer(r.Optimizer, r.Momentum, r.WeightDecay, np); err != nil {
+		return err
 	}
 	decay, _ := r.decay() // validated
-	l.sched = trainer.Schedule{Base: r.LR, Min: r.LR / 10, Warmup: r.Warmup, Total: r.Steps, Decay: decay}
+	l.sched = trainer.Schedule{Base: r.LR, Min: r.LR / trainer.MinLRDivisor, Warmup: r.Warmup, Total: r.Steps, Decay: decay}
 	l.frozen, err = frozenRanges(l.model.Tensors(), cfg.Run.Freeze)
 	return err
 }
