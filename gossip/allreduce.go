@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
@@ -131,6 +132,9 @@ type AveragerConfig struct {
 	// TransferSlack multiplies the transfer time the links predict
 	// (default 3): room for congestion, encoding and a loaded CPU.
 	TransferSlack float64
+	// Clock times rounds, deadlines and uplinks (nil: the wall clock);
+	// tests pass a clock.Mock.
+	Clock clock.Clock
 }
 
 // Averager runs reduce-scatter + all-gather all-reduces over a Transport.
@@ -141,6 +145,8 @@ type AveragerConfig struct {
 type Averager struct {
 	t   Transport
 	cfg AveragerConfig
+
+	clk clock.Clock
 
 	// mu guards the round bookkeeping below; goroutines waiting on it
 	// (senders being served, the owner's reduction, repairs) block on
@@ -263,7 +269,7 @@ func NewAverager(t Transport, cfg AveragerConfig) *Averager {
 	if cfg.Result == nil {
 		cfg.Result = cfg.Codec
 	}
-	a := &Averager{t: t, cfg: cfg, changed: make(chan struct{}), rounds: newRoundTable(),
+	a := &Averager{t: t, cfg: cfg, clk: orWall(cfg.Clock), changed: make(chan struct{}), rounds: newRoundTable(),
 		results: map[string]*results{}, history: map[int]*roundHistory{}}
 	t.Handle(ProtoAllReduce, a.serve)
 	t.Handle(ProtoPart, a.serveRepair)
@@ -448,14 +454,14 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	k := len(r.Members)
 	n := len(local)
 	lo, hi := r.Bounds(n, me)
-	started := time.Now()
+	started := a.clk.Now()
 	budget, open := a.budget(r, n)
 	a.last.Store(int64(budget))
 	deadline := started.Add(budget)
 	// A result not in by three quarters of the budget is fetched from
 	// the members that have it (repair) in the quarter left.
 	resultBy := started.Add(budget * 3 / 4)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	ctx, cancel := a.clk.WithDeadline(ctx, deadline)
 	defer cancel()
 
 	own := local[lo:hi]
@@ -474,7 +480,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		}
 	}
 	a.mu.Lock()
-	rs, err := a.rounds.start(r, me, lo, hi, own, deadline, time.Now(), a.staleAfter())
+	rs, err := a.rounds.start(r, me, lo, hi, own, deadline, a.clk.Now(), a.staleAfter())
 	if err == nil {
 		a.signalLocked() // senders waiting for the round to start
 	}
@@ -551,7 +557,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		a.observe(n, 0, false)
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
 	}
-	a.observe(n, time.Since(started), true)
+	a.observe(n, a.clk.Since(started), true)
 	return nil
 }
 
@@ -649,7 +655,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	lo, hi := r.Bounds(len(local), j)
 	// Opening has its own budget: an unreachable owner fails the round
 	// now, not at its end, and a slow dial does not eat the transfer's.
-	octx, ocancel := context.WithTimeout(ctx, open)
+	octx, ocancel := a.clk.WithTimeout(ctx, open)
 	s, err := a.t.Open(octx, r.Members[j], ProtoAllReduce)
 	ocancel()
 	if err != nil {
@@ -666,7 +672,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	// A part shares our uplink with the other k-2, and its receipt and
 	// average wait on the other members' parts: frames here are bounded
 	// by the round's budget, not by one frame's size at one link's rate.
-	wait := func() { s.SetTimeout(max(time.Until(resultBy), time.Millisecond)) }
+	wait := func() { s.SetTimeout(max(a.clk.Until(resultBy), time.Millisecond)) }
 	wait()
 
 	hdr, _ := json.Marshal(partHeader{Round: r.ID, Sender: me, Part: j, Samples: r.Samples[me]})
@@ -686,7 +692,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 			d[i] = x - d[i]
 		}
 	}
-	begun := time.Now()
+	begun := a.clk.Now()
 	if err := s.Send(enc); err != nil {
 		return nil, sent, err
 	}
@@ -694,7 +700,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	wait()
 	res, err := s.Recv(a.maxResult(r, hi-lo) + 1)
 	if err == nil && len(res) == 1 && res[0] == resultReceived {
-		sent = upload{bytes: len(enc), first: begun, last: time.Now()}
+		sent = upload{bytes: len(enc), first: begun, last: a.clk.Now()}
 		wait()
 		res, err = s.Recv(a.maxResult(r, hi-lo) + 1)
 	}
@@ -766,12 +772,12 @@ func (a *Averager) serve(s Stream) {
 	// each peer may announce only a few (see roundTable.announce).
 	from := s.RemotePeer()
 	a.mu.Lock()
-	rs := a.rounds.announce(h.Round, from, time.Now(), a.staleAfter())
+	rs := a.rounds.announce(h.Round, from, a.clk.Now(), a.staleAfter())
 	a.mu.Unlock()
 	if rs == nil {
 		return
 	}
-	ready := time.NewTimer(a.Deadline())
+	ready := a.clk.Timer(a.Deadline())
 	started := a.await(nil, ready.C, func() bool { return rs.started })
 	ready.Stop()
 	if !started {
@@ -786,7 +792,7 @@ func (a *Averager) serve(s Stream) {
 		return
 	}
 	// Like the sender's frames, ours are bounded by the round's deadline.
-	s.SetTimeout(max(time.Until(deadline), time.Millisecond))
+	s.SetTimeout(max(a.clk.Until(deadline), time.Millisecond))
 	frame, err := s.Recv(a.maxPart(r, count))
 	if err != nil {
 		return
@@ -819,7 +825,7 @@ func (a *Averager) serve(s Stream) {
 		return
 	}
 
-	wait := time.NewTimer(time.Until(deadline))
+	wait := a.clk.Timer(a.clk.Until(deadline))
 	defer wait.Stop()
 	var result []byte
 	var rerr error

@@ -99,7 +99,7 @@ func (a *Averager) serveRepair(s Stream) {
 		s.Close()
 		return
 	}
-	wait := time.NewTimer(time.Until(res.deadline))
+	wait := a.clk.Timer(a.clk.Until(res.deadline))
 	defer wait.Stop()
 	a.await(nil, wait.C, func() bool { return res.known[req.Part] })
 	a.mu.Lock()

@@ -73,7 +73,7 @@ func donorsAt(t *testing.T, n int, step uint64) (*MemNetwork, []*MemTransport, [
 	var rs []*replica
 	for _, tr := range ts[:n] {
 		r := &replica{step: step, nParams: testNParams, nOpt: testNOpt}
-		r.srv = NewStateServer(tr, "ab", r.current, r.snapshot)
+		r.srv = NewStateServer(tr, "ab", r.current, r.snapshot, nil)
 		rs = append(rs, r)
 	}
 	return net, ts, ids, rs

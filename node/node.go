@@ -272,7 +272,7 @@ func New(cfg Config) (_ *Node, err error) {
 		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.MinGroup, MaxGroup: cfg.Run.MaxGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
-	n.states = gossip.NewStateServer(n.tr, n.run, n.servableStep, n.snapshot)
+	n.states = gossip.NewStateServer(n.tr, n.run, n.servableStep, n.snapshot, nil)
 	if n.frozen, err = frozenRanges(n.model.Tensors(), cfg.Run.Freeze); err != nil {
 		return nil, err
 	}
