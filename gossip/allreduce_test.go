@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/filecoin-project/go-clock"
@@ -179,8 +180,13 @@ func TestWeightedMeanDeterministic(t *testing.T) {
 
 // Many rounds in a row: finished rounds must not pile up and crowd out
 // the next ones (a peer refuses senders of unknown rounds once too many
-// are pending).
+// are pending). It runs in a synctest bubble: time moves only when every
+// goroutine waits, so a loaded machine cannot time a round out.
 func TestAllReduceManyRounds(t *testing.T) {
+	synctest.Test(t, testAllReduceManyRounds)
+}
+
+func testAllReduceManyRounds(t *testing.T) {
 	_, ts, ids := memPeers(3)
 	var avs []*Averager
 	for _, tr := range ts {
