@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
@@ -131,6 +132,9 @@ type AveragerConfig struct {
 	// TransferSlack multiplies the transfer time the links predict
 	// (default 3): room for congestion, encoding and a loaded CPU.
 	TransferSlack float64
+	// Clock times rounds, deadlines and uplinks (nil: the wall clock);
+	// tests pass a clock.Mock.
+	Clock clock.Clock
 }
 
 // Averager runs reduce-scatter + all-gather all-reduces over a Transport.
@@ -142,9 +146,16 @@ type Averager struct {
 	t   Transport
 	cfg AveragerConfig
 
-	mu      sync.Mutex
-	rounds  map[string]*roundState
-	results map[string]*results // recent rounds' final parts, for repairs
+	clk clock.Clock
+
+	// mu guards the round bookkeeping below; goroutines waiting on it
+	// (senders being served, the owner's reduction, repairs) block on
+	// changed, which is closed and replaced whenever it moves (see await).
+	mu        sync.Mutex
+	changed   chan struct{}
+	rounds    roundTable          // rounds we own a part of (roundstate.go)
+	results   map[string]*results // recent rounds' final parts, for repairs
+	resultSeq uint64              // orders results, oldest first
 	// history of rounds by vector length: PowerSGD's two rounds per step
 	// (and Moshpit's parameter rounds) differ in size, and one's success
 	// must neither reset the other's backoff nor skew its round time.
@@ -258,7 +269,8 @@ func NewAverager(t Transport, cfg AveragerConfig) *Averager {
 	if cfg.Result == nil {
 		cfg.Result = cfg.Codec
 	}
-	a := &Averager{t: t, cfg: cfg, rounds: map[string]*roundState{}, results: map[string]*results{}, history: map[int]*roundHistory{}}
+	a := &Averager{t: t, cfg: cfg, clk: orWall(cfg.Clock), changed: make(chan struct{}), rounds: newRoundTable(),
+		results: map[string]*results{}, history: map[int]*roundHistory{}}
 	t.Handle(ProtoAllReduce, a.serve)
 	t.Handle(ProtoPart, a.serveRepair)
 	return a
@@ -268,30 +280,6 @@ func NewAverager(t Transport, cfg AveragerConfig) *Averager {
 func (a *Averager) BytesSent() int64     { return a.bytesSent.Load() }
 func (a *Averager) BytesReceived() int64 { return a.bytesRecv.Load() }
 
-// roundState is one round as seen by this peer acting as the owner of a
-// part. Senders may arrive before the local AllReduce call registers the
-// round; they wait on ready.
-type roundState struct {
-	created     time.Time
-	claimed     bool          // a local AllReduce owns it; guarded by Averager.mu
-	announcedBy peer.ID       // sender that created it before we started it; guarded by Averager.mu
-	ready       chan struct{} // closed once round, parts and own are set
-	round       Round
-	lo, hi      int
-
-	deadline time.Time // when the round is void; set with round
-
-	mu       sync.Mutex
-	contribs [][]float32 // by member index; own filled locally; nil: dropped
-	seen     []bool      // by member index: its part arrived (or was dropped)
-	missing  int
-	arrived  chan struct{} // closed when missing reaches 0
-
-	done   chan struct{} // closed when result or err is set
-	result []byte
-	err    error
-}
-
 type partHeader struct {
 	Round   string `json:"round"`
 	Sender  int    `json:"sender"`
@@ -300,15 +288,6 @@ type partHeader struct {
 }
 
 const maxHeader = 1 << 10
-
-// maxPendingRounds caps the rounds a peer tracks at once (its own in
-// flight plus ones announced by senders but not yet started locally), so
-// strangers cannot grow the table.
-const maxPendingRounds = 64
-
-// maxPendingPerPeer caps the not-yet-started rounds one peer may announce:
-// an honest member is at most a round or two ahead of us.
-const maxPendingPerPeer = 4
 
 // maxPartFrame bounds an fp32 frame of count values: payload plus room
 // for headers and a lossless stage that failed to shrink.
@@ -373,26 +352,42 @@ func maxFrame(c compression.Codec, count int) int {
 	return c.MaxEncodedLen(count) + count/16 + compression.FrameOverhead + 1024
 }
 
-func (a *Averager) state(id string) *roundState {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := time.Now()
-	for k, rs := range a.rounds {
-		if !rs.claimed && now.Sub(rs.created) > max(a.cfg.RoundTimeout, a.Deadline()) {
-			delete(a.rounds, k)
+// staleAfter is how long a round nobody started is kept: its members
+// gave up on it by then.
+func (a *Averager) staleAfter() time.Duration { return max(a.cfg.RoundTimeout, a.Deadline()) }
+
+// signalLocked wakes every goroutine in await; a.mu must be held. One
+// broadcast serves all rounds: a round moves a few times (started, all
+// parts in, finished, each part's direct outcome), and each move wakes
+// only the goroutines of the rounds in flight, which check and sleep.
+func (a *Averager) signalLocked() {
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
+// await blocks until cond, checked under a.mu, holds (true), or until
+// done is closed or expired fires (false). Nil channels never end it.
+func (a *Averager) await(done <-chan struct{}, expired <-chan time.Time, cond func() bool) bool {
+	for {
+		a.mu.Lock()
+		ok, changed := cond(), a.changed
+		a.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-done:
+			return false
+		case <-expired:
+			return false
 		}
 	}
-	rs, ok := a.rounds[id]
-	if !ok {
-		rs = &roundState{created: now, ready: make(chan struct{}), arrived: make(chan struct{}), done: make(chan struct{})}
-		a.rounds[id] = rs
-	}
-	return rs
 }
 
 func (a *Averager) forget(id string) {
 	a.mu.Lock()
-	delete(a.rounds, id)
+	a.rounds.forget(id)
 	a.mu.Unlock()
 }
 
@@ -459,14 +454,14 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	k := len(r.Members)
 	n := len(local)
 	lo, hi := r.Bounds(n, me)
-	started := time.Now()
+	started := a.clk.Now()
 	budget, open := a.budget(r, n)
 	a.last.Store(int64(budget))
 	deadline := started.Add(budget)
 	// A result not in by three quarters of the budget is fetched from
 	// the members that have it (repair) in the quarter left.
 	resultBy := started.Add(budget * 3 / 4)
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	ctx, cancel := a.clk.WithDeadline(ctx, deadline)
 	defer cancel()
 
 	own := local[lo:hi]
@@ -484,32 +479,18 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 			}
 		}
 	}
-	rs := a.state(r.ID)
 	a.mu.Lock()
-	claimed := rs.claimed
-	rs.claimed = true
+	rs, err := a.rounds.start(r, me, lo, hi, own, deadline, a.clk.Now(), a.staleAfter())
+	if err == nil {
+		a.signalLocked() // senders waiting for the round to start
+	}
 	a.mu.Unlock()
-	if claimed {
+	if err != nil {
 		return fmt.Errorf("allreduce: round %s was already run", truncate(r.ID, 8))
 	}
 	// Senders already being served hold rs; dropping the table entry at
 	// the end keeps the table as small as the rounds in flight.
 	defer a.forget(r.ID)
-	rs.mu.Lock()
-	rs.round, rs.lo, rs.hi, rs.deadline = r, lo, hi, deadline
-	rs.contribs = make([][]float32, k)
-	rs.contribs[me] = own
-	rs.seen = make([]bool, k)
-	rs.seen[me] = true
-	rs.missing = k - 1
-	if lo == hi {
-		rs.missing = 0 // we own nothing: nobody sends us a part
-	}
-	if rs.missing == 0 {
-		close(rs.arrived)
-	}
-	rs.mu.Unlock()
-	close(rs.ready)
 
 	res := a.track(r.ID, k, deadline)
 	var wg sync.WaitGroup
@@ -521,14 +502,14 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 			continue
 		}
 		if plo, phi := r.Bounds(n, j); plo == phi {
-			res.resolve(j, []byte{}) // an empty part: nothing to exchange
+			a.resolve(res, j, []byte{}) // an empty part: nothing to exchange
 			continue
 		}
 		wg.Add(1)
 		go func(j int) {
 			defer wg.Done()
 			part, sent, err := a.exchange(ctx, r, me, j, local, out, dropped, open, resultBy)
-			res.resolve(j, part)
+			a.resolve(res, j, part)
 			upMu.Lock()
 			up.add(sent)
 			upMu.Unlock()
@@ -557,9 +538,12 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		ownPart, ownErr = a.reduceOwnPart(ctx, rs, r, out[lo:hi])
 	} else {
 		ownPart = []byte{}
-		close(rs.done)
+		a.mu.Lock()
+		rs.finish(nil, nil)
+		a.signalLocked()
+		a.mu.Unlock()
 	}
-	res.resolve(me, ownPart)
+	a.resolve(res, me, ownPart)
 	wg.Wait()
 	close(errs)
 	// Receipts time the uplink whatever became of the round: a member
@@ -573,7 +557,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		a.observe(n, 0, false)
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
 	}
-	a.observe(n, time.Since(started), true)
+	a.observe(n, a.clk.Since(started), true)
 	return nil
 }
 
@@ -601,36 +585,34 @@ func (u *upload) add(v upload) {
 // reduceOwnPart waits for every member's copy of this peer's part,
 // averages them, and publishes the encoded result for the senders.
 func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, out []float32) ([]byte, error) {
-	fail := func(err error) ([]byte, error) {
-		rs.mu.Lock()
-		rs.err = err
-		rs.mu.Unlock()
-		close(rs.done)
+	finish := func(enc []byte, err error) ([]byte, error) {
+		a.mu.Lock()
+		rs.finish(enc, err)
+		a.signalLocked() // senders waiting for the outcome
+		a.mu.Unlock()
+		return enc, err
+	}
+	if !a.await(ctx.Done(), nil, rs.complete) {
+		a.mu.Lock()
+		err := rs.expire(ctx.Err())
+		a.signalLocked()
+		a.mu.Unlock()
 		return nil, err
 	}
-	select {
-	case <-rs.arrived:
-	case <-ctx.Done():
-		return fail(fmt.Errorf("waiting for parts: %w", ctx.Err()))
-	}
-	rs.mu.Lock()
-	contribs := rs.contribs
-	rs.mu.Unlock()
+	a.mu.Lock()
+	contribs, lo, hi := rs.parts(), rs.lo, rs.hi
+	a.mu.Unlock()
 	avg := WeightedMean(contribs, r.Samples)
-	enc, err := a.encode(a.resultCodec(rs.round, rs.lo, rs.hi), avg)
+	enc, err := a.encode(a.resultCodec(r, lo, hi), avg)
 	if err != nil {
-		return fail(err)
+		return finish(nil, err)
 	}
 	// The owner uses the decoded bytes too: that is what makes every
 	// member's copy bit-identical under a lossy codec.
 	if err := compression.DecodePart(out, enc); err != nil {
-		return fail(err)
+		return finish(nil, err)
 	}
-	rs.mu.Lock()
-	rs.result = enc
-	rs.mu.Unlock()
-	close(rs.done)
-	return enc, nil
+	return finish(enc, nil)
 }
 
 // WeightedMean returns Σ w_m·x_m / Σ w_m over the non-nil x_m, accumulated in member order with
@@ -673,7 +655,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	lo, hi := r.Bounds(len(local), j)
 	// Opening has its own budget: an unreachable owner fails the round
 	// now, not at its end, and a slow dial does not eat the transfer's.
-	octx, ocancel := context.WithTimeout(ctx, open)
+	octx, ocancel := a.clk.WithTimeout(ctx, open)
 	s, err := a.t.Open(octx, r.Members[j], ProtoAllReduce)
 	ocancel()
 	if err != nil {
@@ -690,7 +672,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	// A part shares our uplink with the other k-2, and its receipt and
 	// average wait on the other members' parts: frames here are bounded
 	// by the round's budget, not by one frame's size at one link's rate.
-	wait := func() { s.SetTimeout(max(time.Until(resultBy), time.Millisecond)) }
+	wait := func() { s.SetTimeout(max(a.clk.Until(resultBy), time.Millisecond)) }
 	wait()
 
 	hdr, _ := json.Marshal(partHeader{Round: r.ID, Sender: me, Part: j, Samples: r.Samples[me]})
@@ -710,7 +692,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 			d[i] = x - d[i]
 		}
 	}
-	begun := time.Now()
+	begun := a.clk.Now()
 	if err := s.Send(enc); err != nil {
 		return nil, sent, err
 	}
@@ -718,7 +700,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	wait()
 	res, err := s.Recv(a.maxResult(r, hi-lo) + 1)
 	if err == nil && len(res) == 1 && res[0] == resultReceived {
-		sent = upload{bytes: len(enc), first: begun, last: time.Now()}
+		sent = upload{bytes: len(enc), first: begun, last: a.clk.Now()}
 		wait()
 		res, err = s.Recv(a.maxResult(r, hi-lo) + 1)
 	}
@@ -786,45 +768,32 @@ func (a *Averager) serve(s Stream) {
 	if err := json.Unmarshal(hb, &h); err != nil || len(h.Round) == 0 || len(h.Round) > 64 {
 		return
 	}
-	// A round we have not started yet is "announced" by its first sender.
-	// Each peer may announce only a few, so junk from one peer cannot crowd
-	// out the rounds of honest ones.
+	// A round we have not started yet is "announced" by its first sender;
+	// each peer may announce only a few (see roundTable.announce).
 	from := s.RemotePeer()
 	a.mu.Lock()
-	_, known := a.rounds[h.Round]
-	byPeer := 0
-	for _, rs := range a.rounds {
-		if !rs.claimed && rs.announcedBy == from {
-			byPeer++
-		}
-	}
-	refuse := !known && (len(a.rounds) >= maxPendingRounds || byPeer >= maxPendingPerPeer)
+	rs := a.rounds.announce(h.Round, from, a.clk.Now(), a.staleAfter())
 	a.mu.Unlock()
-	if refuse {
+	if rs == nil {
 		return
 	}
-	rs := a.state(h.Round)
+	ready := a.clk.Timer(a.Deadline())
+	started := a.await(nil, ready.C, func() bool { return rs.started })
+	ready.Stop()
+	if !started {
+		return
+	}
 	a.mu.Lock()
-	if !known && rs.announcedBy == "" {
-		rs.announcedBy = from
-	}
+	count, err := rs.admit(h, from)
+	r, deadline := rs.round, rs.deadline
 	a.mu.Unlock()
-	select {
-	case <-rs.ready:
-	case <-time.After(a.Deadline()):
+	if err != nil {
+		s.Send(append([]byte{resultFail}, err.Error()...))
 		return
 	}
-	r := rs.round
-	me := r.Index(a.t.Self())
-	if rs.lo == rs.hi || h.Sender < 0 || h.Sender >= len(r.Members) || h.Sender == me || r.Members[h.Sender] != s.RemotePeer() ||
-		h.Part != me || h.Samples != r.Samples[h.Sender] {
-		s.Send(append([]byte{resultFail}, "header does not match the round"...))
-		return
-	}
-	count := rs.hi - rs.lo
 	// Like the sender's frames, ours are bounded by the round's deadline.
-	s.SetTimeout(max(time.Until(rs.deadline), time.Millisecond))
-	frame, err := s.Recv(a.maxPart(rs.round, count))
+	s.SetTimeout(max(a.clk.Until(deadline), time.Millisecond))
+	frame, err := s.Recv(a.maxPart(r, count))
 	if err != nil {
 		return
 	}
@@ -843,32 +812,30 @@ func (a *Averager) serve(s Stream) {
 			a.cfg.OnDrop(r.ID, s.RemotePeer(), err)
 		}
 	}
-	rs.mu.Lock()
-	if rs.seen[h.Sender] {
-		rs.mu.Unlock()
+	a.mu.Lock()
+	accepted, complete := rs.contribute(h.Sender, part)
+	if complete {
+		a.signalLocked() // the owner waits for the last part
+	}
+	a.mu.Unlock()
+	if !accepted {
 		return // duplicate sender
 	}
-	rs.seen[h.Sender] = true
-	rs.contribs[h.Sender] = part
-	rs.missing--
-	if rs.missing == 0 {
-		close(rs.arrived)
-	}
-	rs.mu.Unlock()
 	if err := s.Send([]byte{resultReceived}); err != nil {
 		return
 	}
 
-	wait := time.NewTimer(time.Until(rs.deadline))
+	wait := a.clk.Timer(a.clk.Until(deadline))
 	defer wait.Stop()
-	select {
-	case <-rs.done:
-	case <-wait.C:
+	var result []byte
+	var rerr error
+	if !a.await(nil, wait.C, func() bool {
+		var done bool
+		result, rerr, done = rs.outcome()
+		return done
+	}) {
 		return
 	}
-	rs.mu.Lock()
-	result, rerr := rs.result, rs.err
-	rs.mu.Unlock()
 	if rerr != nil {
 		s.Send(append([]byte{resultFail}, rerr.Error()...))
 		return

@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 func codec(t testing.TB, name string) compression.Codec {
@@ -176,8 +180,13 @@ func TestWeightedMeanDeterministic(t *testing.T) {
 
 // Many rounds in a row: finished rounds must not pile up and crowd out
 // the next ones (a peer refuses senders of unknown rounds once too many
-// are pending).
+// are pending). It runs in a synctest bubble: time moves only when every
+// goroutine waits, so a loaded machine cannot time a round out.
 func TestAllReduceManyRounds(t *testing.T) {
+	synctest.Test(t, testAllReduceManyRounds)
+}
+
+func testAllReduceManyRounds(t *testing.T) {
 	_, ts, ids := memPeers(3)
 	var avs []*Averager
 	for _, tr := range ts {
@@ -194,5 +203,76 @@ func TestAllReduceManyRounds(t *testing.T) {
 				t.Fatalf("round %d, peer %d: %v", step, i, err)
 			}
 		}
+	}
+}
+
+// A member that never runs the round (alive, it accepts streams, but its
+// AllReduce never starts) costs the others the round's budget and no
+// more: at three quarters of it they stop waiting for its part, find
+// nobody who has it, and the round fails for everyone. The budget is an
+// hour on a mock clock; the test advances the clock instead of waiting.
+func TestAllReduceSilentMemberFailsByDeadline(t *testing.T) {
+	net, ts, ids := memPeers(3)
+	mock := clock.NewMock()
+	net.Clock, net.Timeout = mock, 2*time.Hour // only the round's budget bounds its frames
+	var avs []*Averager
+	for _, tr := range ts {
+		avs = append(avs, NewAverager(tr, AveragerConfig{Codec: codec(t, "fp32"), RoundTimeout: time.Hour, Clock: mock}))
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	samples := []int{1, 1, 1}
+	r := Round{Step: 1, Members: ids, Samples: samples, ID: RoundID("ab", 1, 0, ids, samples, nil)}
+	vecs := [][]float32{randVec(rng, 300), randVec(rng, 300)}
+	start := mock.Now()
+	errs := make([]error, 2)
+	ends := make([]time.Time, 2)
+	var wg sync.WaitGroup
+	for i := range 2 { // member 2 stays silent
+		wg.Go(func() {
+			errs[i] = avs[i].AllReduce(context.Background(), r, vecs[i], make([]float32, 300))
+			ends[i] = mock.Now()
+		})
+	}
+	// Both started and hold each other's part: all that is left is to
+	// wait for member 2.
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		for i := range 2 {
+			avs[i].mu.Lock()
+			rs := avs[i].rounds.rounds[r.ID]
+			var missing []peer.ID
+			if rs != nil {
+				missing = rs.missingMembers()
+			}
+			avs[i].mu.Unlock()
+			if rs == nil || !rs.started || len(missing) != 1 || missing[0] != ids[2] {
+				return fmt.Errorf("member %d is not waiting for member 2 alone", i)
+			}
+		}
+		return nil
+	})
+	budget := avs[0].Deadline()
+	if budget != time.Hour {
+		t.Fatalf("budget %v, want the RoundTimeout of a first round", budget)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	tick := budget / 64
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+			mock.Add(tick) // goroutines that set timers late still see them fire on a later tick
+			runtime.Gosched()
+		}
+	}
+	for i, err := range errs {
+		if err == nil {
+			t.Fatalf("member %d: a round with a silent member succeeded", i)
+		}
+		if el := ends[i].Sub(start); el < budget*3/4 || el > budget+tick {
+			t.Fatalf("member %d failed after %v of a %v budget: want between 3/4 of it and all of it (%v)", i, el, budget, err)
+		}
+		t.Logf("member %d failed after %v of %v: %v", i, ends[i].Sub(start), budget, err)
 	}
 }

@@ -3,6 +3,7 @@ package gossip
 import (
 	"math/rand/v2"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -97,8 +98,21 @@ func TestTransferTime(t *testing.T) {
 
 // A failed round widens the next deadline and a success resets it; the
 // owners' receipts time each member's uplink, and a member whose frames
-// crawl measures a slower one.
+// crawl measures a slower one. It runs in a synctest bubble, where time
+// moves only when every goroutine waits: the links take the time the
+// fault hook gives them (40 ms a frame on the slow one, 1 ms on the
+// others), not whatever a loaded CPU adds.
 func TestAveragerBacksOffAndMeasuresUplink(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		testAveragerBacksOffAndMeasuresUplink(t)
+		// A sender of the failed round may reach an owner that already
+		// gave up on it; the owner waits for the round to start until its
+		// deadline. Let such goroutines run out their (bubble) timers.
+		time.Sleep(time.Hour)
+	})
+}
+
+func testAveragerBacksOffAndMeasuresUplink(t *testing.T) {
 	net, ts, ids := memPeers(3)
 	net.SlowDelay = 40 * time.Millisecond
 	var avs []*Averager
@@ -114,9 +128,13 @@ func TestAveragerBacksOffAndMeasuresUplink(t *testing.T) {
 	}
 	slow := ids[2]
 	net.SetFault(func(e FrameEvent) FrameAction {
-		if e.From == slow && e.Proto == ProtoAllReduce && e.Opener {
+		if e.Proto != ProtoAllReduce || !e.Opener {
+			return Deliver
+		}
+		if e.From == slow {
 			return Slow // its uplink: the parts it sends
 		}
+		time.Sleep(time.Millisecond) // a fast link still takes a moment (bubble time)
 		return Deliver
 	})
 	for step := range uint64(3) {

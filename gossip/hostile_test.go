@@ -23,7 +23,7 @@ func TestHostileStreamsDoNotHurt(t *testing.T) {
 	}
 	view := &fixedView{ids: ids[:2]}
 	NewMatchmaker(ts[0], MatchConfig{Run: "ab", JoinWindow: 200 * time.Millisecond}, view)
-	NewStateServer(ts[0], "ab", func() (uint64, error) { return 0, nil }, func() (Snapshot, error) { return Snapshot{Params: []float32{1}}, nil })
+	NewStateServer(ts[0], "ab", func() (uint64, error) { return 0, nil }, func() (Snapshot, error) { return Snapshot{Params: []float32{1}}, nil }, nil)
 	(&Admission{Run: "ab", Config: json.RawMessage(`{}`)}).Serve(ts[0])
 
 	attacker := ts[2]

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -72,6 +73,9 @@ type MatchConfig struct {
 	// MaxGroup peers joined; later joiners are told the group is full
 	// (ErrGroupFull) and retry, forming the next group among themselves.
 	MaxGroup int
+	// Clock times the join window and the joiners' waits (nil: the wall
+	// clock); tests pass a clock.Mock.
+	Clock clock.Clock
 }
 
 // MatchView is what an assembler needs to know about the swarm.
@@ -128,6 +132,7 @@ func NewMatchmaker(t Transport, cfg MatchConfig, view MatchView) *Matchmaker {
 	if cfg.Slack <= 0 {
 		cfg.Slack = 3 * time.Second
 	}
+	cfg.Clock = orWall(cfg.Clock)
 	m := &Matchmaker{t: t, cfg: cfg, view: view, assemblies: map[uint64]*assembly{}}
 	t.Handle(ProtoMatch, m.serve)
 	return m
@@ -176,7 +181,7 @@ func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candid
 }
 
 func (m *Matchmaker) ask(ctx context.Context, leader peer.ID, j Join) (Group, error) {
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.JoinWindow+m.cfg.Slack)
+	ctx, cancel := m.cfg.Clock.WithTimeout(ctx, m.cfg.JoinWindow+m.cfg.Slack)
 	defer cancel()
 	s, err := m.t.Open(ctx, leader, ProtoMatch)
 	if err != nil {
@@ -220,7 +225,7 @@ func (m *Matchmaker) serve(s Stream) {
 		s.Reset()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.JoinWindow+m.cfg.Slack)
+	ctx, cancel := m.cfg.Clock.WithTimeout(context.Background(), m.cfg.JoinWindow+m.cfg.Slack)
 	defer cancel()
 	g, err := m.join(ctx, s.RemotePeer(), *msg.Join)
 	if err != nil {
@@ -310,16 +315,18 @@ func (m *Matchmaker) open(step uint64) *assembly {
 	}
 	a := &assembly{step: step, attempt: attempt, taken: taken, joined: map[peer.ID]Join{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
 	m.assemblies[step] = a
-	go m.assemble(a)
+	// The window opens with the assembly, before anyone can join it (and
+	// before a test driving a mock clock can see it).
+	deadline := m.cfg.Clock.Timer(m.cfg.JoinWindow)
+	tick := m.cfg.Clock.Ticker(m.cfg.JoinWindow / 20)
+	go m.assemble(a, deadline, tick)
 	return a
 }
 
 // assemble closes the group when every expected peer joined, or when the
 // join window after the first join passes.
-func (m *Matchmaker) assemble(a *assembly) {
-	deadline := time.NewTimer(m.cfg.JoinWindow)
+func (m *Matchmaker) assemble(a *assembly, deadline *clock.Timer, tick *clock.Ticker) {
 	defer deadline.Stop()
-	tick := time.NewTicker(m.cfg.JoinWindow / 20)
 	defer tick.Stop()
 	for {
 		select {

@@ -3,12 +3,16 @@ package gossip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 func TestAssemblerAgreesAndRotates(t *testing.T) {
@@ -80,12 +84,38 @@ func TestMatchAllJoinSameGroup(t *testing.T) {
 	}
 }
 
+// joinedAt counts the peers that joined m's newest assembly of step,
+// and reports whether it closed.
+func (m *Matchmaker) joinedAt(step uint64) (joined int, closed bool) {
+	m.mu.Lock()
+	a := m.assemblies[step]
+	m.mu.Unlock()
+	if a == nil {
+		return 0, false
+	}
+	select {
+	case <-a.done:
+		closed = true
+	default:
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.joined), closed
+}
+
+// The assembler waits for a missing peer only for the join window, then
+// forms the group of those who came. The window is an hour on a mock
+// clock: the test passes in no time only because advancing the clock
+// closes it.
 func TestMatchWindowClosesWithoutMissingPeer(t *testing.T) {
-	_, ts, ids := memPeers(3)
+	net, ts, ids := memPeers(3)
+	mock := clock.NewMock()
+	const window = time.Hour
+	net.Clock, net.Timeout = mock, 2*window // frames outlast the window
 	st := &fixedView{step: 0, ids: ids}
 	var mms []*Matchmaker
 	for _, tr := range ts {
-		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 300 * time.Millisecond}, st))
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: window, Clock: mock}, st))
 	}
 	// The assembler of step 0 waits for everyone, but one peer never comes.
 	leader := Assembler(0, ids)
@@ -109,6 +139,20 @@ func TestMatchWindowClosesWithoutMissingPeer(t *testing.T) {
 			rounds[i], errs[i] = mms[i].Match(context.Background(), 0, 4, ids)
 		}(i)
 	}
+	// Both joined: the window's timer runs since the first join. Just
+	// short of the window nothing happens; at the window the group forms.
+	assembler := mms[slices.Index(ids, leader)]
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if n, _ := assembler.joinedAt(0); n != 2 {
+			return fmt.Errorf("%d of 2 joined", n)
+		}
+		return nil
+	})
+	mock.Add(window - time.Second)
+	if _, closed := assembler.joinedAt(0); closed {
+		t.Fatal("the assembly closed before its window")
+	}
+	mock.Add(time.Second)
 	wg.Wait()
 	for i := range mms {
 		if i == absent {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
@@ -24,6 +25,10 @@ type MemNetwork struct {
 	Timeout time.Duration
 	// SlowDelay is how long a frame marked Slow takes to go out.
 	SlowDelay time.Duration
+	// Clock times Timeout and SlowDelay (nil: the wall clock). Set it
+	// before the first stream opens; tests that drive the protocols with
+	// a clock.Mock give the network the same one.
+	Clock clock.Clock
 	// fault, when set, decides the fate of every frame before delivery,
 	// so tests can crash, stall or corrupt a peer at an exact protocol step.
 	fault atomic.Pointer[func(FrameEvent) FrameAction]
@@ -210,14 +215,16 @@ func (s *memStream) Send(frame []byte) error {
 				b[i] ^= 0xA5
 			}
 		case Slow:
+			slow := orWall(s.net.Clock).Timer(s.net.SlowDelay)
 			select {
-			case <-time.After(s.net.SlowDelay):
+			case <-slow.C:
 			case <-s.dead:
+				slow.Stop()
 				return errMemReset
 			}
 		}
 	}
-	timer := time.NewTimer(time.Duration(s.timeout.Load()))
+	timer := orWall(s.net.Clock).Timer(time.Duration(s.timeout.Load()))
 	defer timer.Stop()
 	select {
 	case s.out.frames <- b:
@@ -234,7 +241,7 @@ func (s *memStream) Send(frame []byte) error {
 }
 
 func (s *memStream) Recv(max int) ([]byte, error) {
-	timer := time.NewTimer(time.Duration(s.timeout.Load()))
+	timer := orWall(s.net.Clock).Timer(time.Duration(s.timeout.Load()))
 	defer timer.Stop()
 	select {
 	case b := <-s.in.frames:

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -24,29 +23,33 @@ import (
 // final, not just early.
 
 // results holds, for one round, the final bytes of every part this peer
-// got directly (from the owner, or as the owner).
+// got directly (from the owner, or as the owner). Plain data, guarded by
+// Averager.mu like the round bookkeeping.
 type results struct {
-	created  time.Time
+	seq      uint64    // creation order: the oldest are dropped first
 	deadline time.Time // the round's: no direct outcome comes later
 	parts    [][]byte
-	direct   []chan struct{} // closed when the direct outcome for a part is known
-	once     []sync.Once
+	known    []bool // the direct outcome of a part is in
 }
 
-func newResults(k int) *results {
-	r := &results{created: time.Now(), parts: make([][]byte, k), direct: make([]chan struct{}, k), once: make([]sync.Once, k)}
-	for i := range r.direct {
-		r.direct[i] = make(chan struct{})
+// resolve records the direct outcome of part j: its bytes, or nil. The
+// first outcome is final; it reports whether this one was.
+func (r *results) resolve(j int, part []byte) bool {
+	if r.known[j] {
+		return false
 	}
-	return r
+	r.parts[j], r.known[j] = part, true
+	return true
 }
 
-// resolve records the direct outcome of part j: its bytes, or nil.
-func (r *results) resolve(j int, part []byte) {
-	r.once[j].Do(func() {
-		r.parts[j] = part
-		close(r.direct[j])
-	})
+// resolve records the direct outcome of part j of res and wakes repairs
+// waiting for it.
+func (a *Averager) resolve(res *results, j int, part []byte) {
+	a.mu.Lock()
+	if res.resolve(j, part) {
+		a.signalLocked()
+	}
+	a.mu.Unlock()
 }
 
 // keepResults is how many recent rounds' parts a peer keeps for repairs.
@@ -55,15 +58,15 @@ const keepResults = 16
 func (a *Averager) track(id string, k int, deadline time.Time) *results {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	res := newResults(k)
-	res.deadline = deadline
+	a.resultSeq++
+	res := &results{seq: a.resultSeq, deadline: deadline, parts: make([][]byte, k), known: make([]bool, k)}
 	a.results[id] = res
 	if len(a.results) > keepResults {
 		ids := make([]string, 0, len(a.results))
 		for id := range a.results {
 			ids = append(ids, id)
 		}
-		sort.Slice(ids, func(i, j int) bool { return a.results[ids[i]].created.Before(a.results[ids[j]].created) })
+		sort.Slice(ids, func(i, j int) bool { return a.results[ids[i]].seq < a.results[ids[j]].seq })
 		for _, old := range ids[:len(ids)-keepResults] {
 			delete(a.results, old)
 		}
@@ -96,12 +99,9 @@ func (a *Averager) serveRepair(s Stream) {
 		s.Close()
 		return
 	}
-	wait := time.NewTimer(time.Until(res.deadline))
+	wait := a.clk.Timer(a.clk.Until(res.deadline))
 	defer wait.Stop()
-	select {
-	case <-res.direct[req.Part]:
-	case <-wait.C:
-	}
+	a.await(nil, wait.C, func() bool { return res.known[req.Part] })
 	a.mu.Lock()
 	part := res.parts[req.Part]
 	a.mu.Unlock()

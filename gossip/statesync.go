@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
@@ -68,6 +69,7 @@ const (
 
 // StateServer serves this peer's state to joiners over ProtoState.
 type StateServer struct {
+	clk      clock.Clock
 	run      string
 	current  func() (uint64, error) // the local step, cheaply
 	snapshot func() (Snapshot, error)
@@ -92,9 +94,10 @@ type pinnedState struct {
 // NewStateServer registers the state protocol on t. current returns the
 // local step (an error: nothing to serve, e.g. while syncing); snapshot
 // returns the current state, a copy the server may keep. Requests check
-// the step with current; only a pin takes a snapshot.
-func NewStateServer(t Transport, run string, current func() (uint64, error), snapshot func() (Snapshot, error)) *StateServer {
-	s := &StateServer{run: run, current: current, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}, byPeer: map[peer.ID]int{}}
+// the step with current; only a pin takes a snapshot. clk times how long
+// a joiner's request may wait for a step (nil: the wall clock).
+func NewStateServer(t Transport, run string, current func() (uint64, error), snapshot func() (Snapshot, error), clk clock.Clock) *StateServer {
+	s := &StateServer{clk: orWall(clk), run: run, current: current, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}, byPeer: map[peer.ID]int{}}
 	t.Handle(ProtoState, s.serve)
 	return s
 }
@@ -172,9 +175,11 @@ func (s *StateServer) pin(ctx context.Context, step uint64, wait time.Duration) 
 	}
 	w := make(chan *pinnedState, 1)
 	s.waiters[step] = append(s.waiters[step], w)
-	s.mu.Unlock()
-	timer := time.NewTimer(wait)
+	// The wait starts before the waiter is visible (to a test driving a
+	// mock clock, too).
+	timer := s.clk.Timer(wait)
 	defer timer.Stop()
+	s.mu.Unlock()
 	select {
 	case p := <-w:
 		if p == nil {
@@ -260,7 +265,7 @@ func (s *StateServer) serve(st Stream) {
 		return
 	}
 	wait := min(max(time.Duration(req.WaitMS)*time.Millisecond, 0), maxDonorWait)
-	ctx, cancel := context.WithTimeout(context.Background(), wait+time.Second)
+	ctx, cancel := s.clk.WithTimeout(context.Background(), wait+time.Second)
 	p, at, err := s.pin(ctx, req.Step, wait)
 	cancel()
 	if err != nil {
@@ -317,6 +322,9 @@ type StateRequest struct {
 	// Want is the hash the swarm agrees on at Step, when known: donors
 	// announcing another state are not used. Empty: the donors' majority.
 	Want string
+	// Clock times the wait for each donor's manifest (nil: the wall
+	// clock); tests pass a clock.Mock.
+	Clock clock.Clock
 }
 
 // Fetched is a downloaded, verified state and where it came from.
@@ -442,7 +450,7 @@ func pinOne(ctx context.Context, t Transport, p peer.ID, req StateRequest) (dono
 	if err != nil {
 		return c, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, req.Wait+10*time.Second)
+	ctx, cancel := orWall(req.Clock).WithTimeout(ctx, req.Wait+10*time.Second)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()

@@ -3,12 +3,14 @@ package gossip
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
@@ -55,6 +57,13 @@ func (r *replica) advance() {
 	r.srv.Advanced(step)
 }
 
+// waitingFor counts the joiners waiting for the replica to reach step.
+func (r *replica) waitingFor(step uint64) int {
+	r.srv.mu.Lock()
+	defer r.srv.mu.Unlock()
+	return len(r.srv.waiters[step])
+}
+
 func (r *replica) pinnedSteps() int {
 	r.srv.mu.Lock()
 	defer r.srv.mu.Unlock()
@@ -68,12 +77,19 @@ const (
 )
 
 func donorsAt(t *testing.T, n int, step uint64) (*MemNetwork, []*MemTransport, []peer.ID, []*replica) {
+	return donorsOn(t, n, step, nil)
+}
+
+// donorsOn is donorsAt with the donors and the network on clk (nil: the
+// wall clock).
+func donorsOn(t *testing.T, n int, step uint64, clk clock.Clock) (*MemNetwork, []*MemTransport, []peer.ID, []*replica) {
 	net, ts, ids := memPeers(n + 1)
 	net.Timeout = 2 * time.Second
+	net.Clock = clk
 	var rs []*replica
 	for _, tr := range ts[:n] {
 		r := &replica{step: step, nParams: testNParams, nOpt: testNOpt}
-		r.srv = NewStateServer(tr, "ab", r.current, r.snapshot)
+		r.srv = NewStateServer(tr, "ab", r.current, r.snapshot, clk)
 		rs = append(rs, r)
 	}
 	return net, ts, ids, rs
@@ -265,12 +281,27 @@ func TestStateSyncRefusesWrongSizes(t *testing.T) {
 func TestStateSyncPinsAcrossSteps(t *testing.T) {
 	_, ts, ids, rs := donorsAt(t, 3, 11)
 	rs[0].advance() // donor 0 is at 12, the others get there while we ask
+	type fetched struct {
+		f   *Fetched
+		err error
+	}
+	got := make(chan fetched, 1)
 	go func() {
-		time.Sleep(50 * time.Millisecond)
-		rs[1].advance()
-		rs[2].advance()
+		f, err := FetchState(context.Background(), ts[3], ids[:3], request(12))
+		got <- fetched{f, err}
 	}()
-	f, err := FetchState(context.Background(), ts[3], ids[:3], request(12))
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		for i, r := range rs[1:] {
+			if r.waitingFor(12) == 0 {
+				return fmt.Errorf("donor %d does not wait for step 12 yet", i+1)
+			}
+		}
+		return nil
+	})
+	rs[1].advance()
+	rs[2].advance()
+	res := <-got
+	f, err := res.f, res.err
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,4 +417,43 @@ func TestStateServerCapsStreamsPerPeer(t *testing.T) {
 		t.Fatalf("another joiner was locked out: %v", err)
 	}
 	checkFetched(t, f, 3)
+}
+
+// A donor behind the requested step waits for it no longer than the
+// request allows (at most maxDonorWait), then says where it is, and the
+// joiner pins that step instead: a stalled swarm is synced where it
+// stands. The half minute passes on a mock clock.
+func TestStateSyncDonorWaitExpires(t *testing.T) {
+	mock := clock.NewMock()
+	net, ts, ids, rs := donorsOn(t, 1, 3, mock)
+	net.Timeout = time.Hour // only the donor's wait bounds the manifest
+	req := request(5)       // the swarm gossiped step 5, the donor is stuck at 3
+	req.Wait, req.Clock = maxDonorWait, mock
+	type fetched struct {
+		f   *Fetched
+		err error
+	}
+	got := make(chan fetched, 1)
+	go func() {
+		f, err := FetchState(context.Background(), ts[1], ids[:1], req)
+		got <- fetched{f, err}
+	}()
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if rs[0].waitingFor(5) == 0 {
+			return errors.New("the donor does not wait for step 5 yet")
+		}
+		return nil
+	})
+	mock.Add(maxDonorWait - time.Second)
+	select {
+	case res := <-got:
+		t.Fatalf("the donor stopped waiting before the request's wait: %v", res.err)
+	default:
+	}
+	mock.Add(time.Second)
+	res := <-got
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	checkFetched(t, res.f, 3)
 }

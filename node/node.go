@@ -240,7 +240,7 @@ func New(cfg Config) (_ *Node, err error) {
 		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.MinGroup, MaxGroup: cfg.Run.MaxGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.net)
-	n.states = gossip.NewStateServer(n.net, n.run, n.servableStep, n.snapshot)
+	n.states = gossip.NewStateServer(n.net, n.run, n.servableStep, n.snapshot, nil)
 	if cfg.Run.InitFrom != "" {
 		if cfg.InitPath == "" {
 			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.InitFrom)

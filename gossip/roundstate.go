@@ -1,0 +1,222 @@
+package gossip
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Round bookkeeping of an owner. The owner of part j of a round collects
+// every member's copy of part j, averages them once all are in, and hands
+// the same encoded average to every sender. roundTable and roundState are
+// that bookkeeping as plain data, in the spirit of etcd-raft's state
+// machine: events in (a sender announced a round, the local AllReduce
+// started it, a copy arrived, the average is made, the round's time is
+// up), decisions out (admit or refuse, all parts in, the outcome to send).
+// They start no goroutine, do no I/O and read no clock: callers pass the
+// time. They are not safe for concurrent use; the Averager guards them
+// with its mutex, and does the streams, timers and waiting around them
+// (allreduce.go).
+
+// maxPendingRounds caps the rounds a peer tracks at once (its own in
+// flight plus ones announced by senders but not yet started locally), so
+// strangers cannot grow the table.
+const maxPendingRounds = 64
+
+// maxPendingPerPeer caps the not-yet-started rounds one peer may announce:
+// an honest member is at most a round or two ahead of us.
+const maxPendingPerPeer = 4
+
+// roundTable holds the rounds this peer owns a part of: those a local
+// AllReduce started, and those senders announced before it did.
+type roundTable struct {
+	rounds map[string]*roundState
+}
+
+func newRoundTable() roundTable { return roundTable{rounds: map[string]*roundState{}} }
+
+// roundState is one round as seen by this peer acting as the owner of a
+// part. Senders may announce it before the local AllReduce starts it;
+// until then only created and announcedBy are set.
+type roundState struct {
+	created     time.Time // when this peer first heard of the round
+	announcedBy peer.ID   // the sender that announced it before it started; "" if none
+	started     bool      // a local AllReduce runs it: the fields below are set
+
+	round    Round
+	me       int       // our index in round
+	lo, hi   int       // the values of our part
+	deadline time.Time // when the round is void
+
+	contribs [][]float32 // by member index; nil: not in yet, or dropped (NaN/Inf)
+	seen     []bool      // by member index: its copy arrived (or was dropped)
+	missing  int         // members whose copy has not arrived
+
+	finished bool   // the outcome below is final
+	result   []byte // the encoded average every sender gets
+	err      error  // why the round failed, instead
+}
+
+// prune forgets rounds nobody started that are older than stale: their
+// members gave up on them long ago.
+func (t *roundTable) prune(now time.Time, stale time.Duration) {
+	for id, rs := range t.rounds {
+		if !rs.started && now.Sub(rs.created) > stale {
+			delete(t.rounds, id)
+		}
+	}
+}
+
+// announce is a sender's header for round id, from peer from, at now. A
+// known round is returned as it is. An unknown one is created, announced
+// by from, unless the table is full (maxPendingRounds) or from already
+// announced maxPendingPerPeer rounds we have not started: junk from one
+// peer cannot crowd out honest ones. Nil means refused. Unstarted rounds
+// older than stale are forgotten first.
+func (t *roundTable) announce(id string, from peer.ID, now time.Time, stale time.Duration) *roundState {
+	t.prune(now, stale)
+	if rs, ok := t.rounds[id]; ok {
+		return rs
+	}
+	if len(t.rounds) >= maxPendingRounds || t.pendingBy(from) >= maxPendingPerPeer {
+		return nil
+	}
+	rs := &roundState{created: now, announcedBy: from}
+	t.rounds[id] = rs
+	return rs
+}
+
+// errAlreadyRun: a round runs once; a retry is a new round.
+var errAlreadyRun = errors.New("round was already run")
+
+// start is the local AllReduce taking up round r, in which this peer is
+// member me and owns values [lo, hi); own is its own copy of that part,
+// and the round is void at deadline. Unstarted rounds older than stale
+// are forgotten first. The round counts own as in; one in which we own
+// nothing needs nobody's copy.
+func (t *roundTable) start(r Round, me, lo, hi int, own []float32, deadline, now time.Time, stale time.Duration) (*roundState, error) {
+	t.prune(now, stale)
+	rs, ok := t.rounds[r.ID]
+	if !ok {
+		rs = &roundState{created: now}
+		t.rounds[r.ID] = rs
+	}
+	if rs.started {
+		return nil, errAlreadyRun
+	}
+	k := len(r.Members)
+	rs.started = true
+	rs.round, rs.me, rs.lo, rs.hi, rs.deadline = r, me, lo, hi, deadline
+	rs.contribs = make([][]float32, k)
+	rs.contribs[me] = own
+	rs.seen = make([]bool, k)
+	rs.seen[me] = true
+	rs.missing = k - 1
+	if lo == hi {
+		rs.missing = 0 // we own nothing: nobody sends us a part
+	}
+	return rs, nil
+}
+
+// forget drops round id from the table. Whoever holds its roundState
+// (a sender still being served) keeps it.
+func (t *roundTable) forget(id string) { delete(t.rounds, id) }
+
+// pendingBy counts the unstarted rounds p announced.
+func (t *roundTable) pendingBy(p peer.ID) int {
+	n := 0
+	for _, rs := range t.rounds {
+		if !rs.started && rs.announcedBy == p {
+			n++
+		}
+	}
+	return n
+}
+
+// errHeader: a sender's header does not fit the round.
+var errHeader = errors.New("header does not match the round")
+
+// admit checks a sender's header, on a stream from peer from, against the
+// started round: the sender must be the member it says it is, not us,
+// send our part and weigh it as the round does. It returns the number of
+// values the part holds.
+func (rs *roundState) admit(h partHeader, from peer.ID) (count int, err error) {
+	r := rs.round
+	if !rs.started || rs.lo == rs.hi || h.Sender < 0 || h.Sender >= len(r.Members) || h.Sender == rs.me ||
+		r.Members[h.Sender] != from || h.Part != rs.me || h.Samples != r.Samples[h.Sender] {
+		return 0, errHeader
+	}
+	return rs.hi - rs.lo, nil
+}
+
+// contribute records member i's copy of our part; nil is a copy dropped
+// for holding NaN or Inf, which counts as in. A copy from outside the
+// round, from ourselves or a second one from the same member is refused
+// (accepted false). complete reports that this copy was the last missing.
+func (rs *roundState) contribute(i int, part []float32) (accepted, complete bool) {
+	if !rs.started || i < 0 || i >= len(rs.seen) || rs.seen[i] {
+		return false, false
+	}
+	rs.seen[i] = true
+	rs.contribs[i] = part
+	rs.missing--
+	return true, rs.missing == 0
+}
+
+// complete reports that every member's copy is in: the average can be made.
+func (rs *roundState) complete() bool { return rs.started && rs.missing == 0 }
+
+// parts returns the copies to average, by member index (nil: dropped).
+// Once complete they no longer change, so the caller may average them
+// without holding the lock.
+func (rs *roundState) parts() [][]float32 { return rs.contribs }
+
+// missingMembers lists the members whose copy has not arrived.
+func (rs *roundState) missingMembers() []peer.ID {
+	var out []peer.ID
+	if rs.lo == rs.hi {
+		return nil
+	}
+	for i, ok := range rs.seen {
+		if !ok {
+			out = append(out, rs.round.Members[i])
+		}
+	}
+	return out
+}
+
+// finish records the round's outcome: the encoded average (err nil) or
+// why there is none. The first outcome is final.
+func (rs *roundState) finish(result []byte, err error) {
+	if rs.finished {
+		return
+	}
+	rs.finished, rs.result, rs.err = true, result, err
+}
+
+// expire is the local run giving up on the round before the average was
+// made: its deadline passed (cause: context.DeadlineExceeded), or the
+// round is void for another reason. The round fails for every sender,
+// with an error naming the members whose copies were missing (an earlier
+// outcome stands). It returns that error.
+func (rs *roundState) expire(cause error) error {
+	err := fmt.Errorf("waiting for parts: %w", cause)
+	if m := rs.missingMembers(); len(m) > 0 {
+		names := make([]string, len(m))
+		for i, p := range m {
+			names[i] = p.ShortString()
+		}
+		err = fmt.Errorf("waiting for parts: %w (missing %d of %d: %s)", cause, len(m), len(rs.seen), strings.Join(names, ", "))
+	}
+	rs.finish(nil, err)
+	return err
+}
+
+// outcome is what senders get: the average's bytes or the round's
+// error, once done.
+func (rs *roundState) outcome() (result []byte, err error, done bool) {
+	return rs.result, rs.err, rs.finished
+}
