@@ -73,7 +73,7 @@ func TestCandidatesAndExpected(t *testing.T) {
 // per-step hash consensus. At or below the cap it is one exact group.
 func TestMoshpitGroups(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Run.MaxGroup = 2
+	cfg.Run.Averaging.MaxGroup = 2
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +132,7 @@ func TestMoshpitGroups(t *testing.T) {
 // those peers would never average again.
 func TestMoshpitMinGroupFitsTheGrid(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Run.MaxGroup, cfg.Run.MinGroup = 4, 4
+	cfg.Run.Averaging.MaxGroup, cfg.Run.Averaging.MinGroup = 4, 4
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

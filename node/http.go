@@ -44,7 +44,7 @@ type Status struct {
 func (n *Node) Status() Status {
 	n.mu.Lock()
 	s := Status{
-		Peer: n.host.ID().String(), Run: n.run, Phase: n.phase, Step: n.step, Steps: n.cfg.Run.Steps, Hash: n.hash,
+		Peer: n.host.ID().String(), Run: n.run, Phase: n.phase, Step: n.step, Steps: n.cfg.Run.Optimizer.Steps, Hash: n.hash,
 		Loss: n.loss, SamplesPerSec: n.samplesPerSec, Rounds: n.rounds, FailedRounds: n.failedRounds, StateSyncs: n.syncs,
 		GroupSize: n.groupSize,
 	}

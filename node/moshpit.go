@@ -32,7 +32,7 @@ const moshpitLag = 8
 // the swarm is larger than the run's maximum group, else nil: one group
 // averages gradients exactly.
 func (n *Node) moshpit() []peer.ID {
-	maxGroup := n.cfg.Run.MaxGroup
+	maxGroup := n.cfg.Run.Averaging.MaxGroup
 	if maxGroup == 0 {
 		return nil
 	}
@@ -53,7 +53,7 @@ func (n *Node) moshpit() []peer.ID {
 
 // moshpitGroup is this peer's group at step among swarm.
 func (n *Node) moshpitGroup(step uint64, swarm []peer.ID) []peer.ID {
-	grid := gossip.NewMoshpitGrid(n.run, swarm, n.cfg.Run.MaxGroup)
+	grid := gossip.NewMoshpitGrid(n.run, swarm, n.cfg.Run.Averaging.MaxGroup)
 	return grid.GroupOf(step, n.host.ID())
 }
 

@@ -175,13 +175,13 @@ func New(cfg Config) (_ *Node, err error) {
 	n.redials = newRedialer(10 * time.Minute)
 	n.dev = device.Detect()
 	var power *powerSpec
-	if n.codec, power, err = parseGradientCodec(cfg.Run.Codec); err != nil {
+	if n.codec, power, err = parseGradientCodec(cfg.Run.Averaging.Codec); err != nil {
 		return nil, err
 	}
 	if power != nil {
 		n.codec = compression.FP32{} // PowerSGD's rounds say their own codecs
 	}
-	lossless, _ := compression.LosslessByName(cfg.Run.Lossless)
+	lossless, _ := compression.LosslessByName(cfg.Run.Averaging.Lossless)
 
 	if n.train, n.test, err = LoadData(cfg); err != nil {
 		return nil, err
@@ -193,20 +193,20 @@ func New(cfg Config) (_ *Node, err error) {
 	n.params = make([]float32, np)
 	n.model.ReadParams(n.params)
 	r := cfg.Run
-	switch r.Optimizer {
+	switch r.Optimizer.Name {
 	case "adam":
 		n.opt = trainer.NewAdam(0.9, 0.999, 1e-8, 0, np)
 	case "adamw":
-		n.opt = trainer.NewAdam(0.9, 0.999, 1e-8, r.WeightDecay, np)
+		n.opt = trainer.NewAdam(0.9, 0.999, 1e-8, r.Optimizer.WeightDecay, np)
 	case "sgd":
-		n.opt = trainer.NewSGD(0, r.WeightDecay, np)
+		n.opt = trainer.NewSGD(0, r.Optimizer.WeightDecay, np)
 	case "momentum":
-		n.opt = trainer.NewSGD(r.Momentum, r.WeightDecay, np)
+		n.opt = trainer.NewSGD(r.Optimizer.Momentum, r.Optimizer.WeightDecay, np)
 	case "nesterov":
-		n.opt = trainer.NewNesterov(r.Momentum, r.WeightDecay, np)
+		n.opt = trainer.NewNesterov(r.Optimizer.Momentum, r.Optimizer.WeightDecay, np)
 	}
 	decay, _ := r.decay() // validated
-	n.sched = trainer.Schedule{Base: r.LR, Min: r.LR / 10, Warmup: r.Warmup, Total: r.Steps, Decay: decay}
+	n.sched = trainer.Schedule{Base: r.Optimizer.LR, Min: r.Optimizer.LR / 10, Warmup: r.Optimizer.Warmup, Total: r.Optimizer.Steps, Decay: decay}
 	n.optState = n.opt.AppendState(nil)
 	if n.codec.ID() != compression.IDFP32 {
 		n.residual = make([]float32, np)
@@ -230,7 +230,7 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n.batcher = trainer.NewBatcher(shard, cfg.Run.Batch, cfg.Run.Seed^peerSeed(n.host.ID()))
+	n.batcher = trainer.NewBatcher(shard, cfg.Run.Compute.Batch, cfg.Run.Seed^peerSeed(n.host.ID()))
 	n.log.Info("data", "train", n.train.Name, "train_rows", n.train.N, "our_rows", shard.N, "test_rows", n.test.N)
 	if d, ok := n.model.(interface{ SeedDropout(uint64) }); ok {
 		d.SeedDropout(cfg.Run.Seed ^ peerSeed(n.host.ID())) // like the batch order: ours alone
@@ -269,16 +269,16 @@ func New(cfg Config) (_ *Node, err error) {
 			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
 		}})
 	n.mm = gossip.NewMatchmaker(n.tr, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
-		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.MinGroup, MaxGroup: cfg.Run.MaxGroup}, matchView{n})
+		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.tr)
 	n.states = gossip.NewStateServer(n.tr, n.run, n.servableStep, n.snapshot)
-	if n.frozen, err = frozenRanges(n.model.Tensors(), cfg.Run.Freeze); err != nil {
+	if n.frozen, err = frozenRanges(n.model.Tensors(), cfg.Run.Model.Freeze); err != nil {
 		return nil, err
 	}
-	if cfg.Run.InitFrom != "" {
+	if cfg.Run.Model.InitFrom != "" {
 		if cfg.InitPath == "" {
-			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.InitFrom)
+			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.Model.InitFrom)
 		}
 		if err := n.initFrom(cfg.InitPath); err != nil {
 			return nil, err
@@ -396,7 +396,7 @@ func (v matchView) Behind(step uint64) bool        { return v.n.behind(step) }
 // smaller than it still counts (the swarm as a whole exceeds the cap,
 // and so the minimum).
 func (v matchView) MinGroup(step uint64) int {
-	need := v.n.cfg.Run.MinGroup
+	need := v.n.cfg.Run.Averaging.MinGroup
 	if swarm := v.n.moshpit(); swarm != nil {
 		need = min(need, len(v.n.moshpitGroup(step, swarm)))
 	}
@@ -508,7 +508,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 // result is re-evaluated after any change.
 func (n *Node) linger(ctx context.Context, res *Result) *Result {
 	n.setPhase("done")
-	final := uint64(n.cfg.Run.Steps)
+	final := uint64(n.cfg.Run.Optimizer.Steps)
 	end := time.After(n.cfg.Linger)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()

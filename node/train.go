@@ -35,8 +35,8 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 	var local []float32         // Moshpit: our parameters after a local step
 	inMoshpit := false
 	badGrads := 0 // non-finite gradients in a row
-	x := make([]float32, n.cfg.Run.Batch*n.train.Dim)
-	y := make([]uint8, n.cfg.Run.Batch)
+	x := make([]float32, n.cfg.Run.Compute.Batch*n.train.Dim)
+	y := make([]uint8, n.cfg.Run.Compute.Batch)
 	samples := 0
 	lastRate := time.Now()
 	rateSamples := 0
@@ -46,7 +46,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			return n.finish(), nil // clean leave
 		}
 		step := n.currentStep()
-		if step >= uint64(n.cfg.Run.Steps) {
+		if step >= uint64(n.cfg.Run.Optimizer.Steps) {
 			n.settle(ctx)
 			return n.finish(), nil
 		}
@@ -69,9 +69,9 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", step, err)
 		}
-		n.model.AddGrads(acc, float32(n.cfg.Run.Batch))
-		samples += n.cfg.Run.Batch
-		rateSamples += n.cfg.Run.Batch
+		n.model.AddGrads(acc, float32(n.cfg.Run.Compute.Batch))
+		samples += n.cfg.Run.Compute.Batch
+		rateSamples += n.cfg.Run.Compute.Batch
 		n.mu.Lock()
 		if n.loss == 0 {
 			n.loss = float64(loss)
@@ -85,7 +85,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		n.mu.Unlock()
 		n.publishProgress(ctx, step, samples)
 		others, _ := n.view.SwarmSamples(step, time.Now())
-		if samples+others < n.cfg.Run.TargetBatch {
+		if samples+others < n.cfg.Run.Optimizer.TargetBatch {
 			continue
 		}
 
@@ -118,7 +118,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		if (swarm != nil) != inMoshpit {
 			inMoshpit = swarm != nil
 			if inMoshpit {
-				n.log.Info("swarm is larger than the max group: averaging parameters in rotating Moshpit groups", "step", step, "peers", len(swarm), "max_group", n.cfg.Run.MaxGroup)
+				n.log.Info("swarm is larger than the max group: averaging parameters in rotating Moshpit groups", "step", step, "peers", len(swarm), "max_group", n.cfg.Run.Averaging.MaxGroup)
 			} else {
 				n.log.Info("swarm fits one group again: averaging gradients exactly", "step", step)
 			}
@@ -220,7 +220,7 @@ func (n *Node) publish(step uint64) {
 // It returns the step's learning rate; on error the caller undoes.
 func (n *Node) optimizerStep(step uint64, params, grad []float32) (lr float32, err error) {
 	lr = n.sched.LR(int(step))
-	trainer.ClipGlobalNorm(grad, n.cfg.Run.ClipNorm)
+	trainer.ClipGlobalNorm(grad, n.cfg.Run.Optimizer.ClipNorm)
 	keep := n.frozenKeep[:0]
 	for _, r := range n.frozen {
 		clear(grad[r[0]:r[1]])
@@ -397,7 +397,7 @@ func (n *Node) syncState(ctx context.Context) error {
 	// waits for us, so we are in that very round. (A stalled swarm never
 	// gets there; FetchState then takes the step the donors are at.)
 	step := top + 1
-	if top >= uint64(n.cfg.Run.Steps) {
+	if top >= uint64(n.cfg.Run.Optimizer.Steps) {
 		step = top // the final state: nobody goes further
 	} else {
 		want = "" // the consensus we know is top's
@@ -533,7 +533,7 @@ func (n *Node) load(s gossip.Snapshot, hash string) error {
 // ours, downloads it, so a run never ends with silently different replicas.
 func (n *Node) settle(ctx context.Context) {
 	n.setPhase("settling")
-	final := uint64(n.cfg.Run.Steps)
+	final := uint64(n.cfg.Run.Optimizer.Steps)
 	deadline := time.Now().Add(4 * n.cfg.PeerExpiry)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		pending := false
@@ -561,7 +561,7 @@ func (n *Node) adoptFinalConsensus(ctx context.Context) (tried bool, err error) 
 	n.mu.Lock()
 	hash := n.hash
 	n.mu.Unlock()
-	if gossip.Consensus(n.votes(uint64(n.cfg.Run.Steps), hash)) == hash {
+	if gossip.Consensus(n.votes(uint64(n.cfg.Run.Optimizer.Steps), hash)) == hash {
 		return false, nil
 	}
 	if err := n.syncState(ctx); err != nil {
