@@ -113,9 +113,11 @@ func (a *Admission) Greet(ctx context.Context, t Transport, p peer.ID) error {
 	return nil
 }
 
-// ConfigDiff names the top-level fields where two JSON configs differ,
-// as "field: ours X, theirs Y". The configs come from us and from a peer;
-// an unreadable peer config is reported as such.
+// ConfigDiff names the fields where two JSON configs differ, as
+// "path: ours X, theirs Y"; fields inside objects go by their path
+// (optimizer.lr). Configs whose "version" differs are not compared field
+// by field: the version is the difference. The configs come from us and
+// from a peer; an unreadable peer config is reported as such.
 func ConfigDiff(ours, theirs json.RawMessage) string {
 	var a, b map[string]json.RawMessage
 	if err := json.Unmarshal(ours, &a); err != nil {
@@ -124,6 +126,19 @@ func ConfigDiff(ours, theirs json.RawMessage) string {
 	if err := json.Unmarshal(theirs, &b); err != nil {
 		return "their config is unreadable"
 	}
+	if va, vb := a["version"], b["version"]; !bytes.Equal(compact(va), compact(vb)) {
+		return fmt.Sprintf("config version: ours %s, theirs %s (another swarmtrain version; every peer needs one that writes the same)", show(va), show(vb))
+	}
+	diffs := diffObjects(nil, "", a, b)
+	if len(diffs) == 0 {
+		return "configs hash differently (different software version?)"
+	}
+	return strings.Join(diffs, "; ")
+}
+
+// diffObjects appends the differences between two JSON objects, keys in
+// order, descending into values that are objects on both sides.
+func diffObjects(diffs []string, prefix string, a, b map[string]json.RawMessage) []string {
 	keys := map[string]bool{}
 	for k := range a {
 		keys[k] = true
@@ -136,16 +151,18 @@ func ConfigDiff(ours, theirs json.RawMessage) string {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	var diffs []string
 	for _, k := range names {
-		if !bytes.Equal(compact(a[k]), compact(b[k])) {
-			diffs = append(diffs, fmt.Sprintf("%s: ours %s, theirs %s", k, show(a[k]), show(b[k])))
+		if bytes.Equal(compact(a[k]), compact(b[k])) {
+			continue
 		}
+		var oa, ob map[string]json.RawMessage
+		if json.Unmarshal(a[k], &oa) == nil && json.Unmarshal(b[k], &ob) == nil && oa != nil && ob != nil {
+			diffs = diffObjects(diffs, prefix+k+".", oa, ob)
+			continue
+		}
+		diffs = append(diffs, fmt.Sprintf("%s%s: ours %s, theirs %s", prefix, k, show(a[k]), show(b[k])))
 	}
-	if len(diffs) == 0 {
-		return "configs hash differently (different software version?)"
-	}
-	return strings.Join(diffs, "; ")
+	return diffs
 }
 
 func compact(r json.RawMessage) []byte {

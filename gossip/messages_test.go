@@ -62,6 +62,14 @@ func TestConfigDiffNamesField(t *testing.T) {
 	if !strings.Contains(d, "hidden: ours [256], theirs [128]") || strings.Contains(d, "lr") {
 		t.Fatalf("diff %q should name only hidden", d)
 	}
+	a = json.RawMessage(`{"version":2,"model":{"hidden":[256],"kind":"mlp"},"optimizer":{"lr":0.001,"steps":10}}`)
+	b = json.RawMessage(`{"version":2,"model":{"hidden":[256],"kind":"cnn"},"optimizer":{"lr":0.002,"steps":10}}`)
+	if d := ConfigDiff(a, b); d != `model.kind: ours "mlp", theirs "cnn"; optimizer.lr: ours 0.001, theirs 0.002` {
+		t.Errorf("nested diff %q", d)
+	}
+	if d := ConfigDiff(a, json.RawMessage(`{"hidden":[256],"lr":0.001}`)); !strings.Contains(d, "config version: ours 2, theirs (unset)") || strings.Contains(d, "lr") {
+		t.Errorf("a config of another version: %q", d)
+	}
 }
 
 func FuzzDecode(f *testing.F) {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -26,8 +27,16 @@ func (n *Node) resume() error {
 	if err != nil {
 		return err
 	}
-	if c.RunID != n.run {
-		return fmt.Errorf("%s belongs to run %s, this node is on run %s: use another --dir, or move the checkpoint away", n.checkpointPath(), c.RunID, n.run)
+	run, rc, err := checkpointRun(c)
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.checkpointPath(), err)
+	}
+	if run != n.run {
+		why := ""
+		if rc != nil {
+			why = " (" + gossip.ConfigDiff(n.cfg.Run.JSON(), rc) + "; theirs: the checkpoint's)"
+		}
+		return fmt.Errorf("%s belongs to run %s, this node is on run %s%s: use another --dir, or move the checkpoint away", n.checkpointPath(), run, n.run, why)
 	}
 	if err := c.Matches(n.local.model.Tensors()); err != nil {
 		return fmt.Errorf("%s: %w", n.checkpointPath(), err)
@@ -41,6 +50,23 @@ func (n *Node) resume() error {
 	}
 	n.log.Info("resumed from checkpoint", "step", c.Step, "path", n.checkpointPath())
 	return nil
+}
+
+// checkpointRun is the run a checkpoint belongs to, as this build names
+// it, with that run config in the current encoding: the run config it
+// holds is read like any other, so a checkpoint written before a
+// RunConfigVersion bump resumes its run (the ID it stores was hashed from
+// the older encoding). A checkpoint without a run config is known by the
+// ID it stores.
+func checkpointRun(c *trainer.Checkpoint) (id string, run json.RawMessage, err error) {
+	if len(c.Run) == 0 {
+		return c.RunID, nil, nil
+	}
+	rc, err := DecodeRunConfig(c.Run)
+	if err != nil {
+		return "", nil, err
+	}
+	return rc.ID(), rc.JSON(), nil
 }
 
 // checkpoint writes the current state when the run asks for it at this

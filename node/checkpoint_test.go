@@ -1,8 +1,12 @@
 package node
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -58,5 +62,60 @@ func TestResumeRestoresTheState(t *testing.T) {
 	m.local.model.ReadParams(weights)
 	if !slices.Equal(weights, wantParams) {
 		t.Error("the model's weights are not the resumed parameters")
+	}
+}
+
+// A checkpoint written before run config version 2 (the flat run config
+// and a run ID hashed from it) resumes its run; one of a version this
+// build does not know, or of another run, is refused with the reason.
+func TestResumeAcrossRunConfigVersions(t *testing.T) {
+	cfg := testConfig(t)
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.cfg.CheckpointEvery = 1
+	n.checkpoint(true)
+	n.net.Close()
+	n.unlock()
+	path := filepath.Join(cfg.Dir, CheckpointFile)
+	c, err := trainer.ReadCheckpoint(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Step = 5
+	rewrite := func(run, id string) {
+		t.Helper()
+		c.Run, c.RunID = json.RawMessage(run), id
+		if err := trainer.WriteCheckpoint(path, *c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What the builds before sections wrote for this run.
+	v1 := strings.Replace(defaultV1, `"hidden":[256]`, `"hidden":[8]`, 1)
+	sum := sha256.Sum256([]byte(v1))
+	rewrite(v1, hex.EncodeToString(sum[:16]))
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatalf("a version 1 checkpoint of this run: %v", err)
+	}
+	if m.currentStep() != 5 {
+		t.Errorf("resumed at step %d, want 5", m.currentStep())
+	}
+	m.net.Close()
+	m.unlock()
+
+	for run, want := range map[string]string{
+		`{"version":3}`: "version 3 is newer than this build, which reads versions 1 to 2",
+		strings.Replace(v1, `"lr":0.002`, `"lr":0.003`, 1): "optimizer.lr: ours 0.002, theirs 0.003",
+	} {
+		rewrite(run, "0123456789abcdef0123456789abcdef")
+		if m, err := New(cfg); err == nil || !strings.Contains(err.Error(), want) {
+			if err == nil {
+				m.net.Close()
+				m.unlock()
+			}
+			t.Errorf("checkpoint with run %s: %v, want an error saying %q", run, err, want)
+		}
 	}
 }

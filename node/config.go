@@ -1,9 +1,6 @@
 package node
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,64 +16,117 @@ import (
 // RunConfig is everything peers must agree on to train together. Its hash
 // is the run ID: peers whose RunConfig differs in any field are on
 // different runs, never share a topic, and are refused with the field that
-// differs.
+// differs (by its path, e.g. optimizer.lr).
+//
+// It is data: the JSON below is the run config file (--run-config), what
+// checkpoints and the hello carry, and what the run ID hashes (runfile.go
+// defines the canonical encoding and reads older versions). Every field is
+// always present in the encoding; a field added or renamed changes every
+// run ID, so it comes with a new RunConfigVersion and a conversion of the
+// version before (runfile.go).
 type RunConfig struct {
-	Dataset     string  `json:"dataset"`      // mnist, mlm, nsp, replaced, source or csv
-	Hidden      []int   `json:"hidden"`       // MLP hidden widths
-	Batch       int     `json:"batch"`        // local minibatch, samples per forward/backward
-	TargetBatch int     `json:"target_batch"` // global samples per optimizer step, summed over the swarm
-	Optimizer   string  `json:"optimizer"`    // "adam", "adamw", "sgd", "momentum"
+	// Version is the layout of this struct: RunConfigVersion in a config
+	// this build made, or read (older versions are converted on reading).
+	Version int `json:"version"`
+	// Seed seeds the weight initialisation, the data order, the sampling
+	// of data.train_rows, dropout and PowerSGD's projections.
+	Seed      uint64       `json:"seed"`
+	Model     RunModel     `json:"model"`
+	Data      RunData      `json:"data"`
+	Optimizer RunOptimizer `json:"optimizer"`
+	Averaging RunAveraging `json:"averaging"`
+	Compute   RunCompute   `json:"compute"`
+}
+
+// RunConfigVersion is the RunConfig layout this build writes. Version 1
+// was the flat struct of the builds before sections (no version field);
+// it is still read, and converted.
+const RunConfigVersion = 2
+
+// RunModel is the network and where its weights start.
+type RunModel struct {
+	// Kind is the architecture: mlp, cnn (conv–pool blocks of Channels,
+	// then the Hidden layers) or bert (a Transformer encoder, for text).
+	Kind string `json:"kind"`
+	// Hidden lists the fully connected hidden widths (mlp, cnn).
+	Hidden []int `json:"hidden"`
+	// Channels lists the cnn's conv–pool blocks (empty: trainer.DefaultChannels).
+	Channels []int `json:"channels"`
+	// Width, Heads, Layers and Dropout shape the bert encoder; VocabSize
+	// is what a learned vocabulary aims for and Seq the tokens per
+	// sequence. 0 means the default (trainer.DefaultBERT*,
+	// DefaultVocabSize, DefaultSeq); runs that are not text ignore them.
+	Width     int     `json:"width"`
+	Heads     int     `json:"heads"`
+	Layers    int     `json:"layers"`
+	Dropout   float32 `json:"dropout"`
+	VocabSize int     `json:"vocab_size"`
+	Seq       int     `json:"seq"`
+	// InitFrom is the SHA-256 (hex) of the checkpoint file the weights
+	// start from (transfer learning; empty: the seed's initialisation):
+	// peers holding another file are on another run.
+	InitFrom string `json:"init_from"`
+	// Freeze names tensors (or name prefixes, e.g. "layers.0.") that
+	// training leaves as they are.
+	Freeze []string `json:"freeze"`
+}
+
+// RunData is what the run trains on.
+type RunData struct {
+	// Dataset is mnist, or a text task: mlm, nsp, replaced, source or csv.
+	Dataset string `json:"dataset"`
+	// Files and Vocab are, for text runs, the SHA-256 of the text (or
+	// CSV) files and of the vocabulary file (PrepareText sets both), so
+	// peers holding other text or another vocabulary are on another run.
+	Files string `json:"files"`
+	Vocab string `json:"vocab"`
+	// TrainRows trains on only this many training rows, drawn with the
+	// seed (0: all): the few-labels setting where pre-training pays.
+	TrainRows int `json:"train_rows"`
+}
+
+// RunOptimizer is the update rule and its schedule.
+type RunOptimizer struct {
+	Name        string  `json:"name"`         // adam, adamw, sgd, momentum or nesterov
 	LR          float32 `json:"lr"`           // peak learning rate
-	Momentum    float32 `json:"momentum"`     // SGD momentum (sgd/momentum only)
-	WeightDecay float32 `json:"weight_decay"` // decoupled for adamw, L2-style for sgd
+	Momentum    float32 `json:"momentum"`     // momentum and nesterov only
+	WeightDecay float32 `json:"weight_decay"` // decoupled for adamw, L2-style for the SGDs
 	Warmup      int     `json:"warmup"`       // linear warm-up steps
-	Steps       int     `json:"steps"`        // optimizer steps of the run; cosine decay to LR/10 over them
-	Seed        uint64  `json:"seed"`         // weight init and data order
-	Codec       string  `json:"codec"`        // gradient codec on the wire: fp32, fp16, int8, topk:0.01, powersgd:4, …
-	Lossless    string  `json:"lossless"`     // lossless stage: none, zstd
+	// Schedule is the decay after warm-up over Steps: cosine or linear
+	// (to LR/10), step (LR/10 at half, LR/100 at three quarters) or
+	// constant.
+	Schedule string `json:"schedule"`
+	// ClipNorm bounds the averaged gradient's global L2 norm (0: off).
+	ClipNorm float32 `json:"clip_norm"`
+	Steps    int     `json:"steps"` // optimizer steps of the run
+	// TargetBatch is the global batch: samples per optimizer step, summed
+	// over the swarm.
+	TargetBatch int `json:"target_batch"`
+}
+
+// RunAveraging is how peers average their gradients (or parameters).
+type RunAveraging struct {
+	// Codec is the gradient codec on the wire: fp32, fp16, bf16, int8,
+	// int4, topk:F[:fp16] or powersgd:RANK[:fp16]. Lossless is the stage
+	// after it: none, zstd or s2.
+	Codec    string `json:"codec"`
+	Lossless string `json:"lossless"`
 	// MinGroup is the fewest peers a round may have: below it no step is
 	// taken and the swarm waits for peers (1: a lone peer trains alone).
 	MinGroup int `json:"min_group"`
 	// MaxGroup caps how many peers average together (0: no cap). A swarm
 	// larger than it averages in Moshpit groups: parameters, not
 	// gradients, within groups that rotate every step, so replicas agree
-	// closely instead of bit for bit until the run's final state. Empty
-	// in the JSON when 0, so runs without it keep their run IDs.
-	MaxGroup int `json:"max_group,omitempty"`
-	// Schedule is the decay after warm-up: cosine (""), linear, step or
-	// constant. ClipNorm bounds the averaged gradient's global L2 norm
-	// (0: off). Both empty in the JSON at their defaults: run IDs stay.
-	Schedule string  `json:"schedule,omitempty"`
-	ClipNorm float32 `json:"clip_norm,omitempty"`
-	// InitFrom is the SHA-256 (hex) of the checkpoint file the weights
-	// start from (transfer learning; empty: the seed's initialisation):
-	// peers holding another file are on another run. Freeze names tensors
-	// (or name prefixes, e.g. "layers.0.") that training leaves as they are.
-	InitFrom string   `json:"init_from,omitempty"`
-	Freeze   []string `json:"freeze,omitempty"`
-	// Model is the architecture: "" (the MLP) or "cnn", whose conv–pool
-	// blocks Channels lists (empty: trainer.DefaultChannels); Hidden then
-	// holds its fully connected widths. Empty in the JSON for the MLP, so
-	// MLP runs keep their run IDs.
-	Model    string `json:"model,omitempty"`
-	Channels []int  `json:"channels,omitempty"`
-	// Text runs (Dataset mlm, nsp, replaced, source or csv) train the bert model. Data is
-	// the SHA-256 of the text files and Vocab of the vocabulary file, so
-	// peers holding other text or another vocabulary are on another run.
-	// VocabSize is what a learned vocabulary aims for, Seq the tokens per
-	// sequence; Width, Heads, Layers and Dropout shape the encoder. Zero
-	// means the default; all are absent from MNIST runs' JSON.
-	Data      string  `json:"data,omitempty"`
-	Vocab     string  `json:"vocab,omitempty"`
-	VocabSize int     `json:"vocab_size,omitempty"`
-	Seq       int     `json:"seq,omitempty"`
-	Width     int     `json:"width,omitempty"`
-	Heads     int     `json:"heads,omitempty"`
-	Layers    int     `json:"layers,omitempty"`
-	Dropout   float32 `json:"dropout,omitempty"`
-	// TrainRows trains on only this many training rows, drawn with the
-	// seed (0: all): the few-labels setting where pre-training pays.
-	TrainRows int `json:"train_rows,omitempty"`
+	// closely instead of bit for bit until the run's final state.
+	MaxGroup int `json:"max_group"`
+}
+
+// RunCompute is how each peer computes its gradient.
+type RunCompute struct {
+	// Batch is the local minibatch: samples per forward/backward. Larger
+	// is faster per sample and needs more memory; a peer accumulates
+	// minibatches until the swarm has optimizer.target_batch samples.
+	Batch int `json:"batch"`
 }
 
 // Text defaults, used where a text run's field is 0.
@@ -87,7 +137,7 @@ const (
 
 // IsText reports whether the run trains on text (the bert model).
 func (r RunConfig) IsText() bool {
-	switch r.Dataset {
+	switch r.Data.Dataset {
 	case DatasetMLM, DatasetNSP, DatasetReplaced, DatasetSource, DatasetCSV:
 		return true
 	}
@@ -96,159 +146,146 @@ func (r RunConfig) IsText() bool {
 
 // ModelConfig is the trainer's view of the run's network.
 func (r RunConfig) ModelConfig() trainer.ModelConfig {
-	return trainer.ModelConfig{Arch: r.Model, Hidden: r.Hidden, Channels: r.Channels, Batch: r.Batch, Seed: r.Seed,
-		Width: r.Width, Heads: r.Heads, Layers: r.Layers, Dropout: float64(r.Dropout)}
+	m := r.Model
+	return trainer.ModelConfig{Arch: m.Kind, Hidden: m.Hidden, Channels: m.Channels, Batch: r.Compute.Batch, Seed: r.Seed,
+		Width: m.Width, Heads: m.Heads, Layers: m.Layers, Dropout: float64(m.Dropout)}
 }
 
 // DefaultRunConfig is the demo's run: an MLP that reaches ≥97% on MNIST
-// in a few minutes on two cores.
+// in a few minutes on two cores. Fields a run config file leaves out
+// take these values.
 func DefaultRunConfig() RunConfig {
 	return RunConfig{
-		Dataset:     DatasetMNIST,
-		Hidden:      []int{256},
-		Batch:       64,
-		TargetBatch: 256,
-		Optimizer:   "adam",
-		LR:          2e-3,
-		Warmup:      30,
-		Steps:       1000,
-		Seed:        1,
-		Codec:       "fp32",
-		Lossless:    "none",
-		MinGroup:    1,
+		Version:   RunConfigVersion,
+		Seed:      1,
+		Model:     RunModel{Kind: trainer.ArchMLP, Hidden: []int{256}},
+		Data:      RunData{Dataset: DatasetMNIST},
+		Optimizer: RunOptimizer{Name: "adam", LR: 2e-3, Warmup: 30, Schedule: string(trainer.DecayCosine), Steps: 1000, TargetBatch: 256},
+		Averaging: RunAveraging{Codec: "fp32", Lossless: "none", MinGroup: 1},
+		Compute:   RunCompute{Batch: 64},
 	}
 }
 
-// Validate names the first field out of range.
+// Validate names the first field out of range, by its path in the run
+// config (optimizer.lr), with the range it wants.
 func (r RunConfig) Validate() error {
+	m, d, o, a := r.Model, r.Data, r.Optimizer, r.Averaging
+	batch := r.Compute.Batch
 	switch {
-	case r.Dataset != DatasetMNIST && !r.IsText():
-		return fmt.Errorf("run config: dataset %q, want mnist, mlm, nsp, replaced, source or csv", r.Dataset)
-	case r.IsText() != (r.Model == trainer.ArchBERT):
-		return fmt.Errorf("run config: dataset %s with model %q: text datasets (mlm, nsp, replaced, source, csv) go with --model bert, and bert with them", r.Dataset, r.modelName())
-	case len(r.Hidden) == 0 || len(r.Hidden) > 8:
-		return fmt.Errorf("run config: hidden has %d layers, want 1..8", len(r.Hidden))
-	case r.Batch < 1 || r.Batch > 4096:
-		return fmt.Errorf("run config: batch %d, want 1..4096", r.Batch)
-	case r.TargetBatch < r.Batch || r.TargetBatch > 1<<20:
-		return fmt.Errorf("run config: target batch %d, want batch (%d)..%d", r.TargetBatch, r.Batch, 1<<20)
-	case !(r.LR > 0 && r.LR < 10):
-		return fmt.Errorf("run config: lr %v, want in (0, 10)", r.LR)
-	case r.Momentum < 0 || r.Momentum >= 1:
-		return fmt.Errorf("run config: momentum %v, want [0, 1)", r.Momentum)
-	case r.WeightDecay < 0 || r.WeightDecay >= 1:
-		return fmt.Errorf("run config: weight decay %v, want [0, 1)", r.WeightDecay)
-	case r.Warmup < 0 || r.Warmup > r.Steps:
-		return fmt.Errorf("run config: warmup %d, want 0..steps (%d)", r.Warmup, r.Steps)
-	case r.Steps < 1 || r.Steps > 10_000_000:
-		return fmt.Errorf("run config: steps %d, want 1..10000000", r.Steps)
-	case r.TrainRows < 0:
-		return fmt.Errorf("run config: train rows %d, want 0 (all) or more", r.TrainRows)
-	case r.MinGroup < 1 || r.MinGroup > 1024:
-		return fmt.Errorf("run config: min group %d, want 1..1024", r.MinGroup)
-	case r.MaxGroup != 0 && (r.MaxGroup < 2 || r.MaxGroup > 1024):
-		return fmt.Errorf("run config: max group %d, want 0 (no cap) or 2..1024", r.MaxGroup)
-	case r.MaxGroup != 0 && r.MaxGroup < r.MinGroup:
-		return fmt.Errorf("run config: max group %d is below min group %d", r.MaxGroup, r.MinGroup)
-	case r.MaxGroup != 0 && r.Codec != "fp32":
+	case r.Version != RunConfigVersion:
+		return fmt.Errorf("run config: version = %d, want %d (configs of older versions are converted when read)", r.Version, RunConfigVersion)
+	case d.Dataset != DatasetMNIST && !r.IsText():
+		return fmt.Errorf("run config: data.dataset = %q, want mnist, mlm, nsp, replaced, source or csv", d.Dataset)
+	case m.Kind != trainer.ArchMLP && m.Kind != trainer.ArchCNN && m.Kind != trainer.ArchBERT:
+		return fmt.Errorf("run config: model.kind = %q, want mlp, cnn or bert", m.Kind)
+	case r.IsText() != (m.Kind == trainer.ArchBERT):
+		return fmt.Errorf("run config: data.dataset = %s with model.kind = %s: text datasets (mlm, nsp, replaced, source, csv) go with model.kind bert (--model bert), and bert with them", d.Dataset, m.Kind)
+	case len(m.Hidden) == 0 || len(m.Hidden) > 8:
+		return fmt.Errorf("run config: model.hidden has %d layers, want 1..8", len(m.Hidden))
+	case batch < 1 || batch > 4096:
+		return fmt.Errorf("run config: compute.batch = %d, want 1..4096", batch)
+	case o.TargetBatch < batch || o.TargetBatch > 1<<20:
+		return fmt.Errorf("run config: optimizer.target_batch = %d, want compute.batch (%d)..%d", o.TargetBatch, batch, 1<<20)
+	case !(o.LR > 0 && o.LR < 10):
+		return fmt.Errorf("run config: optimizer.lr = %v, want in (0, 10)", o.LR)
+	case !(o.Momentum >= 0 && o.Momentum < 1):
+		return fmt.Errorf("run config: optimizer.momentum = %v, want in [0, 1)", o.Momentum)
+	case !(o.WeightDecay >= 0 && o.WeightDecay < 1):
+		return fmt.Errorf("run config: optimizer.weight_decay = %v, want in [0, 1)", o.WeightDecay)
+	case o.Steps < 1 || o.Steps > 10_000_000:
+		return fmt.Errorf("run config: optimizer.steps = %d, want 1..10000000", o.Steps)
+	case o.Warmup < 0 || o.Warmup > o.Steps:
+		return fmt.Errorf("run config: optimizer.warmup = %d, want 0..optimizer.steps (%d)", o.Warmup, o.Steps)
+	case !(o.ClipNorm >= 0 && o.ClipNorm < 1e30):
+		return fmt.Errorf("run config: optimizer.clip_norm = %v, want >= 0 (0: off)", o.ClipNorm)
+	case d.TrainRows < 0:
+		return fmt.Errorf("run config: data.train_rows = %d, want 0 (all) or more", d.TrainRows)
+	case a.MinGroup < 1 || a.MinGroup > 1024:
+		return fmt.Errorf("run config: averaging.min_group = %d, want 1..1024", a.MinGroup)
+	case a.MaxGroup != 0 && (a.MaxGroup < 2 || a.MaxGroup > 1024):
+		return fmt.Errorf("run config: averaging.max_group = %d, want 0 (no cap) or 2..1024", a.MaxGroup)
+	case a.MaxGroup != 0 && a.MaxGroup < a.MinGroup:
+		return fmt.Errorf("run config: averaging.max_group = %d, want at least averaging.min_group (%d) or 0 (no cap)", a.MaxGroup, a.MinGroup)
+	case a.MaxGroup != 0 && a.Codec != "fp32":
 		// Moshpit groups average the weights themselves; quantising them
 		// every step would add noise no error feedback can take back.
-		return fmt.Errorf("run config: max group needs codec fp32 (got %q): groups above it average the parameters, not gradients", r.Codec)
+		return fmt.Errorf("run config: averaging.max_group = %d needs averaging.codec fp32 (got %q): groups above it average the parameters, not gradients", a.MaxGroup, a.Codec)
 	}
-	for i, w := range r.Hidden {
+	for i, w := range m.Hidden {
 		if w < 1 || w > 8192 {
-			return fmt.Errorf("run config: hidden[%d] = %d, want 1..8192", i, w)
+			return fmt.Errorf("run config: model.hidden[%d] = %d, want 1..8192", i, w)
 		}
 	}
-	switch r.Model {
-	case "":
-		if len(r.Channels) > 0 {
-			return errors.New("run config: channels are for --model cnn")
+	switch m.Kind {
+	case trainer.ArchMLP:
+		if len(m.Channels) > 0 {
+			return errors.New("run config: model.channels are for model.kind cnn, want none for mlp")
 		}
 	case trainer.ArchBERT:
 		if err := r.validateText(); err != nil {
 			return err
 		}
 	case trainer.ArchCNN:
-		if len(r.Channels) > 4 {
-			return fmt.Errorf("run config: %d conv blocks, want 1..4", len(r.Channels))
+		if len(m.Channels) > 4 {
+			return fmt.Errorf("run config: model.channels has %d conv blocks, want 0 (default) to 4", len(m.Channels))
 		}
-		for i, c := range r.Channels {
+		for i, c := range m.Channels {
 			if c < 1 || c > 1024 {
-				return fmt.Errorf("run config: channels[%d] = %d, want 1..1024", i, c)
+				return fmt.Errorf("run config: model.channels[%d] = %d, want 1..1024", i, c)
 			}
 		}
-	default:
-		return fmt.Errorf("run config: model %q, want mlp, cnn or bert", r.Model)
 	}
-	switch r.Optimizer {
+	switch o.Name {
 	case "adam", "adamw", "sgd", "momentum", "nesterov":
 	default:
-		return fmt.Errorf("run config: optimizer %q, want adam, adamw, sgd, momentum or nesterov", r.Optimizer)
+		return fmt.Errorf("run config: optimizer.name = %q, want adam, adamw, sgd, momentum or nesterov", o.Name)
 	}
 	if _, err := r.decay(); err != nil {
 		return fmt.Errorf("run config: %w", err)
 	}
-	if r.InitFrom != "" && (len(r.InitFrom) != 64 || strings.Trim(r.InitFrom, "0123456789abcdef") != "") {
-		return fmt.Errorf("run config: init_from %q is not a SHA-256 in hex", r.InitFrom)
+	if m.InitFrom != "" && !isSHA256(m.InitFrom) {
+		return fmt.Errorf("run config: model.init_from = %q, want empty or the SHA-256 (64 hex digits) of a checkpoint file", m.InitFrom)
 	}
-	for _, f := range r.Freeze {
+	for i, f := range m.Freeze {
 		if f == "" {
-			return errors.New("run config: an empty --freeze name would freeze every tensor")
+			return fmt.Errorf("run config: model.freeze[%d] is empty, want a tensor name or prefix (an empty one would freeze every tensor)", i)
 		}
 	}
-	if !(r.ClipNorm >= 0 && r.ClipNorm < 1e30) {
-		return fmt.Errorf("run config: clip norm %v, want >= 0 (0: off)", r.ClipNorm)
+	if _, _, err := parseGradientCodec(a.Codec); err != nil {
+		return fmt.Errorf("run config: averaging.codec = %q: %w", a.Codec, err)
 	}
-	if _, _, err := parseGradientCodec(r.Codec); err != nil {
-		return fmt.Errorf("run config: codec %q: %w", r.Codec, err)
-	}
-	if _, err := compression.LosslessByName(r.Lossless); err != nil {
-		return fmt.Errorf("run config: lossless %q: %w", r.Lossless, err)
+	if _, err := compression.LosslessByName(a.Lossless); err != nil {
+		return fmt.Errorf("run config: averaging.lossless = %q, want none, zstd or s2: %w", a.Lossless, err)
 	}
 	return nil
 }
 
-func (r RunConfig) modelName() string {
-	if r.Model == "" {
-		return trainer.ArchMLP
-	}
-	return r.Model
-}
+func isSHA256(s string) bool { return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == "" }
 
 // validateText checks a bert run's text fields.
 func (r RunConfig) validateText() error {
-	isSHA := func(s string) bool { return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == "" }
+	m, d := r.Model, r.Data
 	switch {
-	case !isSHA(r.Data):
-		return fmt.Errorf("run config: data %q is not the SHA-256 of the text files", r.Data)
-	case !isSHA(r.Vocab):
-		return fmt.Errorf("run config: vocab %q is not the SHA-256 of a vocabulary file", r.Vocab)
-	case r.VocabSize != 0 && (r.VocabSize < 16 || r.VocabSize > text.MaxVocab):
-		return fmt.Errorf("run config: vocab size %d, want 16..%d", r.VocabSize, text.MaxVocab)
-	case r.Seq != 0 && (r.Seq < 8 || r.Seq > 512):
-		return fmt.Errorf("run config: seq %d, want 8..512", r.Seq)
-	case r.Width < 0 || r.Width > 4096 || r.Heads < 0 || r.Heads > 64 || r.Layers < 0 || r.Layers > 24:
-		return fmt.Errorf("run config: width %d, heads %d, layers %d: want up to 4096, 64 and 24", r.Width, r.Heads, r.Layers)
-	case !(r.Dropout >= 0 && r.Dropout < 1):
-		return fmt.Errorf("run config: dropout %v, want [0, 1)", r.Dropout)
-	case len(r.Channels) > 0:
-		return errors.New("run config: channels are for --model cnn")
+	case !isSHA256(d.Files):
+		return fmt.Errorf("run config: data.files = %q, want the SHA-256 of the text files", d.Files)
+	case !isSHA256(d.Vocab):
+		return fmt.Errorf("run config: data.vocab = %q, want the SHA-256 of a vocabulary file", d.Vocab)
+	case m.VocabSize != 0 && (m.VocabSize < 16 || m.VocabSize > text.MaxVocab):
+		return fmt.Errorf("run config: model.vocab_size = %d, want 0 (%d) or 16..%d", m.VocabSize, DefaultVocabSize, text.MaxVocab)
+	case m.Seq != 0 && (m.Seq < 8 || m.Seq > 512):
+		return fmt.Errorf("run config: model.seq = %d, want 0 (%d) or 8..512", m.Seq, DefaultSeq)
+	case m.Width < 0 || m.Width > 4096:
+		return fmt.Errorf("run config: model.width = %d, want 0 (%d) to 4096", m.Width, trainer.DefaultBERTWidth)
+	case m.Heads < 0 || m.Heads > 64:
+		return fmt.Errorf("run config: model.heads = %d, want 0 (%d) to 64", m.Heads, trainer.DefaultBERTHeads)
+	case m.Layers < 0 || m.Layers > 24:
+		return fmt.Errorf("run config: model.layers = %d, want 0 (%d) to 24", m.Layers, trainer.DefaultBERTLayers)
+	case !(m.Dropout >= 0 && m.Dropout < 1):
+		return fmt.Errorf("run config: model.dropout = %v, want in [0, 1)", m.Dropout)
+	case len(m.Channels) > 0:
+		return errors.New("run config: model.channels are for model.kind cnn, want none for bert")
 	}
 	return nil
-}
-
-// JSON is the canonical encoding the run ID is hashed from (struct field
-// order is fixed, so equal configs give equal bytes).
-func (r RunConfig) JSON() json.RawMessage {
-	b, _ := json.Marshal(r)
-	return b
-}
-
-// ID is the run ID: the first 16 bytes of SHA-256 of the canonical JSON.
-func (r RunConfig) ID() string {
-	sum := sha256.Sum256(r.JSON())
-	return hex.EncodeToString(sum[:16])
 }
 
 // Config is one node: the run it trains plus where and how it runs.
@@ -262,7 +299,7 @@ type Config struct {
 	DataDir string   // MNIST IDX/CSV folder; empty uses the GoMNIST module's data
 	// Text runs: the corpus files (mlm, nsp, replaced, source; empty
 	// means trainer.DefaultCorpus), the labelled CSV files (csv) and the
-	// vocabulary file. Their hashes must be Run.Data and Run.Vocab
+	// vocabulary file. Their hashes must be Run.Data.Files and Run.Data.Vocab
 	// (PrepareText sets both).
 	Corpus            []string
 	TrainCSV, TestCSV string
@@ -304,7 +341,7 @@ type Config struct {
 	// its run in Dir resumes from it.
 	CheckpointEvery int
 	// InitPath is the checkpoint file whose weights the run starts from;
-	// its SHA-256 must be Run.InitFrom (the CLI sets both).
+	// its SHA-256 must be Run.Model.InitFrom (the CLI sets both).
 	InitPath string
 
 	Log io.Writer // human log; nil discards
@@ -392,17 +429,23 @@ func parseGradientCodec(spec string) (compression.Codec, *powerSpec, error) {
 // weak combinations, with the alternative (measured in docs/BENCHMARKS.md).
 func (r RunConfig) Caveats() []string {
 	var out []string
-	sparse := strings.HasPrefix(r.Codec, "topk") || strings.HasPrefix(r.Codec, "powersgd")
-	if sparse && (r.Optimizer == "adam" || r.Optimizer == "adamw") {
-		out = append(out, fmt.Sprintf("codec %s with %s: error feedback delivers what top-k and PowerSGD hold back in bursts, which Adam's per-coordinate scaling flattens; on the MNIST demo this cost 0.5-1.2 points against fp32. Momentum SGD (--optimizer momentum --momentum 0.9 --lr 0.05) kept within 0.2 points; with Adam, int8 and int4 cost nothing measurable", r.Codec, r.Optimizer))
+	codec, opt := r.Averaging.Codec, r.Optimizer.Name
+	sparse := strings.HasPrefix(codec, "topk") || strings.HasPrefix(codec, "powersgd")
+	if sparse && (opt == "adam" || opt == "adamw") {
+		out = append(out, fmt.Sprintf("codec %s with %s: error feedback delivers what top-k and PowerSGD hold back in bursts, which Adam's per-coordinate scaling flattens; on the MNIST demo this cost 0.5-1.2 points against fp32. Momentum SGD (--optimizer momentum --momentum 0.9 --lr 0.05) kept within 0.2 points; with Adam, int8 and int4 cost nothing measurable", codec, opt))
 	}
 	return out
 }
 
-// decay is the run's schedule after warm-up; "" is cosine.
+// decay is the run's schedule after warm-up.
 func (r RunConfig) decay() (trainer.Decay, error) {
-	if r.Schedule == "" {
-		return trainer.DecayCosine, nil
+	s := r.Optimizer.Schedule
+	if s == "" { // trainer.ParseDecay reads "" as constant
+		return "", errors.New(`optimizer.schedule = "", want cosine, linear, step or constant`)
 	}
-	return trainer.ParseDecay(r.Schedule)
+	d, err := trainer.ParseDecay(s)
+	if err != nil {
+		return "", fmt.Errorf("optimizer.schedule = %q, want cosine, linear, step or constant", s)
+	}
+	return d, nil
 }

@@ -34,7 +34,7 @@ const (
 
 // textFiles lists the files a text run reads, in the order they are hashed.
 func (c Config) textFiles() ([]string, error) {
-	if c.Run.Dataset == DatasetCSV {
+	if c.Run.Data.Dataset == DatasetCSV {
 		return []string{c.TrainCSV, c.TestCSV}, nil
 	}
 	if len(c.Corpus) == 0 {
@@ -74,31 +74,31 @@ func docsOf(contents [][]byte) []string {
 
 // PrepareText readies a text run before New: it checks the input files,
 // learns a vocabulary from the training text when cfg names none (written
-// to learnedPath, which becomes cfg.VocabPath), and sets Run.Data and
-// Run.Vocab to the files' hashes. Learning is deterministic, so peers with
+// to learnedPath, which becomes cfg.VocabPath), and sets Run.Data.Files and
+// Run.Data.Vocab to the files' hashes. Learning is deterministic, so peers with
 // the same text learn the same vocabulary; a shared --vocab file is what
 // fine-tuning from a pre-trained checkpoint needs.
 func PrepareText(cfg *Config, learnedPath string) error {
 	if !cfg.Run.IsText() {
 		return nil
 	}
-	if cfg.Run.Dataset == DatasetCSV && (cfg.TrainCSV == "" || cfg.TestCSV == "") {
+	if cfg.Run.Data.Dataset == DatasetCSV && (cfg.TrainCSV == "" || cfg.TestCSV == "") {
 		return errors.New("dataset csv needs --train-csv and --test-csv (text,label rows)")
 	}
 	_, contents, sum, err := cfg.readTextFiles()
 	if err != nil {
 		return err
 	}
-	if cfg.Run.Dataset == DatasetSource && (len(contents) < 2 || len(contents) > trainer.MaxSourceTexts) {
+	if cfg.Run.Data.Dataset == DatasetSource && (len(contents) < 2 || len(contents) > trainer.MaxSourceTexts) {
 		return fmt.Errorf("dataset source needs 2 to %d --text files (the label is the file), got %d", trainer.MaxSourceTexts, len(contents))
 	}
-	cfg.Run.Data = sum
+	cfg.Run.Data.Files = sum
 	if cfg.VocabPath == "" {
-		if cfg.Run.Dataset == DatasetCSV {
+		if cfg.Run.Data.Dataset == DatasetCSV {
 			return errors.New("dataset csv needs --vocab: the vocabulary of the model it fine-tunes (a pre-training node writes vocab.txt into its directory)")
 		}
 		trainDocs, _ := trainer.SplitTail(docsOf(contents), testFraction)
-		tok, err := text.Learn(trainDocs, cmp.Or(cfg.Run.VocabSize, DefaultVocabSize), minMerges)
+		tok, err := text.Learn(trainDocs, cmp.Or(cfg.Run.Model.VocabSize, DefaultVocabSize), minMerges)
 		if err != nil {
 			return err
 		}
@@ -111,19 +111,19 @@ func PrepareText(cfg *Config, learnedPath string) error {
 		}
 		cfg.VocabPath = learnedPath
 	}
-	if cfg.Run.Vocab, err = FileSHA256(cfg.VocabPath); err != nil {
+	if cfg.Run.Data.Vocab, err = FileSHA256(cfg.VocabPath); err != nil {
 		return fmt.Errorf("--vocab: %w", err)
 	}
 	return nil
 }
 
 // LoadData builds the run's training and test sets from the node's files,
-// checking them against the hashes the run names, and keeps Run.TrainRows
+// checking them against the hashes the run names, and keeps Run.Data.TrainRows
 // training rows when it is set.
 func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	train, test, err = loadData(cfg)
-	if err == nil && cfg.Run.TrainRows > 0 {
-		if train, err = train.Sample(cfg.Run.Seed, cfg.Run.TrainRows); err != nil {
+	if err == nil && cfg.Run.Data.TrainRows > 0 {
+		if train, err = train.Sample(cfg.Run.Seed, cfg.Run.Data.TrainRows); err != nil {
 			return nil, nil, fmt.Errorf("--train-rows: %w", err)
 		}
 	}
@@ -140,8 +140,8 @@ func readVocab(cfg Config) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--vocab: %w", err)
 	}
-	if sum := sha256Hex(b); sum != cfg.Run.Vocab {
-		return nil, fmt.Errorf("--vocab %s has SHA-256 %s, the run names %s", cfg.VocabPath, sum, cfg.Run.Vocab)
+	if sum := sha256Hex(b); sum != cfg.Run.Data.Vocab {
+		return nil, fmt.Errorf("--vocab %s has SHA-256 %s, the run names %s", cfg.VocabPath, sum, cfg.Run.Data.Vocab)
 	}
 	return b, nil
 }
@@ -155,8 +155,8 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if sum != r.Data {
-		return nil, nil, fmt.Errorf("text data %v has SHA-256 %s, the run names %s: peers must train on the same files", paths, sum, r.Data)
+	if sum != r.Data.Files {
+		return nil, nil, fmt.Errorf("text data %v has SHA-256 %s, the run names %s: peers must train on the same files", paths, sum, r.Data.Files)
 	}
 	vb, err := readVocab(cfg)
 	if err != nil {
@@ -166,8 +166,8 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--vocab %s: %w", cfg.VocabPath, err)
 	}
-	seq := cmp.Or(r.Seq, DefaultSeq)
-	if r.Dataset == DatasetCSV {
+	seq := cmp.Or(r.Model.Seq, DefaultSeq)
+	if r.Data.Dataset == DatasetCSV {
 		train, labels, err := trainer.ReadTextCSV(cfg.TrainCSV, bytes.NewReader(contents[0]), tok, seq, nil)
 		if err != nil {
 			return nil, nil, err
@@ -176,21 +176,21 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 		return train, test, err
 	}
 	trainDocs, testDocs := trainer.SplitTail(docsOf(contents), testFraction)
-	if r.Dataset == DatasetMLM {
+	if r.Data.Dataset == DatasetMLM {
 		if train, err = trainer.MLMDataset("mlm-train", tok, trainDocs, seq, mlmCopies, r.Seed); err == nil {
 			test, err = trainer.MLMDataset("mlm-test", tok, testDocs, seq, 1, r.Seed+1)
 		}
 		return train, test, err
 	}
 	task := trainer.NSPDataset
-	switch r.Dataset {
+	switch r.Data.Dataset {
 	case DatasetReplaced:
 		task = trainer.ReplacedDataset
 	case DatasetSource:
 		task = trainer.SourceDataset
 	}
-	if train, err = task(r.Dataset+"-train", tok, trainDocs, seq, r.Seed); err == nil {
-		test, err = task(r.Dataset+"-test", tok, testDocs, seq, r.Seed+1)
+	if train, err = task(r.Data.Dataset+"-train", tok, trainDocs, seq, r.Seed); err == nil {
+		test, err = task(r.Data.Dataset+"-test", tok, testDocs, seq, r.Seed+1)
 	}
 	return train, test, err
 }

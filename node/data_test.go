@@ -13,7 +13,7 @@ import (
 // rows than the data holds is an error, not a silent cap.
 func TestLoadDataTrainRows(t *testing.T) {
 	cfg := Config{Run: DefaultRunConfig()}
-	cfg.Run.TrainRows = 100
+	cfg.Run.Data.TrainRows = 100
 	a, test, err := LoadData(cfg)
 	if err != nil {
 		t.Skipf("no MNIST: %v", err)
@@ -27,7 +27,7 @@ func TestLoadDataTrainRows(t *testing.T) {
 	if !slices.Equal(a.Y, b.Y) || !slices.Equal(a.X, b.X) || slices.Equal(a.X, c.X) {
 		t.Error("the same seed drew other rows, or another seed the same")
 	}
-	cfg.Run.TrainRows = 60001
+	cfg.Run.Data.TrainRows = 60001
 	if _, _, err := LoadData(cfg); err == nil || !strings.Contains(err.Error(), "has 60000 rows") {
 		t.Errorf("more rows than the data: %v", err)
 	}
@@ -42,7 +42,7 @@ func TestPrepareTextSourceNeedsTwoFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := Config{Run: DefaultRunConfig(), Corpus: []string{one}}
-	cfg.Run.Model, cfg.Run.Dataset = "bert", DatasetSource
+	cfg.Run.Model.Kind, cfg.Run.Data.Dataset = "bert", DatasetSource
 	err := PrepareText(&cfg, filepath.Join(dir, "vocab.txt"))
 	if err == nil || !strings.Contains(err.Error(), "2 to 256 --text files") {
 		t.Errorf("one file: %v", err)

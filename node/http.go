@@ -44,7 +44,7 @@ type Status struct {
 func (n *Node) Status() Status {
 	n.mu.Lock()
 	s := Status{
-		Peer: n.ID().String(), Run: n.run, Phase: n.stats.phase, Step: n.rep.step, Steps: n.cfg.Run.Steps, Hash: n.rep.hash,
+		Peer: n.ID().String(), Run: n.run, Phase: n.stats.phase, Step: n.rep.step, Steps: n.cfg.Run.Optimizer.Steps, Hash: n.rep.hash,
 		Loss: n.stats.loss, SamplesPerSec: n.stats.samplesPerSec, Rounds: n.stats.rounds, FailedRounds: n.stats.failedRounds, StateSyncs: n.stats.syncs,
 		GroupSize: n.stats.groupSize,
 	}

@@ -17,8 +17,8 @@ import (
 func TestStatusAndMetrics(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.HTTP = "127.0.0.1:0"
-	cfg.Run.Batch, cfg.Run.TargetBatch = 16, 16
-	cfg.Run.Steps, cfg.Run.Warmup = 3, 0
+	cfg.Run.Compute.Batch, cfg.Run.Optimizer.TargetBatch = 16, 16
+	cfg.Run.Optimizer.Steps, cfg.Run.Optimizer.Warmup = 3, 0
 	cfg.Linger = time.Minute
 	n, err := New(cfg)
 	if err != nil {
@@ -77,6 +77,6 @@ func testConfig(t *testing.T) Config {
 	cfg := DefaultConfig()
 	cfg.Dir = t.TempDir()
 	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0"}
-	cfg.Run.Hidden = []int{8}
+	cfg.Run.Model.Hidden = []int{8}
 	return cfg
 }

@@ -21,11 +21,11 @@ func memConfig(t *testing.T, sw *memSwarm, data string, steps int) Config {
 	cfg.DataDir = data
 	cfg.Network = sw.add()
 	cfg.Listen = nil
-	cfg.Run.Hidden = []int{8}
-	cfg.Run.Steps = steps
-	cfg.Run.Warmup = 1
-	cfg.Run.Batch = 16
-	cfg.Run.TargetBatch = 32
+	cfg.Run.Model.Hidden = []int{8}
+	cfg.Run.Optimizer.Steps = steps
+	cfg.Run.Optimizer.Warmup = 1
+	cfg.Run.Compute.Batch = 16
+	cfg.Run.Optimizer.TargetBatch = 32
 	cfg.HeartbeatInterval = 50 * time.Millisecond
 	cfg.PeerExpiry = time.Second
 	cfg.JoinWindow = 300 * time.Millisecond
@@ -134,7 +134,7 @@ func TestInProcessStrategies(t *testing.T) {
 			t.Parallel()
 			const steps = 6
 			nodes := swarmOf(t, newMemSwarm(), tinyData(t), tc.k, steps, func(c *Config) {
-				c.Run.Codec, c.Run.MaxGroup, c.Run.Hidden = tc.codec, tc.maxGroup, []int{tc.hidden}
+				c.Run.Averaging.Codec, c.Run.Averaging.MaxGroup, c.Run.Model.Hidden = tc.codec, tc.maxGroup, []int{tc.hidden}
 			})
 			var res []*Result
 			for _, r := range nodes {
@@ -164,7 +164,7 @@ func TestInProcessStrategies(t *testing.T) {
 func TestInProcessJoinAndLeave(t *testing.T) {
 	const steps = 30
 	sw, data := newMemSwarm(), tinyData(t)
-	three := func(c *Config) { c.Run.MinGroup = 3 }
+	three := func(c *Config) { c.Run.Averaging.MinGroup = 3 }
 	nodes := swarmOf(t, sw, data, 3, steps, three)
 	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		return atLeast(nodes[0].n, 5)

@@ -184,7 +184,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.stats = stats{phase: "starting", partners: map[peer.ID]struct{}{}}
 	n.redials = newRedialer(10 * time.Minute)
 	n.dev = device.Detect()
-	codec, power, err := parseGradientCodec(cfg.Run.Codec)
+	codec, power, err := parseGradientCodec(cfg.Run.Averaging.Codec)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +212,7 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	n.local.batcher = trainer.NewBatcher(shard, cfg.Run.Batch, cfg.Run.Seed^peerSeed(self))
+	n.local.batcher = trainer.NewBatcher(shard, cfg.Run.Compute.Batch, cfg.Run.Seed^peerSeed(self))
 	n.log.Info("data", "train", n.local.train.Name, "train_rows", n.local.train.N, "our_rows", shard.N, "test_rows", n.local.test.N)
 	if d, ok := n.local.model.(interface{ SeedDropout(uint64) }); ok {
 		d.SeedDropout(cfg.Run.Seed ^ peerSeed(self)) // like the batch order: ours alone
@@ -222,7 +222,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.av, err = n.newAverager(codec); err != nil {
 		return nil, err
 	}
-	sc := averaging.Config{Averager: n.av, NumParams: np, Codec: codec, MaxGroup: cfg.Run.MaxGroup, Log: n.log}
+	sc := averaging.Config{Averager: n.av, NumParams: np, Codec: codec, MaxGroup: cfg.Run.Averaging.MaxGroup, Log: n.log}
 	if power != nil {
 		pc := averaging.PowerSGDConfig{Rank: power.rank, MinMatrix: smallTensor, Seed: cfg.Run.Seed}
 		for _, t := range n.local.model.Tensors() {
@@ -237,13 +237,13 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.mm = gossip.NewMatchmaker(n.net, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
-		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.MinGroup, MaxGroup: cfg.Run.MaxGroup}, matchView{n})
+		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.net)
 	n.states = gossip.NewStateServer(n.net, n.run, n.servableStep, n.snapshot, nil)
-	if cfg.Run.InitFrom != "" {
+	if cfg.Run.Model.InitFrom != "" {
 		if cfg.InitPath == "" {
-			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.InitFrom)
+			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.Model.InitFrom)
 		}
 		if err := n.initFrom(cfg.InitPath); err != nil {
 			return nil, err
@@ -266,13 +266,13 @@ func (n *Node) newLocalTrainer() (err error) {
 		return err
 	}
 	np := l.model.NumParams()
-	r := cfg.Run
-	if l.opt, err = trainer.NewOptimizer(r.Optimizer, r.Momentum, r.WeightDecay, np); err != nil {
+	o := cfg.Run.Optimizer
+	if l.opt, err = trainer.NewOptimizer(o.Name, o.Momentum, o.WeightDecay, np); err != nil {
 		return err
 	}
-	decay, _ := r.decay() // validated
-	l.sched = trainer.Schedule{Base: r.LR, Min: r.LR / trainer.MinLRDivisor, Warmup: r.Warmup, Total: r.Steps, Decay: decay}
-	l.frozen, err = frozenRanges(l.model.Tensors(), cfg.Run.Freeze)
+	decay, _ := cfg.Run.decay() // validated
+	l.sched = trainer.Schedule{Base: o.LR, Min: o.LR / trainer.MinLRDivisor, Warmup: o.Warmup, Total: o.Steps, Decay: decay}
+	l.frozen, err = frozenRanges(l.model.Tensors(), cfg.Run.Model.Freeze)
 	return err
 }
 
@@ -280,7 +280,7 @@ func (n *Node) newLocalTrainer() (err error) {
 // biases and other small tensors go dense in fp16 (they cost little, and
 // quantising or sparsifying them costs accuracy).
 func (n *Node) newAverager(codec compression.Codec) (*gossip.Averager, error) {
-	lossless, _ := compression.LosslessByName(n.cfg.Run.Lossless)
+	lossless, _ := compression.LosslessByName(n.cfg.Run.Averaging.Lossless)
 	result := codec // the averages: the part codec, except for top-k
 	if tk, ok := codec.(compression.TopK); ok {
 		result = compression.Sparse{Half: tk.Half}
@@ -433,7 +433,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 // result is re-evaluated after any change.
 func (n *Node) linger(ctx context.Context, res *Result) *Result {
 	n.setPhase("done")
-	final := uint64(n.cfg.Run.Steps)
+	final := uint64(n.cfg.Run.Optimizer.Steps)
 	end := time.After(n.cfg.Linger)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()

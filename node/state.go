@@ -44,7 +44,7 @@ func (n *Node) syncState(ctx context.Context) error {
 	// waits for us, so we are in that very round. (A stalled swarm never
 	// gets there; FetchState then takes the step the donors are at.)
 	step := top + 1
-	if top >= uint64(n.cfg.Run.Steps) {
+	if top >= uint64(n.cfg.Run.Optimizer.Steps) {
 		step = top // the final state: nobody goes further
 	} else {
 		want = "" // the consensus we know is top's
@@ -125,7 +125,7 @@ func (n *Node) load(s gossip.Snapshot, hash string) error {
 // ours, downloads it, so a run never ends with silently different replicas.
 func (n *Node) settle(ctx context.Context) {
 	n.setPhase("settling")
-	final := uint64(n.cfg.Run.Steps)
+	final := uint64(n.cfg.Run.Optimizer.Steps)
 	deadline := time.Now().Add(4 * n.cfg.PeerExpiry)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		pending := n.swarmView().Pending(final)
@@ -145,7 +145,7 @@ func (n *Node) settle(ctx context.Context) {
 // adoptFinalConsensus downloads the swarm's consensus state at the final
 // step when ours is not it. It reports whether it had to try.
 func (n *Node) adoptFinalConsensus(ctx context.Context) (tried bool, err error) {
-	if n.swarmView().FinalConsensus(uint64(n.cfg.Run.Steps)) {
+	if n.swarmView().FinalConsensus(uint64(n.cfg.Run.Optimizer.Steps)) {
 		return false, nil
 	}
 	if err := n.syncState(ctx); err != nil {

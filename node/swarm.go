@@ -17,7 +17,7 @@ func (n *Node) swarmView() swarm.View {
 	step, hash, last := n.rep.step, n.rep.hash, n.rep.lastGroup
 	n.mu.Unlock()
 	return swarm.View{Run: n.run, Self: n.ID(), Live: n.view.Live(time.Now()), LastGroup: last, Step: step, Hash: hash,
-		MinGroup: n.cfg.Run.MinGroup, MaxGroup: n.cfg.Run.MaxGroup}
+		MinGroup: n.cfg.Run.Averaging.MinGroup, MaxGroup: n.cfg.Run.Averaging.MaxGroup}
 }
 
 // behind reports whether the swarm went past step without us.

@@ -400,7 +400,7 @@ func runTrial(ctx context.Context, t Trial, base Config) TrialResult {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return setup(err)
 	}
-	if t.Run.Dataset == DatasetCSV {
+	if t.Run.Data.Dataset == DatasetCSV {
 		return setup(errors.New("csv trials need the CSV files on this machine: run that sweep locally"))
 	}
 	if t.Run.IsText() { // New checks the file against the run's hash, as for any node

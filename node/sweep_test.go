@@ -78,7 +78,7 @@ func TestDistributedSweep(t *testing.T) {
 	var trials []Trial
 	for _, lr := range []float32{1e-3, 3e-3, 1e-2} {
 		rc := DefaultRunConfig()
-		rc.Hidden, rc.Batch, rc.TargetBatch, rc.Steps, rc.Warmup, rc.LR = []int{16}, 32, 32, 60, 0, lr
+		rc.Model.Hidden, rc.Compute.Batch, rc.Optimizer.TargetBatch, rc.Optimizer.Steps, rc.Optimizer.Warmup, rc.Optimizer.LR = []int{16}, 32, 32, 60, 0, lr
 		trials = append(trials, Trial{Label: fmt.Sprintf("lr=%g", lr), Run: rc})
 	}
 	q := NewSweepQueue(trials)
@@ -144,13 +144,13 @@ func TestRunTextTrial(t *testing.T) {
 	vocab := []byte(strings.Join(append(slices.Clone(text.Specials), "the", "of", "light", "and", "rays", "."), "\n") + "\n")
 	sum := sha256.Sum256(vocab)
 	rc := DefaultRunConfig()
-	rc.Model, rc.Dataset, rc.Seq, rc.Width, rc.Heads, rc.Layers = "bert", DatasetMLM, 16, 8, 2, 1
-	rc.Batch, rc.TargetBatch, rc.Steps, rc.Warmup = 8, 8, 3, 0
-	rc.Vocab = hex.EncodeToString(sum[:])
+	rc.Model.Kind, rc.Data.Dataset, rc.Model.Seq, rc.Model.Width, rc.Model.Heads, rc.Model.Layers = "bert", DatasetMLM, 16, 8, 2, 1
+	rc.Compute.Batch, rc.Optimizer.TargetBatch, rc.Optimizer.Steps, rc.Optimizer.Warmup = 8, 8, 3, 0
+	rc.Data.Vocab = hex.EncodeToString(sum[:])
 	base := DefaultConfig()
 	base.Run = rc // the default corpus, Opticks
 	var err error
-	if _, _, rc.Data, err = base.readTextFiles(); err != nil {
+	if _, _, rc.Data.Files, err = base.readTextFiles(); err != nil {
 		t.Skip(err)
 	}
 	base.Dir = t.TempDir()
@@ -179,7 +179,7 @@ func TestSweepSilentWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc := DefaultRunConfig()
-	rc.Hidden, rc.Batch, rc.TargetBatch, rc.Steps, rc.Warmup = []int{8}, 32, 32, 5, 0
+	rc.Model.Hidden, rc.Compute.Batch, rc.Optimizer.TargetBatch, rc.Optimizer.Steps, rc.Optimizer.Warmup = []int{8}, 32, 32, 5, 0
 	q := NewSweepQueue([]Trial{{Label: "only", Run: rc}})
 	ServeSweep(ctx, hosts[0], q, func(string, ...any) {})
 

@@ -27,7 +27,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		n.stats.initialLoss = loss
 		n.mu.Unlock()
 	}
-	acc := newAccumulator(n.local.model.NumParams(), n.cfg.Run.Batch*n.local.train.Dim, n.cfg.Run.Batch)
+	acc := newAccumulator(n.local.model.NumParams(), n.cfg.Run.Compute.Batch*n.local.train.Dim, n.cfg.Run.Compute.Batch)
 	badGrads := 0 // non-finite gradients in a row
 	env := strategyEnv{n}
 	for {
@@ -35,7 +35,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			return n.finish(), nil // clean leave
 		}
 		step := n.currentStep()
-		if step >= uint64(n.cfg.Run.Steps) {
+		if step >= uint64(n.cfg.Run.Optimizer.Steps) {
 			n.settle(ctx)
 			return n.finish(), nil
 		}
@@ -57,7 +57,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		}
 		n.publishProgress(ctx, step, acc.samples)
 		others, _ := n.view.SwarmSamples(step, time.Now())
-		if acc.samples+others < n.cfg.Run.TargetBatch {
+		if acc.samples+others < n.cfg.Run.Optimizer.TargetBatch {
 			continue
 		}
 
@@ -143,7 +143,7 @@ func (a *accumulator) mean(frozen [][2]int) []float32 {
 // minibatch computes one minibatch's gradient into acc and updates the
 // loss and speed figures.
 func (n *Node) minibatch(acc *accumulator) error {
-	batch := n.cfg.Run.Batch
+	batch := n.cfg.Run.Compute.Batch
 	n.local.batcher.Next(acc.x, acc.y)
 	loss, err := n.local.model.ComputeGradients(acc.x, acc.y)
 	if err != nil {
@@ -235,7 +235,7 @@ func (n *Node) publish(step uint64) {
 func (n *Node) optimizerStep(step uint64, params, grad []float32) (lr float32, err error) {
 	l := &n.local
 	lr = l.sched.LR(int(step))
-	trainer.ClipGlobalNorm(grad, n.cfg.Run.ClipNorm)
+	trainer.ClipGlobalNorm(grad, n.cfg.Run.Optimizer.ClipNorm)
 	keep := l.frozenKeep[:0]
 	for _, r := range l.frozen {
 		clear(grad[r[0]:r[1]])

@@ -12,7 +12,7 @@ import (
 // finite step goes through.
 func TestDivergedStepStopsTheRun(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Run.Optimizer, cfg.Run.LR, cfg.Run.Warmup = "sgd", 9, 0
+	cfg.Run.Optimizer.Name, cfg.Run.Optimizer.LR, cfg.Run.Optimizer.Warmup = "sgd", 9, 0
 	n, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

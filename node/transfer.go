@@ -36,8 +36,8 @@ func (n *Node) initFrom(path string) error {
 	if err != nil {
 		return fmt.Errorf("--init-from: %w", err)
 	}
-	if sum := sha256Hex(b); sum != n.cfg.Run.InitFrom {
-		return fmt.Errorf("--init-from %s has SHA-256 %s, the run names %s", path, sum, n.cfg.Run.InitFrom)
+	if sum := sha256Hex(b); sum != n.cfg.Run.Model.InitFrom {
+		return fmt.Errorf("--init-from %s has SHA-256 %s, the run names %s", path, sum, n.cfg.Run.Model.InitFrom)
 	}
 	p := make([]float32, len(n.rep.params))
 	n.local.model.ReadParams(p)

@@ -39,8 +39,9 @@ type demoResult struct {
 }
 
 func demoCmd() *cobra.Command {
-	rc := node.DefaultRunConfig()
 	var (
+		flagRun  node.RunConfig
+		runs     *runFlags
 		nodes    int
 		dir      string
 		data     dataFlags
@@ -61,14 +62,17 @@ every node's state hash (equal hashes: the replicas never diverged).`,
 			if nodes < 1 || nodes > 32 {
 				return fmt.Errorf("--nodes %d: want 1..32", nodes)
 			}
+			rc, err := runs.run()
+			if err != nil {
+				return err
+			}
 			if initPath != "" {
-				var err error
 				if initPath, err = filepath.Abs(initPath); err != nil {
 					return err
 				}
-				if rc.InitFrom, err = node.FileSHA256(initPath); err != nil {
-					return fmt.Errorf("--init-from: %w", err)
-				}
+			}
+			if err := initFrom(&rc, initPath); err != nil {
+				return err
 			}
 			if !rc.IsText() {
 				if err := rc.Validate(); err != nil { // text runs are checked once their files are hashed
@@ -83,7 +87,7 @@ every node's state hash (equal hashes: the replicas never diverged).`,
 		},
 	}
 	fs := cmd.Flags()
-	runFlags(fs, &rc)
+	runs = addRunFlags(fs, &flagRun)
 	fs.IntVar(&nodes, "nodes", 4, "number of node processes")
 	fs.StringVar(&dir, "dir", "", "parent folder for the node directories (default: a temporary folder, removed afterwards)")
 	data.bind(fs)
@@ -126,15 +130,21 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		return err
 	}
 	// A text run learns its vocabulary once, here; the nodes get the file.
-	if err := node.PrepareText(&cfg, filepath.Join(dir, "vocab.txt")); err != nil {
+	if err := prepareText(&cfg, filepath.Join(dir, "vocab.txt")); err != nil {
 		return err
 	}
 	rc := cfg.Run
 	if err := rc.Validate(); err != nil {
 		return err
 	}
+	// The nodes read the run from one file: what they train is this run,
+	// field for field, with no flags to rebuild.
+	runFile := filepath.Join(dir, "run.json")
+	if err := node.WriteRunConfig(runFile, rc); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "demo: %d nodes on loopback, run %s, %s, %d steps of %d samples, %s\n",
-		n, rc.ID(), describeModel(rc), rc.Steps, rc.TargetBatch, rc.Optimizer)
+		n, rc.ID(), describeModel(rc), rc.Optimizer.Steps, rc.Optimizer.TargetBatch, rc.Optimizer.Name)
 	for _, c := range rc.Caveats() {
 		fmt.Fprintf(out, "note: %s\n", c)
 	}
@@ -153,7 +163,7 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		os.RemoveAll(filepath.Join(d, "node.json"))
 		args := []string{"node", "--dir", d, "--quiet", "--log-file", filepath.Join(d, "node.log"),
 			"--listen", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--http", "127.0.0.1:0",
-			"--min-peers", strconv.Itoa(n), "--shard", fmt.Sprintf("%d/%d", i, n), "--linger", "3s"}
+			"--min-peers", strconv.Itoa(n), "--shard", fmt.Sprintf("%d/%d", i, n), "--linger", "3s", "--run-config", runFile}
 		args = append(args, dataArgs(cfg)...)
 		if cfg.CheckpointEvery > 0 {
 			args = append(args, "--checkpoint-every", strconv.Itoa(cfg.CheckpointEvery))
@@ -164,7 +174,6 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		if i > 0 {
 			args = append(args, "--join", tcpAddr(children[0].info.Addrs))
 		}
-		args = append(args, runArgs(rc)...)
 		c, err := startChild(ctx, exe, d, args)
 		if err != nil {
 			return fmt.Errorf("node %d: %w", i, err)
@@ -183,7 +192,7 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 				return
 			case <-t.C:
 			}
-			if !printSwarm(out, children, rc.Steps, start) {
+			if !printSwarm(out, children, rc.Optimizer.Steps, start) {
 				return
 			}
 		}
@@ -225,7 +234,7 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		res.Rounds = max(res.Rounds, r.Rounds)
 	}
 	res.Accuracy = res.Nodes[0].Accuracy
-	res.Codec = rc.Codec
+	res.Codec = rc.Averaging.Codec
 	if res.Rounds > 0 {
 		res.BytesPerRound = float64(res.BytesSent) / float64(len(res.Nodes)) / float64(res.Rounds)
 	}
@@ -240,12 +249,12 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		fmt.Fprintln(out, "STATE HASHES DIFFER: replicas diverged")
 	}
 	what := "test accuracy"
-	if rc.Dataset == node.DatasetMLM {
+	if rc.Data.Dataset == node.DatasetMLM {
 		what = "held-out masked-token accuracy"
 	}
 	fmt.Fprintf(out, "%s: %.2f%%\n", what, 100*res.Accuracy)
 	if cfg.CheckpointEvery > 0 && keep {
-		fmt.Fprintf(out, "checkpoint: %s\n", filepath.Join(children[0].dir, "checkpoint.safetensors"))
+		fmt.Fprintf(out, "checkpoint: %s\nrun config: %s\n", filepath.Join(children[0].dir, "checkpoint.safetensors"), runFile)
 		if rc.IsText() {
 			fmt.Fprintf(out, "vocabulary: %s\n", cfg.VocabPath)
 		}
@@ -390,18 +399,19 @@ func fetchStatus(addr string) (node.Status, error) {
 
 // describeModel names the run's network for the demo's first line.
 func describeModel(rc node.RunConfig) string {
-	switch rc.Model {
+	m := rc.Model
+	switch m.Kind {
 	case trainer.ArchCNN:
-		ch := rc.Channels
+		ch := m.Channels
 		if len(ch) == 0 {
 			ch = trainer.DefaultChannels
 		}
-		return fmt.Sprintf("CNN conv %v, fc %v", ch, rc.Hidden)
+		return fmt.Sprintf("CNN conv %v, fc %v", ch, m.Hidden)
 	case trainer.ArchBERT:
 		return fmt.Sprintf("BERT on %s, %d layers × %d wide (%d heads), %d tokens per sequence, vocabulary %s…",
-			rc.Dataset, cmp.Or(rc.Layers, trainer.DefaultBERTLayers), cmp.Or(rc.Width, trainer.DefaultBERTWidth),
-			cmp.Or(rc.Heads, trainer.DefaultBERTHeads), cmp.Or(rc.Seq, node.DefaultSeq), rc.Vocab[:8])
+			rc.Data.Dataset, cmp.Or(m.Layers, trainer.DefaultBERTLayers), cmp.Or(m.Width, trainer.DefaultBERTWidth),
+			cmp.Or(m.Heads, trainer.DefaultBERTHeads), cmp.Or(m.Seq, node.DefaultSeq), rc.Data.Vocab[:8])
 	default:
-		return fmt.Sprintf("MLP 784-%v-10", joinInts(rc.Hidden))
+		return fmt.Sprintf("MLP 784-%v-10", joinInts(m.Hidden))
 	}
 }

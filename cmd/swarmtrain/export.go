@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -111,9 +110,12 @@ model before and after is measured and printed.`,
 // evaluator rebuilds the checkpoint's model and returns a function that
 // measures the test accuracy of a parameter vector on the run's data.
 func evaluator(c *trainer.Checkpoint, data dataFlags) (func([]float32) (float64, error), error) {
-	var rc node.RunConfig
-	if err := json.Unmarshal(c.Run, &rc); err != nil || len(rc.Hidden) == 0 {
-		return nil, fmt.Errorf("the checkpoint's run config does not describe a model (%v)", err)
+	rc, err := node.DecodeRunConfig(c.Run)
+	if err != nil {
+		return nil, fmt.Errorf("the checkpoint's run config: %w", err)
+	}
+	if len(rc.Model.Hidden) == 0 {
+		return nil, errors.New("the checkpoint's run config does not describe a model (no hidden layers)")
 	}
 	cfg := node.Config{Run: rc}
 	if err := data.apply(&cfg); err != nil {

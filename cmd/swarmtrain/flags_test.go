@@ -1,7 +1,9 @@
 package main
 
 import (
-	"reflect"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,66 +12,111 @@ import (
 	"github.com/swarmtrain/swarmtrain/node"
 )
 
-// The demo starts its nodes with runArgs(rc): parsed back by runFlags they
-// must give the same run (and so the same run ID), for every field a
-// demo flag can set.
-func TestRunArgsRoundTrip(t *testing.T) {
-	cnn := node.DefaultRunConfig()
-	cnn.Model, cnn.Channels, cnn.Hidden = "cnn", []int{8, 16}, []int{64, 32}
-	cnn.Freeze, cnn.Schedule, cnn.ClipNorm, cnn.Codec = []string{"conv.0."}, "step", 0.5, "int8"
-	bert := node.DefaultRunConfig()
-	bert.Model, bert.Dataset, bert.VocabSize, bert.Seq = "bert", "nsp", 500, 32
-	bert.Width, bert.Heads, bert.Layers, bert.Dropout = 32, 2, 3, 0.1
-	bert.TrainRows, bert.MaxGroup, bert.Codec = 48, 3, "fp32"
-	cnn.Optimizer, cnn.Momentum, cnn.WeightDecay = "momentum", 0.9, 0.01
-	cnn.Batch, cnn.TargetBatch, cnn.LR, cnn.Warmup, cnn.Steps = 32, 96, 0.05, 7, 70
-	cnn.Seed, cnn.Lossless, cnn.MinGroup = 9, "zstd", 2
-	// Every field a flag sets differs from its default in one of them
-	// (else a flag dropped on the way to the nodes would come back as the
-	// default unnoticed); the rest come from files (hashes).
-	fromFiles := map[string]bool{"Data": true, "Vocab": true, "InitFrom": true}
-	def := reflect.ValueOf(node.DefaultRunConfig())
-	for i := range def.NumField() {
-		name := def.Type().Field(i).Name
-		if fromFiles[name] {
-			continue
+// Every run field is set by exactly one flag, whose default is the
+// field's default and whose help names the field's path; the rest come
+// from files (their hashes) or are the version.
+func TestRunFlagTable(t *testing.T) {
+	fromFiles := map[string]bool{"version": true, "model.init_from": true, "data.files": true, "data.vocab": true}
+	var rc node.RunConfig
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	bindRunFlags(fs, &rc)
+	if rc.JSON() == nil || rc.Model.Kind != "mlp" || rc.Optimizer.LR != node.DefaultRunConfig().Optimizer.LR {
+		t.Errorf("the flags' defaults make %s", rc.JSON())
+	}
+	bound := map[any]string{}
+	for _, f := range runFlagTable {
+		p := f.field(&rc)
+		if other, ok := bound[p]; ok {
+			t.Errorf("--%s and --%s set the same field", f.name, other)
 		}
-		if reflect.DeepEqual(reflect.ValueOf(cnn).Field(i).Interface(), def.Field(i).Interface()) &&
-			reflect.DeepEqual(reflect.ValueOf(bert).Field(i).Interface(), def.Field(i).Interface()) {
-			t.Errorf("RunConfig.%s has its default in both test runs: change it in one, and pass it in runArgs", name)
+		bound[p] = f.name
+	}
+	for _, f := range rc.Fields() {
+		name, ok := bound[f.Ptr]
+		switch {
+		case fromFiles[f.Path] && ok:
+			t.Errorf("%s comes from a file, yet --%s sets it", f.Path, name)
+		case !fromFiles[f.Path] && !ok:
+			t.Errorf("no flag sets %s: add it to runFlagTable", f.Path)
+		case ok && !strings.Contains(fs.Lookup(name).Usage, "(run config: "+f.Path+")"):
+			t.Errorf("--%s's help does not name %s: %q", name, f.Path, fs.Lookup(name).Usage)
 		}
 	}
-	for _, rc := range []node.RunConfig{cnn, bert} {
-		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-		var got node.RunConfig
-		runFlags(fs, &got)
-		if err := fs.Parse(runArgs(rc)); err != nil {
-			t.Fatal(err)
-		}
-		if got.ID() != rc.ID() {
-			t.Errorf("round trip changed the run:\n got %s\nwant %s", got.JSON(), rc.JSON())
-		}
+	// The defaults are DefaultRunConfig's, field for field.
+	d := node.DefaultRunConfig()
+	if string(rc.JSON()) != string(d.JSON()) {
+		t.Errorf("the flags' defaults:\n%s\nDefaultRunConfig:\n%s", rc.JSON(), d.JSON())
 	}
 }
 
-// --model mlp is the run the flag's absence gives (same run ID), and a
-// typo is refused with the choices.
-func TestModelFlag(t *testing.T) {
+// A run config file gives the run; run flags given with it override its
+// values, wherever they stand, and a list flag replaces the file's list.
+// A file that names a version this build cannot read is refused.
+func TestRunConfigFlag(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "run.json")
+	want := node.DefaultRunConfig()
+	want.Model.Kind, want.Model.Channels, want.Model.Hidden = "cnn", []int{8, 16}, []int{64, 32}
+	want.Optimizer.Name, want.Optimizer.Momentum, want.Optimizer.LR = "momentum", 0.9, 0.05
+	want.Averaging.Codec, want.Seed = "int8", 9
+	if err := node.WriteRunConfig(file, want); err != nil {
+		t.Fatal(err)
+	}
 	parse := func(args ...string) (node.RunConfig, error) {
 		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 		var rc node.RunConfig
-		runFlags(fs, &rc)
-		return rc, fs.Parse(args)
+		runs := addRunFlags(fs, &rc)
+		if err := fs.Parse(args); err != nil {
+			return rc, err
+		}
+		return runs.run()
 	}
-	plain, _ := parse()
-	mlp, err := parse("--model", "mlp")
-	if err != nil || mlp.ID() != plain.ID() {
-		t.Errorf("--model mlp: %v, run %s, want the default run %s", err, mlp.ID(), plain.ID())
+	got, err := parse("--run-config", file)
+	if err != nil || got.ID() != want.ID() {
+		t.Fatalf("--run-config alone: %v, run\n%s\nwant\n%s", err, got.JSON(), want.JSON())
 	}
-	if cnn, err := parse("--model", "cnn"); err != nil || cnn.Model != "cnn" || cnn.ID() == plain.ID() {
-		t.Errorf("--model cnn: %v, model %q", err, cnn.Model)
+	got, err = parse("--lr", "0.01", "--run-config", file, "--hidden", "32", "--steps", "50")
+	over := want
+	over.Optimizer.LR, over.Model.Hidden, over.Optimizer.Steps = 0.01, []int{32}, 50
+	if err != nil || got.ID() != over.ID() {
+		t.Errorf("flags over the file: %v, run\n%s\nwant\n%s", err, got.JSON(), over.JSON())
 	}
-	if _, err := parse("--model", "resnet"); err == nil || !strings.Contains(err.Error(), "mlp, cnn or bert") {
+	// Without a file the flags are the run, as they always were.
+	if got, err := parse("--model", "cnn", "--lr", "0.01"); err != nil || got.Model.Kind != "cnn" || got.Optimizer.LR != 0.01 || got.Seed != 1 {
+		t.Errorf("flags alone: %v, %s", err, got.JSON())
+	}
+	os.WriteFile(file, []byte(`{"version": 3}`), 0o600)
+	if _, err := parse("--run-config", file); err == nil || !strings.Contains(err.Error(), "version 3 is newer than this build, which reads versions 1 to 2") {
+		t.Errorf("a newer file: %v", err)
+	}
+	os.WriteFile(file, []byte(`{"version": 2, "optimizer": {"learning_rate": 0.1}}`), 0o600)
+	if _, err := parse("--run-config", file); err == nil || !strings.Contains(err.Error(), "unknown field optimizer.learning_rate") {
+		t.Errorf("a misspelt field: %v", err)
+	}
+}
+
+// --model mlp is the default run; a typo is refused by the run's checks,
+// with the choices.
+func TestModelFlag(t *testing.T) {
+	parse := func(args ...string) node.RunConfig {
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		var rc node.RunConfig
+		bindRunFlags(fs, &rc)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return rc
+	}
+	if mlp := parse("--model", "mlp"); mlp.ID() != node.DefaultRunConfig().ID() {
+		t.Errorf("--model mlp: run %s, want the default run %s", mlp.ID(), node.DefaultRunConfig().ID())
+	}
+	if cnn := parse("--model", "cnn"); cnn.Model.Kind != "cnn" || cnn.Validate() != nil {
+		t.Errorf("--model cnn: %s, %v", cnn.JSON(), cnn.Validate())
+	}
+	if err := parse("--model", "resnet").Validate(); err == nil || !strings.Contains(err.Error(), "mlp, cnn or bert") {
 		t.Errorf("--model resnet: %v, want the choices named", err)
+	}
+	if l := parse("--hidden", "64,32", "--freeze", "a.,b.").Model; !slices.Equal(l.Hidden, []int{64, 32}) || !slices.Equal(l.Freeze, []string{"a.", "b."}) {
+		t.Errorf("lists read as %v and %q", l.Hidden, l.Freeze)
 	}
 }

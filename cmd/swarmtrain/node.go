@@ -18,44 +18,10 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/swarmtrain/swarmtrain/node"
-	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
-// runFlags binds the flags that define the run (and so its run ID).
-// Every peer of a swarm must pass the same values.
-func runFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
-	d := node.DefaultRunConfig()
-	fs.StringVar(&rc.Dataset, "dataset", d.Dataset, "what to train on: mnist (images), mlm (masked-language pre-training on --text), nsp (next-sentence prediction on --text), replaced (replaced-word detection on --text), source (which --text file a passage of --seq tokens comes from) or csv (text,label rows of --train-csv/--test-csv); the text datasets need --model bert")
-	fs.Var(modelFlag{&rc.Model}, "model", "network: mlp, cnn (conv–pool blocks, then the --hidden layers) or bert (Transformer encoder, for text)")
-	fs.IntSliceVar(&rc.Hidden, "hidden", d.Hidden, "fully connected hidden layer widths, comma-separated")
-	fs.IntSliceVar(&rc.Channels, "channels", d.Channels, "cnn only: output channels of each 5×5 conv + 2×2 max-pool block, comma-separated (default 16,32)")
-	fs.IntVar(&rc.Batch, "batch", d.Batch, "local minibatch size (samples per forward/backward)")
-	fs.IntVar(&rc.TargetBatch, "target-batch", d.TargetBatch, "global batch: samples the whole swarm accumulates per optimizer step")
-	fs.StringVar(&rc.Optimizer, "optimizer", d.Optimizer, "adam, adamw, sgd, momentum or nesterov")
-	fs.Float32Var(&rc.LR, "lr", d.LR, "peak learning rate (linear warm-up, then cosine decay to lr/10)")
-	fs.Float32Var(&rc.Momentum, "momentum", d.Momentum, "SGD momentum (optimizer momentum)")
-	fs.Float32Var(&rc.WeightDecay, "weight-decay", d.WeightDecay, "weight decay (decoupled for adamw)")
-	fs.IntVar(&rc.Warmup, "warmup", d.Warmup, "learning-rate warm-up steps")
-	fs.IntVar(&rc.Steps, "steps", d.Steps, "optimizer steps of the run")
-	fs.Uint64Var(&rc.Seed, "seed", d.Seed, "seed for weights and data order")
-	fs.StringVar(&rc.Codec, "codec", d.Codec, "gradient compression on the wire: fp32, fp16, bf16, int8, int4 (int8:BLOCK, int4:BLOCK set the block size, 16..65536), topk:FRACTION[:fp16], powersgd:RANK[:fp16]")
-	fs.StringVar(&rc.Lossless, "lossless", d.Lossless, "lossless stage after the codec: none, zstd or s2")
-	fs.IntVar(&rc.MinGroup, "min-group", d.MinGroup, "fewest peers a round may have; below it the swarm waits instead of stepping")
-	fs.StringVar(&rc.Schedule, "schedule", d.Schedule, "learning-rate decay after warm-up: cosine (default, to lr/10), linear (to lr/10), step (lr/10 at half, lr/100 at three quarters) or constant")
-	fs.Float32Var(&rc.ClipNorm, "clip-norm", d.ClipNorm, "clip the averaged gradient to this global L2 norm (0: off)")
-	fs.StringSliceVar(&rc.Freeze, "freeze", d.Freeze, "tensors (or name prefixes, e.g. layers.0.) that training leaves unchanged, comma-separated")
-	fs.IntVar(&rc.MaxGroup, "max-group", d.MaxGroup, "most peers that average together (0: no cap); a larger swarm averages parameters in rotating Moshpit groups (needs --codec fp32)")
-	fs.IntVar(&rc.VocabSize, "vocab-size", 0, "text: tokens in a learned WordPiece vocabulary (0: 2000)")
-	fs.IntVar(&rc.Seq, "seq", 0, "text: tokens per sequence, [CLS] and [SEP]s included (0: 64)")
-	fs.IntVar(&rc.Width, "width", 0, "bert: hidden width (0: 64)")
-	fs.IntVar(&rc.Heads, "heads", 0, "bert: attention heads, dividing the width (0: 4)")
-	fs.IntVar(&rc.Layers, "layers", 0, "bert: encoder layers (0: 2)")
-	fs.Float32Var(&rc.Dropout, "dropout", 0, "bert: dropout probability on every residual branch")
-	fs.IntVar(&rc.TrainRows, "train-rows", 0, "train on only this many training rows, drawn with --seed (0: all); few labelled rows are where pre-training pays")
-}
-
 // dataFlags are a node's local data paths. They are not run fields, but a
-// text run hashes its files into the run (data, vocab).
+// text run hashes its files into the run (data.files, data.vocab).
 type dataFlags struct {
 	mnistDir          string
 	corpus            []string
@@ -119,41 +85,6 @@ func dataArgs(cfg node.Config) []string {
 	return args
 }
 
-// runArgs turns a run config back into the flags runFlags reads, so the
-// demo can start child nodes on exactly its run.
-func runArgs(rc node.RunConfig) []string {
-	f32 := func(x float32) string { return strconv.FormatFloat(float64(x), 'g', -1, 32) }
-	args := []string{
-		"--hidden", joinInts(rc.Hidden), "--batch", strconv.Itoa(rc.Batch), "--target-batch", strconv.Itoa(rc.TargetBatch),
-		"--optimizer", rc.Optimizer, "--lr", f32(rc.LR), "--momentum", f32(rc.Momentum), "--weight-decay", f32(rc.WeightDecay),
-		"--warmup", strconv.Itoa(rc.Warmup), "--steps", strconv.Itoa(rc.Steps), "--seed", strconv.FormatUint(rc.Seed, 10),
-		"--codec", rc.Codec, "--lossless", rc.Lossless, "--min-group", strconv.Itoa(rc.MinGroup),
-		"--max-group", strconv.Itoa(rc.MaxGroup), "--schedule", rc.Schedule, "--clip-norm", f32(rc.ClipNorm),
-	}
-	if len(rc.Freeze) > 0 {
-		args = append(args, "--freeze", strings.Join(rc.Freeze, ","))
-	}
-	if rc.Model != "" {
-		args = append(args, "--model", rc.Model)
-	}
-	if len(rc.Channels) > 0 {
-		args = append(args, "--channels", joinInts(rc.Channels))
-	}
-	args = append(args, "--dataset", rc.Dataset)
-	for _, f := range []struct {
-		flag string
-		v    int
-	}{{"--vocab-size", rc.VocabSize}, {"--seq", rc.Seq}, {"--width", rc.Width}, {"--heads", rc.Heads}, {"--layers", rc.Layers}, {"--train-rows", rc.TrainRows}} {
-		if f.v != 0 {
-			args = append(args, f.flag, strconv.Itoa(f.v))
-		}
-	}
-	if rc.Dropout != 0 {
-		args = append(args, "--dropout", f32(rc.Dropout))
-	}
-	return args
-}
-
 func joinInts(xs []int) string {
 	s := make([]string, len(xs))
 	for i, x := range xs {
@@ -162,30 +93,39 @@ func joinInts(xs []int) string {
 	return strings.Join(s, ",")
 }
 
-// modelFlag is --model: "mlp" is stored as "" so that MLP runs keep the run
-// IDs they had before the flag existed.
-type modelFlag struct{ p *string }
-
-func (f modelFlag) String() string {
-	if f.p == nil || *f.p == "" {
-		return trainer.ArchMLP
+// initFrom names the checkpoint file at path in the run (its SHA-256).
+// A run config file that names one already must name this one.
+func initFrom(rc *node.RunConfig, path string) error {
+	if path == "" {
+		return nil
 	}
-	return *f.p
-}
-
-func (f modelFlag) Set(s string) error {
-	switch s {
-	case trainer.ArchMLP:
-		*f.p = ""
-	case trainer.ArchCNN, trainer.ArchBERT:
-		*f.p = s
-	default:
-		return fmt.Errorf("%q is not a model: want mlp, cnn or bert", s)
+	sum, err := node.FileSHA256(path)
+	if err != nil {
+		return fmt.Errorf("--init-from: %w", err)
 	}
+	if named := rc.Model.InitFrom; named != "" && named != sum {
+		return fmt.Errorf("--init-from %s has SHA-256 %s, the run config names %s (model.init_from)", path, sum, named)
+	}
+	rc.Model.InitFrom = sum
 	return nil
 }
 
-func (modelFlag) Type() string { return "string" }
+// prepareText is node.PrepareText, which sets the text run's hashes from
+// its files; a run config file that names them already must name these.
+func prepareText(cfg *node.Config, learnedPath string) error {
+	named := cfg.Run.Data
+	if err := node.PrepareText(cfg, learnedPath); err != nil {
+		return err
+	}
+	got := cfg.Run.Data
+	switch {
+	case named.Files != "" && named.Files != got.Files:
+		return fmt.Errorf("the text files here (--text, --train-csv, --test-csv) have SHA-256 %s, the run config names %s (data.files): every peer trains on the same files", got.Files, named.Files)
+	case named.Vocab != "" && named.Vocab != got.Vocab:
+		return fmt.Errorf("the vocabulary %s has SHA-256 %s, the run config names %s (data.vocab): give the run's vocabulary with --vocab", cfg.VocabPath, got.Vocab, named.Vocab)
+	}
+	return nil
+}
 
 // parseShard reads "K/N" (0-based K).
 func parseShard(s string) (k, n int, err error) {
@@ -208,6 +148,7 @@ func parseShard(s string) (k, n int, err error) {
 func nodeCmd() *cobra.Command {
 	cfg := node.DefaultConfig()
 	var (
+		runs           *runFlags
 		shard, logFile string
 		port           int
 		asJSON, quiet  bool
@@ -231,10 +172,11 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 			if cfg.Shard, cfg.Shards, err = parseShard(shard); err != nil {
 				return err
 			}
-			if cfg.InitPath != "" {
-				if cfg.Run.InitFrom, err = node.FileSHA256(cfg.InitPath); err != nil {
-					return fmt.Errorf("--init-from: %w", err)
-				}
+			if cfg.Run, err = runs.run(); err != nil {
+				return err
+			}
+			if err := initFrom(&cfg.Run, cfg.InitPath); err != nil {
+				return err
 			}
 			if err := data.apply(&cfg); err != nil {
 				return err
@@ -243,7 +185,7 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 				if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 					return err
 				}
-				if err := node.PrepareText(&cfg, filepath.Join(cfg.Dir, "vocab.txt")); err != nil {
+				if err := prepareText(&cfg, filepath.Join(cfg.Dir, "vocab.txt")); err != nil {
 					return err
 				}
 			}
@@ -266,7 +208,7 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 		},
 	}
 	fs := cmd.Flags()
-	runFlags(fs, &cfg.Run)
+	runs = addRunFlags(fs, &cfg.Run)
 	fs.StringVar(&cfg.Dir, "dir", "swarmtrain-node", "node directory: identity key, node.json, result.json (one per node)")
 	fs.IntVar(&port, "port", 0, "TCP and UDP (QUIC) port to listen on; 0 picks a free one")
 	fs.StringSliceVar(&cfg.Listen, "listen", cfg.Listen, "multiaddrs to listen on (overrides --port)")
@@ -277,7 +219,7 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 	fs.BoolVar(&cfg.Client, "client", false, "this machine cannot accept inbound connections (NAT, firewall): own no part of the all-reduce, still contribute")
 	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")
 	fs.DurationVar(&cfg.Linger, "linger", 0, "after the last step, keep serving state and /status this long")
-	fs.StringVar(&cfg.InitPath, "init-from", "", "start from this checkpoint's weights (transfer learning; fresh optimizer, step 0); every peer needs the same file, its SHA-256 is part of the run")
+	fs.StringVar(&cfg.InitPath, "init-from", "", "start from this checkpoint's weights (transfer learning; fresh optimizer, step 0); every peer needs the same file, its SHA-256 is part of the run (run config: model.init_from)")
 	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "write <dir>/checkpoint.safetensors every N steps and at the end (0: never); a node resumes from the checkpoint it finds in --dir")
 	fs.StringVar(&logFile, "log-file", "", "append the log here instead of stderr")
 	fs.BoolVar(&asJSON, "json", false, "print the final result as JSON on stdout")

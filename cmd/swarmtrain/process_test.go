@@ -129,16 +129,35 @@ var smallRun = []string{"--hidden", "32", "--batch", "32", "--target-batch", "96
 
 // Three real processes on loopback train together: afterwards every
 // replica holds bit-identical state (equal SHA-256 over parameters and
-// optimizer state) and the test loss has dropped.
+// optimizer state) and the test loss has dropped. One node has the run
+// from flags, one from a run config file, one from the file and a flag
+// over it: all three are the same run.
 func TestThreeProcessesStayIdentical(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
 	dir := t.TempDir()
+	// smallRun as run config files: exactly, and with other steps.
+	run := node.DefaultRunConfig()
+	var args []flagArg
+	for i := 0; i < len(smallRun); i += 2 {
+		args = append(args, flagArg{strings.TrimPrefix(smallRun[i], "--"), smallRun[i+1]})
+	}
+	if err := setRunFlags(&run, args); err != nil {
+		t.Fatal(err)
+	}
+	exact, other := filepath.Join(dir, "run.json"), filepath.Join(dir, "run-99.json")
+	if err := node.WriteRunConfig(exact, run); err != nil {
+		t.Fatal(err)
+	}
+	run.Optimizer.Steps = 99
+	if err := node.WriteRunConfig(other, run); err != nil {
+		t.Fatal(err)
+	}
 	a := startNode(t, filepath.Join(dir, "a"), append([]string{"--min-peers", "3", "--shard", "0/3", "--linger", "2s"}, smallRun...)...)
 	join := a.info().Addrs[0]
-	b := startNode(t, filepath.Join(dir, "b"), append([]string{"--min-peers", "3", "--shard", "1/3", "--linger", "2s", "--join", join}, smallRun...)...)
-	c := startNode(t, filepath.Join(dir, "c"), append([]string{"--min-peers", "3", "--shard", "2/3", "--linger", "2s", "--join", join}, smallRun...)...)
+	b := startNode(t, filepath.Join(dir, "b"), "--min-peers", "3", "--shard", "1/3", "--linger", "2s", "--join", join, "--run-config", exact)
+	c := startNode(t, filepath.Join(dir, "c"), "--min-peers", "3", "--shard", "2/3", "--linger", "2s", "--join", join, "--steps", "40", "--run-config", other)
 	for _, p := range []*proc{a, b, c} {
 		if err := p.wait(3 * time.Minute); err != nil {
 			t.Fatalf("%v\n%s\n%s", err, p.stderr, p.log())

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/swarmtrain/swarmtrain/node"
 	"github.com/swarmtrain/swarmtrain/p2p"
@@ -120,21 +119,18 @@ func randomTrials(params []sweepParam, n int, seed uint64) []trial {
 	return out
 }
 
-// applyTrial sets the trial's values through the flags a run starts with
-// (runFlags), so a sweep reads every value exactly as demo and node do,
-// then validates the run. hidden writes its layers with 'x' in a sweep
-// (',' separates values there).
+// applyTrial sets the trial's values through the run flags
+// (setRunFlags), so a sweep reads every value exactly as demo and node
+// do, then validates the run. hidden writes its layers with 'x' in a
+// sweep (',' separates values there).
 func applyTrial(rc *node.RunConfig, t trial) error {
-	var into node.RunConfig
-	fs := pflag.NewFlagSet("trial", pflag.ContinueOnError)
-	runFlags(fs, &into) // binds into's fields, at the defaults…
-	into = *rc          // …which then take the base run's values
+	into := *rc
 	for _, kv := range t {
 		name, v := kv[0], kv[1]
 		if name == "hidden" {
 			v = strings.ReplaceAll(v, "x", ",")
 		}
-		if err := fs.Set(name, v); err != nil {
+		if err := setRunFlags(&into, []flagArg{{name, v}}); err != nil {
 			return fmt.Errorf("%s=%s: %w", name, kv[1], err)
 		}
 	}
@@ -151,8 +147,9 @@ type trialResult struct {
 }
 
 func sweepCmd() *cobra.Command {
-	base := node.DefaultRunConfig()
 	var (
+		base   node.RunConfig
+		runs   *runFlags
 		params []string
 		random int
 		seed   uint64
@@ -215,11 +212,13 @@ back), and the table lists which peer trained each.`,
 			defer os.RemoveAll(tmp)
 			// A text run hashes its files and learns its vocabulary once.
 			cfg := node.DefaultConfig()
-			cfg.Run = base
+			if cfg.Run, err = runs.run(); err != nil {
+				return err
+			}
 			if err := data.apply(&cfg); err != nil {
 				return err
 			}
-			if err := node.PrepareText(&cfg, filepath.Join(tmp, "vocab.txt")); err != nil {
+			if err := prepareText(&cfg, filepath.Join(tmp, "vocab.txt")); err != nil {
 				return err
 			}
 			// Every trial's run, checked before any trains: a typo should
@@ -245,7 +244,7 @@ back), and the table lists which peer trained each.`,
 		},
 	}
 	fs := cmd.Flags()
-	runFlags(fs, &base)
+	runs = addRunFlags(fs, &base)
 	fs.StringArrayVar(&params, "param", nil, "a dimension of the space: name=v1,v2,… or name=log:LO:HI (lin:, int:); repeatable")
 	fs.IntVar(&random, "random", 0, "random search: this many trials drawn from the space (0: the full grid)")
 	fs.Uint64Var(&seed, "sweep-seed", 1, "seed of the random search")
@@ -263,7 +262,7 @@ func serveSweep(cmd *cobra.Command, base node.Config, ts []node.Trial, tmp strin
 	if err != nil {
 		return nil, err
 	}
-	if base.Run.Dataset == node.DatasetCSV {
+	if base.Run.Data.Dataset == node.DatasetCSV {
 		return nil, errors.New("--serve cannot send CSV files to workers: run a csv sweep without --serve")
 	}
 	for i := range ts {

@@ -37,14 +37,14 @@ func TestSweepSpace(t *testing.T) {
 		if err := applyTrial(&rc, tr); err != nil {
 			t.Fatal(err)
 		}
-		if rc.LR < 1e-4 || rc.LR > 1e-2 {
-			t.Fatalf("lr %v outside log:1e-4:1e-2", rc.LR)
+		if rc.Optimizer.LR < 1e-4 || rc.Optimizer.LR > 1e-2 {
+			t.Fatalf("lr %v outside log:1e-4:1e-2", rc.Optimizer.LR)
 		}
 	}
 	rc := node.DefaultRunConfig()
 	applyTrial(&rc, grid[3])
-	if !slices.Equal(rc.Hidden, []int{256, 128}) || rc.Optimizer != "momentum" {
-		t.Fatalf("trial applied as hidden %v, optimizer %s", rc.Hidden, rc.Optimizer)
+	if !slices.Equal(rc.Model.Hidden, []int{256, 128}) || rc.Optimizer.Name != "momentum" {
+		t.Fatalf("trial applied as hidden %v, optimizer %s", rc.Model.Hidden, rc.Optimizer.Name)
 	}
 	for _, bad := range []string{"lr", "learning=1", "lr=log:0:1", "lr=lin:2:1", "lr=1,,2"} {
 		if _, err := parseSweepParam(bad); err == nil {
@@ -60,7 +60,7 @@ func TestSweepSpace(t *testing.T) {
 	}
 	// Every name a sweep may vary is a run flag.
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
-	runFlags(fs, new(node.RunConfig))
+	bindRunFlags(fs, new(node.RunConfig))
 	for _, name := range sweepNames {
 		if fs.Lookup(name) == nil {
 			t.Errorf("sweep parameter %q is not a run flag", name)
@@ -69,16 +69,16 @@ func TestSweepSpace(t *testing.T) {
 	// Values go through the run's own flags: the base run's other fields
 	// stay, and the base's slices are not written through.
 	base := node.DefaultRunConfig()
-	base.Steps, base.Codec = 77, "int8"
+	base.Optimizer.Steps, base.Averaging.Codec = 77, "int8"
 	rc = base
 	if err := applyTrial(&rc, trial{{"train-rows", "50"}, {"hidden", "32x16"}, {"weight-decay", "0.01"}}); err != nil {
 		t.Fatal(err)
 	}
-	if rc.TrainRows != 50 || !slices.Equal(rc.Hidden, []int{32, 16}) || rc.WeightDecay != 0.01 || rc.Steps != 77 || rc.Codec != "int8" {
+	if rc.Data.TrainRows != 50 || !slices.Equal(rc.Model.Hidden, []int{32, 16}) || rc.Optimizer.WeightDecay != 0.01 || rc.Optimizer.Steps != 77 || rc.Averaging.Codec != "int8" {
 		t.Errorf("trial applied as %s", rc.JSON())
 	}
-	if !slices.Equal(base.Hidden, []int{256}) {
-		t.Errorf("the base run's hidden became %v", base.Hidden)
+	if !slices.Equal(base.Model.Hidden, []int{256}) {
+		t.Errorf("the base run's hidden became %v", base.Model.Hidden)
 	}
 }
 

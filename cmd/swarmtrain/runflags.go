@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"reflect"
+
+	"github.com/spf13/pflag"
+
+	"github.com/swarmtrain/swarmtrain/node"
+)
+
+// runFlag is the one place a run field gets its command-line flag: the
+// flag's name, the field it sets and its help. The flag's default is the
+// field's DefaultRunConfig value; its help ends with the field's path in
+// a run config file. Run fields without a flag: version, and the hashes
+// of files that other flags name (model.init_from: --init-from; data.files
+// and data.vocab: --text, --train-csv, --test-csv and --vocab).
+type runFlag struct {
+	name  string
+	field func(*node.RunConfig) any // *string, *int, *uint64, *float32, *[]int or *[]string
+	usage string
+}
+
+var runFlagTable = []runFlag{
+	{"dataset", func(r *node.RunConfig) any { return &r.Data.Dataset }, "what to train on: mnist (images), mlm (masked-language pre-training on --text), nsp (next-sentence prediction on --text), replaced (replaced-word detection on --text), source (which --text file a passage of --seq tokens comes from) or csv (text,label rows of --train-csv/--test-csv); the text datasets need --model bert"},
+	{"model", func(r *node.RunConfig) any { return &r.Model.Kind }, "network: mlp, cnn (conv–pool blocks, then the --hidden layers) or bert (Transformer encoder, for text)"},
+	{"hidden", func(r *node.RunConfig) any { return &r.Model.Hidden }, "fully connected hidden layer widths, comma-separated"},
+	{"channels", func(r *node.RunConfig) any { return &r.Model.Channels }, "cnn only: output channels of each 5×5 conv + 2×2 max-pool block, comma-separated (default 16,32)"},
+	{"batch", func(r *node.RunConfig) any { return &r.Compute.Batch }, "local minibatch size (samples per forward/backward)"},
+	{"target-batch", func(r *node.RunConfig) any { return &r.Optimizer.TargetBatch }, "global batch: samples the whole swarm accumulates per optimizer step"},
+	{"optimizer", func(r *node.RunConfig) any { return &r.Optimizer.Name }, "adam, adamw, sgd, momentum or nesterov"},
+	{"lr", func(r *node.RunConfig) any { return &r.Optimizer.LR }, "peak learning rate (linear warm-up, then --schedule)"},
+	{"momentum", func(r *node.RunConfig) any { return &r.Optimizer.Momentum }, "SGD momentum (optimizer momentum or nesterov)"},
+	{"weight-decay", func(r *node.RunConfig) any { return &r.Optimizer.WeightDecay }, "weight decay (decoupled for adamw)"},
+	{"warmup", func(r *node.RunConfig) any { return &r.Optimizer.Warmup }, "learning-rate warm-up steps"},
+	{"steps", func(r *node.RunConfig) any { return &r.Optimizer.Steps }, "optimizer steps of the run"},
+	{"schedule", func(r *node.RunConfig) any { return &r.Optimizer.Schedule }, "learning-rate decay after warm-up: cosine (to lr/10), linear (to lr/10), step (lr/10 at half, lr/100 at three quarters) or constant"},
+	{"clip-norm", func(r *node.RunConfig) any { return &r.Optimizer.ClipNorm }, "clip the averaged gradient to this global L2 norm (0: off)"},
+	{"seed", func(r *node.RunConfig) any { return &r.Seed }, "seed for weights and data order"},
+	{"codec", func(r *node.RunConfig) any { return &r.Averaging.Codec }, "gradient compression on the wire: fp32, fp16, bf16, int8, int4 (int8:BLOCK, int4:BLOCK set the block size, 16..65536), topk:FRACTION[:fp16], powersgd:RANK[:fp16]"},
+	{"lossless", func(r *node.RunConfig) any { return &r.Averaging.Lossless }, "lossless stage after the codec: none, zstd or s2"},
+	{"min-group", func(r *node.RunConfig) any { return &r.Averaging.MinGroup }, "fewest peers a round may have; below it the swarm waits instead of stepping"},
+	{"max-group", func(r *node.RunConfig) any { return &r.Averaging.MaxGroup }, "most peers that average together (0: no cap); a larger swarm averages parameters in rotating Moshpit groups (needs --codec fp32)"},
+	{"freeze", func(r *node.RunConfig) any { return &r.Model.Freeze }, "tensors (or name prefixes, e.g. layers.0.) that training leaves unchanged, comma-separated"},
+	{"vocab-size", func(r *node.RunConfig) any { return &r.Model.VocabSize }, "text: tokens in a learned WordPiece vocabulary (0: 2000)"},
+	{"seq", func(r *node.RunConfig) any { return &r.Model.Seq }, "text: tokens per sequence, [CLS] and [SEP]s included (0: 64)"},
+	{"width", func(r *node.RunConfig) any { return &r.Model.Width }, "bert: hidden width (0: 64)"},
+	{"heads", func(r *node.RunConfig) any { return &r.Model.Heads }, "bert: attention heads, dividing the width (0: 4)"},
+	{"layers", func(r *node.RunConfig) any { return &r.Model.Layers }, "bert: encoder layers (0: 2)"},
+	{"dropout", func(r *node.RunConfig) any { return &r.Model.Dropout }, "bert: dropout probability on every residual branch"},
+	{"train-rows", func(r *node.RunConfig) any { return &r.Data.TrainRows }, "train on only this many training rows, drawn with --seed (0: all); few labelled rows are where pre-training pays"},
+}
+
+// bindRunFlags sets rc to DefaultRunConfig (pflag's way: binding sets
+// the default) and binds the run flags to its fields.
+func bindRunFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
+	*rc = node.DefaultRunConfig()
+	def := node.DefaultRunConfig()
+	paths := map[any]string{}
+	for _, f := range rc.Fields() {
+		paths[f.Ptr] = f.Path
+	}
+	for _, f := range runFlagTable {
+		p, d := f.field(rc), f.field(&def)
+		usage := fmt.Sprintf("%s (run config: %s)", f.usage, paths[p])
+		switch p := p.(type) {
+		case *string:
+			fs.StringVar(p, f.name, *d.(*string), usage)
+		case *int:
+			fs.IntVar(p, f.name, *d.(*int), usage)
+		case *uint64:
+			fs.Uint64Var(p, f.name, *d.(*uint64), usage)
+		case *float32:
+			fs.Float32Var(p, f.name, *d.(*float32), usage)
+		case *[]int:
+			fs.IntSliceVar(p, f.name, *d.(*[]int), usage)
+		case *[]string:
+			fs.StringSliceVar(p, f.name, *d.(*[]string), usage)
+		default:
+			panic(fmt.Sprintf("run flag --%s: no flag type for a field of type %T", f.name, p))
+		}
+	}
+}
+
+// flagArg is one run flag as given on the command line.
+type flagArg struct{ name, value string }
+
+// setRunFlags sets run flags on rc, each value read exactly as on the
+// command line (a list flag given twice appends, as there).
+func setRunFlags(rc *node.RunConfig, args []flagArg) error {
+	base := *rc
+	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+	bindRunFlags(fs, rc) // binds rc's fields, at the defaults…
+	*rc = base           // …which then take the base run's values
+	for _, a := range args {
+		if err := fs.Set(a.name, a.value); err != nil {
+			return fmt.Errorf("--%s %s: %w", a.name, a.value, err)
+		}
+	}
+	return nil
+}
+
+// runFlags is a command's run: the run flags and --run-config.
+type runFlags struct {
+	fs   *pflag.FlagSet
+	rc   *node.RunConfig // what the run flags set
+	file string
+}
+
+// addRunFlags adds the run flags, bound to rc, and --run-config.
+func addRunFlags(fs *pflag.FlagSet, rc *node.RunConfig) *runFlags {
+	bindRunFlags(fs, rc)
+	f := &runFlags{fs: fs, rc: rc}
+	fs.StringVar(&f.file, "run-config", "", "read the run from this file (JSON; the demo writes one to <dir>/run.json); run flags given as well override the file's values, wherever they stand on the command line")
+	return f
+}
+
+// run is the run the command line describes: the run flags, or with
+// --run-config the file's run with the value of every run flag given
+// put over the file's.
+func (f *runFlags) run() (node.RunConfig, error) {
+	if f.file == "" {
+		return *f.rc, nil
+	}
+	rc, err := node.LoadRunConfig(f.file)
+	if err != nil {
+		return rc, fmt.Errorf("--run-config: %w", err)
+	}
+	for _, rf := range runFlagTable {
+		if f.fs.Lookup(rf.name).Changed {
+			reflect.ValueOf(rf.field(&rc)).Elem().Set(reflect.ValueOf(rf.field(f.rc)).Elem())
+		}
+	}
+	return rc, nil
+}
