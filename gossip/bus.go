@@ -30,14 +30,13 @@ type Bus struct {
 // message from another peer, from one goroutine per topic.
 func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer.ID, m Message)) (*Bus, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	// Progress goes out after every minibatch of every peer; gossipsub's
-	// default queues (32) drop silently when a busy CPU delays a reader, so
-	// they are sized for bursts from a few hundred peers.
+	// Progress goes out after every minibatch of every peer: the queues
+	// are sized for bursts (defaults.go).
 	ps, err := pubsub.NewGossipSub(ctx, h,
-		pubsub.WithMaxMessageSize(4*MaxMessageSize),
+		pubsub.WithMaxMessageSize(busMaxMessage),
 		pubsub.WithPeerExchange(true),
-		pubsub.WithValidateQueueSize(1024),
-		pubsub.WithPeerOutboundQueueSize(256),
+		pubsub.WithValidateQueueSize(busValidateQueue),
+		pubsub.WithPeerOutboundQueueSize(busOutboundQueue),
 	)
 	if err != nil {
 		cancel()
@@ -64,7 +63,7 @@ func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer
 			cancel()
 			return nil, err
 		}
-		sub, err := t.Subscribe(pubsub.WithBufferSize(1024))
+		sub, err := t.Subscribe(pubsub.WithBufferSize(busSubscriptionBuffer))
 		if err != nil {
 			cancel()
 			return nil, err

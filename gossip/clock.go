@@ -9,8 +9,9 @@ import "github.com/filecoin-project/go-clock"
 
 var wallClock = clock.New()
 
-// orWall returns c, or the wall clock when c is nil.
-func orWall(c clock.Clock) clock.Clock {
+// OrWall returns c, or the wall clock when c is nil: every protocol's
+// Clock field means the wall clock when left nil.
+func OrWall(c clock.Clock) clock.Clock {
 	if c == nil {
 		return wallClock
 	}

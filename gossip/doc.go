@@ -1,28 +1,25 @@
-// Package gossip holds the protocols peers of one run speak to each other:
-// membership and progress over gossipsub (Bus, Membership), matchmaking of
-// a group per step (Matchmaker), the all-reduce that averages gradients
-// bit-identically (Averager, with error feedback for lossy codecs), state
-// download for joiners in verified chunks from several donors (StateServer,
-// FetchState, Download), Moshpit group layouts (MoshpitGrid) and run
-// admission (Admission).
+// Package gossip is what peers of one run gossip, and the seams their
+// stream protocols share: the control messages (Message: heartbeats and
+// progress, hellos, and matchmaking's joins and groups), validated and
+// signed, over gossipsub (Bus); the view of live peers they build
+// (Membership, Consensus); run admission (Admission); and the Transport
+// of framed streams, with MemNetwork, an in-process network that can
+// drop, stall, corrupt and isolate peers, for tests.
 //
-// Streams go through the Transport interface, so everything except Bus
-// runs over MemNetwork in tests. One sync-mode step, as package node
-// drives it:
+// The stream protocols live in subpackages that import this one (never
+// the reverse): allreduce forms each step's group and averages in it
+// (Matchmaker, Averager, Moshpit groups), and statesync downloads the
+// state for joiners. Package node wires them to libp2p:
 //
-//	view := gossip.NewMembership(self, 5*time.Second)    // fed by Bus deliveries
-//	mm := gossip.NewMatchmaker(tr, gossip.MatchConfig{Run: run}, myView)
-//	av := gossip.NewAverager(tr, gossip.AveragerConfig{Codec: fp32})
-//	for {
-//		// ... accumulate local gradient `mean` over `samples`, publish Progress ...
-//		r, err := mm.Match(ctx, step, samples, candidates)
-//		if errors.Is(err, gossip.ErrBehind) { /* FetchState from peers */ continue }
-//		if err != nil { continue } // retry; the gradient is kept
-//		if err := av.AllReduce(ctx, r, mean, avg); err != nil { continue }
-//		// every member now holds the same avg: apply the same optimizer step
-//	}
+//	view := gossip.NewMembership(self, 5*time.Second) // fed by Bus deliveries
+//	bus, _ := gossip.NewBus(ctx, host, run, func(from peer.ID, m gossip.Message) {
+//		if m.Kind == gossip.KindHeartbeat {
+//			view.ObserveHeartbeat(*m.Heartbeat, time.Now())
+//		}
+//	})
+//	(&gossip.Admission{Run: run, Config: cfg}).Serve(tr) // hellos on tr, a Transport
 //
 // Every message and frame from the network is hostile until validated:
-// sizes are capped before allocation, fields are range-checked, tensor
-// parts are checksummed, and a part holding NaN or Inf is left out.
+// sizes are capped before allocation (defaults.go) and fields are
+// range-checked; Decode is fuzzed.
 package gossip

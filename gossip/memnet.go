@@ -76,9 +76,10 @@ func (n *MemNetwork) Release() {
 	}
 }
 
-// NewMemNetwork returns an empty network with a 5 s per-frame timeout.
+// NewMemNetwork returns an empty network with a 5 s per-frame timeout
+// (memFrameTimeout).
 func NewMemNetwork() *MemNetwork {
-	return &MemNetwork{peers: map[peer.ID]*MemTransport{}, isolated: map[peer.ID]bool{}, Timeout: 5 * time.Second, stalled: make(chan struct{})}
+	return &MemNetwork{peers: map[peer.ID]*MemTransport{}, isolated: map[peer.ID]bool{}, Timeout: memFrameTimeout, stalled: make(chan struct{})}
 }
 
 // Add creates a peer on the network.
@@ -215,7 +216,7 @@ func (s *memStream) Send(frame []byte) error {
 				b[i] ^= 0xA5
 			}
 		case Slow:
-			slow := orWall(s.net.Clock).Timer(s.net.SlowDelay)
+			slow := OrWall(s.net.Clock).Timer(s.net.SlowDelay)
 			select {
 			case <-slow.C:
 			case <-s.dead:
@@ -224,7 +225,7 @@ func (s *memStream) Send(frame []byte) error {
 			}
 		}
 	}
-	timer := orWall(s.net.Clock).Timer(time.Duration(s.timeout.Load()))
+	timer := OrWall(s.net.Clock).Timer(time.Duration(s.timeout.Load()))
 	defer timer.Stop()
 	select {
 	case s.out.frames <- b:
@@ -241,7 +242,7 @@ func (s *memStream) Send(frame []byte) error {
 }
 
 func (s *memStream) Recv(max int) ([]byte, error) {
-	timer := orWall(s.net.Clock).Timer(time.Duration(s.timeout.Load()))
+	timer := OrWall(s.net.Clock).Timer(time.Duration(s.timeout.Load()))
 	defer timer.Stop()
 	select {
 	case b := <-s.in.frames:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
@@ -14,11 +15,6 @@ import (
 // Version is the wire version of every gossip and control message.
 // A peer that speaks another version is refused with a reason.
 const Version = 1
-
-// MaxMessageSize caps every gossip and control message (heartbeats,
-// progress, joins, groups, hellos). Bulk tensors never travel this way:
-// gossipsub silently drops anything above 1 MiB, so we stay far below.
-const MaxMessageSize = 64 << 10
 
 // Kind says what a message is.
 type Kind string
@@ -112,7 +108,7 @@ type Group struct {
 	Round   string    `json:"round"`
 	Members []peer.ID `json:"members"`
 	Samples []int     `json:"samples"`
-	Shares  []int     `json:"shares,omitempty"` // part sizes; see Round.Shares
+	Shares  []int     `json:"shares,omitempty"` // part sizes; see allreduce.Round.Shares
 	// Rates are the members' measured uplinks (bytes/s, 0 unknown), from
 	// their joins: each member sizes the round's deadline by them. Not
 	// part of the round ID: they change no member's bytes.
@@ -120,14 +116,8 @@ type Group struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
-// Limits on what a peer may claim, checked before anything is used.
-const (
-	maxAddrs       = 16
-	maxStringField = 512
-	maxMembers     = 1024
-	maxSamples     = 1 << 30
-	maxRate        = 1e13 // bytes/s a peer may claim for a link: 80 Tbit/s
-)
+// Index returns p's position in the group, or -1.
+func (g Group) Index(p peer.ID) int { return slices.Index(g.Members, p) }
 
 var hexRe = regexp.MustCompile(`^[0-9a-f]*$`)
 
@@ -229,14 +219,14 @@ func (m Message) Validate() error {
 }
 
 func checkRun(run string) error {
-	if len(run) == 0 || len(run) > 128 || !hexRe.MatchString(run) {
+	if len(run) == 0 || len(run) > maxID || !hexRe.MatchString(run) {
 		return fmt.Errorf("gossip: bad run id %q", truncate(run, 40))
 	}
 	return nil
 }
 
 func checkPeer(p peer.ID) error {
-	if len(p) == 0 || len(p) > 128 {
+	if len(p) == 0 || len(p) > maxID {
 		return errors.New("gossip: bad peer id")
 	}
 	return nil
@@ -249,7 +239,7 @@ func (h *Heartbeat) validate() error {
 	if err := checkRun(h.Run); err != nil {
 		return err
 	}
-	if len(h.Hash) > 128 || !hexRe.MatchString(h.Hash) {
+	if len(h.Hash) > maxID || !hexRe.MatchString(h.Hash) {
 		return errors.New("gossip: heartbeat hash is not hex")
 	}
 	if math.IsNaN(h.SamplesPerSec) || math.IsInf(h.SamplesPerSec, 0) || h.SamplesPerSec < 0 {
@@ -273,7 +263,7 @@ func (p *Progress) validate() error {
 	if err := checkPeer(p.Peer); err != nil {
 		return err
 	}
-	if len(p.Hash) > 128 || !hexRe.MatchString(p.Hash) {
+	if len(p.Hash) > maxID || !hexRe.MatchString(p.Hash) {
 		return errors.New("gossip: progress hash is not hex")
 	}
 	if p.Samples < 0 || p.Samples > maxSamples {
@@ -286,14 +276,14 @@ func (g *Group) validate() error {
 	if err := checkRun(g.Run); err != nil {
 		return err
 	}
-	if len(g.Round) > 128 || !hexRe.MatchString(g.Round) {
+	if len(g.Round) > maxID || !hexRe.MatchString(g.Round) {
 		return errors.New("gossip: bad round id")
 	}
 	if len(g.Reason) > 4*maxStringField {
 		return errors.New("gossip: group reason too long")
 	}
-	if len(g.Members) > maxMembers {
-		return fmt.Errorf("gossip: group of %d members, cap %d", len(g.Members), maxMembers)
+	if len(g.Members) > MaxMembers {
+		return fmt.Errorf("gossip: group of %d members, cap %d", len(g.Members), MaxMembers)
 	}
 	if len(g.Members) != len(g.Samples) {
 		return fmt.Errorf("gossip: group lists %d members but %d sample counts", len(g.Members), len(g.Samples))
@@ -307,8 +297,8 @@ func (g *Group) validate() error {
 		}
 		total := 0
 		for _, s := range g.Shares {
-			if s < 0 || s > maxShare {
-				return fmt.Errorf("gossip: part share %d out of [0, %d]", s, maxShare)
+			if s < 0 || s > MaxShare {
+				return fmt.Errorf("gossip: part share %d out of [0, %d]", s, MaxShare)
 			}
 			total += s
 		}

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 func TestMessageRoundTrip(t *testing.T) {
-	hb := &Heartbeat{Peer: testID(1), Run: "00ff", Seq: 3, Step: 9, Hash: "abcd", SamplesPerSec: 10, Addrs: []string{"/ip4/127.0.0.1/tcp/1"}}
+	hb := &Heartbeat{Peer: testutil.PeerID(1), Run: "00ff", Seq: 3, Step: 9, Hash: "abcd", SamplesPerSec: 10, Addrs: []string{"/ip4/127.0.0.1/tcp/1"}}
 	b, err := Encode(Message{Kind: KindHeartbeat, Heartbeat: hb})
 	if err != nil {
 		t.Fatal(err)
@@ -22,7 +24,7 @@ func TestMessageRoundTrip(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	p := testID(1).String()
+	p := testutil.PeerID(1).String()
 	sub := func(s string) string { return strings.ReplaceAll(s, "PEER", p) }
 	valid := sub(`{"v":1,"kind":"progress","progress":{"peer":"PEER","run":"ab","seq":1,"step":1,"samples":3}}`)
 	if _, err := Decode([]byte(valid)); err != nil {
@@ -73,7 +75,7 @@ func TestConfigDiffNamesField(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	p := testID(1).String()
+	p := testutil.PeerID(1).String()
 	f.Add([]byte(strings.ReplaceAll(`{"v":1,"kind":"progress","progress":{"peer":"PEER","run":"ab","seq":1,"step":1,"samples":3}}`, "PEER", p)))
 	f.Add([]byte(strings.ReplaceAll(`{"v":1,"kind":"group","group":{"run":"ab","step":1,"round":"aa","members":["PEER"],"samples":[1]}}`, "PEER", p)))
 	f.Fuzz(func(t *testing.T, b []byte) {

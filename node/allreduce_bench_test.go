@@ -9,7 +9,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 )
 
 // TestAllReduceOverLibp2p: four real hosts on loopback end bit-identical,
@@ -27,12 +27,12 @@ func TestAllReduceOverLibp2p(t *testing.T) {
 	}
 	fp32, _ := compression.ByName("fp32")
 	const n = 100_003
-	var avs []*gossip.Averager
+	var avs []*allreduce.Averager
 	var members []peer.ID
 	vecs := make([][]float32, len(hosts))
 	outs := make([][]float32, len(hosts))
 	for i, h := range hosts {
-		avs = append(avs, gossip.NewAverager(&hostNetwork{h: h, timeout: 10 * time.Second}, gossip.AveragerConfig{Codec: fp32, RoundTimeout: 30 * time.Second}))
+		avs = append(avs, allreduce.NewAverager(&hostNetwork{h: h, timeout: 10 * time.Second}, allreduce.AveragerConfig{Codec: fp32, RoundTimeout: 30 * time.Second}))
 		members = append(members, h.ID())
 		vecs[i] = make([]float32, n)
 		for e := range vecs[i] {
@@ -41,7 +41,7 @@ func TestAllReduceOverLibp2p(t *testing.T) {
 		outs[i] = make([]float32, n)
 	}
 	samples := []int{1, 1, 1, 1}
-	r := gossip.Round{Members: members, Samples: samples, ID: gossip.RoundID("ab", 0, 0, members, samples, nil)}
+	r := allreduce.Round{Members: members, Samples: samples, ID: allreduce.RoundID("ab", 0, 0, members, samples, nil)}
 	if err := allReduceAll(ctx, avs, r, vecs, outs); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 	"github.com/swarmtrain/swarmtrain/p2p"
 )
 
@@ -71,10 +71,10 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 	}
 	res.RawStream = raw
 
-	avs := make([]*gossip.Averager, len(hosts))
+	avs := make([]*allreduce.Averager, len(hosts))
 	members := make([]peer.ID, len(hosts))
 	for i, h := range hosts {
-		avs[i] = gossip.NewAverager(&hostNetwork{h: h, timeout: time.Minute}, gossip.AveragerConfig{Codec: codec, Lossless: lossless, RoundTimeout: 5 * time.Minute})
+		avs[i] = allreduce.NewAverager(&hostNetwork{h: h, timeout: time.Minute}, allreduce.AveragerConfig{Codec: codec, Lossless: lossless, RoundTimeout: 5 * time.Minute})
 		members[i] = h.ID()
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -94,8 +94,8 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 		if round == 1 {
 			start = time.Now()
 		}
-		r := gossip.Round{Step: uint64(round), Members: members, Samples: samples}
-		r.ID = gossip.RoundID("bench", r.Step, 0, members, samples, nil)
+		r := allreduce.Round{Step: uint64(round), Members: members, Samples: samples}
+		r.ID = allreduce.RoundID("bench", r.Step, 0, members, samples, nil)
 		if err := allReduceAll(ctx, avs, r, vecs, outs); err != nil {
 			return res, err
 		}
@@ -136,7 +136,7 @@ func loopbackHosts(ctx context.Context, n int) ([]*p2p.Host, error) {
 }
 
 // allReduceAll runs one round on every averager at once.
-func allReduceAll(ctx context.Context, avs []*gossip.Averager, r gossip.Round, vecs, outs [][]float32) error {
+func allReduceAll(ctx context.Context, avs []*allreduce.Averager, r allreduce.Round, vecs, outs [][]float32) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(avs))
 	for i := range avs {

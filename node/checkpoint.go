@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/statesync"
 	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
@@ -44,8 +45,8 @@ func (n *Node) resume() error {
 	if c.Optimizer != n.local.opt.Name() {
 		return fmt.Errorf("%s holds %s state, the run uses %s", n.checkpointPath(), c.Optimizer, n.local.opt.Name())
 	}
-	s := gossip.Snapshot{Step: c.Step, Params: c.Params, Opt: c.OptState}
-	if err := n.load(s, gossip.HashState(c.Step, c.Params, c.OptState)); err != nil {
+	s := statesync.Snapshot{Step: c.Step, Params: c.Params, Opt: c.OptState}
+	if err := n.load(s, statesync.HashState(c.Step, c.Params, c.OptState)); err != nil {
 		return fmt.Errorf("%s: %w", n.checkpointPath(), err)
 	}
 	n.log.Info("resumed from checkpoint", "step", c.Step, "path", n.checkpointPath())

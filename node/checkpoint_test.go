@@ -11,7 +11,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/statesync"
 	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
@@ -55,7 +55,7 @@ func TestResumeRestoresTheState(t *testing.T) {
 		t.Fatalf("resumed at step %d; parameters equal %v, optimizer state equal %v", m.currentStep(),
 			slices.Equal(m.rep.params, wantParams), slices.Equal(m.rep.optState, wantOpt))
 	}
-	if m.rep.hash != wantHash || m.rep.hash != gossip.HashState(3, wantParams, wantOpt) {
+	if m.rep.hash != wantHash || m.rep.hash != statesync.HashState(3, wantParams, wantOpt) {
 		t.Errorf("resumed hash %s, want %s", m.rep.hash, wantHash)
 	}
 	weights := make([]float32, len(wantParams))

@@ -322,7 +322,7 @@ type Config struct {
 	PeerExpiry        time.Duration // a peer silent this long is dead; several heartbeats, so a busy CPU is not a death
 	JoinWindow        time.Duration // an assembler waits this long for expected peers
 	// RoundTimeout caps an all-reduce of a small model; rounds of more
-	// bytes than the links move in it get longer (gossip.AveragerConfig).
+	// bytes than the links move in it get longer (allreduce.AveragerConfig).
 	RoundTimeout time.Duration
 	// FrameTimeout is the per-frame deadline on streams, plus the frame's
 	// size at MinLinkRate.

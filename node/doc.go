@@ -1,6 +1,7 @@
 // Package node composes a running peer: a libp2p host (package p2p), the
-// run's gossip and averaging protocols (package gossip) and a local
-// trainer (package trainer), driven by the sync-mode loop
+// run's gossip and averaging protocols (package gossip and its
+// subpackages) and a local trainer (package trainer), driven by the
+// sync-mode loop
 //
 //	accumulate minibatches → gossip progress → match → all-reduce → identical optimizer step
 //

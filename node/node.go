@@ -18,7 +18,9 @@ import (
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 	"github.com/swarmtrain/swarmtrain/gossip/averaging"
+	"github.com/swarmtrain/swarmtrain/gossip/statesync"
 	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 	"github.com/swarmtrain/swarmtrain/node/device"
 	"github.com/swarmtrain/swarmtrain/trainer"
@@ -38,11 +40,11 @@ type Node struct {
 	bus Publisher
 
 	view     *gossip.Membership
-	mm       *gossip.Matchmaker
-	av       *gossip.Averager
+	mm       *allreduce.Matchmaker
+	av       *allreduce.Averager
 	strategy averaging.Strategy
 	adm      *gossip.Admission
-	states   *gossip.StateServer
+	states   *statesync.Server
 	http     *httpServer
 	local    localTrainer
 
@@ -51,7 +53,7 @@ type Node struct {
 	rep   replica
 	stats stats
 
-	download  gossip.Download // verified chunks kept across attempts (training loop only)
+	download  statesync.Download // verified chunks kept across attempts (training loop only)
 	redials   *redialer
 	refusals  chan string
 	resync    atomic.Bool   // set when the swarm's consensus is another state
@@ -198,7 +200,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.rep.params = make([]float32, np)
 	n.local.model.ReadParams(n.rep.params)
 	n.rep.optState = n.local.opt.AppendState(nil)
-	n.rep.hash = gossip.HashState(0, n.rep.params, n.rep.optState)
+	n.rep.hash = statesync.HashState(0, n.rep.params, n.rep.optState)
 
 	if n.net = cfg.Network; n.net == nil {
 		if n.net, err = newHostNetwork(cfg); err != nil {
@@ -236,11 +238,11 @@ func New(cfg Config) (_ *Node, err error) {
 	if n.strategy, err = averaging.New(sc); err != nil {
 		return nil, err
 	}
-	n.mm = gossip.NewMatchmaker(n.net, gossip.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
-		Capacity: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup}, matchView{n})
+	n.mm = allreduce.NewMatchmaker(n.net, allreduce.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
+		Uplink: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.net)
-	n.states = gossip.NewStateServer(n.net, n.run, n.servableStep, n.snapshot, nil)
+	n.states = statesync.NewServer(n.net, n.run, n.servableStep, n.snapshot, nil)
 	if cfg.Run.Model.InitFrom != "" {
 		if cfg.InitPath == "" {
 			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.Model.InitFrom)
@@ -279,7 +281,7 @@ func (n *Node) newLocalTrainer() (err error) {
 // newAverager sets up the all-reduce for codec: under a lossy codec,
 // biases and other small tensors go dense in fp16 (they cost little, and
 // quantising or sparsifying them costs accuracy).
-func (n *Node) newAverager(codec compression.Codec) (*gossip.Averager, error) {
+func (n *Node) newAverager(codec compression.Codec) (*allreduce.Averager, error) {
 	lossless, _ := compression.LosslessByName(n.cfg.Run.Averaging.Lossless)
 	result := codec // the averages: the part codec, except for top-k
 	if tk, ok := codec.(compression.TopK); ok {
@@ -294,7 +296,7 @@ func (n *Node) newAverager(codec compression.Codec) (*gossip.Averager, error) {
 		partFor = compression.Policy{Large: codec, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
 		resultFor = compression.Policy{Large: result, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
 	}
-	return gossip.NewAverager(n.net, gossip.AveragerConfig{Codec: codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless,
+	return allreduce.NewAverager(n.net, allreduce.AveragerConfig{Codec: codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless,
 		RoundTimeout: n.cfg.RoundTimeout, MinLinkRate: n.cfg.MinLinkRate,
 		OnDrop: func(round string, p peer.ID, err error) {
 			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
@@ -346,15 +348,15 @@ func (n *Node) servableStep() (uint64, error) {
 
 var errSyncing = errors.New("this peer is syncing itself")
 
-func (n *Node) snapshot() (gossip.Snapshot, error) {
+func (n *Node) snapshot() (statesync.Snapshot, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.rep.syncing {
-		return gossip.Snapshot{}, errSyncing
+		return statesync.Snapshot{}, errSyncing
 	}
 	// optState, not the optimizer: a Moshpit step moves the optimizer
 	// before the averaged parameters are installed at the next step.
-	return gossip.Snapshot{Step: n.rep.step, Params: append([]float32(nil), n.rep.params...), Opt: append([]float32(nil), n.rep.optState...), Group: n.rep.lastGroup}, nil
+	return statesync.Snapshot{Step: n.rep.step, Params: append([]float32(nil), n.rep.params...), Opt: append([]float32(nil), n.rep.optState...), Group: n.rep.lastGroup}, nil
 }
 
 func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/statesync"
 )
 
 // syncState downloads the state the swarm's majority holds at the newest
@@ -42,7 +42,7 @@ func (n *Node) syncState(ctx context.Context) error {
 	// Download the step after the newest one gossiped: donors hand it over
 	// the moment they reach it, and its assembler, told by our heartbeat,
 	// waits for us, so we are in that very round. (A stalled swarm never
-	// gets there; FetchState then takes the step the donors are at.)
+	// gets there; Fetch then takes the step the donors are at.)
 	step := top + 1
 	if top >= uint64(n.cfg.Run.Optimizer.Steps) {
 		step = top // the final state: nobody goes further
@@ -56,7 +56,7 @@ func (n *Node) syncState(ctx context.Context) error {
 	n.publishHeartbeat(ctx, false)
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	f, err := n.download.Fetch(cctx, n.net, donors, gossip.StateRequest{
+	f, err := n.download.Fetch(cctx, n.net, donors, statesync.Request{
 		Run: n.run, NParams: nParams, NOpt: nOpt, Step: step, Want: want,
 		// A donor a round behind usually gets there within a round; one
 		// that does not answers "not yet" and the others serve. It must
@@ -97,7 +97,7 @@ func chunkCounts(m map[peer.ID]int) []int {
 }
 
 // load installs a downloaded snapshot whose hash was verified.
-func (n *Node) load(s gossip.Snapshot, hash string) error {
+func (n *Node) load(s statesync.Snapshot, hash string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	l := &n.local

@@ -6,7 +6,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 	"github.com/swarmtrain/swarmtrain/gossip/swarm"
 )
 
@@ -47,7 +47,7 @@ type strategyEnv struct{ n *Node }
 
 func (e strategyEnv) Swarm() swarm.View { return e.n.swarmView() }
 
-func (e strategyEnv) Match(ctx context.Context, step uint64, samples int, group []peer.ID) (gossip.Round, error) {
+func (e strategyEnv) Match(ctx context.Context, step uint64, samples int, group []peer.ID) (allreduce.Round, error) {
 	e.n.setPhase("averaging")
 	return e.n.mm.Match(ctx, step, samples, group)
 }

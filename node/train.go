@@ -11,7 +11,9 @@ import (
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 	"github.com/swarmtrain/swarmtrain/gossip/averaging"
+	"github.com/swarmtrain/swarmtrain/gossip/statesync"
 	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
@@ -91,12 +93,12 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		}
 		var round *averaging.RoundError
 		switch {
-		case errors.Is(err, gossip.ErrBehind):
+		case errors.Is(err, allreduce.ErrBehind):
 			n.log.Info("swarm averaged without us; syncing", "step", step)
 			n.aheadHint.Store(step + 1)
 			n.resync.Store(true)
 			continue
-		case errors.Is(err, gossip.ErrTooFew):
+		case errors.Is(err, allreduce.ErrTooFew):
 			// Not a failure: the run asks for more peers than are here.
 			n.setPhase("waiting for peers")
 			n.log.Info("waiting for a large enough group", "step", step, "err", err)
@@ -270,7 +272,7 @@ func diverged(step uint64, params []float32, lr float32) error {
 func (n *Node) commitLocked(step uint64, members []peer.ID) {
 	n.rep.step = step
 	n.rep.optState = n.local.opt.AppendState(n.rep.optState[:0])
-	n.rep.hash = gossip.HashState(n.rep.step, n.rep.params, n.rep.optState)
+	n.rep.hash = statesync.HashState(n.rep.step, n.rep.params, n.rep.optState)
 	if members == nil {
 		return
 	}

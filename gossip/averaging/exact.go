@@ -3,13 +3,13 @@ package averaging
 import (
 	"context"
 
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 )
 
 // exact averages the gradient as it is (fp32 on the wire, or a lossless
 // codec): every member applies the exact mean.
 type exact struct {
-	av  *gossip.Averager
+	av  *allreduce.Averager
 	avg []float32
 }
 

@@ -3,14 +3,14 @@ package averaging
 import (
 	"context"
 
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 )
 
 // feedback averages under a lossy codec with error feedback: what the
 // codec dropped from our contribution is added to the next one, so over
-// steps nothing is lost (see gossip.Averager.AllReduceEF).
+// steps nothing is lost (see allreduce.Averager.AllReduceEF).
 type feedback struct {
-	av       *gossip.Averager
+	av       *allreduce.Averager
 	residual []float32 // what the codec owes from our last contribution
 	avg      []float32
 }
@@ -19,7 +19,7 @@ func (s *feedback) Step(ctx context.Context, env Env, step uint64, grad []float3
 	if err := checkLen(grad, s.avg); err != nil {
 		return Outcome{}, err
 	}
-	reduce := func(ctx context.Context, r gossip.Round, x, out []float32) error {
+	reduce := func(ctx context.Context, r allreduce.Round, x, out []float32) error {
 		return s.av.AllReduceEF(ctx, r, x, s.residual, out)
 	}
 	return exactStep(ctx, env, step, grad, samples, reduce, s.avg)

@@ -6,10 +6,10 @@ import (
 	"log/slog"
 	"slices"
 
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 )
 
-// moshpit averages in Moshpit groups (gossip.MoshpitGrid) while the
+// moshpit averages in Moshpit groups (allreduce.MoshpitGrid) while the
 // swarm has more trainers than the run's MaxGroup, and like exact below
 // it: every peer takes an optimizer step on its own gradient, then its
 // group averages the parameters with equal weights. Groups rotate every
@@ -21,7 +21,7 @@ import (
 // consensus.
 type moshpit struct {
 	exact      Strategy // below the cap
-	av         *gossip.Averager
+	av         *allreduce.Averager
 	log        *slog.Logger
 	active     bool      // the last step averaged in Moshpit groups
 	local, avg []float32 // our parameters after the local step; the group's mean
@@ -60,11 +60,11 @@ func (s *moshpit) Step(ctx context.Context, env Env, step uint64, grad []float32
 	}
 	r, err := env.Match(ctx, step, samples, group)
 	switch {
-	case errors.Is(err, gossip.ErrBehind):
+	case errors.Is(err, allreduce.ErrBehind):
 		s.log.Debug("group averaged without us; keeping our local step", "step", step)
 		keep.Next = step + 1
 		return keep, nil
-	case errors.Is(err, gossip.ErrTooFew):
+	case errors.Is(err, allreduce.ErrTooFew):
 		return keep, err
 	case err != nil:
 		return keep, &RoundError{"matchmaking", err}

@@ -8,7 +8,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/swarmtrain/swarmtrain/compression"
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 )
 
 // PowerSGD (Vogels et al., 2019) averages each large weight matrix's
@@ -122,7 +122,7 @@ func (ps *PowerSGD) Reset() { clear(ps.residual) }
 // AllReduce averages local over round r's members in two all-reduces on
 // av (round IDs r.ID+"/p" and r.ID+"/q") and writes the approximation
 // into out. On error nothing changes: not the residual, not Q.
-func (ps *PowerSGD) AllReduce(ctx context.Context, av *gossip.Averager, r gossip.Round, local, out []float32) error {
+func (ps *PowerSGD) AllReduce(ctx context.Context, av *allreduce.Averager, r allreduce.Round, local, out []float32) error {
 	if len(local) != len(ps.residual) || len(out) != len(ps.residual) {
 		return fmt.Errorf("powersgd: vector of %d values, layout has %d", len(local), len(ps.residual))
 	}

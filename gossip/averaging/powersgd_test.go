@@ -1,23 +1,25 @@
 package averaging
 
 import (
-	"fmt"
-
 	"context"
-	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 )
 
 // psSwarm is k peers that run PowerSGD rounds together.
 type psSwarm struct {
 	net  *gossip.MemNetwork
-	avs  []*gossip.Averager
+	avs  []*allreduce.Averager
 	pss  []*PowerSGD
 	ids  []peer.ID
 	step uint64
@@ -26,10 +28,10 @@ type psSwarm struct {
 func newPSSwarm(t *testing.T, k int, cfg PowerSGDConfig) (*psSwarm, []*PowerSGD, func(local [][]float32) ([][]float32, []error)) {
 	t.Helper()
 	net, ts, ids := memPeers(k)
-	var avs []*gossip.Averager
+	var avs []*allreduce.Averager
 	var pss []*PowerSGD
 	for _, tr := range ts {
-		avs = append(avs, gossip.NewAverager(tr, gossip.AveragerConfig{RoundTimeout: 2 * time.Second}))
+		avs = append(avs, allreduce.NewAverager(tr, allreduce.AveragerConfig{RoundTimeout: 2 * time.Second}))
 		ps, err := NewPowerSGD(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -39,7 +41,7 @@ func newPSSwarm(t *testing.T, k int, cfg PowerSGDConfig) (*psSwarm, []*PowerSGD,
 	sw := &psSwarm{net: net, avs: avs, pss: pss, ids: ids}
 	samples := slices.Repeat([]int{1}, k)
 	run := func(local [][]float32) ([][]float32, []error) {
-		r := gossip.Round{Step: sw.step, Members: ids, Samples: samples, ID: gossip.RoundID("ps", sw.step, 0, ids, samples, nil)}
+		r := allreduce.Round{Step: sw.step, Members: ids, Samples: samples, ID: allreduce.RoundID("ps", sw.step, 0, ids, samples, nil)}
 		sw.step++
 		out := make([][]float32, k)
 		errs := make([]error, k)

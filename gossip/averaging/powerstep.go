@@ -3,14 +3,14 @@ package averaging
 import (
 	"context"
 
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 )
 
 // powerStrategy runs PowerSGD's two rounds (powersgd.go) on each step's
 // matched round.
 type powerStrategy struct {
 	ps  *PowerSGD
-	av  *gossip.Averager
+	av  *allreduce.Averager
 	avg []float32
 }
 
@@ -18,7 +18,7 @@ func (s *powerStrategy) Step(ctx context.Context, env Env, step uint64, grad []f
 	if err := checkLen(grad, s.avg); err != nil {
 		return Outcome{}, err
 	}
-	reduce := func(ctx context.Context, r gossip.Round, x, out []float32) error {
+	reduce := func(ctx context.Context, r allreduce.Round, x, out []float32) error {
 		return s.ps.AllReduce(ctx, s.av, r, x, out)
 	}
 	return exactStep(ctx, env, step, grad, samples, reduce, s.avg)

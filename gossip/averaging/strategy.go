@@ -16,7 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
-	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 	"github.com/swarmtrain/swarmtrain/gossip/swarm"
 )
 
@@ -24,8 +24,8 @@ import (
 type Strategy interface {
 	// Step averages grad, this node's mean gradient over samples at step.
 	// It returns what the node commits, and:
-	//   - gossip.ErrBehind: the swarm went on without us; download the state.
-	//   - gossip.ErrTooFew: fewer peers than the run's minimum; wait.
+	//   - allreduce.ErrBehind: the swarm went on without us; download the state.
+	//   - allreduce.ErrTooFew: fewer peers than the run's minimum; wait.
 	//   - a *RoundError: the round failed; keep the gradient, try again.
 	//   - anything else: the run cannot go on (it diverged).
 	// An Outcome may come with an error: Moshpit keeps its local step
@@ -40,8 +40,8 @@ type Strategy interface {
 type Env interface {
 	// Swarm is the node's view of the swarm now.
 	Swarm() swarm.View
-	// Match forms the round of step among group (see gossip.Matchmaker).
-	Match(ctx context.Context, step uint64, samples int, group []peer.ID) (gossip.Round, error)
+	// Match forms the round of step among group (see allreduce.Matchmaker).
+	Match(ctx context.Context, step uint64, samples int, group []peer.ID) (allreduce.Round, error)
 	// Params copies the committed parameters into dst.
 	Params(dst []float32)
 	// LocalStep takes the node's optimizer step on params with grad, as
@@ -84,7 +84,7 @@ func (e *RoundError) Unwrap() error { return e.Err }
 
 // Config chooses and sizes a strategy.
 type Config struct {
-	Averager  *gossip.Averager
+	Averager  *allreduce.Averager
 	NumParams int
 	// Codec is the per-part gradient codec; a lossy one gets error
 	// feedback. Ignored with PowerSGD.
@@ -127,14 +127,14 @@ func New(cfg Config) (Strategy, error) {
 }
 
 // reduceFunc averages x over round r into out.
-type reduceFunc func(ctx context.Context, r gossip.Round, x, out []float32) error
+type reduceFunc func(ctx context.Context, r allreduce.Round, x, out []float32) error
 
 // exactStep is one gradient all-reduce among the candidates the swarm
 // policy names, by reduce; every exact mode shares it.
 func exactStep(ctx context.Context, env Env, step uint64, grad []float32, samples int, reduce reduceFunc, avg []float32) (Outcome, error) {
 	v := env.Swarm()
 	r, err := env.Match(ctx, step, samples, v.Candidates())
-	if errors.Is(err, gossip.ErrBehind) || errors.Is(err, gossip.ErrTooFew) {
+	if errors.Is(err, allreduce.ErrBehind) || errors.Is(err, allreduce.ErrTooFew) {
 		return Outcome{}, err
 	}
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 	"github.com/swarmtrain/swarmtrain/gossip/swarm"
 )
 
@@ -33,13 +34,13 @@ func (e *fakeEnv) LocalStep(step uint64, params, grad []float32) error {
 	}
 	return nil
 }
-func (e *fakeEnv) Match(ctx context.Context, step uint64, samples int, group []peer.ID) (gossip.Round, error) {
+func (e *fakeEnv) Match(ctx context.Context, step uint64, samples int, group []peer.ID) (allreduce.Round, error) {
 	if e.matchErr != nil {
-		return gossip.Round{}, e.matchErr
+		return allreduce.Round{}, e.matchErr
 	}
 	members := slices.Sorted(slices.Values(group))
 	ones := slices.Repeat([]int{1}, len(members))
-	return gossip.Round{Step: step, Members: members, Samples: ones, ID: gossip.RoundID("t", step, 0, members, ones, nil)}, nil
+	return allreduce.Round{Step: step, Members: members, Samples: ones, ID: allreduce.RoundID("t", step, 0, members, ones, nil)}, nil
 }
 
 func live(ids []peer.ID, self peer.ID, step uint64) []gossip.Member {
@@ -71,7 +72,7 @@ func setup(t *testing.T, k, n, maxGroup int, codec compression.Codec) ([]Strateg
 	var ss []Strategy
 	var envs []*fakeEnv
 	for i, tr := range ts {
-		av := gossip.NewAverager(tr, gossip.AveragerConfig{Codec: codec, RoundTimeout: 5 * time.Second})
+		av := allreduce.NewAverager(tr, allreduce.AveragerConfig{Codec: codec, RoundTimeout: 5 * time.Second})
 		s, err := New(Config{Averager: av, NumParams: n, Codec: codec, MaxGroup: maxGroup})
 		if err != nil {
 			t.Fatal(err)
@@ -88,7 +89,7 @@ func TestExactAveragesTheGradient(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	grads := [][]float32{randVec(rng, n), randVec(rng, n), randVec(rng, n)}
 	outs, errs := stepAll(t, ss, envs, 0, grads)
-	want := gossip.WeightedMean(grads, []int{1, 1, 1})
+	want := allreduce.WeightedMean(grads, []int{1, 1, 1})
 	var share float64
 	for i, o := range outs {
 		if errs[i] != nil {
@@ -129,7 +130,7 @@ func TestRoundErrors(t *testing.T) {
 	for _, tc := range []struct {
 		err   error
 		round bool
-	}{{gossip.ErrBehind, false}, {gossip.ErrTooFew, false}, {errors.New("boom"), true}} {
+	}{{allreduce.ErrBehind, false}, {allreduce.ErrTooFew, false}, {errors.New("boom"), true}} {
 		envs[0].matchErr = tc.err
 		out, err := ss[0].Step(context.Background(), envs[0], 3, make([]float32, 10), 1)
 		var re *RoundError
@@ -171,7 +172,7 @@ func TestMoshpitAboveTheCap(t *testing.T) {
 				want = local
 				continue
 			}
-			want = gossip.WeightedMean([][]float32{want, local}, []int{1, 1})
+			want = allreduce.WeightedMean([][]float32{want, local}, []int{1, 1})
 		}
 		if !slices.Equal(o.Params, want) {
 			t.Fatalf("member %d did not get its group's mean parameters", i)

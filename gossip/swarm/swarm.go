@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 )
 
 // MoshpitLag is how many steps a peer may trail the swarm in Moshpit
@@ -134,7 +135,7 @@ func (v View) Moshpit() []peer.ID {
 
 // MoshpitGroup is this peer's group at step among grid.
 func (v View) MoshpitGroup(step uint64, grid []peer.ID) []peer.ID {
-	return gossip.NewMoshpitGrid(v.Run, grid, v.MaxGroup).GroupOf(step, v.Self)
+	return allreduce.NewMoshpitGrid(v.Run, grid, v.MaxGroup).GroupOf(step, v.Self)
 }
 
 // Behind reports whether a live trainer is already past step (by more

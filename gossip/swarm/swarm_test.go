@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 )
 
 const self = peer.ID("self")
@@ -62,7 +63,7 @@ func TestStaleViewsPickOneAssembler(t *testing.T) {
 	if !slices.Equal(ca, cb) {
 		t.Fatalf("candidates differ: %v and %v", ca, cb)
 	}
-	if gossip.Assembler(7, ca) != gossip.Assembler(7, cb) {
+	if allreduce.Assembler(7, ca) != allreduce.Assembler(7, cb) {
 		t.Fatal("two assemblers for one step")
 	}
 	// The newcomer is still waited for by the assembler that sees it.

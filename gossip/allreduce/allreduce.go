@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
 // Round is one averaging round as announced by its assembler. Every
@@ -102,15 +103,15 @@ type AveragerConfig struct {
 	// the run); receivers bound frames by the widest codec either way.
 	PartCodec, ResultCodec func(lo, hi int) compression.Codec
 	Lossless               compression.Lossless // lossless stage after it
-	// RoundTimeout caps a round of small vectors: a member that has not
-	// delivered its part by the deadline fails the round for everyone
-	// waiting on it. The deadline actually used (see roundBudget) is what
-	// the round's bytes need on the members' measured links, or
-	// DeadlineFactor × the recent round time, whichever is larger, never
-	// below MinRoundTimeout; failed rounds in a row double it; the cap
-	// grows past RoundTimeout with the bytes (a large model on a slow
-	// link). So a dead or stalled member costs seconds, while a slow swarm
-	// is not cut off.
+	// RoundTimeout caps a round of small vectors (default 15 s): a
+	// member that has not delivered its part by the deadline fails the
+	// round for everyone waiting on it. The deadline actually used (see
+	// roundBudget) is what the round's bytes need on the members'
+	// measured links, or DeadlineFactor × the recent round time,
+	// whichever is larger, never below MinRoundTimeout; failed rounds in
+	// a row double it; the cap grows past RoundTimeout with the bytes (a
+	// large model on a slow link). So a dead or stalled member costs
+	// seconds, while a slow swarm is not cut off.
 	RoundTimeout time.Duration
 	// OnDrop hears of a contribution left out of a round because it held
 	// NaN or Inf (nil: nobody hears).
@@ -143,7 +144,7 @@ type AveragerConfig struct {
 // sends those same bytes back to every member. Every member, the owner
 // too, decodes the same bytes, so all end with bit-identical averages.
 type Averager struct {
-	t   Transport
+	t   gossip.Transport
 	cfg AveragerConfig
 
 	clk clock.Clock
@@ -167,10 +168,6 @@ type Averager struct {
 	uplink               atomic.Uint64    // moving average of the uplink rate, float64 bits of bytes/s; 0 = none yet
 }
 
-// minRateSample is the least a round must send to measure the uplink:
-// smaller parts time latency, not bandwidth.
-const minRateSample = 64 << 10
-
 // Uplink is the rate, in bytes/s, at which this peer's parts reached
 // their owners in recent rounds (0 until measured): from the first byte
 // sent to the last owner's receipt, all parts together. It does not
@@ -184,7 +181,7 @@ func (a *Averager) observeUplink(bytes int, d time.Duration) {
 	}
 	rate := float64(bytes) / d.Seconds()
 	if old := a.Uplink(); old > 0 {
-		rate = 0.8*old + 0.2*rate
+		rate = (1-smoothing)*old + smoothing*rate
 	}
 	a.uplink.Store(math.Float64bits(rate))
 }
@@ -212,7 +209,7 @@ func (a *Averager) observe(n int, d time.Duration, ok bool) {
 	case h.recent == 0:
 		h.recent, h.failures = d, 0
 	default:
-		h.recent, h.failures = time.Duration(0.8*float64(h.recent)+0.2*float64(d)), 0
+		h.recent, h.failures = time.Duration((1-smoothing)*float64(h.recent)+smoothing*float64(d)), 0
 	}
 }
 
@@ -246,33 +243,33 @@ func (a *Averager) Deadline() time.Duration {
 }
 
 // NewAverager registers the all-reduce protocol on t.
-func NewAverager(t Transport, cfg AveragerConfig) *Averager {
+func NewAverager(t gossip.Transport, cfg AveragerConfig) *Averager {
 	if cfg.RoundTimeout <= 0 {
-		cfg.RoundTimeout = 30 * time.Second
+		cfg.RoundTimeout = defaultRoundTimeout
 	}
 	if cfg.MinRoundTimeout <= 0 || cfg.MinRoundTimeout > cfg.RoundTimeout {
-		cfg.MinRoundTimeout = cfg.RoundTimeout / 10
+		cfg.MinRoundTimeout = cfg.RoundTimeout / minRoundDivisor
 	}
 	if cfg.DeadlineFactor <= 1 {
-		cfg.DeadlineFactor = 5
+		cfg.DeadlineFactor = defaultDeadlineFactor
 	}
 	if cfg.OpenTimeout <= 0 {
-		cfg.OpenTimeout = cfg.RoundTimeout / 5
+		cfg.OpenTimeout = cfg.RoundTimeout / openDivisor
 	}
 	if !(cfg.MinLinkRate > 0) {
-		cfg.MinLinkRate = 125e3
+		cfg.MinLinkRate = defaultMinLinkRate
 	}
 	cfg.MinLinkRate = max(cfg.MinLinkRate, minLinkRate)
 	if !(cfg.TransferSlack >= 1) {
-		cfg.TransferSlack = 3
+		cfg.TransferSlack = defaultTransferSlack
 	}
 	if cfg.Result == nil {
 		cfg.Result = cfg.Codec
 	}
-	a := &Averager{t: t, cfg: cfg, clk: orWall(cfg.Clock), changed: make(chan struct{}), rounds: newRoundTable(),
+	a := &Averager{t: t, cfg: cfg, clk: gossip.OrWall(cfg.Clock), changed: make(chan struct{}), rounds: newRoundTable(),
 		results: map[string]*results{}, history: map[int]*roundHistory{}}
-	t.Handle(ProtoAllReduce, a.serve)
-	t.Handle(ProtoPart, a.serveRepair)
+	t.Handle(gossip.ProtoAllReduce, a.serve)
+	t.Handle(gossip.ProtoPart, a.serveRepair)
 	return a
 }
 
@@ -286,12 +283,6 @@ type partHeader struct {
 	Part    int    `json:"part"`
 	Samples int    `json:"samples"`
 }
-
-const maxHeader = 1 << 10
-
-// maxPartFrame bounds an fp32 frame of count values: payload plus room
-// for headers and a lossless stage that failed to shrink.
-func maxPartFrame(count int) int { return maxFrame(compression.FP32{}, count) }
 
 // partCodec is the codec of our contribution to values [lo, hi) of r.
 func (a *Averager) partCodec(r Round, lo, hi int) compression.Codec {
@@ -347,7 +338,8 @@ func (a *Averager) encode(c compression.Codec, values []float32) ([]byte, error)
 	return enc, err
 }
 
-// maxFrame bounds a frame of count values encoded with c.
+// maxFrame bounds a frame of count values encoded with c: payload plus
+// room for headers and a lossless stage that failed to shrink.
 func maxFrame(c compression.Codec, count int) int {
 	return c.MaxEncodedLen(count) + count/16 + compression.FrameOverhead + 1024
 }
@@ -460,7 +452,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	deadline := started.Add(budget)
 	// A result not in by three quarters of the budget is fetched from
 	// the members that have it (repair) in the quarter left.
-	resultBy := started.Add(budget * 3 / 4)
+	resultBy := started.Add(budget * resultWait / 4)
 	ctx, cancel := a.clk.WithDeadline(ctx, deadline)
 	defer cancel()
 
@@ -656,7 +648,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	// Opening has its own budget: an unreachable owner fails the round
 	// now, not at its end, and a slow dial does not eat the transfer's.
 	octx, ocancel := a.clk.WithTimeout(ctx, open)
-	s, err := a.t.Open(octx, r.Members[j], ProtoAllReduce)
+	s, err := a.t.Open(octx, r.Members[j], gossip.ProtoAllReduce)
 	ocancel()
 	if err != nil {
 		return nil, sent, fmt.Errorf("open: %w", err)
@@ -753,7 +745,7 @@ func decodeResult(dst []float32, frame []byte) error {
 }
 
 // serve handles one sender's part for a round this peer owns a part of.
-func (a *Averager) serve(s Stream) {
+func (a *Averager) serve(s gossip.Stream) {
 	ok := false
 	defer func() {
 		if !ok {
@@ -849,4 +841,12 @@ func (a *Averager) serve(s Stream) {
 	a.bytesSent.Add(int64(len(frameOut)))
 	ok = true
 	s.Close()
+}
+
+// truncate shortens s to n bytes for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

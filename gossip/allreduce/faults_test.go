@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
 var faultReps = flag.Int("faults.reps", 2, "repetitions of every fault-matrix case (the acceptance run uses 20)")
@@ -31,7 +33,7 @@ const (
 )
 
 type faultCase struct {
-	kind   FrameAction // Crash, Stall, Slow or Corrupt
+	kind   gossip.FrameAction // Crash, Stall, Slow or Corrupt
 	phase  faultPhase
 	member int // index into the sorted member list; for phaseMatch the assembler is used
 }
@@ -40,39 +42,39 @@ func (c faultCase) String() string {
 	return fmt.Sprintf("%s/%s/member%d", faultNames[c.kind], c.phase, c.member)
 }
 
-var faultNames = map[FrameAction]string{Crash: "crash", Stall: "stall", Slow: "slow", Corrupt: "garbage"}
+var faultNames = map[gossip.FrameAction]string{gossip.Crash: "crash", gossip.Stall: "stall", gossip.Slow: "slow", gossip.Corrupt: "garbage"}
 
 // hook returns the Fault function for c: it fires once, on the first frame
 // of the chosen member that matches the phase, and sets fired then.
-func (c faultCase) hook(victim peer.ID, fired *atomic.Bool) func(FrameEvent) FrameAction {
+func (c faultCase) hook(victim peer.ID, fired *atomic.Bool) func(gossip.FrameEvent) gossip.FrameAction {
 	var results atomic.Int32
-	return func(ev FrameEvent) FrameAction {
+	return func(ev gossip.FrameEvent) gossip.FrameAction {
 		if ev.From != victim {
-			return Deliver
+			return gossip.Deliver
 		}
 		if fired.Load() {
-			if c.kind == Slow {
-				return Slow // a slow link stays slow
+			if c.kind == gossip.Slow {
+				return gossip.Slow // a slow link stays slow
 			}
-			return Deliver
+			return gossip.Deliver
 		}
 		hit := false
 		switch c.phase {
 		case phaseMatch:
-			hit = ev.Proto == ProtoMatch && !ev.Opener
+			hit = ev.Proto == gossip.ProtoMatch && !ev.Opener
 		case phaseSend:
-			hit = ev.Proto == ProtoAllReduce && ev.Opener && ev.Seq == 1
+			hit = ev.Proto == gossip.ProtoAllReduce && ev.Opener && ev.Seq == 1
 		case phaseReceipt: // an owner's frames: the receipt, then the result
-			hit = ev.Proto == ProtoAllReduce && !ev.Opener && ev.Seq == 0
+			hit = ev.Proto == gossip.ProtoAllReduce && !ev.Opener && ev.Seq == 0
 		case phaseReduce:
-			hit = ev.Proto == ProtoAllReduce && !ev.Opener && ev.Seq == 1
+			hit = ev.Proto == gossip.ProtoAllReduce && !ev.Opener && ev.Seq == 1
 		case phaseBroadcast:
-			hit = ev.Proto == ProtoAllReduce && !ev.Opener && ev.Seq == 1 && results.Add(1) == 2
+			hit = ev.Proto == gossip.ProtoAllReduce && !ev.Opener && ev.Seq == 1 && results.Add(1) == 2
 		}
 		if hit && fired.CompareAndSwap(false, true) {
 			return c.kind
 		}
-		return Deliver
+		return gossip.Deliver
 	}
 }
 
@@ -156,7 +158,7 @@ func consistent(res []outcome) error {
 func TestFaultMatrix(t *testing.T) {
 	const k = 4
 	var cases []faultCase
-	for _, kind := range []FrameAction{Crash, Stall, Slow, Corrupt} {
+	for _, kind := range []gossip.FrameAction{gossip.Crash, gossip.Stall, gossip.Slow, gossip.Corrupt} {
 		for _, ph := range []faultPhase{phaseMatch, phaseSend, phaseReceipt, phaseReduce, phaseBroadcast} {
 			for m := 0; m < k; m++ {
 				if ph == phaseMatch && m > 0 {
@@ -167,7 +169,7 @@ func TestFaultMatrix(t *testing.T) {
 		}
 	}
 	var mu sync.Mutex
-	slowest := map[FrameAction]time.Duration{}
+	slowest := map[gossip.FrameAction]time.Duration{}
 	for _, c := range cases {
 		t.Run(c.String(), func(t *testing.T) {
 			t.Parallel()

@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
 // nanFrame is a well-formed fp32 part frame whose values are all NaN:
@@ -49,7 +50,7 @@ func TestAllReduceDropsNonFiniteContribution(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := ts[2].Open(context.Background(), ids[j], ProtoAllReduce)
+			s, err := ts[2].Open(context.Background(), ids[j], gossip.ProtoAllReduce)
 			if err != nil {
 				t.Error(err)
 				return

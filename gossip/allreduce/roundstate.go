@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"errors"
@@ -20,15 +20,6 @@ import (
 // time. They are not safe for concurrent use; the Averager guards them
 // with its mutex, and does the streams, timers and waiting around them
 // (allreduce.go).
-
-// maxPendingRounds caps the rounds a peer tracks at once (its own in
-// flight plus ones announced by senders but not yet started locally), so
-// strangers cannot grow the table.
-const maxPendingRounds = 64
-
-// maxPendingPerPeer caps the not-yet-started rounds one peer may announce:
-// an honest member is at most a round or two ahead of us.
-const maxPendingPerPeer = 4
 
 // roundTable holds the rounds this peer owns a part of: those a local
 // AllReduce started, and those senders announced before it did.

@@ -1,4 +1,4 @@
-package gossip
+package statesync
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
 // State sync. A joiner pins one step of the state at several donors at
@@ -55,20 +56,8 @@ var (
 	errNotYet    = errors.New("has not reached the requested step")
 )
 
-// Limits on what donors hold for joiners: each pinned step is a full copy
-// of the state.
-const (
-	maxPinnedSteps  = 2
-	maxStateStreams = 8
-	// A joiner needs one stream per attempt; two lets a retry overlap.
-	maxStateStreamsPerPeer = 2
-	maxDonorWait           = 30 * time.Second
-	maxFetchDonors         = 4
-	maxFetchAttempts       = 3
-)
-
-// StateServer serves this peer's state to joiners over ProtoState.
-type StateServer struct {
+// Server serves this peer's state to joiners over ProtoState.
+type Server struct {
 	clk      clock.Clock
 	run      string
 	current  func() (uint64, error) // the local step, cheaply
@@ -91,21 +80,21 @@ type pinnedState struct {
 	refs        int
 }
 
-// NewStateServer registers the state protocol on t. current returns the
+// NewServer registers the state protocol on t. current returns the
 // local step (an error: nothing to serve, e.g. while syncing); snapshot
 // returns the current state, a copy the server may keep. Requests check
 // the step with current; only a pin takes a snapshot. clk times how long
 // a joiner's request may wait for a step (nil: the wall clock).
-func NewStateServer(t Transport, run string, current func() (uint64, error), snapshot func() (Snapshot, error), clk clock.Clock) *StateServer {
-	s := &StateServer{clk: orWall(clk), run: run, current: current, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}, byPeer: map[peer.ID]int{}}
-	t.Handle(ProtoState, s.serve)
+func NewServer(t gossip.Transport, run string, current func() (uint64, error), snapshot func() (Snapshot, error), clk clock.Clock) *Server {
+	s := &Server{clk: gossip.OrWall(clk), run: run, current: current, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}, byPeer: map[peer.ID]int{}}
+	t.Handle(gossip.ProtoState, s.serve)
 	return s
 }
 
 // Advanced tells the server the local state just reached step. Call it
 // from the goroutine that changes the state, before the next change:
 // joiners waiting for step get their copy now.
-func (s *StateServer) Advanced(step uint64) {
+func (s *Server) Advanced(step uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for st, ws := range s.waiters {
@@ -127,7 +116,7 @@ func (s *StateServer) Advanced(step uint64) {
 }
 
 // pinLocked freezes the current state, which must be at step.
-func (s *StateServer) pinLocked(step uint64) *pinnedState {
+func (s *Server) pinLocked(step uint64) *pinnedState {
 	if p := s.pinned[step]; p != nil {
 		return p
 	}
@@ -147,7 +136,7 @@ func (s *StateServer) pinLocked(step uint64) *pinnedState {
 
 // pin returns the state at step, waiting up to wait for the local state
 // to get there. On failure it reports the local step.
-func (s *StateServer) pin(ctx context.Context, step uint64, wait time.Duration) (*pinnedState, uint64, error) {
+func (s *Server) pin(ctx context.Context, step uint64, wait time.Duration) (*pinnedState, uint64, error) {
 	s.mu.Lock()
 	if p := s.pinned[step]; p != nil {
 		p.refs++
@@ -212,7 +201,7 @@ func indexChan(ws []chan *pinnedState, w chan *pinnedState) int {
 	return -1
 }
 
-func (s *StateServer) step() uint64 {
+func (s *Server) step() uint64 {
 	cur, err := s.current()
 	if err != nil {
 		return 0
@@ -220,7 +209,7 @@ func (s *StateServer) step() uint64 {
 	return cur
 }
 
-func (s *StateServer) release(p *pinnedState) {
+func (s *Server) release(p *pinnedState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.refs--
@@ -229,8 +218,8 @@ func (s *StateServer) release(p *pinnedState) {
 	}
 }
 
-func (s *StateServer) serve(st Stream) {
-	b, err := st.Recv(MaxMessageSize)
+func (s *Server) serve(st gossip.Stream) {
+	b, err := st.Recv(gossip.MaxMessageSize)
 	if err != nil {
 		st.Reset()
 		return
@@ -265,7 +254,7 @@ func (s *StateServer) serve(st Stream) {
 		return
 	}
 	wait := min(max(time.Duration(req.WaitMS)*time.Millisecond, 0), maxDonorWait)
-	ctx, cancel := s.clk.WithTimeout(context.Background(), wait+time.Second)
+	ctx, cancel := s.clk.WithTimeout(context.Background(), wait+pinSlack)
 	p, at, err := s.pin(ctx, req.Step, wait)
 	cancel()
 	if err != nil {
@@ -285,7 +274,7 @@ func (s *StateServer) serve(st Stream) {
 	var frame []byte
 	var scratch []float32
 	for {
-		b, err := st.Recv(MaxMessageSize)
+		b, err := st.Recv(gossip.MaxMessageSize)
 		if err != nil {
 			st.Close() // the joiner is done (or gone)
 			return
@@ -305,14 +294,14 @@ func (s *StateServer) serve(st Stream) {
 	}
 }
 
-func (s *StateServer) answer(st Stream, m stateManifest) {
+func (s *Server) answer(st gossip.Stream, m stateManifest) {
 	mb, _ := json.Marshal(m)
 	st.Send(mb)
 	st.Close()
 }
 
-// StateRequest says what state a joiner wants.
-type StateRequest struct {
+// Request says what state a joiner wants.
+type Request struct {
 	Run           string
 	NParams, NOpt int // what the local model holds; donors must match
 	// Step is the step to download, normally the newest the swarm
@@ -335,9 +324,9 @@ type Fetched struct {
 	Failed map[peer.ID]error // donors dropped along the way, and why
 }
 
-// FetchState downloads the state from up to four of donors (best first)
+// Fetch downloads the state from up to four of donors (best first)
 // in parallel; see Download.Fetch.
-func FetchState(ctx context.Context, t Transport, donors []peer.ID, req StateRequest) (*Fetched, error) {
+func Fetch(ctx context.Context, t gossip.Transport, donors []peer.ID, req Request) (*Fetched, error) {
 	var d Download
 	return d.Fetch(ctx, t, donors, req)
 }
@@ -355,7 +344,7 @@ type Download struct {
 // parallel. It succeeds only with a state whose chunks all match the
 // manifest and whose manifest matches the state hash; a donor that dies
 // or sends a bad chunk is dropped and its chunks go to the others.
-func (d *Download) Fetch(ctx context.Context, t Transport, donors []peer.ID, req StateRequest) (*Fetched, error) {
+func (d *Download) Fetch(ctx context.Context, t gossip.Transport, donors []peer.ID, req Request) (*Fetched, error) {
 	if len(donors) == 0 {
 		return nil, errors.New("no donors")
 	}
@@ -391,14 +380,14 @@ func (d *Download) Fetch(ctx context.Context, t Transport, donors []peer.ID, req
 
 type donorConn struct {
 	p peer.ID
-	s Stream
+	s gossip.Stream
 	m stateManifest
 }
 
 // pinAll asks every donor to pin req.Step and keeps those announcing the
 // chosen state: Want if given, else the state most donors announced. It
 // also reports the newest step of the donors that could not pin it.
-func pinAll(ctx context.Context, t Transport, donors []peer.ID, req StateRequest, failed map[peer.ID]error) ([]donorConn, uint64) {
+func pinAll(ctx context.Context, t gossip.Transport, donors []peer.ID, req Request, failed map[peer.ID]error) ([]donorConn, uint64) {
 	type answer struct {
 		c   donorConn
 		err error
@@ -425,7 +414,7 @@ func pinAll(ctx context.Context, t Transport, donors []peer.ID, req StateRequest
 	}
 	chosen := req.Want // when nobody has it, no donor is used
 	if chosen == "" {
-		chosen = Consensus(votes)
+		chosen = gossip.Consensus(votes)
 	}
 	var out []donorConn
 	for i, a := range answers {
@@ -444,13 +433,13 @@ func pinAll(ctx context.Context, t Transport, donors []peer.ID, req StateRequest
 }
 
 // pinOne asks p to pin req.Step and checks its manifest.
-func pinOne(ctx context.Context, t Transport, p peer.ID, req StateRequest) (donorConn, error) {
+func pinOne(ctx context.Context, t gossip.Transport, p peer.ID, req Request) (donorConn, error) {
 	c := donorConn{p: p}
-	s, err := t.Open(ctx, p, ProtoState)
+	s, err := t.Open(ctx, p, gossip.ProtoState)
 	if err != nil {
 		return c, err
 	}
-	ctx, cancel := orWall(req.Clock).WithTimeout(ctx, req.Wait+10*time.Second)
+	ctx, cancel := gossip.OrWall(req.Clock).WithTimeout(ctx, req.Wait+manifestSlack)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
@@ -460,7 +449,7 @@ func pinOne(ctx context.Context, t Transport, p peer.ID, req StateRequest) (dono
 		return c, err
 	}
 	n := numChunks(req.NParams + req.NOpt)
-	mb, err := s.Recv(MaxMessageSize + 64*n)
+	mb, err := s.Recv(gossip.MaxMessageSize + 64*n)
 	if err != nil {
 		s.Reset()
 		return c, err
@@ -482,7 +471,7 @@ func pinOne(ctx context.Context, t Transport, p peer.ID, req StateRequest) (dono
 		return fail(fmt.Errorf("donor pinned step %d, asked for %d", c.m.Step, req.Step))
 	case len(c.m.Chunks) != n:
 		return fail(fmt.Errorf("manifest lists %d chunks, want %d", len(c.m.Chunks), n))
-	case len(c.m.Group) > maxMembers:
+	case len(c.m.Group) > gossip.MaxMembers:
 		return fail(fmt.Errorf("donor lists a group of %d members", len(c.m.Group)))
 	}
 	chunks := make([][32]byte, n)
@@ -586,7 +575,7 @@ func fetchChunk(c donorConn, k int, vals []float32, buf []byte) error {
 		return err
 	}
 	lo, hi := k*StateChunk, min((k+1)*StateChunk, len(vals))
-	frame, err := c.s.Recv(maxPartFrame(hi - lo))
+	frame, err := c.s.Recv(maxChunkFrame(hi - lo))
 	if err != nil {
 		return err
 	}
@@ -602,6 +591,13 @@ func fetchChunk(c donorConn, k int, vals []float32, buf []byte) error {
 	return nil
 }
 
+// maxChunkFrame bounds the frame of a chunk of count values: fp32
+// payload plus room for headers and a lossless stage that failed to
+// shrink (as package allreduce bounds an fp32 part).
+func maxChunkFrame(count int) int {
+	return compression.FP32{}.MaxEncodedLen(count) + count/16 + compression.FrameOverhead + 1024
+}
+
 func joinFailures(failed map[peer.ID]error) error {
 	ps := make([]peer.ID, 0, len(failed))
 	for p := range failed {
@@ -613,4 +609,12 @@ func joinFailures(failed map[peer.ID]error) error {
 		errs = append(errs, fmt.Errorf("%s: %w", p.ShortString(), failed[p]))
 	}
 	return errors.Join(errs...)
+}
+
+// truncate shortens s to n bytes for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
@@ -27,12 +28,12 @@ func codec(t testing.TB, name string) compression.Codec {
 	return c
 }
 
-func memPeers(n int) (*MemNetwork, []*MemTransport, []peer.ID) {
-	net := NewMemNetwork()
-	var ts []*MemTransport
+func memPeers(n int) (*gossip.MemNetwork, []*gossip.MemTransport, []peer.ID) {
+	net := gossip.NewMemNetwork()
+	var ts []*gossip.MemTransport
 	var ids []peer.ID
 	for i := 0; i < n; i++ {
-		id := testID(i)
+		id := testutil.PeerID(i)
 		ts = append(ts, net.Add(id))
 		ids = append(ids, id)
 	}

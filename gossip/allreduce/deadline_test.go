@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"math/rand/v2"
@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 // The budget table: before any round the cap; after fast rounds the
@@ -71,7 +74,7 @@ func TestDeadlineCannotLockOut(t *testing.T) {
 // The slowest member's bytes at its rate: member i sends its copies of
 // the others' parts and its average to each other member.
 func TestTransferTime(t *testing.T) {
-	ids := []peer.ID{testID(0), testID(1), testID(2), testID(3)}
+	ids := []peer.ID{testutil.PeerID(0), testutil.PeerID(1), testutil.PeerID(2), testutil.PeerID(3)}
 	const n = 1000 // values, 4 bytes each on the wire below
 	fp32 := func(lo, hi int) (int, int) { return 4 * (hi - lo), 4 * (hi - lo) }
 	even := Round{Members: ids}
@@ -127,15 +130,15 @@ func testAveragerBacksOffAndMeasuresUplink(t *testing.T) {
 		return Round{Step: step, Members: ids, Samples: samples, ID: RoundID("ab", step, 0, ids, samples, nil)}
 	}
 	slow := ids[2]
-	net.SetFault(func(e FrameEvent) FrameAction {
-		if e.Proto != ProtoAllReduce || !e.Opener {
-			return Deliver
+	net.SetFault(func(e gossip.FrameEvent) gossip.FrameAction {
+		if e.Proto != gossip.ProtoAllReduce || !e.Opener {
+			return gossip.Deliver
 		}
 		if e.From == slow {
-			return Slow // its uplink: the parts it sends
+			return gossip.Slow // its uplink: the parts it sends
 		}
 		time.Sleep(time.Millisecond) // a fast link still takes a moment (bubble time)
-		return Deliver
+		return gossip.Deliver
 	})
 	for step := range uint64(3) {
 		if _, errs := runRound(t, avs, round(step), vecs); errs[0] != nil || errs[1] != nil || errs[2] != nil {

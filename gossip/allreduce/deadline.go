@@ -1,9 +1,11 @@
-package gossip
+package allreduce
 
 import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
 // How long a round may take. A round's deadline must be long enough for
@@ -31,10 +33,6 @@ type roundBudget struct {
 	failures int           // rounds failed in a row since the last success
 }
 
-// minLinkRate is the least MinLinkRate an averager accepts (1 kB/s):
-// below it a large model's deadlines would overflow a time.Duration.
-const minLinkRate = 1e3
-
 // maxDuration keeps float products of durations representable.
 const maxDuration = time.Duration(1 << 62)
 
@@ -45,10 +43,6 @@ func seconds(s float64) time.Duration {
 	}
 	return time.Duration(s * float64(time.Second))
 }
-
-// capFactor: the cap is this many times what a round needs on the
-// measured links, so backing off can outgrow a mismeasured link.
-const capFactor = 4
 
 func (b roundBudget) need() time.Duration {
 	return min(b.open+seconds(b.slack*b.transfer.Seconds()), maxDuration/capFactor)
@@ -126,15 +120,10 @@ func TransferTime(r Round, n int, minRate float64, bytes func(lo, hi int) (part,
 	return seconds(worst)
 }
 
-// Part shares are integers in units of 1/shareTotal of the vector; a
-// member owns at most maxShareFactor times an even split among the
-// members that can own parts, so a wrong or stale measurement cannot
-// swamp anyone.
-const (
-	shareTotal     = 1024
-	maxShareFactor = 4
-	maxShare       = shareTotal
-)
+// Part shares are integers in units of 1/shareTotal of the vector, the
+// most a Group may carry; a member owns at most maxShareFactor times an
+// even split among the members that can own parts (defaults.go).
+const shareTotal = gossip.MaxShare
 
 // PartShares sizes the members' parts so that the slowest member's
 // uploads end as early as they can. A member i that owns a fraction p of
@@ -153,7 +142,7 @@ const (
 // A member on a slow uplink thus owns less, or nothing. Clients own
 // nothing; members that measured nothing yet count at the median rate.
 // Nil means an even split (all equal, or nobody measured).
-func PartShares(joins []Join) []int {
+func PartShares(joins []gossip.Join) []int {
 	k := len(joins)
 	var measured []float64
 	servers := 0

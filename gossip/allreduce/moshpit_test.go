@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 func peersN(n int) []peer.ID {
 	out := make([]peer.ID, n)
 	for i := range out {
-		out[i] = testID(i)
+		out[i] = testutil.PeerID(i)
 	}
 	return out
 }

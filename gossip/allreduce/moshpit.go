@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"crypto/sha256"

@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 // Parts are sized so the slowest uplink finishes first: a member whose
@@ -21,17 +24,17 @@ func TestPartShares(t *testing.T) {
 	const mbit = 125e3 // bytes/s
 	for _, c := range []struct {
 		name  string
-		joins []Join
+		joins []gossip.Join
 		want  []int
 	}{
-		{"nobody measured", []Join{{}, {}, {}}, nil},
-		{"all equal", []Join{{Uplink: 5}, {Uplink: 5}, {Uplink: 5}}, nil},
-		{"two members: the split cannot help", []Join{{Uplink: 1}, {Uplink: 1000}}, nil},
-		{"2 Mbit/s among 100 Mbit/s owns nothing", []Join{{Uplink: 100 * mbit}, {Uplink: 2 * mbit}, {Uplink: 100 * mbit}, {Uplink: 100 * mbit}}, []int{341, 0, 341, 341}},
-		{"unmeasured counts at the median", []Join{{Uplink: 100 * mbit}, {Uplink: 2 * mbit}, {}, {Uplink: 100 * mbit}}, []int{341, 0, 341, 341}},
-		{"client owns nothing", []Join{{Client: true}, {}, {}}, []int{0, 512, 512}},
-		{"a fast link owns at most 4x an even part", []Join{{Uplink: 1000}, {Uplink: 1}, {Uplink: 1}, {Uplink: 1}, {Uplink: 1}}, []int{819, 51, 51, 51, 51}},
-		{"only clients", []Join{{Client: true}, {Client: true}}, nil},
+		{"nobody measured", []gossip.Join{{}, {}, {}}, nil},
+		{"all equal", []gossip.Join{{Uplink: 5}, {Uplink: 5}, {Uplink: 5}}, nil},
+		{"two members: the split cannot help", []gossip.Join{{Uplink: 1}, {Uplink: 1000}}, nil},
+		{"2 Mbit/s among 100 Mbit/s owns nothing", []gossip.Join{{Uplink: 100 * mbit}, {Uplink: 2 * mbit}, {Uplink: 100 * mbit}, {Uplink: 100 * mbit}}, []int{341, 0, 341, 341}},
+		{"unmeasured counts at the median", []gossip.Join{{Uplink: 100 * mbit}, {Uplink: 2 * mbit}, {}, {Uplink: 100 * mbit}}, []int{341, 0, 341, 341}},
+		{"client owns nothing", []gossip.Join{{Client: true}, {}, {}}, []int{0, 512, 512}},
+		{"a fast link owns at most 4x an even part", []gossip.Join{{Uplink: 1000}, {Uplink: 1}, {Uplink: 1}, {Uplink: 1}, {Uplink: 1}}, []int{819, 51, 51, 51, 51}},
+		{"only clients", []gossip.Join{{Client: true}, {Client: true}}, nil},
 	} {
 		if got := PartShares(c.joins); !slices.Equal(got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
@@ -54,7 +57,7 @@ func TestPartSharesBeatEvenSplit(t *testing.T) {
 	}
 	for trial := range 500 {
 		k := 3 + rng.IntN(8)
-		joins := make([]Join, k)
+		joins := make([]gossip.Join, k)
 		rates := make([]float64, k)
 		for i := range joins {
 			rates[i] = math.Exp(rng.Float64() * 6) // 1 to 400: a slow volunteer to a lab
@@ -109,7 +112,7 @@ func TestPartSharesBeatEvenSplit(t *testing.T) {
 
 // Weighted bounds tile the vector in member order, sized by share.
 func TestRoundBoundsTile(t *testing.T) {
-	r := Round{Members: []peer.ID{testID(0), testID(1), testID(2), testID(3)}, Shares: []int{16, 32, 0, 8}}
+	r := Round{Members: []peer.ID{testutil.PeerID(0), testutil.PeerID(1), testutil.PeerID(2), testutil.PeerID(3)}, Shares: []int{16, 32, 0, 8}}
 	const n = 1000
 	next := 0
 	for i := range r.Members {
@@ -134,11 +137,11 @@ func TestAllReduceUnevenPartsAndClient(t *testing.T) {
 	net, ts, ids := memPeers(4)
 	var toClient atomic.Int64
 	const client = 2
-	net.SetFault(func(e FrameEvent) FrameAction {
-		if e.To == ids[client] && e.Opener && e.Proto == ProtoAllReduce {
+	net.SetFault(func(e gossip.FrameEvent) gossip.FrameAction {
+		if e.To == ids[client] && e.Opener && e.Proto == gossip.ProtoAllReduce {
 			toClient.Add(1)
 		}
-		return Deliver
+		return gossip.Deliver
 	})
 	var avs []*Averager
 	for _, tr := range ts {
@@ -183,7 +186,7 @@ func TestAllReduceUnevenPartsAndClient(t *testing.T) {
 
 // The assembler turns the joiners' capacities into the group's shares,
 // and every member gets the same Round, shares included.
-func TestMatchSharesFollowCapacity(t *testing.T) {
+func TestMatchSharesFollowUplink(t *testing.T) {
 	_, ts, ids := memPeers(3)
 	st := &fixedView{step: 2, ids: ids}
 	caps := []struct {
@@ -194,7 +197,7 @@ func TestMatchSharesFollowCapacity(t *testing.T) {
 	for i, tr := range ts {
 		c := caps[i]
 		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 3 * time.Second,
-			Capacity: func() (float64, bool) { return c.rate, c.client }}, st))
+			Uplink: func() (float64, bool) { return c.rate, c.client }}, st))
 	}
 	rounds := make([]Round, 3)
 	errs := make([]error, 3)

@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 )
 
 func TestAssemblerAgreesAndRotates(t *testing.T) {
-	ids := []peer.ID{testID(1), testID(2), testID(3), testID(4)}
+	ids := []peer.ID{testutil.PeerID(1), testutil.PeerID(2), testutil.PeerID(3), testutil.PeerID(4)}
 	rev := []peer.ID{ids[3], ids[2], ids[1], ids[0]}
 	seen := map[peer.ID]bool{}
 	for step := uint64(0); step < 64; step++ {

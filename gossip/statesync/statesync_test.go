@@ -1,4 +1,4 @@
-package gossip
+package statesync
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
@@ -23,7 +24,7 @@ type replica struct {
 	mu            sync.Mutex
 	step          uint64
 	nParams, nOpt int
-	srv           *StateServer
+	srv           *Server
 }
 
 func stateAt(step uint64, nParams, nOpt int) Snapshot {
@@ -76,27 +77,40 @@ const (
 	testNOpt    = 6*StateChunk + 7
 )
 
-func donorsAt(t *testing.T, n int, step uint64) (*MemNetwork, []*MemTransport, []peer.ID, []*replica) {
+// memPeers is n peers on one in-process network.
+func memPeers(n int) (*gossip.MemNetwork, []*gossip.MemTransport, []peer.ID) {
+	net := gossip.NewMemNetwork()
+	var ts []*gossip.MemTransport
+	var ids []peer.ID
+	for i := 0; i < n; i++ {
+		id := testutil.PeerID(i)
+		ts = append(ts, net.Add(id))
+		ids = append(ids, id)
+	}
+	return net, ts, ids
+}
+
+func donorsAt(t *testing.T, n int, step uint64) (*gossip.MemNetwork, []*gossip.MemTransport, []peer.ID, []*replica) {
 	return donorsOn(t, n, step, nil)
 }
 
 // donorsOn is donorsAt with the donors and the network on clk (nil: the
 // wall clock).
-func donorsOn(t *testing.T, n int, step uint64, clk clock.Clock) (*MemNetwork, []*MemTransport, []peer.ID, []*replica) {
+func donorsOn(t *testing.T, n int, step uint64, clk clock.Clock) (*gossip.MemNetwork, []*gossip.MemTransport, []peer.ID, []*replica) {
 	net, ts, ids := memPeers(n + 1)
 	net.Timeout = 2 * time.Second
 	net.Clock = clk
 	var rs []*replica
 	for _, tr := range ts[:n] {
 		r := &replica{step: step, nParams: testNParams, nOpt: testNOpt}
-		r.srv = NewStateServer(tr, "ab", r.current, r.snapshot, clk)
+		r.srv = NewServer(tr, "ab", r.current, r.snapshot, clk)
 		rs = append(rs, r)
 	}
 	return net, ts, ids, rs
 }
 
-func request(step uint64) StateRequest {
-	return StateRequest{Run: "ab", NParams: testNParams, NOpt: testNOpt, Step: step, Wait: 2 * time.Second}
+func request(step uint64) Request {
+	return Request{Run: "ab", NParams: testNParams, NOpt: testNOpt, Step: step, Wait: 2 * time.Second}
 }
 
 func checkFetched(t *testing.T, f *Fetched, step uint64) {
@@ -132,20 +146,20 @@ func TestStateSyncFromManyDonors(t *testing.T) {
 	// goroutines are scheduled, the download is shared.
 	other := make(chan struct{})
 	var once sync.Once
-	net.SetFault(func(e FrameEvent) FrameAction {
-		if e.Proto == ProtoState && !e.Opener && e.Seq > 0 {
+	net.SetFault(func(e gossip.FrameEvent) gossip.FrameAction {
+		if e.Proto == gossip.ProtoState && !e.Opener && e.Seq > 0 {
 			if e.From == ids[0] {
 				<-other
 			} else {
 				once.Do(func() { close(other) })
 			}
 		}
-		return Deliver
+		return gossip.Deliver
 	})
 	want := stateAt(7, testNParams, testNOpt)
 	req := request(7)
 	req.Want = HashState(7, want.Params, want.Opt)
-	f, err := FetchState(context.Background(), ts[3], ids[:3], req)
+	f, err := Fetch(context.Background(), ts[3], ids[:3], req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,23 +183,23 @@ func TestStateSyncSurvivesDonorDeath(t *testing.T) {
 	net, ts, ids, _ := donorsAt(t, 3, 4)
 	crashed := make(chan struct{})
 	var once sync.Once
-	net.SetFault(func(e FrameEvent) FrameAction {
-		if e.Proto != ProtoState || e.Opener || e.Seq == 0 {
-			return Deliver // requests and manifests
+	net.SetFault(func(e gossip.FrameEvent) gossip.FrameAction {
+		if e.Proto != gossip.ProtoState || e.Opener || e.Seq == 0 {
+			return gossip.Deliver // requests and manifests
 		}
 		// Donor 0 dies sending its second chunk; the others' chunks wait
 		// for that, so it surely gets that far.
 		if e.From == ids[0] {
 			if e.Seq == 2 {
 				once.Do(func() { close(crashed) })
-				return Crash
+				return gossip.Crash
 			}
-			return Deliver
+			return gossip.Deliver
 		}
 		<-crashed
-		return Deliver
+		return gossip.Deliver
 	})
-	f, err := FetchState(context.Background(), ts[3], ids[:3], request(4))
+	f, err := Fetch(context.Background(), ts[3], ids[:3], request(4))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,11 +222,11 @@ func TestStateSyncDropsLyingDonors(t *testing.T) {
 	// surely gets to lie.
 	lied := make(chan struct{})
 	var once sync.Once
-	net.SetFault(func(e FrameEvent) FrameAction {
-		if e.Proto == ProtoState && !e.Opener && e.Seq > 0 && (e.From == ids[0] || e.From == ids[1]) {
+	net.SetFault(func(e gossip.FrameEvent) gossip.FrameAction {
+		if e.Proto == gossip.ProtoState && !e.Opener && e.Seq > 0 && (e.From == ids[0] || e.From == ids[1]) {
 			<-lied
 		}
-		return Deliver
+		return gossip.Deliver
 	})
 	honest := stateAt(9, testNParams, testNOpt)
 	chunks := ChunkHashes(honest.Params, honest.Opt)
@@ -221,12 +235,12 @@ func TestStateSyncDropsLyingDonors(t *testing.T) {
 		manifest.Chunks = append(manifest.Chunks, append([]byte(nil), c[:]...))
 	}
 	liar := ts[2] // serves the honest manifest, then zeros
-	liar.Handle(ProtoState, func(s Stream) {
-		s.Recv(MaxMessageSize)
+	liar.Handle(gossip.ProtoState, func(s gossip.Stream) {
+		s.Recv(gossip.MaxMessageSize)
 		b, _ := json.Marshal(manifest)
 		s.Send(b)
 		for {
-			if _, err := s.Recv(MaxMessageSize); err != nil {
+			if _, err := s.Recv(gossip.MaxMessageSize); err != nil {
 				s.Close()
 				return
 			}
@@ -236,15 +250,15 @@ func TestStateSyncDropsLyingDonors(t *testing.T) {
 		}
 	})
 	forger := ts[3] // a manifest whose chunk list does not hash to its claimed hash
-	forger.Handle(ProtoState, func(s Stream) {
-		s.Recv(MaxMessageSize)
+	forger.Handle(gossip.ProtoState, func(s gossip.Stream) {
+		s.Recv(gossip.MaxMessageSize)
 		m := manifest
 		m.Chunks = append([][]byte{make([]byte, 32)}, manifest.Chunks[1:]...)
 		b, _ := json.Marshal(m)
 		s.Send(b)
 		s.Close()
 	})
-	f, err := FetchState(context.Background(), ts[4], []peer.ID{ids[2], ids[3], ids[0], ids[1]}, request(9))
+	f, err := Fetch(context.Background(), ts[4], []peer.ID{ids[2], ids[3], ids[0], ids[1]}, request(9))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,13 +278,13 @@ func TestStateSyncDropsLyingDonors(t *testing.T) {
 // is allocated for its state.
 func TestStateSyncRefusesWrongSizes(t *testing.T) {
 	_, ts, ids := memPeers(2)
-	ts[0].Handle(ProtoState, func(s Stream) {
-		s.Recv(MaxMessageSize)
+	ts[0].Handle(gossip.ProtoState, func(s gossip.Stream) {
+		s.Recv(gossip.MaxMessageSize)
 		b, _ := json.Marshal(stateManifest{Step: 5, Hash: "00", NParams: 1 << 30})
 		s.Send(b)
 		s.Close()
 	})
-	_, err := FetchState(context.Background(), ts[1], ids[:1], StateRequest{Run: "ab", NParams: 2, Step: 5})
+	_, err := Fetch(context.Background(), ts[1], ids[:1], Request{Run: "ab", NParams: 2, Step: 5})
 	if err == nil || !strings.Contains(err.Error(), "this model has") {
 		t.Fatalf("got %v, want a size refusal", err)
 	}
@@ -287,7 +301,7 @@ func TestStateSyncPinsAcrossSteps(t *testing.T) {
 	}
 	got := make(chan fetched, 1)
 	go func() {
-		f, err := FetchState(context.Background(), ts[3], ids[:3], request(12))
+		f, err := Fetch(context.Background(), ts[3], ids[:3], request(12))
 		got <- fetched{f, err}
 	}()
 	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
@@ -313,7 +327,7 @@ func TestStateSyncPinsAcrossSteps(t *testing.T) {
 	for _, r := range rs {
 		r.advance()
 	}
-	f, err = FetchState(context.Background(), ts[3], ids[:3], request(12))
+	f, err = Fetch(context.Background(), ts[3], ids[:3], request(12))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +346,7 @@ func TestStateSyncFollowsWantedHash(t *testing.T) {
 	honest := stateAt(2, testNParams, testNOpt)
 	req := request(2)
 	req.Want = HashState(2, honest.Params, honest.Opt)
-	f, err := FetchState(context.Background(), ts[3], ids[:3], req)
+	f, err := Fetch(context.Background(), ts[3], ids[:3], req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,12 +361,12 @@ func TestStateSyncFollowsWantedHash(t *testing.T) {
 func TestStateSyncResumesAfterAllDonorsDie(t *testing.T) {
 	net, ts, ids, _ := donorsAt(t, 4, 6) // donors 0, 1 serve first; 2, 3 later
 	joiner := ts[4]
-	net.SetFault(func(e FrameEvent) FrameAction {
+	net.SetFault(func(e gossip.FrameEvent) gossip.FrameAction {
 		// Donors 0 and 1 each deliver their manifest and two chunks, then die.
-		if e.Proto == ProtoState && !e.Opener && e.Seq == 3 && (e.From == ids[0] || e.From == ids[1]) {
-			return Crash
+		if e.Proto == gossip.ProtoState && !e.Opener && e.Seq == 3 && (e.From == ids[0] || e.From == ids[1]) {
+			return gossip.Crash
 		}
-		return Deliver
+		return gossip.Deliver
 	})
 	var d Download
 	if _, err := d.Fetch(context.Background(), joiner, ids[:2], request(6)); err == nil {
@@ -386,11 +400,11 @@ func TestStateSyncResumesAfterAllDonorsDie(t *testing.T) {
 
 // One peer holding streams open cannot lock joiners out: past two
 // streams it is told "busy", while another joiner is still served.
-func TestStateServerCapsStreamsPerPeer(t *testing.T) {
+func TestServerCapsStreamsPerPeer(t *testing.T) {
 	_, ts, ids, rs := donorsAt(t, 2, 3) // donor 0 serves; 1 hogs, 2 joins
 	hog := ts[1]
 	for i := range 2 { // ask for a future step: the server holds these open, waiting
-		s, err := hog.Open(context.Background(), ids[0], ProtoState)
+		s, err := hog.Open(context.Background(), ids[0], gossip.ProtoState)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -408,11 +422,11 @@ func TestStateServerCapsStreamsPerPeer(t *testing.T) {
 		}
 		return nil
 	})
-	_, err := FetchState(context.Background(), hog, ids[:1], request(3))
+	_, err := Fetch(context.Background(), hog, ids[:1], request(3))
 	if err == nil || !strings.Contains(err.Error(), "busy") {
 		t.Fatalf("third stream from the same peer: got %v, want busy", err)
 	}
-	f, err := FetchState(context.Background(), ts[2], ids[:1], request(3))
+	f, err := Fetch(context.Background(), ts[2], ids[:1], request(3))
 	if err != nil {
 		t.Fatalf("another joiner was locked out: %v", err)
 	}
@@ -435,7 +449,7 @@ func TestStateSyncDonorWaitExpires(t *testing.T) {
 	}
 	got := make(chan fetched, 1)
 	go func() {
-		f, err := FetchState(context.Background(), ts[1], ids[:1], req)
+		f, err := Fetch(context.Background(), ts[1], ids[:1], req)
 		got <- fetched{f, err}
 	}()
 	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {

@@ -1,4 +1,4 @@
-package gossip
+package statesync
 
 import (
 	"crypto/sha256"

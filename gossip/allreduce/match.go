@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 
 	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
 // Assembler picks who assembles the group for step: the candidate with the
@@ -57,15 +59,16 @@ type MatchConfig struct {
 	Run string
 	// JoinWindow is how long an assembler waits, after the first join, for
 	// the peers it expects; then it starts the round with whoever came.
-	// Longer tolerates slower peers; shorter bounds the stall a dead peer causes.
+	// Longer tolerates slower peers; shorter bounds the stall a dead peer
+	// causes. Default 2 s.
 	JoinWindow time.Duration
 	// Slack is how much longer than JoinWindow a joiner waits for the
-	// group before trying again.
+	// group before trying again (default 3 s).
 	Slack time.Duration
-	// Capacity reports, at each join, this peer's measured uplink rate
+	// Uplink reports, at each join, this peer's measured uplink rate
 	// (bytes/s, 0 unknown; see Averager.Uplink) and whether it is a client
 	// that cannot accept inbound streams. Nil: unknown, not a client.
-	Capacity func() (uplink float64, client bool)
+	Uplink func() (uplink float64, client bool)
 	// MinGroup is the fewest members a group may have; an assembly with
 	// fewer is refused with ErrTooFew and the joiners try again.
 	MinGroup int
@@ -101,7 +104,7 @@ type minGroupView interface {
 // step's assembler; the assembler answers every joiner with the same
 // ordered Group once all expected peers joined or JoinWindow passed.
 type Matchmaker struct {
-	t    Transport
+	t    gossip.Transport
 	cfg  MatchConfig
 	view MatchView
 
@@ -115,26 +118,26 @@ type assembly struct {
 	step    uint64
 	attempt uint32
 	mu      sync.Mutex
-	joined  map[peer.ID]Join
+	joined  map[peer.ID]gossip.Join
 	order   []peer.ID     // join order: the first MaxGroup make the group
 	full    bool          // closed at MaxGroup; later joiners form the next group
 	taken   []peer.ID     // the full previous attempt's group: busy, not expected here
 	joinCh  chan struct{} // poked on each join
 	done    chan struct{}
-	group   Group
+	group   gossip.Group
 }
 
 // NewMatchmaker registers the match protocol on t.
-func NewMatchmaker(t Transport, cfg MatchConfig, view MatchView) *Matchmaker {
+func NewMatchmaker(t gossip.Transport, cfg MatchConfig, view MatchView) *Matchmaker {
 	if cfg.JoinWindow <= 0 {
-		cfg.JoinWindow = 2 * time.Second
+		cfg.JoinWindow = defaultJoinWindow
 	}
 	if cfg.Slack <= 0 {
-		cfg.Slack = 3 * time.Second
+		cfg.Slack = defaultJoinSlack
 	}
-	cfg.Clock = orWall(cfg.Clock)
+	cfg.Clock = gossip.OrWall(cfg.Clock)
 	m := &Matchmaker{t: t, cfg: cfg, view: view, assemblies: map[uint64]*assembly{}}
-	t.Handle(ProtoMatch, m.serve)
+	t.Handle(gossip.ProtoMatch, m.serve)
 	return m
 }
 
@@ -143,11 +146,11 @@ func NewMatchmaker(t Transport, cfg MatchConfig, view MatchView) *Matchmaker {
 // of live peers at step, self included.
 func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candidates []peer.ID) (Round, error) {
 	leader := Assembler(step, candidates)
-	j := Join{Run: m.cfg.Run, Step: step, Samples: samples}
-	if m.cfg.Capacity != nil {
-		j.Uplink, j.Client = m.cfg.Capacity()
+	j := gossip.Join{Run: m.cfg.Run, Step: step, Samples: samples}
+	if m.cfg.Uplink != nil {
+		j.Uplink, j.Client = m.cfg.Uplink()
 	}
-	var g Group
+	var g gossip.Group
 	if leader == m.t.Self() {
 		var err error
 		g, err = m.join(ctx, m.t.Self(), j)
@@ -180,48 +183,48 @@ func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candid
 	return r, nil
 }
 
-func (m *Matchmaker) ask(ctx context.Context, leader peer.ID, j Join) (Group, error) {
+func (m *Matchmaker) ask(ctx context.Context, leader peer.ID, j gossip.Join) (gossip.Group, error) {
 	ctx, cancel := m.cfg.Clock.WithTimeout(ctx, m.cfg.JoinWindow+m.cfg.Slack)
 	defer cancel()
-	s, err := m.t.Open(ctx, leader, ProtoMatch)
+	s, err := m.t.Open(ctx, leader, gossip.ProtoMatch)
 	if err != nil {
-		return Group{}, err
+		return gossip.Group{}, err
 	}
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
-	b, err := Encode(Message{Kind: KindJoin, Join: &j})
+	b, err := gossip.Encode(gossip.Message{Kind: gossip.KindJoin, Join: &j})
 	if err != nil {
 		s.Reset()
-		return Group{}, err
+		return gossip.Group{}, err
 	}
 	if err := s.Send(b); err != nil {
 		s.Reset()
-		return Group{}, err
+		return gossip.Group{}, err
 	}
-	resp, err := s.Recv(MaxMessageSize)
+	resp, err := s.Recv(gossip.MaxMessageSize)
 	if err != nil {
 		s.Reset()
-		return Group{}, err
+		return gossip.Group{}, err
 	}
 	s.Close()
-	msg, err := Decode(resp)
+	msg, err := gossip.Decode(resp)
 	if err != nil {
-		return Group{}, err
+		return gossip.Group{}, err
 	}
-	if msg.Kind != KindGroup {
-		return Group{}, fmt.Errorf("expected a group, got %s", msg.Kind)
+	if msg.Kind != gossip.KindGroup {
+		return gossip.Group{}, fmt.Errorf("expected a group, got %s", msg.Kind)
 	}
 	return *msg.Group, nil
 }
 
-func (m *Matchmaker) serve(s Stream) {
-	b, err := s.Recv(MaxMessageSize)
+func (m *Matchmaker) serve(s gossip.Stream) {
+	b, err := s.Recv(gossip.MaxMessageSize)
 	if err != nil {
 		s.Reset()
 		return
 	}
-	msg, err := Decode(b)
-	if err != nil || msg.Kind != KindJoin || msg.Join.Run != m.cfg.Run {
+	msg, err := gossip.Decode(b)
+	if err != nil || msg.Kind != gossip.KindJoin || msg.Join.Run != m.cfg.Run {
 		s.Reset()
 		return
 	}
@@ -229,9 +232,9 @@ func (m *Matchmaker) serve(s Stream) {
 	defer cancel()
 	g, err := m.join(ctx, s.RemotePeer(), *msg.Join)
 	if err != nil {
-		g = Group{Run: m.cfg.Run, Step: msg.Join.Step, Reason: err.Error()}
+		g = gossip.Group{Run: m.cfg.Run, Step: msg.Join.Step, Reason: err.Error()}
 	}
-	out, err := Encode(Message{Kind: KindGroup, Group: &g})
+	out, err := gossip.Encode(gossip.Message{Kind: gossip.KindGroup, Group: &g})
 	if err != nil {
 		s.Reset()
 		return
@@ -246,16 +249,16 @@ func (m *Matchmaker) serve(s Stream) {
 const behindReason = "behind: the swarm already averaged this step"
 
 // join adds p to the open assembly for j.Step and waits for the group.
-func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error) {
+func (m *Matchmaker) join(ctx context.Context, p peer.ID, j gossip.Join) (gossip.Group, error) {
 	cur := m.view.Step()
 	if j.Step < cur {
-		return Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
+		return gossip.Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
 	}
-	if j.Step > cur+2 {
-		return Group{}, fmt.Errorf("join for step %d, assembler is at step %d", j.Step, cur)
+	if j.Step > cur+maxJoinAhead {
+		return gossip.Group{}, fmt.Errorf("join for step %d, assembler is at step %d", j.Step, cur)
 	}
 	if j.Samples <= 0 {
-		return Group{}, errors.New("join without samples")
+		return gossip.Group{}, errors.New("join without samples")
 	}
 	a := m.open(j.Step)
 	a.mu.Lock()
@@ -271,22 +274,19 @@ func (m *Matchmaker) join(ctx context.Context, p peer.ID, j Join) (Group, error)
 	select {
 	case <-a.done:
 	case <-ctx.Done():
-		return Group{}, ctx.Err()
+		return gossip.Group{}, ctx.Err()
 	}
 	if a.group.Reason != "" {
 		return a.group, nil // a refusal, the same for every joiner
 	}
 	if a.group.Index(p) < 0 {
 		if a.full {
-			return Group{Run: m.cfg.Run, Step: j.Step, Reason: fullReason}, nil
+			return gossip.Group{Run: m.cfg.Run, Step: j.Step, Reason: fullReason}, nil
 		}
-		return Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
+		return gossip.Group{Run: m.cfg.Run, Step: j.Step, Reason: behindReason}, nil
 	}
 	return a.group, nil
 }
-
-// Index returns p's position in the group, or -1.
-func (g Group) Index(p peer.ID) int { return slices.Index(g.Members, p) }
 
 // open returns the assembly of step that still takes joins, starting a
 // new attempt when the newest one already closed: a join after a close is
@@ -309,16 +309,16 @@ func (m *Matchmaker) open(step uint64) *assembly {
 		}
 	}
 	for s := range m.assemblies {
-		if s+16 < step {
+		if s+keepAssemblies < step {
 			delete(m.assemblies, s)
 		}
 	}
-	a := &assembly{step: step, attempt: attempt, taken: taken, joined: map[peer.ID]Join{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
+	a := &assembly{step: step, attempt: attempt, taken: taken, joined: map[peer.ID]gossip.Join{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
 	m.assemblies[step] = a
 	// The window opens with the assembly, before anyone can join it (and
 	// before a test driving a mock clock can see it).
 	deadline := m.cfg.Clock.Timer(m.cfg.JoinWindow)
-	tick := m.cfg.Clock.Ticker(m.cfg.JoinWindow / 20)
+	tick := m.cfg.Clock.Ticker(m.cfg.JoinWindow / joinPolls)
 	go m.assemble(a, deadline, tick)
 	return a
 }
@@ -371,7 +371,7 @@ func (m *Matchmaker) close(a *assembly) {
 	defer a.mu.Unlock()
 	if stale {
 		// Everyone in it is told "behind" and resyncs.
-		a.group = Group{Run: m.cfg.Run, Step: a.step, Reason: behindReason}
+		a.group = gossip.Group{Run: m.cfg.Run, Step: a.step, Reason: behindReason}
 		close(a.done)
 		return
 	}
@@ -380,7 +380,7 @@ func (m *Matchmaker) close(a *assembly) {
 		need = v.MinGroup(a.step)
 	}
 	if len(a.joined) < need {
-		a.group = Group{Run: m.cfg.Run, Step: a.step, Reason: fmt.Sprintf("%s: %d joined, the run needs %d", tooFewReason, len(a.joined), need)}
+		a.group = gossip.Group{Run: m.cfg.Run, Step: a.step, Reason: fmt.Sprintf("%s: %d joined, the run needs %d", tooFewReason, len(a.joined), need)}
 		close(a.done)
 		return
 	}
@@ -391,7 +391,7 @@ func (m *Matchmaker) close(a *assembly) {
 	}
 	sort.Slice(members, func(i, j int) bool { return members[i] < members[j] })
 	samples := make([]int, len(members))
-	joins := make([]Join, len(members))
+	joins := make([]gossip.Join, len(members))
 	var rates []float64
 	for i, p := range members {
 		joins[i] = a.joined[p]
@@ -404,7 +404,7 @@ func (m *Matchmaker) close(a *assembly) {
 		}
 	}
 	shares := PartShares(joins)
-	a.group = Group{Run: m.cfg.Run, Step: a.step, Attempt: a.attempt, Members: members, Samples: samples, Shares: shares, Rates: rates,
+	a.group = gossip.Group{Run: m.cfg.Run, Step: a.step, Attempt: a.attempt, Members: members, Samples: samples, Shares: shares, Rates: rates,
 		Round: RoundID(m.cfg.Run, a.step, a.attempt, members, samples, shares)}
 	close(a.done)
 }

@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
 // Part repair keeps a round all-or-nothing when an owner fails halfway
@@ -52,9 +53,6 @@ func (a *Averager) resolve(res *results, j int, part []byte) {
 	a.mu.Unlock()
 }
 
-// keepResults is how many recent rounds' parts a peer keeps for repairs.
-const keepResults = 16
-
 func (a *Averager) track(id string, k int, deadline time.Time) *results {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -80,7 +78,7 @@ type partRequest struct {
 }
 
 // serveRepair answers a member's request for a part's final bytes.
-func (a *Averager) serveRepair(s Stream) {
+func (a *Averager) serveRepair(s gossip.Stream) {
 	b, err := s.Recv(maxHeader)
 	if err != nil {
 		s.Reset()
@@ -158,7 +156,7 @@ func (a *Averager) repair(ctx context.Context, r Round, j int, dst []float32) ([
 }
 
 func (a *Averager) askPart(ctx context.Context, r Round, j int, p peer.ID, count int) ([]byte, error) {
-	s, err := a.t.Open(ctx, p, ProtoPart)
+	s, err := a.t.Open(ctx, p, gossip.ProtoPart)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 // t0 is an arbitrary instant: the round bookkeeping reads no clock, the
@@ -20,7 +22,7 @@ var t0 = time.Unix(1_000_000, 0)
 // [0, 4) and holds own as its copy; the deadline is a minute off.
 func ownerOf(t *testing.T, me int) (*roundTable, *roundState, Round) {
 	t.Helper()
-	ids := []peer.ID{testID(0), testID(1), testID(2)}
+	ids := []peer.ID{testutil.PeerID(0), testutil.PeerID(1), testutil.PeerID(2)}
 	r := Round{ID: "r", Members: ids, Samples: []int{1, 2, 3}}
 	tab := newRoundTable()
 	rs, err := tab.start(r, me, 0, 4, []float32{1, 1, 1, 1}, t0.Add(time.Minute), t0, time.Minute)
@@ -33,7 +35,7 @@ func ownerOf(t *testing.T, me int) (*roundTable, *roundState, Round) {
 // A sender's header is checked against the round before its part is read.
 func TestRoundStateAdmit(t *testing.T) {
 	_, rs, r := ownerOf(t, 0)
-	stranger := testID(9)
+	stranger := testutil.PeerID(9)
 	for _, c := range []struct {
 		name string
 		h    partHeader
@@ -207,7 +209,7 @@ func TestRoundStateMissingAtDeadline(t *testing.T) {
 // known round is never refused; starting a round frees its announcer's
 // slot; stale announcements are forgotten.
 func TestRoundTableAdmissionCap(t *testing.T) {
-	a, b := testID(1), testID(2)
+	a, b := testutil.PeerID(1), testutil.PeerID(2)
 	stale := time.Minute
 	type ev struct {
 		announce string // round announced by from
@@ -251,7 +253,7 @@ func TestRoundTableAdmissionCap(t *testing.T) {
 			for i, e := range c.evs {
 				now := t0.Add(e.at)
 				if e.start != "" {
-					r := Round{ID: e.start, Members: []peer.ID{testID(0), a}, Samples: []int{1, 1}}
+					r := Round{ID: e.start, Members: []peer.ID{testutil.PeerID(0), a}, Samples: []int{1, 1}}
 					if _, err := tab.start(r, 0, 0, 1, []float32{1}, now.Add(time.Second), now, stale); err != nil {
 						t.Fatalf("event %d: start: %v", i, err)
 					}
@@ -267,14 +269,14 @@ func TestRoundTableAdmissionCap(t *testing.T) {
 	t.Run("the table is capped in all", func(t *testing.T) {
 		tab := newRoundTable()
 		for i := range maxPendingRounds {
-			if tab.announce(id(i), testID(100+i), t0, stale) == nil {
+			if tab.announce(id(i), testutil.PeerID(100+i), t0, stale) == nil {
 				t.Fatalf("round %d of %d refused", i, maxPendingRounds)
 			}
 		}
-		if tab.announce(id(maxPendingRounds), testID(1), t0, stale) != nil {
+		if tab.announce(id(maxPendingRounds), testutil.PeerID(1), t0, stale) != nil {
 			t.Fatal("a full table took another round")
 		}
-		r := Round{ID: id(maxPendingRounds), Members: []peer.ID{testID(0), a}, Samples: []int{1, 1}}
+		r := Round{ID: id(maxPendingRounds), Members: []peer.ID{testutil.PeerID(0), a}, Samples: []int{1, 1}}
 		if _, err := tab.start(r, 0, 0, 1, []float32{1}, t0.Add(time.Second), t0, stale); err != nil {
 			t.Fatalf("our own round is not capped: %v", err)
 		}
@@ -282,7 +284,7 @@ func TestRoundTableAdmissionCap(t *testing.T) {
 
 	t.Run("a round runs once", func(t *testing.T) {
 		tab := newRoundTable()
-		r := Round{ID: "once", Members: []peer.ID{testID(0), a}, Samples: []int{1, 1}}
+		r := Round{ID: "once", Members: []peer.ID{testutil.PeerID(0), a}, Samples: []int{1, 1}}
 		if tab.announce("once", a, t0, stale) == nil {
 			t.Fatal("refused")
 		}

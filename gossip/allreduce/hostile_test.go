@@ -1,4 +1,4 @@
-package gossip
+package allreduce
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/gossip/statesync"
 )
 
 // Garbage on every stream protocol costs the sender, never the receiver:
@@ -23,8 +26,8 @@ func TestHostileStreamsDoNotHurt(t *testing.T) {
 	}
 	view := &fixedView{ids: ids[:2]}
 	NewMatchmaker(ts[0], MatchConfig{Run: "ab", JoinWindow: 200 * time.Millisecond}, view)
-	NewStateServer(ts[0], "ab", func() (uint64, error) { return 0, nil }, func() (Snapshot, error) { return Snapshot{Params: []float32{1}}, nil }, nil)
-	(&Admission{Run: "ab", Config: json.RawMessage(`{}`)}).Serve(ts[0])
+	statesync.NewServer(ts[0], "ab", func() (uint64, error) { return 0, nil }, func() (statesync.Snapshot, error) { return statesync.Snapshot{Params: []float32{1}}, nil }, nil)
+	(&gossip.Admission{Run: "ab", Config: json.RawMessage(`{}`)}).Serve(ts[0])
 
 	attacker := ts[2]
 	rng := rand.New(rand.NewPCG(9, 9))
@@ -41,7 +44,7 @@ func TestHostileStreamsDoNotHurt(t *testing.T) {
 		}
 		payloads = append(payloads, b)
 	}
-	for _, proto := range []protocol.ID{ProtoAllReduce, ProtoMatch, ProtoState, ProtoHello} {
+	for _, proto := range []protocol.ID{gossip.ProtoAllReduce, gossip.ProtoMatch, gossip.ProtoState, gossip.ProtoHello} {
 		for _, p := range payloads {
 			s, err := attacker.Open(context.Background(), ids[0], proto)
 			if err != nil {
@@ -49,14 +52,14 @@ func TestHostileStreamsDoNotHurt(t *testing.T) {
 			}
 			s.Send(p)
 			s.Send(p)
-			s.Recv(MaxMessageSize) // whatever comes back, if anything
+			s.Recv(gossip.MaxMessageSize) // whatever comes back, if anything
 			s.Reset()
 		}
 	}
 	// Announce many rounds that will never start, leaving the streams
 	// open, so they stay pending on the victim.
 	for i := 0; i < 3*maxPendingRounds; i++ {
-		s, err := attacker.Open(context.Background(), ids[0], ProtoAllReduce)
+		s, err := attacker.Open(context.Background(), ids[0], gossip.ProtoAllReduce)
 		if err != nil {
 			t.Fatal(err)
 		}
