@@ -154,7 +154,7 @@ func consistent(res []outcome) error {
 // among the healthy members then succeeds with the exact weighted mean of
 // their vectors. It logs the slowest recovery per fault kind.
 //
-//	go test -run TestFaultMatrix -v ./gossip/ -args -faults.reps=20
+//	go test -run TestFaultMatrix -v ./gossip/allreduce/ -args -faults.reps=20
 func TestFaultMatrix(t *testing.T) {
 	const k = 4
 	var cases []faultCase
