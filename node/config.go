@@ -216,6 +216,11 @@ func (r RunConfig) Validate() error {
 			return fmt.Errorf("run config: model.hidden[%d] = %d, want 1..8192", i, w)
 		}
 	}
+	if !(m.Dropout >= 0 && m.Dropout < 1) {
+		// Every kind: a NaN here would be written into checkpoints and
+		// run files that nothing can read back.
+		return fmt.Errorf("run config: model.dropout = %v, want in [0, 1)", m.Dropout)
+	}
 	switch m.Kind {
 	case trainer.ArchMLP:
 		if len(m.Channels) > 0 {

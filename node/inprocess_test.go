@@ -124,11 +124,12 @@ func TestInProcessStrategies(t *testing.T) {
 		codec    string
 		maxGroup int
 		hidden   int
+		strategy string // the type averaging.New picks
 	}{
-		{"exact", 3, "fp32", 0, 8},
-		{"error-feedback", 3, "int8", 0, 8},
-		{"powersgd", 2, "powersgd:2", 0, 300}, // 16×300: a matrix large enough to factor
-		{"moshpit", 4, "fp32", 2, 8},
+		{"exact", 3, "fp32", 0, 8, "*averaging.exact"},
+		{"error-feedback", 3, "int8", 0, 8, "*averaging.feedback"},
+		{"powersgd", 2, "powersgd:2", 0, 300, "*averaging.powerStrategy"}, // 16×300: a matrix large enough to factor
+		{"moshpit", 4, "fp32", 2, 8, "*averaging.moshpit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -136,6 +137,9 @@ func TestInProcessStrategies(t *testing.T) {
 			nodes := swarmOf(t, newMemSwarm(), tinyData(t), tc.k, steps, func(c *Config) {
 				c.Run.Averaging.Codec, c.Run.Averaging.MaxGroup, c.Run.Model.Hidden = tc.codec, tc.maxGroup, []int{tc.hidden}
 			})
+			if got := fmt.Sprintf("%T", nodes[0].n.strategy); got != tc.strategy {
+				t.Fatalf("strategy %s, want %s", got, tc.strategy)
+			}
 			var res []*Result
 			for _, r := range nodes {
 				res = append(res, r.wait(t, 60*time.Second))

@@ -170,9 +170,10 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), refusals: make(chan string, 4)}
+	ownNet := false // a cfg.Network belongs to the caller
 	defer func() {
 		if err != nil {
-			if n.net != nil {
+			if ownNet {
 				n.net.Close()
 			}
 			unlock()
@@ -206,6 +207,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if n.net, err = newHostNetwork(cfg); err != nil {
 			return nil, err
 		}
+		ownNet = true
 	}
 	self := n.net.Self()
 	shard := n.local.train

@@ -292,8 +292,11 @@ func (o runConfigV1) convert() RunConfig {
 // (UnmarshalJSON); a syntax error names its line and column.
 func DecodeRunConfig(b []byte) (RunConfig, error) {
 	var r RunConfig
-	if len(bytes.TrimSpace(b)) == 0 {
+	switch string(bytes.TrimSpace(b)) {
+	case "":
 		return r, errors.New("run config: empty")
+	case "null":
+		return r, errors.New("run config: null, want an object")
 	}
 	err := json.Unmarshal(b, &r)
 	var se *json.SyntaxError

@@ -217,6 +217,8 @@ func FuzzDecodeRunConfig(f *testing.F) {
 	f.Add([]byte(defaultV2))
 	f.Add([]byte(`{"version":2,"model":{"hidden":[1,2]},"optimizer":{"lr":1e-3}}`))
 	f.Add([]byte(`{"version":3}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"version":2,"model":{"kind":"mlp","dropout":0.5}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRunConfig(b)
 		if err != nil {

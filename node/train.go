@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -32,6 +33,9 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 	acc := newAccumulator(n.local.model.NumParams(), n.cfg.Run.Compute.Batch*n.local.train.Dim, n.cfg.Run.Compute.Batch)
 	badGrads := 0 // non-finite gradients in a row
 	env := strategyEnv{n}
+	n.mu.Lock()
+	n.stats.rate.since = time.Now() // the first window includes the first minibatch
+	n.mu.Unlock()
 	for {
 		if err := ctx.Err(); err != nil {
 			return n.finish(), nil // clean leave
@@ -101,7 +105,11 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		case errors.Is(err, allreduce.ErrTooFew):
 			// Not a failure: the run asks for more peers than are here.
 			n.setPhase("waiting for peers")
-			n.log.Info("waiting for a large enough group", "step", step, "err", err)
+			level := slog.LevelInfo
+			if out.Params != nil {
+				level = slog.LevelDebug // Moshpit kept its local step: it trains on
+			}
+			n.log.Log(ctx, level, "waiting for a large enough group", "step", step, "err", err)
 			continue
 		case errors.As(err, &round):
 			n.noteFailure(step, round.Stage, round.Err)

@@ -192,3 +192,89 @@ func TestMoshpitAboveTheCap(t *testing.T) {
 		t.Fatalf("failed Moshpit round: %v, %+v", err, o)
 	}
 }
+
+// Every Moshpit outcome the node's loop commits on: the local step is
+// spent whatever the round does, and only a round that counts (averaged,
+// went on without us, or nobody to average with) moves the step on.
+func TestMoshpitOutcomes(t *testing.T) {
+	const n = 16
+	for _, tc := range []struct {
+		name     string
+		live     int   // trainers besides self
+		matchErr error // what matchmaking says
+		next     uint64
+		members  bool // averaged with a group
+		errIs    error
+		round    bool // a *RoundError
+	}{
+		{"the group went on without us", 3, allreduce.ErrBehind, 6, false, nil, false},
+		{"too few for the line", 3, allreduce.ErrTooFew, 5, false, allreduce.ErrTooFew, false},
+		{"matchmaking failed", 3, errors.New("boom"), 5, false, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ss, envs, _ := setup(t, 1+tc.live, n, 2, compression.FP32{})
+			env := envs[0]
+			env.params = slices.Repeat([]float32{1}, n)
+			env.matchErr = tc.matchErr
+			grad := slices.Repeat([]float32{0.25}, n)
+			out, err := ss[0].Step(context.Background(), env, 5, grad, 1)
+			var re *RoundError
+			if errors.As(err, &re) != tc.round || (tc.errIs != nil && !errors.Is(err, tc.errIs)) || (tc.errIs == nil && !tc.round && err != nil) {
+				t.Fatalf("error %v", err)
+			}
+			if out.Next != tc.next || out.Params == nil || out.Params[0] != 0.75 || (out.Members != nil) != tc.members || len(out.Group) != 1+tc.live {
+				t.Fatalf("outcome %+v, want next %d with the local step 1-0.25", out, tc.next)
+			}
+		})
+	}
+	// Alone in its grid line (5 trainers, cap 4: lines of at most 3, and
+	// with the right layout one peer has none): a local step that counts.
+	ss, envs, ids := setup(t, 5, n, 4, compression.FP32{})
+	for i := range ids {
+		envs[i].params = slices.Repeat([]float32{1}, n)
+		v := envs[i].view
+		if g := v.MoshpitGroup(5, v.Moshpit()); len(g) < 2 {
+			envs[i].matchErr = errors.New("must not match alone")
+			out, err := ss[i].Step(context.Background(), envs[i], 5, slices.Repeat([]float32{0.25}, n), 1)
+			if err != nil || out.Next != 6 || out.Params[0] != 0.75 || out.Members != nil {
+				t.Fatalf("alone: %v, %+v", err, out)
+			}
+			return
+		}
+	}
+	t.Log("no peer alone in its line at step 5 with this layout")
+}
+
+// PowerSGD as a strategy: both members get the same averaged gradient,
+// and Reset clears its error feedback.
+func TestPowerSGDStrategy(t *testing.T) {
+	const k, rows, cols = 2, 64, 80
+	_, ts, ids := memPeers(k)
+	var ss []Strategy
+	var envs []*fakeEnv
+	for i, tr := range ts {
+		av := allreduce.NewAverager(tr, allreduce.AveragerConfig{RoundTimeout: 5 * time.Second})
+		s, err := New(Config{Averager: av, NumParams: rows * cols, PowerSGD: &PowerSGDConfig{Rank: 2, Shapes: [][]int{{rows, cols}}, MinMatrix: 100, Seed: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss = append(ss, s)
+		envs = append(envs, &fakeEnv{view: swarm.View{Run: "t", Self: ids[i], Live: live(ids, ids[i], 0)}, params: make([]float32, rows*cols)})
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	outs, errs := stepAll(t, ss, envs, 0, [][]float32{randVec(rng, rows*cols), randVec(rng, rows*cols)})
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	if !slices.Equal(outs[0].Grad, outs[1].Grad) || outs[0].Next != 1 {
+		t.Fatal("the members' averaged gradients differ")
+	}
+	ps := ss[0].(*powerStrategy).ps
+	if !slices.ContainsFunc(ps.residual, func(x float32) bool { return x != 0 }) {
+		t.Fatal("a rank-2 step of a random gradient left no residual: the test checks nothing")
+	}
+	ss[0].Reset()
+	if slices.ContainsFunc(ps.residual, func(x float32) bool { return x != 0 }) {
+		t.Fatal("Reset kept the residual")
+	}
+}

@@ -147,25 +147,28 @@ func TestProtocolsReadNoWallClock(t *testing.T) {
 				t.Fatal(err)
 			}
 			checked++
-			timeName := ""
+			names := map[string]string{} // local name → "time" or "context"
 			for _, is := range f.Imports {
-				if is.Path.Value == `"time"` {
-					timeName = "time"
+				if p, _ := strconv.Unquote(is.Path.Value); p == "time" || p == "context" {
+					name := p
 					if is.Name != nil {
-						timeName = is.Name.Name
+						name = is.Name.Name
 					}
+					names[name] = p
 				}
-			}
-			if timeName == "" {
-				continue
 			}
 			ast.Inspect(f, func(n ast.Node) bool {
 				sel, ok := n.(*ast.SelectorExpr)
 				if !ok {
 					return true
 				}
-				if id, ok := sel.X.(*ast.Ident); ok && id.Name == timeName && slices.Contains(wallClock, sel.Sel.Name) {
-					t.Errorf("%s: %s.%s reads the wall clock: use the clock passed in", fset.Position(sel.Pos()), timeName, sel.Sel.Name)
+				id, ok := sel.X.(*ast.Ident)
+				if !ok {
+					return true
+				}
+				if (names[id.Name] == "time" && slices.Contains(wallClock, sel.Sel.Name)) ||
+					(names[id.Name] == "context" && (sel.Sel.Name == "WithTimeout" || sel.Sel.Name == "WithDeadline")) {
+					t.Errorf("%s: %s.%s reads the wall clock: use the clock passed in", fset.Position(sel.Pos()), id.Name, sel.Sel.Name)
 				}
 				return true
 			})
