@@ -168,7 +168,9 @@ func TestRunTextTrial(t *testing.T) {
 // up) loses the trial after the silence limit; another worker trains it.
 func TestSweepSilentWorker(t *testing.T) {
 	defer func(k, s time.Duration) { sweepKeepalive, sweepSilence = k, s }(sweepKeepalive, sweepSilence)
-	sweepKeepalive, sweepSilence = 100*time.Millisecond, 700*time.Millisecond
+	// 20 keepalives of silence: a loaded 2-core machine (MNIST loading in
+	// the live worker, GC) delayed one by 700 ms once.
+	sweepKeepalive, sweepSilence = 100*time.Millisecond, 2*time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	hosts, err := loopbackHosts(ctx, 3)
