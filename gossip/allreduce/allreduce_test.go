@@ -3,6 +3,7 @@ package allreduce
 import (
 	"context"
 	"fmt"
+	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -15,7 +16,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
-	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
@@ -26,26 +26,6 @@ func codec(t testing.TB, name string) compression.Codec {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func memPeers(n int) (*gossip.MemNetwork, []*gossip.MemTransport, []peer.ID) {
-	net := gossip.NewMemNetwork()
-	var ts []*gossip.MemTransport
-	var ids []peer.ID
-	for i := 0; i < n; i++ {
-		id := testutil.PeerID(i)
-		ts = append(ts, net.Add(id))
-		ids = append(ids, id)
-	}
-	return net, ts, ids
-}
-
-func randVec(r *rand.Rand, n int) []float32 {
-	v := make([]float32, n)
-	for i := range v {
-		v[i] = float32(r.NormFloat64())
-	}
-	return v
 }
 
 // runRound all-reduces vecs among all peers and returns each peer's output.
@@ -277,3 +257,8 @@ func TestAllReduceSilentMemberFailsByDeadline(t *testing.T) {
 		t.Logf("member %d failed after %v of %v: %v", i, ends[i].Sub(start), budget, err)
 	}
 }
+
+var (
+	memPeers = gossiptest.MemPeers
+	randVec  = gossiptest.RandVec
+)

@@ -2,7 +2,7 @@ package averaging
 
 import (
 	"context"
-	"fmt"
+	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -222,23 +222,7 @@ func TestPowerSGDConfigErrors(t *testing.T) {
 	}
 }
 
-// memPeers is k peers on one in-process network, sorted by ID.
-func memPeers(k int) (*gossip.MemNetwork, []*gossip.MemTransport, []peer.ID) {
-	net := gossip.NewMemNetwork()
-	var ts []*gossip.MemTransport
-	var ids []peer.ID
-	for i := range k {
-		id := peer.ID(fmt.Sprintf("peer-%02d", i))
-		ts = append(ts, net.Add(id))
-		ids = append(ids, id)
-	}
-	return net, ts, ids
-}
-
-func randVec(r *rand.Rand, n int) []float32 {
-	v := make([]float32, n)
-	for i := range v {
-		v[i] = float32(r.NormFloat64())
-	}
-	return v
-}
+var (
+	memPeers = gossiptest.MemPeers
+	randVec  = gossiptest.RandVec
+)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 	"strings"
 	"sync"
 	"testing"
@@ -76,19 +77,6 @@ const (
 	testNParams = 5*StateChunk + 123
 	testNOpt    = 6*StateChunk + 7
 )
-
-// memPeers is n peers on one in-process network.
-func memPeers(n int) (*gossip.MemNetwork, []*gossip.MemTransport, []peer.ID) {
-	net := gossip.NewMemNetwork()
-	var ts []*gossip.MemTransport
-	var ids []peer.ID
-	for i := 0; i < n; i++ {
-		id := testutil.PeerID(i)
-		ts = append(ts, net.Add(id))
-		ids = append(ids, id)
-	}
-	return net, ts, ids
-}
 
 func donorsAt(t *testing.T, n int, step uint64) (*gossip.MemNetwork, []*gossip.MemTransport, []peer.ID, []*replica) {
 	return donorsOn(t, n, step, nil)
@@ -471,3 +459,7 @@ func TestStateSyncDonorWaitExpires(t *testing.T) {
 	}
 	checkFetched(t, res.f, 3)
 }
+
+var (
+	memPeers = gossiptest.MemPeers
+)
