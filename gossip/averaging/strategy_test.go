@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,6 +70,9 @@ func stepAll(t *testing.T, ss []Strategy, envs []*fakeEnv, step uint64, grads []
 func setup(t *testing.T, k, n, maxGroup int, codec compression.Codec) ([]Strategy, []*fakeEnv, []peer.ID) {
 	t.Helper()
 	_, ts, ids := memPeers(k)
+	// Members in peer order, as rounds list them.
+	slices.SortFunc(ts, func(a, b *gossip.MemTransport) int { return strings.Compare(string(a.Self()), string(b.Self())) })
+	slices.Sort(ids)
 	var ss []Strategy
 	var envs []*fakeEnv
 	for i, tr := range ts {
