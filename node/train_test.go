@@ -5,6 +5,9 @@ import (
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 // An optimizer step that leaves a parameter Inf or NaN stops the run with
@@ -32,6 +35,20 @@ func TestDivergedStepStopsTheRun(t *testing.T) {
 	}
 	if n.currentStep() != 1 {
 		t.Fatalf("the diverged step was committed: step %d", n.currentStep())
+	}
+	// A gradient so large that Adam's second moment overflows to +Inf
+	// while the parameters stay finite (m/√v = 0): refused too.
+	n.local.opt = trainer.NewAdam(0.9, 0.999, 1e-8, 0, len(n.rep.params))
+	n.rep.optState = n.local.opt.AppendState(n.rep.optState[:0])
+	huge := make([]float32, len(n.rep.params))
+	huge[2] = 1e30
+	before := n.rep.params[2]
+	err = n.apply(1, huge, self)
+	if err == nil || !strings.Contains(err.Error(), "optimizer state") || n.currentStep() != 1 || n.rep.params[2] != before {
+		t.Fatalf("an overflowing optimizer state: %v, step %d, param %v (was %v)", err, n.currentStep(), n.rep.params[2], before)
+	}
+	if i := compression.FirstNonFinite(n.local.opt.AppendState(nil)); i >= 0 {
+		t.Fatalf("the refused step left the optimizer state non-finite at %d", i)
 	}
 	snap, err := n.snapshot()
 	if err != nil || snap.Params[1] != n.rep.params[1] || snap.Params[1] < -1 || snap.Params[1] > 1 {
