@@ -301,6 +301,9 @@ func (n *Node) newAverager(codec compression.Codec) (*allreduce.Averager, error)
 	}
 	return allreduce.NewAverager(n.net, allreduce.AveragerConfig{Codec: codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless,
 		RoundTimeout: n.cfg.RoundTimeout, MinLinkRate: n.cfg.MinLinkRate,
+		// A member's weight is its claimed samples: no honest step needs
+		// more than the run's target batch, so no member weighs more.
+		MaxSamples: n.cfg.Run.Optimizer.TargetBatch,
 		OnDrop: func(round string, p peer.ID, err error) {
 			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
 		}}), nil

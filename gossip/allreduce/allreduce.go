@@ -92,7 +92,7 @@ func PartBounds(n, k, i int) (lo, hi int) {
 
 // AveragerConfig tunes the all-reduce.
 type AveragerConfig struct {
-	Codec compression.Codec // lossy stage for parts (and results, unless Result is set)
+	Codec compression.Codec // lossy stage for parts (and results, unless Result is set); nil: fp32
 	// Result encodes the owners' averages; nil: Codec. Top-k parts want
 	// Sparse here: the average of a few sparse parts is sparse, and
 	// truncating it again would lose what no error feedback recovers.
@@ -136,6 +136,12 @@ type AveragerConfig struct {
 	// Clock times rounds, deadlines and uplinks (nil: the wall clock);
 	// tests pass a clock.Mock.
 	Clock clock.Clock
+	// MaxSamples caps the weight an owner gives any member's part (0: no
+	// cap): a member's claimed sample count is its weight in the mean, so
+	// without a cap one member claiming 2^30 samples dictates it. Every
+	// owner caps alike, so members still get identical averages. A node
+	// sets the run's target batch: no honest step needs more.
+	MaxSamples int
 }
 
 // Averager runs reduce-scatter + all-gather all-reduces over a Transport.
@@ -262,6 +268,9 @@ func NewAverager(t gossip.Transport, cfg AveragerConfig) *Averager {
 	cfg.MinLinkRate = max(cfg.MinLinkRate, minLinkRate)
 	if !(cfg.TransferSlack >= 1) {
 		cfg.TransferSlack = defaultTransferSlack
+	}
+	if cfg.Codec == nil {
+		cfg.Codec = compression.FP32{} // a nil codec panicked in the first round
 	}
 	if cfg.Result == nil {
 		cfg.Result = cfg.Codec
@@ -594,7 +603,7 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 	a.mu.Lock()
 	contribs, lo, hi := rs.parts(), rs.lo, rs.hi
 	a.mu.Unlock()
-	avg := WeightedMean(contribs, r.Samples)
+	avg := WeightedMean(contribs, cappedWeights(r.Samples, a.cfg.MaxSamples))
 	enc, err := a.encode(a.resultCodec(r, lo, hi), avg)
 	if err != nil {
 		return finish(nil, err)
@@ -605,6 +614,19 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 		return finish(nil, err)
 	}
 	return finish(enc, nil)
+}
+
+// cappedWeights is samples with every count above limit (when limit > 0)
+// lowered to limit.
+func cappedWeights(samples []int, limit int) []int {
+	if limit <= 0 || !slices.ContainsFunc(samples, func(s int) bool { return s > limit }) {
+		return samples
+	}
+	out := slices.Clone(samples)
+	for i, s := range out {
+		out[i] = min(s, limit)
+	}
+	return out
 }
 
 // WeightedMean returns Σ w_m·x_m / Σ w_m over the non-nil x_m, accumulated in member order with

@@ -3,10 +3,10 @@ package allreduce
 import (
 	"context"
 	"fmt"
-	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
@@ -262,3 +263,40 @@ var (
 	memPeers = gossiptest.MemPeers
 	randVec  = gossiptest.RandVec
 )
+
+// A member claiming 2^30 samples would dictate the weighted mean; owners
+// cap every member's weight at MaxSamples, alike, so the members still
+// agree bit for bit and the claim weighs no more than the cap.
+func TestOwnersCapClaimedSamples(t *testing.T) {
+	for _, tc := range []struct {
+		limit int
+		want  float32 // the mean of 0.01, 0.01 (64 samples each) and -1
+	}{
+		{0, float32((0.01*64*2 - 1<<30) / (64*2 + 1<<30))},
+		{256, float32((0.01*64*2 - 256) / (64*2 + 256))},
+	} {
+		t.Run(fmt.Sprint(tc.limit), func(t *testing.T) {
+			_, ts, ids := memPeers(3)
+			var avs []*Averager
+			for _, tr := range ts {
+				avs = append(avs, NewAverager(tr, AveragerConfig{RoundTimeout: 5 * time.Second, MaxSamples: tc.limit}))
+			}
+			samples := []int{64, 64, 1 << 30}
+			r := Round{Step: 1, Members: ids, Samples: samples, ID: RoundID("cap", 1, 0, ids, samples, nil)}
+			const n = 300
+			vecs := [][]float32{slices.Repeat([]float32{0.01}, n), slices.Repeat([]float32{0.01}, n), slices.Repeat([]float32{-1}, n)}
+			outs, errs := runRound(t, avs, r, vecs)
+			for i := range outs {
+				if errs[i] != nil {
+					t.Fatal(errs[i])
+				}
+				if !slices.Equal(outs[i], outs[0]) {
+					t.Fatal("members disagree")
+				}
+			}
+			if got := outs[0][0]; math.Abs(float64(got-tc.want)) > 1e-5 {
+				t.Fatalf("mean %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -2,7 +2,6 @@ package averaging
 
 import (
 	"context"
-	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
+	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 )
 
 // psSwarm is k peers that run PowerSGD rounds together.
