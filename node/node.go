@@ -76,7 +76,6 @@ type localTrainer struct {
 	// frozen are the parameter ranges the run leaves untouched.
 	frozen     [][2]int
 	frozenKeep []float32 // scratch: the frozen values across a step
-	optScratch []float32 // scratch: the optimizer state after a step, checked before it is committed
 }
 
 // replica is the replicated state: every member of a round holds the

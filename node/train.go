@@ -262,9 +262,8 @@ func (n *Node) optimizerStep(step uint64, params, grad []float32) (lr float32, e
 	// The optimizer's own state can overflow while the parameters stay
 	// finite (Adam's v = g² of a huge gradient is +Inf, m/√v is 0): such a
 	// state could be neither served nor checkpointed, nor stepped again.
-	l.optScratch = l.opt.AppendState(l.optScratch[:0])
-	if i := compression.FirstNonFinite(l.optScratch); i >= 0 {
-		return lr, fmt.Errorf("training diverged at step %d: optimizer state value %d became %v after the step (learning rate %g); lower --lr or lengthen --warmup", step, i, l.optScratch[i], lr)
+	if i := l.opt.FirstNonFinite(); i >= 0 {
+		return lr, fmt.Errorf("training diverged at step %d: optimizer state value %d became NaN or Inf after the step (learning rate %g); lower --lr or lengthen --warmup", step, i, lr)
 	}
 	return lr, nil
 }

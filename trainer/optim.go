@@ -30,6 +30,11 @@ type Optimizer interface {
 	// the length and rejects NaN/Inf and out-of-range values, and changes
 	// nothing on error.
 	LoadState(s []float32) error
+	// FirstNonFinite is the index, in State's layout, of the first NaN or
+	// Inf in the state, or -1: a step can overflow the state while the
+	// parameters stay finite (Adam's v = g² of a huge gradient). It reads
+	// the state in place, with no copy.
+	FirstNonFinite() int
 }
 
 // OptimizerNames are the names NewOptimizer accepts, as a run config
@@ -138,6 +143,8 @@ func (o *sgd) Step(params, grads []float32, lr float32) {
 
 func (o *sgd) State() []float32 { return o.AppendState([]float32{}) }
 
+func (o *sgd) FirstNonFinite() int { return compression.FirstNonFinite(o.v) }
+
 func (o *sgd) AppendState(dst []float32) []float32 { return append(dst, o.v...) }
 
 func (o *sgd) LoadState(s []float32) error {
@@ -210,6 +217,17 @@ func (o *adam) Step(params, grads []float32, lr float32) {
 }
 
 func (o *adam) State() []float32 { return o.AppendState(make([]float32, 0, 2*o.n+2)) }
+
+// FirstNonFinite scans m, then v (the step count is always finite).
+func (o *adam) FirstNonFinite() int {
+	if i := compression.FirstNonFinite(o.m); i >= 0 {
+		return i
+	}
+	if i := compression.FirstNonFinite(o.v); i >= 0 {
+		return o.n + i
+	}
+	return -1
+}
 
 func (o *adam) AppendState(dst []float32) []float32 {
 	dst = append(dst, o.m...)

@@ -266,3 +266,34 @@ func TestNewOptimizer(t *testing.T) {
 		t.Error("n = -1 accepted")
 	}
 }
+
+// FirstNonFinite finds an overflowed state in place, at its index in
+// State's layout, for every optimizer.
+func TestOptimizerFirstNonFinite(t *testing.T) {
+	for _, name := range OptimizerNames {
+		o, err := NewOptimizer(name, 0.9, 0, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := make([]float32, 4)
+		o.Step(p, []float32{1, 2, 3, 4}, 1e-3)
+		if i := o.FirstNonFinite(); i != -1 {
+			t.Fatalf("%s: a finite step reports index %d", name, i)
+		}
+		o.Step(p, []float32{0, 0, 1e30, 0}, 1e-3) // g² overflows Adam's v
+		s := o.State()
+		want := -1
+		for i, x := range s {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				want = i
+				break
+			}
+		}
+		if got := o.FirstNonFinite(); got != want {
+			t.Errorf("%s: FirstNonFinite() = %d, want %d (state %v)", name, got, want, s)
+		}
+		if name == "adam" && want < 0 {
+			t.Error("adam: a 1e30 gradient left v finite: the test checks nothing")
+		}
+	}
+}
