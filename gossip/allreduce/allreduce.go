@@ -142,6 +142,11 @@ type AveragerConfig struct {
 	// owner caps alike, so members still get identical averages. A node
 	// sets the run's target batch: no honest step needs more.
 	MaxSamples int
+	// Aggregate is how an owner combines the members' copies of its part
+	// (default mean). Every member of a run must use the same rule; it
+	// applies to every round, whatever protocol runs it (PowerSGD's P
+	// and Q, Moshpit's parameters).
+	Aggregate Aggregate
 }
 
 // Averager runs reduce-scatter + all-gather all-reduces over a Transport.
@@ -452,6 +457,11 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	if len(r.Samples) != len(r.Members) {
 		return errors.New("allreduce: round has mismatched members and samples")
 	}
+	// A weight is a count of samples: zero or less (which matchmaking
+	// refuses) would let one member cancel the others' weight.
+	if i := slices.IndexFunc(r.Samples, func(s int) bool { return s <= 0 }); i >= 0 {
+		return fmt.Errorf("allreduce: round %s gives member %d %d samples, want > 0", truncate(r.ID, 8), i, r.Samples[i])
+	}
 	k := len(r.Members)
 	n := len(local)
 	lo, hi := r.Bounds(n, me)
@@ -603,7 +613,7 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 	a.mu.Lock()
 	contribs, lo, hi := rs.parts(), rs.lo, rs.hi
 	a.mu.Unlock()
-	avg := WeightedMean(contribs, cappedWeights(r.Samples, a.cfg.MaxSamples))
+	avg := a.cfg.Aggregate.reduce(contribs, cappedWeights(r.Samples, a.cfg.MaxSamples))
 	enc, err := a.encode(a.resultCodec(r, lo, hi), avg)
 	if err != nil {
 		return finish(nil, err)

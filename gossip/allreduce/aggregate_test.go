@@ -1,0 +1,84 @@
+package allreduce
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestParseAggregate(t *testing.T) {
+	for s, want := range map[string]Aggregate{"": AggregateMean, "mean": AggregateMean, "clip": AggregateClip, "trimmed": AggregateTrimmed} {
+		if g, err := ParseAggregate(s); err != nil || g != want {
+			t.Errorf("ParseAggregate(%q) = %v, %v; want %v", s, g, err, want)
+		}
+		if want.String() != s && s != "" {
+			t.Errorf("%v prints as %q, want %q", want, want.String(), s)
+		}
+	}
+	if _, err := ParseAggregate("median"); err == nil || !strings.Contains(err.Error(), `"median": want mean, clip or trimmed`) {
+		t.Errorf("an unknown rule: %v", err)
+	}
+}
+
+// Clipping by hand: norms 5, 5 and 50; τ = 2 × 5 = 10, so the third
+// copy is scaled by 1/5 and keeps its weight in the denominator.
+func TestClippedMean(t *testing.T) {
+	xs := [][]float32{{3, 4}, {4, 3}, {30, 40}, nil}
+	got := ClippedMean(xs, []int{1, 1, 2, 7}, 2)
+	want := []float32{(3 + 4 + 2*6) / 4.0, (4 + 3 + 2*8) / 4.0}
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-6 {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	// With one liar of two members the lower median is the honest norm.
+	got = ClippedMean([][]float32{{3, 4}, {3e30, 4e30}}, []int{1, 1}, 2)
+	if want := []float32{(3 + 6) / 2.0, (4 + 8) / 2.0}; math.Abs(float64(got[0]-want[0])) > 1e-5 || math.Abs(float64(got[1]-want[1])) > 1e-5 {
+		t.Errorf("two members, one liar: got %v, want %v", got, want)
+	}
+	// Nothing clipped: the plain weighted mean, bit for bit.
+	xs = [][]float32{{1, 2, 3}, {1.5, 2.5, 3.5}, {0.5, 1.5, 2.5}}
+	got, mean := ClippedMean(xs, []int{2, 3, 4}, 2), WeightedMean(xs, []int{2, 3, 4})
+	for i := range got {
+		if math.Float32bits(got[i]) != math.Float32bits(mean[i]) {
+			t.Fatalf("unclipped: %v, mean %v", got, mean)
+		}
+	}
+}
+
+func TestTrimCount(t *testing.T) {
+	for m, want := range map[int]int{0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 6: 1, 7: 1, 8: 2, 12: 3, 100: 25} {
+		if got := TrimCount(m); got != want {
+			t.Errorf("TrimCount(%d) = %d, want %d", m, got, want)
+		}
+	}
+}
+
+// Per value the smallest and largest copies go (5 members: one each),
+// whoever holds them, and the rest weigh by their samples.
+func TestTrimmedMean(t *testing.T) {
+	xs := [][]float32{
+		{1, 100, 2},
+		{2, -100, 2},
+		nil, // dropped
+		{3, 5, 2},
+		{4, 6, 2},
+		{1e30, 7, 2},
+	}
+	w := []int{1, 2, 9, 1, 1, 4}
+	got := TrimmedMean(xs, w)
+	want := []float32{
+		(2*2 + 1*3 + 1*4) / 4.0, // drops 1 and 1e30
+		(1*5 + 1*6 + 4*7) / 6.0, // drops -100 and 100
+		2,                       // ties: any two of equal values
+	}
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-6 {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	// Two members trim nothing: the weighted mean.
+	if got := TrimmedMean([][]float32{{1}, {4}}, []int{2, 1}); got[0] != 2 {
+		t.Errorf("two members: %v, want [2]", got)
+	}
+}
