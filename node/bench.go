@@ -24,6 +24,8 @@ type AllReduceBench struct {
 	Rounds   int    // timed rounds (one untimed warm-up round runs first)
 	Codec    string // fp32 or fp16
 	Lossless string // none, zstd or s2
+	// Aggregate is the owners' rule: mean (or ""), clip or trimmed.
+	Aggregate string
 }
 
 // AllReduceBenchResult holds the figures; rates are bytes per second.
@@ -56,6 +58,10 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 	if err != nil {
 		return res, err
 	}
+	agg, err := allreduce.ParseAggregate(cfg.Aggregate)
+	if err != nil {
+		return res, err
+	}
 	hosts, err := loopbackHosts(ctx, cfg.Hosts)
 	defer func() {
 		for _, h := range hosts {
@@ -74,7 +80,7 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 	avs := make([]*allreduce.Averager, len(hosts))
 	members := make([]peer.ID, len(hosts))
 	for i, h := range hosts {
-		avs[i] = allreduce.NewAverager(&hostNetwork{h: h, timeout: time.Minute}, allreduce.AveragerConfig{Codec: codec, Lossless: lossless, RoundTimeout: 5 * time.Minute})
+		avs[i] = allreduce.NewAverager(&hostNetwork{h: h, timeout: time.Minute}, allreduce.AveragerConfig{Codec: codec, Lossless: lossless, Aggregate: agg, RoundTimeout: 5 * time.Minute})
 		members[i] = h.ID()
 	}
 	rng := rand.New(rand.NewPCG(1, 2))

@@ -20,7 +20,7 @@ func benchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure this machine: all-reduce over libp2p, gradient codecs, training steps",
 	}
-	cfg := node.AllReduceBench{Hosts: 4, Rounds: 5, Codec: "fp32", Lossless: "none"}
+	cfg := node.AllReduceBench{Hosts: 4, Rounds: 5, Codec: "fp32", Lossless: "none", Aggregate: "mean"}
 	var mib float64
 	var asJSON bool
 	ar := &cobra.Command{
@@ -43,7 +43,7 @@ so this measures the CPU cost of averaging, not a network.`,
 			if asJSON {
 				return json.NewEncoder(os.Stdout).Encode(res)
 			}
-			fmt.Printf("all-reduce of %.1f MiB among %d hosts (%s/%s), %d rounds\n", mib, cfg.Hosts, cfg.Codec, cfg.Lossless, cfg.Rounds)
+			fmt.Printf("all-reduce of %.1f MiB among %d hosts (%s/%s, %s), %d rounds\n", mib, cfg.Hosts, cfg.Codec, cfg.Lossless, cfg.Aggregate, cfg.Rounds)
 			fmt.Printf("  time per round     %8.1f ms\n", 1000*res.SecondsPerRound)
 			fmt.Printf("  bus bandwidth      %8.1f MiB/s   (%.3f x raw stream)\n", res.BusBandwidth/(1<<20), res.BusBandwidth/res.RawStream)
 			fmt.Printf("  aggregate payload  %8.1f MiB/s   (%.3f x raw stream)\n", res.Aggregate/(1<<20), res.Aggregate/res.RawStream)
@@ -57,6 +57,7 @@ so this measures the CPU cost of averaging, not a network.`,
 	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "timed rounds (after one warm-up round)")
 	fs.StringVar(&cfg.Codec, "codec", cfg.Codec, "gradient codec, as for swarmtrain node --codec")
 	fs.StringVar(&cfg.Lossless, "lossless", cfg.Lossless, "none, zstd or s2")
+	fs.StringVar(&cfg.Aggregate, "aggregate", cfg.Aggregate, "the owners' rule, as for swarmtrain node --aggregate: mean, clip or trimmed")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(ar, benchCompressCmd(), benchTrainCmd())
 	return cmd

@@ -83,11 +83,7 @@ func ClippedMean(xs [][]float32, weights []int, factor float64) []float32 {
 		if x == nil {
 			continue
 		}
-		var s float64
-		for _, v := range x {
-			s += float64(v) * float64(v)
-		}
-		norms[m] = math.Sqrt(s)
+		norms[m] = l2(x)
 		present = append(present, norms[m])
 	}
 	if len(present) == 0 {
@@ -125,6 +121,24 @@ func ClippedMean(xs [][]float32, weights []int, factor float64) []float32 {
 		acc[e] = float32(acc[e] * inv)
 	}
 	return acc
+}
+
+// l2 is x's L2 norm, summed in float64 (no finite float32 vector
+// overflows it) with four sums so the adds do not wait on each other.
+func l2(x []float32) float64 {
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		v := x[i : i+4 : i+4]
+		s0 += float64(v[0]) * float64(v[0])
+		s1 += float64(v[1]) * float64(v[1])
+		s2 += float64(v[2]) * float64(v[2])
+		s3 += float64(v[3]) * float64(v[3])
+	}
+	for ; i < len(x); i++ {
+		s0 += float64(x[i]) * float64(x[i])
+	}
+	return math.Sqrt(s0 + s1 + s2 + s3)
 }
 
 // firstPresent returns the first non-nil x (nil if none).
@@ -166,28 +180,78 @@ func TrimmedMean(xs [][]float32, weights []int) []float32 {
 	if b == 0 {
 		return WeightedMean(xs, weights)
 	}
-	n := len(xs[idx[0]])
-	out := make([]float32, n)
 	k := len(idx)
-	vals := make([]float32, k)
+	cols := make([][]float32, k) // the copies, with their weights
 	ws := make([]float64, k)
-	for e := range n {
+	for i, m := range idx {
+		cols[i], ws[i] = xs[m], float64(weights[m])
+	}
+	out := make([]float32, len(cols[0]))
+	if b == 1 {
+		trimOne(out, cols, ws)
+		return out
+	}
+	vals := make([]float32, k)
+	vw := make([]float64, k)
+	for e := range out {
 		// Insertion sort of k copies (k is a group size, small): values
 		// with their weights.
-		for i, m := range idx {
-			v, w := xs[m][e], float64(weights[m])
+		for i, c := range cols {
+			v, w := c[e], ws[i]
 			j := i
 			for ; j > 0 && vals[j-1] > v; j-- {
-				vals[j], ws[j] = vals[j-1], ws[j-1]
+				vals[j], vw[j] = vals[j-1], vw[j-1]
 			}
-			vals[j], ws[j] = v, w
+			vals[j], vw[j] = v, w
 		}
 		var sum, total float64
 		for i := b; i < k-b; i++ {
-			sum += ws[i] * float64(vals[i])
-			total += ws[i]
+			sum += vw[i] * float64(vals[i])
+			total += vw[i]
 		}
 		out[e] = float32(sum / total)
 	}
 	return out
+}
+
+// trimOne is TrimmedMean leaving out one copy at each end (3 to 7
+// members): the first smallest and the last largest, as the stable sort
+// would, found in one pass instead of a sort. The kept copies are summed
+// afresh rather than the extremes subtracted from the whole, which a
+// 1e30 would cancel away.
+func trimOne(out []float32, cols [][]float32, ws []float64) {
+	k := len(cols)
+	// 1 / the kept weight, by which pair was left out: a product per
+	// value instead of a division.
+	var all float64
+	for _, w := range ws {
+		all += w
+	}
+	inv := make([]float64, k*k)
+	for lo := range k {
+		for hi := range k {
+			inv[lo*k+hi] = 1 / (all - ws[lo] - ws[hi])
+		}
+	}
+	for e := range out {
+		lo, hi := 0, 0
+		vlo, vhi := cols[0][e], cols[0][e]
+		for i := 1; i < k; i++ {
+			v := cols[i][e]
+			if v < vlo {
+				vlo, lo = v, i
+			}
+			if v >= vhi {
+				vhi, hi = v, i
+			}
+		}
+		// All equal: lo is the first and hi the last, never the same.
+		var sum float64
+		for i, c := range cols {
+			if i != lo && i != hi {
+				sum += ws[i] * float64(c[e])
+			}
+		}
+		out[e] = float32(sum * inv[lo*k+hi])
+	}
 }

@@ -2,6 +2,7 @@ package allreduce
 
 import (
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -80,5 +81,26 @@ func TestTrimmedMean(t *testing.T) {
 	// Two members trim nothing: the weighted mean.
 	if got := TrimmedMean([][]float32{{1}, {4}}, []int{2, 1}); got[0] != 2 {
 		t.Errorf("two members: %v, want [2]", got)
+	}
+}
+
+// The owner's reduction of one part: 4 members' copies of 1 Mi values
+// (the part each of 4 hosts owns in `swarmtrain bench allreduce`'s 16
+// MiB default). Compare with that command's time per round.
+func BenchmarkAggregate(b *testing.B) {
+	const k, n = 4, 1 << 20
+	rng := rand.New(rand.NewPCG(1, 1))
+	xs := make([][]float32, k)
+	for i := range xs {
+		xs[i] = randVec(rng, n)
+	}
+	weights := []int{64, 64, 64, 64}
+	for _, g := range []Aggregate{AggregateMean, AggregateClip, AggregateTrimmed} {
+		b.Run(g.String(), func(b *testing.B) {
+			b.SetBytes(4 * k * n)
+			for b.Loop() {
+				g.reduce(xs, weights)
+			}
+		})
 	}
 }
