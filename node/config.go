@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 	"github.com/swarmtrain/swarmtrain/trainer"
 	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
@@ -119,6 +120,15 @@ type RunAveraging struct {
 	// gradients, within groups that rotate every step, so replicas agree
 	// closely instead of bit for bit until the run's final state.
 	MaxGroup int `json:"max_group"`
+	// Aggregate is how each part's owner combines the members' copies:
+	// mean (exact; one lying peer moves it anywhere), clip (copies above
+	// twice the median norm scaled down to it) or trimmed (per value, the
+	// extreme copies left out); see allreduce.Aggregate. Added after
+	// version 2 without a new version: at mean it is left out of the
+	// canonical encoding (canon tag), so runs that do not set it keep
+	// their run IDs, and builds before it refuse a run that sets it by
+	// the unknown field.
+	Aggregate string `json:"aggregate" canon:"omit=mean"`
 }
 
 // RunCompute is how each peer computes its gradient.
@@ -161,7 +171,7 @@ func DefaultRunConfig() RunConfig {
 		Model:     RunModel{Kind: trainer.ArchMLP, Hidden: []int{256}},
 		Data:      RunData{Dataset: DatasetMNIST},
 		Optimizer: RunOptimizer{Name: "adam", LR: 2e-3, Warmup: 30, Schedule: string(trainer.DecayCosine), Steps: 1000, TargetBatch: 256},
-		Averaging: RunAveraging{Codec: "fp32", Lossless: "none", MinGroup: 1},
+		Averaging: RunAveraging{Codec: "fp32", Lossless: "none", MinGroup: 1, Aggregate: "mean"},
 		Compute:   RunCompute{Batch: 64},
 	}
 }
@@ -261,6 +271,9 @@ func (r RunConfig) Validate() error {
 	}
 	if _, err := compression.LosslessByName(a.Lossless); err != nil {
 		return fmt.Errorf("run config: averaging.lossless = %q, want none, zstd or s2: %w", a.Lossless, err)
+	}
+	if _, err := allreduce.ParseAggregate(a.Aggregate); err != nil {
+		return fmt.Errorf("run config: averaging.aggregate = %q, want mean, clip or trimmed", a.Aggregate)
 	}
 	return nil
 }

@@ -116,7 +116,8 @@ func oneState(t *testing.T, steps int, res ...*Result) {
 }
 
 // One run of each averaging strategy: exact, error feedback, PowerSGD,
-// and Moshpit (4 peers, groups of 2).
+// and Moshpit (4 peers, groups of 2), each under one of the owners'
+// aggregation rules.
 func TestInProcessStrategies(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -125,20 +126,25 @@ func TestInProcessStrategies(t *testing.T) {
 		maxGroup int
 		hidden   int
 		strategy string // the type averaging.New picks
+		agg      string // the owners' rule: every strategy's rounds go through it
 	}{
-		{"exact", 3, "fp32", 0, 8, "*averaging.exact"},
-		{"error-feedback", 3, "int8", 0, 8, "*averaging.feedback"},
-		{"powersgd", 2, "powersgd:2", 0, 300, "*averaging.powerStrategy"}, // 16×300: a matrix large enough to factor
-		{"moshpit", 4, "fp32", 2, 8, "*averaging.moshpit"},
+		{"exact", 3, "fp32", 0, 8, "*averaging.exact", "mean"},
+		{"error-feedback", 3, "int8", 0, 8, "*averaging.feedback", "trimmed"},
+		{"powersgd", 2, "powersgd:2", 0, 300, "*averaging.powerStrategy", "clip"}, // 16×300: a matrix large enough to factor
+		{"moshpit", 4, "fp32", 2, 8, "*averaging.moshpit", "clip"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const steps = 6
 			nodes := swarmOf(t, newMemSwarm(), tinyData(t), tc.k, steps, func(c *Config) {
 				c.Run.Averaging.Codec, c.Run.Averaging.MaxGroup, c.Run.Model.Hidden = tc.codec, tc.maxGroup, []int{tc.hidden}
+				c.Run.Averaging.Aggregate = tc.agg
 			})
 			if got := fmt.Sprintf("%T", nodes[0].n.strategy); got != tc.strategy {
 				t.Fatalf("strategy %s, want %s", got, tc.strategy)
+			}
+			if got := nodes[0].n.av.Aggregate().String(); got != tc.agg {
+				t.Fatalf("owners aggregate by %s, want %s", got, tc.agg)
 			}
 			var res []*Result
 			for _, r := range nodes {

@@ -298,7 +298,12 @@ func (n *Node) newAverager(codec compression.Codec) (*allreduce.Averager, error)
 		partFor = compression.Policy{Large: codec, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
 		resultFor = compression.Policy{Large: result, Small: compression.FP16{}, Tensors: sizes, SmallTensor: smallTensor}.For
 	}
+	agg, err := allreduce.ParseAggregate(n.cfg.Run.Averaging.Aggregate)
+	if err != nil {
+		return nil, err // Validate refuses it first
+	}
 	return allreduce.NewAverager(n.net, allreduce.AveragerConfig{Codec: codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless,
+		Aggregate:    agg,
 		RoundTimeout: n.cfg.RoundTimeout, MinLinkRate: n.cfg.MinLinkRate,
 		// A member's weight is its claimed samples: no honest step needs
 		// more than the run's target batch, so no member weighs more.

@@ -25,7 +25,10 @@ import (
 // field of RunConfig and its sections, in declaration order, under its
 // json name; no field is ever left out, whatever the tag's options say
 // (omitempty is ignored), so a run ID never rests on which fields happen
-// to be zero. Lists are [...] (nil and empty alike); strings and numbers
+// to be zero. The one exception is explicit: a field added after version
+// 2 with the tag canon:"omit=V" is left out while it holds V or "" (the
+// value that keeps the behaviour from before it), so runs that do not use
+// it keep their IDs and still match peers of builds before it. Lists are [...] (nil and empty alike); strings and numbers
 // are as encoding/json writes them (a float32 in the shortest form that
 // reads back to the same value; -0 as 0). The version comes first, so
 // configs of two layouts never encode alike.
@@ -64,7 +67,10 @@ func appendCanonical(b []byte, v reflect.Value) []byte {
 	case reflect.Struct:
 		b = append(b, '{')
 		for i := range v.NumField() {
-			if i > 0 {
+			if omitted(v.Type().Field(i), v.Field(i)) {
+				continue
+			}
+			if b[len(b)-1] != '{' {
 				b = append(b, ',')
 			}
 			name := jsonName(v.Type().Field(i))
@@ -94,6 +100,20 @@ func appendCanonical(b []byte, v reflect.Value) []byte {
 		return append(b, leaf...)
 	}
 	panic(fmt.Sprintf("node: a RunConfig field of kind %s has no canonical encoding", v.Kind()))
+}
+
+// omitted reports whether field f, holding v, is left out of the
+// canonical encoding: a string field tagged canon:"omit=V" holding V or "".
+func omitted(f reflect.StructField, v reflect.Value) bool {
+	tag, ok := f.Tag.Lookup("canon")
+	if !ok {
+		return false
+	}
+	def, ok := strings.CutPrefix(tag, "omit=")
+	if !ok || v.Kind() != reflect.String {
+		panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, want omit=VALUE on a string", f.Name, tag))
+	}
+	return v.String() == "" || v.String() == def
 }
 
 // jsonName is a run config field's key: its json tag's name. Every field
@@ -283,7 +303,7 @@ func (o runConfigV1) convert() RunConfig {
 		Optimizer: RunOptimizer{Name: o.Optimizer, LR: o.LR, Momentum: o.Momentum, WeightDecay: o.WeightDecay,
 			Warmup: o.Warmup, Schedule: cmp.Or(o.Schedule, string(trainer.DecayCosine)), ClipNorm: o.ClipNorm,
 			Steps: o.Steps, TargetBatch: o.TargetBatch},
-		Averaging: RunAveraging{Codec: o.Codec, Lossless: o.Lossless, MinGroup: o.MinGroup, MaxGroup: o.MaxGroup},
+		Averaging: RunAveraging{Codec: o.Codec, Lossless: o.Lossless, MinGroup: o.MinGroup, MaxGroup: o.MaxGroup, Aggregate: "mean"},
 		Compute:   RunCompute{Batch: o.Batch},
 	}
 }

@@ -46,7 +46,7 @@ func TestRunConfigCanonicalEncoding(t *testing.T) {
 	}
 	// Every leaf, changed alone, changes the run ID.
 	fields := r.Fields()
-	if len(fields) != 31 || fields[0].Path != "version" || fields[len(fields)-1].Path != "compute.batch" {
+	if len(fields) != 32 || fields[0].Path != "version" || fields[len(fields)-1].Path != "compute.batch" {
 		t.Errorf("%d leaves from %s to %s: a field was added or moved; is the version bumped?", len(fields), fields[0].Path, fields[len(fields)-1].Path)
 	}
 	for i, f := range fields {
@@ -95,6 +95,37 @@ func changeLeaf(t *testing.T, p any) {
 		*p = append(*p, "x")
 	default:
 		t.Fatalf("a run config leaf of type %T", p)
+	}
+}
+
+// averaging.aggregate came after version 2 without a new version: at
+// mean (or "") it is left out of the encoding, so every run that does
+// not set it keeps the run ID and the bytes of the builds before it; set,
+// it is written, read back and part of the ID.
+func TestRunConfigAggregateKeepsRunIDs(t *testing.T) {
+	for _, v := range []string{"mean", ""} {
+		r := DefaultRunConfig()
+		r.Averaging.Aggregate = v
+		if got := string(r.JSON()); got != defaultV2 {
+			t.Errorf("aggregate %q encodes as\n%s\nwant the encoding from before the field\n%s", v, got, defaultV2)
+		}
+	}
+	r, err := DecodeRunConfig([]byte(`{"version":2,"averaging":{"aggregate":"mean"}}`))
+	if err != nil || r.ID() != DefaultRunConfig().ID() {
+		t.Errorf("an explicit mean: %v, ID %s, want the default run's", err, r.ID())
+	}
+	r.Averaging.Aggregate = "clip"
+	want := strings.Replace(defaultV2, `"max_group":0}`, `"max_group":0,"aggregate":"clip"}`, 1)
+	if got := string(r.JSON()); got != want {
+		t.Fatalf("clip encodes as\n%s\nwant\n%s", got, want)
+	}
+	back, err := DecodeRunConfig(r.JSON())
+	if err != nil || back.Averaging.Aggregate != "clip" || back.ID() != r.ID() || back.ID() == DefaultRunConfig().ID() {
+		t.Errorf("clip read back as %+v (%v)", back.Averaging, err)
+	}
+	r.Averaging.Aggregate = "median"
+	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), `averaging.aggregate = "median", want mean, clip or trimmed`) {
+		t.Errorf("an unknown rule: %v", err)
 	}
 }
 

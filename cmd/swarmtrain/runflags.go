@@ -41,6 +41,7 @@ var runFlagTable = []runFlag{
 	{"lossless", func(r *node.RunConfig) any { return &r.Averaging.Lossless }, "lossless stage after the codec: none, zstd or s2"},
 	{"min-group", func(r *node.RunConfig) any { return &r.Averaging.MinGroup }, "fewest peers a round may have; below it the swarm waits instead of stepping"},
 	{"max-group", func(r *node.RunConfig) any { return &r.Averaging.MaxGroup }, "most peers that average together (0: no cap); a larger swarm averages parameters in rotating Moshpit groups (needs --codec fp32)"},
+	{"aggregate", func(r *node.RunConfig) any { return &r.Averaging.Aggregate }, "how each part's owner combines the members' copies: mean (exact; one lying peer can move it anywhere), clip (copies above twice the median norm scaled down to it; robust, about the cost of mean) or trimmed (per value, a quarter of the copies left out at each end, at least one from 3 peers; robust, costlier)"},
 	{"freeze", func(r *node.RunConfig) any { return &r.Model.Freeze }, "tensors (or name prefixes, e.g. layers.0.) that training leaves unchanged, comma-separated"},
 	{"vocab-size", func(r *node.RunConfig) any { return &r.Model.VocabSize }, "text: tokens in a learned WordPiece vocabulary (0: 2000)"},
 	{"seq", func(r *node.RunConfig) any { return &r.Model.Seq }, "text: tokens per sequence, [CLS] and [SEP]s included (0: 64)"},

@@ -179,6 +179,9 @@ type Averager struct {
 	uplink               atomic.Uint64    // moving average of the uplink rate, float64 bits of bytes/s; 0 = none yet
 }
 
+// Aggregate is the rule by which this peer's owned parts are averaged.
+func (a *Averager) Aggregate() Aggregate { return a.cfg.Aggregate }
+
 // Uplink is the rate, in bytes/s, at which this peer's parts reached
 // their owners in recent rounds (0 until measured): from the first byte
 // sent to the last owner's receipt, all parts together. It does not
