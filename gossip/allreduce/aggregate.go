@@ -215,7 +215,7 @@ func TrimmedMean(xs [][]float32, weights []int) []float32 {
 }
 
 // trimOne is TrimmedMean leaving out one copy at each end (3 to 7
-// members): the first smallest and the last largest, as the stable sort
+// members, TrimCount 1): the first smallest and the last largest, as the stable sort
 // would, found in one pass instead of a sort. The kept copies are summed
 // afresh rather than the extremes subtracted from the whole, which a
 // 1e30 would cancel away.
@@ -233,24 +233,40 @@ func trimOne(out []float32, cols [][]float32, ws []float64) {
 			inv[lo*k+hi] = 1 / (all - ws[lo] - ws[hi])
 		}
 	}
+	var v [7]float32
+	var key [7]int32
+	var w [7]float64
+	copy(w[:], ws)
 	for e := range out {
+		// Branch-free: which copy is the extreme changes from value to
+		// value, so a branch mispredicts on most of them. The keys order
+		// finite floats as integers (−0 before +0), whose differences'
+		// signs pick the extremes.
+		for i, c := range cols {
+			x := c[e]
+			b := int32(math.Float32bits(x))
+			v[i], key[i] = x, b^int32(uint32(b>>31)>>1)
+		}
 		lo, hi := 0, 0
-		vlo, vhi := cols[0][e], cols[0][e]
 		for i := 1; i < k; i++ {
-			v := cols[i][e]
-			if v < vlo {
-				vlo, lo = v, i
-			}
-			if v >= vhi {
-				vhi, hi = v, i
-			}
+			// Masks of all ones where key[i] < key[lo], key[i] >= key[hi]:
+			// Go branches on the comparisons even of integers here.
+			below := int(int64(key[i])-int64(key[lo])) >> 63
+			atTop := ^(int(int64(key[i])-int64(key[hi])) >> 63)
+			lo ^= (lo ^ i) & below
+			hi ^= (hi ^ i) & atTop
 		}
 		// All equal: lo is the first and hi the last, never the same.
 		var sum float64
-		for i, c := range cols {
-			if i != lo && i != hi {
-				sum += ws[i] * float64(c[e])
+		for i := range k {
+			keep := 1
+			if i == lo {
+				keep = 0
 			}
+			if i == hi {
+				keep = 0
+			}
+			sum += float64(keep) * w[i] * float64(v[i])
 		}
 		out[e] = float32(sum * inv[lo*k+hi])
 	}

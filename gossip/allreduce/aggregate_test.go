@@ -1,8 +1,10 @@
 package allreduce
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -102,5 +104,44 @@ func BenchmarkAggregate(b *testing.B) {
 				g.reduce(xs, weights)
 			}
 		})
+	}
+}
+
+// Both ways of trimming (one pass for one copy at each end, a sort for
+// more) against a plain reference, on values with many ties and signs.
+func TestTrimmedMeanMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	for k := 3; k <= 10; k++ {
+		xs := make([][]float32, k)
+		w := make([]int, k)
+		for m := range xs {
+			xs[m] = make([]float32, 200)
+			for e := range xs[m] {
+				xs[m][e] = float32(rng.IntN(7) - 3) // ties on most values
+				if e%3 == 0 {
+					xs[m][e] = float32(rng.NormFloat64() * 1e3)
+				}
+			}
+			w[m] = 1 + rng.IntN(100)
+		}
+		got := TrimmedMean(xs, w)
+		b := TrimCount(k)
+		for e := range got {
+			// Stable by value, then member order: the first smallest and
+			// the last largest go.
+			order := make([]int, k)
+			for i := range order {
+				order[i] = i
+			}
+			slices.SortStableFunc(order, func(i, j int) int { return cmp.Compare(xs[i][e], xs[j][e]) })
+			var sum, total float64
+			for _, m := range order[b : k-b] {
+				sum += float64(w[m]) * float64(xs[m][e])
+				total += float64(w[m])
+			}
+			if want := sum / total; math.Abs(float64(got[e])-want) > 1e-6*(1+math.Abs(want)) {
+				t.Fatalf("%d members, value %d: got %v, want %v", k, e, got[e], want)
+			}
+		}
 	}
 }
