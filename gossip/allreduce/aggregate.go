@@ -75,7 +75,9 @@ func (g Aggregate) reduce(xs [][]float32, weights []int) []float32 {
 // share s = w/Σw moves the result by at most s·(τ + ‖mean of the others‖)
 // from the others' weighted mean. Norms are summed in float64, which no
 // finite float32 vector overflows; the mean accumulates in float32 like
-// WeightedMean.
+// WeightedMean. When most members send zeros for the part (median norm
+// 0), every copy is scaled to zero: the part averages to 0 rather than
+// to what a minority, perhaps one liar, says.
 func ClippedMean(xs [][]float32, weights []int, factor float64) []float32 {
 	norms := make([]float64, len(xs))
 	var present []float64
