@@ -39,6 +39,10 @@ func TestClippedMean(t *testing.T) {
 	if want := []float32{(3 + 6) / 2.0, (4 + 8) / 2.0}; math.Abs(float64(got[0]-want[0])) > 1e-5 || math.Abs(float64(got[1]-want[1])) > 1e-5 {
 		t.Errorf("two members, one liar: got %v, want %v", got, want)
 	}
+	// Most copies zero: so is the average, whatever the rest say.
+	if got := ClippedMean([][]float32{{0, 0}, {0, 0}, {3e30, 4}}, []int{1, 1, 1}, 2); got[0] != 0 || got[1] != 0 {
+		t.Errorf("median norm 0: %v, want zeros", got)
+	}
 	// Nothing clipped: the plain weighted mean, bit for bit.
 	xs = [][]float32{{1, 2, 3}, {1.5, 2.5, 3.5}, {0.5, 1.5, 2.5}}
 	got, mean := ClippedMean(xs, []int{2, 3, 4}, 2), WeightedMean(xs, []int{2, 3, 4})
