@@ -25,6 +25,12 @@ const (
 	// smaller cap refuses the groups of one with a larger.
 	MaxShare = 1024
 
+	// maxMembership caps the peers a Membership holds; new keys beyond it
+	// are ignored until members expire. MaxMembers: a group can hold no
+	// more. Larger: bigger swarms; smaller: less a crowd of identities
+	// can make every peer track (and hand to the swarm policy).
+	maxMembership = MaxMembers
+
 	// maxAddrs caps the addresses a heartbeat lists. Larger: peers with
 	// many interfaces stay reachable on all; smaller: smaller heartbeats.
 	maxAddrs = 16
