@@ -58,7 +58,7 @@ func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer
 	for _, kind := range []Kind{KindHeartbeat, KindProgress} {
 		name := TopicName(run, kind)
 		kind := kind
-		err := ps.RegisterTopicValidator(name, topicValidator(run, kind, time.Now))
+		err := ps.RegisterTopicValidator(name, topicValidator(run, kind, OrWall(nil).Now))
 		if err != nil {
 			cancel()
 			return nil, err
