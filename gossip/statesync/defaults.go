@@ -24,13 +24,13 @@ const (
 	maxStateStreamsPerPeer = 2
 
 	// minLinkRate is the slowest joiner link a donor serves for sure, in
-	// bytes per second (1 Mbit/s, half the slowest member of the
-	// slow-link suite). A stream that has taken less than this since its
+	// bytes per second (1 Mbit/s: node's default MinLinkRate, half the
+	// slowest member of the slow-link suite). A stream that has taken less than this since its
 	// grace period may lose its slot to a new joiner when all are taken,
 	// and a stream's lifetime is the state's bytes at this rate. Lower:
 	// slower joiners are safe, a slot squatter lasts longer; higher: the
 	// reverse.
-	minLinkRate = 128 << 10
+	minLinkRate = 125e3
 
 	// streamGrace is how long a new stream holds its slot before it must
 	// keep up with minLinkRate: the pin (a step or two of waiting) and the
