@@ -7,9 +7,11 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 // squat holds one state stream at donor the way a slot squatter does: it
@@ -183,5 +185,56 @@ func TestStateStreamCutPastBudget(t *testing.T) {
 	// an eighth, plus one frame of slack.
 	if limit := n + n/8 + 1; got > limit || got < n {
 		t.Fatalf("served %d copies of a chunk on one stream, want between %d and %d", got, n, limit)
+	}
+}
+
+// When every slot is taken, a new joiner displaces only a stream that has
+// fallen behind minLinkRate after its grace period, the one furthest
+// behind; streams that keep up, or are still in their grace, stay.
+func TestSlotPreemptsOnlyLaggingStreams(t *testing.T) {
+	mock := clock.NewMock()
+	_, ts, ids := memPeers(2)
+	srv := NewServer(ts[0], "ab", func() (uint64, error) { return 0, nil }, func() (Snapshot, error) { return Snapshot{}, nil }, mock)
+	start := mock.Now()
+	var slots []*slot
+	for i := range maxStateStreams {
+		s, err := ts[1].Open(context.Background(), ids[0], gossip.ProtoState)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Reset()
+		sl := &slot{peer: testutil.PeerID(100 + i), st: s, start: start}
+		srv.slots[sl] = struct{}{}
+		srv.byPeer[sl.peer]++
+		slots = append(slots, sl)
+	}
+	joiner := func() gossip.Stream {
+		s, err := ts[1].Open(context.Background(), ids[0], gossip.ProtoState)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Reset() })
+		return s
+	}
+	mock.Add(streamGrace + 20*time.Second)
+	for _, sl := range slots { // everyone keeps up: 20 s at minLinkRate
+		sl.sent = 20 * minLinkRate
+	}
+	if srv.acquire(joiner()) != nil {
+		t.Fatal("a joiner displaced a stream that keeps up")
+	}
+	slots[3].sent = 10 * minLinkRate // behind by 10 s
+	slots[5].sent = 2 * minLinkRate  // behind by 18 s: the victim
+	if srv.acquire(joiner()) == nil {
+		t.Fatal("no slot for a joiner while streams lag")
+	}
+	if _, held := srv.slots[slots[5]]; held || slots[5].cut == "" {
+		t.Fatal("the stream furthest behind kept its slot")
+	}
+	if _, held := srv.slots[slots[3]]; !held {
+		t.Fatal("a stream less far behind lost its slot first")
+	}
+	if len(srv.slots) != maxStateStreams {
+		t.Fatalf("%d slots held, want %d", len(srv.slots), maxStateStreams)
 	}
 }
