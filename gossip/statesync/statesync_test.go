@@ -316,7 +316,17 @@ func TestStateSyncPinsAcrossSteps(t *testing.T) {
 	if len(f.Failed) != 0 {
 		t.Errorf("donors failed: %v", f.Failed)
 	}
-	// Everyone moves to 13: a request for 12 ends with 13.
+	// Everyone moves to 13: a request for 12 ends with 13. (Once the
+	// donors have let go of their copies of 12: a donor still finishing
+	// the first download's stream would serve its pinned 12.)
+	for i, r := range rs {
+		testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+			if n := r.pinnedSteps(); n != 0 {
+				return fmt.Errorf("donor %d still pins %d state copies", i, n)
+			}
+			return nil
+		})
+	}
 	for _, r := range rs {
 		r.advance()
 	}
