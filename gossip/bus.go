@@ -3,6 +3,8 @@ package gossip
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -19,11 +21,17 @@ func TopicName(run string, kind Kind) string {
 // progress) over gossipsub. Every message is validated before delivery:
 // it must decode, belong to the topic's kind and run, and be signed by the
 // peer it claims to come from. Invalid messages are rejected, which
-// lowers the sender's gossipsub score.
+// lowers the sender's gossipsub score (score.go): past a few, the peer's
+// messages are ignored. Valid messages beyond an author's rate
+// (busHeartbeatRate, busProgressRate) are ignored: not delivered, not
+// forwarded, not penalised.
 type Bus struct {
 	ps     *pubsub.PubSub
 	topics map[Kind]*pubsub.Topic
 	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	scores map[peer.ID]float64 // gossipsub's latest scores, every busScoreEvery
 }
 
 // NewBus joins the run's topics on h and calls deliver for every valid
@@ -32,7 +40,11 @@ func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer
 	ctx, cancel := context.WithCancel(ctx)
 	// Progress goes out after every minibatch of every peer: the queues
 	// are sized for bursts (defaults.go).
+	b := &Bus{topics: map[Kind]*pubsub.Topic{}, cancel: cancel}
+	params, thresholds := busScore(run, nil)
 	ps, err := pubsub.NewGossipSub(ctx, h,
+		pubsub.WithPeerScore(params, thresholds),
+		pubsub.WithPeerScoreInspect(b.inspect, busScoreEvery),
 		pubsub.WithMaxMessageSize(busMaxMessage),
 		pubsub.WithPeerExchange(true),
 		pubsub.WithValidateQueueSize(busValidateQueue),
@@ -42,18 +54,11 @@ func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer
 		cancel()
 		return nil, fmt.Errorf("gossipsub: %w", err)
 	}
-	b := &Bus{ps: ps, topics: map[Kind]*pubsub.Topic{}, cancel: cancel}
+	b.ps = ps
 	for _, kind := range []Kind{KindHeartbeat, KindProgress} {
 		name := TopicName(run, kind)
 		kind := kind
-		err := ps.RegisterTopicValidator(name, func(_ context.Context, _ peer.ID, pm *pubsub.Message) pubsub.ValidationResult {
-			m, err := Decode(pm.Data)
-			if err != nil || m.Kind != kind || !fromMatches(m, run, pm.GetFrom()) {
-				return pubsub.ValidationReject
-			}
-			pm.ValidatorData = m
-			return pubsub.ValidationAccept
-		})
+		err := ps.RegisterTopicValidator(name, topicValidator(run, kind, OrWall(nil).Now))
 		if err != nil {
 			cancel()
 			return nil, err
@@ -87,6 +92,33 @@ func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer
 	return b, nil
 }
 
+// topicValidator accepts kind's messages of run signed by the peer they
+// name, at most the kind's rate per author (busHeartbeatRate,
+// busProgressRate; bursts of twice that). Malformed ones are rejected
+// (the sender's score pays), ones over the rate ignored.
+func topicValidator(run string, kind Kind, now func() time.Time) func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
+	rate := float64(busProgressRate)
+	if kind == KindHeartbeat {
+		rate = busHeartbeatRate
+	}
+	var mu sync.Mutex
+	limit := newAuthorLimiter(rate, 2*rate, busMaxAuthors)
+	return func(_ context.Context, _ peer.ID, pm *pubsub.Message) pubsub.ValidationResult {
+		m, err := Decode(pm.Data)
+		if err != nil || m.Kind != kind || !fromMatches(m, run, pm.GetFrom()) {
+			return pubsub.ValidationReject
+		}
+		mu.Lock()
+		ok := limit.allow(pm.GetFrom(), now())
+		mu.Unlock()
+		if !ok {
+			return pubsub.ValidationIgnore
+		}
+		pm.ValidatorData = m
+		return pubsub.ValidationAccept
+	}
+}
+
 func fromMatches(m Message, run string, from peer.ID) bool {
 	switch m.Kind {
 	case KindHeartbeat:
@@ -95,6 +127,22 @@ func fromMatches(m Message, run string, from peer.ID) bool {
 		return m.Progress.Peer == from && m.Progress.Run == run
 	}
 	return false
+}
+
+func (b *Bus) inspect(scores map[peer.ID]float64) {
+	b.mu.Lock()
+	b.scores = scores
+	b.mu.Unlock()
+}
+
+// Score is p's gossipsub score as of the last inspection (every
+// busScoreEvery), and whether p had one. Below busGraylistThreshold,
+// everything p sends is ignored.
+func (b *Bus) Score(p peer.ID) (float64, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, ok := b.scores[p]
+	return s, ok
 }
 
 // Publish sends m on the topic of its kind.

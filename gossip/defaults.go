@@ -25,6 +25,12 @@ const (
 	// smaller cap refuses the groups of one with a larger.
 	MaxShare = 1024
 
+	// maxMembership caps the peers a Membership holds; new keys beyond it
+	// are ignored until members expire. MaxMembers: a group can hold no
+	// more. Larger: bigger swarms; smaller: less a crowd of identities
+	// can make every peer track (and hand to the swarm policy).
+	maxMembership = MaxMembers
+
 	// maxAddrs caps the addresses a heartbeat lists. Larger: peers with
 	// many interfaces stay reachable on all; smaller: smaller heartbeats.
 	maxAddrs = 16
@@ -63,6 +69,28 @@ const (
 	busValidateQueue      = 1024
 	busOutboundQueue      = 256
 	busSubscriptionBuffer = 1024
+
+	// busHeartbeatRate and busProgressRate are the messages per second
+	// one author may have delivered on each topic, with bursts of twice
+	// that; beyond them messages are ignored (not delivered, not
+	// forwarded). Heartbeats go out every HeartbeatInterval (500 ms; 50 ms
+	// in the in-process tests): 20/s is ten times the default. Progress
+	// goes out per minibatch, 500/s is one every 2 ms; an ignored one is
+	// superseded by the next (each carries the step's running total), so
+	// a faster trainer loses only freshness. Larger: faster peers are
+	// heard in full; smaller: less a flooding author costs every peer.
+	busHeartbeatRate = 20
+	busProgressRate  = 500
+
+	// busMaxAuthors caps the authors the rate limiters track; past it,
+	// idle ones are forgotten and new ones ignored until there is room.
+	// Twice MaxMembers: every peer of the largest group, and as many
+	// again arriving.
+	busMaxAuthors = 2 * MaxMembers
+
+	// busScoreEvery is how often the Bus copies gossipsub's peer scores
+	// for Score. Shorter: fresher scores; longer: less copying.
+	busScoreEvery = time.Second
 
 	// memFrameTimeout is MemNetwork's default per-frame timeout, like the
 	// real transport's frame deadlines. Longer: fewer spurious failures

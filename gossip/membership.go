@@ -20,8 +20,11 @@ type Member struct {
 }
 
 // Membership is the view of live peers built from heartbeats and progress
-// messages. It does no I/O and reads no clock: callers pass now, so tests
-// drive it with fake time. Safe for concurrent use.
+// messages. It holds at most maxMembership peers: a new key that finds it
+// full (after expired members are dropped) is ignored, never evicting an
+// established member, so a flood of fresh identities cannot push the
+// swarm's own peers out. It does no I/O and reads no clock: callers pass
+// now, so tests drive it with fake time. Safe for concurrent use.
 type Membership struct {
 	mu      sync.Mutex
 	self    peer.ID
@@ -52,6 +55,12 @@ func (m *Membership) ObserveHeartbeat(hb Heartbeat, now time.Time) (isNew bool) 
 		return false
 	}
 	if !ok {
+		if len(m.members) >= maxMembership {
+			m.expireLocked(now)
+			if len(m.members) >= maxMembership {
+				return false
+			}
+		}
 		cur = &Member{}
 		m.members[hb.Peer] = cur
 	}
@@ -105,16 +114,21 @@ func (m *Membership) Remove(p peer.ID) {
 func (m *Membership) Live(now time.Time) []Member {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.expireLocked(now)
 	out := make([]Member, 0, len(m.members))
-	for id, mem := range m.members {
-		if now.Sub(mem.LastSeen) > m.expiry {
-			delete(m.members, id)
-			continue
-		}
+	for _, mem := range m.members {
 		out = append(out, *mem)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
 	return out
+}
+
+func (m *Membership) expireLocked(now time.Time) {
+	for id, mem := range m.members {
+		if now.Sub(mem.LastSeen) > m.expiry {
+			delete(m.members, id)
+		}
+	}
 }
 
 // Get returns one member, if live.

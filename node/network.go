@@ -7,7 +7,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/p2p"
@@ -55,6 +54,7 @@ type hostNetwork struct {
 	h       *p2p.Host
 	timeout time.Duration
 	minRate float64
+	book    *addrBook // bounds what Keep adds to the peerstore
 }
 
 func newHostNetwork(cfg Config) (*hostNetwork, error) {
@@ -67,7 +67,7 @@ func newHostNetwork(cfg Config) (*hostNetwork, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &hostNetwork{h: h, timeout: cfg.FrameTimeout, minRate: cfg.MinLinkRate}, nil
+	return &hostNetwork{h: h, timeout: cfg.FrameTimeout, minRate: cfg.MinLinkRate, book: newAddrBook()}, nil
 }
 
 func (t *hostNetwork) wrap(s network.Stream) *p2p.Stream {
@@ -119,16 +119,12 @@ func (t *hostNetwork) OnDisconnect(f func(peer.ID)) {
 }
 
 func (t *hostNetwork) Keep(p peer.ID, addrs []string) {
-	var mas []ma.Multiaddr
-	for _, s := range addrs {
-		ai, err := peer.AddrInfoFromString(s)
-		if err != nil || ai.ID != p {
-			continue
-		}
-		mas = append(mas, ai.Addrs...)
+	mas, ok := t.book.admit(p, addrs, time.Now())
+	if !ok {
+		return // the book is full of other peers: no addresses, no protection
 	}
 	if len(mas) > 0 {
-		t.h.Peerstore().AddAddrs(p, mas, time.Hour)
+		t.h.Peerstore().AddAddrs(p, mas, keptAddrTTL)
 	}
 	t.h.ConnManager().Protect(p, "swarm")
 }

@@ -6,12 +6,17 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
 // redialer remembers the swarm's peers and says when to dial the ones we
 // lost. libp2p never redials on its own: without this, a network cut
 // that outlives the connections splits the swarm for good, and a peer
-// behind a healed link would train alone. No I/O; the caller dials.
+// behind a healed link would train alone. No I/O; the caller dials. It
+// remembers at most maxRedialPeers: a new peer that finds it full (after
+// the forgotten ones go) is not remembered, and the peers already there
+// are never displaced.
 type redialer struct {
 	mu     sync.Mutex
 	forget time.Duration // a peer unheard of this long is given up
@@ -29,6 +34,11 @@ type redialState struct {
 const (
 	redialMin = time.Second
 	redialMax = 8 * time.Second
+	// maxRedialPeers caps the peers remembered for redialing: as many as
+	// a membership holds (gossip.MaxMembers). Larger: more lost peers
+	// redialled after a cut; smaller: fewer dials a crowd of identities
+	// can make us keep making.
+	maxRedialPeers = gossip.MaxMembers
 )
 
 func newRedialer(forget time.Duration) *redialer {
@@ -41,6 +51,12 @@ func (r *redialer) heard(p peer.ID, now time.Time) {
 	defer r.mu.Unlock()
 	s, ok := r.peers[p]
 	if !ok {
+		if len(r.peers) >= maxRedialPeers {
+			r.forgetLocked(now)
+			if len(r.peers) >= maxRedialPeers {
+				return
+			}
+		}
 		s = &redialState{}
 		r.peers[p] = s
 	}
@@ -93,12 +109,9 @@ func (r *redialer) left(p peer.ID) {
 func (r *redialer) due(now time.Time, connected func(peer.ID) bool) []peer.ID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.forgetLocked(now)
 	var out []peer.ID
 	for p, s := range r.peers {
-		if now.Sub(s.lastHeard) > r.forget {
-			delete(r.peers, p)
-			continue
-		}
 		if s.dialing || now.Before(s.next) {
 			continue
 		}
@@ -110,6 +123,15 @@ func (r *redialer) due(now time.Time, connected func(peer.ID) bool) []peer.ID {
 		out = append(out, p)
 	}
 	return out
+}
+
+// forgetLocked drops the peers unheard of for longer than forget.
+func (r *redialer) forgetLocked(now time.Time) {
+	for p, s := range r.peers {
+		if now.Sub(s.lastHeard) > r.forget {
+			delete(r.peers, p)
+		}
+	}
 }
 
 // dialed records a dial's outcome and schedules the next try on failure.

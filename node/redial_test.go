@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 // Lost peers are dialled again with growing pauses, connected ones are
@@ -92,5 +94,35 @@ func TestRedialer(t *testing.T) {
 	up[b] = false
 	if got := r.due(now.Add(2*time.Minute), connected); len(got) != 0 {
 		t.Fatalf("forgotten peers still dialled: %v", got)
+	}
+}
+
+// The redialer remembers at most maxRedialPeers: new peers past the cap
+// are not remembered (never dialled), the known ones stay, and peers
+// forgotten after their silence make room.
+func TestRedialerCapsPeers(t *testing.T) {
+	r := newRedialer(time.Minute)
+	t0 := time.Unix(1000, 0)
+	for i := range maxRedialPeers {
+		r.heard(testutil.PeerID(i), t0)
+	}
+	for i := maxRedialPeers; i < maxRedialPeers+100; i++ {
+		r.heard(testutil.PeerID(i), t0.Add(time.Second))
+	}
+	down := func(peer.ID) bool { return false }
+	due := r.due(t0.Add(time.Second), down)
+	if len(due) != maxRedialPeers {
+		t.Fatalf("%d peers due, want the cap %d", len(due), maxRedialPeers)
+	}
+	for _, p := range due {
+		if p == testutil.PeerID(maxRedialPeers) {
+			t.Fatal("a peer heard past the cap is being dialled")
+		}
+	}
+	later := t0.Add(2 * time.Minute) // everyone above is forgotten
+	late := testutil.PeerID(maxRedialPeers + 500)
+	r.heard(late, later)
+	if got := r.due(later, down); len(got) != 1 || got[0] != late {
+		t.Fatalf("due = %v after the others were forgotten, want only the new peer", got)
 	}
 }

@@ -44,6 +44,19 @@ var (
 	sweepSilence   = 60 * time.Second
 )
 
+// DefaultMaxHold is how long a worker may hold one trial before the
+// coordinator takes it back and hands it to another (SweepQueue.MaxHold):
+// keepalives prove a worker alive, not that it will ever finish. A day is
+// far beyond any trial we run on one machine. Longer: slow machines may
+// finish long trials; shorter: a stalled or lying worker wastes less of
+// the sweep.
+const DefaultMaxHold = 24 * time.Hour
+
+// maxHoldExpiries is how many workers may run out of MaxHold on one trial
+// before it is given up (recorded with an error), so a trial no machine
+// finishes in time does not circle forever.
+const maxHoldExpiries = 2
+
 // Trial is one point of a sweep: the run to train, a label for the results
 // table, and for text runs the vocabulary file the run names.
 type Trial struct {
@@ -74,18 +87,23 @@ type TrialResult struct {
 // other's trials; results name the peer (the key up to '#'). Safe for
 // concurrent use.
 type SweepQueue struct {
-	mu      sync.Mutex
-	trials  []Trial
-	owner   []string // "" while pending or done
-	results []*TrialResult
-	left    int
-	changed chan struct{} // closed and replaced on every change
+	// MaxHold is how long ServeSweep lets one worker hold a trial
+	// (DefaultMaxHold unless changed before serving).
+	MaxHold time.Duration
+
+	mu       sync.Mutex
+	trials   []Trial
+	owner    []string // "" while pending or done
+	expiries []int    // workers that ran out of MaxHold on each trial
+	results  []*TrialResult
+	left     int
+	changed  chan struct{} // closed and replaced on every change
 }
 
 // NewSweepQueue queues trials, numbering them by position.
 func NewSweepQueue(trials []Trial) *SweepQueue {
-	q := &SweepQueue{trials: trials, owner: make([]string, len(trials)), results: make([]*TrialResult, len(trials)),
-		left: len(trials), changed: make(chan struct{})}
+	q := &SweepQueue{MaxHold: DefaultMaxHold, trials: trials, owner: make([]string, len(trials)), expiries: make([]int, len(trials)),
+		results: make([]*TrialResult, len(trials)), left: len(trials), changed: make(chan struct{})}
 	for i := range q.trials {
 		q.trials[i].Index = i
 	}
@@ -142,6 +160,24 @@ func (q *SweepQueue) Release(worker string) {
 			q.notify()
 		}
 	}
+}
+
+// Expire takes trial index back from worker, which held it past
+// MaxHold; its late result will be refused. After maxHoldExpiries
+// workers, the trial is given up: its result is an error.
+func (q *SweepQueue) Expire(worker string, index int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if index < 0 || index >= len(q.trials) || q.owner[index] != worker {
+		return
+	}
+	q.owner[index] = ""
+	if q.expiries[index]++; q.expiries[index] >= maxHoldExpiries {
+		q.results[index] = &TrialResult{Index: index, Label: q.trials[index].Label,
+			Error: fmt.Sprintf("%d workers held it longer than %v", q.expiries[index], q.MaxHold)}
+		q.left--
+	}
+	q.notify()
 }
 
 // Left is the number of trials without a result.
@@ -202,13 +238,39 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 	var active sync.WaitGroup
 	var streams atomic.Int64
 	keepalive, _ := json.Marshal(sweepMsg{})
-	every, silence := sweepKeepalive, sweepSilence
+	every, silence, maxHold := sweepKeepalive, sweepSilence, q.MaxHold
+	// One stream per worker peer: a new stream replaces the peer's
+	// current one (a restarted worker's old stream may look alive until
+	// its silence runs out), whose trial goes back to the queue. So one
+	// peer holds at most one trial however many streams it opens.
+	var mu sync.Mutex
+	current := map[string]*context.CancelFunc{} // peer → kicks its stream
+	// TODO(issue 14): authenticate workers by the swarm key once p2p has
+	// it: refuse here any peer the key's admission did not let in.
 	h.SetStreamHandler(SweepProtocol, func(raw network.Stream) {
 		active.Add(1)
 		defer active.Done()
 		peer := raw.Conn().RemotePeer().String()
 		worker := fmt.Sprintf("%s#%d", peer, streams.Add(1))
 		s := p2p.NewStream(raw, silence)
+		kctx, kick := context.WithCancel(context.Background())
+		mu.Lock()
+		if old := current[peer]; old != nil {
+			(*old)()
+		}
+		current[peer] = &kick
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			if current[peer] == &kick {
+				delete(current, peer)
+			}
+			mu.Unlock()
+			kick()
+		}()
+		kicked := kctx.Done()
+		stop := context.AfterFunc(kctx, func() { s.Reset() })
+		defer stop()
 		defer q.Release(worker)
 		for {
 			t, ok, changed := q.Take(worker)
@@ -222,6 +284,9 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 				select { // others hold the rest; one may come back
 				case <-changed:
 					continue
+				case <-kicked:
+					log("worker opened another stream; this one closed", "worker", peer)
+					return
 				case <-time.After(every):
 					if err := s.Send(keepalive); err != nil {
 						s.Reset()
@@ -239,7 +304,18 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 				return
 			}
 			log("trial sent", "trial", t.Index, "label", t.Label, "worker", peer)
+			var expired atomic.Bool
+			hold := time.AfterFunc(maxHold, func() {
+				expired.Store(true)
+				q.Expire(worker, t.Index)
+				s.Reset()
+			})
 			r, err := awaitResult(s)
+			hold.Stop()
+			if expired.Load() {
+				log("worker held the trial too long; trial back in the queue", "trial", t.Index, "worker", peer, "max_hold", maxHold)
+				return
+			}
 			if err != nil {
 				log("worker gone, trial back in the queue", "trial", t.Index, "worker", peer, "err", err)
 				s.Reset()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 	"github.com/swarmtrain/swarmtrain/p2p"
 	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
@@ -201,6 +202,135 @@ func TestSweepSilentWorker(t *testing.T) {
 		t.Fatalf("the live worker ran %d trials: %v", ran, err)
 	}
 	if r := q.Results(); len(r) != 1 || r[0].Worker != hosts[1].ID().String() {
+		t.Errorf("results %+v, want the one trial from the live worker", r)
+	}
+}
+
+// A worker that holds a trial past MaxHold loses it (its late result is
+// refused) and another takes it; a trial that runs out of time with
+// maxHoldExpiries workers is given up with an error instead of circling.
+func TestSweepQueueExpire(t *testing.T) {
+	q := NewSweepQueue([]Trial{{Label: "slow"}})
+	a, _, _ := q.Take("w1#1")
+	q.Expire("w2#1", a.Index) // not its holder: nothing happens
+	if _, ok, _ := q.Take("w2#1"); ok {
+		t.Fatal("a trial was handed out twice after a stranger's expiry")
+	}
+	q.Expire("w1#1", a.Index)
+	b, ok, _ := q.Take("w2#1")
+	if !ok || b.Index != a.Index {
+		t.Fatal("an expired trial was not handed to another worker")
+	}
+	if err := q.Finish("w1#1", TrialResult{Index: a.Index, Accuracy: 0.5}); err == nil {
+		t.Error("the expired worker's late result was accepted")
+	}
+	q.Expire("w2#1", b.Index)
+	if q.Left() != 0 {
+		t.Fatalf("%d trials left after %d expiries, want the trial given up", q.Left(), maxHoldExpiries)
+	}
+	if r := q.Results(); len(r) != 1 || !strings.Contains(r[0].Error, "longer than") {
+		t.Fatalf("results %+v, want the trial with an error", r)
+	}
+}
+
+// openSweep opens a sweep stream from h to the coordinator and reads its
+// first trial.
+func openSweep(ctx context.Context, t *testing.T, h, coord *p2p.Host) (*p2p.Stream, Trial) {
+	t.Helper()
+	raw, err := h.NewStream(ctx, coord.ID(), SweepProtocol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := p2p.NewStream(raw, 10*time.Second)
+	b, err := s.Recv(maxSweepFrame)
+	var m sweepMsg
+	if err != nil || json.Unmarshal(b, &m) != nil || m.Trial == nil {
+		t.Fatalf("no trial: %q, %v", b, err)
+	}
+	return s, *m.Trial
+}
+
+// heldBy counts the trials held by streams of peer.
+func (q *SweepQueue) heldBy(peer string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for _, o := range q.owner {
+		if o != "" && strings.HasPrefix(o, peer+"#") {
+			n++
+		}
+	}
+	return n
+}
+
+// One stream per worker: a peer's second stream replaces its first,
+// whose trial goes back, so a peer never holds two trials at once.
+func TestSweepOneStreamPerWorker(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hosts, err := loopbackHosts(ctx, 2)
+	for _, h := range hosts {
+		defer h.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := DefaultRunConfig()
+	q := NewSweepQueue([]Trial{{Label: "a", Run: rc}, {Label: "b", Run: rc}, {Label: "c", Run: rc}})
+	ServeSweep(ctx, hosts[0], q, func(string, ...any) {})
+	first, _ := openSweep(ctx, t, hosts[1], hosts[0])
+	defer first.Reset()
+	second, _ := openSweep(ctx, t, hosts[1], hosts[0])
+	defer second.Reset()
+	if _, err := first.Recv(maxSweepFrame); err == nil {
+		t.Fatal("the first stream still works after the peer opened a second")
+	}
+	peer := hosts[1].ID().String()
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := q.heldBy(peer); n != 1 {
+			return fmt.Errorf("one peer holds %d trials", n)
+		}
+		return nil
+	})
+}
+
+// A worker that keeps its stream alive with keepalives but never
+// finishes loses its trial after MaxHold, and another worker trains it.
+func TestSweepMaxHold(t *testing.T) {
+	defer func(k time.Duration) { sweepKeepalive = k }(sweepKeepalive)
+	sweepKeepalive = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hosts, err := loopbackHosts(ctx, 3)
+	for _, h := range hosts {
+		defer h.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := DefaultRunConfig()
+	rc.Model.Hidden, rc.Compute.Batch, rc.Optimizer.TargetBatch, rc.Optimizer.Steps, rc.Optimizer.Warmup = []int{8}, 32, 32, 5, 0
+	q := NewSweepQueue([]Trial{{Label: "only", Run: rc}})
+	// Time for the live worker to load MNIST and train five steps on a
+	// loaded machine, while the stalled one waits it out.
+	q.MaxHold = 6 * time.Second
+	ServeSweep(ctx, hosts[0], q, func(string, ...any) {})
+
+	stalled, _ := openSweep(ctx, t, hosts[2], hosts[0])
+	defer stalled.Reset()
+	go func() { // alive, never done
+		keepalive, _ := json.Marshal(workerMsg{})
+		for stalled.Send(keepalive) == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	ran, err := SweepWorker(ctx, hosts[1], hosts[0].JoinAddrs()[0], cfg)
+	if err != nil || ran != 1 {
+		t.Fatalf("the live worker ran %d trials: %v", ran, err)
+	}
+	if r := q.Results(); len(r) != 1 || r[0].Worker != hosts[1].ID().String() || r[0].Error != "" {
 		t.Errorf("results %+v, want the one trial from the live worker", r)
 	}
 }

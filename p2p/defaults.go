@@ -23,6 +23,33 @@ const (
 	maxStreamWindow = 16 << 20
 )
 
+// What one peer may hold at this host, whoever it is: far below the host's
+// own budget (libp2p scales that to thousands of streams and 128+ conns),
+// sized for what one honest peer needs with us at once. A round with one
+// peer takes a few streams each way (a match, a part to its owner and the
+// result back, PowerSGD's two sub-rounds, a repair), a joiner two state
+// streams, gossipsub one each way, a sweep worker one, identify and ping a
+// few: under 16 of each direction. 64 leaves room for retries overlapping
+// the streams they replace, while 16 such peers cannot fill the host's
+// inbound streams (1024 at the least). Connections: libp2p dials up to 8
+// addresses of a peer at once (TCP, QUIC, relays), so 8 in all; only 4 of
+// them inbound, since an honest peer needs one and a simultaneous dial two.
+const (
+	peerStreamsInbound  = 64
+	peerStreamsOutbound = 64
+	peerStreams         = 128
+	peerConnsInbound    = 4
+	peerConns           = 8
+)
+
+// peerWindows is how many stream windows of MaxStreamWindow one peer may
+// make us reserve: 16 bulk streams at full window (more than a round, a
+// state download and a repair together), doubled because yamux grows a
+// window only while the peer's reservations stay under half its limit.
+// With the default 512 KiB windows that is 16 MiB, raised to
+// minMemoryLimit: 32 MiB, 1/32 of the default MemoryLimit.
+const peerWindows = 2 * 16
+
 // UserAgent is what identify tells other peers; it helps when reading their logs.
 const UserAgent = "swarmtrain"
 
@@ -55,8 +82,9 @@ type Config struct {
 	QUICFallback time.Duration
 
 	// MemoryLimit is the number of bytes the resource manager lets the host
-	// reserve; it applies to the host as a whole and to each peer and
-	// connection alone. It is almost all yamux receive windows: a TCP stream
+	// reserve. Each peer (and each of its connections) gets less:
+	// peerWindows×MaxStreamWindow, at least 32 MiB and at most MemoryLimit
+	// (peerMemory), so no peer can make us buffer more than its share. It is almost all yamux receive windows: a TCP stream
 	// starts at a 256 KiB window and doubles it up to MaxStreamWindow, but
 	// only while the reservation succeeds, i.e. while the host, the peer and
 	// the connection are each under about half of this limit. Without growth
@@ -145,6 +173,17 @@ func DefaultConfig() Config {
 		MaxStreamWindow: 512 << 10,
 		TCPNotSentLowat: 128 << 10,
 	}
+}
+
+// peerMemory is the memory one peer (and one connection) may reserve:
+// room for peerWindows windows, at least minMemoryLimit, never more than
+// the host's own limit (0: unlimited).
+func (c Config) peerMemory() int64 {
+	m := max(int64(peerWindows)*int64(c.MaxStreamWindow), minMemoryLimit)
+	if c.MemoryLimit > 0 {
+		m = min(m, c.MemoryLimit)
+	}
+	return m
 }
 
 // Validate reports the first field that is out of range.

@@ -130,10 +130,12 @@ func New(cfg Config) (*Host, error) {
 	return &Host{Host: h, Bandwidth: bw.BandwidthCounter, in: &bw.in, out: &bw.out}, nil
 }
 
-// newResourceManager keeps libp2p's scaled connection and stream counts
-// (they bound what a flood of peers can open) but replaces its memory limits,
-// which throttle bulk streams: by default a connection gets 32 MiB, so at most
-// one stream per connection can grow its yamux window to 16 MiB.
+// newResourceManager keeps libp2p's scaled connection and stream counts for
+// the host as a whole (they bound what a flood of peers can open), caps
+// each peer far below them (see peerStreams, peerWindows), and replaces
+// libp2p's memory limits, which throttle bulk streams: by default a
+// connection gets 32 MiB, so at most one stream per connection could grow
+// its yamux window to 16 MiB.
 func newResourceManager(cfg Config) (network.ResourceManager, error) {
 	scaling := rcmgr.DefaultLimits // a copy; its nil maps are filled below
 	libp2p.SetDefaultServiceLimits(&scaling)
@@ -145,9 +147,15 @@ func newResourceManager(cfg Config) (network.ResourceManager, error) {
 	// against the connection, its peer, and the system (or transient before
 	// the peer is known), so these are the scopes that matter.
 	m := rcmgr.ResourceLimits{Memory: mem}
+	peerMem := rcmgr.LimitVal64(cfg.peerMemory())
+	perPeer := rcmgr.ResourceLimits{
+		StreamsInbound: peerStreamsInbound, StreamsOutbound: peerStreamsOutbound, Streams: peerStreams,
+		ConnsInbound: peerConnsInbound, Conns: peerConns,
+		Memory: peerMem,
+	}
 	partial := rcmgr.PartialLimitConfig{
 		System: m, Transient: m, AllowlistedSystem: m, AllowlistedTransient: m,
-		PeerDefault: m, Conn: m,
+		PeerDefault: perPeer, Conn: rcmgr.ResourceLimits{Memory: peerMem},
 	}
 	limits := partial.Build(scaling.AutoScale())
 

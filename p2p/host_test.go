@@ -344,13 +344,15 @@ func removeThroughput(ps []protocol.ID) []protocol.ID {
 // Yamux grows a stream's window from 256 KiB to MaxStreamWindow (at most
 // 16 MiB) by reserving memory at priority 128 on a span of the connection
 // scope. libp2p's default limits (32 MiB per connection) grant 16 MiB to one
-// stream per connection; ours must grant it to several, or all-reduce
-// streams crawl at 256 KiB per round trip.
+// stream per connection; ours must grant full windows to several, or
+// all-reduce streams crawl at 256 KiB per round trip.
 func TestResourceManagerLetsWindowsGrow(t *testing.T) {
-	for _, limit := range []int64{DefaultConfig().MemoryLimit, 0} {
-		t.Run(fmt.Sprint(limit), func(t *testing.T) {
-			cfg := DefaultConfig()
-			cfg.MemoryLimit = limit
+	big := DefaultConfig()
+	big.MaxStreamWindow = maxStreamWindow
+	unlimited := DefaultConfig()
+	unlimited.MemoryLimit = 0
+	for name, cfg := range map[string]Config{"default": DefaultConfig(), "unlimited": unlimited, "16MiB windows": big} {
+		t.Run(name, func(t *testing.T) {
 			rm, err := newResourceManager(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -371,15 +373,104 @@ func TestResourceManagerLetsWindowsGrow(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer span.Done()
-				if err := span.ReserveMemory(256<<10, 255); err != nil {
+				if err := span.ReserveMemory(minStreamWindow, 255); err != nil {
 					t.Fatalf("stream %d: initial window: %v", i, err)
 				}
-				if err := span.ReserveMemory(16<<20-256<<10, 128); err != nil {
-					t.Fatalf("stream %d: growing the window to 16 MiB: %v", i, err)
+				if err := span.ReserveMemory(cfg.MaxStreamWindow-minStreamWindow, 128); err != nil {
+					t.Fatalf("stream %d: growing the window to %d: %v", i, cfg.MaxStreamWindow, err)
 				}
 			}
 		})
 	}
+}
+
+// One peer cannot take more than its own limits, far below the host's:
+// past them it is refused, while another peer still gets in.
+func TestResourceManagerCapsOnePeer(t *testing.T) {
+	cfg := DefaultConfig()
+	rm, err := newResourceManager(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rm.Close()
+	hog, other := newTestHost(t, "").ID(), newTestHost(t, "").ID()
+	openConn := func(p peer.ID, i int) (network.ConnManagementScope, error) {
+		c, err := rm.OpenConnection(network.DirInbound, true, ma.StringCast(fmt.Sprintf("/ip4/10.0.%d.%d/tcp/4001", i/250, i%250+1)))
+		if err != nil {
+			return nil, err
+		}
+		if err := c.SetPeer(p); err != nil {
+			c.Done()
+			return nil, err
+		}
+		t.Cleanup(c.Done)
+		return c, nil
+	}
+
+	t.Run("streams", func(t *testing.T) {
+		for dir, limit := range map[network.Direction]int{network.DirInbound: peerStreamsInbound, network.DirOutbound: peerStreamsOutbound} {
+			n := 0
+			for range 4 * limit {
+				s, err := rm.OpenStream(hog, dir)
+				if err != nil {
+					break
+				}
+				t.Cleanup(s.Done)
+				n++
+			}
+			if n != limit {
+				t.Errorf("%v: one peer opened %d streams, want its limit %d", dir, n, limit)
+			}
+			s, err := rm.OpenStream(other, dir)
+			if err != nil {
+				t.Fatalf("%v: another peer refused while one is at its limit: %v", dir, err)
+			}
+			s.Done()
+		}
+	})
+	t.Run("conns", func(t *testing.T) {
+		n := 0
+		for i := range 4 * peerConns {
+			if _, err := openConn(hog, i); err != nil {
+				break
+			}
+			n++
+		}
+		if n != peerConnsInbound {
+			t.Errorf("one peer opened %d inbound connections, want its limit %d", n, peerConnsInbound)
+		}
+		if _, err := openConn(other, 900); err != nil {
+			t.Fatalf("another peer refused: %v", err)
+		}
+	})
+	t.Run("memory", func(t *testing.T) {
+		limit := cfg.peerMemory()
+		if limit*16 > cfg.MemoryLimit {
+			t.Fatalf("a peer may take %d of the host's %d bytes, want at most 1/16", limit, cfg.MemoryLimit)
+		}
+		hog, other := newTestHost(t, "").ID(), newTestHost(t, "").ID() // with no connections yet
+		c, err := openConn(hog, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int64
+		for got < 4*limit {
+			if c.ReserveMemory(1<<20, network.ReservationPriorityAlways) != nil {
+				break
+			}
+			got += 1 << 20
+		}
+		if got != limit {
+			t.Errorf("one peer reserved %d bytes, want its limit %d", got, limit)
+		}
+		c2, err := openConn(other, 1001)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c2.ReserveMemory(1<<20, network.ReservationPriorityAlways); err != nil {
+			t.Fatalf("another peer refused memory: %v", err)
+		}
+	})
 }
 
 func TestPreferTCP(t *testing.T) {

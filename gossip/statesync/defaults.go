@@ -23,6 +23,26 @@ const (
 	// Larger only lets one peer take more of maxStateStreams.
 	maxStateStreamsPerPeer = 2
 
+	// minLinkRate is the slowest joiner link a donor serves for sure, in
+	// bytes per second (1 Mbit/s: node's default MinLinkRate, half the
+	// slowest member of the slow-link suite). A stream that has taken less than this since its
+	// grace period may lose its slot to a new joiner when all are taken,
+	// and a stream's lifetime is the state's bytes at this rate. Lower:
+	// slower joiners are safe, a slot squatter lasts longer; higher: the
+	// reverse.
+	minLinkRate = 125e3
+
+	// streamGrace is how long a new stream holds its slot before it must
+	// keep up with minLinkRate: the pin (a step or two of waiting) and the
+	// first chunks. Longer: joiners that wait long for a step keep their
+	// slots; shorter: squatters are displaced sooner.
+	streamGrace = 10 * time.Second
+
+	// lifetimeSlack is added to a stream's transfer time at minLinkRate:
+	// room for round trips and a pause of the joiner's. It also bounds
+	// how long a stream serving a tiny state may sit idle.
+	lifetimeSlack = 10 * time.Second
+
 	// maxDonorWait caps how long a donor behind the requested step waits
 	// to reach it, whatever the joiner asks. Longer: a joiner can pin a
 	// step further ahead; shorter: a stream slot is held less long.

@@ -66,8 +66,33 @@ type Server struct {
 	mu      sync.Mutex
 	pinned  map[uint64]*pinnedState
 	waiters map[uint64][]chan *pinnedState
-	streams int
-	byPeer  map[peer.ID]int // streams per joiner: one peer cannot take every slot
+	slots   map[*slot]struct{} // the streams being served, at most maxStateStreams
+	byPeer  map[peer.ID]int    // streams per joiner: one peer cannot take every slot
+}
+
+// slot is one joiner's stream holding one of the serving slots. A
+// stream's peer is the one its connection authenticated, so a second
+// identity costs a second connection (and handshake): byPeer cannot be
+// bypassed with many keys on one connection. The Transport does not tell
+// the remote address, so there is no per-IP cap here; the libp2p
+// resource manager caps connections per IP (package p2p).
+type slot struct {
+	peer  peer.ID
+	st    gossip.Stream
+	start time.Time // when the slot was taken
+	sent  int64     // chunk bytes sent on the stream
+	cut   string    // why the server took the slot back; "" while held
+	timer *clock.Timer
+}
+
+// lagging reports how far behind minLinkRate the stream is at now, in
+// bytes (≤ 0: keeping up, or still in its grace period).
+func (sl *slot) lagging(now time.Time) int64 {
+	age := now.Sub(sl.start) - streamGrace
+	if age <= 0 {
+		return 0
+	}
+	return int64(age.Seconds()*minLinkRate) - sl.sent
 }
 
 // pinnedState is a frozen copy of the state at one step.
@@ -86,7 +111,7 @@ type pinnedState struct {
 // the step with current; only a pin takes a snapshot. clk times how long
 // a joiner's request may wait for a step (nil: the wall clock).
 func NewServer(t gossip.Transport, run string, current func() (uint64, error), snapshot func() (Snapshot, error), clk clock.Clock) *Server {
-	s := &Server{clk: gossip.OrWall(clk), run: run, current: current, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}, byPeer: map[peer.ID]int{}}
+	s := &Server{clk: gossip.OrWall(clk), run: run, current: current, snapshot: snapshot, pinned: map[uint64]*pinnedState{}, waiters: map[uint64][]chan *pinnedState{}, slots: map[*slot]struct{}{}, byPeer: map[peer.ID]int{}}
 	t.Handle(gossip.ProtoState, s.serve)
 	return s
 }
@@ -229,26 +254,12 @@ func (s *Server) serve(st gossip.Stream) {
 		st.Reset()
 		return
 	}
-	from := st.RemotePeer()
-	s.mu.Lock()
-	busy := s.streams >= maxStateStreams || s.byPeer[from] >= maxStateStreamsPerPeer
-	if !busy {
-		s.streams++
-		s.byPeer[from]++
-	}
-	s.mu.Unlock()
-	if busy {
+	sl := s.acquire(st)
+	if sl == nil {
 		s.answer(st, stateManifest{Error: "busy serving other joiners"})
 		return
 	}
-	defer func() {
-		s.mu.Lock()
-		s.streams--
-		if s.byPeer[from]--; s.byPeer[from] == 0 {
-			delete(s.byPeer, from)
-		}
-		s.mu.Unlock()
-	}()
+	defer s.free(sl, "")
 	if req.Run != s.run {
 		s.answer(st, stateManifest{Error: "not on this run"})
 		return
@@ -271,6 +282,20 @@ func (s *Server) serve(st gossip.Stream) {
 		st.Reset()
 		return
 	}
+	n := len(p.params) + len(p.opt)
+	budget := streamBudget(n)
+	s.mu.Lock()
+	if sl.cut == "" { // from here on the transfer, not the pin, bounds the slot
+		sl.timer = s.clk.AfterFunc(streamLifetime(n), func() { s.free(sl, "held past its lifetime") })
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if sl.timer != nil {
+			sl.timer.Stop()
+		}
+		s.mu.Unlock()
+	}()
 	var frame []byte
 	var scratch []float32
 	for {
@@ -287,11 +312,95 @@ func (s *Server) serve(st gossip.Stream) {
 		var vals []float32
 		vals, scratch = chunkValues(p.params, p.opt, cr.Chunk, scratch)
 		frame, err = compression.EncodePart(frame[:0], compression.FP32{}, compression.LosslessNone, vals)
-		if err != nil || st.Send(frame) != nil {
+		if err != nil {
 			st.Reset()
 			return
 		}
+		s.mu.Lock()
+		over := sl.sent+int64(len(frame)) > budget
+		s.mu.Unlock()
+		if over {
+			s.free(sl, "asked for more than the state")
+			return
+		}
+		if st.Send(frame) != nil {
+			st.Reset()
+			return
+		}
+		s.mu.Lock()
+		sl.sent += int64(len(frame))
+		s.mu.Unlock()
 	}
+}
+
+// acquire gives st a serving slot, or nil when it must be told "busy".
+// When every slot is taken, a joiner with slots to spare takes the one of
+// the stream furthest behind minLinkRate: streams that hold a slot
+// without reading (or read a byte a second) lose it to anyone who would
+// use it, however many identities hold them, while joiners that keep up
+// are never displaced.
+func (s *Server) acquire(st gossip.Stream) *slot {
+	from := st.RemotePeer()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byPeer[from] >= maxStateStreamsPerPeer {
+		return nil
+	}
+	now := s.clk.Now()
+	if len(s.slots) >= maxStateStreams {
+		var victim *slot
+		var worst int64
+		for sl := range s.slots {
+			if lag := sl.lagging(now); lag > worst {
+				victim, worst = sl, lag
+			}
+		}
+		if victim == nil {
+			return nil
+		}
+		s.freeLocked(victim, "fell behind the minimum link rate")
+	}
+	sl := &slot{peer: from, st: st, start: now}
+	s.slots[sl] = struct{}{}
+	s.byPeer[from]++
+	return sl
+}
+
+// free gives sl's slot back. With a reason, the server is taking it
+// away: the stream is reset, so its joiner learns at once.
+func (s *Server) free(sl *slot, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.freeLocked(sl, reason)
+}
+
+func (s *Server) freeLocked(sl *slot, reason string) {
+	if _, ok := s.slots[sl]; !ok {
+		return
+	}
+	delete(s.slots, sl)
+	if s.byPeer[sl.peer]--; s.byPeer[sl.peer] == 0 {
+		delete(s.byPeer, sl.peer)
+	}
+	if reason != "" {
+		sl.cut = reason
+		sl.st.Reset()
+	}
+}
+
+// streamLifetime is how long a stream may take to fetch a state of n
+// values once it has its manifest: the whole state at minLinkRate, plus
+// slack. An honest joiner on the slowest link we serve finishes even
+// from this donor alone.
+func streamLifetime(n int) time.Duration {
+	return time.Duration(float64(4*n)/minLinkRate*float64(time.Second)) + lifetimeSlack
+}
+
+// streamBudget is how many chunk bytes one stream may take for a state
+// of n values: every chunk once (fp32 plus frame headers), with an eighth
+// to spare. A joiner never asks for a chunk twice on one stream.
+func streamBudget(n int) int64 {
+	return int64(4*n)*9/8 + int64(maxChunkFrame(StateChunk))
 }
 
 func (s *Server) answer(st gossip.Stream, m stateManifest) {

@@ -130,17 +130,22 @@ func checkFetched(t *testing.T, f *Fetched, step uint64) {
 // the donors free their pinned copies afterwards.
 func TestStateSyncFromManyDonors(t *testing.T) {
 	net, ts, ids, rs := donorsAt(t, 3, 7)
-	// Donor 0's chunks wait for another donor's first: however the
-	// goroutines are scheduled, the download is shared.
-	other := make(chan struct{})
-	var once sync.Once
+	// No donor's chunk goes out before every donor has one to send (the
+	// joiner asks each for a chunk at once): however the goroutines are
+	// scheduled, the download is shared. (Letting only donor 0 wait left
+	// a race: the first of the others could serve every chunk before the
+	// second was scheduled.)
+	var first sync.WaitGroup
+	first.Add(3)
+	var once [3]sync.Once
 	net.SetFault(func(e gossip.FrameEvent) gossip.FrameAction {
 		if e.Proto == gossip.ProtoState && !e.Opener && e.Seq > 0 {
-			if e.From == ids[0] {
-				<-other
-			} else {
-				once.Do(func() { close(other) })
+			for i := range 3 {
+				if e.From == ids[i] {
+					once[i].Do(first.Done)
+				}
 			}
+			first.Wait()
 		}
 		return gossip.Deliver
 	})
@@ -311,7 +316,17 @@ func TestStateSyncPinsAcrossSteps(t *testing.T) {
 	if len(f.Failed) != 0 {
 		t.Errorf("donors failed: %v", f.Failed)
 	}
-	// Everyone moves to 13: a request for 12 ends with 13.
+	// Everyone moves to 13: a request for 12 ends with 13. (Once the
+	// donors have let go of their copies of 12: a donor still finishing
+	// the first download's stream would serve its pinned 12.)
+	for i, r := range rs {
+		testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+			if n := r.pinnedSteps(); n != 0 {
+				return fmt.Errorf("donor %d still pins %d state copies", i, n)
+			}
+			return nil
+		})
+	}
 	for _, r := range rs {
 		r.advance()
 	}
