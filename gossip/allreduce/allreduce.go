@@ -584,11 +584,15 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		a.observe(n, 0, false)
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
 	}
+	// The round's time is until we held every part: a member that stalls
+	// before reporting keeps us waiting until the deadline, which must
+	// not become the recent round time.
+	took := a.clk.Since(started)
 	if err := a.verify(r, res, deadline); err != nil {
 		a.observe(n, 0, false)
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), err)
 	}
-	a.observe(n, a.clk.Since(started), true)
+	a.observe(n, took, true)
 	return nil
 }
 
