@@ -43,4 +43,5 @@ const (
 	ProtoAllReduce protocol.ID = "/swarmtrain/allreduce/2" // 2: the owner confirms receipt of a part
 	ProtoState     protocol.ID = "/swarmtrain/state/2"     // chunked, pinned, per-chunk hashes
 	ProtoPart      protocol.ID = "/swarmtrain/part/1"      // repair: a part's final bytes from a fellow member
+	ProtoDigest    protocol.ID = "/swarmtrain/digest/1"    // a member's digests of the round's results, cross-checked before applying
 )

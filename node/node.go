@@ -241,7 +241,10 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.mm = allreduce.NewMatchmaker(n.net, allreduce.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
-		Uplink: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup}, matchView{n})
+		Uplink: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup,
+		// A peer suspected of sending different results to different
+		// members owns no part of our groups for a while.
+		NoPart: func(p peer.ID) bool { return n.av.Penalised(p) }}, matchView{n})
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
 	n.adm.Serve(n.net)
 	n.states = statesync.NewServer(n.net, n.run, n.servableStep, n.snapshot, nil)
@@ -310,6 +313,9 @@ func (n *Node) newAverager(codec compression.Codec) (*allreduce.Averager, error)
 		MaxSamples: n.cfg.Run.Optimizer.TargetBatch,
 		OnDrop: func(round string, p peer.ID, err error) {
 			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
+		},
+		OnMisbehaving: func(round string, p peer.ID, reason string) {
+			n.log.Warn("peer suspected of misbehaving: it owns no part for a while", "round", round, "peer", p, "reason", reason)
 		}}), nil
 }
 

@@ -147,6 +147,17 @@ type AveragerConfig struct {
 	// applies to every round, whatever protocol runs it (PowerSGD's P
 	// and Q, Moshpit's parameters).
 	Aggregate Aggregate
+	// OnMisbehaving hears of a peer suspected of misbehaving in a round:
+	// members hold different results of a part it owns, or its report of
+	// the results or its repair answer contradicts what most members got
+	// (nil: nobody hears). Such a peer also owns no part for a while (see
+	// Penalty and Penalised); a peer score can hang off this hook.
+	OnMisbehaving func(round string, p peer.ID, reason string)
+	// Penalty is how long a suspect owns no part (default 5 min); each
+	// repeat within the penalty's length again doubles it, up to 64×.
+	// Longer: a liar voids fewer rounds; shorter: an honest owner framed
+	// by a liar is back sooner.
+	Penalty time.Duration
 }
 
 // Averager runs reduce-scatter + all-gather all-reduces over a Transport.
@@ -172,6 +183,9 @@ type Averager struct {
 	// (and Moshpit's parameter rounds) differ in size, and one's success
 	// must neither reset the other's backoff nor skew its round time.
 	history map[int]*roundHistory
+	// penalties: peers suspected of misbehaving, given no part for a
+	// while (penalty.go).
+	penalties penalties
 
 	bytesSent, bytesRecv atomic.Int64
 	gate                 compression.Gate // whether the lossless stage pays on our link
@@ -280,13 +294,17 @@ func NewAverager(t gossip.Transport, cfg AveragerConfig) *Averager {
 	if cfg.Codec == nil {
 		cfg.Codec = compression.FP32{} // a nil codec panicked in the first round
 	}
+	if cfg.Penalty <= 0 {
+		cfg.Penalty = defaultPenalty
+	}
 	if cfg.Result == nil {
 		cfg.Result = cfg.Codec
 	}
 	a := &Averager{t: t, cfg: cfg, clk: gossip.OrWall(cfg.Clock), changed: make(chan struct{}), rounds: newRoundTable(),
-		results: map[string]*results{}, history: map[int]*roundHistory{}}
+		results: map[string]*results{}, history: map[int]*roundHistory{}, penalties: newPenalties()}
 	t.Handle(gossip.ProtoAllReduce, a.serve)
 	t.Handle(gossip.ProtoPart, a.serveRepair)
+	t.Handle(gossip.ProtoDigest, a.serveReport)
 	return a
 }
 
@@ -506,7 +524,15 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 	// the end keeps the table as small as the rounds in flight.
 	defer a.forget(r.ID)
 
-	res := a.track(r.ID, k, deadline)
+	res := a.track(r, me, deadline)
+	// Our report goes out once every part's direct outcome is known, even
+	// if the round is void for us by then: others' repairs and checks
+	// need it. So it has the round's deadline, not our cancel.
+	rctx, rcancel := a.clk.WithDeadline(context.Background(), deadline)
+	go func() {
+		defer rcancel()
+		a.sendReports(rctx, r, res, open)
+	}()
 	var wg sync.WaitGroup
 	errs := make(chan error, k)
 	var upMu sync.Mutex
@@ -534,7 +560,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 				errs <- fmt.Errorf("part %d: %w", j, err)
 			} else {
 				plo, phi := r.Bounds(n, j)
-				_, rerr := a.repair(ctx, r, j, out[plo:phi])
+				_, rerr := a.repair(ctx, r, res, j, out[plo:phi])
 				if rerr == nil {
 					return
 				}
@@ -571,7 +597,15 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		a.observe(n, 0, false)
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), ownErr)
 	}
-	a.observe(n, a.clk.Since(started), true)
+	// The round's time is until we held every part: a member that stalls
+	// before reporting keeps us waiting until the deadline, which must
+	// not become the recent round time.
+	took := a.clk.Since(started)
+	if err := a.verify(r, res, deadline); err != nil {
+		a.observe(n, 0, false)
+		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), err)
+	}
+	a.observe(n, took, true)
 	return nil
 }
 

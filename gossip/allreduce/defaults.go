@@ -119,6 +119,22 @@ const (
 	// smaller: less a peer can make us keep.
 	maxJoinAhead = 2
 
+	// defaultPenalty is AveragerConfig.Penalty when unset: how long a
+	// peer suspected of sending different results to different members
+	// (or of a false report) owns no part. Longer: a liar gets fewer
+	// chances to void rounds; shorter: an honest member framed by a liar
+	// is back sooner.
+	defaultPenalty = 5 * time.Minute
+
+	// maxPenaltyDoublings: repeated offences double the penalty up to
+	// this many times (5 min → 5 h 20 min by default).
+	maxPenaltyDoublings = 6
+
+	// maxPenalised caps the peers a penalty table holds; when full the
+	// penalty that ends first is dropped. Only fellow members of our
+	// rounds can be named, so this bounds memory only.
+	maxPenalised = 1024
+
 	// keepAssemblies is how many steps back an assembler keeps its
 	// assemblies. A join that far behind is answered "behind" anyway
 	// while this exceeds maxJoinAhead, so it bounds memory only.

@@ -2,8 +2,9 @@
 // matchmaking (Matchmaker: ready peers join the step's assembler, which
 // announces one ordered Group), the all-reduce that averages gradients
 // bit-identically (Averager, with error feedback for lossy codecs, part
-// repair when an owner fails halfway, and deadlines sized by the members'
-// measured uplinks), and Moshpit group layouts above the maximum group
+// repair when an owner fails halfway, results cross-checked by digest
+// before they are applied (verify.go), and deadlines sized by the
+// members' measured uplinks), and Moshpit group layouts above the maximum group
 // size (MoshpitGrid, MoshpitRound).
 //
 // Its streams go through gossip.Transport, so it runs over

@@ -44,7 +44,7 @@ func TestHostileStreamsDoNotHurt(t *testing.T) {
 		}
 		payloads = append(payloads, b)
 	}
-	for _, proto := range []protocol.ID{gossip.ProtoAllReduce, gossip.ProtoMatch, gossip.ProtoState, gossip.ProtoHello} {
+	for _, proto := range []protocol.ID{gossip.ProtoAllReduce, gossip.ProtoMatch, gossip.ProtoState, gossip.ProtoHello, gossip.ProtoPart, gossip.ProtoDigest} {
 		for _, p := range payloads {
 			s, err := attacker.Open(context.Background(), ids[0], proto)
 			if err != nil {

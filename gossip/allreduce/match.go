@@ -79,6 +79,13 @@ type MatchConfig struct {
 	// Clock times the join window and the joiners' waits (nil: the wall
 	// clock); tests pass a clock.Mock.
 	Clock clock.Clock
+	// NoPart reports peers an assembler gives no part to own: they join
+	// and send their parts, but another member averages them. A node
+	// passes Averager.Penalised, so an owner caught sending different
+	// results to different members (or a member caught lying about
+	// them) owns nothing for a while. Nil: everyone may own. If it
+	// leaves no member that could own a part, it is ignored.
+	NoPart func(peer.ID) bool
 }
 
 // MatchView is what an assembler needs to know about the swarm.
@@ -396,6 +403,9 @@ func (m *Matchmaker) close(a *assembly) {
 	for i, p := range members {
 		joins[i] = a.joined[p]
 		samples[i] = joins[i].Samples
+		if m.cfg.NoPart != nil && m.cfg.NoPart(p) {
+			joins[i].Client = true // owns nothing, like a peer that takes no inbound streams
+		}
 		if joins[i].Uplink > 0 {
 			if rates == nil {
 				rates = make([]float64, len(members))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -24,41 +25,85 @@ import (
 // final, not just early.
 
 // results holds, for one round, the final bytes of every part this peer
-// got directly (from the owner, or as the owner). Plain data, guarded by
-// Averager.mu like the round bookkeeping.
+// got directly (from the owner, or as the owner), our digests of the parts
+// we hold, and the other members' reports (verify.go). Plain data,
+// guarded by Averager.mu like the round bookkeeping.
 type results struct {
 	seq      uint64    // creation order: the oldest are dropped first
 	deadline time.Time // the round's: no direct outcome comes later
+	members  []peer.ID // the round's
+	me       int       // our index in members
 	parts    [][]byte
 	known    []bool // the direct outcome of a part is in
+
+	sums    []digest  // our digest of each part we hold, directly or repaired
+	have    []bool    // we hold part j
+	reports []*report // by member: what it says it got directly; nil: not yet
+	gone    []bool    // by member: our report could not reach it, so it is not waited for
 }
 
-// resolve records the direct outcome of part j: its bytes, or nil. The
-// first outcome is final; it reports whether this one was.
-func (r *results) resolve(j int, part []byte) bool {
+// resolve records the direct outcome of part j: its bytes and their
+// digest, or nil. The first outcome is final; it reports whether this one
+// was.
+func (r *results) resolve(j int, part []byte, sum digest) bool {
 	if r.known[j] {
 		return false
 	}
 	r.parts[j], r.known[j] = part, true
+	if part != nil {
+		r.sums[j], r.have[j] = sum, true
+	}
+	return true
+}
+
+// allKnown reports that the direct outcome of every part is in: our
+// report can go out.
+func (r *results) allKnown() bool { return !slices.Contains(r.known, false) }
+
+// direct is our report: the digests of the parts we got directly.
+func (r *results) direct() report {
+	rep := report{sums: make([]digest, len(r.parts)), has: make([]bool, len(r.parts))}
+	for j, p := range r.parts {
+		if p != nil {
+			rep.sums[j], rep.has[j] = r.sums[j], true
+		}
+	}
+	return rep
+}
+
+// allReported reports that every other member's report is in, or that
+// the member could not be reached.
+func (r *results) allReported() bool {
+	for i := range r.members {
+		if i != r.me && r.reports[i] == nil && !r.gone[i] {
+			return false
+		}
+	}
 	return true
 }
 
 // resolve records the direct outcome of part j of res and wakes repairs
 // waiting for it.
 func (a *Averager) resolve(res *results, j int, part []byte) {
+	var sum digest
+	if part != nil {
+		sum = digestOf(part) // outside the lock: parts resolve in parallel
+	}
 	a.mu.Lock()
-	if res.resolve(j, part) {
+	if res.resolve(j, part, sum) {
 		a.signalLocked()
 	}
 	a.mu.Unlock()
 }
 
-func (a *Averager) track(id string, k int, deadline time.Time) *results {
+func (a *Averager) track(r Round, me int, deadline time.Time) *results {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.resultSeq++
-	res := &results{seq: a.resultSeq, deadline: deadline, parts: make([][]byte, k), known: make([]bool, k)}
-	a.results[id] = res
+	k := len(r.Members)
+	res := &results{seq: a.resultSeq, deadline: deadline, members: r.Members, me: me, parts: make([][]byte, k), known: make([]bool, k),
+		sums: make([]digest, k), have: make([]bool, k), reports: make([]*report, k), gone: make([]bool, k)}
+	a.results[r.ID] = res
 	if len(a.results) > keepResults {
 		ids := make([]string, 0, len(a.results))
 		for id := range a.results {
@@ -118,10 +163,17 @@ func (a *Averager) serveRepair(s gossip.Stream) {
 }
 
 // repair fetches part j of round r from any other member that got it
-// directly, decodes it into dst and returns its bytes.
-func (a *Averager) repair(ctx context.Context, r Round, j int, dst []float32) ([]byte, error) {
+// directly, decodes it into dst and returns its bytes. An answer is taken
+// only if its digest is the one most members' reports hold for part j
+// (verify.go): it waits for a report that holds the part, or for every
+// member's report. An answer that differs names its sender.
+func (a *Averager) repair(ctx context.Context, r Round, res *results, j int, dst []float32) ([]byte, error) {
 	self := a.t.Self()
+	if !a.await(ctx.Done(), nil, func() bool { return held(res.reports, j) || res.allReported() }) {
+		return nil, fmt.Errorf("no report of part %d: %w", j, ctx.Err())
+	}
 	type answer struct {
+		from peer.ID
 		part []byte
 		err  error
 	}
@@ -136,7 +188,7 @@ func (a *Averager) repair(ctx context.Context, r Round, j int, dst []float32) ([
 		asked++
 		go func() {
 			part, err := a.askPart(ctx, r, j, m, len(dst))
-			answers <- answer{part, err}
+			answers <- answer{m, part, err}
 		}()
 	}
 	var errs []error
@@ -146,10 +198,25 @@ func (a *Averager) repair(ctx context.Context, r Round, j int, dst []float32) ([
 			errs = append(errs, ans.err)
 			continue
 		}
+		sum := digestOf(ans.part)
+		a.mu.Lock()
+		want, ok := agreed(res.reports, j)
+		a.mu.Unlock()
+		if !ok || sum != want {
+			err := fmt.Errorf("%s: answer's digest is not the one most members report", ans.from.ShortString())
+			if ok {
+				a.blame(r.ID, ans.from, fmt.Sprintf("repair answer for part %d differs from the digest most members report", j))
+			}
+			errs = append(errs, err)
+			continue
+		}
 		if err := compression.DecodePart(dst, ans.part); err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		a.mu.Lock()
+		res.sums[j], res.have[j] = sum, true
+		a.mu.Unlock()
 		return ans.part, nil
 	}
 	return nil, fmt.Errorf("no member has part %d: %w", j, errors.Join(errs...))
