@@ -60,7 +60,8 @@ type Node struct {
 	aheadHint atomic.Uint64 // a step the swarm is known to have reached
 	seq       atomic.Uint64
 	started   time.Time
-	unlock    func() // releases the node directory
+	unlock    func()     // releases the node directory
+	adv       *adversary // nil except in the security tests' build
 }
 
 // localTrainer is this peer's model, optimizer and data. The training
@@ -187,6 +188,9 @@ func New(cfg Config) (_ *Node, err error) {
 	n.stats = stats{phase: "starting", partners: map[peer.ID]struct{}{}}
 	n.redials = newRedialer(10 * time.Minute)
 	n.dev = device.Detect()
+	if n.adv, err = loadAdversary(); err != nil {
+		return nil, err
+	}
 	codec, power, err := parseGradientCodec(cfg.Run.Averaging.Codec)
 	if err != nil {
 		return nil, err
@@ -372,7 +376,9 @@ func (n *Node) snapshot() (statesync.Snapshot, error) {
 	}
 	// optState, not the optimizer: a Moshpit step moves the optimizer
 	// before the averaged parameters are installed at the next step.
-	return statesync.Snapshot{Step: n.rep.step, Params: append([]float32(nil), n.rep.params...), Opt: append([]float32(nil), n.rep.optState...), Group: n.rep.lastGroup}, nil
+	s := statesync.Snapshot{Step: n.rep.step, Params: append([]float32(nil), n.rep.params...), Opt: append([]float32(nil), n.rep.optState...), Group: n.rep.lastGroup}
+	n.adv.snapshot(&s)
+	return s, nil
 }
 
 func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
@@ -546,6 +552,7 @@ func (n *Node) publishHeartbeat(ctx context.Context, leaving bool) {
 		addrs = addrs[:16]
 	}
 	hb.Addrs = addrs
+	n.adv.heartbeat(&hb)
 	if err := n.bus.Publish(ctx, gossip.Message{Kind: gossip.KindHeartbeat, Heartbeat: &hb}); err != nil && ctx.Err() == nil {
 		n.log.Warn("heartbeat", "err", err)
 	}

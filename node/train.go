@@ -85,6 +85,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		if n.behind(step) {
 			continue // the swarm moved on while we computed: sync first
 		}
+		n.adv.gradient(step, mean)
 		out, err := n.strategy.Step(ctx, env, step, mean, acc.samples)
 		if out.Grad != nil || out.Params != nil {
 			// The gradient is spent (Moshpit spends it on its local step
