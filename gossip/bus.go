@@ -19,16 +19,40 @@ func TopicName(run string, kind Kind) string {
 // progress) over gossipsub. Every message is validated before delivery:
 // it must decode, belong to the topic's kind and run, and be signed by the
 // peer it claims to come from. Invalid messages are rejected, which
-// lowers the sender's gossipsub score.
+// lowers the sender's gossipsub score. A valid message whose author the
+// Gate has not admitted is ignored: neither delivered nor relayed, and
+// no penalty for the honest peer that relayed it.
 type Bus struct {
 	ps     *pubsub.PubSub
 	topics map[Kind]*pubsub.Topic
 	cancel context.CancelFunc
 }
 
+// Gate decides whose gossip is delivered.
+type Gate struct {
+	// Admitted reports whether p's messages may be delivered (nil: all).
+	Admitted func(p peer.ID) bool
+	// Stranger, when set, is told of every valid message whose author
+	// is not admitted (so the caller can greet it). It runs inside
+	// gossipsub's validation and must not block.
+	Stranger func(author peer.ID, m Message)
+}
+
+// Pass reports whether a valid message by author may be delivered, and
+// tells Stranger of those that may not.
+func (g Gate) Pass(author peer.ID, m Message) bool {
+	if g.Admitted == nil || g.Admitted(author) {
+		return true
+	}
+	if g.Stranger != nil {
+		g.Stranger(author, m)
+	}
+	return false
+}
+
 // NewBus joins the run's topics on h and calls deliver for every valid
-// message from another peer, from one goroutine per topic.
-func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer.ID, m Message)) (*Bus, error) {
+// message from another peer that gate passes, from one goroutine per topic.
+func NewBus(ctx context.Context, h host.Host, run string, gate Gate, deliver func(from peer.ID, m Message)) (*Bus, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	// Progress goes out after every minibatch of every peer: the queues
 	// are sized for bursts (defaults.go).
@@ -50,6 +74,10 @@ func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer
 			m, err := Decode(pm.Data)
 			if err != nil || m.Kind != kind || !fromMatches(m, run, pm.GetFrom()) {
 				return pubsub.ValidationReject
+			}
+			// Our own messages pass validation too before they go out.
+			if pm.GetFrom() != h.ID() && !gate.Pass(pm.GetFrom(), m) {
+				return pubsub.ValidationIgnore
 			}
 			pm.ValidatorData = m
 			return pubsub.ValidationAccept

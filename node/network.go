@@ -20,8 +20,8 @@ import (
 type Network interface {
 	gossip.Transport
 	// Bus joins the run's gossip topics; deliver is called for every
-	// valid message from another peer.
-	Bus(ctx context.Context, run string, deliver func(from peer.ID, m gossip.Message)) (Publisher, error)
+	// valid message from another peer that gate passes.
+	Bus(ctx context.Context, run string, gate gossip.Gate, deliver func(from peer.ID, m gossip.Message)) (Publisher, error)
 	// Connect dials a join address and returns the peer there.
 	Connect(ctx context.Context, addr string) (peer.ID, error)
 	// Redial dials a known peer again at the addresses learnt for it.
@@ -90,8 +90,8 @@ func (t *hostNetwork) Handle(proto protocol.ID, h func(gossip.Stream)) {
 	t.h.SetStreamHandler(proto, func(s network.Stream) { h(t.wrap(s)) })
 }
 
-func (t *hostNetwork) Bus(ctx context.Context, run string, deliver func(peer.ID, gossip.Message)) (Publisher, error) {
-	return gossip.NewBus(ctx, t.h.Host, run, deliver)
+func (t *hostNetwork) Bus(ctx context.Context, run string, gate gossip.Gate, deliver func(peer.ID, gossip.Message)) (Publisher, error) {
+	return gossip.NewBus(ctx, t.h.Host, run, gate, deliver)
 }
 
 func (t *hostNetwork) Connect(ctx context.Context, addr string) (peer.ID, error) {
