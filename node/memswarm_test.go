@@ -180,10 +180,11 @@ func (n *memNode) OnDisconnect(f func(peer.ID)) {
 	n.sw.mu.Unlock()
 }
 
-func (n *memNode) Keep(peer.ID, []string) {}
-func (n *memNode) JoinAddrs() []string    { return []string{n.Addr()} }
-func (n *memNode) BytesIn() int64         { return 0 }
-func (n *memNode) BytesOut() int64        { return 0 }
+func (n *memNode) Keep(peer.ID, []string)  {}
+func (n *memNode) Learn(peer.ID, []string) {}
+func (n *memNode) JoinAddrs() []string     { return []string{n.Addr()} }
+func (n *memNode) BytesIn() int64          { return 0 }
+func (n *memNode) BytesOut() int64         { return 0 }
 
 // Close takes the node off the network, as a process exit would: its
 // streams break and its peers see it disconnect.

@@ -34,6 +34,9 @@ type Network interface {
 	// Keep protects p's connections from pruning and records addrs
 	// (join addresses it gossiped) for dialing it directly.
 	Keep(p peer.ID, addrs []string)
+	// Learn records addrs for dialing p directly, briefly and without
+	// protecting anything: to greet a peer known only from gossip.
+	Learn(p peer.ID, addrs []string)
 	// JoinAddrs are the addresses others can join us at.
 	JoinAddrs() []string
 	BytesIn() int64
@@ -60,6 +63,7 @@ type hostNetwork struct {
 func newHostNetwork(cfg Config) (*hostNetwork, error) {
 	pc := p2p.DefaultConfig()
 	pc.Dir = cfg.Dir
+	pc.PSK = cfg.SwarmKey
 	if len(cfg.Listen) > 0 {
 		pc.ListenAddrs = cfg.Listen
 	}
@@ -119,6 +123,14 @@ func (t *hostNetwork) OnDisconnect(f func(peer.ID)) {
 }
 
 func (t *hostNetwork) Keep(p peer.ID, addrs []string) {
+	t.addAddrs(p, addrs, time.Hour)
+	t.h.ConnManager().Protect(p, "swarm")
+}
+
+func (t *hostNetwork) Learn(p peer.ID, addrs []string) { t.addAddrs(p, addrs, time.Minute) }
+
+// addAddrs records those of addrs that are p's (ending in /p2p/<p>).
+func (t *hostNetwork) addAddrs(p peer.ID, addrs []string, ttl time.Duration) {
 	var mas []ma.Multiaddr
 	for _, s := range addrs {
 		ai, err := peer.AddrInfoFromString(s)
@@ -128,9 +140,8 @@ func (t *hostNetwork) Keep(p peer.ID, addrs []string) {
 		mas = append(mas, ai.Addrs...)
 	}
 	if len(mas) > 0 {
-		t.h.Peerstore().AddAddrs(p, mas, time.Hour)
+		t.h.Peerstore().AddAddrs(p, mas, ttl)
 	}
-	t.h.ConnManager().Protect(p, "swarm")
 }
 
 func (t *hostNetwork) JoinAddrs() []string { return t.h.JoinAddrs() }

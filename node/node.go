@@ -44,6 +44,8 @@ type Node struct {
 	av       *allreduce.Averager
 	strategy averaging.Strategy
 	adm      *gossip.Admission
+	admitted *admitted // peers whose hello was accepted; the gate of streams and gossip
+	greets   *greeter  // hellos to gossip authors not admitted yet
 	states   *statesync.Server
 	http     *httpServer
 	local    localTrainer
@@ -186,6 +188,8 @@ func New(cfg Config) (_ *Node, err error) {
 	n.log = slog.New(slog.NewTextHandler(logw, nil))
 	n.stats = stats{phase: "starting", partners: map[peer.ID]struct{}{}}
 	n.redials = newRedialer(10 * time.Minute)
+	n.admitted = newAdmitted(maxAdmitted)
+	n.greets = newGreeter()
 	n.dev = device.Detect()
 	codec, power, err := parseGradientCodec(cfg.Run.Averaging.Codec)
 	if err != nil {
@@ -209,6 +213,8 @@ func New(cfg Config) (_ *Node, err error) {
 		}
 		ownNet = true
 	}
+	// Every protocol but hello, now and later, serves admitted peers only.
+	n.net = gatedNetwork{Network: n.net, admitted: n.admitted.has}
 	self := n.net.Self()
 	shard := n.local.train
 	if cfg.Shards > 0 {
@@ -242,7 +248,10 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	n.mm = allreduce.NewMatchmaker(n.net, allreduce.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
 		Uplink: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup}, matchView{n})
-	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
+	// Whoever reaches a keyed node holds the key: an insider may be told
+	// our values of the fields that differ; in an open swarm, anyone.
+	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), Insiders: len(cfg.SwarmKey) > 0,
+		Admit: n.admitted.add, OnResult: n.onHello}
 	n.adm.Serve(n.net)
 	n.states = statesync.NewServer(n.net, n.run, n.servableStep, n.snapshot, nil)
 	if cfg.Run.Model.InitFrom != "" {
@@ -368,6 +377,10 @@ func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
 	if ok {
 		return
 	}
+	// Another run, or a peer we cannot admit: it is nobody to us.
+	n.admitted.remove(p)
+	n.view.Remove(p)
+	n.redials.left(p)
 	if inbound {
 		n.log.Warn("refused peer", "peer", p, "reason", reason)
 		fmt.Fprintf(os.Stderr, "swarmtrain: refused peer %s: %s\n", p, reason)
@@ -391,15 +404,15 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	// The bus outlives ctx: a cancelled node still announces its leave.
 	busCtx, stopBus := context.WithCancel(context.Background())
 	defer stopBus()
-	if n.bus, err = n.net.Bus(busCtx, n.run, gossip.Gate{}, n.deliver); err != nil {
+	if n.bus, err = n.net.Bus(busCtx, n.run, gossip.Gate{Admitted: n.admitted.has, Stranger: n.stranger}, n.deliver); err != nil {
 		return nil, err
 	}
 	defer n.bus.Close()
 	// A peer whose last connection closed (crash, kill, cut) is dropped
 	// from the view at once instead of after PeerExpiry: rounds stop
 	// waiting for it within moments. If it is alive, its next heartbeat
-	// brings it back.
-	n.net.OnDisconnect(n.view.Remove)
+	// gets it greeted, and once admitted again, counted.
+	n.net.OnDisconnect(n.lost)
 	if n.cfg.HTTP != "" {
 		if n.http, err = startHTTP(n, n.cfg.HTTP); err != nil {
 			return nil, err
