@@ -481,6 +481,11 @@ func (n *Node) join(ctx context.Context, addr string) error {
 	defer cancel()
 	p, err := n.net.Connect(cctx, addr)
 	if err != nil {
+		if len(n.cfg.SwarmKey) > 0 && n.cfg.Network == nil {
+			// A key mismatch looks like a dead peer: the handshake
+			// never completes. Say which to check.
+			return fmt.Errorf("join %s: %w (if that node is up, it is on another swarm key: paste the whole join line it printed, --key included)", addr, err)
+		}
 		return fmt.Errorf("join %s: %w", addr, err)
 	}
 	if err := n.adm.Greet(cctx, n.net, p); err != nil {
