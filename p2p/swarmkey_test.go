@@ -15,7 +15,7 @@ import (
 
 // newKeyedHost starts a loopback host (TCP and QUIC asked for) in the
 // private network of psk; nil psk: an open host.
-func newKeyedHost(t *testing.T, psk pnet.PSK) *Host {
+func newKeyedHost(t testing.TB, psk pnet.PSK) *Host {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.ListenAddrs = loopbackAddrs
