@@ -248,8 +248,9 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	n.mm = allreduce.NewMatchmaker(n.net, allreduce.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
 		Uplink: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup}, matchView{n})
-	// Whoever reaches a keyed node holds the key: an insider may be told
-	// our values of the fields that differ; in an open swarm, anyone.
+	// Only holders of the key reach a keyed node: insiders, who may be
+	// told our values of the fields that differ. Without a key anyone
+	// may ask, and learns the fields' names alone.
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), Insiders: len(cfg.SwarmKey) > 0,
 		Admit: n.admitted.add, OnResult: n.onHello}
 	n.adm.Serve(n.net)
