@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,36 @@ func TestSwarmKeyKeepsOtherSwarmsOut(t *testing.T) {
 				t.Errorf("%s holds the swarm key", filepath.Join(d, f))
 			}
 		}
+	}
+}
+
+// --open: no key, QUIC stays, the trade-offs are printed (even with
+// --quiet), and two open nodes train together.
+func TestOpenSwarm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	run := append([]string{"--min-peers", "2", "--linger", "2s", "--open"}, smallRun...)
+	both := "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1"
+	a := startNodeWith(t, filepath.Join(dir, "a"), both, exec.Command, run...)
+	info := a.info()
+	if !slices.ContainsFunc(info.Addrs, func(s string) bool { return strings.Contains(s, "/quic-v1/") }) {
+		t.Errorf("an open node listens on %v: want QUIC too", info.Addrs)
+	}
+	b := startNodeWith(t, filepath.Join(dir, "b"), both, exec.Command, append([]string{"--join", info.Addrs[0]}, run...)...)
+	for _, p := range []*proc{a, b} {
+		if err := p.wait(3 * time.Minute); err != nil {
+			t.Fatalf("%v\n%s\n%s", err, p.stderr, p.log())
+		}
+		if msg := p.stderr.String(); !strings.Contains(msg, "--open: this is a public swarm") || !strings.Contains(msg, "QUIC stays on") {
+			t.Errorf("%s did not print the trade-offs of --open:\n%s", p.dir, msg)
+		}
+		if _, err := os.Stat(filepath.Join(p.dir, p2p.SwarmKeyFile)); err == nil {
+			t.Errorf("%s: an open node made a swarm key", p.dir)
+		}
+	}
+	if ra, rb := a.result(), b.result(); ra.Step != 40 || rb.Hash != ra.Hash {
+		t.Errorf("a ended at step %d with %s, b with %s: want step 40, one state", ra.Step, ra.Hash, rb.Hash)
 	}
 }
