@@ -25,6 +25,9 @@ func TopicName(run string, kind Kind) string {
 // messages are ignored. Valid messages beyond an author's rate
 // (busHeartbeatRate, busProgressRate) are ignored: not delivered, not
 // forwarded, not penalised.
+// A valid message whose author the Gate has not admitted is ignored:
+// neither delivered nor relayed, and no penalty for the honest peer
+// that relayed it.
 type Bus struct {
 	ps     *pubsub.PubSub
 	topics map[Kind]*pubsub.Topic
@@ -34,9 +37,31 @@ type Bus struct {
 	scores map[peer.ID]float64 // gossipsub's latest scores, every busScoreEvery
 }
 
+// Gate decides whose gossip is delivered.
+type Gate struct {
+	// Admitted reports whether p's messages may be delivered (nil: all).
+	Admitted func(p peer.ID) bool
+	// Stranger, when set, is told of every valid message whose author
+	// is not admitted (so the caller can greet it). It runs inside
+	// gossipsub's validation and must not block.
+	Stranger func(author peer.ID, m Message)
+}
+
+// Pass reports whether a valid message by author may be delivered, and
+// tells Stranger of those that may not.
+func (g Gate) Pass(author peer.ID, m Message) bool {
+	if g.Admitted == nil || g.Admitted(author) {
+		return true
+	}
+	if g.Stranger != nil {
+		g.Stranger(author, m)
+	}
+	return false
+}
+
 // NewBus joins the run's topics on h and calls deliver for every valid
-// message from another peer, from one goroutine per topic.
-func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer.ID, m Message)) (*Bus, error) {
+// message from another peer that gate passes, from one goroutine per topic.
+func NewBus(ctx context.Context, h host.Host, run string, gate Gate, deliver func(from peer.ID, m Message)) (*Bus, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	// Progress goes out after every minibatch of every peer: the queues
 	// are sized for bursts (defaults.go).
@@ -58,7 +83,7 @@ func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer
 	for _, kind := range []Kind{KindHeartbeat, KindProgress} {
 		name := TopicName(run, kind)
 		kind := kind
-		err := ps.RegisterTopicValidator(name, topicValidator(run, kind, OrWall(nil).Now))
+		err := ps.RegisterTopicValidator(name, topicValidator(run, kind, OrWall(nil).Now, h.ID(), gate))
 		if err != nil {
 			cancel()
 			return nil, err
@@ -96,7 +121,7 @@ func NewBus(ctx context.Context, h host.Host, run string, deliver func(from peer
 // name, at most the kind's rate per author (busHeartbeatRate,
 // busProgressRate; bursts of twice that). Malformed ones are rejected
 // (the sender's score pays), ones over the rate ignored.
-func topicValidator(run string, kind Kind, now func() time.Time) func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
+func topicValidator(run string, kind Kind, now func() time.Time, self peer.ID, gate Gate) func(context.Context, peer.ID, *pubsub.Message) pubsub.ValidationResult {
 	rate := float64(busProgressRate)
 	if kind == KindHeartbeat {
 		rate = busHeartbeatRate
@@ -107,6 +132,10 @@ func topicValidator(run string, kind Kind, now func() time.Time) func(context.Co
 		m, err := Decode(pm.Data)
 		if err != nil || m.Kind != kind || !fromMatches(m, run, pm.GetFrom()) {
 			return pubsub.ValidationReject
+		}
+		// Our own messages pass validation too before they go out.
+		if pm.GetFrom() != self && !gate.Pass(pm.GetFrom(), m) {
+			return pubsub.ValidationIgnore
 		}
 		mu.Lock()
 		ok := limit.allow(pm.GetFrom(), now())

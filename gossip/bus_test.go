@@ -2,147 +2,96 @@ package gossip
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
-func heartbeatFrom(t *testing.T, p peer.ID, run string, seq uint64) []byte {
-	t.Helper()
-	b, err := Encode(Message{Kind: KindHeartbeat, Heartbeat: &Heartbeat{Peer: p, Run: run, Seq: seq}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+// busPeer is a loopback libp2p host with a bus whose gate admits the
+// peers in admit, recording what it delivers and whom it found a stranger.
+type busPeer struct {
+	h   host.Host
+	bus *Bus
+
+	mu        sync.Mutex
+	admit     map[peer.ID]bool
+	got       map[peer.ID]int // deliveries by author
+	strangers map[peer.ID]int
 }
 
-// A flooding author gets its burst and then its rate; the rest is
-// ignored (not rejected: valid messages cost it no score), and another
-// author is heard meanwhile.
-func TestBusValidatorLimitsEachAuthor(t *testing.T) {
-	now := time.Unix(1000, 0)
-	validate := topicValidator("ab", KindHeartbeat, func() time.Time { return now })
-	flood, other := testutil.PeerID(1), testutil.PeerID(2)
-	msg := func(p peer.ID, seq uint64) *pubsub.Message {
-		return &pubsub.Message{Message: &pb.Message{From: []byte(p), Data: heartbeatFrom(t, p, "ab", seq)}}
-	}
-	counts := map[pubsub.ValidationResult]int{}
-	for i := range 1000 {
-		counts[validate(context.Background(), flood, msg(flood, uint64(i)))]++
-	}
-	if burst := 2 * busHeartbeatRate; counts[pubsub.ValidationAccept] != burst || counts[pubsub.ValidationIgnore] != 1000-burst {
-		t.Fatalf("1000 heartbeats at once: %d accepted, %d ignored, %d rejected; want the burst of %d accepted and the rest ignored",
-			counts[pubsub.ValidationAccept], counts[pubsub.ValidationIgnore], counts[pubsub.ValidationReject], burst)
-	}
-	if r := validate(context.Background(), other, msg(other, 1)); r != pubsub.ValidationAccept {
-		t.Fatalf("another author's heartbeat: %v, want accepted", r)
-	}
-	now = now.Add(time.Second)
-	accepted := 0
-	for i := range 100 {
-		if validate(context.Background(), flood, msg(flood, uint64(2000+i))) == pubsub.ValidationAccept {
-			accepted++
-		}
-	}
-	if accepted != busHeartbeatRate {
-		t.Fatalf("a second later %d heartbeats accepted, want the rate, %d", accepted, busHeartbeatRate)
-	}
-	bad := &pubsub.Message{Message: &pb.Message{From: []byte(other), Data: heartbeatFrom(t, flood, "ab", 1)}}
-	if r := validate(context.Background(), other, bad); r != pubsub.ValidationReject {
-		t.Fatalf("a heartbeat naming another author: %v, want rejected", r)
-	}
-}
-
-func loopbackHost(t *testing.T) host.Host {
+func newBusPeer(t *testing.T, run string) *busPeer {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close() })
-	return h
+	b := &busPeer{h: h, admit: map[peer.ID]bool{}, got: map[peer.ID]int{}, strangers: map[peer.ID]int{}}
+	gate := Gate{
+		Admitted: func(p peer.ID) bool { b.mu.Lock(); defer b.mu.Unlock(); return b.admit[p] },
+		Stranger: func(p peer.ID, _ Message) { b.mu.Lock(); b.strangers[p]++; b.mu.Unlock() },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if b.bus, err = NewBus(ctx, h, run, gate, func(from peer.ID, m Message) {
+		b.mu.Lock()
+		b.got[m.Heartbeat.Peer]++
+		b.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.bus.Close)
+	return b
 }
 
-// A peer that sends invalid messages is penalised by gossipsub's peer
-// scoring until everything it sends is ignored, while an honest peer's
-// heartbeats are delivered and its score stays above every threshold.
-// Real libp2p hosts on loopback; the attacker runs plain gossipsub with
-// no validator, so its garbage goes out.
-func TestBusScoresInvalidSendersDown(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	hHonest, hBus, hBad := loopbackHost(t), loopbackHost(t), loopbackHost(t)
-	delivered := make(chan peer.ID, 100)
-	bus, err := NewBus(ctx, hBus, "ab", func(from peer.ID, m Message) { delivered <- from })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	honest, err := NewBus(ctx, hHonest, "ab", func(peer.ID, Message) {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer honest.Close()
-	ps, err := pubsub.NewGossipSub(ctx, hBad)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topic, err := ps.Join(TopicName("ab", KindHeartbeat))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := topic.Subscribe(); err != nil { // into the bus's mesh
-		t.Fatal(err)
-	}
-	for _, h := range []host.Host{hHonest, hBad} {
-		if err := h.Connect(ctx, peer.AddrInfo{ID: hBus.ID(), Addrs: hBus.Addrs()}); err != nil {
+func (b *busPeer) counts(p peer.ID) (got, stranger int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.got[p], b.strangers[p]
+}
+
+// Gossip is delivered only from authors the gate admits: a connected
+// peer that was never admitted publishes in vain (and is reported as a
+// stranger, so the node can greet it), while an admitted one is heard.
+// A node's own messages pass its gate whatever it says.
+func TestBusDeliversOnlyAdmittedAuthors(t *testing.T) {
+	const run = "0abc"
+	a, b, c := newBusPeer(t, run), newBusPeer(t, run), newBusPeer(t, run)
+	a.admit[b.h.ID()] = true // c: connected, never admitted
+	b.admit[a.h.ID()] = true
+	for _, p := range []*busPeer{b, c} {
+		if err := a.h.Connect(context.Background(), peer.AddrInfo{ID: p.h.ID(), Addrs: p.h.Addrs()}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	name := TopicName("ab", KindHeartbeat)
-	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if n := len(bus.ps.ListPeers(name)); n != 2 {
-			return fmt.Errorf("the bus has %d peers on the topic, want 2", n)
-		}
-		if n := len(ps.ListPeers(name)); n != 1 {
-			return errors.New("the attacker does not see the bus on the topic yet")
-		}
-		return nil
-	})
-	seq := uint64(0)
-	testutil.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+	var seq uint64
+	publish := func(p *busPeer) {
 		seq++
-		if err := topic.Publish(ctx, []byte(fmt.Sprintf("not a message %d", seq))); err != nil {
-			return err
+		hb := Heartbeat{Peer: p.h.ID(), Run: run, Seq: seq}
+		if err := p.bus.Publish(context.Background(), Message{Kind: KindHeartbeat, Heartbeat: &hb}); err != nil {
+			t.Fatal(err)
 		}
-		honest.Publish(ctx, Message{Kind: KindHeartbeat, Heartbeat: &Heartbeat{Peer: hHonest.ID(), Run: "ab", Seq: seq}})
-		bad, okBad := bus.Score(hBad.ID())
-		good, okGood := bus.Score(hHonest.ID())
-		switch {
-		case !okBad || !okGood:
-			return errors.New("no scores yet")
-		case bad >= busGraylistThreshold:
-			return fmt.Errorf("the invalid sender scores %.1f, want below the graylist threshold %d", bad, busGraylistThreshold)
-		case good < 0:
-			return fmt.Errorf("the honest peer scores %.1f, want ≥ 0", good)
+	}
+	testutil.CheckFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		publish(a)
+		publish(b)
+		publish(c)
+		gotB, _ := a.counts(b.h.ID())
+		_, strangerC := a.counts(c.h.ID())
+		gotA, _ := b.counts(a.h.ID())
+		if gotB == 0 || strangerC == 0 || gotA == 0 {
+			return fmt.Errorf("a got %d from b and saw c as a stranger %d times; b got %d from a", gotB, strangerC, gotA)
 		}
 		return nil
 	})
-	select {
-	case from := <-delivered:
-		if from != hHonest.ID() {
-			t.Fatalf("delivered a message from %s, want only the honest peer's", from)
-		}
-	case <-ctx.Done():
-		t.Fatal("the honest peer's heartbeats were never delivered")
+	if got, _ := a.counts(c.h.ID()); got != 0 {
+		t.Errorf("a delivered %d messages of c, which it never admitted", got)
 	}
 }

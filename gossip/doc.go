@@ -12,12 +12,14 @@
 // state for joiners. Package node wires them to libp2p:
 //
 //	view := gossip.NewMembership(self, 5*time.Second) // fed by Bus deliveries
-//	bus, _ := gossip.NewBus(ctx, host, run, func(from peer.ID, m gossip.Message) {
+//	adm := &gossip.Admission{Run: run, Config: cfg, Admit: admitted.Add}
+//	adm.Serve(tr) // hellos on tr, a Transport
+//	gate := gossip.Gate{Admitted: admitted.Has} // only admitted authors' gossip
+//	bus, _ := gossip.NewBus(ctx, host, run, gate, func(from peer.ID, m gossip.Message) {
 //		if m.Kind == gossip.KindHeartbeat {
 //			view.ObserveHeartbeat(*m.Heartbeat, time.Now())
 //		}
 //	})
-//	(&gossip.Admission{Run: run, Config: cfg}).Serve(tr) // hellos on tr, a Transport
 //
 // Every message and frame from the network is hostile until validated:
 // sizes are capped before allocation (defaults.go) and fields are

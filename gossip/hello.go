@@ -23,10 +23,20 @@ func (e *RefusedError) Error() string {
 
 // Admission answers hellos: a peer on the same run is welcome; any other
 // gets a reason naming what differs, and OnRefuse lets the caller log it
-// and hang up.
+// and hang up. A refusal carries no run ID and none of our config values
+// unless Insiders says the peer may see them: the peer learns which
+// fields differ, and nothing else about the run.
 type Admission struct {
 	Run    string
 	Config json.RawMessage // canonical JSON of the run config
+	// Insiders: every peer that reaches us holds the swarm key, so a
+	// refusal may say our value of each differing field ("optimizer.lr:
+	// ours 0.002, theirs 0.003"). Open swarms (no key) name the fields only.
+	Insiders bool
+	// Admit, when set, is called for every accepted hello, ours or
+	// theirs, before the peer counts as admitted; an error turns an
+	// inbound acceptance into a refusal with that reason and fails Greet.
+	Admit func(p peer.ID) error
 	// OnResult is called for every hello answered or sent.
 	OnResult func(p peer.ID, ok bool, reason string, inbound bool)
 }
@@ -43,11 +53,16 @@ func (a *Admission) Serve(t Transport) {
 		var w Welcome
 		switch {
 		case err != nil:
-			w = Welcome{Run: a.Run, Reason: "unreadable hello: " + err.Error()}
+			w = Welcome{Reason: "unreadable hello: " + err.Error()}
 		case msg.Kind != KindHello:
-			w = Welcome{Run: a.Run, Reason: "expected hello, got " + string(msg.Kind)}
+			w = Welcome{Reason: "expected hello, got " + string(msg.Kind)}
 		default:
 			w = a.judge(*msg.Hello)
+		}
+		if w.OK && a.Admit != nil {
+			if err := a.Admit(s.RemotePeer()); err != nil {
+				w = Welcome{Reason: err.Error()}
+			}
 		}
 		out, err := Encode(Message{Kind: KindWelcome, Welcome: &w})
 		if err == nil {
@@ -60,11 +75,16 @@ func (a *Admission) Serve(t Transport) {
 	})
 }
 
+// judge welcomes a hello of our run. A refusal's Welcome has no Run: the
+// run ID is what a stranger would need to join our topics.
 func (a *Admission) judge(h Hello) Welcome {
 	if h.Run == a.Run {
 		return Welcome{OK: true, Run: a.Run}
 	}
-	return Welcome{Run: a.Run, Reason: "different run: " + ConfigDiff(a.Config, h.Config)}
+	if a.Insiders {
+		return Welcome{Reason: "different run: " + ConfigDiff(a.Config, h.Config)}
+	}
+	return Welcome{Reason: "different run: " + ConfigFields(a.Config, h.Config)}
 }
 
 // Greet says hello to p and returns a *RefusedError if p is on another run.
@@ -107,6 +127,12 @@ func (a *Admission) Greet(ctx context.Context, t Transport, p peer.ID) error {
 	if w.Run != a.Run {
 		return &RefusedError{Peer: p, Reason: "welcomed us to another run " + truncate(w.Run, 16)}
 	}
+	if a.Admit != nil {
+		if err := a.Admit(p); err != nil {
+			s.Reset()
+			return fmt.Errorf("hello to %s: welcomed, but %w", p.ShortString(), err)
+		}
+	}
 	if a.OnResult != nil {
 		a.OnResult(p, true, "", false)
 	}
@@ -118,7 +144,14 @@ func (a *Admission) Greet(ctx context.Context, t Transport, p peer.ID) error {
 // (optimizer.lr). Configs whose "version" differs are not compared field
 // by field: the version is the difference. The configs come from us and
 // from a peer; an unreadable peer config is reported as such.
-func ConfigDiff(ours, theirs json.RawMessage) string {
+func ConfigDiff(ours, theirs json.RawMessage) string { return configDiff(ours, theirs, true) }
+
+// ConfigFields is ConfigDiff without the values: "optimizer.lr,
+// model.hidden differ". It is what a stranger is told, so it says which
+// fields to change, never what ours hold.
+func ConfigFields(ours, theirs json.RawMessage) string { return configDiff(ours, theirs, false) }
+
+func configDiff(ours, theirs json.RawMessage, values bool) string {
 	var a, b map[string]json.RawMessage
 	if err := json.Unmarshal(ours, &a); err != nil {
 		return "our config is unreadable"
@@ -127,18 +160,24 @@ func ConfigDiff(ours, theirs json.RawMessage) string {
 		return "their config is unreadable"
 	}
 	if va, vb := a["version"], b["version"]; !bytes.Equal(compact(va), compact(vb)) {
+		if !values {
+			return "config version differs (another swarmtrain version; every peer needs one that writes the same)"
+		}
 		return fmt.Sprintf("config version: ours %s, theirs %s (another swarmtrain version; every peer needs one that writes the same)", show(va), show(vb))
 	}
-	diffs := diffObjects(nil, "", a, b)
+	diffs := diffObjects(nil, "", a, b, values)
 	if len(diffs) == 0 {
 		return "configs hash differently (different software version?)"
+	}
+	if !values {
+		return strings.Join(diffs, ", ") + " differ"
 	}
 	return strings.Join(diffs, "; ")
 }
 
 // diffObjects appends the differences between two JSON objects, keys in
 // order, descending into values that are objects on both sides.
-func diffObjects(diffs []string, prefix string, a, b map[string]json.RawMessage) []string {
+func diffObjects(diffs []string, prefix string, a, b map[string]json.RawMessage, values bool) []string {
 	keys := map[string]bool{}
 	for k := range a {
 		keys[k] = true
@@ -157,7 +196,11 @@ func diffObjects(diffs []string, prefix string, a, b map[string]json.RawMessage)
 		}
 		var oa, ob map[string]json.RawMessage
 		if json.Unmarshal(a[k], &oa) == nil && json.Unmarshal(b[k], &ob) == nil && oa != nil && ob != nil {
-			diffs = diffObjects(diffs, prefix+k+".", oa, ob)
+			diffs = diffObjects(diffs, prefix+k+".", oa, ob, values)
+			continue
+		}
+		if !values {
+			diffs = append(diffs, prefix+k)
 			continue
 		}
 		diffs = append(diffs, fmt.Sprintf("%s%s: ours %s, theirs %s", prefix, k, show(a[k]), show(b[k])))

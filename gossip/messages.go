@@ -78,10 +78,10 @@ type Hello struct {
 }
 
 // Welcome answers Hello. When OK is false, Reason says why in words that
-// both sides print.
+// both sides print, and Run is empty: a refused peer is not told the run.
 type Welcome struct {
 	OK     bool   `json:"ok"`
-	Run    string `json:"run"`
+	Run    string `json:"run,omitempty"`
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -195,6 +195,9 @@ func (m Message) Validate() error {
 		}
 		if len(m.Welcome.Reason) > 4*maxStringField {
 			return errors.New("gossip: welcome reason too long")
+		}
+		if !m.Welcome.OK && m.Welcome.Run == "" {
+			return nil // a refusal names no run (older builds' do)
 		}
 		return checkRun(m.Welcome.Run)
 	case KindJoin:

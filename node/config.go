@@ -362,6 +362,16 @@ type Config struct {
 	// its SHA-256 must be Run.Model.InitFrom (the CLI sets both).
 	InitPath string
 
+	// SwarmKey is the swarm's secret (32 bytes, libp2p's PSK): the host
+	// is then a private network, TCP only, and peers that reach us hold
+	// the key, so a refused hello may show them our values of the fields
+	// that differ. It is no part of the run: not in the run ID, run.json,
+	// checkpoints, node.json, /status or the log. Nil: an open host (the
+	// CLI asks for --open; tests and sweep trials run without one).
+	SwarmKey []byte
+	// Open records that the swarm is public on purpose (--open): no key.
+	Open bool
+
 	Log io.Writer // human log; nil discards
 	// Network, when set, is the network the node runs on instead of a
 	// libp2p host listening on Listen (Dir then holds no identity): tests
@@ -409,6 +419,12 @@ func (c Config) Validate() error {
 	}
 	if !(c.MinLinkRate >= 1e3) || c.MinLinkRate > 1e12 {
 		return fmt.Errorf("node config: min link rate %v bytes/s, want 1e3 (8 kbit/s) to 1e12", c.MinLinkRate)
+	}
+	if c.SwarmKey != nil && len(c.SwarmKey) != 32 {
+		return fmt.Errorf("node config: swarm key has %d bytes, want 32", len(c.SwarmKey))
+	}
+	if c.SwarmKey != nil && c.Open {
+		return errors.New("node config: a swarm key and open: an open swarm has no key")
 	}
 	if c.PeerExpiry < 2*c.HeartbeatInterval {
 		return fmt.Errorf("node config: peer expiry %v must be at least two heartbeat intervals (%v)", c.PeerExpiry, 2*c.HeartbeatInterval)

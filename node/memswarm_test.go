@@ -180,10 +180,11 @@ func (n *memNode) OnDisconnect(f func(peer.ID)) {
 	n.sw.mu.Unlock()
 }
 
-func (n *memNode) Keep(peer.ID, []string) {}
-func (n *memNode) JoinAddrs() []string    { return []string{n.Addr()} }
-func (n *memNode) BytesIn() int64         { return 0 }
-func (n *memNode) BytesOut() int64        { return 0 }
+func (n *memNode) Keep(peer.ID, []string)  {}
+func (n *memNode) Learn(peer.ID, []string) {}
+func (n *memNode) JoinAddrs() []string     { return []string{n.Addr()} }
+func (n *memNode) BytesIn() int64          { return 0 }
+func (n *memNode) BytesOut() int64         { return 0 }
 
 // Close takes the node off the network, as a process exit would: its
 // streams break and its peers see it disconnect.
@@ -208,9 +209,10 @@ func (n *memNode) Close() error {
 }
 
 // Bus floods messages to every node in our connected component, each
-// through the same decoding and validation a gossipsub validator does.
-func (n *memNode) Bus(ctx context.Context, run string, deliver func(peer.ID, gossip.Message)) (Publisher, error) {
-	b := &memBus{node: n, run: run, in: make(chan busMsg, 1024)}
+// through the same decoding and validation a gossipsub validator does,
+// and the receiver's gate.
+func (n *memNode) Bus(ctx context.Context, run string, gate gossip.Gate, deliver func(peer.ID, gossip.Message)) (Publisher, error) {
+	b := &memBus{node: n, run: run, gate: gate, in: make(chan busMsg, 1024)}
 	ctx, b.cancel = context.WithCancel(ctx)
 	go func() {
 		for {
@@ -236,6 +238,7 @@ type busMsg struct {
 type memBus struct {
 	node   *memNode
 	run    string
+	gate   gossip.Gate
 	in     chan busMsg
 	cancel context.CancelFunc
 }
@@ -269,7 +272,7 @@ func (b *memBus) Publish(ctx context.Context, m gossip.Message) error {
 	s.mu.Unlock()
 	for _, o := range reach {
 		got, err := gossip.Decode(data)
-		if err != nil || got.Kind != m.Kind || o.run != b.run {
+		if err != nil || got.Kind != m.Kind || o.run != b.run || !o.gate.Pass(b.node.Self(), got) {
 			continue
 		}
 		select {

@@ -19,8 +19,8 @@ import (
 type Network interface {
 	gossip.Transport
 	// Bus joins the run's gossip topics; deliver is called for every
-	// valid message from another peer.
-	Bus(ctx context.Context, run string, deliver func(from peer.ID, m gossip.Message)) (Publisher, error)
+	// valid message from another peer that gate passes.
+	Bus(ctx context.Context, run string, gate gossip.Gate, deliver func(from peer.ID, m gossip.Message)) (Publisher, error)
 	// Connect dials a join address and returns the peer there.
 	Connect(ctx context.Context, addr string) (peer.ID, error)
 	// Redial dials a known peer again at the addresses learnt for it.
@@ -33,6 +33,9 @@ type Network interface {
 	// Keep protects p's connections from pruning and records addrs
 	// (join addresses it gossiped) for dialing it directly.
 	Keep(p peer.ID, addrs []string)
+	// Learn records addrs for dialing p directly, briefly and without
+	// protecting anything: to greet a peer known only from gossip.
+	Learn(p peer.ID, addrs []string)
 	// JoinAddrs are the addresses others can join us at.
 	JoinAddrs() []string
 	BytesIn() int64
@@ -60,6 +63,7 @@ type hostNetwork struct {
 func newHostNetwork(cfg Config) (*hostNetwork, error) {
 	pc := p2p.DefaultConfig()
 	pc.Dir = cfg.Dir
+	pc.PSK = cfg.SwarmKey
 	if len(cfg.Listen) > 0 {
 		pc.ListenAddrs = cfg.Listen
 	}
@@ -90,8 +94,8 @@ func (t *hostNetwork) Handle(proto protocol.ID, h func(gossip.Stream)) {
 	t.h.SetStreamHandler(proto, func(s network.Stream) { h(t.wrap(s)) })
 }
 
-func (t *hostNetwork) Bus(ctx context.Context, run string, deliver func(peer.ID, gossip.Message)) (Publisher, error) {
-	return gossip.NewBus(ctx, t.h.Host, run, deliver)
+func (t *hostNetwork) Bus(ctx context.Context, run string, gate gossip.Gate, deliver func(peer.ID, gossip.Message)) (Publisher, error) {
+	return gossip.NewBus(ctx, t.h.Host, run, gate, deliver)
 }
 
 func (t *hostNetwork) Connect(ctx context.Context, addr string) (peer.ID, error) {
@@ -119,14 +123,23 @@ func (t *hostNetwork) OnDisconnect(f func(peer.ID)) {
 }
 
 func (t *hostNetwork) Keep(p peer.ID, addrs []string) {
-	mas, ok := t.book.admit(p, addrs, time.Now())
-	if !ok {
+	if !t.addAddrs(p, addrs, keptAddrTTL) {
 		return // the book is full of other peers: no addresses, no protection
 	}
-	if len(mas) > 0 {
-		t.h.Peerstore().AddAddrs(p, mas, keptAddrTTL)
-	}
 	t.h.ConnManager().Protect(p, "swarm")
+}
+
+func (t *hostNetwork) Learn(p peer.ID, addrs []string) { t.addAddrs(p, addrs, time.Minute) }
+
+// addAddrs records those of addrs that are p's (ending in /p2p/<p>), as
+// far as the address book's caps allow; false when the book is full of
+// other peers.
+func (t *hostNetwork) addAddrs(p peer.ID, addrs []string, ttl time.Duration) bool {
+	mas, ok := t.book.admit(p, addrs, time.Now())
+	if ok && len(mas) > 0 {
+		t.h.Peerstore().AddAddrs(p, mas, ttl)
+	}
+	return ok
 }
 
 func (t *hostNetwork) JoinAddrs() []string { return t.h.JoinAddrs() }

@@ -44,6 +44,8 @@ type Node struct {
 	av       *allreduce.Averager
 	strategy averaging.Strategy
 	adm      *gossip.Admission
+	admitted *admitted // peers whose hello was accepted; the gate of streams and gossip
+	greets   *greeter  // hellos to gossip authors not admitted yet
 	states   *statesync.Server
 	http     *httpServer
 	local    localTrainer
@@ -187,6 +189,8 @@ func New(cfg Config) (_ *Node, err error) {
 	n.log = slog.New(slog.NewTextHandler(logw, nil))
 	n.stats = stats{phase: "starting", partners: map[peer.ID]struct{}{}}
 	n.redials = newRedialer(10 * time.Minute)
+	n.admitted = newAdmitted(maxAdmitted)
+	n.greets = newGreeter()
 	n.dev = device.Detect()
 	if n.adv, err = loadAdversary(); err != nil {
 		return nil, err
@@ -213,6 +217,8 @@ func New(cfg Config) (_ *Node, err error) {
 		}
 		ownNet = true
 	}
+	// Every protocol but hello, now and later, serves admitted peers only.
+	n.net = gatedNetwork{Network: n.net, admitted: n.admitted.has}
 	self := n.net.Self()
 	shard := n.local.train
 	if cfg.Shards > 0 {
@@ -249,7 +255,11 @@ func New(cfg Config) (_ *Node, err error) {
 		// A peer suspected of sending different results to different
 		// members owns no part of our groups for a while.
 		NoPart: func(p peer.ID) bool { return n.av.Penalised(p) }}, matchView{n})
-	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), OnResult: n.onHello}
+	// Only holders of the key reach a keyed node: insiders, who may be
+	// told our values of the fields that differ. Without a key anyone
+	// may ask, and learns the fields' names alone.
+	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), Insiders: len(cfg.SwarmKey) > 0,
+		Admit: n.admitted.add, OnResult: n.onHello}
 	n.adm.Serve(n.net)
 	n.states = statesync.NewServer(n.net, n.run, n.servableStep, n.snapshot, nil)
 	if cfg.Run.Model.InitFrom != "" {
@@ -385,6 +395,10 @@ func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
 	if ok {
 		return
 	}
+	// Another run, or a peer we cannot admit: it is nobody to us.
+	n.admitted.remove(p)
+	n.view.Remove(p)
+	n.redials.left(p)
 	if inbound {
 		n.log.Warn("refused peer", "peer", p, "reason", reason)
 		fmt.Fprintf(os.Stderr, "swarmtrain: refused peer %s: %s\n", p, reason)
@@ -408,15 +422,15 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	// The bus outlives ctx: a cancelled node still announces its leave.
 	busCtx, stopBus := context.WithCancel(context.Background())
 	defer stopBus()
-	if n.bus, err = n.net.Bus(busCtx, n.run, n.deliver); err != nil {
+	if n.bus, err = n.net.Bus(busCtx, n.run, gossip.Gate{Admitted: n.admitted.has, Stranger: n.stranger}, n.deliver); err != nil {
 		return nil, err
 	}
 	defer n.bus.Close()
 	// A peer whose last connection closed (crash, kill, cut) is dropped
 	// from the view at once instead of after PeerExpiry: rounds stop
 	// waiting for it within moments. If it is alive, its next heartbeat
-	// brings it back.
-	n.net.OnDisconnect(n.view.Remove)
+	// gets it greeted, and once admitted again, counted.
+	n.net.OnDisconnect(n.lost)
 	if n.cfg.HTTP != "" {
 		if n.http, err = startHTTP(n, n.cfg.HTTP); err != nil {
 			return nil, err
@@ -485,6 +499,11 @@ func (n *Node) join(ctx context.Context, addr string) error {
 	defer cancel()
 	p, err := n.net.Connect(cctx, addr)
 	if err != nil {
+		if len(n.cfg.SwarmKey) > 0 && n.cfg.Network == nil {
+			// A key mismatch looks like a dead peer: the handshake
+			// never completes. Say which to check.
+			return fmt.Errorf("join %s: %w (if that node is up, it is on another swarm key: paste the whole join line it printed, --key included)", addr, err)
+		}
 		return fmt.Errorf("join %s: %w", addr, err)
 	}
 	if err := n.adm.Greet(cctx, n.net, p); err != nil {

@@ -174,6 +174,10 @@ func (n *Node) redial(ctx context.Context) {
 				n.redials.dialed(p, err == nil, time.Now())
 				if err == nil {
 					n.log.Info("reconnected", "peer", p)
+					// A new connection is a stranger's until a hello.
+					if n.greets.start(p, time.Now()) {
+						n.greet(p)
+					}
 				}
 			}()
 		}

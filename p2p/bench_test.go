@@ -45,12 +45,20 @@ func serveSink(h *Host, maxFrame int) {
 //	go test -run x -bench StreamThroughput -benchtime 20x ./p2p/
 func BenchmarkStreamThroughput(b *testing.B) {
 	const total, frame = 16 << 20, 1 << 20
-	for _, tc := range []struct{ name, addr string }{
-		{"tcp", "/tcp/"},
-		{"quic", "/quic-v1"},
+	key, err := NewSwarmKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, addr string
+		psk        []byte
+	}{
+		{"tcp", "/tcp/", nil},
+		{"tcp+key", "/tcp/", key}, // the private network's cipher under TLS
+		{"quic", "/quic-v1", nil},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			a, c := newTestHost(b, ""), newTestHost(b, "")
+			a, c := newKeyedHost(b, tc.psk), newKeyedHost(b, tc.psk)
 			serveSink(c, frame)
 			ctx := testCtx(b, time.Hour)
 			addr := ""

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -64,6 +65,14 @@ type Config struct {
 	// Identity, when non-nil, is used instead of Dir/identity.key: for tests
 	// and throwaway nodes whose peer ID need not survive a restart.
 	Identity crypto.PrivKey
+
+	// PSK, when set, makes the host a libp2p private network: every
+	// connection is encrypted with this 32-byte pre-shared key before the
+	// handshake, so a peer without it cannot complete one (it learns our
+	// peer ID from the address it dialled and nothing more). libp2p has no
+	// PSK for QUIC, so a keyed host runs TCP only: QUIC listen addresses
+	// are dropped and QUIC is never dialled. Empty: an open host.
+	PSK pnet.PSK
 
 	// ListenAddrs are the multiaddrs to listen on. Port 0 picks a free port.
 	// 0.0.0.0 listens on every interface; JoinAddrs expands it to concrete
@@ -191,10 +200,16 @@ func (c Config) Validate() error {
 	if c.Dir == "" && c.Identity == nil {
 		return errors.New("p2p config: Dir is empty and no Identity is set; the node needs a directory for identity.key")
 	}
+	if c.PSK != nil && len(c.PSK) != SwarmKeySize {
+		return fmt.Errorf("p2p config: PSK has %d bytes, want %d (or none for an open host)", len(c.PSK), SwarmKeySize)
+	}
 	for i, s := range c.ListenAddrs {
 		if _, err := ma.NewMultiaddr(s); err != nil {
 			return fmt.Errorf("p2p config: ListenAddrs[%d] %q is not a multiaddr: %w", i, s, err)
 		}
+	}
+	if c.PSK != nil && len(c.ListenAddrs) > 0 && len(c.listenAddrs()) == 0 {
+		return fmt.Errorf("p2p config: ListenAddrs %q are all QUIC, which a host with a PSK cannot use; add a TCP address", c.ListenAddrs)
 	}
 	if c.QUICFallback < 0 {
 		return fmt.Errorf("p2p config: QUICFallback %v must be >= 0", c.QUICFallback)
@@ -224,4 +239,27 @@ func (c Config) Validate() error {
 		return fmt.Errorf("p2p config: TCPNotSentLowat %d must be >= 0 bytes (0 = the kernel's default)", c.TCPNotSentLowat)
 	}
 	return nil
+}
+
+// listenAddrs are the ListenAddrs the host's transports serve: with a PSK,
+// TCP only (libp2p's QUIC transport refuses a private network).
+func (c Config) listenAddrs() []string {
+	if c.PSK == nil {
+		return c.ListenAddrs
+	}
+	var out []string
+	for _, s := range c.ListenAddrs {
+		if m, err := ma.NewMultiaddr(s); err == nil && isTCPOnly(m) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// isTCPOnly: a TCP address with nothing but TCP under it (not QUIC,
+// WebTransport or WebRTC over UDP).
+func isTCPOnly(a ma.Multiaddr) bool {
+	_, errTCP := a.ValueForProtocol(ma.P_TCP)
+	_, errUDP := a.ValueForProtocol(ma.P_UDP)
+	return errTCP == nil && errUDP != nil
 }

@@ -45,8 +45,8 @@ type Host struct {
 	in, out *atomic.Int64
 }
 
-// New starts a host listening on cfg.ListenAddrs with TCP and QUIC, TLS 1.3
-// and Noise (TLS preferred: it is the faster of the two on TCP), and yamux.
+// New starts a host listening on cfg.ListenAddrs with TCP and QUIC (TCP
+// alone when cfg.PSK makes it a private network), TLS 1.3 and Noise (TLS preferred: it is the faster of the two on TCP), and yamux.
 // The relay transport stays enabled for dialing, so NAT traversal can be
 // added later without changing callers. Close the host to release its ports.
 func New(cfg Config) (*Host, error) {
@@ -71,8 +71,8 @@ func New(cfg Config) (*Host, error) {
 	}
 	bw := &countingReporter{BandwidthCounter: metrics.NewBandwidthCounter()}
 	listen := libp2p.NoListenAddrs
-	if len(cfg.ListenAddrs) > 0 {
-		listen = libp2p.ListenAddrStrings(cfg.ListenAddrs...)
+	if addrs := cfg.listenAddrs(); len(addrs) > 0 {
+		listen = libp2p.ListenAddrStrings(addrs...)
 	}
 	// A copy of libp2p's yamux settings (the default is shared by every
 	// host) with our window; see Config.MaxStreamWindow.
@@ -104,7 +104,6 @@ func New(cfg Config) (*Host, error) {
 		// apart another way (say, only the lower peer ID dials). QUIC is
 		// unaffected: it sends everything from its listening socket.
 		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
-		libp2p.Transport(libp2pquic.NewTransport),
 		libp2p.Security(tlssec.ID, tuneSecurity(tlssec.New, cfg.TCPNotSentLowat)),
 		libp2p.Security(noise.ID, tuneSecurity(noise.New, cfg.TCPNotSentLowat)),
 		libp2p.Muxer(yamux.ID, &mux),
@@ -115,6 +114,13 @@ func New(cfg Config) (*Host, error) {
 		// Prometheus collectors are process-global; a demo runs several
 		// hosts in one process, and /status reads Bandwidth instead.
 		libp2p.DisableMetrics(),
+	}
+	if cfg.PSK != nil {
+		// The key guards every connection before the handshake; QUIC has
+		// no such layer in libp2p (it refuses to start with a PSK).
+		opts = append(opts, libp2p.PrivateNetwork(cfg.PSK))
+	} else {
+		opts = append(opts, libp2p.Transport(libp2pquic.NewTransport))
 	}
 	if cfg.PreferTCP {
 		opts = append(opts, libp2p.SwarmOpts(swarm.WithDialRanker(tcpFirstRanker(cfg.QUICFallback))))

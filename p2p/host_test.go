@@ -264,6 +264,8 @@ func TestConfigValidate(t *testing.T) {
 		"ConnGrace":       func(c *Config) { c.ConnGrace = -time.Second },
 		"MaxStreamWindow": func(c *Config) { c.MaxStreamWindow = 64 << 10 },
 		"TCPNotSentLowat": func(c *Config) { c.TCPNotSentLowat = -1 },
+		"PSK has 31":      func(c *Config) { c.PSK = make([]byte, 31) },
+		"all QUIC":        func(c *Config) { c.PSK = make([]byte, 32); c.ListenAddrs = []string{"/ip4/127.0.0.1/udp/0/quic-v1"} },
 	}
 	big := ok
 	big.MaxStreamWindow = maxStreamWindow + 1

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/swarmtrain/swarmtrain/node"
+	"github.com/swarmtrain/swarmtrain/p2p"
 	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
@@ -55,7 +56,7 @@ func demoCmd() *cobra.Command {
 		Short: "Run a local swarm: N node processes train MNIST together on loopback",
 		Long: `Start a swarm of N nodes on this machine, each its own OS process with its own
 libp2p host, identity and data shard, joined over loopback exactly as separate
-machines would join. It shows live progress, then prints the test accuracy and
+machines would join, with one swarm key (so over TCP). It shows live progress, then prints the test accuracy and
 every node's state hash (equal hashes: the replicas never diverged).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -143,6 +144,12 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 	if err := node.WriteRunConfig(runFile, rc); err != nil {
 		return err
 	}
+	// One swarm, one key: the nodes read it from a file (not from their
+	// command lines, which other users of the machine can see).
+	keyFile := filepath.Join(dir, p2p.SwarmKeyFile)
+	if _, _, err := p2p.LoadOrCreateSwarmKey(keyFile); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "demo: %d nodes on loopback, run %s, %s, %d steps of %d samples, %s\n",
 		n, rc.ID(), describeModel(rc), rc.Optimizer.Steps, rc.Optimizer.TargetBatch, rc.Optimizer.Name)
 	for _, c := range rc.Caveats() {
@@ -162,7 +169,7 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		os.RemoveAll(filepath.Join(d, "result.json"))
 		os.RemoveAll(filepath.Join(d, "node.json"))
 		args := []string{"node", "--dir", d, "--quiet", "--log-file", filepath.Join(d, "node.log"),
-			"--listen", "/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--http", "127.0.0.1:0",
+			"--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0", "--key-file", keyFile, // a swarm key: TCP only
 			"--min-peers", strconv.Itoa(n), "--shard", fmt.Sprintf("%d/%d", i, n), "--linger", "3s", "--run-config", runFile}
 		args = append(args, dataArgs(cfg)...)
 		if cfg.CheckpointEvery > 0 {

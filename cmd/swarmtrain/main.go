@@ -3,7 +3,8 @@
 //
 //	swarmtrain demo                       # 4 local nodes train MNIST, print accuracy
 //	swarmtrain node                       # start a swarm; prints how others join
-//	swarmtrain node --join /ip4/…/p2p/…   # join it from another machine
+//	swarmtrain node --join /ip4/…/p2p/… --key …  # join it: paste the line it printed
+//	swarmtrain node --open                # a public swarm, no key (prints the trade-offs)
 //	swarmtrain devices                    # what this machine can offer
 package main
 
@@ -18,7 +19,7 @@ func main() {
 	root := &cobra.Command{
 		Use:           "swarmtrain",
 		Short:         "Peer-to-peer decentralized deep-learning trainer",
-		Long:          "swarmtrain trains one model on many machines that join and leave freely.\nEvery node trains on its own data shard; gradients are averaged across the swarm over libp2p.",
+		Long:          "swarmtrain trains one model on many machines that join and leave freely.\nEvery node trains on its own data shard; gradients are averaged across the swarm over libp2p.\nA swarm has a secret key (its first node creates it and prints it in the join line;\nwith a key the swarm runs over TCP only, QUIC cannot carry it) unless started with --open.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -153,6 +153,7 @@ func nodeCmd() *cobra.Command {
 		port           int
 		asJSON, quiet  bool
 		data           dataFlags
+		key            keyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -163,15 +164,28 @@ Without --join it starts a new swarm and prints the command others use to join.
 With --join it connects to a peer, checks that both are on the same run (same
 model, data and hyperparameters; otherwise both sides print why they refused),
 downloads the current state if the swarm is already training, and trains along.
-Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
+Stop it with Ctrl-C: it tells the swarm it is leaving and exits.
+
+Every swarm has a secret key unless it is started with --open. The first node
+creates one (saved as swarm.key in its --dir, reused on restart) and prints it
+in the join line: paste that whole line on the other machines. Without the key
+no connection to the swarm completes. libp2p's private networks do not work
+over QUIC, so a swarm with a key runs over TCP only. --open runs a public swarm
+instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 		Example: `  swarmtrain node --dir ./n1 --port 4001
-  swarmtrain node --dir ./n2 --join /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW...`,
+  swarmtrain node --dir ./n2 --join /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW... --key 3f9a...
+  swarmtrain node --dir ./n3 --join /ip4/192.0.2.1/tcp/4001/p2p/12D3KooW... --key-file swarm.key
+  swarmtrain node --dir ./pub --open`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if cfg.Shard, cfg.Shards, err = parseShard(shard); err != nil {
 				return err
 			}
+			if cfg.SwarmKey, err = key.resolve(cfg.Dir, len(cfg.Join) > 0); err != nil {
+				return err
+			}
+			cfg.Open = key.open
 			if cfg.Run, err = runs.run(); err != nil {
 				return err
 			}
@@ -210,9 +224,10 @@ Stop it with Ctrl-C: it tells the swarm it is leaving and exits.`,
 	fs := cmd.Flags()
 	runs = addRunFlags(fs, &cfg.Run)
 	fs.StringVar(&cfg.Dir, "dir", "swarmtrain-node", "node directory: identity key, node.json, result.json (one per node)")
-	fs.IntVar(&port, "port", 0, "TCP and UDP (QUIC) port to listen on; 0 picks a free one")
+	fs.IntVar(&port, "port", 0, "TCP and UDP (QUIC) port to listen on; 0 picks a free one (with a swarm key: TCP only)")
 	fs.StringSliceVar(&cfg.Listen, "listen", cfg.Listen, "multiaddrs to listen on (overrides --port)")
-	fs.StringSliceVar(&cfg.Join, "join", nil, "multiaddr of a peer to join, /ip4/…/tcp/…/p2p/12D3…; repeatable")
+	fs.StringSliceVar(&cfg.Join, "join", nil, "multiaddr of a peer to join, /ip4/…/tcp/…/p2p/12D3…; repeatable; needs the swarm's --key (or --open)")
+	key.bind(fs)
 	fs.StringVar(&cfg.HTTP, "http", "", "serve /status and /metrics on this address, e.g. 127.0.0.1:9090")
 	data.bind(fs)
 	fs.StringVar(&shard, "shard", "", "train on shard K of N of the training set (K/N, 0-based); default: whole set in a per-peer order")
@@ -237,11 +252,16 @@ func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Open {
+		// Always, even with --quiet: whoever runs an open swarm should
+		// see what it means each time.
+		fmt.Fprint(os.Stderr, openTradeOffs)
+	}
 	if !quiet {
 		addrs := n.Addrs()
 		fmt.Fprintf(os.Stderr, "swarmtrain node %s\n  run %s  device: %s\n", n.ID(), n.RunID(), n.Device().Summary())
 		if len(addrs) > 0 {
-			fmt.Fprintf(os.Stderr, "  join with: swarmtrain node --join %s\n", addrs[0])
+			fmt.Fprintf(os.Stderr, "  join with: %s\n", joinLine(addrs[0], cfg))
 			for _, a := range addrs[1:] {
 				fmt.Fprintf(os.Stderr, "         or: --join %s\n", a)
 			}

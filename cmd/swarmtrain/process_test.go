@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,6 +39,10 @@ type proc struct {
 	err    error
 }
 
+// testSwarmKey is the swarm key the process tests' nodes share unless a
+// test gives its own (--key, --key-file) or runs open (--open).
+const testSwarmKey = "5eb0ffe1d2c3b4a5968778695a4b3c2d1e0f1a2b3c4d5e6f708192a3b4c5d6e7"
+
 // startNode starts `swarmtrain node` as its own process on loopback.
 func startNode(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
@@ -54,7 +59,16 @@ func startNodeWith(t *testing.T, dir, listen string, command func(string, ...str
 	}
 	base := []string{"node", "--dir", dir, "--quiet", "--log-file", filepath.Join(dir, "node.log"),
 		"--listen", listen}
-	cmd := command(exe, append(base, args...)...)
+	if !slices.ContainsFunc(args, func(a string) bool { return a == "--key" || a == "--key-file" || a == "--open" }) {
+		base = append(base, "--key", testSwarmKey) // one swarm unless the test says otherwise
+	}
+	return startProcess(t, dir, command(exe, append(base, args...)...))
+}
+
+// startProcess starts cmd, a `swarmtrain node` of the test binary in dir,
+// and kills it when the test ends.
+func startProcess(t *testing.T, dir string, cmd *exec.Cmd) *proc {
+	t.Helper()
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
 	p := &proc{t: t, dir: dir, cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
