@@ -189,6 +189,11 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 			if cfg.Run, err = runs.run(); err != nil {
 				return err
 			}
+			if cfg.Open && !cmd.Flags().Changed("aggregate") && (cfg.Run.Averaging.Aggregate == "" || cfg.Run.Averaging.Aggregate == "mean") {
+				// Strangers may join an open run: its owners clip every
+				// copy unless the run says otherwise (--aggregate mean).
+				cfg.Run.Averaging.Aggregate = "clip"
+			}
 			if err := initFrom(&cfg.Run, cfg.InitPath); err != nil {
 				return err
 			}

@@ -184,7 +184,21 @@ func TestOpenSwarm(t *testing.T) {
 			t.Errorf("%s: an open node made a swarm key", p.dir)
 		}
 	}
-	if ra, rb := a.result(), b.result(); ra.Step != 40 || rb.Hash != ra.Hash {
+	ra, rb := a.result(), b.result()
+	if ra.Step != 40 || rb.Hash != ra.Hash {
 		t.Errorf("a ended at step %d with %s, b with %s: want step 40, one state", ra.Step, ra.Hash, rb.Hash)
+	}
+	// Strangers may join an open run, so its owners clip by default.
+	clip := node.DefaultRunConfig()
+	var args []flagArg
+	for i := 0; i < len(smallRun); i += 2 {
+		args = append(args, flagArg{strings.TrimPrefix(smallRun[i], "--"), smallRun[i+1]})
+	}
+	if err := setRunFlags(&clip, args); err != nil {
+		t.Fatal(err)
+	}
+	clip.Averaging.Aggregate = "clip"
+	if ra.Run != clip.ID() {
+		t.Errorf("the open run is %s, want %s (the same run with --aggregate clip)", ra.Run, clip.ID())
 	}
 }
