@@ -77,8 +77,9 @@ const openTradeOffs = `swarmtrain: --open: this is a public swarm with no key.
     differ (not our values, not the run ID); only peers whose hello was accepted
     open streams or are counted; messages are validated and size-capped.
   - What an admitted stranger can still do is bounded only by the swarm's other
-    defences (capped sample counts, robust aggregation at the part owners, state
-    adopted on a quorum); it can still slow rounds down or leave mid-round.
+    defences (capped sample counts, state adopted on a quorum, and the part
+    owners' robust rule: clip, unless --aggregate says otherwise); it can still
+    slow rounds down or leave mid-round.
   - QUIC stays on (a swarm key would make the swarm TCP only).
   For a closed swarm, start without --open: the join line then carries a key.
 `
