@@ -245,8 +245,8 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 	// peer holds at most one trial however many streams it opens.
 	var mu sync.Mutex
 	current := map[string]*context.CancelFunc{} // peer → kicks its stream
-	// TODO(issue 14): authenticate workers by the swarm key once p2p has
-	// it: refuse here any peer the key's admission did not let in.
+	// Workers are authenticated below us: the coordinator's host holds the
+	// sweep's key (a libp2p private network), so only key holders connect.
 	h.SetStreamHandler(SweepProtocol, func(raw network.Stream) {
 		active.Add(1)
 		defer active.Done()
@@ -277,8 +277,14 @@ func ServeSweep(ctx context.Context, h *p2p.Host, q *SweepQueue, log func(string
 			if !ok {
 				if q.Left() == 0 {
 					b, _ := json.Marshal(sweepMsg{Done: true})
-					s.Send(b)
-					s.Close()
+					if s.Send(b) == nil && s.CloseWrite() == nil {
+						// Wait (bounded by the silence timeout) until the
+						// worker hangs up, which it does on reading
+						// "done": the caller closes the host after drain,
+						// which would otherwise cut "done" off in flight.
+						s.Recv(maxSweepFrame)
+					}
+					s.Reset()
 					return
 				}
 				select { // others hold the rest; one may come back

@@ -157,6 +157,7 @@ func sweepCmd() *cobra.Command {
 		asJSON bool
 		serve  bool
 		port   int
+		key    keyFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "sweep",
@@ -170,13 +171,14 @@ Names: ` + strings.Join(sweepNames, ", ") + `;
 values are read as the run flags of the same names read them.
 
 With --serve the trials run on other machines instead: this process prints an
-address, every machine that runs "swarmtrain sweep-worker --join ADDR" takes
+address and a key, every machine that runs "swarmtrain sweep-worker --join ADDR
+--key KEY" (as printed) takes
 trials one at a time until none is left (a worker that vanishes gives its trial
 back), and the table lists which peer trained each.`,
 		Example: `  swarmtrain sweep --steps 300 --param lr=1e-3,3e-3 --param hidden=64,256
   swarmtrain sweep --steps 300 --random 8 --param lr=log:1e-4:1e-2 --param optimizer=adam,momentum
   swarmtrain sweep --serve --port 4100 --param lr=1e-3,3e-3,1e-2   # then, on each worker machine:
-  swarmtrain sweep-worker --join /ip4/192.0.2.1/tcp/4100/p2p/12D3KooW...`,
+  swarmtrain sweep-worker --join /ip4/192.0.2.1/tcp/4100/p2p/12D3KooW... --key 3f9a...`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -233,6 +235,9 @@ back), and the table lists which peer trained each.`,
 			}
 			var results []trialResult
 			if serve {
+				if cfg.SwarmKey, err = key.resolve(tmp, false); err != nil {
+					return err
+				}
 				results, err = serveSweep(cmd, cfg, runs, tmp, port)
 			} else {
 				results, err = runSweep(cmd, cfg, runs, tmp, asJSON)
@@ -252,6 +257,7 @@ back), and the table lists which peer trained each.`,
 	fs.BoolVar(&asJSON, "json", false, "print the results as JSON")
 	fs.BoolVar(&serve, "serve", false, "run no trial here: hand the trials to worker peers (swarmtrain sweep-worker --join …) and collect their results")
 	fs.IntVar(&port, "port", 0, "with --serve: TCP port to listen on (0: any free port)")
+	key.bind(fs) // with --serve: workers need the key (a new one unless given) or --open
 	return cmd
 }
 
@@ -274,6 +280,7 @@ func serveSweep(cmd *cobra.Command, base node.Config, ts []node.Trial, tmp strin
 	pc := p2p.DefaultConfig()
 	pc.Dir = tmp
 	pc.ListenAddrs = []string{fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", port)}
+	pc.PSK = base.SwarmKey // only workers holding it can connect
 	h, err := p2p.New(pc)
 	if err != nil {
 		return nil, err
@@ -282,7 +289,11 @@ func serveSweep(cmd *cobra.Command, base node.Config, ts []node.Trial, tmp strin
 	q := node.NewSweepQueue(ts)
 	errw := cmd.ErrOrStderr()
 	drain := node.ServeSweep(cmd.Context(), h, q, func(msg string, kv ...any) { fmt.Fprintln(errw, append([]any{"sweep:", msg}, kv...)...) })
-	fmt.Fprintf(errw, "sweep: %d trials; workers join with:\n  swarmtrain sweep-worker --join %s\n", len(ts), h.JoinAddrs()[0])
+	join := "--open --join " + h.JoinAddrs()[0]
+	if base.SwarmKey != nil {
+		join = "--join " + h.JoinAddrs()[0] + " --key " + p2p.FormatSwarmKey(base.SwarmKey)
+	}
+	fmt.Fprintf(errw, "sweep: %d trials; workers join with:\n  swarmtrain sweep-worker %s\n", len(ts), join)
 	var stopped error
 	if err := q.Wait(cmd.Context()); err != nil {
 		stopped = fmt.Errorf("sweep stopped with %d of %d trials left: %w", q.Left(), len(ts), err)
@@ -304,6 +315,7 @@ func sweepWorkerCmd() *cobra.Command {
 	var (
 		join string
 		data dataFlags
+		key  keyFlags
 	)
 	cfg := node.DefaultConfig()
 	cmd := &cobra.Command{
@@ -322,8 +334,13 @@ func sweepWorkerCmd() *cobra.Command {
 			if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 				return err
 			}
+			psk, err := key.resolve(cfg.Dir, true)
+			if err != nil {
+				return err
+			}
 			pc := p2p.DefaultConfig()
 			pc.Dir = cfg.Dir
+			pc.PSK = psk
 			pc.ListenAddrs = nil // dial-only: the coordinator never dials us
 			h, err := p2p.New(pc)
 			if err != nil {
@@ -339,6 +356,7 @@ func sweepWorkerCmd() *cobra.Command {
 	fs.StringVar(&join, "join", "", "the coordinator's multiaddr, as sweep --serve prints it")
 	fs.StringVar(&cfg.Dir, "dir", "swarmtrain-sweep-worker", "folder for this worker's identity and trial folders")
 	data.bind(fs)
+	key.bind(fs)
 	return cmd
 }
 

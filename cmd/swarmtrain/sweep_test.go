@@ -1,10 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -101,4 +107,85 @@ func TestSweepRunsAndSorts(t *testing.T) {
 	if len(res) != 2 || res[0].Accuracy < res[1].Accuracy || res[0].Error != "" || res[0].Trial != "lr=3e-3" {
 		t.Fatalf("results %+v: want both trials, lr=3e-3 first", res)
 	}
+}
+
+// A served sweep is keyed like a swarm: the coordinator prints its key
+// in the worker's line, a worker with another key cannot connect, and
+// one with the printed key trains the trial.
+func TestServedSweepNeedsTheKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains")
+	}
+	if err := runWorker(t, "--join", "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"); err == nil || !strings.Contains(err.Error(), "needs the swarm's key") {
+		t.Fatalf("a worker without a key: %v, want the missing key named", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	serve := sweepCmd()
+	serve.SetArgs([]string{"--serve", "--steps", "5", "--warmup", "1", "--hidden", "8", "--param", "lr=3e-3", "--json"})
+	logs := &lockedBuffer{}
+	var out strings.Builder
+	serve.SetOut(&out)
+	serve.SetErr(logs)
+	served := make(chan error, 1)
+	go func() { served <- serve.ExecuteContext(ctx) }()
+	var line []string
+	checkFor(t, time.Minute, 20*time.Millisecond, func() error {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if _, rest, ok := strings.Cut(l, "swarmtrain sweep-worker "); ok {
+				line = strings.Fields(rest)
+				return nil
+			}
+		}
+		return errors.New("no worker line yet")
+	})
+	if len(line) != 4 || line[0] != "--join" || line[2] != "--key" {
+		t.Fatalf("the worker line is %q, want --join ADDR --key KEY", line)
+	}
+	other := strings.Repeat("ab", 32)
+	t0 := time.Now()
+	werr := runWorker(t, line[0], line[1], "--key", other)
+	t.Logf("wrong key after %v: %v", time.Since(t0), werr)
+	if err := werr; err == nil {
+		t.Fatal("a worker with another key connected to the coordinator")
+	}
+	if err := runWorker(t, line...); err != nil {
+		t.Fatalf("the worker with the printed key: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("sweep --serve: %v\n%s", err, logs)
+	}
+	var res []trialResult
+	if err := json.Unmarshal([]byte(out.String()), &res); err != nil || len(res) != 1 || res[0].Error != "" {
+		t.Fatalf("results %q (%v): want the one trial trained", out.String(), err)
+	}
+}
+
+func runWorker(t *testing.T, args ...string) error {
+	t.Helper()
+	w := sweepWorkerCmd()
+	w.SetArgs(append([]string{"--dir", t.TempDir()}, args...))
+	w.SetOut(io.Discard)
+	w.SetErr(io.Discard)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return w.ExecuteContext(ctx)
+}
+
+// lockedBuffer is a bytes.Buffer safe for one writer and one reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
