@@ -201,7 +201,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.rep.params = make([]float32, np)
 	n.local.model.ReadParams(n.rep.params)
 	n.rep.optState = n.local.opt.AppendState(nil)
-	n.rep.hash = statesync.HashState(0, n.rep.params, n.rep.optState)
+	n.rep.hash = statesync.HashState(0, n.rep.params, n.rep.optState, nil)
 
 	if n.net = cfg.Network; n.net == nil {
 		if n.net, err = newHostNetwork(cfg); err != nil {

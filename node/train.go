@@ -289,7 +289,7 @@ func diverged(step uint64, params []float32, lr float32) error {
 func (n *Node) commitLocked(step uint64, members []peer.ID) {
 	n.rep.step = step
 	n.rep.optState = n.local.opt.AppendState(n.rep.optState[:0])
-	n.rep.hash = statesync.HashState(n.rep.step, n.rep.params, n.rep.optState)
+	n.rep.hash = statesync.HashState(n.rep.step, n.rep.params, n.rep.optState, n.rep.lastGroup)
 	if members == nil {
 		return
 	}

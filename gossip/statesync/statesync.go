@@ -129,7 +129,7 @@ func (s *Server) pinLocked(step uint64) *pinnedState {
 	}
 	p := &pinnedState{step: step, params: snap.Params, opt: snap.Opt, group: snap.Group}
 	p.chunks = ChunkHashes(p.params, p.opt)
-	p.hash = hashManifest(step, len(p.params), len(p.opt), p.chunks)
+	p.hash = hashManifest(step, len(p.params), len(p.opt), p.chunks, p.group)
 	s.pinned[step] = p
 	return p
 }
@@ -481,7 +481,7 @@ func pinOne(ctx context.Context, t gossip.Transport, p peer.ID, req Request) (do
 		}
 		copy(chunks[i][:], h)
 	}
-	if got := hashManifest(c.m.Step, c.m.NParams, c.m.NOpt, chunks); got != c.m.Hash {
+	if got := hashManifest(c.m.Step, c.m.NParams, c.m.NOpt, chunks, c.m.Group); got != c.m.Hash {
 		return fail(fmt.Errorf("manifest hashes to %s, not the announced %s", got, c.m.Hash))
 	}
 	c.s = s
@@ -560,7 +560,7 @@ func (d *Download) download(ctx context.Context, conns []donorConn, f *Fetched) 
 	}
 	*d = Download{} // the caller owns vals now
 	f.Snapshot = Snapshot{Step: m.Step, Params: vals[:m.NParams:m.NParams], Opt: vals[m.NParams:], Group: m.Group}
-	f.Hash = HashState(m.Step, f.Params, f.Opt)
+	f.Hash = HashState(m.Step, f.Params, f.Opt, m.Group)
 	if f.Hash != m.Hash { // cannot happen when every chunk matched; cheap to be sure
 		return fmt.Errorf("downloaded state hashes to %s, not %s", f.Hash, m.Hash)
 	}
