@@ -74,12 +74,15 @@ func (s *memSwarm) Partition(one []peer.ID) {
 	for _, p := range one {
 		s.side[p] = true
 	}
+	// Every peer across the cut is lost, connected or not: a node Keeps a
+	// connection to every peer it hears of (a no-op here), so on a real
+	// network each of them would disconnect.
 	var lost [][2]*memNode
 	for _, a := range s.nodes {
-		for b := range a.conns {
-			if s.cut(a.Self(), b) {
-				delete(a.conns, b)
-				lost = append(lost, [2]*memNode{a, s.nodes[b]})
+		for id, b := range s.nodes {
+			if s.cut(a.Self(), id) {
+				delete(a.conns, id)
+				lost = append(lost, [2]*memNode{a, b})
 			}
 		}
 	}
@@ -218,7 +221,15 @@ func (n *memNode) Bus(ctx context.Context, run string, deliver func(peer.ID, gos
 			case <-ctx.Done():
 				return
 			case m := <-b.in:
-				deliver(m.from, m.msg)
+				// A cut also loses what was still in flight across it: a
+				// heartbeat queued before the cut must not bring a peer
+				// from the other side back into the view afterwards.
+				n.sw.mu.Lock()
+				cut := n.sw.cut(m.from, n.Self())
+				n.sw.mu.Unlock()
+				if !cut {
+					deliver(m.from, m.msg)
+				}
 			}
 		}
 	}()

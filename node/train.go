@@ -203,6 +203,7 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
 	}
 	prev := n.rep.lastGroup
 	n.rep.lastGroup = members
+	n.part.Round(n.ID(), members)
 	n.commitLocked(step+1, members)
 	n.mu.Unlock()
 	n.publish(step + 1)
@@ -222,6 +223,9 @@ func (n *Node) install(step uint64, params []float32, members, group []peer.ID) 
 	n.mu.Lock()
 	copy(n.rep.params, params)
 	n.rep.lastGroup = group
+	if members != nil {
+		n.part.Round(n.ID(), members)
+	}
 	n.commitLocked(step, members)
 	n.mu.Unlock()
 	n.publish(step)

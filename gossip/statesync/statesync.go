@@ -311,6 +311,10 @@ type Request struct {
 	// Want is the hash the swarm agrees on at Step, when known: donors
 	// announcing another state are not used. Empty: the donors' majority.
 	Want string
+	// MinVouch is how many donors must announce the chosen state (at
+	// least one): a state one donor alone announces is not downloaded
+	// when the swarm asks for two.
+	MinVouch int
 	// Clock times the wait for each donor's manifest (nil: the wall
 	// clock); tests pass a clock.Mock.
 	Clock clock.Clock
@@ -385,8 +389,9 @@ type donorConn struct {
 }
 
 // pinAll asks every donor to pin req.Step and keeps those announcing the
-// chosen state: Want if given, else the state most donors announced. It
-// also reports the newest step of the donors that could not pin it.
+// chosen state: Want if given, else the state most donors announced; none
+// when fewer than req.MinVouch announced it. It also reports the newest
+// step of the donors that could not pin it.
 func pinAll(ctx context.Context, t gossip.Transport, donors []peer.ID, req Request, failed map[peer.ID]error) ([]donorConn, uint64) {
 	type answer struct {
 		c   donorConn
@@ -416,11 +421,15 @@ func pinAll(ctx context.Context, t gossip.Transport, donors []peer.ID, req Reque
 	if chosen == "" {
 		chosen = gossip.Consensus(votes)
 	}
+	few := votes[chosen] < req.MinVouch
 	var out []donorConn
 	for i, a := range answers {
 		switch {
 		case a.err != nil:
 			failed[donors[i]] = a.err
+		case few:
+			failed[donors[i]] = fmt.Errorf("announced state %s, which %d donors vouch for, fewer than the %d needed", a.c.m.Hash, votes[a.c.m.Hash], req.MinVouch)
+			a.c.s.Reset()
 		case a.c.m.Hash != chosen:
 			failed[donors[i]] = fmt.Errorf("announced state %s, not the chosen %s", a.c.m.Hash, chosen)
 			a.c.s.Reset()

@@ -363,6 +363,30 @@ func TestStateSyncFollowsWantedHash(t *testing.T) {
 	}
 }
 
+// With MinVouch 2, a state only one donor announces is not downloaded,
+// even when that donor is the only one that answered (a hostile peer
+// serving its own zeroed state under a manifest that hashes right); two
+// donors announcing one state outvote it.
+func TestStateSyncNeedsMinVouch(t *testing.T) {
+	_, ts, ids, rs := donorsAt(t, 3, 4)
+	zero := Snapshot{Step: 4, Params: make([]float32, testNParams), Opt: make([]float32, testNOpt)}
+	rs[0].srv.snapshot = func() (Snapshot, error) { return zero, nil }
+	req := request(4)
+	req.MinVouch = 2
+	_, err := Fetch(context.Background(), ts[3], ids[:1], req)
+	if err == nil || !strings.Contains(err.Error(), "fewer than the 2 needed") {
+		t.Fatalf("one hostile donor: %v, want a refusal for too few vouching donors", err)
+	}
+	f, err := Fetch(context.Background(), ts[3], ids[:3], req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, f, 4)
+	if f.Chunks[ids[0]] != 0 {
+		t.Error("the hostile donor delivered chunks")
+	}
+}
+
 // When every donor of a download dies, the chunks already verified are
 // kept: the next attempt at the same state fetches only the rest.
 func TestStateSyncResumesAfterAllDonorsDie(t *testing.T) {
