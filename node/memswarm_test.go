@@ -108,6 +108,9 @@ type memNode struct {
 	buses  []*memBus
 	onDisc []func(peer.ID)
 	closed bool
+	// tamper, when set, rewrites what this node publishes: a hostile
+	// member's lies (see hostile_test.go).
+	tamper func(*gossip.Message)
 }
 
 var _ Network = (*memNode)(nil)
@@ -252,11 +255,18 @@ type memBus struct {
 }
 
 func (b *memBus) Publish(ctx context.Context, m gossip.Message) error {
+	s := b.node.sw
+	s.mu.Lock()
+	tamper := b.node.tamper
+	s.mu.Unlock()
+	if tamper != nil {
+		m = cloneMessage(m)
+		tamper(&m)
+	}
 	data, err := gossip.Encode(m)
 	if err != nil {
 		return err
 	}
-	s := b.node.sw
 	s.mu.Lock()
 	if b.node.closed {
 		s.mu.Unlock()
@@ -292,6 +302,27 @@ func (b *memBus) Publish(ctx context.Context, m gossip.Message) error {
 }
 
 func (b *memBus) Close() { b.cancel() }
+
+// cloneMessage copies m's heartbeat and progress, so a tamper function
+// does not rewrite the publisher's own copy.
+func cloneMessage(m gossip.Message) gossip.Message {
+	if m.Heartbeat != nil {
+		hb := *m.Heartbeat
+		m.Heartbeat = &hb
+	}
+	if m.Progress != nil {
+		p := *m.Progress
+		m.Progress = &p
+	}
+	return m
+}
+
+// setTamper makes f rewrite everything this node publishes from now on.
+func (n *memNode) setTamper(f func(*gossip.Message)) {
+	n.sw.mu.Lock()
+	n.tamper = f
+	n.sw.mu.Unlock()
+}
 
 // tinyData writes a small synthetic MNIST-format CSV pair (4×4 images,
 // ten classes, each lighting two pixels over noise) to a fresh
