@@ -190,11 +190,14 @@ func TestInProcessHostileClaimsIgnored(t *testing.T) {
 			}
 			// Each phase: the honest nodes train on (20 more steps each),
 			// never at the liar's hash, and log its claim with the reason.
+			var claimed []string // the liar's hashes
 			for _, phase := range []struct {
 				claim  uint64
 				reason string
 			}{{500_000, "ahead of what the swarm's rounds show"}, {5_000_000, "beyond the run's last step"}} {
 				l.claim(phase.claim)
+				_, h := l.claimed()
+				claimed = append(claimed, h)
 				var from []uint64
 				for _, r := range honest {
 					from = append(from, r.n.currentStep())
@@ -218,10 +221,18 @@ func TestInProcessHostileClaimsIgnored(t *testing.T) {
 					return nil
 				})
 			}
-			for j, r := range honest {
-				st := r.n.Status()
-				if st.StateSyncs != 0 || strings.Contains(honestLogs[j].String(), "replacing local state") {
-					t.Errorf("node %d replaced its state (%d syncs)", j, st.StateSyncs)
+			// A node that falls behind its honest peers (a loaded machine
+			// under -race) may still download their state; never the liar's.
+			for j := range honest {
+				for _, line := range strings.Split(honestLogs[j].String(), "\n") {
+					if !strings.Contains(line, "replacing local state") && !strings.Contains(line, "state synced") {
+						continue
+					}
+					for _, h := range claimed {
+						if strings.Contains(line, h) || strings.Contains(line, " step=500000 ") || strings.Contains(line, " step=5000000 ") {
+							t.Errorf("node %d adopted the claim: %s", j, line)
+						}
+					}
 				}
 				for _, p := range liars {
 					if c := strings.Count(honestLogs[j].String(), "ignoring a peer's claimed step\" peer="+p.String()); c != 2 {

@@ -67,6 +67,8 @@ func TestWeightedDecisions(t *testing.T) {
 			diverged: "w", donors: ids("a", "b", "c"), top: 5},
 		{name: "two light participants are outweighed", hash: "x",
 			live: []gossip.Member{m("a", 5, "w", 0), m("b", 5, "w", 0), m("c", 5, "x", 0)}, weight: weights("a", 1, "b", 1, "c", 3)},
+		{name: "participants busy syncing still count against one far-ahead claim", hash: "x",
+			live: []gossip.Member{m("a", 5, "", 7), m("b", 5, "", 7), m("c", 900, "z", 0)}, weight: weights("a", 1, "b", 1, "c", 1)},
 		{name: "a quorum ahead: behind, with donors", hash: "x",
 			live: []gossip.Member{m("a", 7, "p", 0), m("b", 7, "p", 0), m("c", 5, "x", 0), m("s0", 900, "z", 0)}, weight: weights("a", 1, "b", 1, "c", 1),
 			behind: true, donors: ids("a", "b", "c"), top: 7},

@@ -75,33 +75,56 @@ type voter struct {
 	w int
 }
 
-// voters are the trainers that vouch for states, with their weights:
+// electorate is who vouches for states, and how much.
+type electorate struct {
+	active []voter // voters not downloading a state: their steps and hashes count
+	self   int     // our own weight
+	total  int     // the weight of every voter: syncing ones and self included
+	n      int     // how many voters, self included when it weighs
+}
+
+// electorate weighs the live peers (claims beyond the run's end aside):
 // those that have recently averaged with us, by participation weight;
-// and our own weight, as much as our heaviest voter's (our replica is one
-// honest replica among theirs). A node that has averaged with none of
-// the live trainers (a joiner; a node at its first step) follows its live
-// bootstrap peers, one vote each, and gives its own state no weight: it
-// came to follow them. With neither, nobody vouches for anything and the
-// node keeps its own state (it trains on, and its first round gives it a
-// history); a joiner whose bootstrap peers left before it synced must be
-// pointed at a live peer again.
-func (v View) voters() (out []voter, self int) {
-	tr := v.trainers()
-	for _, m := range tr {
+// and ourselves, as much as our heaviest voter (our replica is one honest
+// replica among theirs). A voter downloading a state holds no hash now
+// but still counts in the total, so peers busy syncing do not hand the
+// rest of the swarm's weight to whoever is left. A node that has averaged
+// with none of the live peers (a joiner; a node at its first step)
+// follows its live bootstrap peers, one vote each, and gives its own
+// state no weight: it came to follow them. With neither, nobody vouches
+// for anything and the node keeps its own state (it trains on, and its
+// first round gives it a history); a joiner whose bootstrap peers left
+// before it synced must be pointed at a live peer again.
+func (v View) electorate() electorate {
+	var e electorate
+	var all []voter
+	for _, m := range v.Live {
+		if m.Peer == v.Self || v.beyondFinal(m) {
+			continue
+		}
 		if w := v.Weight[m.Peer]; w > 0 {
-			out = append(out, voter{m, w})
-			self = max(self, w)
+			all = append(all, voter{m, w})
+			e.self = max(e.self, w)
 		}
 	}
-	if len(out) > 0 {
-		return out, self
-	}
-	for _, m := range tr {
-		if slices.Contains(v.Bootstrap, m.Peer) {
-			out = append(out, voter{m, 1})
+	if len(all) == 0 {
+		for _, m := range v.Live {
+			if m.Peer != v.Self && !v.beyondFinal(m) && slices.Contains(v.Bootstrap, m.Peer) {
+				all = append(all, voter{m, 1})
+			}
 		}
 	}
-	return out, 0
+	e.total, e.n = e.self, len(all)
+	if e.self > 0 {
+		e.n++
+	}
+	for _, m := range all {
+		e.total += m.w
+		if !m.Syncing {
+			e.active = append(e.active, m)
+		}
+	}
+	return e
 }
 
 // quorum reports whether a state held by holders other peers of weight w
@@ -122,22 +145,13 @@ func quorum(w, total, holders, n int) bool {
 // voters (self included), as for a gossiped state, else one (and one
 // above the Moshpit cap).
 func (v View) MinVouch() int {
-	vs, self := v.voters()
 	if v.Moshpit() != nil {
 		return 1 // replicas differ by design: no two donors hold one state
 	}
-	if voting(vs, self) >= 3 && len(vs) >= 2 {
+	if e := v.electorate(); e.n >= 3 && len(e.active) >= 2 {
 		return 2
 	}
 	return 1
-}
-
-// voting is how many voters there are, self included when it weighs.
-func voting(vs []voter, self int) int {
-	if self > 0 {
-		return len(vs) + 1
-	}
-	return len(vs)
 }
 
 func (v View) isTrainer(p peer.ID) bool {
@@ -248,11 +262,8 @@ func (v View) Behind(step uint64) bool {
 // has reached (after itself when none has): how far the swarm's rounds
 // have gone, whatever any one peer claims.
 func (v View) Reached(after uint64) uint64 {
-	vs, self := v.voters()
-	total := self
-	for _, m := range vs {
-		total += m.w
-	}
+	e := v.electorate()
+	vs := slices.Clone(e.active)
 	slices.SortFunc(vs, func(a, b voter) int { return cmp.Compare(b.Step, a.Step) })
 	w, holders := 0, 0
 	for i, m := range vs {
@@ -265,9 +276,9 @@ func (v View) Reached(after uint64) uint64 {
 		}
 		have := w
 		if v.Step >= m.Step {
-			have += self // we are there too
+			have += e.self // we are there too
 		}
-		if quorum(have, total, holders, voting(vs, self)) {
+		if quorum(have, e.total, holders, e.n) {
 			return m.Step
 		}
 	}
@@ -281,22 +292,20 @@ func (v View) Votes(step uint64, ours string) map[string]int {
 	return votes
 }
 
-// votes is Votes with how many peers hold each hash and the weight of
-// all voters, self included.
-func (v View) votes(step uint64, ours string) (votes, holders map[string]int, total int) {
-	vs, self := v.voters()
-	votes, holders, total = map[string]int{}, map[string]int{}, self
+// votes is Votes with how many peers hold each hash, and the electorate.
+func (v View) votes(step uint64, ours string) (votes, holders map[string]int, e electorate) {
+	e = v.electorate()
+	votes, holders = map[string]int{}, map[string]int{}
 	if ours != "" {
-		votes[ours] = self
+		votes[ours] = e.self
 	}
-	for _, m := range vs {
-		total += m.w
+	for _, m := range e.active {
 		if m.Step == step && m.Hash != "" {
 			votes[m.Hash] += m.w
 			holders[m.Hash]++
 		}
 	}
-	return votes, holders, total
+	return votes, holders, e
 }
 
 // Consensus is the state the swarm vouches for at step: the hash of the
@@ -310,8 +319,7 @@ func (v View) votes(step uint64, ours string) (votes, holders map[string]int, to
 // graph. Fresh identities still weigh nothing, but one participant's
 // state can win (see docs/ARCHITECTURE.md).
 func (v View) Consensus(step uint64, ours string) string {
-	votes, holders, total := v.votes(step, ours)
-	vs, self := v.voters()
+	votes, holders, e := v.votes(step, ours)
 	if v.Moshpit() != nil {
 		best := ours
 		for h, w := range votes {
@@ -321,7 +329,7 @@ func (v View) Consensus(step uint64, ours string) string {
 		}
 		return best
 	}
-	if c := gossip.Consensus(votes); c != "" && c != ours && quorum(votes[c], total, holders[c], voting(vs, self)) {
+	if c := gossip.Consensus(votes); c != "" && c != ours && quorum(votes[c], e.total, holders[c], e.n) {
 		return c
 	}
 	return ours
@@ -353,8 +361,7 @@ func (v View) Pending(final uint64) bool {
 // NewestStep is the highest step a voter reports.
 func (v View) NewestStep() uint64 {
 	var top uint64
-	vs, _ := v.voters()
-	for _, m := range vs {
+	for _, m := range v.electorate().active {
 		top = max(top, m.Step)
 	}
 	return top
@@ -393,9 +400,8 @@ type Claim struct {
 // replaces our state on the word of peers that never averaged with us,
 // or of one peer alone.
 func (v View) Donors() (donors []peer.ID, top uint64, want string) {
-	vs, _ := v.voters()
 	var cands []gossip.Member
-	for _, m := range vs {
+	for _, m := range v.electorate().active {
 		if m.Hash != "" && m.Step >= v.Step {
 			cands = append(cands, m.Member)
 		}
