@@ -161,3 +161,28 @@ func TestParticipation(t *testing.T) {
 		t.Errorf("%d peers remembered, want 1: forgotten peers must go", len(p.peers))
 	}
 }
+
+// Above the Moshpit cap no state has a quorum (replicas differ by
+// design), so the final step takes the smallest hash a voter holds:
+// hashes only shrink and the swarm converges on one along its partner
+// graph. A fresh identity's smaller hash still does not count.
+func TestMoshpitFinalConsensus(t *testing.T) {
+	live := []gossip.Member{m("a", 9, "q", 0), m("b", 9, "p", 0), m("c", 9, "r", 0), m("s0", 9, "a", 0)}
+	v := View{Run: "r", Self: self, Step: 9, Hash: "x", Live: live, MaxGroup: 2, Weight: weights("a", 1, "b", 1, "c", 1)}
+	if v.Moshpit() == nil {
+		t.Fatal("five trainers with a cap of two: want Moshpit")
+	}
+	if got := v.Consensus(9, v.Hash); got != "p" {
+		t.Errorf("Consensus = %q, want p: the smallest a voter holds, not the sybil's a", got)
+	}
+	if v.FinalConsensus(9) {
+		t.Error("our x is not the final consensus")
+	}
+	if got := v.MinVouch(); got != 1 {
+		t.Errorf("MinVouch() = %d, want 1 above the cap", got)
+	}
+	v.Hash = "o"
+	if !v.FinalConsensus(9) {
+		t.Error("our o is the smallest: it stands")
+	}
+}
