@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"path/filepath"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/gossip/statesync"
 	"github.com/swarmtrain/swarmtrain/trainer"
@@ -45,8 +47,16 @@ func (n *Node) resume() error {
 	if c.Optimizer != n.local.opt.Name() {
 		return fmt.Errorf("%s holds %s state, the run uses %s", n.checkpointPath(), c.Optimizer, n.local.opt.Name())
 	}
-	s := statesync.Snapshot{Step: c.Step, Params: c.Params, Opt: c.OptState}
-	if err := n.load(s, statesync.HashState(c.Step, c.Params, c.OptState)); err != nil {
+	group := make([]peer.ID, 0, len(c.Group))
+	for _, g := range c.Group {
+		p, err := peer.Decode(g)
+		if err != nil {
+			return fmt.Errorf("%s: group member %q: %w", n.checkpointPath(), g, err)
+		}
+		group = append(group, p)
+	}
+	s := statesync.Snapshot{Step: c.Step, Params: c.Params, Opt: c.OptState, Group: group}
+	if err := n.load(s, statesync.HashState(c.Step, c.Params, c.OptState, group)); err != nil {
 		return fmt.Errorf("%s: %w", n.checkpointPath(), err)
 	}
 	n.log.Info("resumed from checkpoint", "step", c.Step, "path", n.checkpointPath())
@@ -84,6 +94,9 @@ func (n *Node) checkpoint(final bool) {
 	n.stats.lastCheckpoint = step
 	c := trainer.Checkpoint{Step: step, Run: n.cfg.Run.JSON(), RunID: n.run, Tensors: n.local.model.Tensors(),
 		Params: append([]float32(nil), n.rep.params...), Optimizer: n.local.opt.Name(), OptState: append([]float32(nil), n.rep.optState...)}
+	for _, p := range n.rep.lastGroup {
+		c.Group = append(c.Group, p.String())
+	}
 	n.mu.Unlock()
 	if err := trainer.WriteCheckpoint(n.checkpointPath(), c); err != nil {
 		n.log.Error("checkpoint", "step", step, "err", err)

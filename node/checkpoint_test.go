@@ -55,7 +55,7 @@ func TestResumeRestoresTheState(t *testing.T) {
 		t.Fatalf("resumed at step %d; parameters equal %v, optimizer state equal %v", m.currentStep(),
 			slices.Equal(m.rep.params, wantParams), slices.Equal(m.rep.optState, wantOpt))
 	}
-	if m.rep.hash != wantHash || m.rep.hash != statesync.HashState(3, wantParams, wantOpt) {
+	if m.rep.hash != wantHash || m.rep.hash != statesync.HashState(3, wantParams, wantOpt, self) {
 		t.Errorf("resumed hash %s, want %s", m.rep.hash, wantHash)
 	}
 	weights := make([]float32, len(wantParams))

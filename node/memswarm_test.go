@@ -74,12 +74,15 @@ func (s *memSwarm) Partition(one []peer.ID) {
 	for _, p := range one {
 		s.side[p] = true
 	}
+	// Every peer across the cut is lost, connected or not: a node Keeps a
+	// connection to every peer it hears of (a no-op here), so on a real
+	// network each of them would disconnect.
 	var lost [][2]*memNode
 	for _, a := range s.nodes {
-		for b := range a.conns {
-			if s.cut(a.Self(), b) {
-				delete(a.conns, b)
-				lost = append(lost, [2]*memNode{a, s.nodes[b]})
+		for id, b := range s.nodes {
+			if s.cut(a.Self(), id) {
+				delete(a.conns, id)
+				lost = append(lost, [2]*memNode{a, b})
 			}
 		}
 	}
@@ -105,6 +108,9 @@ type memNode struct {
 	buses  []*memBus
 	onDisc []func(peer.ID)
 	closed bool
+	// tamper, when set, rewrites what this node publishes: a hostile
+	// member's lies (see hostile_test.go).
+	tamper func(*gossip.Message)
 }
 
 var _ Network = (*memNode)(nil)
@@ -220,7 +226,15 @@ func (n *memNode) Bus(ctx context.Context, run string, gate gossip.Gate, deliver
 			case <-ctx.Done():
 				return
 			case m := <-b.in:
-				deliver(m.from, m.msg)
+				// A cut also loses what was still in flight across it: a
+				// heartbeat queued before the cut must not bring a peer
+				// from the other side back into the view afterwards.
+				n.sw.mu.Lock()
+				cut := n.sw.cut(m.from, n.Self())
+				n.sw.mu.Unlock()
+				if !cut {
+					deliver(m.from, m.msg)
+				}
 			}
 		}
 	}()
@@ -244,11 +258,18 @@ type memBus struct {
 }
 
 func (b *memBus) Publish(ctx context.Context, m gossip.Message) error {
+	s := b.node.sw
+	s.mu.Lock()
+	tamper := b.node.tamper
+	s.mu.Unlock()
+	if tamper != nil {
+		m = cloneMessage(m)
+		tamper(&m)
+	}
 	data, err := gossip.Encode(m)
 	if err != nil {
 		return err
 	}
-	s := b.node.sw
 	s.mu.Lock()
 	if b.node.closed {
 		s.mu.Unlock()
@@ -284,6 +305,27 @@ func (b *memBus) Publish(ctx context.Context, m gossip.Message) error {
 }
 
 func (b *memBus) Close() { b.cancel() }
+
+// cloneMessage copies m's heartbeat and progress, so a tamper function
+// does not rewrite the publisher's own copy.
+func cloneMessage(m gossip.Message) gossip.Message {
+	if m.Heartbeat != nil {
+		hb := *m.Heartbeat
+		m.Heartbeat = &hb
+	}
+	if m.Progress != nil {
+		p := *m.Progress
+		m.Progress = &p
+	}
+	return m
+}
+
+// setTamper makes f rewrite everything this node publishes from now on.
+func (n *memNode) setTamper(f func(*gossip.Message)) {
+	n.sw.mu.Lock()
+	n.tamper = f
+	n.sw.mu.Unlock()
+}
 
 // tinyData writes a small synthetic MNIST-format CSV pair (4×4 images,
 // ten classes, each lighting two pixels over noise) to a fresh

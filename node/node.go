@@ -21,6 +21,7 @@ import (
 	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 	"github.com/swarmtrain/swarmtrain/gossip/averaging"
 	"github.com/swarmtrain/swarmtrain/gossip/statesync"
+	"github.com/swarmtrain/swarmtrain/gossip/swarm"
 	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 	"github.com/swarmtrain/swarmtrain/node/device"
 	"github.com/swarmtrain/swarmtrain/trainer"
@@ -50,10 +51,18 @@ type Node struct {
 	http     *httpServer
 	local    localTrainer
 
-	// mu guards rep and stats; the training loop is the only writer of rep.
+	// mu guards rep, stats, part, bootstrap and ignored; the training
+	// loop is the only writer of rep and part.
 	mu    sync.Mutex
 	rep   replica
 	stats stats
+	// part is how much each peer has recently averaged with us: the
+	// weight of its word on which state the swarm holds.
+	part swarm.Participation
+	// bootstrap are the peers we joined through: whom we follow until we
+	// have averaged with someone.
+	bootstrap []peer.ID
+	ignored   map[swarm.Claim]bool // claims already logged as ignored (peer and reason; Step zero)
 
 	download  statesync.Download // verified chunks kept across attempts (training loop only)
 	redials   *redialer
@@ -172,7 +181,8 @@ func New(cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), refusals: make(chan string, 4)}
+	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), refusals: make(chan string, 4), ignored: map[swarm.Claim]bool{},
+		part: swarm.Participation{Window: participationWindow, Cap: participationCap}}
 	ownNet := false // a cfg.Network belongs to the caller
 	defer func() {
 		if err != nil {
@@ -209,7 +219,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.rep.params = make([]float32, np)
 	n.local.model.ReadParams(n.rep.params)
 	n.rep.optState = n.local.opt.AppendState(nil)
-	n.rep.hash = statesync.HashState(0, n.rep.params, n.rep.optState)
+	n.rep.hash = statesync.HashState(0, n.rep.params, n.rep.optState, nil)
 
 	if n.net = cfg.Network; n.net == nil {
 		if n.net, err = newHostNetwork(cfg); err != nil {
@@ -516,6 +526,9 @@ func (n *Node) join(ctx context.Context, addr string) error {
 	}
 	n.net.Keep(p, nil)
 	n.redials.heard(p, time.Now())
+	n.mu.Lock()
+	n.bootstrap = append(n.bootstrap, p)
+	n.mu.Unlock()
 	n.log.Info("joined", "peer", p)
 	return nil
 }

@@ -12,8 +12,11 @@ import (
 	"github.com/swarmtrain/swarmtrain/gossip/statesync"
 )
 
-// syncState downloads the state the swarm's majority holds at the newest
-// step, from peers that announced it, and verifies its hash.
+// syncState downloads the state a quorum of the swarm holds at the newest
+// step it reached, from peers that averaged with us (or, before our first
+// round, our bootstrap peers), and verifies its hash; a state at a step
+// nobody gossiped yet must be announced by as many donors as the swarm
+// policy asks (swarm.View.MinVouch).
 func (n *Node) syncState(ctx context.Context) error {
 	n.setPhase("syncing state")
 	n.mu.Lock()
@@ -34,10 +37,11 @@ func (n *Node) syncState(ctx context.Context) error {
 		}
 		sleep(ctx, 20*time.Millisecond)
 	}
-	donors, top, want := n.swarmView().Donors()
+	v := n.swarmView()
+	donors, top, want := v.Donors()
 	if len(donors) == 0 {
 		n.resync.Store(false)
-		return nil // nobody ahead of us: our state is the swarm's
+		return nil // no quorum ahead of us or against us: our state is the swarm's
 	}
 	// Download the step after the newest one gossiped: donors hand it over
 	// the moment they reach it, and its assembler, told by our heartbeat,
@@ -49,6 +53,12 @@ func (n *Node) syncState(ctx context.Context) error {
 	} else {
 		want = "" // the consensus we know is top's
 	}
+	// A wanted hash was vouched for by the gossiped quorum; a state at a
+	// step nobody gossiped yet is vouched for by the donors announcing it.
+	vouch := 1
+	if want == "" {
+		vouch = v.MinVouch()
+	}
 	n.mu.Lock()
 	n.rep.syncTo = step
 	nParams, nOpt := len(n.rep.params), len(n.rep.optState)
@@ -57,7 +67,7 @@ func (n *Node) syncState(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	f, err := n.download.Fetch(cctx, n.net, donors, statesync.Request{
-		Run: n.run, NParams: nParams, NOpt: nOpt, Step: step, Want: want,
+		Run: n.run, NParams: nParams, NOpt: nOpt, Step: step, Want: want, MinVouch: vouch,
 		// A donor a round behind usually gets there within a round; one
 		// that does not answers "not yet" and the others serve. It must
 		// answer within our frame timeout, or a stalled swarm (waiting

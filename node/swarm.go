@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -10,14 +11,29 @@ import (
 	"github.com/swarmtrain/swarmtrain/gossip/swarm"
 )
 
+// participationWindow and participationCap size the participation
+// weights (swarm.Participation): a peer that shared one of our last 4096
+// applied rounds has one vote on which state the swarm holds. A 30 s
+// partition at tens of steps per second stays well inside the window, so
+// both halves still know each other when it heals, and a cap of one makes
+// every recent partner weigh the same: rounds shared during a cut never
+// outweigh the rounds shared before it, and the halves' equal weights
+// converge by the tie-break.
+const (
+	participationWindow = 4096
+	participationCap    = 1
+)
+
 // swarmView is what this node knows of the swarm now: the input of every
 // swarm decision (package swarm).
 func (n *Node) swarmView() swarm.View {
 	n.mu.Lock()
 	step, hash, last := n.rep.step, n.rep.hash, n.rep.lastGroup
+	weight, boot := n.part.Weights(), slices.Clone(n.bootstrap)
 	n.mu.Unlock()
 	return swarm.View{Run: n.run, Self: n.ID(), Live: n.view.Live(time.Now()), LastGroup: last, Step: step, Hash: hash,
-		MinGroup: n.cfg.Run.Averaging.MinGroup, MaxGroup: n.cfg.Run.Averaging.MaxGroup}
+		MinGroup: n.cfg.Run.Averaging.MinGroup, MaxGroup: n.cfg.Run.Averaging.MaxGroup,
+		Weight: weight, Bootstrap: boot, Final: uint64(n.cfg.Run.Optimizer.Steps)}
 }
 
 // behind reports whether the swarm went past step without us.
@@ -34,13 +50,38 @@ func (v matchView) MinGroup(step uint64) int       { return v.n.swarmView().MinG
 // checkAgreement compares our state hash with the live peers at our
 // step. If the swarm's consensus (most replicas, ties to the smallest
 // hash) is another state, our replica diverged and is downloaded again.
+// It also logs, once per peer and reason, the claimed steps the swarm
+// policy ignores.
 func (n *Node) checkAgreement() {
 	v := n.swarmView()
 	if c, diverged := v.Diverged(); diverged {
-		n.log.Warn("state differs from the swarm's consensus; will resync", "step", v.Step, "ours", v.Hash, "consensus", c, "votes", len(v.Votes(v.Step, v.Hash)))
+		votes := v.Votes(v.Step, v.Hash)
+		n.log.Warn("state differs from the swarm's consensus; will resync", "step", v.Step, "ours", v.Hash, "consensus", c, "weight", votes[c], "our_weight", votes[v.Hash])
 		n.resync.Store(true)
 	}
+	n.logIgnored(v)
 }
+
+// logIgnored logs each claim the swarm policy ignores, once per peer and
+// reason: a hostile peer gossips every heartbeat, the log says it once.
+func (n *Node) logIgnored(v swarm.View) {
+	for _, c := range v.Ignored() {
+		key := swarm.Claim{Peer: c.Peer, Reason: c.Reason}
+		n.mu.Lock()
+		seen := n.ignored[key]
+		if !seen && len(n.ignored) < maxIgnoredLogged {
+			n.ignored[key] = true
+		}
+		n.mu.Unlock()
+		if !seen {
+			n.log.Warn("ignoring a peer's claimed step", "peer", c.Peer, "step", c.Step, "our_step", v.Step, "reason", c.Reason)
+		}
+	}
+}
+
+// maxIgnoredLogged bounds the memory of logged claims (a crowd of fresh
+// identities is logged up to this many, then on every tick).
+const maxIgnoredLogged = 1024
 
 // strategyEnv is the node as its averaging strategy sees it.
 type strategyEnv struct{ n *Node }

@@ -204,6 +204,7 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
 	}
 	prev := n.rep.lastGroup
 	n.rep.lastGroup = members
+	n.part.Round(n.ID(), members)
 	n.commitLocked(step+1, members)
 	n.mu.Unlock()
 	n.publish(step + 1)
@@ -223,6 +224,9 @@ func (n *Node) install(step uint64, params []float32, members, group []peer.ID) 
 	n.mu.Lock()
 	copy(n.rep.params, params)
 	n.rep.lastGroup = group
+	if members != nil {
+		n.part.Round(n.ID(), members)
+	}
 	n.commitLocked(step, members)
 	n.mu.Unlock()
 	n.publish(step)
@@ -290,7 +294,7 @@ func diverged(step uint64, params []float32, lr float32) error {
 func (n *Node) commitLocked(step uint64, members []peer.ID) {
 	n.rep.step = step
 	n.rep.optState = n.local.opt.AppendState(n.rep.optState[:0])
-	n.rep.hash = statesync.HashState(n.rep.step, n.rep.params, n.rep.optState)
+	n.rep.hash = statesync.HashState(n.rep.step, n.rep.params, n.rep.optState, n.rep.lastGroup)
 	if members == nil {
 		return
 	}

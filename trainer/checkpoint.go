@@ -39,6 +39,10 @@ type Checkpoint struct {
 	Params    []float32
 	Optimizer string    // "adam", "sgd", …; empty: no optimizer state (an export)
 	OptState  []float32 // the optimizer's AppendState
+	// Group is the member list of the round that produced the state, as
+	// the swarm names its peers: it is inside the state hash peers
+	// compare, so a resumed node must hold it too. Optional.
+	Group []string
 }
 
 type checkpointMeta struct {
@@ -48,6 +52,7 @@ type checkpointMeta struct {
 	Run       json.RawMessage `json:"run,omitempty"`
 	Tensors   []string        `json:"tensors"` // the order of the flat parameter vector
 	Optimizer string          `json:"optimizer,omitempty"`
+	Group     []string        `json:"group,omitempty"`
 }
 
 const (
@@ -59,7 +64,7 @@ const (
 // only on c: equal checkpoints give equal files.
 func EncodeCheckpoint(c Checkpoint) ([]byte, error) {
 	views := map[string]safetensors.TensorView{}
-	meta := checkpointMeta{Format: CheckpointFormat, Step: c.Step, RunID: c.RunID, Run: c.Run, Optimizer: c.Optimizer}
+	meta := checkpointMeta{Format: CheckpointFormat, Step: c.Step, RunID: c.RunID, Run: c.Run, Optimizer: c.Optimizer, Group: c.Group}
 	off := 0
 	for _, t := range c.Tensors {
 		n := t.Size()
@@ -133,7 +138,7 @@ func DecodeCheckpoint(b []byte) (*Checkpoint, error) {
 	if meta.Format != CheckpointFormat {
 		return nil, fmt.Errorf("checkpoint: format %d, this build reads %d", meta.Format, CheckpointFormat)
 	}
-	c := &Checkpoint{Step: meta.Step, Run: meta.Run, RunID: meta.RunID, Optimizer: meta.Optimizer}
+	c := &Checkpoint{Step: meta.Step, Run: meta.Run, RunID: meta.RunID, Optimizer: meta.Optimizer, Group: meta.Group}
 	want := len(meta.Tensors)
 	for _, name := range meta.Tensors {
 		tv, ok := st.Tensor(name)

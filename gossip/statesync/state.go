@@ -20,7 +20,8 @@ type Snapshot struct {
 	Opt    []float32 // optimizer state (moments, step counter)
 	// Group is the member list of the round that produced this state: a
 	// joiner starts from the same list as everyone else, so it picks the
-	// same assembler for the next step. Not covered by the state hash.
+	// same assembler for the next step. It is inside the state hash: it
+	// decides the next round, so a donor cannot forge it.
 	Group []peer.ID
 }
 
@@ -93,22 +94,39 @@ func writeBits(h hash.Hash, buf []byte, xs []float32) []byte {
 var wireBytes = compression.WireBytes
 
 // HashState is the state hash peers gossip. It is a hash over the step,
-// the sizes and the chunk hashes, so a joiner can check a donor's list of
-// chunk hashes against the hash the swarm agrees on, and then every chunk
-// on arrival, from whichever donor sent it.
-func HashState(step uint64, params, opt []float32) string {
-	return hashManifest(step, len(params), len(opt), ChunkHashes(params, opt))
+// the sizes, the chunk hashes and the group (the last round's members,
+// which pick the next round's assembler), so a joiner can check a donor's
+// manifest against the hash the swarm agrees on, and then every chunk on
+// arrival, from whichever donor sent it. Every member of a round holds
+// the same group (the assembler's list), so replicas still agree.
+func HashState(step uint64, params, opt []float32, group []peer.ID) string {
+	return hashManifest(step, len(params), len(opt), ChunkHashes(params, opt), group)
 }
 
-func hashManifest(step uint64, nParams, nOpt int, chunks [][32]byte) string {
+// hashManifest hashes step, sizes and chunks as little-endian uint64s and
+// raw digests; then, when there is a group, its length and each member
+// as a length-prefixed byte string. The number of chunks follows from the
+// sizes, so the group cannot be mistaken for chunks; a state without a
+// group hashes as it did before groups were covered.
+func hashManifest(step uint64, nParams, nOpt int, chunks [][32]byte, group []peer.ID) string {
 	h := sha256.New()
 	var b [8]byte
-	for _, v := range []uint64{step, uint64(nParams), uint64(nOpt), StateChunk} {
+	put := func(v uint64) {
 		binary.LittleEndian.PutUint64(b[:], v)
 		h.Write(b[:])
 	}
+	for _, v := range []uint64{step, uint64(nParams), uint64(nOpt), StateChunk} {
+		put(v)
+	}
 	for _, c := range chunks {
 		h.Write(c[:])
+	}
+	if len(group) > 0 {
+		put(uint64(len(group)))
+		for _, p := range group {
+			put(uint64(len(p)))
+			h.Write([]byte(p))
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }

@@ -154,7 +154,7 @@ func (s *Server) pinLocked(step uint64) *pinnedState {
 	}
 	p := &pinnedState{step: step, params: snap.Params, opt: snap.Opt, group: snap.Group}
 	p.chunks = ChunkHashes(p.params, p.opt)
-	p.hash = hashManifest(step, len(p.params), len(p.opt), p.chunks)
+	p.hash = hashManifest(step, len(p.params), len(p.opt), p.chunks, p.group)
 	s.pinned[step] = p
 	return p
 }
@@ -420,6 +420,10 @@ type Request struct {
 	// Want is the hash the swarm agrees on at Step, when known: donors
 	// announcing another state are not used. Empty: the donors' majority.
 	Want string
+	// MinVouch is how many donors must announce the chosen state (at
+	// least one): a state one donor alone announces is not downloaded
+	// when the swarm asks for two.
+	MinVouch int
 	// Clock times the wait for each donor's manifest (nil: the wall
 	// clock); tests pass a clock.Mock.
 	Clock clock.Clock
@@ -494,8 +498,9 @@ type donorConn struct {
 }
 
 // pinAll asks every donor to pin req.Step and keeps those announcing the
-// chosen state: Want if given, else the state most donors announced. It
-// also reports the newest step of the donors that could not pin it.
+// chosen state: Want if given, else the state most donors announced; none
+// when fewer than req.MinVouch announced it. It also reports the newest
+// step of the donors that could not pin it.
 func pinAll(ctx context.Context, t gossip.Transport, donors []peer.ID, req Request, failed map[peer.ID]error) ([]donorConn, uint64) {
 	type answer struct {
 		c   donorConn
@@ -525,11 +530,15 @@ func pinAll(ctx context.Context, t gossip.Transport, donors []peer.ID, req Reque
 	if chosen == "" {
 		chosen = gossip.Consensus(votes)
 	}
+	few := votes[chosen] < req.MinVouch
 	var out []donorConn
 	for i, a := range answers {
 		switch {
 		case a.err != nil:
 			failed[donors[i]] = a.err
+		case few:
+			failed[donors[i]] = fmt.Errorf("announced state %s, which %d donors vouch for, fewer than the %d needed", a.c.m.Hash, votes[a.c.m.Hash], req.MinVouch)
+			a.c.s.Reset()
 		case a.c.m.Hash != chosen:
 			failed[donors[i]] = fmt.Errorf("announced state %s, not the chosen %s", a.c.m.Hash, chosen)
 			a.c.s.Reset()
@@ -590,7 +599,7 @@ func pinOne(ctx context.Context, t gossip.Transport, p peer.ID, req Request) (do
 		}
 		copy(chunks[i][:], h)
 	}
-	if got := hashManifest(c.m.Step, c.m.NParams, c.m.NOpt, chunks); got != c.m.Hash {
+	if got := hashManifest(c.m.Step, c.m.NParams, c.m.NOpt, chunks, c.m.Group); got != c.m.Hash {
 		return fail(fmt.Errorf("manifest hashes to %s, not the announced %s", got, c.m.Hash))
 	}
 	c.s = s
@@ -669,7 +678,7 @@ func (d *Download) download(ctx context.Context, conns []donorConn, f *Fetched) 
 	}
 	*d = Download{} // the caller owns vals now
 	f.Snapshot = Snapshot{Step: m.Step, Params: vals[:m.NParams:m.NParams], Opt: vals[m.NParams:], Group: m.Group}
-	f.Hash = HashState(m.Step, f.Params, f.Opt)
+	f.Hash = HashState(m.Step, f.Params, f.Opt, m.Group)
 	if f.Hash != m.Hash { // cannot happen when every chunk matched; cheap to be sure
 		return fmt.Errorf("downloaded state hashes to %s, not %s", f.Hash, m.Hash)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,8 +29,11 @@ type replica struct {
 	srv           *Server
 }
 
+// testGroup is the group every test state carries: it is inside the hash.
+var testGroup = []peer.ID{testutil.PeerID(100), testutil.PeerID(101)}
+
 func stateAt(step uint64, nParams, nOpt int) Snapshot {
-	s := Snapshot{Step: step, Params: make([]float32, nParams), Opt: make([]float32, nOpt)}
+	s := Snapshot{Step: step, Params: make([]float32, nParams), Opt: make([]float32, nOpt), Group: testGroup}
 	for i := range s.Params {
 		s.Params[i] = float32(i%977)*0.001 + float32(step)
 	}
@@ -104,8 +108,8 @@ func request(step uint64) Request {
 func checkFetched(t *testing.T, f *Fetched, step uint64) {
 	t.Helper()
 	want := stateAt(step, testNParams, testNOpt)
-	if f.Step != step || f.Hash != HashState(step, want.Params, want.Opt) {
-		t.Fatalf("got step %d hash %s, want step %d hash %s", f.Step, f.Hash, step, HashState(step, want.Params, want.Opt))
+	if f.Step != step || f.Hash != HashState(step, want.Params, want.Opt, want.Group) {
+		t.Fatalf("got step %d hash %s, want step %d hash %s", f.Step, f.Hash, step, HashState(step, want.Params, want.Opt, want.Group))
 	}
 	for i := range want.Params {
 		if f.Params[i] != want.Params[i] {
@@ -151,7 +155,7 @@ func TestStateSyncFromManyDonors(t *testing.T) {
 	})
 	want := stateAt(7, testNParams, testNOpt)
 	req := request(7)
-	req.Want = HashState(7, want.Params, want.Opt)
+	req.Want = HashState(7, want.Params, want.Opt, want.Group)
 	f, err := Fetch(context.Background(), ts[3], ids[:3], req)
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +214,7 @@ func TestStateSyncSurvivesDonorDeath(t *testing.T) {
 // finish the download. A donor whose manifest does not hash to the state
 // hash is refused before any chunk is fetched.
 func TestStateSyncDropsLyingDonors(t *testing.T) {
-	net, ts, ids, _ := donorsAt(t, 4, 9) // donors 2 and 3 are replaced below
+	net, ts, ids, _ := donorsAt(t, 5, 9) // donors 2, 3 and 4 are replaced below
 	// The honest donors' chunks wait until the liar sent one, so the liar
 	// surely gets to lie.
 	lied := make(chan struct{})
@@ -223,7 +227,7 @@ func TestStateSyncDropsLyingDonors(t *testing.T) {
 	})
 	honest := stateAt(9, testNParams, testNOpt)
 	chunks := ChunkHashes(honest.Params, honest.Opt)
-	manifest := stateManifest{Step: 9, Hash: HashState(9, honest.Params, honest.Opt), NParams: testNParams, NOpt: testNOpt}
+	manifest := stateManifest{Step: 9, Hash: HashState(9, honest.Params, honest.Opt, honest.Group), NParams: testNParams, NOpt: testNOpt, Group: honest.Group}
 	for _, c := range chunks {
 		manifest.Chunks = append(manifest.Chunks, append([]byte(nil), c[:]...))
 	}
@@ -251,7 +255,16 @@ func TestStateSyncDropsLyingDonors(t *testing.T) {
 		s.Send(b)
 		s.Close()
 	})
-	f, err := Fetch(context.Background(), ts[4], []peer.ID{ids[2], ids[3], ids[0], ids[1]}, request(9))
+	grouper := ts[4] // the honest chunks under a forged group: it picks the next assembler
+	grouper.Handle(gossip.ProtoState, func(s gossip.Stream) {
+		s.Recv(gossip.MaxMessageSize)
+		m := manifest
+		m.Group = []peer.ID{testGroup[0], testutil.PeerID(102)}
+		b, _ := json.Marshal(m)
+		s.Send(b)
+		s.Close()
+	})
+	f, err := Fetch(context.Background(), ts[5], []peer.ID{ids[2], ids[3], ids[4], ids[0]}, request(9))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,8 +275,14 @@ func TestStateSyncDropsLyingDonors(t *testing.T) {
 	if err := f.Failed[ids[3]]; err == nil || !strings.Contains(err.Error(), "manifest hashes to") {
 		t.Errorf("forged manifest: %v", err)
 	}
-	if f.Chunks[ids[3]] != 0 {
+	if err := f.Failed[ids[4]]; err == nil || !strings.Contains(err.Error(), "manifest hashes to") {
+		t.Errorf("forged group: %v", err)
+	}
+	if f.Chunks[ids[3]] != 0 || f.Chunks[ids[4]] != 0 {
 		t.Error("a donor with a forged manifest delivered chunks")
+	}
+	if !slices.Equal(f.Group, testGroup) {
+		t.Errorf("group %v, want %v", f.Group, testGroup)
 	}
 }
 
@@ -348,7 +367,7 @@ func TestStateSyncFollowsWantedHash(t *testing.T) {
 	}
 	honest := stateAt(2, testNParams, testNOpt)
 	req := request(2)
-	req.Want = HashState(2, honest.Params, honest.Opt)
+	req.Want = HashState(2, honest.Params, honest.Opt, honest.Group)
 	f, err := Fetch(context.Background(), ts[3], ids[:3], req)
 	if err != nil {
 		t.Fatal(err)
@@ -356,6 +375,30 @@ func TestStateSyncFollowsWantedHash(t *testing.T) {
 	checkFetched(t, f, 2)
 	if f.Chunks[ids[2]] != numChunks(testNParams+testNOpt) {
 		t.Errorf("chunks by donor: %v; want all from donor 2", f.Chunks)
+	}
+}
+
+// With MinVouch 2, a state only one donor announces is not downloaded,
+// even when that donor is the only one that answered (a hostile peer
+// serving its own zeroed state under a manifest that hashes right); two
+// donors announcing one state outvote it.
+func TestStateSyncNeedsMinVouch(t *testing.T) {
+	_, ts, ids, rs := donorsAt(t, 3, 4)
+	zero := Snapshot{Step: 4, Params: make([]float32, testNParams), Opt: make([]float32, testNOpt)}
+	rs[0].srv.snapshot = func() (Snapshot, error) { return zero, nil }
+	req := request(4)
+	req.MinVouch = 2
+	_, err := Fetch(context.Background(), ts[3], ids[:1], req)
+	if err == nil || !strings.Contains(err.Error(), "fewer than the 2 needed") {
+		t.Fatalf("one hostile donor: %v, want a refusal for too few vouching donors", err)
+	}
+	f, err := Fetch(context.Background(), ts[3], ids[:3], req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFetched(t, f, 4)
+	if f.Chunks[ids[0]] != 0 {
+		t.Error("the hostile donor delivered chunks")
 	}
 }
 
@@ -396,7 +439,7 @@ func TestStateSyncResumesAfterAllDonorsDie(t *testing.T) {
 		t.Errorf("second attempt fetched %d chunks, want the %d missing", got, n-kept)
 	}
 	want := stateAt(6, testNParams, testNOpt)
-	if f.Hash != HashState(6, want.Params, want.Opt) {
+	if f.Hash != HashState(6, want.Params, want.Opt, want.Group) {
 		t.Error("resumed download is not the state")
 	}
 }

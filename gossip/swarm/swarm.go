@@ -2,11 +2,19 @@
 // whom a round waits for, whether this replica is behind, whom to
 // download the state from, and which state hash wins. They are pure
 // functions of one View — the live members a node's gossip shows, the
-// last group it averaged in and its own step and hash — so every
-// decision is a table test, with no node, network or clock behind it.
+// last group it averaged in, its own step and hash, and how much each
+// peer has recently averaged with it — so every decision is a table
+// test, with no node, network or clock behind it.
+//
+// State is never adopted on one peer's word: only peers that have
+// averaged with this node vouch for a state (their weight is their
+// Participation), a state replaces ours only with a quorum of that
+// weight behind it, and a claimed step beyond the run's end counts for
+// nothing.
 package swarm
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 
@@ -35,17 +43,115 @@ type View struct {
 	Hash      string // this node's state hash at Step
 	// MinGroup and MaxGroup are the run's (MaxGroup 0: no cap).
 	MinGroup, MaxGroup int
+	// Weight is each peer's participation weight (Participation.Weights):
+	// only live peers that weigh something vouch for a state, donate it
+	// or make this node behind. With none of them live (a joiner, a fresh
+	// start), the live Bootstrap peers do, one vote each.
+	Weight map[peer.ID]int
+	// Bootstrap are the peers this node joined through (--join).
+	Bootstrap []peer.ID
+	// Final is the run's last step: a peer claiming a step beyond it is
+	// ignored altogether (0: no limit).
+	Final uint64
 }
 
-// trainers are the live peers that are not downloading a state.
+// trainers are the live peers that are not downloading a state and do
+// not claim a step beyond the run's end.
 func (v View) trainers() []gossip.Member {
 	var out []gossip.Member
 	for _, m := range v.Live {
-		if !m.Syncing && m.Peer != v.Self {
+		if !m.Syncing && m.Peer != v.Self && !v.beyondFinal(m) {
 			out = append(out, m)
 		}
 	}
 	return out
+}
+
+func (v View) beyondFinal(m gossip.Member) bool { return v.Final > 0 && m.Step > v.Final }
+
+// voter is a trainer whose word counts, and how much.
+type voter struct {
+	gossip.Member
+	w int
+}
+
+// electorate is who vouches for states, and how much.
+type electorate struct {
+	active []voter // voters not downloading a state: their steps and hashes count
+	self   int     // our own weight
+	total  int     // the weight of every voter: syncing ones and self included
+	n      int     // how many voters, self included when it weighs
+}
+
+// electorate weighs the live peers (claims beyond the run's end aside):
+// those that have recently averaged with us, by participation weight;
+// and ourselves, as much as our heaviest voter (our replica is one honest
+// replica among theirs). A voter downloading a state holds no hash now
+// but still counts in the total, so peers busy syncing do not hand the
+// rest of the swarm's weight to whoever is left. A node that has averaged
+// with none of the live peers (a joiner; a node at its first step)
+// follows its live bootstrap peers, one vote each, and gives its own
+// state no weight: it came to follow them. With neither, nobody vouches
+// for anything and the node keeps its own state (it trains on, and its
+// first round gives it a history); a joiner whose bootstrap peers left
+// before it synced must be pointed at a live peer again.
+func (v View) electorate() electorate {
+	var e electorate
+	var all []voter
+	for _, m := range v.Live {
+		if m.Peer == v.Self || v.beyondFinal(m) {
+			continue
+		}
+		if w := v.Weight[m.Peer]; w > 0 {
+			all = append(all, voter{m, w})
+			e.self = max(e.self, w)
+		}
+	}
+	if len(all) == 0 {
+		for _, m := range v.Live {
+			if m.Peer != v.Self && !v.beyondFinal(m) && slices.Contains(v.Bootstrap, m.Peer) {
+				all = append(all, voter{m, 1})
+			}
+		}
+	}
+	e.total, e.n = e.self, len(all)
+	if e.self > 0 {
+		e.n++
+	}
+	for _, m := range all {
+		e.total += m.w
+		if !m.Syncing {
+			e.active = append(e.active, m)
+		}
+	}
+	return e
+}
+
+// quorum reports whether a state held by holders other peers of weight w
+// carries the swarm's word among n voters (self included when it
+// weighs) of total weight: at least half the weight — at least, not more than, so that
+// the halves of an even split heal by the tie-break instead of never —
+// and, among three or more voters, from at least two distinct peers, so
+// that no single peer moves a swarm of three.
+func quorum(w, total, holders, n int) bool {
+	if w <= 0 || 2*w < total {
+		return false
+	}
+	return n < 3 || holders >= 2
+}
+
+// MinVouch is how many donors must announce one state before a download
+// at a step nobody gossiped yet is adopted: two among three or more
+// voters (self included), as for a gossiped state, else one (and one
+// above the Moshpit cap).
+func (v View) MinVouch() int {
+	if v.Moshpit() != nil {
+		return 1 // replicas differ by design: no two donors hold one state
+	}
+	if e := v.electorate(); e.n >= 3 && len(e.active) >= 2 {
+		return 2
+	}
+	return 1
 }
 
 func (v View) isTrainer(p peer.ID) bool {
@@ -138,55 +244,113 @@ func (v View) MoshpitGroup(step uint64, grid []peer.ID) []peer.ID {
 	return allreduce.NewMoshpitGrid(v.Run, grid, v.MaxGroup).GroupOf(step, v.Self)
 }
 
-// Behind reports whether a live trainer is already past step (by more
-// than MoshpitLag in Moshpit mode): a round happened without us and our
-// state is stale. Members of a round apply its step before they look
-// again, so a peer that merely finished the same round first is never
-// mistaken for one that is ahead.
+// Behind reports whether a quorum of the voters is already past step (by
+// more than MoshpitLag in Moshpit mode): rounds happened without us and
+// our state is stale. One peer's claim, or any number of fresh
+// identities', is not enough: the node keeps training. Members of a
+// round apply its step before they look again, so a peer that merely
+// finished the same round first is never mistaken for one that is ahead.
 func (v View) Behind(step uint64) bool {
 	var lag uint64
 	if v.Moshpit() != nil {
 		lag = MoshpitLag
 	}
-	for _, m := range v.trainers() {
-		if m.Step > step+lag {
-			return true
-		}
-	}
-	return false
+	return v.Reached(step) > step+lag
 }
 
-// Votes counts the state hashes live replicas hold at step; ours, when
-// not empty, is our own vote.
-func (v View) Votes(step uint64, ours string) map[string]int {
-	votes := map[string]int{}
-	if ours != "" {
-		votes[ours] = 1
-	}
-	for _, m := range v.trainers() {
-		if m.Step == step && m.Hash != "" {
-			votes[m.Hash]++
+// Reached is the newest step beyond after that a quorum of the voters
+// has reached (after itself when none has): how far the swarm's rounds
+// have gone, whatever any one peer claims.
+func (v View) Reached(after uint64) uint64 {
+	e := v.electorate()
+	vs := slices.Clone(e.active)
+	slices.SortFunc(vs, func(a, b voter) int { return cmp.Compare(b.Step, a.Step) })
+	w, holders := 0, 0
+	for i, m := range vs {
+		if m.Step <= after {
+			break
+		}
+		w, holders = w+m.w, holders+1
+		if i+1 < len(vs) && vs[i+1].Step == m.Step {
+			continue // everyone at this step first
+		}
+		have := w
+		if v.Step >= m.Step {
+			have += e.self // we are there too
+		}
+		if quorum(have, e.total, holders, e.n) {
+			return m.Step
 		}
 	}
+	return after
+}
+
+// Votes weighs the state hashes the voters hold at step; ours, when not
+// empty, carries our own weight.
+func (v View) Votes(step uint64, ours string) map[string]int {
+	votes, _, _ := v.votes(step, ours)
 	return votes
 }
 
+// votes is Votes with how many peers hold each hash, and the electorate.
+func (v View) votes(step uint64, ours string) (votes, holders map[string]int, e electorate) {
+	e = v.electorate()
+	votes, holders = map[string]int{}, map[string]int{}
+	if ours != "" {
+		votes[ours] = e.self
+	}
+	for _, m := range e.active {
+		if m.Step == step && m.Hash != "" {
+			votes[m.Hash] += m.w
+			holders[m.Hash]++
+		}
+	}
+	return votes, holders, e
+}
+
+// Consensus is the state the swarm vouches for at step: the hash of the
+// most weight, ties to the smallest (so both halves of a split pick the
+// same), when a quorum holds it; else ours, which may be "".
+//
+// Above the Moshpit cap replicas differ by design, so no state can have
+// a quorum, and each node's voters are only the partners its groups
+// gave it: there the smallest hash any voter holds wins. Hashes only
+// shrink, so the swarm converges on its smallest along the partner
+// graph. Fresh identities still weigh nothing, but one participant's
+// state can win (see docs/ARCHITECTURE.md).
+func (v View) Consensus(step uint64, ours string) string {
+	votes, holders, e := v.votes(step, ours)
+	if v.Moshpit() != nil {
+		best := ours
+		for h, w := range votes {
+			if w > 0 && h != "" && (best == "" || h < best) {
+				best = h
+			}
+		}
+		return best
+	}
+	if c := gossip.Consensus(votes); c != "" && c != ours && quorum(votes[c], e.total, holders[c], e.n) {
+		return c
+	}
+	return ours
+}
+
 // Diverged reports the swarm's consensus at our step when it is not our
-// hash: our replica differs and must be downloaded again. Moshpit
-// replicas differ by design until the final step, so above the cap
-// nothing diverges.
+// hash: a quorum holds another state, so our replica differs and must be
+// downloaded again. Moshpit replicas differ by design until the final
+// step, so above the cap nothing diverges.
 func (v View) Diverged() (consensus string, diverged bool) {
 	if v.Moshpit() != nil {
 		return "", false
 	}
-	c := gossip.Consensus(v.Votes(v.Step, v.Hash))
+	c := v.Consensus(v.Step, v.Hash)
 	return c, c != v.Hash
 }
 
-// FinalConsensus reports whether our state is the swarm's consensus at
-// the final step (the step we are at after the last one).
+// FinalConsensus reports whether our state stands at the final step (the
+// step we are at after the last one): no quorum holds another.
 func (v View) FinalConsensus(final uint64) bool {
-	return gossip.Consensus(v.Votes(final, v.Hash)) == v.Hash
+	return v.Consensus(final, v.Hash) == v.Hash
 }
 
 // Pending reports whether a live peer has not reached final yet.
@@ -194,40 +358,64 @@ func (v View) Pending(final uint64) bool {
 	return slices.ContainsFunc(v.Live, func(m gossip.Member) bool { return m.Step < final })
 }
 
-// NewestStep is the highest step a live trainer reports.
+// NewestStep is the highest step a voter reports.
 func (v View) NewestStep() uint64 {
 	var top uint64
-	for _, m := range v.trainers() {
+	for _, m := range v.electorate().active {
 		top = max(top, m.Step)
 	}
 	return top
 }
 
-// Donors ranks the live peers to download from, best first (the newest
-// step, then the consensus hash there), with the step to download (the
-// newest any of them gossips) and the hash the swarm agrees on there (""
+// Ignored lists the live peers whose claimed step the swarm policy does
+// not follow, with why: a step beyond the run's end, or one ahead of
+// what a quorum has reached (and of our next step) on that peer's word.
+func (v View) Ignored() []Claim {
+	var out []Claim
+	reached := v.Reached(v.Step)
+	for _, m := range v.Live {
+		switch {
+		case m.Syncing || m.Peer == v.Self:
+		case v.beyondFinal(m):
+			out = append(out, Claim{m.Peer, m.Step, "beyond the run's last step"})
+		case m.Step > max(reached, v.Step+1):
+			out = append(out, Claim{m.Peer, m.Step, "ahead of what the swarm's rounds show"})
+		}
+	}
+	return out
+}
+
+// Claim is a peer's claimed step and why it is ignored.
+type Claim struct {
+	Peer   peer.ID
+	Step   uint64
+	Reason string
+}
+
+// Donors ranks the voters to download from, best first (the newest step,
+// then the consensus hash there), with the step to download (the newest
+// a quorum has reached) and the hash a quorum vouches for there (""
 // when the gossiped votes are not there yet). It returns no donors when
-// our own state already is the consensus at the newest step.
+// no quorum is ahead of us or holds another state at our step: nothing
+// replaces our state on the word of peers that never averaged with us,
+// or of one peer alone.
 func (v View) Donors() (donors []peer.ID, top uint64, want string) {
 	var cands []gossip.Member
-	for _, m := range v.trainers() {
+	for _, m := range v.electorate().active {
 		if m.Hash != "" && m.Step >= v.Step {
-			cands = append(cands, m)
+			cands = append(cands, m.Member)
 		}
 	}
 	if len(cands) == 0 {
 		return nil, 0, ""
 	}
-	for _, m := range cands {
-		top = max(top, m.Step)
-	}
-	if top == v.Step {
-		want = gossip.Consensus(v.Votes(v.Step, v.Hash))
+	if top = v.Reached(v.Step); top == v.Step {
+		want = v.Consensus(v.Step, v.Hash)
 		if want == v.Hash {
 			return nil, 0, ""
 		}
 	} else {
-		want = gossip.Consensus(v.Votes(top, ""))
+		want = v.Consensus(top, "")
 	}
 	sort.SliceStable(cands, func(i, j int) bool {
 		a, b := cands[i], cands[j]

@@ -18,6 +18,15 @@ func m(p string, step uint64, hash string, syncTo uint64) gossip.Member {
 	return gossip.Member{Heartbeat: gossip.Heartbeat{Peer: peer.ID(p), Step: step, Hash: hash, Syncing: syncTo > 0, SyncTo: syncTo}}
 }
 
+// all gives every live member a weight of one: they all averaged with us.
+func all(live []gossip.Member) map[peer.ID]int {
+	w := map[peer.ID]int{}
+	for _, m := range live {
+		w[m.Peer] = 1
+	}
+	return w
+}
+
 func ids(ps ...string) []peer.ID {
 	out := make([]peer.ID, len(ps))
 	for i, p := range ps {
@@ -112,11 +121,12 @@ func TestBehind(t *testing.T) {
 		{"a peer one step ahead", []gossip.Member{m("a", 6, "x", 0)}, 0, 5, true},
 		{"a syncing peer ahead does not count", []gossip.Member{m("a", 9, "", 9)}, 0, 5, false},
 		{"moshpit: a round ahead is normal", []gossip.Member{m("a", 6, "x", 0), m("b", 5, "x", 0), m("c", 5, "x", 0)}, 2, 5, false},
-		{"moshpit: beyond the lag", []gossip.Member{m("a", 5+MoshpitLag+1, "x", 0), m("b", 5, "x", 0), m("c", 5, "x", 0)}, 2, 5, true},
+		{"moshpit: beyond the lag", []gossip.Member{m("a", 5+MoshpitLag+1, "x", 0), m("b", 5+MoshpitLag+1, "x", 0), m("c", 5, "x", 0)}, 2, 5, true},
+		{"moshpit: one peer beyond the lag is no quorum", []gossip.Member{m("a", 5+MoshpitLag+1, "x", 0), m("b", 5, "x", 0), m("c", 5, "x", 0)}, 2, 5, false},
 		{"at the cap: exact, no lag", []gossip.Member{m("a", 6, "x", 0)}, 2, 5, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := View{Self: self, Live: tc.live, MaxGroup: tc.maxGroup}
+			v := View{Self: self, Step: tc.step, Live: tc.live, MaxGroup: tc.maxGroup, Weight: all(tc.live)}
 			if got := v.Behind(tc.step); got != tc.want {
 				t.Errorf("Behind(%d) = %v, want %v", tc.step, got, tc.want)
 			}
@@ -143,7 +153,7 @@ func TestDiverged(t *testing.T) {
 		{"moshpit: replicas differ by design", "y", []gossip.Member{m("a", 5, "x", 0), m("b", 5, "x", 0), m("c", 5, "x", 0)}, 2, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := View{Self: self, Step: 5, Hash: tc.hash, Live: tc.live, MaxGroup: tc.maxGroup}
+			v := View{Self: self, Step: 5, Hash: tc.hash, Live: tc.live, MaxGroup: tc.maxGroup, Weight: all(tc.live)}
 			got, div := v.Diverged()
 			if got != tc.want || div != tc.diverged {
 				t.Errorf("Diverged() = %q, %v; want %q, %v", got, div, tc.want, tc.diverged)
@@ -164,17 +174,23 @@ func TestDonors(t *testing.T) {
 	}{
 		{"nobody ahead", 5, "x", []gossip.Member{m("a", 5, "x", 0), m("b", 4, "z", 0)}, nil, 0, ""},
 		{"ahead: newest first, then the consensus there", 5, "x",
+			[]gossip.Member{m("a", 6, "y", 0), m("b", 7, "q", 0), m("c", 7, "p", 0), m("d", 7, "p", 0), m("e", 7, "p", 0), m("g", 7, "p", 0), m("f", 5, "x", 0)},
+			ids("c", "d", "e", "g", "b", "a", "f"), 7, "p"},
+		{"ahead, no quorum on a hash there yet", 5, "x",
 			[]gossip.Member{m("a", 6, "y", 0), m("b", 7, "q", 0), m("c", 7, "p", 0), m("d", 7, "p", 0), m("e", 5, "x", 0)},
-			ids("c", "d", "b", "a", "e"), 7, "p"},
+			ids("b", "c", "d", "a", "e"), 7, ""},
 		{"same step, outvoted: the winners first", 5, "z",
 			[]gossip.Member{m("a", 5, "x", 0), m("b", 5, "x", 0), m("c", 5, "z", 0)},
 			ids("a", "b", "c"), 5, "x"},
 		{"syncing, hashless and stale peers never donate", 5, "x",
-			[]gossip.Member{m("a", 9, "y", 9), m("b", 8, "", 0), m("c", 4, "w", 0), m("d", 6, "v", 0)},
-			ids("d"), 6, "v"},
+			[]gossip.Member{m("a", 9, "y", 9), m("b", 8, "", 0), m("c", 4, "w", 0), m("d", 6, "v", 0), m("e", 6, "v", 0)},
+			ids("d", "e"), 6, ""},
+		{"one peer ahead of a swarm of three is no quorum", 5, "x",
+			[]gossip.Member{m("a", 9, "y", 0), m("b", 5, "x", 0)},
+			nil, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := View{Self: self, Step: tc.step, Hash: tc.hash, Live: tc.live}
+			v := View{Self: self, Step: tc.step, Hash: tc.hash, Live: tc.live, Weight: all(tc.live)}
 			donors, top, want := v.Donors()
 			if !slices.Equal(donors, tc.donors) || top != tc.top || want != tc.want {
 				t.Errorf("Donors() = %v, %d, %q; want %v, %d, %q", donors, top, want, tc.donors, tc.top, tc.want)
@@ -184,22 +200,25 @@ func TestDonors(t *testing.T) {
 }
 
 func TestFinal(t *testing.T) {
-	v := View{Self: self, Hash: "y", Live: []gossip.Member{m("a", 10, "x", 0), m("b", 9, "x", 0)}}
+	live := []gossip.Member{m("a", 10, "x", 0), m("c", 10, "x", 0), m("b", 9, "x", 0)}
+	v := View{Self: self, Step: 10, Hash: "y", Live: live, Weight: all(live)}
 	if v.FinalConsensus(10) {
-		t.Error("a tie at the final step: the smaller hash x wins, not ours")
+		t.Error("two of four at the final step hold x: a quorum, and the tie goes to the smaller hash x, not ours")
 	}
 	if !v.Pending(10) {
 		t.Error("b has not finished")
 	}
-	v.Live = v.Live[:1]
+	v.Live = v.Live[:2]
 	if v.Pending(10) {
 		t.Error("everyone finished")
 	}
+	v.Live = v.Live[:1]
 	v.Hash = "w"
 	if !v.FinalConsensus(10) {
 		t.Error("w ties x and is smaller: ours wins")
 	}
-	if got := (View{Live: []gossip.Member{m("a", 3, "x", 0), m("b", 9, "", 9)}}).NewestStep(); got != 3 {
+	live = []gossip.Member{m("a", 3, "x", 0), m("b", 9, "", 9)}
+	if got := (View{Live: live, Weight: all(live)}).NewestStep(); got != 3 {
 		t.Errorf("NewestStep() = %d, want 3 (a syncing peer does not count)", got)
 	}
 }
