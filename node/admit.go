@@ -66,6 +66,10 @@ func (a *admitted) remove(p peer.ID) {
 type gatedNetwork struct {
 	Network
 	admitted func(peer.ID) bool
+	// contact, when set, is asked about a stream from a peer not admitted
+	// yet, before it is reset: it may greet the peer and report whether
+	// it is admitted now (see Node.onContact).
+	contact func(peer.ID) bool
 }
 
 func (g gatedNetwork) Handle(proto protocol.ID, h func(gossip.Stream)) {
@@ -74,7 +78,7 @@ func (g gatedNetwork) Handle(proto protocol.ID, h func(gossip.Stream)) {
 		return
 	}
 	g.Network.Handle(proto, func(s gossip.Stream) {
-		if !g.admitted(s.RemotePeer()) {
+		if p := s.RemotePeer(); !g.admitted(p) && (g.contact == nil || !g.contact(p)) {
 			s.Reset()
 			return
 		}
@@ -154,6 +158,14 @@ func (g *greeter) done(p peer.ID, ok bool, now time.Time) {
 	s.next = now.Add(s.backoff)
 }
 
+// inFlight reports whether a hello to p is under way.
+func (g *greeter) inFlight(p peer.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s, ok := g.peers[p]
+	return ok && s.inFlight
+}
+
 // prune drops entries whose backoff has ended and that are not in flight.
 func (g *greeter) prune(now time.Time) {
 	for p, s := range g.peers {
@@ -175,6 +187,42 @@ func (n *Node) stranger(p peer.ID, m gossip.Message) {
 	n.net.Learn(p, m.Heartbeat.Addrs)
 	go n.greet(p)
 }
+
+// onContact admits, if it can, a peer that opened a swarm stream before
+// we admitted it. Admission is each node's own, so a round's assembler
+// may list a member that the others have only heard of: its first part
+// or report then reaches a member that has not greeted it yet, and
+// resetting it would fail the round for everyone. So the stream waits
+// (at most contactWait) for a hello: ours, if the greeter lets us start
+// one now, or the one already in flight. Nothing is read from the stream
+// meanwhile; a peer that is not on our run, or does not answer, is
+// reset as before, and the greeter's backoff paces how often it can
+// make us ask.
+func (n *Node) onContact(p peer.ID) bool {
+	if p == n.ID() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), contactWait)
+	defer cancel()
+	if n.greets.start(p, time.Now()) {
+		err := n.adm.Greet(ctx, n.net, p)
+		n.greets.done(p, err == nil, time.Now())
+		if err == nil {
+			n.log.Info("admitted", "peer", p, "on", "contact")
+		}
+	}
+	for !n.admitted.has(p) {
+		if ctx.Err() != nil || !n.greets.inFlight(p) {
+			return n.admitted.has(p)
+		}
+		sleep(ctx, 10*time.Millisecond)
+	}
+	return true
+}
+
+// contactWait bounds how long a stream from a peer not admitted yet
+// waits for a hello: a round's first frames are waited for longer.
+const contactWait = 2 * time.Second
 
 // greet says hello to p after a reconnect or gossip of its, and records
 // the outcome with the greeter. A refusal is handled by onHello.

@@ -258,3 +258,60 @@ func TestInProcessStrangersGetNothing(t *testing.T) {
 		t.Error("a disconnected peer downloaded the state without a new hello")
 	}
 }
+
+// A stream from a peer not admitted yet asks the gate's contact hook
+// (the node greets the peer there) before it is reset: a round's
+// assembler may list a member the others have only heard of, whose
+// first part must not fail the round. The handler runs only if the
+// hook admits the peer.
+func TestGateAsksContactBeforeReset(t *testing.T) {
+	sw := newMemSwarm()
+	us, them := sw.add(), sw.add()
+	adm := newAdmitted(maxAdmitted)
+	var asked []peer.ID
+	welcome := false
+	g := gatedNetwork{Network: us, admitted: adm.has, contact: func(p peer.ID) bool {
+		asked = append(asked, p)
+		if welcome {
+			adm.add(p)
+		}
+		return welcome
+	}}
+	ran := make(chan struct{}, 4)
+	g.Handle(gossip.ProtoPart, func(s gossip.Stream) {
+		ran <- struct{}{}
+		b, err := s.Recv(64)
+		if err != nil {
+			s.Reset()
+			return
+		}
+		s.Send(b)
+		s.Close()
+	})
+	ask := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := them.Open(ctx, us.Self(), gossip.ProtoPart)
+		if err != nil {
+			return err
+		}
+		if err := s.Send([]byte("hi")); err != nil {
+			return err
+		}
+		_, err = s.Recv(64)
+		return err
+	}
+	if err := ask(); err == nil || len(ran) != 0 {
+		t.Fatalf("a peer the contact hook did not admit: err %v, handler runs %d; want reset, none", err, len(ran))
+	}
+	welcome = true
+	if err := ask(); err != nil || len(ran) != 1 {
+		t.Fatalf("a peer admitted on contact: err %v, handler runs %d; want an answer", err, len(ran))
+	}
+	if len(asked) != 2 || asked[0] != them.Self() {
+		t.Fatalf("contact asked about %v, want %s twice", asked, them.Self())
+	}
+	if err := ask(); err != nil || len(asked) != 2 {
+		t.Fatalf("an admitted peer: err %v, contact asked %d times; want no more asking", err, len(asked))
+	}
+}

@@ -228,7 +228,7 @@ func New(cfg Config) (_ *Node, err error) {
 		ownNet = true
 	}
 	// Every protocol but hello, now and later, serves admitted peers only.
-	n.net = gatedNetwork{Network: n.net, admitted: n.admitted.has}
+	n.net = gatedNetwork{Network: n.net, admitted: n.admitted.has, contact: n.onContact}
 	self := n.net.Self()
 	shard := n.local.train
 	if cfg.Shards > 0 {
