@@ -42,19 +42,7 @@ func TestGateResetsStrangersStreams(t *testing.T) {
 	for _, proto := range append(gatedProtos, gossip.ProtoHello) {
 		g.Handle(proto, echo(proto))
 	}
-	ask := func(proto protocol.ID) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s, err := them.Open(ctx, us.Self(), proto)
-		if err != nil {
-			return err
-		}
-		if err := s.Send([]byte("hi")); err != nil {
-			return err
-		}
-		_, err = s.Recv(64)
-		return err
-	}
+	ask := func(proto protocol.ID) error { return echoFrom(them, us.Self(), proto) }
 	for _, proto := range gatedProtos {
 		if err := ask(proto); err == nil {
 			t.Errorf("%s: a stranger got an answer", proto)
@@ -288,19 +276,7 @@ func TestGateAsksContactBeforeReset(t *testing.T) {
 		s.Send(b)
 		s.Close()
 	})
-	ask := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s, err := them.Open(ctx, us.Self(), gossip.ProtoPart)
-		if err != nil {
-			return err
-		}
-		if err := s.Send([]byte("hi")); err != nil {
-			return err
-		}
-		_, err = s.Recv(64)
-		return err
-	}
+	ask := func() error { return echoFrom(them, us.Self(), gossip.ProtoPart) }
 	if err := ask(); err == nil || len(ran) != 0 {
 		t.Fatalf("a peer the contact hook did not admit: err %v, handler runs %d; want reset, none", err, len(ran))
 	}
@@ -314,4 +290,19 @@ func TestGateAsksContactBeforeReset(t *testing.T) {
 	if err := ask(); err != nil || len(asked) != 2 {
 		t.Fatalf("an admitted peer: err %v, contact asked %d times; want no more asking", err, len(asked))
 	}
+}
+
+// echoFrom sends a frame from t to p on proto and waits for the answer.
+func echoFrom(t gossip.Transport, p peer.ID, proto protocol.ID) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := t.Open(ctx, p, proto)
+	if err != nil {
+		return err
+	}
+	if err := s.Send([]byte("hi")); err != nil {
+		return err
+	}
+	_, err = s.Recv(64)
+	return err
 }
