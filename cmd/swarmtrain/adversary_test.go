@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -23,9 +24,13 @@ import (
 //
 //	go test -tags adversary -run TestMaliciousNode -v -timeout 30m ./cmd/swarmtrain/
 func TestMaliciousNode(t *testing.T) {
+	aggregate := "clip"
+	if a := os.Getenv("SWARMTRAIN_TEST_AGGREGATE"); a != "" {
+		aggregate = a // to see the test fail without a robust rule
+	}
 	const nodes, steps = 6, 600
 	run := []string{"--hidden", "128", "--batch", "32", "--target-batch", strconv.Itoa(32 * nodes),
-		"--steps", strconv.Itoa(steps), "--linger", "10s", "--aggregate", "clip"}
+		"--steps", strconv.Itoa(steps), "--linger", "10s", "--aggregate", aggregate}
 	honest := sixNodes(t, filepath.Join(t.TempDir(), "honest"), nodes, run, "")
 	bad := sixNodes(t, filepath.Join(t.TempDir(), "attacked"), nodes, run, "from=100,scale=-50,claim=250,ahead=200")
 	t.Logf("six honest: %.2f%%; five honest and one malicious: %.2f%%", 100*honest, 100*bad)
@@ -69,6 +74,9 @@ func sixNodes(t *testing.T, dir string, nodes int, run []string, spec string) fl
 		}
 		if strings.Contains(p.log(), "replacing local state") {
 			t.Errorf("%s replaced its state:\n%s", r.Peer, p.log())
+		}
+		if spec != "" && !strings.Contains(p.log(), "ignoring a peer's claimed step") {
+			t.Errorf("%s never saw the false claim: the test checks nothing", r.Peer)
 		}
 	}
 	return first.Accuracy
