@@ -39,6 +39,21 @@ func (n *Node) syncState(ctx context.Context) error {
 	}
 	v := n.swarmView()
 	donors, top, want := v.Donors()
+	// A replica that diverged may be a step ahead of the quorum that
+	// outvoted it: it stepped alone (a joiner whose first round went
+	// without it) while the others waited for it, and both sides step
+	// in lockstep, each waiting out the other's join window. Stepping on
+	// would keep it ahead, and so never anyone's to download from. So it
+	// stops (its heartbeats say syncing, so nobody waits for it) until
+	// the quorum catches up and shows it a donor, for at most two join
+	// windows and a heartbeat.
+	if len(donors) == 0 && n.resync.Load() {
+		for wait := time.Now().Add(2*n.cfg.JoinWindow + n.cfg.HeartbeatInterval); len(donors) == 0 && time.Now().Before(wait) && ctx.Err() == nil; {
+			sleep(ctx, 50*time.Millisecond)
+			v = n.swarmView()
+			donors, top, want = v.Donors()
+		}
+	}
 	if len(donors) == 0 {
 		n.resync.Store(false)
 		return nil // no quorum ahead of us or against us: our state is the swarm's
