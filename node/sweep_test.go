@@ -69,13 +69,7 @@ func TestSweepQueue(t *testing.T) {
 func TestDistributedSweep(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	hosts, err := loopbackHosts(ctx, 4)
-	for _, h := range hosts {
-		defer h.Close()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	hosts := sweepHosts(t, ctx, 4)
 	var trials []Trial
 	for _, lr := range []float32{1e-3, 3e-3, 1e-2} {
 		rc := DefaultRunConfig()
@@ -174,16 +168,8 @@ func TestSweepSilentWorker(t *testing.T) {
 	sweepKeepalive, sweepSilence = 100*time.Millisecond, 2*time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	hosts, err := loopbackHosts(ctx, 3)
-	for _, h := range hosts {
-		defer h.Close()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := DefaultRunConfig()
-	rc.Model.Hidden, rc.Compute.Batch, rc.Optimizer.TargetBatch, rc.Optimizer.Steps, rc.Optimizer.Warmup = []int{8}, 32, 32, 5, 0
-	q := NewSweepQueue([]Trial{{Label: "only", Run: rc}})
+	hosts := sweepHosts(t, ctx, 3)
+	q := oneTinyTrial()
 	ServeSweep(ctx, hosts[0], q, func(string, ...any) {})
 
 	raw, err := hosts[2].NewStream(ctx, hosts[0].ID(), SweepProtocol)
@@ -268,13 +254,7 @@ func (q *SweepQueue) heldBy(peer string) int {
 func TestSweepOneStreamPerWorker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	hosts, err := loopbackHosts(ctx, 2)
-	for _, h := range hosts {
-		defer h.Close()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	hosts := sweepHosts(t, ctx, 2)
 	rc := DefaultRunConfig()
 	q := NewSweepQueue([]Trial{{Label: "a", Run: rc}, {Label: "b", Run: rc}, {Label: "c", Run: rc}})
 	ServeSweep(ctx, hosts[0], q, func(string, ...any) {})
@@ -301,16 +281,8 @@ func TestSweepMaxHold(t *testing.T) {
 	sweepKeepalive = 100 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	hosts, err := loopbackHosts(ctx, 3)
-	for _, h := range hosts {
-		defer h.Close()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := DefaultRunConfig()
-	rc.Model.Hidden, rc.Compute.Batch, rc.Optimizer.TargetBatch, rc.Optimizer.Steps, rc.Optimizer.Warmup = []int{8}, 32, 32, 5, 0
-	q := NewSweepQueue([]Trial{{Label: "only", Run: rc}})
+	hosts := sweepHosts(t, ctx, 3)
+	q := oneTinyTrial()
 	// Time for the live worker to load MNIST and train five steps on a
 	// loaded machine, while the stalled one waits it out.
 	q.MaxHold = 6 * time.Second
@@ -333,4 +305,27 @@ func TestSweepMaxHold(t *testing.T) {
 	if r := q.Results(); len(r) != 1 || r[0].Worker != hosts[1].ID().String() || r[0].Error != "" {
 		t.Errorf("results %+v, want the one trial from the live worker", r)
 	}
+}
+
+// sweepHosts starts n connected loopback hosts, closed when the test ends
+// (after the test's own defers, so after the context is cancelled).
+func sweepHosts(t *testing.T, ctx context.Context, n int) []*p2p.Host {
+	t.Helper()
+	hosts, err := loopbackHosts(ctx, n)
+	t.Cleanup(func() {
+		for _, h := range hosts {
+			h.Close()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hosts
+}
+
+// oneTinyTrial is a queue of one trial of five steps of a tiny MLP.
+func oneTinyTrial() *SweepQueue {
+	rc := DefaultRunConfig()
+	rc.Model.Hidden, rc.Compute.Batch, rc.Optimizer.TargetBatch, rc.Optimizer.Steps, rc.Optimizer.Warmup = []int{8}, 32, 32, 5, 0
+	return NewSweepQueue([]Trial{{Label: "only", Run: rc}})
 }

@@ -23,7 +23,14 @@ func newTestHost(t testing.TB, dir string) *Host {
 	cfg := DefaultConfig()
 	cfg.ListenAddrs = loopbackAddrs
 	cfg.Dir = dir
-	if dir == "" {
+	return startTestHost(t, cfg)
+}
+
+// startTestHost starts a host on cfg, with a throwaway identity unless
+// cfg.Dir holds one, and closes it when the test ends.
+func startTestHost(t testing.TB, cfg Config) *Host {
+	t.Helper()
+	if cfg.Dir == "" {
 		key, _, err := crypto.GenerateEd25519Key(nil)
 		if err != nil {
 			t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/pnet"
 )
 
@@ -20,17 +19,7 @@ func newKeyedHost(t testing.TB, psk pnet.PSK) *Host {
 	cfg := DefaultConfig()
 	cfg.ListenAddrs = loopbackAddrs
 	cfg.PSK = psk
-	key, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Identity = key
-	h, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return h
+	return startTestHost(t, cfg)
 }
 
 // A host in a private network lets in only hosts holding its key: a host
