@@ -45,6 +45,12 @@ type Gate struct {
 	// is not admitted (so the caller can greet it). It runs inside
 	// gossipsub's validation and must not block.
 	Stranger func(author peer.ID, m Message)
+	// Penalty, when set, is what the application holds against p (0 or
+	// more), subtracted from p's gossipsub score: a peer the all-reduce
+	// caught misbehaving drops out of our mesh and our gossip (IHAVE/IWANT
+	// below busGossipThreshold) while its penalty lasts. It runs inside
+	// gossipsub's scoring and must not block.
+	Penalty func(p peer.ID) float64
 }
 
 // Pass reports whether a valid message by author may be delivered, and
@@ -66,7 +72,11 @@ func NewBus(ctx context.Context, h host.Host, run string, gate Gate, deliver fun
 	// Progress goes out after every minibatch of every peer: the queues
 	// are sized for bursts (defaults.go).
 	b := &Bus{topics: map[Kind]*pubsub.Topic{}, cancel: cancel}
-	params, thresholds := busScore(run, nil)
+	var appScore func(peer.ID) float64
+	if gate.Penalty != nil {
+		appScore = func(p peer.ID) float64 { return -gate.Penalty(p) }
+	}
+	params, thresholds := busScore(run, appScore)
 	ps, err := pubsub.NewGossipSub(ctx, h,
 		pubsub.WithPeerScore(params, thresholds),
 		pubsub.WithPeerScoreInspect(b.inspect, busScoreEvery),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,4 +146,66 @@ func TestBusScoresInvalidSendersDown(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the honest peer's heartbeats were never delivered")
 	}
+}
+
+// A peer the application penalises (Gate.Penalty: an all-reduce owner
+// caught sending different results) scores below the gossip threshold
+// while the penalty lasts, and back to ≥ 0 once it is lifted; an
+// unpenalised peer stays ≥ 0 throughout.
+func TestBusPenaltyLowersScore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hBus, hCulprit, hOther := loopbackHost(t), loopbackHost(t), loopbackHost(t)
+	var penalised atomic.Bool
+	penalised.Store(true)
+	gate := Gate{Penalty: func(p peer.ID) float64 {
+		if p == hCulprit.ID() && penalised.Load() {
+			return MisbehavingPenalty
+		}
+		return 0
+	}}
+	bus, err := NewBus(ctx, hBus, "ab", gate, func(peer.ID, Message) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	for _, h := range []host.Host{hCulprit, hOther} {
+		b, err := NewBus(ctx, h, "ab", Gate{}, func(peer.ID, Message) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		if err := h.Connect(ctx, peer.AddrInfo{ID: hBus.ID(), Addrs: hBus.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scores := func() (culprit, other float64, err error) {
+		culprit, ok1 := bus.Score(hCulprit.ID())
+		other, ok2 := bus.Score(hOther.ID())
+		if !ok1 || !ok2 {
+			return 0, 0, errors.New("no scores yet")
+		}
+		if other < 0 {
+			return 0, 0, fmt.Errorf("the unpenalised peer scores %.1f, want ≥ 0", other)
+		}
+		return culprit, other, nil
+	}
+	testutil.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		c, _, err := scores()
+		if err == nil && c >= busGossipThreshold {
+			err = fmt.Errorf("the penalised peer scores %.1f, want below the gossip threshold %d", c, busGossipThreshold)
+		}
+		return err
+	})
+	if c, _, _ := scores(); c < busPublishThreshold {
+		t.Fatalf("the penalised peer scores %.1f, below the publish threshold %d: it would no longer hear us", c, busPublishThreshold)
+	}
+	penalised.Store(false)
+	testutil.CheckFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		c, _, err := scores()
+		if err == nil && c < 0 {
+			err = fmt.Errorf("with the penalty lifted the peer scores %.1f, want ≥ 0", c)
+		}
+		return err
+	})
 }

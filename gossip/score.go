@@ -42,6 +42,12 @@ const (
 	busColocationLimit    = 16
 )
 
+// MisbehavingPenalty is the Gate.Penalty for a peer the application
+// caught misbehaving: it takes the peer below busGossipThreshold (out of
+// our mesh and gossip) but not below busPublishThreshold, so its
+// heartbeats and ours still flow and it can be seen to recover.
+const MisbehavingPenalty = 150
+
 // busScore is the scoring for run's topics. appScore, when not nil, adds
 // what the application knows about a peer (admission, verified rounds).
 func busScore(run string, appScore func(peer.ID) float64) (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {

@@ -188,6 +188,16 @@ func (n *Node) stranger(p peer.ID, m gossip.Message) {
 	go n.greet(p)
 }
 
+// gossipPenalty is the bus gate's penalty: a peer serving an all-reduce
+// penalty here (caught sending different results, or a false report)
+// also loses its standing in our gossip mesh while it lasts.
+func (n *Node) gossipPenalty(p peer.ID) float64 {
+	if n.av.Penalised(p) {
+		return gossip.MisbehavingPenalty
+	}
+	return 0
+}
+
 // onContact admits, if it can, a peer that opened a swarm stream before
 // we admitted it. Admission is each node's own, so a round's assembler
 // may list a member that the others have only heard of: its first part

@@ -432,7 +432,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	// The bus outlives ctx: a cancelled node still announces its leave.
 	busCtx, stopBus := context.WithCancel(context.Background())
 	defer stopBus()
-	if n.bus, err = n.net.Bus(busCtx, n.run, gossip.Gate{Admitted: n.admitted.has, Stranger: n.stranger}, n.deliver); err != nil {
+	if n.bus, err = n.net.Bus(busCtx, n.run, gossip.Gate{Admitted: n.admitted.has, Stranger: n.stranger, Penalty: n.gossipPenalty}, n.deliver); err != nil {
 		return nil, err
 	}
 	defer n.bus.Close()
