@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,13 +203,37 @@ func TestInProcessJoinAndLeave(t *testing.T) {
 func TestInProcessPartitionHeals(t *testing.T) {
 	const steps = 40
 	sw := newMemSwarm()
+	// The cut comes at step 3 (they shared rounds before it) whatever the
+	// load: steps take milliseconds, so a test that partitioned once it
+	// saw step 3 could find the run already over. Every round opens
+	// streams, and the first open after node 0 reaches step 3 waits here
+	// until the partition is in place.
+	var started atomic.Pointer[[]*running]
+	reached, cut := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release := sync.OnceFunc(func() { close(cut) })
+	defer release() // on a failure too: nodes held here must finish
+	hold := func() {
+		if ns := started.Load(); ns != nil && atLeast((*ns)[0].n, 3) == nil {
+			once.Do(func() { close(reached) })
+			<-cut
+		}
+	}
+	sw.beforeOpen.Store(&hold)
 	nodes := swarmOf(t, sw, tinyData(t), 4, steps, func(c *Config) { c.Linger = time.Minute })
-	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return atLeast(nodes[0].n, 3) })
+	started.Store(&nodes)
+	select {
+	case <-reached:
+	case <-time.After(30 * time.Second):
+		t.Fatal("node 0 did not reach step 3 in 30 s")
+	}
 	var half []peer.ID
 	for _, r := range nodes[:2] {
 		half = append(half, r.n.ID())
 	}
 	sw.Partition(half)
+	sw.beforeOpen.Store(nil)
+	release()
 	// Both halves finish on their own, in groups of two.
 	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		for _, r := range nodes {

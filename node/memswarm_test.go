@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,10 @@ type memSwarm struct {
 	mu      sync.Mutex
 	nodes   map[peer.ID]*memNode
 	side    map[peer.ID]bool // partition: peers on different sides cannot talk
+	// beforeOpen, when set, runs before every stream is opened, with no
+	// lock held: every round opens streams, so a test can stop the world
+	// at a step there instead of racing the swarm from outside.
+	beforeOpen atomic.Pointer[func()]
 }
 
 func newMemSwarm() *memSwarm {
@@ -116,6 +121,9 @@ type memNode struct {
 var _ Network = (*memNode)(nil)
 
 func (n *memNode) Open(ctx context.Context, p peer.ID, proto protocol.ID) (gossip.Stream, error) {
+	if f := n.sw.beforeOpen.Load(); f != nil {
+		(*f)()
+	}
 	n.sw.mu.Lock()
 	cut := n.sw.cut(n.Self(), p)
 	n.sw.mu.Unlock()
