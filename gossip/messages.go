@@ -58,6 +58,10 @@ type Heartbeat struct {
 	// that step waits for it, so it joins the very next round.
 	SyncTo  uint64 `json:"sync_to,omitempty"`
 	Leaving bool   `json:"leaving"` // clean leave: drop me now
+	// Client: the peer cannot accept inbound connections (behind a NAT,
+	// or --client), so it owns no part, assembles no round and serves no
+	// state download: every other peer would have to dial it.
+	Client bool `json:"client,omitempty"`
 }
 
 // Progress reports samples accumulated toward step Step+1.

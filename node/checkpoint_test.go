@@ -31,7 +31,7 @@ func TestResumeRestoresTheState(t *testing.T) {
 		grad[i] = float32(i%7) * 1e-3
 	}
 	for step := range uint64(3) { // a state no fresh node has
-		if err := n.apply(step, grad, self); err != nil {
+		if err := n.apply(step, grad, self, self); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -97,7 +97,10 @@ type replica struct {
 	params    []float32
 	optState  []float32 // the optimizer's state at step, reused for hashing every step
 	hash      string
-	lastGroup []peer.ID // members of the last round we applied (Moshpit: the grid)
+	lastGroup []peer.ID // the last round's part owners (Moshpit: the grid): next round's candidates
+	// lastMembers are every member of the last round we applied, for the
+	// log's "group changed" (not state: lastGroup is what is hashed).
+	lastMembers []peer.ID
 	syncing   bool
 	syncTo    uint64 // the step being downloaded, while syncing
 }
@@ -261,7 +264,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.mm = allreduce.NewMatchmaker(n.net, allreduce.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
-		Uplink: func() (float64, bool) { return n.av.Uplink(), cfg.Client }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup,
+		Uplink: func() (float64, bool) { return n.av.Uplink(), n.client() }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup,
 		// A peer suspected of sending different results to different
 		// members owns no part of our groups for a while.
 		NoPart: func(p peer.ID) bool { return n.av.Penalised(p) }}, matchView{n})
@@ -574,6 +577,7 @@ func (n *Node) publishHeartbeat(ctx context.Context, leaving bool) {
 	hb := gossip.Heartbeat{
 		Peer: n.ID(), Run: n.run, Seq: n.seq.Add(1), Step: n.rep.step, Hash: n.rep.hash,
 		SamplesPerSec: finite(n.stats.samplesPerSec), Device: n.dev.Summary(), Syncing: n.rep.syncing, Leaving: leaving,
+		Client: n.client(),
 	}
 	if n.rep.syncing {
 		hb.SyncTo = n.rep.syncTo
@@ -588,6 +592,24 @@ func (n *Node) publishHeartbeat(ctx context.Context, leaving bool) {
 	if err := n.bus.Publish(ctx, gossip.Message{Kind: gossip.KindHeartbeat, Heartbeat: &hb}); err != nil && ctx.Err() == nil {
 		n.log.Warn("heartbeat", "err", err)
 	}
+}
+
+// client reports whether this node runs as a client: --client, or its
+// host found it cannot be dialled (behind a NAT).
+func (n *Node) client() bool {
+	if n.cfg.Client {
+		return true
+	}
+	r, ok := n.net.(reachability)
+	return ok && r.Private()
+}
+
+// reachability is a network that can tell whether others can dial us.
+type reachability interface {
+	// Private reports that others cannot dial this host (false while
+	// unknown: a node starts as a full peer and turns client when its
+	// host learns otherwise).
+	Private() bool
 }
 
 func finite(x float64) float64 {

@@ -139,7 +139,7 @@ func (n *Node) load(s statesync.Snapshot, hash string) error {
 	n.log.Info("replacing local state", "was_step", n.rep.step, "was_hash", n.rep.hash, "step", s.Step, "hash", hash)
 	copy(n.rep.params, s.Params)
 	n.rep.optState = l.opt.AppendState(n.rep.optState[:0])
-	n.rep.lastGroup = s.Group
+	n.rep.lastGroup, n.rep.lastMembers = s.Group, s.Group
 	n.rep.step = s.Step
 	n.rep.hash = hash
 	return nil

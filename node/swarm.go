@@ -33,7 +33,7 @@ func (n *Node) swarmView() swarm.View {
 	n.mu.Unlock()
 	return swarm.View{Run: n.run, Self: n.ID(), Live: n.view.Live(time.Now()), LastGroup: last, Step: step, Hash: hash,
 		MinGroup: n.cfg.Run.Averaging.MinGroup, MaxGroup: n.cfg.Run.Averaging.MaxGroup,
-		Weight: weight, Bootstrap: boot, Final: uint64(n.cfg.Run.Optimizer.Steps)}
+		Weight: weight, Bootstrap: boot, Final: uint64(n.cfg.Run.Optimizer.Steps), Client: n.client()}
 }
 
 // behind reports whether the swarm went past step without us.

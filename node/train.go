@@ -178,7 +178,7 @@ func (n *Node) minibatch(acc *accumulator) error {
 func (n *Node) commit(step uint64, out averaging.Outcome) error {
 	switch {
 	case out.Grad != nil:
-		if err := n.apply(step, out.Grad, out.Members); err != nil {
+		if err := n.apply(step, out.Grad, out.Members, out.Group); err != nil {
 			return err
 		}
 		n.mu.Lock()
@@ -190,8 +190,9 @@ func (n *Node) commit(step uint64, out averaging.Outcome) error {
 	return nil
 }
 
-// apply takes the identical optimizer step every member takes.
-func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
+// apply takes the identical optimizer step every member takes; group
+// becomes the candidates of the next exact round (see install).
+func (n *Node) apply(step uint64, avg []float32, members, group []peer.ID) error {
 	n.mu.Lock()
 	lr, err := n.optimizerStep(step, n.rep.params, avg) // the same average everywhere: the same step
 	if err != nil {
@@ -202,8 +203,8 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
 		n.mu.Unlock()
 		return err // every replica took the same step: the run, not this node, diverged
 	}
-	prev := n.rep.lastGroup
-	n.rep.lastGroup = members
+	prev := n.rep.lastMembers
+	n.rep.lastGroup, n.rep.lastMembers = group, members
 	n.part.Round(n.ID(), members)
 	n.commitLocked(step+1, members)
 	n.mu.Unlock()
@@ -223,7 +224,7 @@ func (n *Node) apply(step uint64, avg []float32, members []peer.ID) error {
 func (n *Node) install(step uint64, params []float32, members, group []peer.ID) {
 	n.mu.Lock()
 	copy(n.rep.params, params)
-	n.rep.lastGroup = group
+	n.rep.lastGroup, n.rep.lastMembers = group, members
 	if members != nil {
 		n.part.Round(n.ID(), members)
 	}

@@ -25,11 +25,11 @@ func TestDivergedStepStopsTheRun(t *testing.T) {
 	self := []peer.ID{n.ID()}
 	grad := make([]float32, len(n.rep.params))
 	grad[0] = 1e-3
-	if err := n.apply(0, grad, self); err != nil || n.currentStep() != 1 {
+	if err := n.apply(0, grad, self, self); err != nil || n.currentStep() != 1 {
 		t.Fatalf("a small step: %v, step %d", err, n.currentStep())
 	}
 	grad[1] = 1e38 // 9 × 1e38 is past float32's range
-	err = n.apply(1, grad, self)
+	err = n.apply(1, grad, self, self)
 	if err == nil || !strings.Contains(err.Error(), "diverged at step 1") || !strings.Contains(err.Error(), "--lr") {
 		t.Fatalf("got %v, want a divergence error naming the step and the fix", err)
 	}
@@ -43,7 +43,7 @@ func TestDivergedStepStopsTheRun(t *testing.T) {
 	huge := make([]float32, len(n.rep.params))
 	huge[2] = 1e30
 	before := n.rep.params[2]
-	err = n.apply(1, huge, self)
+	err = n.apply(1, huge, self, self)
 	if err == nil || !strings.Contains(err.Error(), "optimizer state") || n.currentStep() != 1 || n.rep.params[2] != before {
 		t.Fatalf("an overflowing optimizer state: %v, step %d, param %v (was %v)", err, n.currentStep(), n.rep.params[2], before)
 	}

@@ -144,7 +144,24 @@ func exactStep(ctx context.Context, env Env, step uint64, grad []float32, sample
 		return Outcome{}, &RoundError{"all-reduce", err}
 	}
 	lo, hi := r.Bounds(len(grad), r.Index(v.Self))
-	return Outcome{Next: step + 1, Grad: avg, Members: r.Members, Group: r.Members, Share: float64(hi-lo) / float64(len(grad))}, nil
+	return Outcome{Next: step + 1, Grad: avg, Members: r.Members, Group: owners(r), Share: float64(hi-lo) / float64(len(grad))}, nil
+}
+
+// owners are r's members that owned a part: the candidates of the next
+// exact round. A member that owned nothing (a client, which others cannot
+// dial; one too slow or penalised) is no assembler either. Every member
+// holds the same round, so every member picks the same list.
+func owners(r allreduce.Round) []peer.ID {
+	if r.Shares == nil {
+		return r.Members
+	}
+	var out []peer.ID
+	for i, p := range r.Members {
+		if i < len(r.Shares) && r.Shares[i] > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func checkLen(grad, avg []float32) error {

@@ -282,3 +282,22 @@ func TestPowerSGDStrategy(t *testing.T) {
 		t.Fatal("Reset kept the residual")
 	}
 }
+
+// The next exact round's candidates are the members that owned a part:
+// a client (share 0) is never asked to assemble, since others cannot
+// dial it; a round with equal parts keeps every member.
+func TestOwnersAreTheNextCandidates(t *testing.T) {
+	a, b, c := peer.ID("a"), peer.ID("b"), peer.ID("c")
+	for _, tc := range []struct {
+		r    allreduce.Round
+		want []peer.ID
+	}{
+		{allreduce.Round{Members: []peer.ID{a, b, c}}, []peer.ID{a, b, c}},
+		{allreduce.Round{Members: []peer.ID{a, b, c}, Shares: []int{3, 0, 2}}, []peer.ID{a, c}},
+		{allreduce.Round{Members: []peer.ID{a, b}, Shares: []int{0, 1}}, []peer.ID{b}},
+	} {
+		if got := owners(tc.r); !slices.Equal(got, tc.want) {
+			t.Errorf("owners(%v, shares %v) = %v, want %v", tc.r.Members, tc.r.Shares, got, tc.want)
+		}
+	}
+}

@@ -35,12 +35,14 @@ type View struct {
 	Self peer.ID
 	// Live are the peers gossip shows alive (self excluded), any order.
 	Live []gossip.Member
-	// LastGroup are the members of the last round this node applied (for
-	// a joiner: the list that came with the state it downloaded; Moshpit:
-	// the grid).
+	// LastGroup are the part owners of the last round this node applied
+	// (for a joiner: the list that came with the state it downloaded;
+	// Moshpit: the grid).
 	LastGroup []peer.ID
-	Step      uint64 // this node's step
-	Hash      string // this node's state hash at Step
+	// Client: this node cannot be dialled (see gossip.Heartbeat.Client).
+	Client bool
+	Step   uint64 // this node's step
+	Hash   string // this node's state hash at Step
 	// MinGroup and MaxGroup are the run's (MaxGroup 0: no cap).
 	MinGroup, MaxGroup int
 	// Weight is each peer's participation weight (Participation.Weights):
@@ -176,9 +178,23 @@ func (v View) Candidates() []peer.ID {
 	if len(out) > 0 {
 		return out
 	}
-	out = append(out, v.Self)
+	// Clients cannot be dialled, so they assemble only when nobody else
+	// can. Heartbeats may disagree on who is a client for a moment; the
+	// rounds after the first use LastGroup, which every member shares.
+	var clients []peer.ID
+	add := func(p peer.ID, client bool) {
+		if client {
+			clients = append(clients, p)
+		} else {
+			out = append(out, p)
+		}
+	}
+	add(v.Self, v.Client)
 	for _, m := range v.trainers() {
-		out = append(out, m.Peer)
+		add(m.Peer, m.Client)
+	}
+	if len(out) == 0 {
+		out = clients
 	}
 	slices.Sort(out)
 	return out
@@ -401,10 +417,18 @@ type Claim struct {
 // or of one peer alone.
 func (v View) Donors() (donors []peer.ID, top uint64, want string) {
 	var cands []gossip.Member
+	var clients []gossip.Member
 	for _, m := range v.electorate().active {
-		if m.Hash != "" && m.Step >= v.Step {
+		switch {
+		case m.Hash == "" || m.Step < v.Step:
+		case m.Client: // it votes, but serves only when nobody else can
+			clients = append(clients, m.Member)
+		default:
 			cands = append(cands, m.Member)
 		}
+	}
+	if len(cands) == 0 {
+		cands = clients
 	}
 	if len(cands) == 0 {
 		return nil, 0, ""

@@ -27,6 +27,9 @@ func all(live []gossip.Member) map[peer.ID]int {
 	return w
 }
 
+// client marks m as a peer that cannot be dialled.
+func client(m gossip.Member) gossip.Member { m.Client = true; return m }
+
 func ids(ps ...string) []peer.ID {
 	out := make([]peer.ID, len(ps))
 	for i, p := range ps {
@@ -38,21 +41,25 @@ func ids(ps ...string) []peer.ID {
 func TestCandidates(t *testing.T) {
 	live := []gossip.Member{m("a", 5, "x", 0), m("b", 5, "x", 0), m("c", 5, "x", 0), m("d", 2, "", 5)}
 	for _, tc := range []struct {
-		name string
-		last []peer.ID
-		live []gossip.Member
-		want []peer.ID
+		name   string
+		last   []peer.ID
+		live   []gossip.Member
+		want   []peer.ID
+		client bool // self is a client
 	}{
-		{"a member: last round's live members, in its order", []peer.ID{self, "a", "gone", "b"}, live, []peer.ID{self, "a", "b"}},
-		{"a joiner holds the list without itself", ids("b", "a"), live, ids("b", "a")},
-		{"a syncing member of the last round does not assemble", ids("a", "d"), live, ids("a")},
-		{"first step: every live trainer, sorted", nil, live, ids("a", "b", "c", "self")},
-		{"first step alone", nil, nil, ids("self")},
-		{"the whole last group gone: back to the live trainers", ids("gone"), live[:1], ids("a", "self")},
-		{"duplicates in the list count once", ids("a", "a", "self"), live, ids("a", "self")},
+		{"a member: last round's live members, in its order", []peer.ID{self, "a", "gone", "b"}, live, []peer.ID{self, "a", "b"}, false},
+		{"a joiner holds the list without itself", ids("b", "a"), live, ids("b", "a"), false},
+		{"a syncing member of the last round does not assemble", ids("a", "d"), live, ids("a"), false},
+		{"first step: every live trainer, sorted", nil, live, ids("a", "b", "c", "self"), false},
+		{"first step alone", nil, nil, ids("self"), false},
+		{"the whole last group gone: back to the live trainers", ids("gone"), live[:1], ids("a", "self"), false},
+		{"duplicates in the list count once", ids("a", "a", "self"), live, ids("a", "self"), false},
+		{"first step: clients do not assemble", nil, []gossip.Member{client(live[0]), live[1], client(live[2])}, ids("b", "self"), false},
+		{"first step: nor does self as a client", nil, []gossip.Member{client(live[0]), live[1]}, ids("b"), true},
+		{"first step, only clients: they must", nil, []gossip.Member{client(live[0])}, ids("a", "self"), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := View{Self: self, Live: tc.live, LastGroup: tc.last}
+			v := View{Self: self, Live: tc.live, LastGroup: tc.last, Client: tc.client}
 			if got := v.Candidates(); !slices.Equal(got, tc.want) {
 				t.Errorf("Candidates() = %v, want %v", got, tc.want)
 			}
@@ -185,6 +192,12 @@ func TestDonors(t *testing.T) {
 		{"syncing, hashless and stale peers never donate", 5, "x",
 			[]gossip.Member{m("a", 9, "y", 9), m("b", 8, "", 0), m("c", 4, "w", 0), m("d", 6, "v", 0), m("e", 6, "v", 0)},
 			ids("d", "e"), 6, ""},
+		{"clients vote but donate only when nobody else can", 5, "x",
+			[]gossip.Member{client(m("a", 7, "p", 0)), m("b", 7, "p", 0), m("c", 5, "x", 0)},
+			ids("b", "c"), 7, "p"},
+		{"only clients ahead: they donate", 5, "x",
+			[]gossip.Member{client(m("a", 7, "p", 0)), client(m("b", 7, "p", 0))},
+			ids("a", "b"), 7, "p"},
 		{"one peer ahead of a swarm of three is no quorum", 5, "x",
 			[]gossip.Member{m("a", 9, "y", 0), m("b", 5, "x", 0)},
 			nil, 0, ""},
