@@ -71,6 +71,7 @@ func newHostNetwork(cfg Config) (*hostNetwork, error) {
 	if err != nil {
 		return nil, err
 	}
+	p2p.ServeProbe(h) // for `swarmtrain doctor --join` on other machines
 	return &hostNetwork{h: h, timeout: cfg.FrameTimeout, minRate: cfg.MinLinkRate, book: newAddrBook()}, nil
 }
 
