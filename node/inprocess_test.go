@@ -234,7 +234,11 @@ func TestInProcessPartitionHeals(t *testing.T) {
 	sw.Partition(half)
 	sw.beforeOpen.Store(nil)
 	release()
-	// Both halves finish on their own, in groups of two.
+	// Both halves finish on their own, in groups of at most two. A node
+	// still in the round the cut broke waits out its timeout while its
+	// half-mate steps alone (min group 1) and then downloads the mate's
+	// state: its GroupSize is still the last round it applied, so only
+	// nodes that stepped to the end are checked.
 	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		for _, r := range nodes {
 			if err := atLeast(r.n, steps); err != nil {
@@ -243,9 +247,9 @@ func TestInProcessPartitionHeals(t *testing.T) {
 		}
 		return nil
 	})
-	for _, r := range nodes {
-		if g := r.n.Status().GroupSize; g != 2 {
-			t.Fatalf("a group of %d at the end of the partition, want 2", g)
+	for i, r := range nodes {
+		if st := r.n.Status(); st.StateSyncs == 0 && st.GroupSize > 2 {
+			t.Fatalf("node %d: a group of %d at the end of the partition, want at most 2", i, st.GroupSize)
 		}
 	}
 	if nodes[0].n.Status().Hash == nodes[2].n.Status().Hash {
