@@ -38,6 +38,25 @@ type Status struct {
 	BytesIn       int64       `json:"bytes_in"`
 	BytesOut      int64       `json:"bytes_out"`
 	Device        device.Info `json:"device"`
+
+	// Reachability is AutoNAT's verdict: public, private or unknown.
+	Reachability string `json:"reachability"`
+	// Mode is owner or client (see ClientMode); ModeWhy says why.
+	Mode    string `json:"mode"`
+	ModeWhy string `json:"mode_why"`
+	// ObservedAddrs are the public addresses peers see this node at.
+	ObservedAddrs []string `json:"observed_addrs"`
+	// Conns lists the open connections, one per peer.
+	Conns []PeerConn `json:"conns"`
+}
+
+// PeerConn is one peer this node is connected to, and how.
+type PeerConn struct {
+	Peer string `json:"peer"`
+	Addr string `json:"addr"`
+	// Relayed: the only path to the peer goes through a relay (a
+	// /p2p-circuit address), which carries control traffic only.
+	Relayed bool `json:"relayed"`
 }
 
 // Status returns a consistent snapshot of what the node is doing.
@@ -55,6 +74,17 @@ func (n *Node) Status() Status {
 	s.LivePeers = n.livePeers() + 1
 	s.BytesIn, s.BytesOut = n.net.BytesIn(), n.net.BytesOut()
 	s.Device = n.dev
+	reach := n.reachability()
+	s.Reachability = ReachabilityName(reach)
+	client, why := ClientMode(reach, n.cfg.Client)
+	s.Mode, s.ModeWhy = "owner", why
+	if client {
+		s.Mode = "client"
+	}
+	s.ObservedAddrs, s.Conns = []string{}, []PeerConn{}
+	if n.outside != nil {
+		s.ObservedAddrs, s.Conns = n.outside.ObservedAddrs(), n.outside.Conns()
+	}
 	return s
 }
 

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
@@ -193,6 +195,39 @@ func TestInProcessJoinAndLeave(t *testing.T) {
 	}
 	if left := nodes[2].wait(t, 10*time.Second); left.Step >= steps {
 		t.Errorf("the leaver was at step %d: it left after the run ended, the test checks nothing", left.Step)
+	}
+}
+
+// A node whose host finds it cannot be dialled (AutoNAT: private) turns
+// client with no flag: it trains every round, the swarm ends on one
+// state, and it owns no part of any round (the owners become the next
+// round's candidates, so the final group is the owners).
+func TestInProcessPrivateNodeIsAClient(t *testing.T) {
+	const steps = 20
+	sw, data := newMemSwarm(), tinyData(t)
+	nodes := swarmOf(t, sw, data, 3, steps, nil)
+	home := nodes[2].n
+	sw.mu.Lock()
+	sw.nodes[home.ID()].reach.Store(int32(network.ReachabilityPrivate))
+	sw.mu.Unlock()
+	if st := home.Status(); st.Mode != "client" || st.Reachability != "private" {
+		t.Fatalf("a private node's /status says mode %q, reachability %q; want client, private", st.Mode, st.Reachability)
+	}
+	if st := nodes[0].n.Status(); st.Mode != "owner" {
+		t.Fatalf("a node AutoNAT has not judged says mode %q, want owner", st.Mode)
+	}
+	res := []*Result{nodes[0].wait(t, 60*time.Second), nodes[1].wait(t, 60*time.Second), nodes[2].wait(t, 60*time.Second)}
+	oneState(t, steps, res...)
+	if res[2].Rounds < steps/2 {
+		t.Errorf("the client averaged in %d of %d rounds, want most", res[2].Rounds, steps)
+	}
+	for _, r := range nodes {
+		r.n.mu.Lock()
+		owners := slices.Clone(r.n.rep.lastGroup)
+		r.n.mu.Unlock()
+		if slices.Contains(owners, home.ID()) || len(owners) != 2 {
+			t.Errorf("%s: the last round's owners are %v; want the two reachable nodes, not the client %s", r.n.ID(), owners, home.ID())
+		}
 	}
 }
 

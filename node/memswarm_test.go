@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -116,6 +117,20 @@ type memNode struct {
 	// tamper, when set, rewrites what this node publishes: a hostile
 	// member's lies (see hostile_test.go).
 	tamper func(*gossip.Message)
+	// reach is what AutoNAT would say of this node (a network.Reachability).
+	reach atomic.Int32
+}
+
+func (n *memNode) Reachability() network.Reachability { return network.Reachability(n.reach.Load()) }
+func (n *memNode) ObservedAddrs() []string            { return nil }
+func (n *memNode) Conns() []PeerConn {
+	n.sw.mu.Lock()
+	defer n.sw.mu.Unlock()
+	var out []PeerConn
+	for p := range n.conns {
+		out = append(out, PeerConn{Peer: p.String(), Addr: "mem/" + p.String()})
+	}
+	return out
 }
 
 var _ Network = (*memNode)(nil)

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
@@ -39,6 +40,8 @@ type Node struct {
 	dev device.Info
 	net Network
 	bus Publisher
+	// outside is net's view of how others see us (nil: it has none).
+	outside outsideNet
 
 	view     *gossip.Membership
 	mm       *allreduce.Matchmaker
@@ -68,6 +71,7 @@ type Node struct {
 	redials   *redialer
 	refusals  chan string
 	resync    atomic.Bool   // set when the swarm's consensus is another state
+	wasClient atomic.Bool   // the mode last logged (a node starts as an owner)
 	aheadHint atomic.Uint64 // a step the swarm is known to have reached
 	seq       atomic.Uint64
 	started   time.Time
@@ -101,8 +105,8 @@ type replica struct {
 	// lastMembers are every member of the last round we applied, for the
 	// log's "group changed" (not state: lastGroup is what is hashed).
 	lastMembers []peer.ID
-	syncing   bool
-	syncTo    uint64 // the step being downloaded, while syncing
+	syncing     bool
+	syncTo      uint64 // the step being downloaded, while syncing
 }
 
 // stats are what /status and result.json report.
@@ -230,6 +234,9 @@ func New(cfg Config) (_ *Node, err error) {
 		}
 		ownNet = true
 	}
+	// What the network can tell of how others see us, asked of the
+	// network itself (the gate below hides its other methods).
+	n.outside, _ = n.net.(outsideNet)
 	// Every protocol but hello, now and later, serves admitted peers only.
 	n.net = gatedNetwork{Network: n.net, admitted: n.admitted.has, contact: n.onContact}
 	self := n.net.Self()
@@ -597,19 +604,34 @@ func (n *Node) publishHeartbeat(ctx context.Context, leaving bool) {
 // client reports whether this node runs as a client: --client, or its
 // host found it cannot be dialled (behind a NAT).
 func (n *Node) client() bool {
-	if n.cfg.Client {
-		return true
+	c, why := ClientMode(n.reachability(), n.cfg.Client)
+	if n.wasClient.Swap(c) != c {
+		mode := "owner"
+		if c {
+			mode = "client"
+		}
+		n.log.Info("mode changed", "mode", mode, "why", why)
 	}
-	r, ok := n.net.(reachability)
-	return ok && r.Private()
+	return c
 }
 
-// reachability is a network that can tell whether others can dial us.
-type reachability interface {
-	// Private reports that others cannot dial this host (false while
-	// unknown: a node starts as a full peer and turns client when its
-	// host learns otherwise).
-	Private() bool
+// reachability is AutoNAT's verdict on this node's host, or unknown on a
+// network that cannot tell (the in-memory one).
+func (n *Node) reachability() network.Reachability {
+	if n.outside == nil {
+		return network.ReachabilityUnknown
+	}
+	return n.outside.Reachability()
+}
+
+// outsideNet is a network that can tell how others see it: whether they
+// can dial it (AutoNAT), at what public addresses, and how each
+// connection was made. The libp2p one can; the in-memory one says
+// only what a test makes it say.
+type outsideNet interface {
+	Reachability() network.Reachability
+	ObservedAddrs() []string
+	Conns() []PeerConn
 }
 
 func finite(x float64) float64 {
