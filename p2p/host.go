@@ -43,6 +43,7 @@ type Host struct {
 	Bandwidth *metrics.BandwidthCounter
 
 	in, out *atomic.Int64
+	simOpen *atomic.Int64
 }
 
 // New starts a host listening on cfg.ListenAddrs with TCP and QUIC (TCP
@@ -69,6 +70,7 @@ func New(cfg Config) (*Host, error) {
 		rm.Close()
 		return nil, fmt.Errorf("p2p: connection manager: %w", err)
 	}
+	simOpen := new(atomic.Int64)
 	bw := &countingReporter{BandwidthCounter: metrics.NewBandwidthCounter()}
 	listen := libp2p.NoListenAddrs
 	if addrs := cfg.listenAddrs(); len(addrs) > 0 {
@@ -81,32 +83,15 @@ func New(cfg Config) (*Host, error) {
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
 		listen,
-		// Outgoing TCP connections come from ephemeral ports, not (as
-		// libp2p does by default, with SO_REUSEPORT) from the listen port.
-		// Two peers that dial each other at the same moment, as peers that
-		// learn of each other from the same gossip do, would otherwise send
-		// SYNs between the same two ports; when they cross, TCP's
-		// simultaneous open joins them into one connection on which both
-		// ends act as the dialer, both start TLS as the client, and the
-		// dial fails on both sides (then libp2p's dial backoff keeps the
-		// pair apart). Upstream calls this unfixable (libp2p/go-libp2p#2925).
-		// With ephemeral ports the crossing dials make two connections.
-		//
-		// The cost falls on TCP NAT traversal, which swarmtrain does not do
-		// yet. A hole punch must dial from the listen port, but a dialer
-		// that did so only for those dials (network.GetSimultaneousConnect,
-		// where libp2p settles the roles itself) would not be enough:
-		// identify tells a node its public TCP address only on connections
-		// whose local port is the listen port (libp2p's observed-address
-		// manager ignores the others), and behind a NAT those are the ones
-		// it dialed itself, so it would have no address to punch. TCP hole
-		// punching needs reuseport back, and crossing ordinary dials kept
-		// apart another way (say, only the lower peer ID dials). QUIC is
-		// unaffected: it sends everything from its listening socket.
-		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
-		libp2p.Security(tlssec.ID, tuneSecurity(tlssec.New, cfg.TCPNotSentLowat)),
-		libp2p.Security(noise.ID, tuneSecurity(noise.New, cfg.TCPNotSentLowat)),
-		libp2p.Muxer(yamux.ID, &mux),
+		// TCP dials leave from the listen port (SO_REUSEPORT, libp2p's
+		// default): hole punching needs it, and identify reports our
+		// public address only on such connections. Crossing dials then
+		// meet as one TCP simultaneous open; settleRoles (simopen.go)
+		// turns that into a working connection.
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Security(TLSID, settleRoles(tuneSecurity(tlssec.New, cfg.TCPNotSentLowat), simOpen)),
+		libp2p.Security(NoiseID, settleRoles(tuneSecurity(noise.New, cfg.TCPNotSentLowat), simOpen)),
+		libp2p.Muxer(yamux.ID, settledMuxer{&mux}),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.BandwidthReporter(bw),
@@ -133,7 +118,7 @@ func New(cfg Config) (*Host, error) {
 		cm.Close()
 		return nil, fmt.Errorf("p2p: start host: %w", err)
 	}
-	return &Host{Host: h, Bandwidth: bw.BandwidthCounter, in: &bw.in, out: &bw.out}, nil
+	return &Host{Host: h, Bandwidth: bw.BandwidthCounter, in: &bw.in, out: &bw.out, simOpen: simOpen}, nil
 }
 
 // newResourceManager keeps libp2p's scaled connection and stream counts for
@@ -295,6 +280,10 @@ func (h *Host) Connect(ctx context.Context, addr string) (peer.ID, error) {
 	}
 	return info.ID, nil
 }
+
+// SimultaneousOpens counts connections since New that both ends dialed
+// at once (TCP simultaneous open) and that settled their roles by nonce.
+func (h *Host) SimultaneousOpens() int { return int(h.simOpen.Load()) }
 
 // BytesIn is the total of stream payload bytes received since New (exact,
 // excluding encryption and muxer overhead).

@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/swarmtrain/swarmtrain/internal/netlab"
 )
@@ -54,6 +56,8 @@ func TestMain(m *testing.M) {
 		h.Close()
 	case "crossdial":
 		crossDial(os.Args[len(os.Args)-2], os.Args[len(os.Args)-1])
+	case "redial":
+		redial(os.Args[len(os.Args)-2], os.Args[len(os.Args)-1])
 	case "probe":
 		a := os.Args[len(os.Args)-3:]
 		bulk, _ := strconv.Atoi(a[1])
@@ -316,6 +320,7 @@ func crossDial(seed, addr string) {
 		return
 	}
 	fmt.Println("connected")
+	fmt.Println("simultaneous opens:", h.SimultaneousOpens())
 	io.Copy(io.Discard, os.Stdin) // stay up until the other side has answered too
 }
 
@@ -384,5 +389,137 @@ func TestSimultaneousDial(t *testing.T) {
 			in.Close()
 		}
 		l.Close()
+	}
+}
+
+// redial is the surviving peer of TestRejoinSameAddress: a host with
+// identity seed on tcp/4001 that, once the peer at addr has connected to it
+// and gone, redials addr without pause (clearing libp2p's dial backoff, as
+// a node that keeps trying would) until stdin closes.
+func redial(seed, addr string) {
+	h := helperHost(bytes.Repeat([]byte(seed[:1]), 64), "/ip4/0.0.0.0/tcp/4001")
+	defer h.Close()
+	info, err := peer.AddrInfoFromString(addr)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("ready")
+	quit := make(chan struct{})
+	go func() { io.Copy(io.Discard, os.Stdin); close(quit) }()
+	for h.Network().Connectedness(info.ID) != network.Connected {
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Println("joined")
+	for h.Network().Connectedness(info.ID) == network.Connected {
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Println("lost")
+	for {
+		select {
+		case <-quit:
+			return
+		default:
+		}
+		h.Network().(*swarm.Swarm).Backoff().Clear(info.ID)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		h.Host.Connect(ctx, *info)
+		cancel()
+	}
+}
+
+// A node that starts on the IP and port of a peer that just died, while
+// the others still redial that address, joins on the first try. Host 0
+// keeps redialing host 1's address from its listen port; host 1 restarts
+// (same identity, same port) and dials host 0 once. Left to chance the
+// two SYNs cross only sometimes; to make every try a TCP simultaneous
+// open, host 0's packets to host 1 are dropped while host 1 restarts
+// (host 0's redial waits in SYN-SENT, and host 1's SYN meets it), then let
+// through, so the retransmitted SYN-ACKs complete one connection that both
+// ends dialed.
+//
+//	sudo go test -tags netns -run TestRejoinSameAddress -v ./p2p/
+func TestRejoinSameAddress(t *testing.T) {
+	if err := netlab.DelayAvailable(); err != nil {
+		t.Skip(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tries = 4
+	sims := 0
+	for try := range tries {
+		l, err := netlab.New(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.DelayAll(50 * time.Millisecond); err != nil {
+			l.Close()
+			t.Fatal(err)
+		}
+		seeds := []string{"a", "b"}
+		addrs := make([]string, 2)
+		for i, seed := range seeds {
+			key, _, _ := crypto.GenerateEd25519Key(bytes.NewReader(bytes.Repeat([]byte(seed), 64)))
+			id, _ := peer.IDFromPrivateKey(key)
+			addrs[i] = fmt.Sprintf("/ip4/%s/tcp/4001/p2p/%s", l.Hosts[i].IP, id)
+		}
+		start := func(i int, mode string) (*bufio.Reader, io.WriteCloser, func()) {
+			cmd := l.Command(l.Hosts[i], exe, "-test.run=^$", seeds[i], addrs[1-i])
+			cmd.Env = append(os.Environ(), helperEnv+"="+mode)
+			cmd.Stderr = os.Stderr
+			in, _ := cmd.StdinPipe()
+			out, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			r := bufio.NewReader(out)
+			if line, err := r.ReadString('\n'); line != "ready\n" {
+				t.Fatalf("host %d: %q, %v", i, line, err)
+			}
+			return r, in, func() { cmd.Process.Kill(); cmd.Wait() }
+		}
+		expect := func(r *bufio.Reader, who, want string) {
+			if line, err := r.ReadString('\n'); line != want+"\n" {
+				t.Fatalf("try %d: %s printed %q (%v), want %q", try, who, line, err, want)
+			}
+		}
+		outA, inA, stopA := start(0, "redial")
+		outB, inB, stopB := start(1, "crossdial")
+		io.WriteString(inB, "go\n")
+		expect(outB, "first host 1", "connected")
+		expect(outA, "host 0", "joined")
+		stopB() // dies: no goodbye
+		expect(outA, "host 0", "lost")
+		// In host 1's namespace: a drop in host 0's OUTPUT would fail its
+		// connect at once (EPERM) instead of leaving it waiting.
+		drop := []string{"INPUT", "-s", l.Hosts[0].IP, "-p", "tcp", "-j", "DROP"}
+		iptables := func(op string) {
+			if out, err := l.Command(l.Hosts[1], "iptables", append([]string{"-w", op}, drop...)...).CombinedOutput(); err != nil {
+				t.Fatalf("iptables %s: %v: %s", op, err, out)
+			}
+		}
+		iptables("-I")
+		time.Sleep(300 * time.Millisecond) // host 0's redial now waits in SYN-SENT
+		outB, inB, stopB = start(1, "crossdial")
+		io.WriteString(inB, "go\n")
+		time.Sleep(200 * time.Millisecond) // host 1's SYN has reached host 0
+		iptables("-D")
+		line, err := outB.ReadString('\n')
+		if line != "connected\n" {
+			t.Errorf("try %d: host 1 restarted on its address: %q %v", try, strings.TrimSpace(line), err)
+		}
+		if line, _ := outB.ReadString('\n'); strings.HasPrefix(line, "simultaneous opens: ") {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "simultaneous opens: ")))
+			sims += n
+		}
+		inA.Close()
+		inB.Close()
+		stopB()
+		stopA()
+		l.Close()
+	}
+	if sims != tries {
+		t.Errorf("%d of %d restarts met host 0's redial as a TCP simultaneous open, want all: the test no longer covers that case", sims, tries)
 	}
 }
