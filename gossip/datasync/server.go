@@ -1,0 +1,142 @@
+package datasync
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/filecoin-project/go-clock"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
+)
+
+// The wire: the downloader sends a request; the server answers with its
+// manifest (or an error); then each chunk request is answered with the
+// chunk's bytes, one frame each, until the downloader closes.
+
+type request struct {
+	// Root is the dataset wanted; empty: whatever the server serves
+	// (the downloader checks the files itself).
+	Root string `json:"root"`
+}
+
+type answer struct {
+	Manifest
+	Error string `json:"error,omitempty"`
+}
+
+type chunkRequest struct {
+	Chunk int `json:"chunk"`
+}
+
+// maxRequest bounds a request frame: a root is 64 hex digits.
+const maxRequest = 1 << 10
+
+// Server serves one dataset over gossip.ProtoData. The transport decides
+// who may open a stream (the node's gate: admitted peers only).
+type Server struct {
+	clk clock.Clock
+	ds  *Dataset
+
+	mu     sync.Mutex
+	slots  int
+	byPeer map[peer.ID]int
+}
+
+// NewServer registers the data protocol on t, serving ds. clk times each
+// stream's lifetime (nil: the wall clock).
+func NewServer(t gossip.Transport, ds *Dataset, clk clock.Clock) *Server {
+	s := &Server{clk: gossip.OrWall(clk), ds: ds, byPeer: map[peer.ID]int{}}
+	t.Handle(gossip.ProtoData, s.serve)
+	return s
+}
+
+// acquire takes a slot for a stream from p; false: busy.
+func (s *Server) acquire(p peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.slots >= maxStreams || s.byPeer[p] >= maxStreamsPerPeer {
+		return false
+	}
+	s.slots++
+	s.byPeer[p]++
+	return true
+}
+
+func (s *Server) release(p peer.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.slots--
+	if s.byPeer[p]--; s.byPeer[p] <= 0 {
+		delete(s.byPeer, p)
+	}
+}
+
+func (s *Server) serve(st gossip.Stream) {
+	b, err := st.Recv(maxRequest)
+	if err != nil {
+		st.Reset()
+		return
+	}
+	var req request
+	if json.Unmarshal(b, &req) != nil {
+		st.Reset()
+		return
+	}
+	from := st.RemotePeer()
+	if !s.acquire(from) {
+		s.refuse(st, "busy serving other peers")
+		return
+	}
+	defer s.release(from)
+	if req.Root != "" && req.Root != s.ds.root {
+		s.refuse(st, "this peer serves dataset "+s.ds.root+", not "+truncate(req.Root, 64))
+		return
+	}
+	mb, _ := json.Marshal(answer{Manifest: s.ds.m})
+	if st.Send(mb) != nil {
+		st.Reset()
+		return
+	}
+	// The stream lives as long as the whole dataset takes at the slowest
+	// link served, and may take every chunk once: a peer that never
+	// reads, or asks again and again, loses it.
+	size := int64(len(s.ds.data))
+	timer := s.clk.AfterFunc(lifetime(size), func() { st.Reset() })
+	defer timer.Stop()
+	budget := size
+	n := len(s.ds.m.Chunks)
+	for {
+		b, err := st.Recv(maxRequest)
+		if err != nil {
+			st.Close() // the downloader is done, or gone
+			return
+		}
+		var cr chunkRequest
+		if json.Unmarshal(b, &cr) != nil || cr.Chunk < 0 || cr.Chunk >= n {
+			st.Reset()
+			return
+		}
+		c := s.ds.chunk(cr.Chunk)
+		if budget -= int64(len(c)); budget < 0 {
+			st.Reset()
+			return
+		}
+		if st.Send(c) != nil {
+			st.Reset()
+			return
+		}
+	}
+}
+
+// lifetime is how long a stream may take for a dataset of size bytes.
+func lifetime(size int64) time.Duration {
+	return time.Duration(float64(size)/minLinkRate*float64(time.Second)) + lifetimeSlack
+}
+
+func (s *Server) refuse(st gossip.Stream, why string) {
+	mb, _ := json.Marshal(answer{Error: why})
+	st.Send(mb)
+	st.Close()
+}
