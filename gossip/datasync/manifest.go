@@ -175,7 +175,6 @@ func split(m Manifest, data []byte) []File {
 	return out
 }
 
-
 // truncate shortens s to n bytes for an error message.
 func truncate(s string, n int) string {
 	if len(s) <= n {
