@@ -235,6 +235,7 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 	key.bind(fs)
 	fs.StringVar(&cfg.HTTP, "http", "", "serve /status and /metrics on this address, e.g. 127.0.0.1:9090")
 	data.bind(fs)
+	fs.BoolVar(&cfg.NoServeData, "no-serve-data", false, "do not serve the run's dataset to peers that lack it (they fetch MNIST from the swarm when they have no copy)")
 	fs.StringVar(&shard, "shard", "", "train on shard K of N of the training set (K/N, 0-based); default: whole set in a per-peer order")
 	fs.BoolVar(&cfg.Client, "client", false, "this machine cannot accept inbound connections (NAT, firewall): own no part of the all-reduce, still contribute")
 	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")
@@ -253,7 +254,7 @@ func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return err
 	}
-	n, err := node.New(cfg)
+	n, err := node.NewContext(ctx, cfg)
 	if err != nil {
 		return err
 	}
