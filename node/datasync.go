@@ -174,5 +174,5 @@ func (n *Node) serveData() {
 		n.log.Info("not serving data", "reason", err)
 		return
 	}
-	datasync.NewServer(n.net, ds, nil)
+	datasync.NewServer(n.adv.dataNet(n.net), ds, nil)
 }
