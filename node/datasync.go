@@ -2,6 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -27,6 +30,14 @@ import (
 // downloads what it cannot find. Every node whose MNIST is those files
 // (found or downloaded) serves them to admitted peers unless
 // --no-serve-data.
+//
+// A text run names its data by hash (data.files over the text files,
+// data.vocab over the vocabulary), not by bytes this build knows. A node
+// given none of those files (cmd leaves VocabPath empty) downloads the
+// dataset most of its peers announce, and keeps it only if it hashes to
+// what the run names; peers that served one that does not are left out
+// of the next try. The text files travel as NN-NAME, in the run's order,
+// then vocab.txt; they are kept in --dir/data/text.
 
 // mnistRoot is datasync's root of trainer.MNISTGzipNames as the GoMNIST
 // module ships them (11,594,722 bytes in 45 chunks). A manifest from a
@@ -85,11 +96,12 @@ func mnistDataset(dir string) (*datasync.Dataset, error) {
 }
 
 // ensureData makes n.cfg.DataDir the folder of the run's MNIST, fetching
-// it from the join peers when this machine has none. Text runs name
-// their files on the command line (their hashes are in the run).
+// it from the join peers when this machine has none; for a text run
+// without local files, it sets the text and vocabulary paths to the
+// files fetched from the peers.
 func (n *Node) ensureData(ctx context.Context) error {
 	if n.cfg.Run.IsText() {
-		return nil
+		return n.ensureText(ctx)
 	}
 	dir, why := locateMNIST(n.cfg)
 	if dir == "" {
@@ -166,13 +178,193 @@ func (n *Node) serveData() {
 	case n.cfg.NoServeData:
 		n.log.Info("not serving data", "reason", "--no-serve-data")
 		return
-	case n.cfg.Run.IsText():
-		return
 	}
-	ds, err := mnistDataset(n.cfg.DataDir)
+	var ds *datasync.Dataset
+	var err error
+	if n.cfg.Run.IsText() {
+		ds, err = textDataset(n.cfg)
+	} else {
+		ds, err = mnistDataset(n.cfg.DataDir)
+	}
 	if err != nil {
 		n.log.Info("not serving data", "reason", err)
 		return
 	}
 	datasync.NewServer(n.adv.dataNet(n.net), ds, nil)
+}
+
+// vocabName is the vocabulary's name among a text run's served files.
+const vocabName = "vocab.txt"
+
+// downloadedText is where a node keeps the text its peers gave it.
+func downloadedText(dir string) string { return filepath.Join(dir, "data", "text") }
+
+// textName is the served name of a run's text file i: its index (the
+// order is part of data.files) and its base name, made a datasync name.
+func textName(i int, path string) string {
+	base := []byte(filepath.Base(path))
+	for j, c := range base {
+		if datasync.ValidName(string(c)) != nil && c != '.' {
+			base[j] = '_'
+		}
+	}
+	return fmt.Sprintf("%02d-%s", i, truncateName(string(base), 100))
+}
+
+func truncateName(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// textDataset is a text run's files as served: the text files in order,
+// then the vocabulary.
+func textDataset(cfg Config) (*datasync.Dataset, error) {
+	paths, contents, sum, err := cfg.readTextFiles()
+	if err != nil {
+		return nil, err
+	}
+	if sum != cfg.Run.Data.Files {
+		return nil, fmt.Errorf("text data %v has SHA-256 %s, the run names %s", paths, sum, cfg.Run.Data.Files)
+	}
+	vb, err := readVocab(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var files []datasync.File
+	for i, p := range paths {
+		files = append(files, datasync.File{Name: textName(i, p), Data: contents[i]})
+	}
+	return datasync.NewDataset(append(files, datasync.File{Name: vocabName, Data: vb}))
+}
+
+// checkText accepts files only as a text run's served dataset whose text
+// hashes to data.files and whose vocabulary to data.vocab.
+func checkText(r RunConfig) func([]datasync.File) error {
+	return func(files []datasync.File) error {
+		if len(files) < 2 || files[len(files)-1].Name != vocabName {
+			return fmt.Errorf("want text files, then %s", vocabName)
+		}
+		texts := files[:len(files)-1]
+		if r.Data.Dataset == DatasetCSV && len(texts) != 2 {
+			return fmt.Errorf("dataset csv has a training and a test file, got %d files", len(texts))
+		}
+		h := sha256.New()
+		for i, f := range texts {
+			if !strings.HasPrefix(f.Name, fmt.Sprintf("%02d-", i)) {
+				return fmt.Errorf("text file %d is named %q, want it to start with %02d-", i, f.Name, i)
+			}
+			h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(f.Data))))
+			h.Write(f.Data)
+		}
+		if sum := hex.EncodeToString(h.Sum(nil)); sum != r.Data.Files {
+			return fmt.Errorf("the text files have SHA-256 %s, the run names %s (data.files)", sum, r.Data.Files)
+		}
+		if sum := sha256Hex(files[len(files)-1].Data); sum != r.Data.Vocab {
+			return fmt.Errorf("the vocabulary has SHA-256 %s, the run names %s (data.vocab)", sum, r.Data.Vocab)
+		}
+		return nil
+	}
+}
+
+// ensureText finds a text run's files: named ones (VocabPath set: cmd
+// found them), an earlier download, or the peers'.
+func (n *Node) ensureText(ctx context.Context) error {
+	if n.cfg.VocabPath != "" {
+		return nil
+	}
+	dir := downloadedText(n.cfg.Dir)
+	files, err := readDownloadedText(dir)
+	if err == nil {
+		err = checkText(n.cfg.Run)(files)
+	}
+	if err != nil {
+		n.log.Info("no text data on this machine: fetching it from peers", "kept", err)
+		if files, err = n.fetchText(ctx); err != nil {
+			return fmt.Errorf("text data: %w (or give this node the run's files: --text or --train-csv/--test-csv, and --vocab)", err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		for _, f := range files {
+			if err := atomicfile.Write(filepath.Join(dir, f.Name), f.Data); err != nil {
+				return fmt.Errorf("text data: keeping the download: %w", err)
+			}
+		}
+	}
+	var texts []string
+	for _, f := range files[:len(files)-1] {
+		texts = append(texts, filepath.Join(dir, f.Name))
+	}
+	if n.cfg.Run.Data.Dataset == DatasetCSV {
+		n.cfg.TrainCSV, n.cfg.TestCSV = texts[0], texts[1]
+	} else {
+		n.cfg.Corpus = texts
+	}
+	n.cfg.VocabPath = filepath.Join(dir, vocabName)
+	return nil
+}
+
+// readDownloadedText reads an earlier download: NN-* files in order,
+// then the vocabulary.
+func readDownloadedText(dir string) ([]datasync.File, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var files []datasync.File
+	for _, e := range entries { // sorted by name: NN- keeps the run's order
+		if e.Name() == vocabName || !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, datasync.File{Name: e.Name(), Data: b})
+	}
+	vb, err := os.ReadFile(filepath.Join(dir, vocabName))
+	if err != nil {
+		return nil, err
+	}
+	return append(files, datasync.File{Name: vocabName, Data: vb}), nil
+}
+
+// fetchTextTries bounds the downloads of a text dataset: each try
+// leaves out the peers whose dataset did not match the run.
+const fetchTextTries = 3
+
+// fetchText downloads a text run's files from the join peers.
+func (n *Node) fetchText(ctx context.Context) ([]datasync.File, error) {
+	ctx, cancel := context.WithTimeout(ctx, dataFetchTimeout)
+	defer cancel()
+	peers, err := n.dataPeers(ctx)
+	if len(peers) == 0 {
+		return nil, fmt.Errorf("no peer to fetch it from: %w", err)
+	}
+	for range fetchTextTries {
+		got, err := datasync.Fetch(ctx, n.net, peers, datasync.Request{Check: checkText(n.cfg.Run)})
+		for p, e := range got.Failed {
+			n.log.Warn("data peer dropped", "peer", p, "reason", e)
+		}
+		if err == nil {
+			n.log.Info("fetched data", "dataset", n.cfg.Run.Data.Dataset, "root", got.Root, "chunks", fmt.Sprint(got.Chunks))
+			return got.Files, nil
+		}
+		var left []peer.ID
+		for _, p := range peers {
+			if got.Failed[p] == nil {
+				left = append(left, p)
+			}
+		}
+		if len(left) == 0 || ctx.Err() != nil {
+			return nil, err
+		}
+		peers = left
+	}
+	return nil, errors.New("every try fetched data that does not match the run")
 }

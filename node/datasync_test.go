@@ -4,11 +4,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/swarmtrain/swarmtrain/gossip/datasync"
 	"github.com/swarmtrain/swarmtrain/trainer"
+	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
 
 // noGo plays a machine without Go or its module cache for the test.
@@ -106,4 +109,115 @@ func TestInProcessNodeFetchesMNIST(t *testing.T) {
 	res := []*Result{a.wait(t, 60*time.Second), q.wait(t, 60*time.Second), b.wait(t, 60*time.Second)}
 	oneState(t, steps, res...)
 
+}
+
+// tinyTextRun writes a small corpus and vocabulary and returns a node config
+// of a tiny bert mlm run on them, on sw, with its hashes set.
+func tinyTextRun(t *testing.T, sw *memSwarm) Config {
+	t.Helper()
+	dir := t.TempDir()
+	words := []string{"the", "of", "light", "and", "rays", "prism", "colours", "glass"}
+	var paths []string
+	for f := range 2 {
+		var b strings.Builder
+		for i := range 3000 {
+			b.WriteString(words[(i*(f+3)+i/7)%len(words)])
+			if i%11 == 10 {
+				b.WriteString(" .\n")
+			} else {
+				b.WriteByte(' ')
+			}
+		}
+		p := filepath.Join(dir, []string{"opticks.txt", "sawyer notes.txt"}[f])
+		if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	vocab := filepath.Join(dir, "vocab.txt")
+	if err := os.WriteFile(vocab, []byte(strings.Join(append(slices.Clone(text.Specials), append(words, ".")...), "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := memConfig(t, sw, "", 3)
+	rc := &cfg.Run
+	rc.Model.Kind, rc.Data.Dataset, rc.Model.Seq, rc.Model.Width, rc.Model.Heads, rc.Model.Layers = "bert", DatasetMLM, 16, 8, 2, 1
+	rc.Compute.Batch, rc.Optimizer.TargetBatch = 8, 16
+	cfg.Corpus, cfg.VocabPath = paths, vocab
+	if err := PrepareText(&cfg, filepath.Join(dir, "learned.txt")); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// A text run's node given none of its files fetches them from a peer,
+// checked against the run's data.files and data.vocab, keeps them in
+// --dir/data/text, and trains with it to one state; restarted, it reads
+// its download again without asking anyone.
+func TestInProcessNodeFetchesText(t *testing.T) {
+	sw := newMemSwarm()
+	acfg := tinyTextRun(t, sw)
+	acfg.MinPeers = 2
+	a := start(t, acfg)
+	bcfg := memConfig(t, sw, "", 3)
+	bcfg.Run, bcfg.MinPeers = acfg.Run, 2
+	bcfg.Join = []string{a.n.Addrs()[0]}
+	b := start(t, bcfg)
+	want := downloadedText(bcfg.Dir)
+	if got := b.n.cfg.Corpus; len(got) != 2 || filepath.Dir(got[0]) != want || filepath.Base(got[1]) != "01-sawyer_notes.txt" {
+		t.Fatalf("the node reads corpus %v, want two files in %s", got, want)
+	}
+	oneState(t, 3, a.wait(t, 60*time.Second), b.wait(t, 60*time.Second))
+
+	again := memConfig(t, sw, "", 3)
+	again.Run, again.Dir = acfg.Run, bcfg.Dir // no --join: nobody to ask
+	n, err := New(again)
+	if err != nil {
+		t.Fatalf("the restarted node did not reuse its download: %v", err)
+	}
+	n.unlock()
+	again.Network.Close()
+}
+
+// checkText takes only the files whose hashes the run names, in the
+// served layout.
+func TestCheckText(t *testing.T) {
+	cfg := tinyTextRun(t, newMemSwarm())
+	ds, err := textDataset(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := checkText(cfg.Run)
+	good := ds.Files()
+	if err := check(good); err != nil {
+		t.Fatal(err)
+	}
+	edit := func(f func([]datasync.File) []datasync.File) []datasync.File {
+		fs := slices.Clone(good)
+		return f(fs)
+	}
+	for _, c := range []struct {
+		name  string
+		files []datasync.File
+		want  string
+	}{
+		{"swapped", edit(func(fs []datasync.File) []datasync.File {
+			fs[0], fs[1] = datasync.File{Name: "00-x", Data: fs[1].Data}, datasync.File{Name: "01-y", Data: fs[0].Data}
+			return fs
+		}), "data.files"},
+		{"no vocab", edit(func(fs []datasync.File) []datasync.File { return fs[:2] }), "then vocab.txt"},
+		{"unnumbered", edit(func(fs []datasync.File) []datasync.File { fs[1].Name = "x.txt"; return fs }), "start with 01-"},
+		{"other vocab", edit(func(fs []datasync.File) []datasync.File {
+			fs[2].Data = append(slices.Clone(fs[2].Data), "x\n"...)
+			return fs
+		}), "data.vocab"},
+		{"one byte", edit(func(fs []datasync.File) []datasync.File {
+			fs[1].Data = slices.Clone(fs[1].Data)
+			fs[1].Data[5] ^= 1
+			return fs
+		}), "data.files"},
+	} {
+		if err := check(c.files); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
+		}
+	}
 }

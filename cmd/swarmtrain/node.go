@@ -30,7 +30,7 @@ type dataFlags struct {
 }
 
 func (d *dataFlags) bind(fs *pflag.FlagSet) {
-	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module")
+	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module, else fetched from peers into --dir/data/mnist")
 	fs.StringSliceVar(&d.corpus, "text", nil, "text files to train on (mlm, nsp, replaced, source); default: Newton's Opticks (in Go's source tree) and Twain's Tom Sawyer (in the klauspost/compress module); the last 10% of each is held out for testing")
 	fs.StringVar(&d.trainCSV, "train-csv", "", "csv: training rows, text,label")
 	fs.StringVar(&d.testCSV, "test-csv", "", "csv: test rows, text,label (the training file's labels)")
@@ -112,9 +112,16 @@ func initFrom(rc *node.RunConfig, path string) error {
 
 // prepareText is node.PrepareText, which sets the text run's hashes from
 // its files; a run config file that names them already must name these.
-func prepareText(cfg *node.Config, learnedPath string) error {
+// A node given no data files whose default corpus is not here (no Go
+// tree, no module cache) fetches the files the run names from its peers:
+// it is left with VocabPath empty (node.ensureText).
+func prepareText(cfg *node.Config, learnedPath string, noFiles bool) error {
 	named := cfg.Run.Data
 	if err := node.PrepareText(cfg, learnedPath); err != nil {
+		if noFiles && named.Files != "" && named.Vocab != "" {
+			cfg.Run.Data, cfg.VocabPath, cfg.Corpus = named, "", nil
+			return nil
+		}
 		return err
 	}
 	got := cfg.Run.Data
@@ -204,7 +211,8 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 				if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 					return err
 				}
-				if err := prepareText(&cfg, filepath.Join(cfg.Dir, "vocab.txt")); err != nil {
+				noFiles := len(data.corpus) == 0 && data.trainCSV == "" && data.testCSV == "" && data.vocab == ""
+				if err := prepareText(&cfg, filepath.Join(cfg.Dir, "vocab.txt"), noFiles); err != nil {
 					return err
 				}
 			}

@@ -52,21 +52,23 @@ type source struct {
 // serve it, in order) in parallel. It succeeds only with files whose
 // every chunk matched a manifest whose root is the one wanted; a peer
 // that fails, refuses or sends a chunk that does not match is dropped,
-// and its chunks go to the others.
+// and its chunks go to the others. The Fetched it returns is never nil:
+// on failure too it says which peers failed and why (a retry may leave
+// them out).
 func Fetch(ctx context.Context, t gossip.Transport, peers []peer.ID, req Request) (*Fetched, error) {
+	f := &Fetched{Chunks: map[peer.ID]int{}, Failed: map[peer.ID]error{}}
 	if req.Root == "" && req.Check == nil {
-		return nil, errors.New("datasync: a request without a root needs a Check")
+		return f, errors.New("datasync: a request without a root needs a Check")
 	}
 	if len(peers) == 0 {
-		return nil, errors.New("no peers to download the data from")
+		return f, errors.New("no peers to download the data from")
 	}
 	if len(peers) > maxAsked {
 		peers = peers[:maxAsked]
 	}
-	f := &Fetched{Chunks: map[peer.ID]int{}, Failed: map[peer.ID]error{}}
 	srcs := askAll(ctx, t, peers, req.Root, f.Failed)
 	if len(srcs) == 0 {
-		return nil, fmt.Errorf("no peer serves the data: %w", joinFailures(f.Failed))
+		return f, fmt.Errorf("no peer serves the data: %w", joinFailures(f.Failed))
 	}
 	defer func() {
 		for _, c := range srcs {
@@ -76,7 +78,7 @@ func Fetch(ctx context.Context, t gossip.Transport, peers []peer.ID, req Request
 	}()
 	data, err := download(ctx, srcs, f)
 	if err != nil {
-		return nil, err
+		return f, err
 	}
 	f.Root, f.Files = srcs[0].m.Root(), split(srcs[0].m, data)
 	if req.Check != nil {
@@ -84,7 +86,8 @@ func Fetch(ctx context.Context, t gossip.Transport, peers []peer.ID, req Request
 			for _, c := range srcs {
 				f.Failed[c.p] = fmt.Errorf("served dataset %s: %w", f.Root, err)
 			}
-			return nil, fmt.Errorf("downloaded dataset %s: %w", f.Root, err)
+			f.Files = nil
+			return f, fmt.Errorf("downloaded dataset %s: %w", f.Root, err)
 		}
 	}
 	return f, nil
