@@ -103,11 +103,17 @@ func TestCorruptingPeerIsDropped(t *testing.T) {
 	NewServer(ts[0], ds, nil)
 	NewServer(ts[1], ds, nil)
 	liar := ids[0]
+	// The honest peer's chunks take a moment, so it cannot serve them
+	// all before the liar is asked for one.
+	net.SlowDelay = 20 * time.Millisecond
 	net.SetFault(func(e gossip.FrameEvent) gossip.FrameAction {
-		if e.Proto == gossip.ProtoData && e.From == liar && e.Seq > 0 {
+		switch {
+		case e.Proto != gossip.ProtoData || e.Opener || e.Seq == 0:
+			return gossip.Deliver
+		case e.From == liar:
 			return gossip.Corrupt // every chunk, not the manifest
 		}
-		return gossip.Deliver
+		return gossip.Slow
 	})
 	got, err := Fetch(context.Background(), ts[2], ids[:2], Request{Root: ds.Root()})
 	if err != nil {
