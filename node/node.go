@@ -669,8 +669,16 @@ func (n *Node) writeInfo() error {
 	if n.http != nil {
 		info.HTTP = n.http.Addr()
 	}
-	return writeJSON(filepath.Join(n.cfg.Dir, "node.json"), info)
+	if err := writeJSON(filepath.Join(n.cfg.Dir, "node.json"), info); err != nil {
+		return err
+	}
+	// The run as a file: what a joiner that has none of a text run's
+	// files passes as --run-config (it names their hashes).
+	return WriteRunConfig(filepath.Join(n.cfg.Dir, RunFile), n.cfg.Run)
 }
+
+// RunFile is where a node leaves its run config in its directory.
+const RunFile = "run.json"
 
 // writeJSON writes atomically: a reader never sees half a file.
 func writeJSON(path string, v any) error {

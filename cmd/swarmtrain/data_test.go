@@ -92,3 +92,45 @@ func TestBareMachineFetchesMNIST(t *testing.T) {
 		}
 	}
 }
+
+// A text run's joiner on a machine without Go, given the run's file
+// (which names the text's hashes) and none of the text, fetches the
+// corpus and vocabulary from the node it joins and trains with it to
+// one hash.
+func TestBareMachineFetchesText(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dir := t.TempDir()
+	words := []string{"the", "of", "light", "and", "rays", "prism", "colours", "glass"}
+	var texts []string
+	for f := range 2 {
+		var b strings.Builder
+		for i := range 3000 {
+			b.WriteString(words[(i*(f+3)+i/7)%len(words)])
+			if i%11 == 10 {
+				b.WriteString(" .\n")
+			} else {
+				b.WriteByte(' ')
+			}
+		}
+		p := filepath.Join(dir, fmt.Sprintf("book%d.txt", f))
+		if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		texts = append(texts, "--text", p)
+	}
+	model := []string{"--model", "bert", "--dataset", "mlm", "--vocab-size", "40", "--width", "8", "--heads", "2", "--layers", "1", "--seq", "16",
+		"--batch", "8", "--target-batch", "16", "--steps", "5", "--warmup", "1", "--min-peers", "2", "--linger", "2s"}
+	a := startNode(t, filepath.Join(dir, "a"), append(model, texts...)...)
+	info := a.info()
+	runFile := filepath.Join(dir, "a", "run.json")
+	b := startNodeWith(t, filepath.Join(dir, "bare"), "/ip4/127.0.0.1/tcp/0", bare(t), "--run-config", runFile, "--join", info.Addrs[0], "--min-peers", "2", "--linger", "2s")
+	finishTogether(t, a, b)
+	if log := b.log(); !strings.Contains(log, "fetched data") {
+		t.Fatalf("the bare node did not fetch its data:\n%s", log)
+	}
+	if _, err := os.Stat(filepath.Join(b.dir, "data", "text", "vocab.txt")); err != nil {
+		t.Fatalf("the download is not kept in --dir: %v", err)
+	}
+}
