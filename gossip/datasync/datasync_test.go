@@ -10,10 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 // testFiles is a dataset of a few chunks whose files do not end on chunk
@@ -396,5 +398,37 @@ func FuzzManifest(f *testing.F) {
 		}
 		_ = m.Root()
 		_ = fmt.Sprint(m.Size())
+	})
+}
+
+// A stream that takes longer than the dataset at the slowest link served
+// (plus slack) is cut, and its slot freed.
+func TestStreamCutAtLifetime(t *testing.T) {
+	_, ts, ids := gossiptest.MemPeers(2)
+	ds := mustDataset(t, testFiles(0))
+	clk := clock.NewMock()
+	srv := NewServer(ts[0], ds, clk)
+	s, a := openData(t, ts[1], ids[0])
+	if a.Error != "" {
+		t.Fatal(a.Error)
+	}
+	if _, err := askChunk(s, 0); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(lifetime(ds.Manifest().Size()) - time.Second)
+	if _, err := askChunk(s, 1); err != nil {
+		t.Fatalf("cut before its lifetime: %v", err)
+	}
+	clk.Add(2 * time.Second)
+	if _, err := askChunk(s, 2); err == nil {
+		t.Fatal("a stream past its lifetime was still served")
+	}
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		if srv.slots != 0 {
+			return fmt.Errorf("%d slots still held", srv.slots)
+		}
+		return nil
 	})
 }

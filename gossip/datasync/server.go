@@ -94,17 +94,18 @@ func (s *Server) serve(st gossip.Stream) {
 		s.refuse(st, "this peer serves dataset "+s.ds.root+", not "+truncate(req.Root, 64))
 		return
 	}
+	// The stream lives as long as the whole dataset takes at the slowest
+	// link served, and may take every chunk once: a peer that never
+	// reads, or asks again and again, loses it. The clock starts before
+	// the manifest goes out.
+	size := int64(len(s.ds.data))
+	timer := s.clk.AfterFunc(lifetime(size), func() { st.Reset() })
+	defer timer.Stop()
 	mb, _ := json.Marshal(answer{Manifest: s.ds.m})
 	if st.Send(mb) != nil {
 		st.Reset()
 		return
 	}
-	// The stream lives as long as the whole dataset takes at the slowest
-	// link served, and may take every chunk once: a peer that never
-	// reads, or asks again and again, loses it.
-	size := int64(len(s.ds.data))
-	timer := s.clk.AfterFunc(lifetime(size), func() { st.Reset() })
-	defer timer.Stop()
 	budget := size
 	n := len(s.ds.m.Chunks)
 	for {
