@@ -52,9 +52,21 @@ func startTrainingPair(t *testing.T, dir string, command [2]func(string, ...stri
 // finishTogether waits for the nodes and checks they end on one hash.
 func finishTogether(t *testing.T, ps ...*proc) {
 	t.Helper()
+	// The first node to fail ends the test: the others would only wait
+	// out their peer timeouts.
+	errs := make(chan error, len(ps))
 	for _, p := range ps {
-		if err := p.wait(3 * time.Minute); err != nil {
-			t.Fatalf("%v\n%s\n%s", err, p.stderr, logs(ps...))
+		go func() {
+			err := p.wait(3 * time.Minute)
+			if err != nil {
+				err = fmt.Errorf("%s: %v\n%s", p.dir, err, p.stderr)
+			}
+			errs <- err
+		}()
+	}
+	for range ps {
+		if err := <-errs; err != nil {
+			t.Fatalf("%v\n%s", err, logs(ps...))
 		}
 	}
 	want := ps[0].result()
