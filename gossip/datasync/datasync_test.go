@@ -426,9 +426,67 @@ func TestStreamCutAtLifetime(t *testing.T) {
 	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
 		srv.mu.Lock()
 		defer srv.mu.Unlock()
-		if srv.slots != 0 {
-			return fmt.Errorf("%d slots still held", srv.slots)
+		if len(srv.slots) != 0 {
+			return fmt.Errorf("%d slots still held", len(srv.slots))
 		}
 		return nil
 	})
+}
+
+// Identities that open streams and read nothing hold every slot only
+// until they fall behind the minimum rate: then a newcomer takes the
+// slot of the furthest behind. A stream that keeps up is never taken.
+func TestSquattersLoseSlots(t *testing.T) {
+	net := gossip.NewMemNetwork()
+	var ts []*gossip.MemTransport
+	var ids []peer.ID
+	for i := range maxStreams/maxStreamsPerPeer + 2 {
+		id := testutil.PeerID(i)
+		ts, ids = append(ts, net.Add(id)), append(ids, id)
+	}
+	ds := mustDataset(t, testFiles(0))
+	clk := clock.NewMock()
+	NewServer(ts[0], ds, clk)
+	// One honest downloader, then squatters fill the rest.
+	honest, _ := openData(t, ts[1], ids[0])
+	var squat []gossip.Stream
+	for i := 0; len(squat)+1 < maxStreams; i++ {
+		s, a := openData(t, ts[2+i/maxStreamsPerPeer], ids[0])
+		if a.Error != "" {
+			t.Fatalf("squatter %d refused: %s", len(squat), a.Error)
+		}
+		squat = append(squat, s)
+	}
+	late := ts[len(ts)-1]
+	if _, a := openData(t, late, ids[0]); !strings.Contains(a.Error, "busy") {
+		t.Fatalf("a newcomer took a slot while nobody lagged: %q", a.Error)
+	}
+	// Ten seconds past the grace: the honest stream has taken more than
+	// its share (every chunk but the last), the squatters nothing.
+	n := len(ds.Manifest().Chunks)
+	for k := range n - 1 {
+		if _, err := askChunk(honest, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Add(streamGrace + 10*time.Second)
+	s, a := openData(t, late, ids[0])
+	if a.Error != "" {
+		t.Fatalf("the newcomer was refused with squatters lagging: %s", a.Error)
+	}
+	if _, err := askChunk(s, 0); err != nil {
+		t.Fatalf("the newcomer was not served: %v", err)
+	}
+	cut := 0
+	for _, q := range squat {
+		if _, err := askChunk(q, 0); err != nil {
+			cut++
+		}
+	}
+	if cut != 1 {
+		t.Fatalf("%d squatters lost their slot to one newcomer, want 1", cut)
+	}
+	if _, err := askChunk(honest, n-1); err != nil {
+		t.Fatalf("the stream that kept up lost its slot: %v", err)
+	}
 }

@@ -33,6 +33,12 @@ const (
 	minLinkRate   = 125e3
 	lifetimeSlack = 30 * time.Second
 
+	// streamGrace is how long a new stream holds its slot before it must
+	// keep up with minLinkRate: when every slot is taken, the stream
+	// furthest behind loses its slot to a newcomer. Longer: slow starts
+	// are safe; shorter: squatters are displaced sooner.
+	streamGrace = 10 * time.Second
+
 	// manifestWait bounds how long a downloader waits for a peer's
 	// manifest, opening the stream included.
 	manifestWait = 15 * time.Second

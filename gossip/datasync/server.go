@@ -40,36 +40,82 @@ type Server struct {
 	ds  *Dataset
 
 	mu     sync.Mutex
-	slots  int
+	slots  map[*slot]struct{} // the streams being served, at most maxStreams
 	byPeer map[peer.ID]int
+}
+
+// slot is one stream holding one of the serving slots.
+type slot struct {
+	peer  peer.ID
+	st    gossip.Stream
+	start time.Time
+	sent  int64 // chunk bytes sent
+}
+
+// lagging is how far behind minLinkRate the stream is at now, in bytes
+// (≤ 0: keeping up, or still in its grace period).
+func (sl *slot) lagging(now time.Time) int64 {
+	age := now.Sub(sl.start) - streamGrace
+	if age <= 0 {
+		return 0
+	}
+	return int64(age.Seconds()*minLinkRate) - sl.sent
 }
 
 // NewServer registers the data protocol on t, serving ds. clk times each
 // stream's lifetime (nil: the wall clock).
 func NewServer(t gossip.Transport, ds *Dataset, clk clock.Clock) *Server {
-	s := &Server{clk: gossip.OrWall(clk), ds: ds, byPeer: map[peer.ID]int{}}
+	s := &Server{clk: gossip.OrWall(clk), ds: ds, slots: map[*slot]struct{}{}, byPeer: map[peer.ID]int{}}
 	t.Handle(gossip.ProtoData, s.serve)
 	return s
 }
 
-// acquire takes a slot for a stream from p; false: busy.
-func (s *Server) acquire(p peer.ID) bool {
+// acquire gives st a slot, or nil: busy. When every slot is taken, the
+// stream furthest behind minLinkRate loses its slot to st (it is reset):
+// streams that hold a slot without reading lose it to anyone who would
+// use it, however many identities hold them, while downloaders that keep
+// up are never displaced.
+func (s *Server) acquire(st gossip.Stream) *slot {
+	p := st.RemotePeer()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.slots >= maxStreams || s.byPeer[p] >= maxStreamsPerPeer {
-		return false
+	if s.byPeer[p] >= maxStreamsPerPeer {
+		return nil
 	}
-	s.slots++
+	now := s.clk.Now()
+	if len(s.slots) >= maxStreams {
+		var victim *slot
+		var worst int64
+		for sl := range s.slots {
+			if lag := sl.lagging(now); lag > worst {
+				victim, worst = sl, lag
+			}
+		}
+		if victim == nil {
+			return nil
+		}
+		s.freeLocked(victim)
+		victim.st.Reset()
+	}
+	sl := &slot{peer: p, st: st, start: now}
+	s.slots[sl] = struct{}{}
 	s.byPeer[p]++
-	return true
+	return sl
 }
 
-func (s *Server) release(p peer.ID) {
+func (s *Server) free(sl *slot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.slots--
-	if s.byPeer[p]--; s.byPeer[p] <= 0 {
-		delete(s.byPeer, p)
+	s.freeLocked(sl)
+}
+
+func (s *Server) freeLocked(sl *slot) {
+	if _, ok := s.slots[sl]; !ok {
+		return
+	}
+	delete(s.slots, sl)
+	if s.byPeer[sl.peer]--; s.byPeer[sl.peer] <= 0 {
+		delete(s.byPeer, sl.peer)
 	}
 }
 
@@ -84,12 +130,12 @@ func (s *Server) serve(st gossip.Stream) {
 		st.Reset()
 		return
 	}
-	from := st.RemotePeer()
-	if !s.acquire(from) {
+	sl := s.acquire(st)
+	if sl == nil {
 		s.refuse(st, "busy serving other peers")
 		return
 	}
-	defer s.release(from)
+	defer s.free(sl)
 	if req.Root != "" && req.Root != s.ds.root {
 		s.refuse(st, "this peer serves dataset "+s.ds.root+", not "+truncate(req.Root, 64))
 		return
@@ -128,6 +174,9 @@ func (s *Server) serve(st gossip.Stream) {
 			st.Reset()
 			return
 		}
+		s.mu.Lock()
+		sl.sent += int64(len(c))
+		s.mu.Unlock()
 	}
 }
 
