@@ -44,4 +44,5 @@ const (
 	ProtoState     protocol.ID = "/swarmtrain/state/2"     // chunked, pinned, per-chunk hashes
 	ProtoPart      protocol.ID = "/swarmtrain/part/1"      // repair: a part's final bytes from a fellow member
 	ProtoDigest    protocol.ID = "/swarmtrain/digest/1"    // a member's digests of the round's results, cross-checked before applying
+	ProtoData      protocol.ID = "/swarmtrain/data/1"      // the run's dataset files, chunked, for a node without them
 )

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/libp2p/go-libp2p/core/protocol"
+
 	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/gossip/statesync"
 )
@@ -21,12 +23,14 @@ import (
 //
 // from: scale every gradient it sends by scale from that step on;
 // claim: from that step on, gossip a step ahead further than it is with
-// a made-up hash, and serve an all-zero state.
+// a made-up hash, and serve an all-zero state; data=1: serve the
+// dataset's true manifest with every chunk corrupted.
 const adversaryEnv = "SWARMTRAIN_ADVERSARY"
 
 type adversary struct {
 	from, claim, ahead uint64
 	scale              float32
+	data               bool
 }
 
 func loadAdversary() (*adversary, error) {
@@ -43,6 +47,8 @@ func loadAdversary() (*adversary, error) {
 			a.from, err = strconv.ParseUint(v, 10, 64)
 		case "claim":
 			a.claim, err = strconv.ParseUint(v, 10, 64)
+		case "data":
+			a.data, err = strconv.ParseBool(v)
 		case "ahead":
 			a.ahead, err = strconv.ParseUint(v, 10, 64)
 		case "scale":
@@ -84,4 +90,32 @@ func (a *adversary) snapshot(s *statesync.Snapshot) {
 	s.Step += a.ahead
 	clear(s.Params)
 	clear(s.Opt)
+}
+
+// dataNet is the transport the data server runs on: with data=1, one
+// that flips a byte in every frame after the manifest.
+func (a *adversary) dataNet(t gossip.Transport) gossip.Transport {
+	if a == nil || !a.data {
+		return t
+	}
+	return corruptingNet{t}
+}
+
+type corruptingNet struct{ gossip.Transport }
+
+func (c corruptingNet) Handle(proto protocol.ID, h func(gossip.Stream)) {
+	c.Transport.Handle(proto, func(s gossip.Stream) { h(&corruptingStream{Stream: s}) })
+}
+
+type corruptingStream struct {
+	gossip.Stream
+	sent int
+}
+
+func (s *corruptingStream) Send(frame []byte) error {
+	if s.sent++; s.sent > 1 && len(frame) > 0 {
+		frame = append([]byte(nil), frame...)
+		frame[len(frame)/2] ^= 0x5a
+	}
+	return s.Stream.Send(frame)
 }

@@ -16,3 +16,5 @@ func loadAdversary() (*adversary, error) { return nil, nil }
 func (*adversary) gradient(uint64, []float32)   {}
 func (*adversary) heartbeat(*gossip.Heartbeat)  {}
 func (*adversary) snapshot(*statesync.Snapshot) {}
+
+func (*adversary) dataNet(t gossip.Transport) gossip.Transport { return t }

@@ -314,7 +314,10 @@ type Config struct {
 	Listen  []string // multiaddrs to listen on
 	Join    []string // multiaddrs of peers to join; empty starts a new swarm
 	HTTP    string   // host:port for /status and /metrics; empty disables
-	DataDir string   // MNIST IDX/CSV folder; empty uses the GoMNIST module's data
+	DataDir string   // MNIST IDX/CSV folder; empty: the GoMNIST module's data, else a copy fetched from peers into Dir/data/mnist
+	// NoServeData keeps this node from serving the run's dataset to
+	// peers that lack it (--no-serve-data).
+	NoServeData bool
 	// Text runs: the corpus files (mlm, nsp, replaced, source; empty
 	// means trainer.DefaultCorpus), the labelled CSV files (csv) and the
 	// vocabulary file. Their hashes must be Run.Data.Files and Run.Data.Vocab

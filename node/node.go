@@ -176,8 +176,12 @@ type Info struct {
 }
 
 // New loads the data, builds the model and starts the network. It does
-// not contact any peer yet; Run does.
-func New(cfg Config) (_ *Node, err error) {
+// not contact any peer yet, unless this machine lacks the run's dataset:
+// then it fetches it from the join peers first (NewContext).
+func New(cfg Config) (*Node, error) { return NewContext(context.Background(), cfg) }
+
+// NewContext is New; ctx bounds fetching the dataset from peers.
+func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -219,15 +223,8 @@ func New(cfg Config) (_ *Node, err error) {
 	if power != nil {
 		codec = compression.FP32{} // PowerSGD's rounds say their own codecs
 	}
-	if err := n.newLocalTrainer(); err != nil {
-		return nil, err
-	}
-	np := n.local.model.NumParams()
-	n.rep.params = make([]float32, np)
-	n.local.model.ReadParams(n.rep.params)
-	n.rep.optState = n.local.opt.AppendState(nil)
-	n.rep.hash = statesync.HashState(0, n.rep.params, n.rep.optState, nil)
-
+	// The network comes before the data: a node without the dataset
+	// fetches it from its peers (ensureData).
 	if n.net = cfg.Network; n.net == nil {
 		if n.net, err = newHostNetwork(cfg); err != nil {
 			return nil, err
@@ -240,6 +237,26 @@ func New(cfg Config) (_ *Node, err error) {
 	// Every protocol but hello, now and later, serves admitted peers only.
 	n.net = gatedNetwork{Network: n.net, admitted: n.admitted.has, contact: n.onContact}
 	self := n.net.Self()
+	n.view = gossip.NewMembership(self, cfg.PeerExpiry)
+	// Only holders of the key reach a keyed node: insiders, who may be
+	// told our values of the fields that differ. Without a key anyone
+	// may ask, and learns the fields' names alone.
+	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), Insiders: len(cfg.SwarmKey) > 0,
+		Admit: n.admitted.add, OnResult: n.onHello}
+	n.adm.Serve(n.net)
+	if err := n.ensureData(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.newLocalTrainer(); err != nil {
+		return nil, err
+	}
+	n.serveData()
+	np := n.local.model.NumParams()
+	n.rep.params = make([]float32, np)
+	n.local.model.ReadParams(n.rep.params)
+	n.rep.optState = n.local.opt.AppendState(nil)
+	n.rep.hash = statesync.HashState(0, n.rep.params, n.rep.optState, nil)
+
 	shard := n.local.train
 	if cfg.Shards > 0 {
 		if shard, err = n.local.train.Shard(cfg.Run.Seed, cfg.Shard, cfg.Shards); err != nil {
@@ -252,7 +269,6 @@ func New(cfg Config) (_ *Node, err error) {
 		d.SeedDropout(cfg.Run.Seed ^ peerSeed(self)) // like the batch order: ours alone
 	}
 
-	n.view = gossip.NewMembership(self, cfg.PeerExpiry)
 	if n.av, err = n.newAverager(codec); err != nil {
 		return nil, err
 	}
@@ -275,12 +291,6 @@ func New(cfg Config) (_ *Node, err error) {
 		// A peer suspected of sending different results to different
 		// members owns no part of our groups for a while.
 		NoPart: func(p peer.ID) bool { return n.av.Penalised(p) }}, matchView{n})
-	// Only holders of the key reach a keyed node: insiders, who may be
-	// told our values of the fields that differ. Without a key anyone
-	// may ask, and learns the fields' names alone.
-	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), Insiders: len(cfg.SwarmKey) > 0,
-		Admit: n.admitted.add, OnResult: n.onHello}
-	n.adm.Serve(n.net)
 	n.states = statesync.NewServer(n.net, n.run, n.servableStep, n.snapshot, nil)
 	if cfg.Run.Model.InitFrom != "" {
 		if cfg.InitPath == "" {
@@ -659,8 +669,16 @@ func (n *Node) writeInfo() error {
 	if n.http != nil {
 		info.HTTP = n.http.Addr()
 	}
-	return writeJSON(filepath.Join(n.cfg.Dir, "node.json"), info)
+	if err := writeJSON(filepath.Join(n.cfg.Dir, "node.json"), info); err != nil {
+		return err
+	}
+	// The run as a file: what a joiner that has none of a text run's
+	// files passes as --run-config (it names their hashes).
+	return WriteRunConfig(filepath.Join(n.cfg.Dir, RunFile), n.cfg.Run)
 }
+
+// RunFile is where a node leaves its run config in its directory.
+const RunFile = "run.json"
 
 // writeJSON writes atomically: a reader never sees half a file.
 func writeJSON(path string, v any) error {

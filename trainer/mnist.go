@@ -189,6 +189,17 @@ func MNISTDir() (string, error) {
 	return filepath.Join(dir, "data"), nil
 }
 
+// MNISTGzipNames are the MNIST files as the GoMNIST module ships them:
+// the four IDX files, gzipped, in LoadMNIST's order. They are the bytes
+// peers hand a node that has no MNIST (node pins their hash).
+func MNISTGzipNames() []string {
+	names := make([]string, len(mnistIDX))
+	for i, base := range mnistIDX {
+		names[i] = base + ".gz"
+	}
+	return names
+}
+
 func hasMNIST(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, mnistIDX[0]+".gz"))
 	if err != nil {

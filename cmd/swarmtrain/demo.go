@@ -131,7 +131,7 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		return err
 	}
 	// A text run learns its vocabulary once, here; the nodes get the file.
-	if err := prepareText(&cfg, filepath.Join(dir, "vocab.txt")); err != nil {
+	if err := prepareText(&cfg, filepath.Join(dir, "vocab.txt"), false); err != nil {
 		return err
 	}
 	rc := cfg.Run

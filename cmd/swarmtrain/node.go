@@ -30,7 +30,7 @@ type dataFlags struct {
 }
 
 func (d *dataFlags) bind(fs *pflag.FlagSet) {
-	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module")
+	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module, else fetched from peers into --dir/data/mnist")
 	fs.StringSliceVar(&d.corpus, "text", nil, "text files to train on (mlm, nsp, replaced, source); default: Newton's Opticks (in Go's source tree) and Twain's Tom Sawyer (in the klauspost/compress module); the last 10% of each is held out for testing")
 	fs.StringVar(&d.trainCSV, "train-csv", "", "csv: training rows, text,label")
 	fs.StringVar(&d.testCSV, "test-csv", "", "csv: test rows, text,label (the training file's labels)")
@@ -112,9 +112,16 @@ func initFrom(rc *node.RunConfig, path string) error {
 
 // prepareText is node.PrepareText, which sets the text run's hashes from
 // its files; a run config file that names them already must name these.
-func prepareText(cfg *node.Config, learnedPath string) error {
+// A node given no data files whose default corpus is not here (no Go
+// tree, no module cache) fetches the files the run names from its peers:
+// it is left with VocabPath empty (node.ensureText).
+func prepareText(cfg *node.Config, learnedPath string, noFiles bool) error {
 	named := cfg.Run.Data
 	if err := node.PrepareText(cfg, learnedPath); err != nil {
+		if noFiles && named.Files != "" && named.Vocab != "" {
+			cfg.Run.Data, cfg.VocabPath, cfg.Corpus = named, "", nil
+			return nil
+		}
 		return err
 	}
 	got := cfg.Run.Data
@@ -204,7 +211,8 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 				if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 					return err
 				}
-				if err := prepareText(&cfg, filepath.Join(cfg.Dir, "vocab.txt")); err != nil {
+				noFiles := len(data.corpus) == 0 && data.trainCSV == "" && data.testCSV == "" && data.vocab == ""
+				if err := prepareText(&cfg, filepath.Join(cfg.Dir, "vocab.txt"), noFiles); err != nil {
 					return err
 				}
 			}
@@ -235,6 +243,7 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 	key.bind(fs)
 	fs.StringVar(&cfg.HTTP, "http", "", "serve /status and /metrics on this address, e.g. 127.0.0.1:9090")
 	data.bind(fs)
+	fs.BoolVar(&cfg.NoServeData, "no-serve-data", false, "do not serve the run's dataset to peers that lack it (they fetch MNIST from the swarm when they have no copy)")
 	fs.StringVar(&shard, "shard", "", "train on shard K of N of the training set (K/N, 0-based); default: whole set in a per-peer order")
 	fs.BoolVar(&cfg.Client, "client", false, "this machine cannot accept inbound connections (NAT, firewall): own no part of the all-reduce, still contribute")
 	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")
@@ -253,7 +262,7 @@ func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return err
 	}
-	n, err := node.New(cfg)
+	n, err := node.NewContext(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -220,7 +220,7 @@ back), and the table lists which peer trained each.`,
 			if err := data.apply(&cfg); err != nil {
 				return err
 			}
-			if err := prepareText(&cfg, filepath.Join(tmp, "vocab.txt")); err != nil {
+			if err := prepareText(&cfg, filepath.Join(tmp, "vocab.txt"), false); err != nil {
 				return err
 			}
 			// Every trial's run, checked before any trains: a typo should
