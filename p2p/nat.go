@@ -22,12 +22,15 @@ import (
 
 // A node behind NAT learns its public address from identify: each peer
 // tells it the address its connection came from, and libp2p believes an
-// address once ActivationThresh distinct peers (by IP) report it. libp2p's
-// 4 suits the public DHT; a swarm of a handful of nodes may have only two
-// or three peers outside the node's own network, and without the address
-// it can neither be dialled back by AutoNAT nor hole punch. Two observers
-// still take one liar's claim alone as no address. The variable is global
-// in libp2p, so it is set once here, before any host exists.
+// address once ActivationThresh distinct peers (by IP) report it. Until
+// then the node neither advertises the address nor reports it
+// (ObservedAddrs, hence doctor and /status), and AutoNAT v2 has no address
+// of ours to test (hole punching alone also takes addresses one peer saw).
+// libp2p's 4 suits the public DHT; a node in a small swarm may have only
+// two peers outside its own network (TestNATTraversal: the two public
+// hosts), so 2. A single lying peer still cannot plant an address. The
+// variable is global in libp2p, so it is set once here, before any host
+// exists.
 func init() { observedaddrs.ActivationThresh = 2 }
 
 // reach holds what the reachability machinery tells the host.
