@@ -1,11 +1,13 @@
 package p2p
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -160,13 +162,73 @@ type Config struct {
 	// lasts 1 ms at 1 Gbit/s). 0 leaves the kernel's default
 	// (net.ipv4.tcp_notsent_lowat, normally unlimited).
 	TCPNotSentLowat int
+
+	// Reachability (nat.go). AutoNAT asks peers to dial us back and so
+	// decides Host.Reachability: v2 tests each address, and we answer
+	// others' v1 and v2 requests. Off: Reachability stays Unknown, and
+	// the relay service (which libp2p runs only while we are Public) and
+	// autorelay (which acts only while we are Private) never start.
+	AutoNAT bool
+
+	// HolePunching upgrades a relayed connection to a direct one (DCUtR:
+	// both ends dial each other's observed address at the same moment,
+	// from their listen ports, so each NAT sees an outgoing connection).
+	HolePunching bool
+
+	// PortMap asks the home router for a port forward (UPnP IGD or
+	// NAT-PMP); Host.PortMapping says what came of it. Costs a few
+	// multicast packets at start; off where no router should be asked.
+	PortMap bool
+
+	// RelayService serves circuit relay v2 while AutoNAT says we are public,
+	// so that peers behind NAT can be reached through us (and then hole
+	// punch). The limits are for control traffic, not bulk: a relayed
+	// connection is reset after RelayDuration or RelayData bytes each way
+	// (the peers reconnect, and a relayed peer sends its bulk data over
+	// direct connections it dials), at most RelayCircuits circuits per
+	// peer and RelayReservations peers at once. Larger: fewer resets of
+	// long relayed links; smaller: less a relayed peer costs us.
+	RelayService      bool
+	RelayDuration     time.Duration
+	RelayData         int64 // bytes per direction per circuit
+	RelayCircuits     int
+	RelayReservations int
+
+	// RelayAllowed, when set, decides which peers may reserve a relay slot
+	// and be relayed (both ends of a circuit): the node restricts it to
+	// admitted swarm members. Nil allows every peer that can connect,
+	// which with a PSK means holders of the swarm key.
+	RelayAllowed func(peer.ID) bool
+
+	// AutoRelay makes a host that AutoNAT finds private reserve a slot on
+	// Relays public peers and advertise the relayed addresses: without
+	// them nobody can dial it first. Candidates come from RelayPeers
+	// (the node feeds it public swarm members); nil uses the peers we
+	// are connected to. RelayBootDelay is how long autorelay waits for
+	// candidates at start, RelayInterval how often at most it asks
+	// RelayPeers for more, RelayBackoff how long it shuns a relay that
+	// failed. Shorter: relayed sooner; longer: fewer requests.
+	AutoRelay      bool
+	RelayPeers     func(ctx context.Context, num int) <-chan peer.AddrInfo
+	Relays         int
+	RelayBootDelay time.Duration
+	RelayInterval  time.Duration
+	RelayBackoff   time.Duration
+
+	// Announce, when non-empty, replaces the addresses the host tells
+	// others (identify, relays): multiaddrs such as a port forwarded by
+	// hand, /ip4/203.0.113.7/tcp/4001. Empty: libp2p's own choice
+	// (listen, observed, port-mapped and relayed addresses).
+	Announce []string
 }
 
 // DefaultConfig returns a complete configuration: TCP and QUIC on every
 // interface with random ports, TCP preferred when dialing, 1 GiB of window
 // memory, 64 connections per address, libp2p's connection-manager
-// watermarks, and stream windows and kernel send queues kept short enough
-// for 10 Mbit/s links.
+// watermarks, stream windows and kernel send queues kept short enough
+// for 10 Mbit/s links, and every reachability mechanism on: AutoNAT, hole
+// punching, port mapping, a relay for control traffic (10 min or 8 MiB
+// each way per circuit) while public, and two relays while private.
 func DefaultConfig() Config {
 	return Config{
 		ListenAddrs:   []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"},
@@ -181,6 +243,20 @@ func DefaultConfig() Config {
 
 		MaxStreamWindow: 512 << 10,
 		TCPNotSentLowat: 128 << 10,
+
+		AutoNAT:           true,
+		HolePunching:      true,
+		PortMap:           true,
+		RelayService:      true,
+		RelayDuration:     10 * time.Minute,
+		RelayData:         8 << 20,
+		RelayCircuits:     16,
+		RelayReservations: 128,
+		AutoRelay:         true,
+		Relays:            2,
+		RelayBootDelay:    10 * time.Second,
+		RelayInterval:     30 * time.Second,
+		RelayBackoff:      time.Minute,
 	}
 }
 
@@ -237,6 +313,31 @@ func (c Config) Validate() error {
 	}
 	if c.TCPNotSentLowat < 0 {
 		return fmt.Errorf("p2p config: TCPNotSentLowat %d must be >= 0 bytes (0 = the kernel's default)", c.TCPNotSentLowat)
+	}
+	if c.RelayService {
+		switch {
+		case c.RelayDuration <= 0:
+			return fmt.Errorf("p2p config: RelayDuration %v must be > 0", c.RelayDuration)
+		case c.RelayData <= 0:
+			return fmt.Errorf("p2p config: RelayData %d must be > 0 bytes", c.RelayData)
+		case c.RelayCircuits < 1:
+			return fmt.Errorf("p2p config: RelayCircuits %d must be >= 1", c.RelayCircuits)
+		case c.RelayReservations < 1:
+			return fmt.Errorf("p2p config: RelayReservations %d must be >= 1", c.RelayReservations)
+		}
+	}
+	if c.AutoRelay {
+		switch {
+		case c.Relays < 1:
+			return fmt.Errorf("p2p config: Relays %d must be >= 1", c.Relays)
+		case c.RelayBootDelay < 0 || c.RelayInterval <= 0 || c.RelayBackoff <= 0:
+			return fmt.Errorf("p2p config: RelayBootDelay %v must be >= 0, RelayInterval %v and RelayBackoff %v > 0", c.RelayBootDelay, c.RelayInterval, c.RelayBackoff)
+		}
+	}
+	for i, s := range c.Announce {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return fmt.Errorf("p2p config: Announce[%d] %q is not a multiaddr: %w", i, s, err)
+		}
 	}
 	return nil
 }

@@ -44,12 +44,15 @@ type Host struct {
 
 	in, out *atomic.Int64
 	simOpen *atomic.Int64
+	reach   *reach
 }
 
 // New starts a host listening on cfg.ListenAddrs with TCP and QUIC (TCP
 // alone when cfg.PSK makes it a private network), TLS 1.3 and Noise (TLS preferred: it is the faster of the two on TCP), and yamux.
-// The relay transport stays enabled for dialing, so NAT traversal can be
-// added later without changing callers. Close the host to release its ports.
+// TCP dials leave from the listen port, and crossing dials settle their
+// roles (simopen.go); reachability machinery (AutoNAT, hole punching, port
+// mapping, relays) is on as cfg says (nat.go). Close the host to release
+// its ports.
 func New(cfg Config) (*Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -110,6 +113,14 @@ func New(cfg Config) (*Host, error) {
 	if cfg.PreferTCP {
 		opts = append(opts, libp2p.SwarmOpts(swarm.WithDialRanker(tcpFirstRanker(cfg.QUICFallback))))
 	}
+	r := new(reach)
+	ropts, err := reachOptions(cfg, r)
+	if err != nil {
+		rm.Close()
+		cm.Close()
+		return nil, err
+	}
+	opts = append(opts, ropts...)
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		// libp2p.New closes the resource and connection managers it was
@@ -118,7 +129,14 @@ func New(cfg Config) (*Host, error) {
 		cm.Close()
 		return nil, fmt.Errorf("p2p: start host: %w", err)
 	}
-	return &Host{Host: h, Bandwidth: bw.BandwidthCounter, in: &bw.in, out: &bw.out, simOpen: simOpen}, nil
+	r.mu.Lock()
+	r.h = h
+	r.mu.Unlock()
+	if err := r.watchReachability(h); err != nil {
+		h.Close()
+		return nil, err
+	}
+	return &Host{Host: h, Bandwidth: bw.BandwidthCounter, in: &bw.in, out: &bw.out, simOpen: simOpen, reach: r}, nil
 }
 
 // newResourceManager keeps libp2p's scaled connection and stream counts for

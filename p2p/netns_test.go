@@ -58,6 +58,9 @@ func TestMain(m *testing.M) {
 		crossDial(os.Args[len(os.Args)-2], os.Args[len(os.Args)-1])
 	case "redial":
 		redial(os.Args[len(os.Args)-2], os.Args[len(os.Args)-1])
+	case "reach":
+		args := os.Args[2:] // after -test.run=^$
+		reachHost(args[0], args[1:])
 	case "probe":
 		a := os.Args[len(os.Args)-3:]
 		bulk, _ := strconv.Atoi(a[1])

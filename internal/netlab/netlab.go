@@ -16,7 +16,10 @@
 // the kernel unbinds the queue and traffic flows on, undelayed, rather
 // than stopping.
 //
-// It needs root and iproute2 (ip, tc); Delay and Cut also need iptables
+// NewNAT builds a lab shaped like home internet: public hosts plus home
+// networks behind masquerading routers (see NAT).
+//
+// It needs root and iproute2 (ip, tc); Delay, Cut and NewNAT also need iptables
 // and bridge netfilter (see DelayAvailable).
 package netlab
 
@@ -47,7 +50,8 @@ type Lab struct {
 	prefix string
 	hub    string
 	Hosts  []*Host
-	groups int // bridges in use by the current partition
+	groups int      // bridges in use by the current partition
+	extra  []string // namespaces besides the hub's and Hosts' (NAT routers, home hosts)
 
 	mu        sync.Mutex       // guards the fields below
 	filtering bool             // bridged packets pass through iptables in the hub
@@ -98,6 +102,12 @@ func New(n int) (*Lab, error) {
 	if n < 1 || n > 250 {
 		return nil, fmt.Errorf("netlab: %d hosts; want 1 to 250", n)
 	}
+	return newLab(n, "10.213.0.%d")
+}
+
+// newLab builds n hosts on bridge br0 with addresses ipFormat's /24
+// (ipFormat takes the host's number, from 1). n may be 0: a hub alone.
+func newLab(n int, ipFormat string) (*Lab, error) {
 	if err := Available(); err != nil {
 		return nil, fmt.Errorf("netlab: %w", err)
 	}
@@ -120,7 +130,7 @@ func New(n int) (*Lab, error) {
 		return nil, err
 	}
 	for i := range n {
-		h := &Host{Index: i, NS: l.prefix + strconv.Itoa(i), IP: fmt.Sprintf("10.213.0.%d", i+1), port: "p" + strconv.Itoa(i)}
+		h := &Host{Index: i, NS: l.prefix + strconv.Itoa(i), IP: fmt.Sprintf(ipFormat, i+1), port: "p" + strconv.Itoa(i)}
 		l.Hosts = append(l.Hosts, h)
 		// The veth pair is created inside the hub namespace and one end is
 		// moved straight into the host's: it never exists in ours.
@@ -396,6 +406,11 @@ func (l *Lab) Close() error {
 	l.mu.Unlock()
 	for _, h := range l.Hosts {
 		if err := l.ip("netns", "del", h.NS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, ns := range l.extra {
+		if err := l.ip("netns", "del", ns); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -35,6 +35,10 @@ import (
 //	                 datagram "end" (or 10 s)
 //	udpsend ADDR N   sends N numbered datagrams to ADDR:7002, one per 200 µs,
 //	                 then "end"
+//	whoami           on :7003, answers each connection with the address it
+//	                 came from
+//	ask ADDR         connects from port 7004 to a whoami at ADDR:7003 and
+//	                 prints its answer
 const helperEnv = "NETLAB_TEST_HELPER"
 
 // helperMain runs the helper named by mode; it never returns.
@@ -46,6 +50,28 @@ func helperMain(mode string, args []string) {
 		return args[i]
 	}
 	switch mode {
+	case "whoami":
+		ln, err := net.Listen("tcp", ":7003")
+		if err != nil {
+			os.Exit(2)
+		}
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				os.Exit(2)
+			}
+			fmt.Fprintln(c, c.RemoteAddr())
+			c.Close()
+		}
+	case "ask":
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{Port: 7004}}
+		c, err := d.Dial("tcp", arg(0)+":7003")
+		if err != nil {
+			os.Exit(1)
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Print(line)
+		os.Exit(0)
 	case "connect":
 		best := time.Hour
 		for range 5 {
@@ -682,4 +708,77 @@ func TestDelayProcessDies(t *testing.T) {
 		t.Errorf("connect after the delaying process died took %.1f ms, want < 15", after)
 	}
 	t.Logf("connect with the delaying process alive: %.2f ms, after it died: %.2f ms", before, after)
+}
+
+// The NAT lab's promises: home hosts reach public ones, which see the
+// router's public address (with the inside port kept, or a random one on
+// a strict router); nothing on the public side reaches a home host
+// unsolicited, neither at the router's address nor at its own.
+//
+//	sudo go test -tags netns -run TestNAT -v ./internal/netlab/
+func TestNAT(t *testing.T) {
+	if err := DelayAvailable(); err != nil {
+		t.Skip(err)
+	}
+	n, err := NewNAT(1, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.Strict(1); err != nil {
+		t.Fatal(err)
+	}
+	pub, homeA, homeB := n.Hosts[0], n.Homes[0][0], n.Homes[1][0]
+	for _, h := range []*Host{pub, homeA, homeB} {
+		start(t, n.Lab, h, "whoami")
+		start(t, n.Lab, h, "listen")
+	}
+	ask := func(from *Host, ip string) (string, error) {
+		var out []byte
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if out, err = helper(n.Lab, from, "ask", ip).Output(); err == nil {
+				break
+			}
+		}
+		return strings.TrimSpace(string(out)), err
+	}
+	if got, err := ask(pub, pub.IP); err != nil {
+		t.Fatalf("whoami on the public host never answered: %v", err)
+	} else {
+		t.Logf("public host sees itself as %s", got)
+	}
+	got, err := ask(homeA, pub.IP)
+	if err != nil {
+		t.Fatalf("home host cannot reach the public host: %v", err)
+	}
+	if want := n.Routers[0].IP + ":7004"; got != want {
+		t.Errorf("the public host saw home A as %s, want %s (router address, port kept)", got, want)
+	}
+	got, err = ask(homeB, pub.IP)
+	if err != nil {
+		t.Fatalf("strict home host cannot reach the public host: %v", err)
+	}
+	if host, port, _ := net.SplitHostPort(got); host != n.Routers[1].IP || port == "7004" {
+		t.Errorf("the public host saw strict home B as %s, want %s with a random port", got, n.Routers[1].IP)
+	}
+	dial := func(from *Host, ip string) bool { return helper(n.Lab, from, "dial", ip).Run() == nil }
+	for _, ip := range []string{n.Routers[0].IP, homeA.IP, n.Routers[1].IP, homeB.IP} {
+		if dial(pub, ip) {
+			t.Errorf("the public host reached %s:7000 unsolicited", ip)
+		}
+	}
+	if dial(homeB, homeA.IP) || dial(homeB, n.Routers[0].IP) {
+		t.Error("home B reached home A unsolicited")
+	}
+	if !dial(homeA, pub.IP) {
+		t.Error("home A cannot dial the public host")
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(list), n.prefix) {
+		t.Errorf("namespaces left after Close:\n%s", list)
+	}
 }
