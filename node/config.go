@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
 	"github.com/swarmtrain/swarmtrain/trainer"
@@ -310,11 +312,15 @@ func (r RunConfig) validateText() error {
 type Config struct {
 	Run RunConfig
 
-	Dir     string   // node directory: identity.key, node.json, result.json
-	Listen  []string // multiaddrs to listen on
-	Join    []string // multiaddrs of peers to join; empty starts a new swarm
-	HTTP    string   // host:port for /status and /metrics; empty disables
-	DataDir string   // MNIST IDX/CSV folder; empty: the GoMNIST module's data, else a copy fetched from peers into Dir/data/mnist
+	Dir    string   // node directory: identity.key, node.json, result.json
+	Listen []string // multiaddrs to listen on
+	Join   []string // multiaddrs of peers to join; empty starts a new swarm
+	// Announce, when set, are the addresses peers are told to dial us at
+	// instead of the ones the host finds (--announce: a port forward, a
+	// public IP the machine does not see on its interfaces).
+	Announce []string
+	HTTP     string // host:port for /status and /metrics; empty disables
+	DataDir  string // MNIST IDX/CSV folder; empty: the GoMNIST module's data, else a copy fetched from peers into Dir/data/mnist
 	// NoServeData keeps this node from serving the run's dataset to
 	// peers that lack it (--no-serve-data).
 	NoServeData bool
@@ -428,6 +434,15 @@ func (c Config) Validate() error {
 	}
 	if c.SwarmKey != nil && c.Open {
 		return errors.New("node config: a swarm key and open: an open swarm has no key")
+	}
+	for _, a := range c.Announce {
+		m, err := ma.NewMultiaddr(a)
+		if err != nil {
+			return fmt.Errorf("node config: --announce %q is not a multiaddr (e.g. /ip4/203.0.113.7/tcp/4001): %v", a, err)
+		}
+		if _, err := m.ValueForProtocol(ma.P_P2P); err == nil {
+			return fmt.Errorf("node config: --announce %q ends in /p2p/…: give the address alone, the node adds its ID", a)
+		}
 	}
 	if c.PeerExpiry < 2*c.HeartbeatInterval {
 		return fmt.Errorf("node config: peer expiry %v must be at least two heartbeat intervals (%v)", c.PeerExpiry, 2*c.HeartbeatInterval)

@@ -60,12 +60,20 @@ type hostNetwork struct {
 	book    *addrBook // bounds what Keep adds to the peerstore
 }
 
-func newHostNetwork(cfg Config) (*hostNetwork, error) {
+// newHostNetwork starts the libp2p host. admitted is the node's admitted
+// set: in an open swarm only its peers may use our relay (in a keyed
+// one, only key holders can connect at all, and a home node asks for a
+// slot before its hello is through).
+func newHostNetwork(cfg Config, admitted func(peer.ID) bool) (*hostNetwork, error) {
 	pc := p2p.DefaultConfig()
 	pc.Dir = cfg.Dir
 	pc.PSK = cfg.SwarmKey
 	if len(cfg.Listen) > 0 {
 		pc.ListenAddrs = cfg.Listen
+	}
+	pc.Announce = cfg.Announce
+	if cfg.Open {
+		pc.RelayAllowed = admitted
 	}
 	h, err := p2p.New(pc)
 	if err != nil {

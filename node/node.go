@@ -226,7 +226,7 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// The network comes before the data: a node without the dataset
 	// fetches it from its peers (ensureData).
 	if n.net = cfg.Network; n.net == nil {
-		if n.net, err = newHostNetwork(cfg); err != nil {
+		if n.net, err = newHostNetwork(cfg, n.admitted.has); err != nil {
 			return nil, err
 		}
 		ownNet = true

@@ -6,6 +6,7 @@
 //	swarmtrain node --join /ip4/…/p2p/… --key …  # join it: paste the line it printed
 //	swarmtrain node --open                # a public swarm, no key (prints the trade-offs)
 //	swarmtrain devices                    # what this machine can offer
+//	swarmtrain doctor --join …            # how this machine looks from outside (NAT, reachability)
 package main
 
 import (
@@ -23,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(nodeCmd(), demoCmd(), devicesCmd(), benchCmd(), exportCmd(), sweepCmd(), sweepWorkerCmd())
+	root.AddCommand(nodeCmd(), demoCmd(), devicesCmd(), doctorCmd(), benchCmd(), exportCmd(), sweepCmd(), sweepWorkerCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "swarmtrain:", err)
 		os.Exit(1)

@@ -240,6 +240,7 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 	fs.IntVar(&port, "port", 0, "TCP and UDP (QUIC) port to listen on; 0 picks a free one (with a swarm key: TCP only)")
 	fs.StringSliceVar(&cfg.Listen, "listen", cfg.Listen, "multiaddrs to listen on (overrides --port)")
 	fs.StringSliceVar(&cfg.Join, "join", nil, "multiaddr of a peer to join, /ip4/…/tcp/…/p2p/12D3…; repeatable; needs the swarm's --key (or --open)")
+	fs.StringSliceVar(&cfg.Announce, "announce", nil, "multiaddrs to tell peers instead of the ones found, e.g. /ip4/203.0.113.7/tcp/4001 for a port forwarded on your router; repeatable")
 	key.bind(fs)
 	fs.StringVar(&cfg.HTTP, "http", "", "serve /status and /metrics on this address, e.g. 127.0.0.1:9090")
 	data.bind(fs)
