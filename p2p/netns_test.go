@@ -329,9 +329,9 @@ func crossDial(seed, addr string) {
 
 // Two peers that dial each other at the same moment both connect on the
 // first try. Each host's packets take 50 ms to cross the lab, so the two
-// SYNs are in flight at once: with libp2p's default of dialing from the
-// listen port (SO_REUSEPORT) they meet as a TCP simultaneous open, both
-// ends start TLS as the client, and both dials fail.
+// SYNs are in flight at once: dialing from the listen port (SO_REUSEPORT)
+// they often meet as a TCP simultaneous open, where both ends would start
+// TLS as the client and both dials fail; simopen.go settles the roles.
 //
 //	sudo go test -tags netns -run TestSimultaneousDial -v ./p2p/
 func TestSimultaneousDial(t *testing.T) {
