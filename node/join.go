@@ -262,9 +262,10 @@ func (n *Node) join(ctx context.Context, addr string) error {
 	defer cancel()
 	p, err := n.net.Connect(cctx, addr)
 	if err != nil {
-		if len(n.cfg.SwarmKey) > 0 && n.cfg.Network == nil {
+		if len(n.cfg.SwarmKey) > 0 && n.cfg.Network == nil && !strings.Contains(err.Error(), "connection refused") {
 			// A key mismatch looks like a dead peer: the handshake
-			// never completes. Say which to check.
+			// never completes. Say which to check (a refused TCP
+			// connection is nobody listening, not a key).
 			return fmt.Errorf("%w (if that node is up, it is on another swarm key: paste the whole join line it printed, --key included)", err)
 		}
 		return err
