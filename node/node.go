@@ -553,12 +553,11 @@ func (n *Node) deliver(from peer.ID, m gossip.Message) {
 func (n *Node) heartbeats(ctx context.Context) {
 	t := time.NewTicker(n.cfg.HeartbeatInterval)
 	defer t.Stop()
-	lastSave := time.Now()
+	var lastSave time.Time // the first peer heard is saved at once
 	for {
 		n.publishHeartbeat(ctx, false)
 		n.checkAgreement()
-		if time.Since(lastSave) >= savePeersEvery {
-			n.savePeers()
+		if time.Since(lastSave) >= savePeersEvery && n.savePeers() {
 			lastSave = time.Now()
 		}
 		select {

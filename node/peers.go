@@ -234,15 +234,17 @@ func (n *Node) loadPeers() []savedPeer {
 }
 
 // savePeers writes the peers file if the book changed since the last
-// write; failures are logged (the file only helps a restart).
-func (n *Node) savePeers() {
+// write, and says whether it wrote; failures are logged (the file only
+// helps a restart).
+func (n *Node) savePeers() bool {
 	b := n.peers.encode()
 	if b == nil {
-		return
+		return false
 	}
 	if err := atomicfile.Write(filepath.Join(n.cfg.Dir, PeersFile), b); err != nil {
 		n.log.Warn("saving peers", "err", err)
 	}
+	return true
 }
 
 // learnSaved gives the network every saved address of the saved peers

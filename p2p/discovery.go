@@ -9,7 +9,6 @@ import (
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
@@ -112,7 +111,7 @@ func StartDiscovery(h *Host, cfg DiscoveryConfig) (*Discovery, error) {
 	}()
 	go func() {
 		defer d.wg.Done()
-		d.find(ctx, rd, h, cfg, found)
+		d.find(ctx, rd, cfg, found)
 	}()
 	return d, nil
 }
@@ -137,8 +136,8 @@ func (d *Discovery) advertise(ctx context.Context, rd *drouting.RoutingDiscovery
 }
 
 // find looks the rendezvous up, ever less often, and reports the peers
-// it lists that the host is not connected to.
-func (d *Discovery) find(ctx context.Context, rd *drouting.RoutingDiscovery, h *Host, cfg DiscoveryConfig, found func(peer.AddrInfo)) {
+// it lists.
+func (d *Discovery) find(ctx context.Context, rd *drouting.RoutingDiscovery, cfg DiscoveryConfig, found func(peer.AddrInfo)) {
 	wait := cfg.FindMin
 	for sleepCtx(ctx, wait) {
 		wait = min(2*wait, cfg.FindMax)
@@ -149,10 +148,10 @@ func (d *Discovery) find(ctx context.Context, rd *drouting.RoutingDiscovery, h *
 		lctx, cancel := context.WithTimeout(ctx, cfg.FindMax)
 		ch, err := rd.FindPeers(lctx, cfg.Namespace)
 		if err == nil {
+			// Reported connected or not: the lookup itself may have
+			// dialled them.
 			for ai := range ch {
-				if h.Network().Connectedness(ai.ID) != network.Connected {
-					found(ai)
-				}
+				found(ai)
 			}
 		}
 		cancel()
