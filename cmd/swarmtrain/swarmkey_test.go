@@ -121,7 +121,7 @@ func TestSwarmKeyKeepsOtherSwarmsOut(t *testing.T) {
 	if hexKey == testSwarmKey {
 		t.Fatal("the founder made the tests' key")
 	}
-	other := startNode(t, filepath.Join(dir, "other"), append([]string{"--join", info.Addrs[0], "--key", testSwarmKey}, run...)...)
+	other := startNode(t, filepath.Join(dir, "other"), append([]string{"--join", info.Addrs[0], "--key", testSwarmKey, "--join-timeout", "5s"}, run...)...)
 	b := startNode(t, filepath.Join(dir, "b"), append([]string{"--join", info.Addrs[0], "--key", hexKey}, run...)...)
 	st, err := fetchStatus(info.HTTP)
 	if err != nil {
