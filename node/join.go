@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -254,7 +255,7 @@ const savedPeersWait = 30 * time.Second
 // refusedJoin is a hello refused by the peer: it is on another run.
 type refusedJoin struct{ reason string }
 
-func (e *refusedJoin) Error() string { return "refused: " + e.reason }
+func (e *refusedJoin) Error() string { return e.reason }
 
 // join connects to a peer by address and checks it is on our run.
 func (n *Node) join(ctx context.Context, addr string) error {
@@ -281,7 +282,9 @@ func (n *Node) join(ctx context.Context, addr string) error {
 	n.net.Keep(p, nil)
 	n.redials.heard(p, time.Now())
 	n.mu.Lock()
-	n.bootstrap = append(n.bootstrap, p)
+	if len(n.bootstrap) < maxBootstrap && !slices.Contains(n.bootstrap, p) {
+		n.bootstrap = append(n.bootstrap, p)
+	}
 	n.mu.Unlock()
 	n.log.Info("joined", "peer", p, "addr", addr)
 	return nil

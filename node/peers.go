@@ -297,6 +297,30 @@ func (n *Node) found(p peer.ID, addrs []string) {
 			return
 		}
 		n.log.Info("discovered peer", "peer", p)
-		n.greet(p)
+		if n.greet(p) {
+			n.followDiscovered(p)
+		}
 	}()
+}
+
+// maxBootstrap caps the peers a node follows before it has averaged:
+// the --join addresses, the saved peers and the first peers discovery
+// found.
+const maxBootstrap = 8
+
+// followDiscovered makes p, found by discovery and admitted, a peer this
+// node follows until it has averaged, like a --join peer: a node that
+// found its swarm by mDNS or the DHT then downloads the swarm's state
+// instead of training alone on its own. Only in a swarm with a key,
+// where whoever connects holds it; in an open swarm anyone on the local
+// network could answer, so only --join and saved peers are followed.
+func (n *Node) followDiscovered(p peer.ID) {
+	if len(n.cfg.SwarmKey) == 0 {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.bootstrap) < maxBootstrap && !slices.Contains(n.bootstrap, p) {
+		n.bootstrap = append(n.bootstrap, p)
+	}
 }
