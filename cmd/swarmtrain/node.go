@@ -164,6 +164,10 @@ Without --join it starts a new swarm and prints the command others use to join.
 With --join it connects to a peer, checks that both are on the same run (same
 model, data and hyperparameters; otherwise both sides print why they refused),
 downloads the current state if the swarm is already training, and trains along.
+--join may be repeated; addresses that do not answer are retried for
+--join-timeout. Nodes with the same key find each other on the local network by
+mDNS with no --join, and a node restarted on its --dir rejoins through the peers
+it saved there (peers.json).
 Stop it with Ctrl-C: it tells the swarm it is leaving and exits.
 
 Every swarm has a secret key unless it is started with --open. The first node
