@@ -33,6 +33,9 @@ type joinAddr struct {
 	busy    bool          // a dial is under way
 	dropped bool          // tried for the last time (refused, or not an address)
 	lastErr error
+	// maybeKey: a try failed in the handshake (errMaybeKey), which the
+	// last error may not show (the peer may have gone since).
+	maybeKey bool
 }
 
 const (
@@ -86,6 +89,7 @@ func (p *joinPlan) failed(addr string, err error, final bool, now time.Time) tim
 		return 0
 	}
 	a.busy, a.lastErr = false, err
+	a.maybeKey = a.maybeKey || errors.Is(err, errMaybeKey)
 	if final {
 		a.dropped = true
 		return 0
@@ -168,6 +172,9 @@ func (p *joinPlan) err(timeout time.Duration) error {
 			continue
 		}
 		fmt.Fprintf(&b, "\n  %s: %d tries, last: %v", a.addr, a.tries, a.lastErr)
+		if a.maybeKey && !errors.Is(a.lastErr, errMaybeKey) {
+			fmt.Fprintf(&b, "; an earlier try failed in the handshake: %v", errMaybeKey)
+		}
 	}
 	if saved > 0 {
 		fmt.Fprintf(&b, "\n  and %d saved peers (%d tried), none reachable", saved, savedTried)
@@ -267,7 +274,7 @@ func (n *Node) join(ctx context.Context, addr string) error {
 			// A key mismatch looks like a dead peer: the handshake
 			// never completes. Say which to check (a refused TCP
 			// connection is nobody listening, not a key).
-			return fmt.Errorf("%w (if that node is up, it is on another swarm key: paste the whole join line it printed, --key included)", err)
+			return fmt.Errorf("%w (%w)", err, errMaybeKey)
 		}
 		return err
 	}
@@ -289,6 +296,10 @@ func (n *Node) join(ctx context.Context, addr string) error {
 	n.log.Info("joined", "peer", p, "addr", addr)
 	return nil
 }
+
+// errMaybeKey marks a dial that reached something but failed before the
+// hello: with a swarm key, most likely a node on another key.
+var errMaybeKey = errors.New("if that node is up, it is on another swarm key: paste the whole join line it printed, --key included")
 
 // joinDialTimeout bounds one dial and hello of a join address.
 const joinDialTimeout = 15 * time.Second

@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -114,5 +115,18 @@ func TestJoinPlanWaitsForDialsUnderWay(t *testing.T) {
 	p.succeeded("slow")
 	if !p.joined {
 		t.Fatal("a late success was lost")
+	}
+}
+
+// TestJoinPlanKeepsTheKeyHint: a handshake failure (a node on another
+// key) is still named when the last try found nobody listening.
+func TestJoinPlanKeepsTheKeyHint(t *testing.T) {
+	p := newJoinPlan([]string{"a"}, nil, t0, time.Second)
+	p.due(t0)
+	p.failed("a", fmt.Errorf("EOF (%w)", errMaybeKey), false, t0)
+	p.due(t0.Add(time.Second / 2))
+	p.failed("a", errors.New("connection refused"), false, t0)
+	if err := p.err(time.Second); !strings.Contains(err.Error(), "another swarm key") {
+		t.Fatalf("error lost the key hint: %v", err)
 	}
 }
