@@ -14,10 +14,10 @@ import (
 // joinPlan paces the dials of a node's way into its swarm: the --join
 // addresses and the peers saved in its directory. Every address is tried
 // at once, then again after a backoff that doubles from joinRetryMin to
-// joinRetryMax, until one of them joins or the deadline passes. A peer
-// that is restarting, or a home router that drops the first SYNs, gets
-// minutes instead of one refused dial. No I/O and no clock reads: the
-// caller passes now and dials.
+// joinRetryMax, the last time at the deadline, until one of them joins.
+// A peer that is restarting, or a home router that drops the first SYNs,
+// gets minutes instead of one refused dial. No I/O and no clock reads:
+// the caller passes now and dials.
 type joinPlan struct {
 	deadline time.Time
 	addrs    []*joinAddr
@@ -31,7 +31,7 @@ type joinAddr struct {
 	next    time.Time     // earliest next dial
 	backoff time.Duration // the wait after the last failure
 	busy    bool          // a dial is under way
-	dropped bool          // tried for the last time (refused, or not an address)
+	dropped bool          // tried for the last time (refused, or at the deadline)
 	lastErr error
 	// maybeKey: a try failed in the handshake (errMaybeKey), which the
 	// last error may not show (the peer may have gone since).
@@ -64,9 +64,9 @@ func newJoinPlan(join, saved []string, now time.Time, timeout time.Duration) *jo
 }
 
 // due returns the addresses to dial now and marks them busy. None once
-// the plan joined or expired.
+// the plan joined.
 func (p *joinPlan) due(now time.Time) []string {
-	if p.joined || !now.Before(p.deadline) {
+	if p.joined {
 		return nil
 	}
 	var out []string
@@ -82,7 +82,8 @@ func (p *joinPlan) due(now time.Time) []string {
 }
 
 // failed records a failed dial of addr and returns how long until it is
-// tried again (0: never: final errors, or the deadline comes first).
+// tried again: the backoff, cut short to end at the deadline; 0 when it
+// is not tried again (a final error, or the deadline has come).
 func (p *joinPlan) failed(addr string, err error, final bool, now time.Time) time.Duration {
 	a := p.find(addr)
 	if a == nil {
@@ -90,16 +91,16 @@ func (p *joinPlan) failed(addr string, err error, final bool, now time.Time) tim
 	}
 	a.busy, a.lastErr = false, err
 	a.maybeKey = a.maybeKey || errors.Is(err, errMaybeKey)
-	if final {
+	if final || !now.Before(p.deadline) {
 		a.dropped = true
 		return 0
 	}
 	a.backoff = min(max(2*a.backoff, joinRetryMin), joinRetryMax)
 	a.next = now.Add(a.backoff)
-	if !a.next.Before(p.deadline) {
-		return 0
+	if a.next.After(p.deadline) {
+		a.next = p.deadline
 	}
-	return a.backoff
+	return a.next.Sub(now)
 }
 
 // succeeded records that addr joined: the plan is done.
@@ -119,32 +120,30 @@ func (p *joinPlan) find(addr string) *joinAddr {
 	return nil
 }
 
-// wait is how long until the next dial is due or the plan expires,
-// whichever comes first; 0 when something is due now.
+// wait is how long until the next dial is due (0: now); an hour when
+// none is planned (the dials under way end the wait).
 func (p *joinPlan) wait(now time.Time) time.Duration {
-	next := p.deadline
+	wait := time.Hour
 	for _, a := range p.addrs {
-		if !a.busy && !a.dropped && a.next.Before(next) {
-			next = a.next
+		if !a.busy && !a.dropped {
+			wait = min(wait, max(a.next.Sub(now), 0))
 		}
 	}
-	return max(next.Sub(now), 0)
+	return wait
 }
 
-// over reports whether nothing more will be dialled: joined, past the
-// deadline with no dial under way, or every address dropped.
-func (p *joinPlan) over(now time.Time) bool {
+// over reports whether nothing more will be dialled: joined, or every
+// address dropped with no dial under way.
+func (p *joinPlan) over() bool {
 	if p.joined {
 		return true
 	}
-	live := false
 	for _, a := range p.addrs {
-		if a.busy {
+		if a.busy || !a.dropped {
 			return false
 		}
-		live = live || !a.dropped
 	}
-	return !live || !now.Before(p.deadline)
+	return true
 }
 
 // required reports whether the user gave addresses (--join): failing
@@ -210,7 +209,7 @@ func (n *Node) joinSwarm(ctx context.Context, saved []string) error {
 			busy++
 			go func() { results <- result{a, n.join(ctx, a)} }()
 		}
-		if plan.over(now) && busy == 0 || plan.joined {
+		if plan.over() {
 			break
 		}
 		timer := time.NewTimer(plan.wait(now))
@@ -234,10 +233,10 @@ func (n *Node) joinSwarm(ctx context.Context, saved []string) error {
 				return r.err // another run: retrying will not change it
 			case a.saved:
 				n.log.Info("saved peer not reachable", "addr", r.addr, "try", a.tries, "err", r.err, "retry_in", retry)
-			case retry > 0:
-				n.log.Warn("join: could not reach peer, will retry", "addr", r.addr, "try", a.tries, "err", r.err, "retry_in", retry)
-			default:
+			case a.dropped:
 				n.log.Warn("join: giving up on peer", "addr", r.addr, "try", a.tries, "err", r.err)
+			default:
+				n.log.Warn("join: could not reach peer, will retry", "addr", r.addr, "try", a.tries, "err", r.err, "retry_in", retry)
 			}
 		case <-timer.C:
 		}

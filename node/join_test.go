@@ -12,17 +12,14 @@ import (
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // TestJoinPlanBacksOff: a dead address is retried after 1, 2, 4 … s,
-// capped at joinRetryMax, and never past the deadline.
+// capped at joinRetryMax, the last time at the deadline, never after.
 func TestJoinPlanBacksOff(t *testing.T) {
 	p := newJoinPlan([]string{"dead"}, nil, t0, 3*time.Minute)
 	now := t0
 	var waits []time.Duration
-	for {
+	for !p.over() {
 		due := p.due(now)
 		if len(due) == 0 {
-			if p.over(now) {
-				break
-			}
 			now = now.Add(p.wait(now))
 			continue
 		}
@@ -34,23 +31,22 @@ func TestJoinPlanBacksOff(t *testing.T) {
 		}
 		waits = append(waits, p.failed("dead", errors.New("connection refused"), false, now))
 	}
-	want := []time.Duration{1, 2, 4, 8, 16, 30, 30, 30, 30}
+	// 1+2+4+8+16+4×30 = 151 s; the next try would be at 181 s: 180 s.
+	want := []time.Duration{1, 2, 4, 8, 16, 30, 30, 30, 30, 29, 0}
 	for i := range want {
 		want[i] *= time.Second
 	}
-	// The last failure's retry would fall after the deadline: 0.
-	want = append(want, 0)
 	if !slices.Equal(waits, want) {
 		t.Fatalf("retry waits %v, want %v", waits, want)
 	}
-	if now.Sub(t0) > 3*time.Minute {
-		t.Fatalf("dialled until %v, past the 3m deadline", now.Sub(t0))
+	if now.Sub(t0) != 3*time.Minute {
+		t.Fatalf("last dial at %v, want at the 3m deadline", now.Sub(t0))
 	}
 	if p.joined {
 		t.Fatal("joined without a success")
 	}
 	err := p.err(3 * time.Minute)
-	if !strings.Contains(err.Error(), "dead: 10 tries, last: connection refused") {
+	if !strings.Contains(err.Error(), "dead: 11 tries, last: connection refused") {
 		t.Fatalf("error does not name the address, tries and cause: %v", err)
 	}
 }
@@ -65,7 +61,7 @@ func TestJoinPlanOneLiveIsEnough(t *testing.T) {
 	}
 	p.failed("dead", errors.New("refused"), false, t0)
 	p.succeeded("live")
-	if !p.over(t0) || len(p.due(t0.Add(time.Hour))) != 0 {
+	if !p.over() || len(p.due(t0.Add(time.Hour))) != 0 {
 		t.Fatal("the plan dials on after a join")
 	}
 }
@@ -78,7 +74,7 @@ func TestJoinPlanDropsFinal(t *testing.T) {
 	if w := p.failed("other-run", errors.New("refused"), true, t0); w != 0 {
 		t.Fatalf("a final failure is retried in %v", w)
 	}
-	if !p.over(t0) {
+	if !p.over() {
 		t.Fatal("plan not over with its only address dropped")
 	}
 }
@@ -93,8 +89,14 @@ func TestJoinPlanSavedOnly(t *testing.T) {
 	p.due(t0)
 	p.failed("a", errors.New("x"), false, t0)
 	p.failed("b", errors.New("x"), false, t0)
-	if !p.over(t0.Add(time.Second)) {
-		t.Fatal("not over at the deadline")
+	end := t0.Add(time.Second)
+	if p.over() || len(p.due(end)) != 2 {
+		t.Fatal("no last try at the deadline")
+	}
+	p.failed("a", errors.New("x"), false, end)
+	p.failed("b", errors.New("x"), false, end)
+	if !p.over() {
+		t.Fatal("not over after the tries at the deadline")
 	}
 	if err := p.err(time.Second); !strings.Contains(err.Error(), "2 saved peers (2 tried)") {
 		t.Fatalf("error: %v", err)
@@ -109,7 +111,7 @@ func TestJoinPlanSavedOnly(t *testing.T) {
 func TestJoinPlanWaitsForDialsUnderWay(t *testing.T) {
 	p := newJoinPlan([]string{"slow"}, nil, t0, time.Second)
 	p.due(t0)
-	if p.over(t0.Add(time.Minute)) {
+	if p.over() {
 		t.Fatal("over while a dial is under way")
 	}
 	p.succeeded("slow")
