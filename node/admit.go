@@ -234,9 +234,10 @@ func (n *Node) onContact(p peer.ID) bool {
 // waits for a hello: a round's first frames are waited for longer.
 const contactWait = 2 * time.Second
 
-// greet says hello to p after a reconnect or gossip of its, and records
-// the outcome with the greeter. A refusal is handled by onHello.
-func (n *Node) greet(p peer.ID) {
+// greet says hello to p after a reconnect or gossip of its, records
+// the outcome with the greeter, and reports whether p was admitted. A
+// refusal is handled by onHello.
+func (n *Node) greet(p peer.ID) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.FrameTimeout)
 	defer cancel()
 	err := n.adm.Greet(ctx, n.net, p)
@@ -246,6 +247,7 @@ func (n *Node) greet(p peer.ID) {
 	} else {
 		n.log.Debug("hello failed", "peer", p, "err", err)
 	}
+	return err == nil
 }
 
 // lost forgets what we knew of p when its last connection closes: it is

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swarmtrain/swarmtrain/compression"
@@ -314,7 +315,7 @@ type Config struct {
 
 	Dir    string   // node directory: identity.key, node.json, result.json
 	Listen []string // multiaddrs to listen on
-	Join   []string // multiaddrs of peers to join; empty starts a new swarm
+	Join   []string // multiaddrs of peers to join; empty starts a new swarm (or rejoins through the saved peers)
 	// Announce, when set, are the addresses peers are told to dial us at
 	// instead of the ones the host finds (--announce: a port forward, a
 	// public IP the machine does not see on its interfaces).
@@ -344,6 +345,14 @@ type Config struct {
 	Client bool
 	// MinPeersTimeout bounds that wait.
 	MinPeersTimeout time.Duration
+	// JoinTimeout is how long the Join addresses are retried (each with
+	// a backoff of 1 s doubling to 30 s) before the node gives up. Longer:
+	// a node waits out a restarting or unreachable peer; shorter: a
+	// wrong address is reported sooner.
+	JoinTimeout time.Duration
+	// NoMDNS turns off announcing and finding peers on the local network
+	// (mDNS; only nodes with a swarm key or Open use it).
+	NoMDNS bool
 
 	HeartbeatInterval time.Duration // how often liveness, step and hash are gossiped
 	PeerExpiry        time.Duration // a peer silent this long is dead; several heartbeats, so a busy CPU is not a death
@@ -395,6 +404,7 @@ func DefaultConfig() Config {
 		Listen:            []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"},
 		MinPeers:          1,
 		MinPeersTimeout:   2 * time.Minute,
+		JoinTimeout:       3 * time.Minute,
 		HeartbeatInterval: 500 * time.Millisecond,
 		PeerExpiry:        5 * time.Second,
 		JoinWindow:        2 * time.Second,
@@ -421,6 +431,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"heartbeat interval": c.HeartbeatInterval, "peer expiry": c.PeerExpiry, "join window": c.JoinWindow,
 		"round timeout": c.RoundTimeout, "frame timeout": c.FrameTimeout, "min peers timeout": c.MinPeersTimeout,
+		"join timeout": c.JoinTimeout,
 	} {
 		if d <= 0 {
 			return fmt.Errorf("node config: %s %v, want > 0", name, d)
@@ -428,6 +439,13 @@ func (c Config) Validate() error {
 	}
 	if !(c.MinLinkRate >= 1e3) || c.MinLinkRate > 1e12 {
 		return fmt.Errorf("node config: min link rate %v bytes/s, want 1e3 (8 kbit/s) to 1e12", c.MinLinkRate)
+	}
+	if c.Network == nil {
+		for _, a := range c.Join {
+			if _, err := peer.AddrInfoFromString(a); err != nil {
+				return fmt.Errorf("node config: join address %q: %v (want a full address as the join line prints it, ending in /p2p/<peer id>)", a, err)
+			}
+		}
 	}
 	if c.SwarmKey != nil && len(c.SwarmKey) != 32 {
 		return fmt.Errorf("node config: swarm key has %d bytes, want 32", len(c.SwarmKey))

@@ -2,11 +2,13 @@ package node
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/p2p"
@@ -108,7 +110,29 @@ func (t *hostNetwork) Bus(ctx context.Context, run string, gate gossip.Gate, del
 }
 
 func (t *hostNetwork) Connect(ctx context.Context, addr string) (peer.ID, error) {
+	// Our join plan paces retries; libp2p's dial backoff would fail
+	// them at once for a while after the first refused dial.
+	if ai, err := peer.AddrInfoFromString(addr); err == nil {
+		if sw, ok := t.h.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(ai.ID)
+		}
+	}
 	return t.h.Connect(ctx, addr)
+}
+
+// Discover starts the host's discovery of run's peers: the swarmtrain
+// DHT, and mDNS when asked.
+func (t *hostNetwork) Discover(run string, mdns bool, found func(peer.ID, []string)) (io.Closer, error) {
+	cfg := p2p.DefaultDiscoveryConfig(run)
+	cfg.MDNS = mdns
+	cfg.Found = func(ai peer.AddrInfo) {
+		addrs := make([]string, 0, len(ai.Addrs))
+		for _, a := range ai.Addrs {
+			addrs = append(addrs, a.String()+"/p2p/"+ai.ID.String())
+		}
+		found(ai.ID, addrs)
+	}
+	return p2p.StartDiscovery(t.h, cfg)
 }
 
 func (t *hostNetwork) Redial(ctx context.Context, p peer.ID) error {

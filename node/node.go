@@ -42,6 +42,8 @@ type Node struct {
 	bus Publisher
 	// outside is net's view of how others see us (nil: it has none).
 	outside outsideNet
+	// finder is net's peer discovery (nil: it has none).
+	finder finder
 
 	view     *gossip.Membership
 	mm       *allreduce.Matchmaker
@@ -69,6 +71,7 @@ type Node struct {
 
 	download  statesync.Download // verified chunks kept across attempts (training loop only)
 	redials   *redialer
+	peers     *peerBook // the run's peers heard of, for Dir/peers.json
 	refusals  chan string
 	resync    atomic.Bool   // set when the swarm's consensus is another state
 	wasClient atomic.Bool   // the mode last logged (a node starts as an owner)
@@ -234,9 +237,11 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// What the network can tell of how others see us, asked of the
 	// network itself (the gate below hides its other methods).
 	n.outside, _ = n.net.(outsideNet)
+	n.finder, _ = n.net.(finder)
 	// Every protocol but hello, now and later, serves admitted peers only.
 	n.net = gatedNetwork{Network: n.net, admitted: n.admitted.has, contact: n.onContact}
 	self := n.net.Self()
+	n.peers = newPeerBook(n.run, self)
 	n.view = gossip.NewMembership(self, cfg.PeerExpiry)
 	// Only holders of the key reach a keyed node: insiders, who may be
 	// told our values of the fields that differ. Without a key anyone
@@ -474,10 +479,16 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	for _, c := range n.cfg.Run.Caveats() {
 		n.log.Warn("run caveat", "note", c)
 	}
-	for _, addr := range n.cfg.Join {
-		if err := n.join(ctx, addr); err != nil {
-			return nil, err
-		}
+	if d, err := n.startDiscovery(); err != nil {
+		// Discovery only helps: without it --join and saved peers work.
+		n.log.Warn("peer discovery off", "err", err)
+	} else if d != nil {
+		defer d.Close()
+	}
+	saved := n.loadPeers()
+	n.peers.add(saved)
+	if err := n.joinSwarm(ctx, n.learnSaved(saved)); err != nil {
+		return nil, err
 	}
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
@@ -490,6 +501,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	}
 	stopHB()
 	n.leave()
+	n.savePeers()
 	return res, err
 }
 
@@ -523,36 +535,6 @@ func (n *Node) linger(ctx context.Context, res *Result) *Result {
 	}
 }
 
-// join connects to a peer by address and checks it is on our run.
-func (n *Node) join(ctx context.Context, addr string) error {
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	p, err := n.net.Connect(cctx, addr)
-	if err != nil {
-		if len(n.cfg.SwarmKey) > 0 && n.cfg.Network == nil {
-			// A key mismatch looks like a dead peer: the handshake
-			// never completes. Say which to check.
-			return fmt.Errorf("join %s: %w (if that node is up, it is on another swarm key: paste the whole join line it printed, --key included)", addr, err)
-		}
-		return fmt.Errorf("join %s: %w", addr, err)
-	}
-	if err := n.adm.Greet(cctx, n.net, p); err != nil {
-		var ref *gossip.RefusedError
-		if errors.As(err, &ref) {
-			n.net.ClosePeer(p)
-			return fmt.Errorf("join refused by %s: %s", p, ref.Reason)
-		}
-		return fmt.Errorf("join %s: %w", addr, err)
-	}
-	n.net.Keep(p, nil)
-	n.redials.heard(p, time.Now())
-	n.mu.Lock()
-	n.bootstrap = append(n.bootstrap, p)
-	n.mu.Unlock()
-	n.log.Info("joined", "peer", p)
-	return nil
-}
-
 // deliver handles a validated gossip message.
 func (n *Node) deliver(from peer.ID, m gossip.Message) {
 	now := time.Now()
@@ -563,6 +545,9 @@ func (n *Node) deliver(from peer.ID, m gossip.Message) {
 			n.redials.left(hb.Peer)
 		} else if hb.Peer != n.ID() {
 			n.redials.heard(hb.Peer, now)
+		}
+		if !hb.Leaving && hb.Peer != n.ID() {
+			n.peers.seen(hb.Peer, hb.Addrs, now)
 		}
 		if n.view.ObserveHeartbeat(*hb, now) {
 			// Streams to it dial it directly: gossip may have reached us
@@ -578,9 +563,13 @@ func (n *Node) deliver(from peer.ID, m gossip.Message) {
 func (n *Node) heartbeats(ctx context.Context) {
 	t := time.NewTicker(n.cfg.HeartbeatInterval)
 	defer t.Stop()
+	var lastSave time.Time // the first peer heard is saved at once
 	for {
 		n.publishHeartbeat(ctx, false)
 		n.checkAgreement()
+		if time.Since(lastSave) >= savePeersEvery && n.savePeers() {
+			lastSave = time.Now()
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -381,7 +381,7 @@ func (n *Node) publishProgress(ctx context.Context, step uint64, samples int) {
 // swarm starts together instead of one node racing ahead alone.
 func (n *Node) waitForPeers(ctx context.Context) error {
 	need := n.cfg.MinPeers
-	if len(n.cfg.Join) > 0 {
+	if n.joined() {
 		// A joiner first hears from the swarm it joined, so it knows the
 		// swarm's step (and downloads it) instead of starting alone at 0.
 		need = max(need, 2)

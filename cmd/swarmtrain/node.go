@@ -171,6 +171,10 @@ Without --join it starts a new swarm and prints the command others use to join.
 With --join it connects to a peer, checks that both are on the same run (same
 model, data and hyperparameters; otherwise both sides print why they refused),
 downloads the current state if the swarm is already training, and trains along.
+--join may be repeated; addresses that do not answer are retried for
+--join-timeout. Nodes with the same key find each other on the local network by
+mDNS with no --join, and a node restarted on its --dir rejoins through the peers
+it saved there (peers.json).
 Stop it with Ctrl-C: it tells the swarm it is leaving and exits.
 
 Every swarm has a secret key unless it is started with --open. The first node
@@ -239,7 +243,9 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 	fs.StringVar(&cfg.Dir, "dir", "swarmtrain-node", "node directory: identity key, node.json, result.json (one per node)")
 	fs.IntVar(&port, "port", 0, "TCP and UDP (QUIC) port to listen on; 0 picks a free one (with a swarm key: TCP only)")
 	fs.StringSliceVar(&cfg.Listen, "listen", cfg.Listen, "multiaddrs to listen on (overrides --port)")
-	fs.StringSliceVar(&cfg.Join, "join", nil, "multiaddr of a peer to join, /ip4/…/tcp/…/p2p/12D3…; repeatable; needs the swarm's --key (or --open)")
+	fs.StringSliceVar(&cfg.Join, "join", nil, "multiaddr of a peer to join, /ip4/…/tcp/…/p2p/12D3…; repeatable (joining through any one is enough); needs the swarm's --key (or --open)")
+	fs.DurationVar(&cfg.JoinTimeout, "join-timeout", cfg.JoinTimeout, "keep retrying the --join addresses (backoff 1 s to 30 s) this long before giving up")
+	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not announce this node or look for the swarm's peers on the local network (mDNS)")
 	fs.StringSliceVar(&cfg.Announce, "announce", nil, "multiaddrs to tell peers instead of the ones found, e.g. /ip4/203.0.113.7/tcp/4001 for a port forwarded on your router; repeatable")
 	key.bind(fs)
 	fs.StringVar(&cfg.HTTP, "http", "", "serve /status and /metrics on this address, e.g. 127.0.0.1:9090")

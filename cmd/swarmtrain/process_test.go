@@ -62,6 +62,12 @@ func startNodeWith(t *testing.T, dir, listen string, command func(string, ...str
 	if !slices.ContainsFunc(args, func(a string) bool { return a == "--key" || a == "--key-file" || a == "--open" }) {
 		base = append(base, "--key", testSwarmKey) // one swarm unless the test says otherwise
 	}
+	if !slices.Contains(args, "--no-mdns=false") {
+		// Tests' swarms share a key and runs, and other tests (ours or
+		// another checkout's) run beside them on this machine: mDNS
+		// would merge them. A test of mDNS turns it back on.
+		base = append(base, "--no-mdns")
+	}
 	return startProcess(t, dir, command(exe, append(base, args...)...))
 }
 

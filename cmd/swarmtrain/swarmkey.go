@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 	"github.com/swarmtrain/swarmtrain/node"
 	"github.com/swarmtrain/swarmtrain/p2p"
 )
@@ -30,7 +32,8 @@ var errNoKey = errors.New("--join needs the swarm's key: paste the whole join li
 
 // resolve returns the key this node uses (nil with --open). A node that
 // starts a swarm with no key given creates one in dir (or reuses the one
-// it created before); a joiner must be given one.
+// it created or was given before); a joiner must be given one the first
+// time.
 func (k keyFlags) resolve(dir string, joining bool) ([]byte, error) {
 	switch {
 	case k.open && (k.hex != "" || k.file != ""):
@@ -44,13 +47,13 @@ func (k keyFlags) resolve(dir string, joining bool) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--key: %w", err)
 		}
-		return key, nil
+		return key, rememberKey(dir, key)
 	case k.file != "":
 		key, err := p2p.ReadSwarmKey(k.file)
 		if err != nil {
 			return nil, fmt.Errorf("--key-file: %w", err)
 		}
-		return key, nil
+		return key, rememberKey(dir, key)
 	}
 	path := filepath.Join(dir, p2p.SwarmKeyFile)
 	if _, err := os.Stat(path); err != nil && joining {
@@ -59,6 +62,23 @@ func (k keyFlags) resolve(dir string, joining bool) ([]byte, error) {
 	// A restart in the same --dir (founder or not) finds its key here.
 	key, _, err := p2p.LoadOrCreateSwarmKey(path)
 	return key, err
+}
+
+// rememberKey keeps a given key in dir (mode 0600, like the identity),
+// so a restart on dir without --join and without the key rejoins the
+// swarm through its saved peers instead of founding a new one.
+func rememberKey(dir string, key []byte) error {
+	path := filepath.Join(dir, p2p.SwarmKeyFile)
+	if old, err := p2p.ReadSwarmKey(path); err == nil && bytes.Equal(old, key) {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(path, []byte(p2p.FormatSwarmKey(key)+"\n")); err != nil {
+		return fmt.Errorf("saving the swarm key in %s: %w", dir, err)
+	}
+	return nil
 }
 
 // joinLine is the one line others paste to join this node's swarm.

@@ -81,6 +81,10 @@ func TestKeyResolve(t *testing.T) {
 	if k, err := (keyFlags{hex: testSwarmKey}).resolve(dir, true); err != nil || p2p.FormatSwarmKey(k) != testSwarmKey {
 		t.Errorf("--key wins over the file: %x, %v", k, err)
 	}
+	// A given key is kept for restarts without it (and without --join).
+	if k, err := (keyFlags{}).resolve(dir, false); err != nil || p2p.FormatSwarmKey(k) != testSwarmKey {
+		t.Errorf("restart after --key: %x, %v; want the key given before", k, err)
+	}
 	line := joinLine("/ip4/1.2.3.4/tcp/1/p2p/X", node.Config{SwarmKey: k1})
 	if line != "swarmtrain node --join /ip4/1.2.3.4/tcp/1/p2p/X --key "+p2p.FormatSwarmKey(k1) {
 		t.Errorf("join line %q", line)
@@ -117,7 +121,7 @@ func TestSwarmKeyKeepsOtherSwarmsOut(t *testing.T) {
 	if hexKey == testSwarmKey {
 		t.Fatal("the founder made the tests' key")
 	}
-	other := startNode(t, filepath.Join(dir, "other"), append([]string{"--join", info.Addrs[0], "--key", testSwarmKey}, run...)...)
+	other := startNode(t, filepath.Join(dir, "other"), append([]string{"--join", info.Addrs[0], "--key", testSwarmKey, "--join-timeout", "5s"}, run...)...)
 	b := startNode(t, filepath.Join(dir, "b"), append([]string{"--join", info.Addrs[0], "--key", hexKey}, run...)...)
 	st, err := fetchStatus(info.HTTP)
 	if err != nil {
