@@ -94,12 +94,23 @@ func (t *hostNetwork) wrap(s network.Stream) *p2p.Stream {
 func (t *hostNetwork) Self() peer.ID { return t.h.ID() }
 
 func (t *hostNetwork) Open(ctx context.Context, p peer.ID, proto protocol.ID) (gossip.Stream, error) {
+	if overRelay[proto] {
+		ctx = network.WithAllowLimitedConn(ctx, "swarmtrain control traffic")
+	}
 	s, err := t.h.NewStream(ctx, p, proto)
 	if err != nil {
 		return nil, err
 	}
 	return t.wrap(s), nil
 }
+
+// overRelay are the protocols that may run over a relayed connection:
+// a few hundred bytes a round. Everything else (all-reduce parts, state,
+// data) waits for a direct connection (libp2p's NewStream waits for a
+// hole punch), so bulk never crosses a relay. Two home nodes that cannot
+// punch still greet each other (or each would ignore the other's gossip)
+// and swap the round's digests through a public node's relay.
+var overRelay = map[protocol.ID]bool{gossip.ProtoHello: true, gossip.ProtoDigest: true}
 
 func (t *hostNetwork) Handle(proto protocol.ID, h func(gossip.Stream)) {
 	t.h.SetStreamHandler(proto, func(s network.Stream) { h(t.wrap(s)) })

@@ -113,6 +113,12 @@ func New(cfg Config) (*Host, error) {
 	if cfg.PreferTCP {
 		opts = append(opts, libp2p.SwarmOpts(swarm.WithDialRanker(tcpFirstRanker(cfg.QUICFallback))))
 	}
+	if len(cfg.listenAddrs()) == 0 {
+		// A dial-only host (a sweep worker) cannot be dialled at all: no
+		// relay slot, relay service or hole punch can help it, and
+		// libp2p turns the relay transport off with no listen address.
+		cfg.AutoRelay, cfg.RelayService, cfg.HolePunching = false, false, false
+	}
 	r := new(reach)
 	ropts, err := reachOptions(cfg, r)
 	if err != nil {

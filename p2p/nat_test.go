@@ -145,3 +145,16 @@ func TestConnectedRelays(t *testing.T) {
 		t.Errorf("relay candidates %v, want [%s]", got, b.ID())
 	}
 }
+
+// A dial-only host (no listen address, as a sweep worker) starts with the
+// default reachability settings: nobody can dial it, so it needs no relay.
+func TestDialOnlyHostStarts(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.ListenAddrs = nil
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatalf("a dial-only host with the default config: %v", err)
+	}
+	h.Close()
+}

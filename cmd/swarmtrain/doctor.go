@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -124,15 +125,15 @@ func runDoctor(ctx context.Context, o doctorOptions) (doctorReport, error) {
 	case o.probeMiB < 1 || o.probeMiB > p2p.MaxProbeBytes>>20:
 		return doctorReport{}, fmt.Errorf("--probe-mib %d: want 1..%d", o.probeMiB, p2p.MaxProbeBytes>>20)
 	}
-	var psk []byte
-	if o.join != "" || o.key.hex != "" || o.key.file != "" {
-		var err error
-		// No --dir: a doctor never creates a key; joining needs one given.
-		if psk, err = o.key.resolve(os.DevNull, o.join != ""); err != nil {
-			return doctorReport{}, err
-		}
+	// A doctor has no --dir: it never creates or keeps a key.
+	psk, given, err := o.key.given()
+	switch {
+	case err != nil:
+		return doctorReport{}, err
+	case o.join != "" && !given:
+		return doctorReport{}, errNoKey
 	}
-	id, _, err := crypto.GenerateEd25519Key(nil)
+	id, _, err := crypto.GenerateEd25519Key(rand.Reader)
 	if err != nil {
 		return doctorReport{}, err
 	}

@@ -247,7 +247,7 @@ func TestPartitionHeals(t *testing.T) {
 func story(log string) string {
 	var keep []string
 	for _, line := range strings.Split(log, "\n") {
-		for _, k := range []string{"group changed", "failed; retrying", "averaging recovered", "reconnected", "replacing local state", "state synced", "consensus", "syncing"} {
+		for _, k := range []string{"group changed", "failed; retrying", "averaging recovered", "reconnected", "replacing local state", "state synced", "consensus", "syncing", "mode changed"} {
 			if strings.Contains(line, k) {
 				keep = append(keep, "  "+line)
 				break

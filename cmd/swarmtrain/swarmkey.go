@@ -35,23 +35,9 @@ var errNoKey = errors.New("--join needs the swarm's key: paste the whole join li
 // it created or was given before); a joiner must be given one the first
 // time.
 func (k keyFlags) resolve(dir string, joining bool) ([]byte, error) {
-	switch {
-	case k.open && (k.hex != "" || k.file != ""):
-		return nil, errors.New("--open with --key or --key-file: an open swarm has no key; give one or the other")
-	case k.hex != "" && k.file != "":
-		return nil, errors.New("--key and --key-file both given; give one")
-	case k.open:
-		return nil, nil
-	case k.hex != "":
-		key, err := p2p.ParseSwarmKey(k.hex)
-		if err != nil {
-			return nil, fmt.Errorf("--key: %w", err)
-		}
-		return key, rememberKey(dir, key)
-	case k.file != "":
-		key, err := p2p.ReadSwarmKey(k.file)
-		if err != nil {
-			return nil, fmt.Errorf("--key-file: %w", err)
+	if key, given, err := k.given(); err != nil || given {
+		if err != nil || key == nil {
+			return key, err
 		}
 		return key, rememberKey(dir, key)
 	}
@@ -62,6 +48,32 @@ func (k keyFlags) resolve(dir string, joining bool) ([]byte, error) {
 	// A restart in the same --dir (founder or not) finds its key here.
 	key, _, err := p2p.LoadOrCreateSwarmKey(path)
 	return key, err
+}
+
+// given returns the key the flags give (nil with --open) and whether they
+// give one at all.
+func (k keyFlags) given() ([]byte, bool, error) {
+	switch {
+	case k.open && (k.hex != "" || k.file != ""):
+		return nil, false, errors.New("--open with --key or --key-file: an open swarm has no key; give one or the other")
+	case k.hex != "" && k.file != "":
+		return nil, false, errors.New("--key and --key-file both given; give one")
+	case k.open:
+		return nil, true, nil
+	case k.hex != "":
+		key, err := p2p.ParseSwarmKey(k.hex)
+		if err != nil {
+			return nil, false, fmt.Errorf("--key: %w", err)
+		}
+		return key, true, nil
+	case k.file != "":
+		key, err := p2p.ReadSwarmKey(k.file)
+		if err != nil {
+			return nil, false, fmt.Errorf("--key-file: %w", err)
+		}
+		return key, true, nil
+	}
+	return nil, false, nil
 }
 
 // rememberKey keeps a given key in dir (mode 0600, like the identity),

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/gossip"
@@ -32,6 +33,8 @@ type Request struct {
 	// (nil: nothing beyond the root). It is required without a Root: a
 	// root no one vouches for but the peers is only as good as Check.
 	Check func([]File) error
+	// Clock times the manifest wait (nil: the wall clock).
+	Clock clock.Clock
 }
 
 // Fetched is a downloaded, verified dataset and where it came from.
@@ -66,7 +69,7 @@ func Fetch(ctx context.Context, t gossip.Transport, peers []peer.ID, req Request
 	if len(peers) > maxAsked {
 		peers = peers[:maxAsked]
 	}
-	srcs := askAll(ctx, t, peers, req.Root, f.Failed)
+	srcs := askAll(ctx, t, peers, req.Root, req.Clock, f.Failed)
 	if len(srcs) == 0 {
 		return f, fmt.Errorf("no peer serves the data: %w", joinFailures(f.Failed))
 	}
@@ -96,7 +99,7 @@ func Fetch(ctx context.Context, t gossip.Transport, peers []peer.ID, req Request
 // askAll asks every peer for its manifest and keeps at most
 // maxFetchPeers of those announcing the wanted root (or, with none
 // wanted, the root most announced).
-func askAll(ctx context.Context, t gossip.Transport, peers []peer.ID, want string, failed map[peer.ID]error) []source {
+func askAll(ctx context.Context, t gossip.Transport, peers []peer.ID, want string, clk clock.Clock, failed map[peer.ID]error) []source {
 	type reply struct {
 		c   source
 		err error
@@ -107,7 +110,7 @@ func askAll(ctx context.Context, t gossip.Transport, peers []peer.ID, want strin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := ask(ctx, t, p, want)
+			c, err := ask(ctx, t, p, want, clk)
 			replies[i] = reply{c, err}
 		}()
 	}
@@ -142,9 +145,9 @@ func askAll(ctx context.Context, t gossip.Transport, peers []peer.ID, want strin
 }
 
 // ask opens a data stream to p and checks its manifest.
-func ask(ctx context.Context, t gossip.Transport, p peer.ID, want string) (source, error) {
+func ask(ctx context.Context, t gossip.Transport, p peer.ID, want string, clk clock.Clock) (source, error) {
 	c := source{p: p}
-	ctx, cancel := context.WithTimeout(ctx, manifestWait)
+	ctx, cancel := gossip.OrWall(clk).WithTimeout(ctx, manifestWait)
 	defer cancel()
 	s, err := t.Open(ctx, p, gossip.ProtoData)
 	if err != nil {

@@ -30,6 +30,7 @@ var layers = map[string][]string{
 	"gossip":            {},
 	"gossip/allreduce":  {"gossip", "compression"},
 	"gossip/statesync":  {"gossip", "compression"},
+	"gossip/datasync":   {"gossip"},
 	"gossip/gossiptest": {"gossip", "internal/..."},
 	"gossip/swarm":      {"gossip", "gossip/allreduce"},
 	"gossip/averaging":  {"gossip", "gossip/allreduce", "gossip/swarm", "compression"},
