@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
@@ -166,8 +167,19 @@ func checkJoin(ctx context.Context, h *p2p.Host, addr string, probeBytes int) *j
 	view := outsideView(h)
 	jc := &joinCheck{Addr: addr, HolePunch: "not tried"}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if relay, _, ok := strings.Cut(addr, "/p2p-circuit"); ok {
+		// Through a relay, the peer starts a hole punch as soon as our
+		// relayed connection reaches it, and libp2p answers punches only
+		// once identify has shown it a public address of ours: meet the
+		// relay first and wait for that, or the one punch is missed.
+		if _, err := h.Connect(dctx, relay); err == nil {
+			for !slices.Contains(h.Mux().Protocols(), holepunch.Protocol) && dctx.Err() == nil {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
 	p, err := h.Connect(dctx, addr)
-	cancel()
 	if err != nil {
 		jc.Error = err.Error()
 		return jc
@@ -196,6 +208,10 @@ func checkJoin(ctx context.Context, h *p2p.Host, addr string, probeBytes int) *j
 	rtt, err := pingRTT(ctx, h, p)
 	if err == nil {
 		jc.RTTms = float64(rtt.Microseconds()) / 1000
+	}
+	if jc.How == "relay" {
+		jc.ProbeErr = "the connection is relayed; bulk traffic waits for a direct one"
+		return jc
 	}
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

@@ -3,8 +3,10 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -113,6 +115,59 @@ func homeSwarm(t *testing.T, strict bool) {
 	t.Logf("public nodes found public and home nodes private (clients), no flags; home A observed at %v", status(2).ObservedAddrs)
 
 	homeB := status(3).Peer
+
+	// doctor, run where a volunteer would run it: at home it says private
+	// and, joining the other home node through its relayed address, how
+	// the hole punch went; on a public machine it says public.
+	var circuit string
+	checkFor(t, time.Minute, time.Second, func() error {
+		for _, a := range status(3).Addrs {
+			if strings.Contains(a, "/p2p-circuit/") {
+				circuit = a
+				return nil
+			}
+		}
+		return fmt.Errorf("home B advertises no relayed address: %v", status(3).Addrs)
+	})
+	type doctorRun struct {
+		rep doctorReport
+		err error
+	}
+	doctor := func(h *netlab.Host, join string) <-chan doctorRun {
+		out := make(chan doctorRun, 1)
+		go func() {
+			exe, _ := os.Executable()
+			cmd := lab.Command(h, exe, "doctor", "--json", "--wait", "60s", "--probe-mib", "1", "--join", join, "--key", testSwarmKey)
+			cmd.Env = append(os.Environ(), runMainEnv+"=1")
+			var r doctorRun
+			b, err := cmd.Output()
+			if r.err = err; err == nil {
+				r.err = json.Unmarshal(b, &r.rep)
+			}
+			out <- r
+		}()
+		return out
+	}
+	atHome, onPublic := doctor(hosts[2], circuit), doctor(hosts[1], join)
+	home, pub := <-atHome, <-onPublic
+	if home.err != nil || pub.err != nil {
+		t.Fatalf("doctor at home: %v; on a public machine: %v", home.err, pub.err)
+	}
+	t.Logf("doctor at home: %s, %s; join %+v", home.rep.Reachability, home.rep.Mode, *home.rep.Join)
+	t.Logf("doctor on a public machine: %s, %s; join %+v", pub.rep.Reachability, pub.rep.Mode, *pub.rep.Join)
+	if home.rep.Reachability != "private" || home.rep.Mode != "client" || !home.rep.Join.Connected {
+		t.Errorf("doctor at home reports %+v", home.rep)
+	}
+	if wantHow := "hole punch"; strict {
+		if home.rep.Join.How != "relay" {
+			t.Errorf("doctor behind a port-randomising router connected by %q, want relay", home.rep.Join.How)
+		}
+	} else if home.rep.Join.How != wantHow || home.rep.Join.HolePunch != "succeeded" {
+		t.Errorf("doctor at home joined the other home by %q (punch %s), want %s", home.rep.Join.How, home.rep.Join.HolePunch, wantHow)
+	}
+	if pub.rep.Reachability != "public" || pub.rep.Mode != "owner" || pub.rep.Join.How != "direct dial" {
+		t.Errorf("doctor on a public machine reports %+v", pub.rep)
+	}
 	if !strict {
 		// The home nodes dial each other (through a relay first), and the
 		// hole punch leaves them a direct connection.
