@@ -120,6 +120,13 @@ func TestPartitionHeals(t *testing.T) {
 	for i := range lab.Hosts {
 		start(i)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, ln := range nodes {
+				t.Logf("node %d (%s):\n%s", i, lab.Hosts[i].IP, tail(ln.log(), 40))
+			}
+		}
+	})
 	statuses := func() []node.Status {
 		out := make([]node.Status, n)
 		for i, ln := range nodes {
