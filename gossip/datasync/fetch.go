@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 
 	"github.com/filecoin-project/go-clock"
@@ -71,7 +70,7 @@ func Fetch(ctx context.Context, t gossip.Transport, peers []peer.ID, req Request
 	}
 	srcs := askAll(ctx, t, peers, req.Root, req.Clock, f.Failed)
 	if len(srcs) == 0 {
-		return f, fmt.Errorf("no peer serves the data: %w", joinFailures(f.Failed))
+		return f, fmt.Errorf("no peer serves the data: %w", gossip.JoinFailures(f.Failed))
 	}
 	defer func() {
 		for _, c := range srcs {
@@ -248,7 +247,7 @@ func download(ctx context.Context, srcs []source, f *Fetched) ([]byte, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("every peer failed with %d of %d chunks left: %w", n-completed, n, joinFailures(f.Failed))
+		return nil, fmt.Errorf("every peer failed with %d of %d chunks left: %w", n-completed, n, gossip.JoinFailures(f.Failed))
 	}
 	return data, nil
 }
@@ -272,17 +271,4 @@ func fetchChunk(c source, k int, dst []byte) error {
 	}
 	copy(dst, got)
 	return nil
-}
-
-func joinFailures(failed map[peer.ID]error) error {
-	ps := make([]peer.ID, 0, len(failed))
-	for p := range failed {
-		ps = append(ps, p)
-	}
-	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
-	var errs []error
-	for _, p := range ps {
-		errs = append(errs, fmt.Errorf("%s: %w", p.ShortString(), failed[p]))
-	}
-	return errors.Join(errs...)
 }

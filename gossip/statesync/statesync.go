@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,14 +84,14 @@ type slot struct {
 	timer *clock.Timer
 }
 
-// lagging reports how far behind minLinkRate the stream is at now, in
-// bytes (≤ 0: keeping up, or still in its grace period).
-func (sl *slot) lagging(now time.Time) int64 {
-	age := now.Sub(sl.start) - streamGrace
-	if age <= 0 {
-		return 0
-	}
-	return int64(age.Seconds()*minLinkRate) - sl.sent
+// SlotState is what the pool needs of sl.
+func (sl *slot) SlotState() (peer.ID, time.Time, int64) { return sl.peer, sl.start, sl.sent }
+
+var slotLimits = gossip.SlotLimits{Total: maxStateStreams, PerPeer: maxStateStreamsPerPeer, Grace: streamGrace, MinRate: minLinkRate}
+
+// pool is the slot bookkeeping over s's maps; s.mu must be held.
+func (s *Server) pool() gossip.SlotPool[*slot] {
+	return gossip.SlotPool[*slot]{Limits: slotLimits, Held: s.slots, ByPeer: s.byPeer}
 }
 
 // pinnedState is a frozen copy of the state at one step.
@@ -343,26 +342,16 @@ func (s *Server) acquire(st gossip.Stream) *slot {
 	from := st.RemotePeer()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.byPeer[from] >= maxStateStreamsPerPeer {
+	now := s.clk.Now()
+	victim, ok := s.pool().Room(from, now)
+	if !ok {
 		return nil
 	}
-	now := s.clk.Now()
-	if len(s.slots) >= maxStateStreams {
-		var victim *slot
-		var worst int64
-		for sl := range s.slots {
-			if lag := sl.lagging(now); lag > worst {
-				victim, worst = sl, lag
-			}
-		}
-		if victim == nil {
-			return nil
-		}
+	if victim != nil {
 		s.freeLocked(victim, "fell behind the minimum link rate")
 	}
 	sl := &slot{peer: from, st: st, start: now}
-	s.slots[sl] = struct{}{}
-	s.byPeer[from]++
+	s.pool().Add(sl)
 	return sl
 }
 
@@ -375,12 +364,8 @@ func (s *Server) free(sl *slot, reason string) {
 }
 
 func (s *Server) freeLocked(sl *slot, reason string) {
-	if _, ok := s.slots[sl]; !ok {
+	if !s.pool().Free(sl) {
 		return
-	}
-	delete(s.slots, sl)
-	if s.byPeer[sl.peer]--; s.byPeer[sl.peer] == 0 {
-		delete(s.byPeer, sl.peer)
 	}
 	if reason != "" {
 		sl.cut = reason
@@ -469,7 +454,7 @@ func (d *Download) Fetch(ctx context.Context, t gossip.Transport, donors []peer.
 	for range maxFetchAttempts {
 		conns, at := pinAll(ctx, t, donors, req, f.Failed)
 		if len(conns) == 0 {
-			lastErr = fmt.Errorf("no donor could pin step %d: %w", req.Step, joinFailures(f.Failed))
+			lastErr = fmt.Errorf("no donor could pin step %d: %w", req.Step, gossip.JoinFailures(f.Failed))
 			if at == 0 || at == req.Step {
 				return nil, lastErr
 			}
@@ -674,7 +659,7 @@ func (d *Download) download(ctx context.Context, conns []donorConn, f *Fetched) 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		return fmt.Errorf("every donor failed with %d of %d chunks left: %w", n-int(completed.Load()), n, joinFailures(f.Failed))
+		return fmt.Errorf("every donor failed with %d of %d chunks left: %w", n-int(completed.Load()), n, gossip.JoinFailures(f.Failed))
 	}
 	*d = Download{} // the caller owns vals now
 	f.Snapshot = Snapshot{Step: m.Step, Params: vals[:m.NParams:m.NParams], Opt: vals[m.NParams:], Group: m.Group}
@@ -714,19 +699,6 @@ func fetchChunk(c donorConn, k int, vals []float32, buf []byte) error {
 // shrink (as package allreduce bounds an fp32 part).
 func maxChunkFrame(count int) int {
 	return compression.FP32{}.MaxEncodedLen(count) + count/16 + compression.FrameOverhead + 1024
-}
-
-func joinFailures(failed map[peer.ID]error) error {
-	ps := make([]peer.ID, 0, len(failed))
-	for p := range failed {
-		ps = append(ps, p)
-	}
-	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
-	var errs []error
-	for _, p := range ps {
-		errs = append(errs, fmt.Errorf("%s: %w", p.ShortString(), failed[p]))
-	}
-	return errors.Join(errs...)
 }
 
 // truncate shortens s to n bytes for an error message.
