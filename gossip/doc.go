@@ -8,8 +8,11 @@
 //
 // The stream protocols live in subpackages that import this one (never
 // the reverse): allreduce forms each step's group and averages in it
-// (Matchmaker, Averager, Moshpit groups), and statesync downloads the
-// state for joiners. Package node wires them to libp2p:
+// (Matchmaker, Averager, Moshpit groups), statesync downloads the state
+// for joiners, and datasync the dataset. The two downloads share their
+// server's bounded serving slots (SlotPool) and their parallel pull of
+// verified chunks from several peers (AskEach, PullChunks, JoinFailures).
+// Package node wires them to libp2p:
 //
 //	view := gossip.NewMembership(self, 5*time.Second) // fed by Bus deliveries
 //	adm := &gossip.Admission{Run: run, Config: cfg, Admit: admitted.Add}

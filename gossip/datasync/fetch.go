@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
 
 	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -51,6 +49,9 @@ type source struct {
 	m Manifest
 }
 
+// Source is what gossip.PullChunks needs of c.
+func (c source) Source() (peer.ID, gossip.Stream) { return c.p, c.s }
+
 // Fetch downloads the dataset from peers (the first maxFetchPeers that
 // serve it, in order) in parallel. It succeeds only with files whose
 // every chunk matched a manifest whose root is the one wanted; a peer
@@ -71,7 +72,7 @@ func Fetch(ctx context.Context, t gossip.Transport, peers []peer.ID, req Request
 	}
 	srcs := askAll(ctx, t, peers, req.Root, req.Clock, f.Failed)
 	if len(srcs) == 0 {
-		return f, fmt.Errorf("no peer serves the data: %w", joinFailures(f.Failed))
+		return f, fmt.Errorf("no peer serves the data: %w", gossip.JoinFailures(f.Failed))
 	}
 	defer func() {
 		for _, c := range srcs {
@@ -100,26 +101,12 @@ func Fetch(ctx context.Context, t gossip.Transport, peers []peer.ID, req Request
 // maxFetchPeers of those announcing the wanted root (or, with none
 // wanted, the root most announced).
 func askAll(ctx context.Context, t gossip.Transport, peers []peer.ID, want string, clk clock.Clock, failed map[peer.ID]error) []source {
-	type reply struct {
-		c   source
-		err error
-	}
-	replies := make([]reply, len(peers))
-	var wg sync.WaitGroup
-	for i, p := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := ask(ctx, t, p, want, clk)
-			replies[i] = reply{c, err}
-		}()
-	}
-	wg.Wait()
+	srcs, errs := gossip.AskEach(peers, func(p peer.ID) (source, error) { return ask(ctx, t, p, want, clk) })
 	votes := map[string]int{}
-	roots := make([]string, len(replies))
-	for i, r := range replies {
-		if r.err == nil {
-			roots[i] = r.c.m.Root()
+	roots := make([]string, len(srcs))
+	for i, c := range srcs {
+		if errs[i] == nil {
+			roots[i] = c.m.Root()
 			votes[roots[i]]++
 		}
 	}
@@ -128,17 +115,17 @@ func askAll(ctx context.Context, t gossip.Transport, peers []peer.ID, want strin
 		chosen = gossip.Consensus(votes)
 	}
 	var out []source
-	for i, r := range replies {
+	for i, c := range srcs {
 		switch {
-		case r.err != nil:
-			failed[peers[i]] = r.err
+		case errs[i] != nil:
+			failed[peers[i]] = errs[i]
 		case roots[i] != chosen:
 			failed[peers[i]] = fmt.Errorf("serves dataset %s, not %s", roots[i], chosen)
-			r.c.s.Reset()
+			c.s.Reset()
 		case len(out) >= maxFetchPeers:
-			r.c.s.Reset() // a spare: enough peers serve already
+			c.s.Reset() // a spare: enough peers serve already
 		default:
-			out = append(out, r.c)
+			out = append(out, c)
 		}
 	}
 	return out
@@ -193,62 +180,22 @@ func download(ctx context.Context, srcs []source, f *Fetched) ([]byte, error) {
 	size := m.Size()
 	n := len(m.Chunks)
 	data := make([]byte, size)
-	queue := make(chan int, n)
+	todo := make([]int, n)
 	for k := range n {
-		queue <- k
+		todo[k] = k
 	}
-	var (
-		mu        sync.Mutex
-		wg        sync.WaitGroup
-		completed int
-		done      = make(chan struct{})
-	)
-	if n == 0 {
-		close(done)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for _, c := range srcs {
-		stop := context.AfterFunc(ctx, func() { c.s.Reset() })
-		defer stop()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				var k int
-				select {
-				case k = <-queue:
-				case <-done:
-					return
-				case <-ctx.Done():
-					return
-				}
-				lo := int64(k) * ChunkSize
-				dst := data[lo : lo+int64(chunkLen(size, k))]
-				if err := fetchChunk(c, k, dst); err != nil {
-					queue <- k // never blocks: capacity n, and k came from it
-					mu.Lock()
-					f.Failed[c.p] = fmt.Errorf("chunk %d: %w", k, err)
-					mu.Unlock()
-					c.s.Reset()
-					return
-				}
-				mu.Lock()
-				f.Chunks[c.p]++
-				completed++
-				if completed == n {
-					close(done)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if completed != n {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	pull := &gossip.Pull{Chunks: f.Chunks, Failed: f.Failed}
+	left, err := gossip.PullChunks(ctx, pull, srcs, todo, func(c source) func(int) error {
+		return func(k int) error {
+			lo := int64(k) * ChunkSize
+			return fetchChunk(c, k, data[lo:lo+int64(chunkLen(size, k))])
 		}
-		return nil, fmt.Errorf("every peer failed with %d of %d chunks left: %w", n-completed, n, joinFailures(f.Failed))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if left > 0 {
+		return nil, fmt.Errorf("every peer failed with %d of %d chunks left: %w", left, n, gossip.JoinFailures(f.Failed))
 	}
 	return data, nil
 }
@@ -272,17 +219,4 @@ func fetchChunk(c source, k int, dst []byte) error {
 	}
 	copy(dst, got)
 	return nil
-}
-
-func joinFailures(failed map[peer.ID]error) error {
-	ps := make([]peer.ID, 0, len(failed))
-	for p := range failed {
-		ps = append(ps, p)
-	}
-	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
-	var errs []error
-	for _, p := range ps {
-		errs = append(errs, fmt.Errorf("%s: %w", p.ShortString(), failed[p]))
-	}
-	return errors.Join(errs...)
 }

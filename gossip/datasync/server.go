@@ -52,14 +52,14 @@ type slot struct {
 	sent  int64 // chunk bytes sent
 }
 
-// lagging is how far behind minLinkRate the stream is at now, in bytes
-// (≤ 0: keeping up, or still in its grace period).
-func (sl *slot) lagging(now time.Time) int64 {
-	age := now.Sub(sl.start) - streamGrace
-	if age <= 0 {
-		return 0
-	}
-	return int64(age.Seconds()*minLinkRate) - sl.sent
+// SlotState is what the pool needs of sl.
+func (sl *slot) SlotState() (peer.ID, time.Time, int64) { return sl.peer, sl.start, sl.sent }
+
+var slotLimits = gossip.SlotLimits{Total: maxStreams, PerPeer: maxStreamsPerPeer, Grace: streamGrace, MinRate: minLinkRate}
+
+// pool is the slot bookkeeping over s's maps; s.mu must be held.
+func (s *Server) pool() gossip.SlotPool[*slot] {
+	return gossip.SlotPool[*slot]{Limits: slotLimits, Held: s.slots, ByPeer: s.byPeer}
 }
 
 // NewServer registers the data protocol on t, serving ds. clk times each
@@ -79,44 +79,24 @@ func (s *Server) acquire(st gossip.Stream) *slot {
 	p := st.RemotePeer()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.byPeer[p] >= maxStreamsPerPeer {
+	now := s.clk.Now()
+	victim, ok := s.pool().Room(p, now)
+	if !ok {
 		return nil
 	}
-	now := s.clk.Now()
-	if len(s.slots) >= maxStreams {
-		var victim *slot
-		var worst int64
-		for sl := range s.slots {
-			if lag := sl.lagging(now); lag > worst {
-				victim, worst = sl, lag
-			}
-		}
-		if victim == nil {
-			return nil
-		}
-		s.freeLocked(victim)
+	if victim != nil {
+		s.pool().Free(victim)
 		victim.st.Reset()
 	}
 	sl := &slot{peer: p, st: st, start: now}
-	s.slots[sl] = struct{}{}
-	s.byPeer[p]++
+	s.pool().Add(sl)
 	return sl
 }
 
 func (s *Server) free(sl *slot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.freeLocked(sl)
-}
-
-func (s *Server) freeLocked(sl *slot) {
-	if _, ok := s.slots[sl]; !ok {
-		return
-	}
-	delete(s.slots, sl)
-	if s.byPeer[sl.peer]--; s.byPeer[sl.peer] <= 0 {
-		delete(s.byPeer, sl.peer)
-	}
+	s.pool().Free(sl)
 }
 
 func (s *Server) serve(st gossip.Stream) {

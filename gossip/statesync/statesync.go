@@ -8,9 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/filecoin-project/go-clock"
@@ -85,14 +83,14 @@ type slot struct {
 	timer *clock.Timer
 }
 
-// lagging reports how far behind minLinkRate the stream is at now, in
-// bytes (≤ 0: keeping up, or still in its grace period).
-func (sl *slot) lagging(now time.Time) int64 {
-	age := now.Sub(sl.start) - streamGrace
-	if age <= 0 {
-		return 0
-	}
-	return int64(age.Seconds()*minLinkRate) - sl.sent
+// SlotState is what the pool needs of sl.
+func (sl *slot) SlotState() (peer.ID, time.Time, int64) { return sl.peer, sl.start, sl.sent }
+
+var slotLimits = gossip.SlotLimits{Total: maxStateStreams, PerPeer: maxStateStreamsPerPeer, Grace: streamGrace, MinRate: minLinkRate}
+
+// pool is the slot bookkeeping over s's maps; s.mu must be held.
+func (s *Server) pool() gossip.SlotPool[*slot] {
+	return gossip.SlotPool[*slot]{Limits: slotLimits, Held: s.slots, ByPeer: s.byPeer}
 }
 
 // pinnedState is a frozen copy of the state at one step.
@@ -343,26 +341,16 @@ func (s *Server) acquire(st gossip.Stream) *slot {
 	from := st.RemotePeer()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.byPeer[from] >= maxStateStreamsPerPeer {
+	now := s.clk.Now()
+	victim, ok := s.pool().Room(from, now)
+	if !ok {
 		return nil
 	}
-	now := s.clk.Now()
-	if len(s.slots) >= maxStateStreams {
-		var victim *slot
-		var worst int64
-		for sl := range s.slots {
-			if lag := sl.lagging(now); lag > worst {
-				victim, worst = sl, lag
-			}
-		}
-		if victim == nil {
-			return nil
-		}
+	if victim != nil {
 		s.freeLocked(victim, "fell behind the minimum link rate")
 	}
 	sl := &slot{peer: from, st: st, start: now}
-	s.slots[sl] = struct{}{}
-	s.byPeer[from]++
+	s.pool().Add(sl)
 	return sl
 }
 
@@ -375,12 +363,8 @@ func (s *Server) free(sl *slot, reason string) {
 }
 
 func (s *Server) freeLocked(sl *slot, reason string) {
-	if _, ok := s.slots[sl]; !ok {
+	if !s.pool().Free(sl) {
 		return
-	}
-	delete(s.slots, sl)
-	if s.byPeer[sl.peer]--; s.byPeer[sl.peer] == 0 {
-		delete(s.byPeer, sl.peer)
 	}
 	if reason != "" {
 		sl.cut = reason
@@ -469,7 +453,7 @@ func (d *Download) Fetch(ctx context.Context, t gossip.Transport, donors []peer.
 	for range maxFetchAttempts {
 		conns, at := pinAll(ctx, t, donors, req, f.Failed)
 		if len(conns) == 0 {
-			lastErr = fmt.Errorf("no donor could pin step %d: %w", req.Step, joinFailures(f.Failed))
+			lastErr = fmt.Errorf("no donor could pin step %d: %w", req.Step, gossip.JoinFailures(f.Failed))
 			if at == 0 || at == req.Step {
 				return nil, lastErr
 			}
@@ -497,33 +481,22 @@ type donorConn struct {
 	m stateManifest
 }
 
+// Source is what gossip.PullChunks needs of c.
+func (c donorConn) Source() (peer.ID, gossip.Stream) { return c.p, c.s }
+
 // pinAll asks every donor to pin req.Step and keeps those announcing the
 // chosen state: Want if given, else the state most donors announced; none
 // when fewer than req.MinVouch announced it. It also reports the newest
 // step of the donors that could not pin it.
 func pinAll(ctx context.Context, t gossip.Transport, donors []peer.ID, req Request, failed map[peer.ID]error) ([]donorConn, uint64) {
-	type answer struct {
-		c   donorConn
-		err error
-	}
-	answers := make([]answer, len(donors))
-	var wg sync.WaitGroup
-	for i, p := range donors {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := pinOne(ctx, t, p, req)
-			answers[i] = answer{c, err}
-		}()
-	}
-	wg.Wait()
+	conns, errs := gossip.AskEach(donors, func(p peer.ID) (donorConn, error) { return pinOne(ctx, t, p, req) })
 	votes := map[string]int{}
 	var at uint64 // the newest step the donors that could not pin are at
-	for _, a := range answers {
-		if a.err == nil {
-			votes[a.c.m.Hash]++
+	for i, c := range conns {
+		if errs[i] == nil {
+			votes[c.m.Hash]++
 		} else {
-			at = max(at, a.c.m.At)
+			at = max(at, c.m.At)
 		}
 	}
 	chosen := req.Want // when nobody has it, no donor is used
@@ -532,19 +505,19 @@ func pinAll(ctx context.Context, t gossip.Transport, donors []peer.ID, req Reque
 	}
 	few := votes[chosen] < req.MinVouch
 	var out []donorConn
-	for i, a := range answers {
+	for i, c := range conns {
 		switch {
-		case a.err != nil:
-			failed[donors[i]] = a.err
+		case errs[i] != nil:
+			failed[donors[i]] = errs[i]
 		case few:
-			failed[donors[i]] = fmt.Errorf("announced state %s, which %d donors vouch for, fewer than the %d needed", a.c.m.Hash, votes[a.c.m.Hash], req.MinVouch)
-			a.c.s.Reset()
-		case a.c.m.Hash != chosen:
-			failed[donors[i]] = fmt.Errorf("announced state %s, not the chosen %s", a.c.m.Hash, chosen)
-			a.c.s.Reset()
+			failed[donors[i]] = fmt.Errorf("announced state %s, which %d donors vouch for, fewer than the %d needed", c.m.Hash, votes[c.m.Hash], req.MinVouch)
+			c.s.Reset()
+		case c.m.Hash != chosen:
+			failed[donors[i]] = fmt.Errorf("announced state %s, not the chosen %s", c.m.Hash, chosen)
+			c.s.Reset()
 		default:
 			delete(failed, donors[i]) // it may have failed an earlier attempt
-			out = append(out, a.c)
+			out = append(out, c)
 		}
 	}
 	return out, at
@@ -615,66 +588,22 @@ func (d *Download) download(ctx context.Context, conns []donorConn, f *Fetched) 
 		d.hash, d.vals, d.have = m.Hash, make([]float32, m.NParams+m.NOpt), make([]bool, n)
 	}
 	vals := d.vals
-	queue := make(chan int, n)
-	var (
-		done      = make(chan struct{})
-		completed atomic.Int64
-		mu        sync.Mutex
-		wg        sync.WaitGroup
-	)
+	var todo []int
 	for k := range n {
-		if d.have[k] {
-			completed.Add(1) // verified in an earlier attempt
-		} else {
-			queue <- k
+		if !d.have[k] { // else verified in an earlier attempt
+			todo = append(todo, k)
 		}
 	}
-	if completed.Load() == int64(n) {
-		close(done)
+	pull := &gossip.Pull{Chunks: f.Chunks, Failed: f.Failed, Got: func(k int) { d.have[k] = true }}
+	left, err := gossip.PullChunks(ctx, pull, conns, todo, func(c donorConn) func(int) error {
+		buf := make([]byte, 0, 4*StateChunk)
+		return func(k int) error { return fetchChunk(c, k, vals, buf) }
+	})
+	if err != nil {
+		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for _, c := range conns {
-		stop := context.AfterFunc(ctx, func() { c.s.Reset() })
-		defer stop()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 0, 4*StateChunk)
-			for {
-				var k int
-				select {
-				case k = <-queue:
-				case <-done:
-					return
-				case <-ctx.Done():
-					return
-				}
-				if err := fetchChunk(c, k, vals, buf); err != nil {
-					queue <- k // never blocks: capacity n, and k was taken from it
-					mu.Lock()
-					f.Failed[c.p] = fmt.Errorf("chunk %d: %w", k, err)
-					mu.Unlock()
-					c.s.Reset()
-					return
-				}
-				mu.Lock()
-				f.Chunks[c.p]++
-				d.have[k] = true
-				mu.Unlock()
-				if completed.Add(1) == int64(n) {
-					close(done)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if int(completed.Load()) != n {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return fmt.Errorf("every donor failed with %d of %d chunks left: %w", n-int(completed.Load()), n, joinFailures(f.Failed))
+	if left > 0 {
+		return fmt.Errorf("every donor failed with %d of %d chunks left: %w", left, n, gossip.JoinFailures(f.Failed))
 	}
 	*d = Download{} // the caller owns vals now
 	f.Snapshot = Snapshot{Step: m.Step, Params: vals[:m.NParams:m.NParams], Opt: vals[m.NParams:], Group: m.Group}
@@ -714,19 +643,6 @@ func fetchChunk(c donorConn, k int, vals []float32, buf []byte) error {
 // shrink (as package allreduce bounds an fp32 part).
 func maxChunkFrame(count int) int {
 	return compression.FP32{}.MaxEncodedLen(count) + count/16 + compression.FrameOverhead + 1024
-}
-
-func joinFailures(failed map[peer.ID]error) error {
-	ps := make([]peer.ID, 0, len(failed))
-	for p := range failed {
-		ps = append(ps, p)
-	}
-	sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
-	var errs []error
-	for _, p := range ps {
-		errs = append(errs, fmt.Errorf("%s: %w", p.ShortString(), failed[p]))
-	}
-	return errors.Join(errs...)
 }
 
 // truncate shortens s to n bytes for an error message.
