@@ -64,14 +64,17 @@ func (a *Admission) Serve(t Transport) {
 				w = Welcome{Reason: err.Error()}
 			}
 		}
+		// The outcome takes effect before the peer hears it: a refused
+		// peer must not use an earlier admission in the moment between
+		// reading "no" and our revoking it.
+		if a.OnResult != nil {
+			a.OnResult(s.RemotePeer(), w.OK, w.Reason, true)
+		}
 		out, err := Encode(Message{Kind: KindWelcome, Welcome: &w})
 		if err == nil {
 			s.Send(out)
 		}
 		s.Close()
-		if a.OnResult != nil {
-			a.OnResult(s.RemotePeer(), w.OK, w.Reason, true)
-		}
 	})
 }
 
