@@ -112,6 +112,7 @@ through a relay), the round-trip time, and the upload rate to it.`,
 	fs.IntVar(&o.probeMiB, "probe-mib", 8, fmt.Sprintf("MiB sent to --join's peer to measure the upload rate (1..%d)", p2p.MaxProbeBytes>>20))
 	fs.BoolVar(&o.asJSON, "json", false, "print the report as one JSON object")
 	o.key.bind(fs)
+	fs.Lookup("key").Usage = "the swarm's secret key, 64 hex digits, as the join line prints it (needed with --join to a keyed swarm; doctor never stores it)"
 	return cmd
 }
 

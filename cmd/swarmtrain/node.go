@@ -252,7 +252,7 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 	data.bind(fs)
 	fs.BoolVar(&cfg.NoServeData, "no-serve-data", false, "do not serve the run's dataset to peers that lack it (they fetch MNIST from the swarm when they have no copy)")
 	fs.StringVar(&shard, "shard", "", "train on shard K of N of the training set (K/N, 0-based); default: whole set in a per-peer order")
-	fs.BoolVar(&cfg.Client, "client", false, "this machine cannot accept inbound connections (NAT, firewall): own no part of the all-reduce, still contribute")
+	fs.BoolVar(&cfg.Client, "client", false, "run as a client: own no part of the all-reduce, still contribute (a node turns client by itself when peers cannot dial it back, e.g. behind NAT)")
 	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")
 	fs.DurationVar(&cfg.Linger, "linger", 0, "after the last step, keep serving state and /status this long")
 	fs.StringVar(&cfg.InitPath, "init-from", "", "start from this checkpoint's weights (transfer learning; fresh optimizer, step 0); every peer needs the same file, its SHA-256 is part of the run (run config: model.init_from)")
