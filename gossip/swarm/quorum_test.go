@@ -119,6 +119,35 @@ func TestWeightedDecisions(t *testing.T) {
 	}
 }
 
+// A client follows the owners it averaged with: an owner that stepped on
+// without two late clients is followed by them, though the two clients
+// (at the old step) would outvote it. An owner keeps the usual rules.
+func TestClientDefersToOwners(t *testing.T) {
+	owner := m("o", 6, "p", 0)
+	other := m("c", 5, "x", 0)
+	other.Client = true
+	v := View{Self: self, Step: 5, Hash: "x", Client: true, Live: []gossip.Member{owner, other}, Weight: weights("o", 1, "c", 1)}
+	if !v.Behind(5) {
+		t.Error("a client does not follow the one owner ahead of it")
+	}
+	if donors, top, _ := v.Donors(); !slices.Equal(donors, ids("o")) || top != 6 {
+		t.Errorf("Donors() = %v, %d; want the owner at 6", donors, top)
+	}
+	if n := v.MinVouch(); n != 1 {
+		t.Errorf("MinVouch() = %d, want 1 (one owner to follow)", n)
+	}
+	v.Client = false
+	if v.Behind(5) {
+		t.Error("an owner follows one peer ahead against a client that agrees with it")
+	}
+	// With only clients to vote (no owner averaged with us), the usual
+	// rules hold.
+	v.Client, v.Live = true, []gossip.Member{other}
+	if v.Behind(5) {
+		t.Error("a client followed a client at its own step")
+	}
+}
+
 // Claims the policy does not follow are reported for the log: beyond the
 // run's end, and far ahead of what a quorum has reached.
 func TestIgnored(t *testing.T) {

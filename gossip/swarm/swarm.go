@@ -109,6 +109,16 @@ func (v View) electorate() electorate {
 			e.self = max(e.self, w)
 		}
 	}
+	if v.Client && slices.ContainsFunc(all, func(m voter) bool { return !m.Client }) {
+		// A client defers to the owners it averaged with: they hold the
+		// parts, and its clients' word (its own too) cannot outvote them.
+		// Else an owner that had to step on without two late clients
+		// (both then at the old step) could never be followed: one owner
+		// against two client voters is no quorum, and the clients would
+		// train on alone, each on its own state.
+		all = slices.DeleteFunc(all, func(m voter) bool { return m.Client })
+		e.self = 0
+	}
 	if len(all) == 0 {
 		for _, m := range v.Live {
 			if m.Peer != v.Self && !v.beyondFinal(m) && slices.Contains(v.Bootstrap, m.Peer) {
