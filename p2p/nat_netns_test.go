@@ -155,20 +155,16 @@ func TestNATTraversal(t *testing.T) {
 	if err := netlab.DelayAvailable(); err != nil {
 		t.Skip(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, strict := range []bool{false, true} {
 		name := "punch"
 		if strict {
 			name = "strict"
 		}
-		t.Run(name, func(t *testing.T) { natTraversal(t, exe, strict) })
+		t.Run(name, func(t *testing.T) { natTraversal(t, strict) })
 	}
 }
 
-func natTraversal(t *testing.T, exe string, strict bool) {
+func natTraversal(t *testing.T, strict bool) {
 	n, err := netlab.NewNAT(2, 1, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -197,20 +193,9 @@ func natTraversal(t *testing.T, exe string, strict bool) {
 		for j := range min(i, 2) { // everyone joins through the public hosts
 			boot = append(boot, addr(j))
 		}
-		cmd := n.Command(node, exe, append([]string{"-test.run=^$", seeds[i : i+1]}, boot...)...)
-		cmd.Env = append(os.Environ(), helperEnv+"=reach")
-		cmd.Stderr = os.Stderr
-		in, _ := cmd.StdinPipe()
-		out, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer cmd.Wait()
-		defer in.Close()
-		hosts[i].in, hosts[i].out = in, bufio.NewReader(out)
-		if line, err := hosts[i].out.ReadString('\n'); line != "joined\n" {
-			t.Fatalf("%s: %q %v", names[i], line, err)
-		}
+		hp := startHelper(t, n.Lab, node, "reach", "joined", append([]string{seeds[i : i+1]}, boot...)...)
+		defer hp.close()
+		hosts[i].in, hosts[i].out = hp.in, hp.out
 	}
 	a, b := hosts[2], hosts[3]
 

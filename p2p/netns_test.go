@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -338,10 +339,6 @@ func TestSimultaneousDial(t *testing.T) {
 	if err := netlab.DelayAvailable(); err != nil {
 		t.Skip(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for try := range 5 {
 		l, err := netlab.New(2)
 		if err != nil {
@@ -364,20 +361,9 @@ func TestSimultaneousDial(t *testing.T) {
 		outs := make([]*bufio.Reader, 2)
 		ins := make([]io.WriteCloser, 2)
 		for i := range 2 {
-			cmd := l.Command(l.Hosts[i], exe, "-test.run=^$", seeds[i], addrs[1-i])
-			cmd.Env = append(os.Environ(), helperEnv+"=crossdial")
-			cmd.Stderr = os.Stderr
-			in, _ := cmd.StdinPipe()
-			out, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Wait()
-			defer in.Close()
-			ins[i], outs[i] = in, bufio.NewReader(out)
-			if line, err := outs[i].ReadString('\n'); line != "ready\n" {
-				t.Fatalf("host %d: %q, %v", i, line, err)
-			}
+			hp := startHelper(t, l, l.Hosts[i], "crossdial", "ready", seeds[i], addrs[1-i])
+			defer hp.close()
+			ins[i], outs[i] = hp.in, hp.out
 		}
 		for _, in := range ins { // both at once
 			io.WriteString(in, "go\n")
@@ -445,10 +431,6 @@ func TestRejoinSameAddress(t *testing.T) {
 	if err := netlab.DelayAvailable(); err != nil {
 		t.Skip(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const tries = 4
 	sims := 0
 	for try := range tries {
@@ -468,19 +450,8 @@ func TestRejoinSameAddress(t *testing.T) {
 			addrs[i] = fmt.Sprintf("/ip4/%s/tcp/4001/p2p/%s", l.Hosts[i].IP, id)
 		}
 		start := func(i int, mode string) (*bufio.Reader, io.WriteCloser, func()) {
-			cmd := l.Command(l.Hosts[i], exe, "-test.run=^$", seeds[i], addrs[1-i])
-			cmd.Env = append(os.Environ(), helperEnv+"="+mode)
-			cmd.Stderr = os.Stderr
-			in, _ := cmd.StdinPipe()
-			out, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			r := bufio.NewReader(out)
-			if line, err := r.ReadString('\n'); line != "ready\n" {
-				t.Fatalf("host %d: %q, %v", i, line, err)
-			}
-			return r, in, func() { cmd.Process.Kill(); cmd.Wait() }
+			hp := startHelper(t, l, l.Hosts[i], mode, "ready", seeds[i], addrs[1-i])
+			return hp.out, hp.in, hp.kill
 		}
 		expect := func(r *bufio.Reader, who, want string) {
 			if line, err := r.ReadString('\n'); line != want+"\n" {
@@ -526,3 +497,41 @@ func TestRejoinSameAddress(t *testing.T) {
 		t.Errorf("%d of %d restarts met host 0's redial as a TCP simultaneous open, want all: the test no longer covers that case", sims, tries)
 	}
 }
+
+// helperProc is this test binary running as a helper (helperEnv=mode) in
+// one of a lab's namespaces, driven through its stdin and stdout.
+type helperProc struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+// startHelper starts the helper in h's namespace with args and waits for
+// its first line, which must be ready.
+func startHelper(t *testing.T, l *netlab.Lab, h *netlab.Host, mode, ready string, args ...string) *helperProc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := l.Command(h, exe, append([]string{"-test.run=^$"}, args...)...)
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
+	cmd.Stderr = os.Stderr
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	hp := &helperProc{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	if line, err := hp.out.ReadString('\n'); line != ready+"\n" {
+		hp.kill()
+		t.Fatalf("%s helper in %s: %q, %v; want %q", mode, h.IP, line, err, ready)
+	}
+	return hp
+}
+
+// close ends the helper's input (it exits once it has answered) and waits.
+func (hp *helperProc) close() { hp.in.Close(); hp.cmd.Wait() }
+
+// kill ends the helper at once, as a crash would.
+func (hp *helperProc) kill() { hp.cmd.Process.Kill(); hp.cmd.Wait() }
