@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/swarmtrain/swarmtrain/gossip/datasync"
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 	"github.com/swarmtrain/swarmtrain/trainer"
 	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
@@ -116,26 +117,16 @@ func TestInProcessNodeFetchesMNIST(t *testing.T) {
 func tinyTextRun(t *testing.T, sw *memSwarm) Config {
 	t.Helper()
 	dir := t.TempDir()
-	words := []string{"the", "of", "light", "and", "rays", "prism", "colours", "glass"}
 	var paths []string
 	for f := range 2 {
-		var b strings.Builder
-		for i := range 3000 {
-			b.WriteString(words[(i*(f+3)+i/7)%len(words)])
-			if i%11 == 10 {
-				b.WriteString(" .\n")
-			} else {
-				b.WriteByte(' ')
-			}
-		}
 		p := filepath.Join(dir, []string{"opticks.txt", "sawyer notes.txt"}[f])
-		if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(testutil.TinyText(f)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		paths = append(paths, p)
 	}
 	vocab := filepath.Join(dir, "vocab.txt")
-	if err := os.WriteFile(vocab, []byte(strings.Join(append(slices.Clone(text.Specials), append(words, ".")...), "\n")+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(vocab, []byte(strings.Join(append(slices.Clone(text.Specials), append(slices.Clone(testutil.TinyWords), ".")...), "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := memConfig(t, sw, "", 3)

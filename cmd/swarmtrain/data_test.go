@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
 // bare runs a node as on a machine without Go: GOMODCACHE and GOROOT
@@ -114,20 +116,10 @@ func TestBareMachineFetchesText(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	dir := t.TempDir()
-	words := []string{"the", "of", "light", "and", "rays", "prism", "colours", "glass"}
 	var texts []string
 	for f := range 2 {
-		var b strings.Builder
-		for i := range 3000 {
-			b.WriteString(words[(i*(f+3)+i/7)%len(words)])
-			if i%11 == 10 {
-				b.WriteString(" .\n")
-			} else {
-				b.WriteByte(' ')
-			}
-		}
 		p := filepath.Join(dir, fmt.Sprintf("book%d.txt", f))
-		if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(testutil.TinyText(f)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		texts = append(texts, "--text", p)
