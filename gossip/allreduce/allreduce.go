@@ -556,7 +556,7 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 			if err == nil {
 				return
 			}
-			if errors.Is(err, errOwnerFailed) {
+			if errors.Is(err, errOwnerFailed) || errors.Is(err, errNotSent) {
 				errs <- fmt.Errorf("part %d: %w", j, err)
 			} else {
 				plo, phi := r.Bounds(n, j)
@@ -720,7 +720,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	s, err := a.t.Open(octx, r.Members[j], gossip.ProtoAllReduce)
 	ocancel()
 	if err != nil {
-		return nil, sent, fmt.Errorf("open: %w", err)
+		return nil, sent, fmt.Errorf("open: %w: %w", errNotSent, err)
 	}
 	ok := false
 	defer func() {
@@ -798,6 +798,12 @@ const (
 
 // errOwnerFailed: the owner could not reduce its part, so nobody has it.
 var errOwnerFailed = errors.New("owner failed the round")
+
+// errNotSent: the stream to the owner did not open, so our copy of its
+// part never left and the owner, which needs every member's copy, cannot
+// reduce it: nobody has it, and asking the others (who may be as
+// unreachable as the owner) would only delay the retry.
+var errNotSent = errors.New("our copy was not sent")
 
 func decodeResult(dst []float32, frame []byte) error {
 	if len(frame) == 0 {

@@ -129,6 +129,8 @@ type assembly struct {
 	order   []peer.ID     // join order: the first MaxGroup make the group
 	full    bool          // closed at MaxGroup; later joiners form the next group
 	taken   []peer.ID     // the full previous attempt's group: busy, not expected here
+	retry   []peer.ID     // the failed previous attempt's group: waited for past the window
+	graced  bool          // the window passed and the grace for retry began
 	joinCh  chan struct{} // poked on each join
 	done    chan struct{}
 	group   gossip.Group
@@ -303,13 +305,15 @@ func (m *Matchmaker) open(step uint64) *assembly {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var attempt uint32
-	var taken []peer.ID
+	var taken, retry []peer.ID
 	if a, ok := m.assemblies[step]; ok {
 		select {
 		case <-a.done:
 			attempt = a.attempt + 1
 			if a.full {
 				taken = append(slices.Clone(a.taken), a.group.Members...)
+			} else {
+				retry = a.group.Members
 			}
 		default:
 			return a
@@ -320,7 +324,7 @@ func (m *Matchmaker) open(step uint64) *assembly {
 			delete(m.assemblies, s)
 		}
 	}
-	a := &assembly{step: step, attempt: attempt, taken: taken, joined: map[peer.ID]gossip.Join{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
+	a := &assembly{step: step, attempt: attempt, taken: taken, retry: retry, joined: map[peer.ID]gossip.Join{}, joinCh: make(chan struct{}, 1), done: make(chan struct{})}
 	m.assemblies[step] = a
 	// The window opens with the assembly, before anyone can join it (and
 	// before a test driving a mock clock can see it).
@@ -331,23 +335,65 @@ func (m *Matchmaker) open(step uint64) *assembly {
 }
 
 // assemble closes the group when every expected peer joined, or when the
-// join window after the first join passes.
+// join window after the first join passes. A retry of a failed round
+// waits a grace longer for that round's members: each learns of the
+// failure in its own time (one that was waiting on an unreachable member
+// learns it an open timeout late), and a member left out of the retry
+// misses the step.
 func (m *Matchmaker) assemble(a *assembly, deadline *clock.Timer, tick *clock.Ticker) {
 	defer deadline.Stop()
 	defer tick.Stop()
+	var grace *clock.Timer
+	var graceC <-chan time.Time
 	for {
 		select {
 		case <-a.joinCh:
 		case <-tick.C:
 		case <-deadline.C:
+			if grace == nil && m.awaitingRetry(a) {
+				grace = m.cfg.Clock.Timer(m.retryGrace())
+				a.mu.Lock()
+				a.graced = true
+				a.mu.Unlock()
+				defer grace.Stop()
+				graceC = grace.C
+				continue
+			}
+			m.close(a)
+			return
+		case <-graceC:
 			m.close(a)
 			return
 		}
-		if m.allJoined(a) {
+		if m.allJoined(a) || (grace != nil && !m.awaitingRetry(a)) {
 			m.close(a)
 			return
 		}
 	}
+}
+
+// retryGrace is how much past the join window a retry waits for the
+// failed round's members: two thirds of the slack, so that the first
+// joiner, whose wait (window plus slack) began when it opened the
+// assembly, still hears the group.
+func (m *Matchmaker) retryGrace() time.Duration { return m.cfg.Slack * 2 / 3 }
+
+// awaitingRetry reports that a is a retry and one of the failed round's
+// members, still expected and the swarm still at a's step, has not
+// joined yet.
+func (m *Matchmaker) awaitingRetry(a *assembly) bool {
+	if len(a.retry) == 0 || m.view.Step() != a.step {
+		return false
+	}
+	exp := m.view.Expected(a.step)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.retry {
+		if _, ok := a.joined[p]; !ok && slices.Contains(exp, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Matchmaker) allJoined(a *assembly) bool {

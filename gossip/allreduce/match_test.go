@@ -384,3 +384,120 @@ func TestMatchViewMinGroupOverrides(t *testing.T) {
 		}
 	}
 }
+
+// waitGraced waits until the newest assembly of step is past its window
+// and still open, waiting for a failed round's member.
+func (m *Matchmaker) waitGraced(t *testing.T, step uint64) {
+	t.Helper()
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		m.mu.Lock()
+		a := m.assemblies[step]
+		m.mu.Unlock()
+		a.mu.Lock()
+		graced := a.graced
+		a.mu.Unlock()
+		if _, closed := m.joinedAt(step); closed || !graced {
+			return fmt.Errorf("assembly of step %d: closed %v, in its grace %v; want open, in its grace", step, closed, graced)
+		}
+		return nil
+	})
+}
+
+// A retry of a failed round waits past the join window for that round's
+// members, so a member that learned of the failure late (it waited an
+// open timeout on an unreachable peer) still averages the step. On a
+// mock clock: at the window the retry stays open, and the late member's
+// join closes it with everyone.
+func TestMatchRetryWaitsForFailedRound(t *testing.T) {
+	net, ts, ids := memPeers(3)
+	mock := clock.NewMock()
+	const window = time.Hour
+	net.Clock, net.Timeout = mock, 4*window
+	st := &fixedView{step: 0, ids: ids}
+	var mms []*Matchmaker
+	for _, tr := range ts {
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: window, Slack: 3 * window, Clock: mock}, st))
+	}
+	leader := Assembler(0, ids)
+	assembler := mms[slices.Index(ids, leader)]
+	late := (slices.Index(ids, leader) + 1) % len(ids)
+	match := func(i int, out *Round, errp *error, wg *sync.WaitGroup) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			*out, *errp = mms[i].Match(context.Background(), 0, 4, ids)
+		}()
+	}
+	var wg sync.WaitGroup
+	first := make([]Round, 3)
+	errs := make([]error, 3)
+	for i := range mms {
+		match(i, &first[i], &errs[i], &wg)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil || len(first[i].Members) != 3 {
+			t.Fatalf("first attempt, peer %d: %v, %v", i, first[i].Members, err)
+		}
+	}
+	// The round failed; two members retry at once, one comes late.
+	retry := make([]Round, 3)
+	for i := range mms {
+		if i != late {
+			match(i, &retry[i], &errs[i], &wg)
+		}
+	}
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if n, _ := assembler.joinedAt(0); n != 2 {
+			return fmt.Errorf("%d of 2 joined the retry", n)
+		}
+		return nil
+	})
+	mock.Add(window + time.Second)
+	assembler.waitGraced(t, 0)
+	match(late, &retry[late], &errs[late], &wg)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil || len(retry[i].Members) != 3 {
+			t.Fatalf("retry, peer %d: %v, %v; want all three", i, retry[i].Members, err)
+		}
+	}
+	if retry[0].ID == first[0].ID {
+		t.Fatal("the retry reused the failed round's ID")
+	}
+
+	// Another failure, and this time the third never comes: the retry
+	// closes at the window plus the grace, with the two.
+	for i := range mms {
+		if i != late {
+			match(i, &retry[i], &errs[i], &wg)
+		}
+	}
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if n, _ := assembler.joinedAt(0); n != 2 {
+			return fmt.Errorf("%d of 2 joined the second retry", n)
+		}
+		return nil
+	})
+	mock.Add(window)
+	assembler.waitGraced(t, 0)
+	// The grace runs from when the window passed: it closes no sooner.
+	var advanced time.Duration
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if _, closed := assembler.joinedAt(0); closed {
+			return nil
+		}
+		mock.Add(time.Minute)
+		advanced += time.Minute
+		return errors.New("the retry is still open")
+	})
+	if advanced < assembler.retryGrace() {
+		t.Fatalf("the retry closed %v after its window, before the grace (%v)", advanced, assembler.retryGrace())
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i != late && (err != nil || len(retry[i].Members) != 2) {
+			t.Fatalf("second retry, peer %d: %v, %v; want the two that came", i, retry[i].Members, err)
+		}
+	}
+}
