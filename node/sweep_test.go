@@ -285,7 +285,7 @@ func TestSweepMaxHold(t *testing.T) {
 	q := oneTinyTrial()
 	// Time for the live worker to load MNIST and train five steps on a
 	// loaded machine, while the stalled one waits it out.
-	q.MaxHold = 6 * time.Second
+	q.MaxHold = 12 * time.Second
 	ServeSweep(ctx, hosts[0], q, func(string, ...any) {})
 
 	stalled, _ := openSweep(ctx, t, hosts[2], hosts[0])
