@@ -97,6 +97,7 @@ func rootCmd(environ []string, stdout io.Writer) *cobra.Command {
 			return nil
 		},
 	}
+	root.SetOut(stdout)
 	root.SetVersionTemplate(buildinfo.Read().String())
 	root.SetFlagErrorFunc(flagError)
 	logOpts.bind(root.PersistentFlags())

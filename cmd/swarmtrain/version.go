@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -16,12 +15,12 @@ func versionCmd() *cobra.Command {
 		Use:   "version",
 		Short: "Print the version, commit, Go version and build tags of this binary",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			i := buildinfo.Read()
 			if asJSON {
-				return json.NewEncoder(os.Stdout).Encode(i)
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(i)
 			}
-			fmt.Print(i)
+			fmt.Fprint(cmd.OutOrStdout(), i)
 			return nil
 		},
 	}
