@@ -16,14 +16,14 @@ COPY . .
 ARG CGO_ENABLED=1
 ARG VERSION=devel
 ARG COMMIT=
-RUN CGO_ENABLED=${CGO_ENABLED} go build -trimpath \
+RUN CGO_ENABLED=${CGO_ENABLED} CGO_CFLAGS="-O2 -g -Wno-deprecated-declarations" go build -trimpath \
       -ldflags "-s -w -X github.com/swarmtrain/swarmtrain/internal/buildinfo.version=${VERSION} -X github.com/swarmtrain/swarmtrain/internal/buildinfo.commit=${COMMIT}" \
       -o /out/swarmtrain ./cmd/swarmtrain \
  && /out/swarmtrain version
 
 # bookworm-slim has the glibc the cgo build links against.
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --home-dir /var/lib/swarmtrain --create-home --shell /usr/sbin/nologin swarmtrain
+RUN useradd --uid 10001 --user-group --home-dir /var/lib/swarmtrain --create-home --shell /usr/sbin/nologin swarmtrain
 COPY --from=build /out/swarmtrain /usr/local/bin/swarmtrain
 COPY LICENSE /usr/share/doc/swarmtrain/LICENSE
 USER swarmtrain

@@ -36,7 +36,9 @@ for target in $TARGETS; do
 	out=dist/$name
 	mkdir -p "$out"
 	echo "building $target (cgo $cgo)"
-	CGO_ENABLED=$cgo CC=$cc GOOS=$os GOARCH=$arch \
+	# go-nvml's header marks calls it wraps (and we never make) deprecated.
+	CGO_CFLAGS=${CGO_CFLAGS:--O2 -g -Wno-deprecated-declarations} \
+		CGO_ENABLED=$cgo CC=$cc GOOS=$os GOARCH=$arch \
 		go build -trimpath -ldflags "$ldflags" -o "$out/swarmtrain" ./cmd/swarmtrain
 	cp LICENSE README.md "$out/"
 	cp -r packaging "$out/"
