@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,12 +131,12 @@ func TestConfigRefusals(t *testing.T) {
 	}
 }
 
-// --log-level and --log-format shape slog's records.
+// --log-level and --log-format shape slog's records, and are exported
+// to the environment for a demo's nodes.
 func TestLogFlags(t *testing.T) {
-	t.Setenv("SWARMTRAIN_LOG_LEVEL", "") // the root exports them for a demo's nodes
-	t.Setenv("SWARMTRAIN_LOG_FORMAT", "")
-	var out bytes.Buffer
-	if err := execute([]string{"version", "--log-level", "warn", "--log-format", "json"}, nil, &out); err != nil {
+	env := map[string]string{}
+	setenv := func(k, v string) error { env[k] = v; return nil }
+	if err := run([]string{"version", "--log-level", "warn", "--log-format", "json"}, nil, io.Discard, setenv); err != nil {
 		t.Fatal(err)
 	}
 	var log bytes.Buffer
@@ -146,7 +147,11 @@ func TestLogFlags(t *testing.T) {
 	if !logOpts.JSON() {
 		t.Error("--log-format json not in force")
 	}
-	if os.Getenv("SWARMTRAIN_LOG_LEVEL") != "warn" {
-		t.Error("the log level is not passed on to child nodes")
+	if env["SWARMTRAIN_LOG_LEVEL"] != "warn" || env["SWARMTRAIN_LOG_FORMAT"] != "json" {
+		t.Errorf("exported %v, want the log flags for child nodes", env)
+	}
+	// Tests run commands through execute, which exports nothing.
+	if err := execute([]string{"version", "--log-format", "json"}, nil, io.Discard); err != nil || os.Getenv("SWARMTRAIN_LOG_FORMAT") != "" {
+		t.Errorf("execute changed the test's environment: %v", err)
 	}
 }

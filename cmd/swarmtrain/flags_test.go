@@ -172,8 +172,6 @@ func TestBadFlagValues(t *testing.T) {
 			}
 		}
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			t.Setenv("SWARMTRAIN_LOG_LEVEL", "")
-			t.Setenv("SWARMTRAIN_LOG_FORMAT", "")
 			args := tc.args
 			if args[0] == "node" {
 				args = append(args, "--dir", dir, "--quiet")

@@ -25,16 +25,23 @@ import (
 )
 
 func main() {
-	if err := execute(os.Args[1:], os.Environ(), os.Stdout); err != nil {
+	if err := run(os.Args[1:], os.Environ(), os.Stdout, os.Setenv); err != nil {
 		fmt.Fprintln(os.Stderr, "swarmtrain:", err)
 		os.Exit(1)
 	}
 }
 
-// execute runs the command line args under environ; refusals of a field
-// that a flag set name the flag.
+// execute runs the command line args under environ as a test does:
+// it leaves the process's environment alone.
 func execute(args, environ []string, stdout io.Writer) error {
-	root := rootCmd(environ, stdout)
+	return run(args, environ, stdout, nil)
+}
+
+// run runs the command line args under environ; refusals of a field
+// that a flag set name the flag. setenv, when not nil, exports the log
+// flags for the child processes a command starts (a demo's nodes).
+func run(args, environ []string, stdout io.Writer, setenv func(k, v string) error) error {
+	root := rootCmd(environ, stdout, setenv)
 	root.SetArgs(args)
 	cmd, err := root.ExecuteC()
 	return flagNames(cmd, err)
@@ -75,7 +82,7 @@ func (l *logFlags) Handler(w io.Writer) slog.Handler {
 }
 
 // rootCmd is the whole command tree; tests run it with their own args.
-func rootCmd(environ []string, stdout io.Writer) *cobra.Command {
+func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "swarmtrain",
 		Short:         "Peer-to-peer decentralized deep-learning trainer",
@@ -90,8 +97,10 @@ func rootCmd(environ []string, stdout io.Writer) *cobra.Command {
 			slog.SetDefault(slog.New(logOpts.Handler(os.Stderr)))
 			// The nodes a demo starts read them from the environment.
 			for _, name := range []string{"log-level", "log-format"} {
-				if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
-					os.Setenv(envName(name), f.Value.String())
+				if f := cmd.Flags().Lookup(name); setenv != nil && f != nil && f.Changed {
+					if err := setenv(envName(name), f.Value.String()); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
