@@ -30,17 +30,17 @@ type AllReduceBench struct {
 
 // AllReduceBenchResult holds the figures; rates are bytes per second.
 type AllReduceBenchResult struct {
-	SecondsPerRound float64
+	SecondsPerRound float64 `json:"seconds_per_round"`
 	// BusBandwidth is 2(N−1)/N·S/t, the per-member rate that an ideal
 	// ring all-reduce of S bytes would need to finish in t.
-	BusBandwidth float64
+	BusBandwidth float64 `json:"bus_bandwidth"`
 	// Aggregate is the payload all hosts moved per second (N·BusBandwidth):
 	// on one machine every host shares the same cores, so this is the
 	// figure to hold against RawStream.
-	Aggregate float64
+	Aggregate float64 `json:"aggregate"`
 	// RawStream is one stream's throughput between two of the same hosts,
 	// measured in the same run.
-	RawStream float64
+	RawStream float64 `json:"raw_stream"`
 }
 
 // BenchAllReduce runs the measurement. Loopback throughput is CPU-bound

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -391,6 +392,11 @@ type Config struct {
 	Open bool
 
 	Log io.Writer // human log; nil discards
+	// LogLevel is the least severe record written to Log (zero: info).
+	LogLevel slog.Level
+	// LogJSON writes Log as one JSON object a line instead of slog's
+	// key=value text.
+	LogJSON bool
 	// Network, when set, is the network the node runs on instead of a
 	// libp2p host listening on Listen (Dir then holds no identity): tests
 	// run whole swarms in-process over it.
@@ -468,6 +474,9 @@ func (c Config) Validate() error {
 	return c.Run.Validate()
 }
 
+// CodecChoices names every codec a run may give, for error messages.
+const CodecChoices = "fp32, fp16, bf16, int8, int4, int8:BLOCK, int4:BLOCK (16..65536), topk:FRACTION[:fp16] or powersgd:RANK[:fp16]"
+
 // powerSpec is a run's PowerSGD setting: rank, and whether P and Q go
 // in fp16.
 type powerSpec struct {
@@ -482,6 +491,9 @@ func parseGradientCodec(spec string) (compression.Codec, *powerSpec, error) {
 	rest, ok := strings.CutPrefix(spec, "powersgd")
 	if !ok {
 		c, err := compression.ParseCodec(spec)
+		if errors.Is(err, compression.ErrUnknownCodec) {
+			err = fmt.Errorf("%w; want %s", err, CodecChoices)
+		}
 		return c, nil, err
 	}
 	parts := strings.Split(strings.TrimPrefix(rest, ":"), ":")

@@ -210,7 +210,12 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	n.log = slog.New(slog.NewTextHandler(logw, nil))
+	logOpts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogJSON {
+		n.log = slog.New(slog.NewJSONHandler(logw, logOpts))
+	} else {
+		n.log = slog.New(slog.NewTextHandler(logw, logOpts))
+	}
 	n.stats = stats{phase: "starting", partners: map[peer.ID]struct{}{}}
 	n.redials = newRedialer(10 * time.Minute)
 	n.admitted = newAdmitted(maxAdmitted)

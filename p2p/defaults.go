@@ -10,6 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/swarmtrain/swarmtrain/internal/buildinfo"
 )
 
 // IdentityFile is the name of the private key file inside Config.Dir.
@@ -53,8 +55,9 @@ const (
 // minMemoryLimit: 32 MiB, 1/32 of the default MemoryLimit.
 const peerWindows = 2 * 16
 
-// UserAgent is what identify tells other peers; it helps when reading their logs.
-const UserAgent = "swarmtrain"
+// UserAgent is what identify tells other peers, swarmtrain/<version>: it
+// tells which build a peer in the log runs.
+var UserAgent = "swarmtrain/" + buildinfo.Version()
 
 // Config describes one libp2p host. Start from DefaultConfig and change fields;
 // every default lives in DefaultConfig, nowhere else.

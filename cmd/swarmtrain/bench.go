@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -35,13 +35,16 @@ so this measures the CPU cost of averaging, not a network.`,
 			if !(mib > 0 && mib <= 256) {
 				return fmt.Errorf("--mib %v: want (0, 256]", mib)
 			}
+			if err := checkBenchFlags(cfg); err != nil {
+				return err
+			}
 			cfg.Floats = int(mib * (1 << 20) / 4)
 			res, err := node.BenchAllReduce(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return json.NewEncoder(os.Stdout).Encode(res)
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 			}
 			fmt.Printf("all-reduce of %.1f MiB among %d hosts (%s/%s, %s), %d rounds\n", mib, cfg.Hosts, cfg.Codec, cfg.Lossless, cfg.Aggregate, cfg.Rounds)
 			fmt.Printf("  time per round     %8.1f ms\n", 1000*res.SecondsPerRound)
@@ -80,7 +83,7 @@ func benchCompressCmd() *cobra.Command {
 			}
 			l, err := compression.LosslessByName(lossless)
 			if err != nil {
-				return err
+				return fmt.Errorf("--lossless %q: want none, zstd or s2", lossless)
 			}
 			src := make([]float32, int(millions*1e6))
 			rng := rand.New(rand.NewPCG(1, 2))
@@ -96,7 +99,7 @@ func benchCompressCmd() *cobra.Command {
 				out = append(out, m)
 			}
 			if asJSON {
-				return json.NewEncoder(os.Stdout).Encode(out)
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
 			}
 			fmt.Printf("%.0fM normal floats, lossless stage %s, best of %d, one core\n", millions, lossless, reps)
 			fmt.Printf("  %-6s %7s %10s %10s %12s\n", "codec", "ratio", "enc GB/s", "dec GB/s", "rel L2 err")
@@ -147,7 +150,7 @@ matrix kernels are gonum's pure Go unless the binary was built with -tags openbl
 				return fmt.Errorf("--only %q matches no configuration", only)
 			}
 			if asJSON {
-				return json.NewEncoder(os.Stdout).Encode(out)
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
 			}
 			fmt.Printf("training step, %d timed steps each, BLAS: %s, GOMAXPROCS %d\n", steps, trainer.BLAS, runtime.GOMAXPROCS(0))
 			fmt.Printf("  %-28s %9s %9s %10s %9s\n", "model", "params", "ms/step", "samples/s", "GFLOP/s")
@@ -162,4 +165,25 @@ matrix kernels are gonum's pure Go unless the binary was built with -tags openbl
 	fs.StringVar(&only, "only", "", "run only configurations whose name contains this (mlp, cnn, bert)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// checkBenchFlags refuses bench allreduce's bad flags by name before any
+// host starts.
+func checkBenchFlags(cfg node.AllReduceBench) error {
+	if cfg.Hosts < 2 || cfg.Hosts > 64 {
+		return fmt.Errorf("--hosts %d: want 2..64", cfg.Hosts)
+	}
+	if cfg.Rounds < 1 {
+		return fmt.Errorf("--rounds %d: want 1 or more", cfg.Rounds)
+	}
+	if _, err := compression.ParseCodec(cfg.Codec); err != nil {
+		return fmt.Errorf("--codec %q: %w; want fp32, fp16, bf16, int8, int4, int8:BLOCK, int4:BLOCK (16..65536) or topk:FRACTION[:fp16]", cfg.Codec, err)
+	}
+	if _, err := compression.LosslessByName(cfg.Lossless); err != nil {
+		return fmt.Errorf("--lossless %q: want none, zstd or s2", cfg.Lossless)
+	}
+	if !slices.Contains([]string{"mean", "clip", "trimmed"}, cfg.Aggregate) {
+		return fmt.Errorf("--aggregate %q: want mean, clip or trimmed", cfg.Aggregate)
+	}
+	return nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -19,11 +18,11 @@ func devicesCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			info := device.Detect()
 			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
+				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(info)
 			}
-			fmt.Print(info.Table())
+			fmt.Fprint(cmd.OutOrStdout(), info.Table())
 			return nil
 		},
 	}

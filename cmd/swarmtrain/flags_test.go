@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -118,5 +119,79 @@ func TestModelFlag(t *testing.T) {
 	}
 	if l := parse("--hidden", "64,32", "--freeze", "a.,b.").Model; !slices.Equal(l.Hidden, []int{64, 32}) || !slices.Equal(l.Freeze, []string{"a.", "b."}) {
 		t.Errorf("lists read as %v and %q", l.Hidden, l.Freeze)
+	}
+}
+
+// A bad flag value is refused naming the flag, the value as given and
+// what the flag accepts: never a bare strconv error, never only the run
+// field's name.
+func TestBadFlagValues(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want []string // besides the flag's name
+	}{
+		{[]string{"node", "--hidden", "abc"}, []string{`"abc"`, "whole numbers, comma-separated"}},
+		{[]string{"node", "--hidden", "0"}, []string{"--hidden 0", "want 1..8192"}},
+		{[]string{"node", "--steps", "x"}, []string{`"x"`, "want a whole number"}},
+		{[]string{"node", "--seed", "-1"}, []string{`"-1"`, "0 or more"}},
+		{[]string{"node", "--lr", "fast"}, []string{`"fast"`, "want a number"}},
+		{[]string{"node", "--lr", "20"}, []string{"--lr 20", "want in (0, 10)"}},
+		{[]string{"node", "--codec", "foo"}, []string{`"foo"`, "fp32, fp16, bf16, int8, int4", "topk:FRACTION", "powersgd:RANK"}},
+		{[]string{"node", "--codec", "int8:3"}, []string{"block size", "16..65536"}},
+		{[]string{"node", "--model", "resnet"}, []string{`"resnet"`, "mlp, cnn or bert"}},
+		{[]string{"node", "--optimizer", "lion"}, []string{`"lion"`, "adam, adamw, sgd, momentum or nesterov"}},
+		{[]string{"node", "--schedule", "exp"}, []string{`"exp"`, "cosine, linear, step or constant"}},
+		{[]string{"node", "--aggregate", "median"}, []string{`"median"`, "mean, clip or trimmed"}},
+		{[]string{"node", "--lossless", "gzip"}, []string{`"gzip"`, "none, zstd or s2"}},
+		{[]string{"node", "--dataset", "cifar"}, []string{`"cifar"`, "mnist, mlm"}},
+		{[]string{"node", "--batch", "0"}, []string{"--batch 0", "want 1..4096"}},
+		{[]string{"node", "--target-batch", "3"}, []string{"--target-batch 3", "want --batch (64)"}},
+		{[]string{"node", "--dropout", "2"}, []string{"--dropout 2", "[0, 1)"}},
+		{[]string{"node", "--max-group", "-1"}, []string{"--max-group -1", "2..1024"}},
+		{[]string{"node", "--min-peers", "0"}, []string{"--min-peers 0", "want 1..1024"}},
+		{[]string{"node", "--checkpoint-every", "-1"}, []string{"--checkpoint-every -1", "want >= 0"}},
+		{[]string{"node", "--port", "99999"}, []string{"--port 99999", "want 0..65535"}},
+		{[]string{"node", "--shard", "5/4"}, []string{`"5/4"`, "K/N"}},
+		{[]string{"node", "--join-timeout", "soon"}, []string{`"soon"`, "a duration such as 90s"}},
+		{[]string{"node", "--open=maybe"}, []string{`"maybe"`, "true or false"}},
+		{[]string{"node", "--log-level", "loud"}, []string{`"loud"`, "debug, info, warn or error"}},
+		{[]string{"node", "--log-format", "xml"}, []string{`"xml"`, "text or json"}},
+		{[]string{"bench", "allreduce", "--codec", "foo"}, []string{`"foo"`, "fp32, fp16"}},
+		{[]string{"bench", "allreduce", "--lossless", "gzip"}, []string{`"gzip"`, "none, zstd or s2"}},
+		{[]string{"bench", "allreduce", "--aggregate", "median"}, []string{`"median"`, "mean, clip or trimmed"}},
+		{[]string{"bench", "allreduce", "--hosts", "1"}, []string{"--hosts 1", "want 2..64"}},
+		{[]string{"bench", "allreduce", "--mib", "0"}, []string{"--mib 0", "(0, 256]"}},
+		{[]string{"bench", "compress", "--lossless", "gzip"}, []string{`"gzip"`, "none, zstd or s2"}},
+		{[]string{"bench", "train", "--steps", "0"}, []string{"--steps 0", "1..100000"}},
+	} {
+		flag := ""
+		for _, a := range tc.args {
+			if strings.HasPrefix(a, "--") {
+				flag, _, _ = strings.Cut(a, "=")
+			}
+		}
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			args := tc.args
+			if args[0] == "node" {
+				args = append(args, "--dir", dir, "--quiet")
+			}
+			err := execute(args, nil, io.Discard)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, flag+" ") {
+				t.Errorf("%q does not start with the flag %s", msg, flag)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("%q lacks %q", msg, w)
+				}
+			}
+			if strings.Contains(msg, "strconv.") || strings.Contains(msg, "run config: "+flag) {
+				t.Errorf("%q: a bare parser error", msg)
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/term"
 
 	"github.com/swarmtrain/swarmtrain/node"
 )
@@ -190,6 +191,9 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
+			if port < 0 || port > 65535 {
+				return fmt.Errorf("--port %d: want 0..65535 (0 picks a free one)", port)
+			}
 			if cfg.Shard, cfg.Shards, err = parseShard(shard); err != nil {
 				return err
 			}
@@ -234,7 +238,7 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 			} else if quiet {
 				logw = io.Discard
 			}
-			cfg.Log = logw
+			cfg.Log, cfg.LogLevel, cfg.LogJSON = logw, logOpts.Level(), logOpts.JSON()
 			return runNode(cmd.Context(), cfg, asJSON, quiet)
 		},
 	}
@@ -287,7 +291,11 @@ func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
 				fmt.Fprintf(os.Stderr, "         or: --join %s\n", a)
 			}
 		}
-		go printProgress(ctx, n)
+		if term.IsTerminal(int(os.Stderr.Fd())) {
+			// A progress line is for a person; a log file or a
+			// journal gets the log's records instead.
+			go printProgress(ctx, n)
+		}
 	}
 	res, err := n.Run(ctx)
 	if err != nil {
@@ -308,18 +316,19 @@ func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
 func printProgress(ctx context.Context, n *node.Node) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	var e etaClock
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			s := n.Status()
+			if s.Phase == "finished" {
+				return
+			}
+			fmt.Fprintf(os.Stderr, "%-17s step %d/%d  loss %.3f  peers %d  %.0f samples/s  in %s  out %s  ETA %s\n",
+				s.Phase, s.Step, s.Steps, s.Loss, s.LivePeers, s.SamplesPerSec, humanBytes(s.BytesIn), humanBytes(s.BytesOut), e.observe(now, int(s.Step), int(s.Steps)))
 		}
-		s := n.Status()
-		if s.Phase == "finished" {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "%-17s step %d/%d  loss %.3f  peers %d  %.0f samples/s  in %s  out %s\n",
-			s.Phase, s.Step, s.Steps, s.Loss, s.LivePeers, s.SamplesPerSec, humanBytes(s.BytesIn), humanBytes(s.BytesOut))
 	}
 }
 

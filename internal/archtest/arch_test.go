@@ -39,6 +39,7 @@ var layers = map[string][]string{
 	"cmd/swarmtrain":    {"node", "node/device", "trainer", "trainer/...", "compression", "p2p", "gossip", "gossip/...", "internal/..."},
 	// internal: shared helpers, below everything.
 	"internal/atomicfile": {},
+	"internal/buildinfo":  {},
 	"internal/netlab":     {},
 	"internal/testutil":   {},
 	"internal/archtest":   {},

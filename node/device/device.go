@@ -23,36 +23,36 @@ const StatusOK = "ok"
 
 // GPU is one NVIDIA device as NVML reported it when Detect ran.
 type GPU struct {
-	Index int    // NVML enumeration index, 0-based; the CUDA index when CUDA_DEVICE_ORDER=PCI_BUS_ID
-	Name  string // e.g. "NVIDIA H100 80GB HBM3"; empty if NVML could not read it
-	UUID  string // e.g. "GPU-5e1b…"; stable across reboots, unlike Index
+	Index int    `json:"index"` // NVML enumeration index, 0-based; the CUDA index when CUDA_DEVICE_ORDER=PCI_BUS_ID
+	Name  string `json:"name"`  // e.g. "NVIDIA H100 80GB HBM3"; empty if NVML could not read it
+	UUID  string `json:"uuid"`  // e.g. "GPU-5e1b…"; stable across reboots, unlike Index
 
-	MemoryTotal uint64 // bytes of device memory
-	MemoryUsed  uint64 // bytes in use by any process at detection time
+	MemoryTotal uint64 `json:"memory_total"` // bytes of device memory
+	MemoryUsed  uint64 `json:"memory_used"`  // bytes in use by any process at detection time
 
-	UtilGPU    uint32 // percent of the last sample period a kernel ran; 0 if unsupported
-	UtilMemory uint32 // percent of the last sample period memory was read or written; 0 if unsupported
+	UtilGPU    uint32 `json:"util_gpu"`    // percent of the last sample period a kernel ran; 0 if unsupported
+	UtilMemory uint32 `json:"util_memory"` // percent of the last sample period memory was read or written; 0 if unsupported
 
 	// Notes lists the readings NVML refused and why, e.g.
 	// "utilization: nvml: ERROR_NOT_SUPPORTED"; nil when every reading
 	// succeeded. A refused reading leaves its fields at zero but never
 	// drops the GPU.
-	Notes []string
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Info describes the machine a node runs on.
 type Info struct {
-	CPUModel string // "model name" from /proc/cpuinfo on Linux, else runtime.GOARCH
-	Cores    int    // logical CPUs usable by this process, runtime.NumCPU()
-	OS       string // runtime.GOOS
-	Arch     string // runtime.GOARCH
+	CPUModel string `json:"cpu_model"` // "model name" from /proc/cpuinfo on Linux, else runtime.GOARCH
+	Cores    int    `json:"cores"`     // logical CPUs usable by this process, runtime.NumCPU()
+	OS       string `json:"os"`        // runtime.GOOS
+	Arch     string `json:"arch"`      // runtime.GOARCH
 
-	GPUs []GPU // in NVML index order; empty when GPUStatus is not StatusOK
+	GPUs []GPU `json:"gpus"` // in NVML index order; empty when GPUStatus is not StatusOK
 
 	// GPUStatus is StatusOK when GPUs is non-empty, and otherwise says why
 	// it is empty, e.g. "no NVIDIA driver (nvml: ERROR_LIBRARY_NOT_FOUND)"
 	// or "GPU detection needs a cgo build".
-	GPUStatus string
+	GPUStatus string `json:"gpu_status"`
 }
 
 // Detect inspects this machine. It never fails and never panics: what it
