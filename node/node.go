@@ -75,6 +75,7 @@ type Node struct {
 	refusals  chan string
 	resync    atomic.Bool   // set when the swarm's consensus is another state
 	wasClient atomic.Bool   // the mode last logged (a node starts as an owner)
+	leaving   atomic.Bool   // the leave is announced: we join no more groups
 	aheadHint atomic.Uint64 // a step the swarm is known to have reached
 	seq       atomic.Uint64
 	started   time.Time
@@ -496,13 +497,32 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	go n.redial(hbCtx)
 
 	res, err := n.trainLoop(ctx)
+	// Cancelled mid-run: a clean leave. The swarm hears it first, so no
+	// round waits for us while we evaluate and write the checkpoint.
+	left := ctx.Err() != nil && (err == nil || errors.Is(err, ctx.Err()))
 	if err == nil && n.cfg.Linger > 0 && ctx.Err() == nil {
 		res = n.linger(ctx, res)
 	}
 	stopHB()
+	n.leaving.Store(true)
 	n.leave()
+	if left {
+		res, err = n.finish(), nil
+	}
 	n.savePeers()
+	n.drainAssemblies()
 	return res, err
+}
+
+// drainAssemblies waits, at most a join window and its slack, for the
+// groups we are assembling for others to be announced: peers that asked
+// us before they heard our leave get their group instead of a closed
+// stream and a failed round.
+func (n *Node) drainAssemblies() {
+	deadline := time.Now().Add(2*n.cfg.JoinWindow + time.Second)
+	for n.mm.Assembling() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // linger keeps a finished node in the swarm for Linger: it serves state

@@ -43,7 +43,14 @@ func (n *Node) behind(step uint64) bool { return n.swarmView().Behind(step) }
 type matchView struct{ n *Node }
 
 func (v matchView) Step() uint64                   { return v.n.currentStep() }
-func (v matchView) Expected(step uint64) []peer.ID { return v.n.swarmView().Expected(step) }
+func (v matchView) Expected(step uint64) []peer.ID {
+	exp := v.n.swarmView().Expected(step)
+	if v.n.leaving.Load() {
+		// Gone: a group we assemble for others does not wait for us.
+		exp = slices.DeleteFunc(exp, func(p peer.ID) bool { return p == v.n.ID() })
+	}
+	return exp
+}
 func (v matchView) Behind(step uint64) bool        { return v.n.behind(step) }
 func (v matchView) MinGroup(step uint64) int       { return v.n.swarmView().MinGroupAt(step) }
 
