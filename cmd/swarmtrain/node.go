@@ -195,10 +195,14 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 				return err
 			}
 			cfg.Open = key.open
-			if cfg.Run, err = runs.run(); err != nil {
+			var resumed string
+			if cfg.Run, resumed, err = runs.resumeIn(cfg.Dir); err != nil {
 				return err
 			}
-			if cfg.Open && !cmd.Flags().Changed("aggregate") && (cfg.Run.Averaging.Aggregate == "" || cfg.Run.Averaging.Aggregate == "mean") {
+			if resumed != "" && !quiet {
+				fmt.Fprintf(os.Stderr, "resuming %s\n", resumed)
+			}
+			if resumed == "" && cfg.Open && !cmd.Flags().Changed("aggregate") && (cfg.Run.Averaging.Aggregate == "" || cfg.Run.Averaging.Aggregate == "mean") {
 				// Strangers may join an open run: its owners clip every
 				// copy unless the run says otherwise (--aggregate mean).
 				cfg.Run.Averaging.Aggregate = "clip"

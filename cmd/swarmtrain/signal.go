@@ -9,6 +9,11 @@ import (
 	"syscall"
 )
 
+// exitNow ends the process; a test replaces it.
+var exitNow = osExit
+
+var osExit = os.Exit
+
 // leaveOnSignal returns a context cancelled by the first SIGINT or
 // SIGTERM: the command winds down cleanly (a node announces its leave,
 // evaluates and writes its checkpoint). A second signal exits at once,
@@ -33,7 +38,7 @@ func leaveOnSignal(ctx context.Context, log io.Writer, what string) (_ context.C
 			if s == syscall.SIGTERM {
 				code = 143
 			}
-			os.Exit(code)
+			exitNow(code)
 		case <-done:
 		}
 	}()
