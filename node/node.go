@@ -671,6 +671,7 @@ func (n *Node) leave() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	n.publishHeartbeat(ctx, true)
+	n.log.Info("leave announced", "step", n.currentStep())
 }
 
 func (n *Node) writeInfo() error {
