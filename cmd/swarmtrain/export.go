@@ -43,7 +43,8 @@ CNN the names of an nn.Sequential, so load_state_dict takes the file as is:
   m = torch.nn.Sequential(torch.nn.Linear(784,256), torch.nn.ReLU(), torch.nn.Linear(256,10))
   m.load_state_dict(load_file('model.safetensors'))"
 
-MNIST inputs are the 784 pixels scaled to 0..1, row by row.
+MNIST inputs are the 784 pixels, row by row, as (p/255 - 0.1307) / 0.3081
+(trainer.MNISTMean, MNISTStd), the normalisation the model was trained with.
 
 --prune 0.8 zeroes the 80% smallest weights (global magnitude pruning; biases
 kept); --int8 stores every weight matrix as int8 levels with one float32 scale
@@ -65,7 +66,7 @@ model before and after is measured and printed.`,
 				dir := from
 				from = filepath.Join(from, node.CheckpointFile)
 				if !fileExists(from) {
-					return fmt.Errorf("export: %s holds no checkpoint (%s): a node writes one when its run ends or it is stopped with Ctrl-C; train first (swarmtrain node --dir %s), or resume that run to its end with the same command", dir, node.CheckpointFile, dir)
+					return fmt.Errorf("export: %s holds no checkpoint (%s): a node writes one when its run ends and when it is stopped (Ctrl-C, SIGTERM); train there first: swarmtrain node --dir %s", dir, node.CheckpointFile, dir)
 				}
 			}
 			if layout != "plain" && layout != "torch" {
