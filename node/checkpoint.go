@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -109,4 +110,9 @@ func (n *Node) checkpoint(final bool) {
 		return
 	}
 	n.log.Debug("checkpoint written", "step", step)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

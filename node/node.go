@@ -299,12 +299,15 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 		NoPart: func(p peer.ID) bool { return n.av.Penalised(p) }}, matchView{n})
 	n.states = statesync.NewServer(n.net, n.run, n.servableStep, n.snapshot, nil)
 	if cfg.Run.Model.InitFrom != "" {
-		if cfg.InitPath == "" {
+		switch {
+		case cfg.InitPath != "":
+			if err := n.initFrom(cfg.InitPath); err != nil {
+				return nil, err
+			}
+		case !fileExists(n.checkpointPath()):
 			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.Model.InitFrom)
 		}
-		if err := n.initFrom(cfg.InitPath); err != nil {
-			return nil, err
-		}
+		// Else a resumed node: its own checkpoint (below) is the state.
 	}
 	if err := n.resume(); err != nil { // a checkpoint of this run wins
 		return nil, err
