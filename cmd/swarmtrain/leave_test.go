@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -91,14 +92,51 @@ func TestDemoStopsItsNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
+	p, out, infos := startDemo(t)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := p.wait(time.Minute)
+	if err == nil || !strings.Contains(p.stderr.String(), "interrupted at step") {
+		t.Fatalf("the demo should end with an error naming the step it was stopped at: %v\n%s", err, p.stderr)
+	}
+	nodesGone(t, infos)
+	summary := out.String()
+	for _, want := range []string{"interrupted after", "node 0", "node 1", "state hash", "accuracy"} {
+		if !strings.Contains(summary, want) {
+			t.Fatalf("the interrupted demo's summary lacks %q:\n%s", want, summary)
+		}
+	}
+}
+
+// A demo killed outright (SIGKILL: no chance to stop anything) still
+// takes its nodes with it (Pdeathsig).
+func TestDemoKilledTakesItsNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("Pdeathsig is linux's")
+	}
+	p, _, infos := startDemo(t)
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	p.wait(10 * time.Second)
+	nodesGone(t, infos)
+}
+
+// startDemo starts a 2-node demo of a long run and returns once both
+// nodes are training, with its stdout and the nodes' node.json.
+func startDemo(t *testing.T) (*proc, *bytes.Buffer, []node.Info) {
 	dir := filepath.Join(t.TempDir(), "demo")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "demo", "--nodes", "2", "--dir", dir, "--hidden", "16", "--batch", "32", "--target-batch", "64", "--steps", "100000")
-	var out bytes.Buffer
-	cmd.Stdout = &out
+	out := &bytes.Buffer{}
+	cmd.Stdout = out
 	p := startProcess(t, dir, cmd)
 	infos := make([]node.Info, 2)
 	checkFor(t, 2*time.Minute, 50*time.Millisecond, func() error {
@@ -120,13 +158,12 @@ func TestDemoStopsItsNodes(t *testing.T) {
 		}
 		return nil
 	})
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	err = p.wait(time.Minute)
-	if err == nil || !strings.Contains(p.stderr.String(), "interrupted at step") {
-		t.Fatalf("the demo should end with an error naming the step it was stopped at: %v\n%s", err, p.stderr)
-	}
+	return p, out, infos
+}
+
+// nodesGone waits until no process of infos is left.
+func nodesGone(t *testing.T, infos []node.Info) {
+	t.Helper()
 	for i, info := range infos {
 		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 			if err := syscall.Kill(info.PID, 0); !errors.Is(err, syscall.ESRCH) {
@@ -134,11 +171,5 @@ func TestDemoStopsItsNodes(t *testing.T) {
 			}
 			return nil
 		})
-	}
-	summary := out.String()
-	for _, want := range []string{"interrupted after", "node 0", "node 1", "state hash", "accuracy"} {
-		if !strings.Contains(summary, want) {
-			t.Fatalf("the interrupted demo's summary lacks %q:\n%s", want, summary)
-		}
 	}
 }
