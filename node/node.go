@@ -517,7 +517,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	return res, err
 }
 
-// drainAssemblies waits, at most a join window and its slack, for the
+// drainAssemblies waits, at most two join windows and a second, for the
 // groups we are assembling for others to be announced: peers that asked
 // us before they heard our leave get their group instead of a closed
 // stream and a failed round.
