@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -80,14 +81,16 @@ func checkpointRun(c *trainer.Checkpoint) (id string, run json.RawMessage, err e
 	return rc.ID(), rc.JSON(), nil
 }
 
-// checkpoint writes the current state when the run asks for it at this
-// step (or always, at the end). A failed write is logged, not fatal: the
-// previous checkpoint is still there.
+// checkpoint writes the current state at the end of a run or a leave
+// (final), and at every CheckpointEvery-th step (0: none between). The
+// final one is never skipped: a trained model that is not on disk is
+// lost. A failed write is logged, not fatal: the previous checkpoint is
+// still there.
 func (n *Node) checkpoint(final bool) {
 	every := uint64(n.cfg.CheckpointEvery)
 	n.mu.Lock()
 	step := n.rep.step
-	if every == 0 || (!final && (step%every != 0 || step == n.stats.lastCheckpoint)) {
+	if !final && (every == 0 || step%every != 0 || step == n.stats.lastCheckpoint) {
 		n.mu.Unlock()
 		return
 	}
@@ -102,5 +105,14 @@ func (n *Node) checkpoint(final bool) {
 		n.log.Error("checkpoint", "step", step, "err", err)
 		return
 	}
+	if final {
+		n.log.Info("checkpoint written", "step", step, "path", n.checkpointPath())
+		return
+	}
 	n.log.Debug("checkpoint written", "step", step)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -119,3 +119,29 @@ func TestResumeAcrossRunConfigVersions(t *testing.T) {
 		}
 	}
 }
+
+// The end of a run and a leave always write the checkpoint: without
+// --checkpoint-every there are none in between, never none at all.
+func TestFinalCheckpointAlwaysWritten(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.CheckpointEvery = 0
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.net.Close()
+	defer n.unlock()
+	self := []peer.ID{n.ID()}
+	if err := n.apply(0, make([]float32, len(n.rep.params)), self, self); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(cfg.Dir, CheckpointFile)
+	n.checkpoint(false)
+	if _, err := trainer.ReadCheckpoint(path); err == nil {
+		t.Fatal("an intermediate checkpoint without --checkpoint-every")
+	}
+	n.checkpoint(true)
+	if c, err := trainer.ReadCheckpoint(path); err != nil || c.Step != 1 {
+		t.Fatalf("final checkpoint: %v (%v)", err, c)
+	}
+}

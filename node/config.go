@@ -374,8 +374,9 @@ type Config struct {
 	// peers still finishing can fetch from it.
 	Linger time.Duration
 	// CheckpointEvery writes Dir/checkpoint.safetensors every this many
-	// steps and at the end (0: never). A node that finds a checkpoint of
-	// its run in Dir resumes from it.
+	// steps as well (0: only at the end). The end of a run, and a leave
+	// (ctx cancelled), always write one. A node that finds a checkpoint
+	// of its run in Dir resumes from it.
 	CheckpointEvery int
 	// InitPath is the checkpoint file whose weights the run starts from;
 	// its SHA-256 must be Run.Model.InitFrom (the CLI sets both).

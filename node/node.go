@@ -75,6 +75,7 @@ type Node struct {
 	refusals  chan string
 	resync    atomic.Bool   // set when the swarm's consensus is another state
 	wasClient atomic.Bool   // the mode last logged (a node starts as an owner)
+	leaving   atomic.Bool   // the leave is announced: we join no more groups
 	aheadHint atomic.Uint64 // a step the swarm is known to have reached
 	seq       atomic.Uint64
 	started   time.Time
@@ -303,12 +304,15 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 		NoPart: func(p peer.ID) bool { return n.av.Penalised(p) }}, matchView{n})
 	n.states = statesync.NewServer(n.net, n.run, n.servableStep, n.snapshot, nil)
 	if cfg.Run.Model.InitFrom != "" {
-		if cfg.InitPath == "" {
+		switch {
+		case cfg.InitPath != "":
+			if err := n.initFrom(cfg.InitPath); err != nil {
+				return nil, err
+			}
+		case !fileExists(n.checkpointPath()):
 			return nil, fmt.Errorf("the run starts from checkpoint %s: give this node that file with --init-from", cfg.Run.Model.InitFrom)
 		}
-		if err := n.initFrom(cfg.InitPath); err != nil {
-			return nil, err
-		}
+		// Else a resumed node: its own checkpoint (below) is the state.
 	}
 	if err := n.resume(); err != nil { // a checkpoint of this run wins
 		return nil, err
@@ -501,13 +505,32 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	go n.redial(hbCtx)
 
 	res, err := n.trainLoop(ctx)
+	// Cancelled mid-run: a clean leave. The swarm hears it first, so no
+	// round waits for us while we evaluate and write the checkpoint.
+	left := ctx.Err() != nil && (err == nil || errors.Is(err, ctx.Err()))
 	if err == nil && n.cfg.Linger > 0 && ctx.Err() == nil {
 		res = n.linger(ctx, res)
 	}
 	stopHB()
+	n.leaving.Store(true)
 	n.leave()
+	if left {
+		res, err = n.finish(), nil
+	}
 	n.savePeers()
+	n.drainAssemblies()
 	return res, err
+}
+
+// drainAssemblies waits, at most two join windows and a second, for the
+// groups we are assembling for others to be announced: peers that asked
+// us before they heard our leave get their group instead of a closed
+// stream and a failed round.
+func (n *Node) drainAssemblies() {
+	deadline := time.Now().Add(2*n.cfg.JoinWindow + time.Second)
+	for n.mm.Assembling() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // linger keeps a finished node in the swarm for Linger: it serves state
@@ -656,6 +679,7 @@ func (n *Node) leave() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	n.publishHeartbeat(ctx, true)
+	n.log.Info("leave announced", "step", n.currentStep())
 }
 
 func (n *Node) writeInfo() error {

@@ -42,10 +42,19 @@ func (n *Node) behind(step uint64) bool { return n.swarmView().Behind(step) }
 // matchView shows the swarm to the node's matchmaker.
 type matchView struct{ n *Node }
 
-func (v matchView) Step() uint64                   { return v.n.currentStep() }
-func (v matchView) Expected(step uint64) []peer.ID { return v.n.swarmView().Expected(step) }
-func (v matchView) Behind(step uint64) bool        { return v.n.behind(step) }
-func (v matchView) MinGroup(step uint64) int       { return v.n.swarmView().MinGroupAt(step) }
+func (v matchView) Step() uint64             { return v.n.currentStep() }
+func (v matchView) Behind(step uint64) bool  { return v.n.behind(step) }
+func (v matchView) MinGroup(step uint64) int { return v.n.swarmView().MinGroupAt(step) }
+
+// Expected leaves us out once we announced our leave: a group we still
+// assemble for others does not wait for us.
+func (v matchView) Expected(step uint64) []peer.ID {
+	exp := v.n.swarmView().Expected(step)
+	if v.n.leaving.Load() {
+		exp = slices.DeleteFunc(exp, func(p peer.ID) bool { return p == v.n.ID() })
+	}
+	return exp
+}
 
 // checkAgreement compares our state hash with the live peers at our
 // step. If the swarm's consensus (most replicas, ties to the smallest

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -507,6 +508,11 @@ func runTrial(ctx context.Context, t Trial, base Config) TrialResult {
 // diverged (and NaN has no JSON). started is false when the node never
 // came up (cfg invalid, data missing, a model this machine cannot build).
 func TrainTrial(ctx context.Context, cfg Config) (r *Result, started bool, err error) {
+	// A trial folder is scratch: the checkpoint a trial of an earlier
+	// sweep left there is no run to resume.
+	if err := os.Remove(filepath.Join(cfg.Dir, CheckpointFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, err
+	}
 	n, err := New(cfg)
 	if err != nil {
 		return nil, false, err

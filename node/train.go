@@ -38,7 +38,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 	n.mu.Unlock()
 	for {
 		if err := ctx.Err(); err != nil {
-			return n.finish(), nil // clean leave
+			return nil, err // a clean leave: Run announces it, then finishes
 		}
 		step := n.currentStep()
 		if step >= uint64(n.cfg.Run.Optimizer.Steps) {
@@ -86,7 +86,9 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			continue // the swarm moved on while we computed: sync first
 		}
 		n.adv.gradient(step, mean)
-		out, err := n.strategy.Step(ctx, env, step, mean, acc.samples)
+		// A round we are in ends even if we are leaving: the others
+		// would wait for our part and count the round failed.
+		out, err := n.strategy.Step(context.WithoutCancel(ctx), env, step, mean, acc.samples)
 		if out.Grad != nil || out.Params != nil {
 			// The gradient is spent (Moshpit spends it on its local step
 			// even when its group's round fails).

@@ -47,7 +47,8 @@ func TestCheckpointResumeAndExport(t *testing.T) {
 		t.Fatalf("the node finished before it was killed (%v): make the run longer", err)
 	}
 
-	p = startNode(t, dir, run...)
+	// No run flags: the node resumes the run its directory holds.
+	p = startNode(t, dir, "--checkpoint-every", "20")
 	if err := p.wait(2 * time.Minute); err != nil {
 		t.Fatalf("%v\n%s", err, p.stderr)
 	}
@@ -109,7 +110,7 @@ func TestCheckpointResumeAndExport(t *testing.T) {
 	}
 
 	other := startNode(t, dir, "--hidden", "16", "--steps", "100", "--checkpoint-every", "5")
-	if err := other.wait(time.Minute); err == nil || !strings.Contains(other.stderr.String(), "belongs to run") {
+	if err := other.wait(time.Minute); err == nil || !strings.Contains(other.stderr.String(), "hidden: checkpoint [32], flags [16]; steps: checkpoint 400, flags 100") {
 		t.Fatalf("a node of another run started over the checkpoint: %v\n%s", err, other.stderr)
 	}
 }
@@ -129,6 +130,8 @@ func TestSameSeedSameBits(t *testing.T) {
 		}
 		r := p.result()
 		os.Remove(filepath.Join(dir, "result.json"))
+		os.Remove(filepath.Join(dir, node.CheckpointFile)) // a new run each time, not a resumed one
+		os.Remove(filepath.Join(dir, node.RunFile))
 		return r.Hash
 	}
 	a, b, c := run("7"), run("7"), run("8")

@@ -10,8 +10,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,7 +95,7 @@ every node's state hash (equal hashes: the replicas never diverged).`,
 	fs.BoolVar(&asJSON, "json", false, "end with one JSON object on stdout: accuracy, per-node peer and hash, rounds, bytes")
 	fs.BoolVar(&keep, "keep", false, "keep the node directories (logs in <dir>/node-K/node.log)")
 	fs.StringVar(&initPath, "init-from", "", "every node starts from this checkpoint's weights (transfer learning; encoder tensors only when the head differs)")
-	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "nodes write <dir>/node-K/checkpoint.safetensors every N steps and at the end (0: never); use with --dir or --keep")
+	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "nodes also write <dir>/node-K/checkpoint.safetensors every N steps (0: only at the end and when stopped); keep them with --dir or --keep")
 	return cmd
 }
 
@@ -103,16 +103,18 @@ type child struct {
 	dir  string
 	cmd  *exec.Cmd
 	done chan error
+	gone chan struct{} // closed once the process is reaped
 	info node.Info
 }
 
 func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, keep bool) error {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := leaveOnSignal(ctx, os.Stderr, "stopping the nodes")
 	defer stop()
 	out := io.Writer(os.Stdout)
 	if asJSON {
 		out = os.Stderr // stdout carries only the final JSON
 	}
+	kept := keep || dir != ""
 	if dir == "" {
 		d, err := os.MkdirTemp("", "swarmtrain-demo-")
 		if err != nil {
@@ -157,13 +159,8 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 	}
 	start := time.Now()
 	children := make([]*child, n)
-	defer func() {
-		for _, c := range children {
-			if c != nil && c.cmd.ProcessState == nil {
-				c.cmd.Process.Signal(syscall.SIGTERM)
-			}
-		}
-	}()
+	// Every node started goes when the demo goes, on any return.
+	defer stopChildren(children)
 	for i := 0; i < n; i++ {
 		d := filepath.Join(dir, "node-"+strconv.Itoa(i))
 		os.RemoveAll(filepath.Join(d, "result.json"))
@@ -187,6 +184,18 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		}
 		children[i] = c
 	}
+	// A signal asks every node to leave: each writes its result and
+	// checkpoint, and the demo prints what they have.
+	go func() {
+		<-ctx.Done()
+		for _, c := range children {
+			select {
+			case <-c.gone:
+			default:
+				c.cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+	}()
 	// Live progress: poll every node's /status.
 	progressDone := make(chan struct{})
 	go func() {
@@ -212,7 +221,7 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 	}
 	<-progressDone
 	if ctx.Err() != nil {
-		return errors.New("interrupted")
+		return interrupted(out, children, start)
 	}
 	if len(failed) > 0 {
 		for _, f := range failed {
@@ -260,7 +269,7 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		what = "held-out masked-token accuracy"
 	}
 	fmt.Fprintf(out, "%s: %.2f%%\n", what, 100*res.Accuracy)
-	if cfg.CheckpointEvery > 0 && keep {
+	if kept {
 		fmt.Fprintf(out, "checkpoint: %s\nrun config: %s\n", filepath.Join(children[0].dir, "checkpoint.safetensors"), runFile)
 		if rc.IsText() {
 			fmt.Fprintf(out, "vocabulary: %s\n", cfg.VocabPath)
@@ -283,6 +292,7 @@ func startChild(ctx context.Context, exe, dir string, args []string) (*child, er
 		return nil, err
 	}
 	cmd := exec.Command(exe, args...)
+	cmd.SysProcAttr = childAttr()
 	cmd.Stdout = io.Discard
 	errf, err := os.Create(filepath.Join(dir, "stderr.txt"))
 	if err != nil {
@@ -292,10 +302,11 @@ func startChild(ctx context.Context, exe, dir string, args []string) (*child, er
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	c := &child{dir: dir, cmd: cmd, done: make(chan error, 1)}
+	c := &child{dir: dir, cmd: cmd, done: make(chan error, 1), gone: make(chan struct{})}
 	exited := make(chan error, 1)
 	go func() {
 		err := cmd.Wait()
+		close(c.gone)
 		errf.Close()
 		if err != nil {
 			if b, _ := os.ReadFile(filepath.Join(dir, "stderr.txt")); len(b) > 0 {
@@ -324,6 +335,63 @@ func startChild(ctx context.Context, exe, dir string, args []string) (*child, er
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// stopChildren asks every node still running to leave, and kills those
+// that have not gone within 20 s.
+func stopChildren(children []*child) {
+	deadline := time.After(20 * time.Second)
+	for _, c := range children {
+		if c == nil {
+			continue
+		}
+		select {
+		case <-c.gone:
+			continue
+		default:
+		}
+		c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.gone:
+		case <-deadline:
+			c.cmd.Process.Kill()
+			<-c.gone
+		}
+	}
+}
+
+// interrupted prints what a stopped demo has: each node's step, state
+// hash and accuracy when it left (its result.json), and returns the
+// error the demo ends with.
+func interrupted(out io.Writer, children []*child, start time.Time) error {
+	fmt.Fprintf(out, "\ninterrupted after %.0fs; the nodes left with:\n", time.Since(start).Seconds())
+	var steps []uint64
+	hashes := map[string]bool{}
+	for i, c := range children {
+		if c == nil {
+			fmt.Fprintf(out, "  node %d  not started\n", i)
+			continue
+		}
+		var r node.Result
+		b, err := os.ReadFile(filepath.Join(c.dir, "result.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &r)
+		}
+		if err != nil {
+			fmt.Fprintf(out, "  node %d  no result (log: %s)\n", i, filepath.Join(c.dir, "node.log"))
+			continue
+		}
+		steps = append(steps, r.Step)
+		hashes[fmt.Sprint(r.Step, r.Hash)] = true
+		fmt.Fprintf(out, "  node %d  %s  step %d  state hash %s  accuracy %.2f%%\n", i, shortPeer(r.Peer), r.Step, r.Hash, 100*r.Accuracy)
+	}
+	if len(steps) > 1 && len(hashes) == 1 {
+		fmt.Fprintf(out, "all %d state hashes equal\n", len(steps))
+	}
+	if len(steps) == 0 {
+		return errors.New("interrupted before any node had a result")
+	}
+	return fmt.Errorf("interrupted at step %d", slices.Max(steps))
 }
 
 // printSwarm prints one progress line from every node's /status and

@@ -17,15 +17,34 @@ func exportCmd() *cobra.Command {
 	var data dataFlags
 	var prune float64
 	var int8q bool
+	var layout string
 	cmd := &cobra.Command{
 		Use:   "export",
-		Short: "Write a node's trained weights as a plain safetensors file, optionally pruned or int8-quantized",
-		Long: `Reads a checkpoint (a node directory's checkpoint.safetensors, written with
---checkpoint-every) and writes only the model's tensors, under their names
-(layers.0.weight, layers.0.bias, …), for PyTorch, JAX or any safetensors reader:
+		Short: "Write a node's trained weights as a safetensors file (plain or PyTorch layout), optionally pruned or int8-quantized",
+		Long: `Reads a checkpoint (a node directory's checkpoint.safetensors, written at the end
+of every run, on Ctrl-C, and every --checkpoint-every steps) and writes only the
+model's tensors.
 
-  swarmtrain export --from ./node-a --out model.safetensors
-  python -c "from safetensors.torch import load_file; print(load_file('model.safetensors').keys())"
+--layout plain (the default) keeps swarmtrain's own layout: names as the model
+has them (layers.0.weight, layers.0.bias, …) and dense weights in×out (x·W), the
+file a node reads back with --init-from. --layout torch writes what PyTorch
+modules hold: dense weights out×in (torch.nn.Linear), and for the MLP and the
+CNN the names of an nn.Sequential, so load_state_dict takes the file as is:
+
+  mlp  nn.Sequential(nn.Linear(784,256), nn.ReLU(), nn.Linear(256,10))
+       0.weight [256,784], 0.bias, 2.weight [10,256], 2.bias (hidden layers add 2 each)
+  cnn  per block i: nn.Conv2d(c,o,5,padding=2), nn.ReLU(), nn.MaxPool2d(2) at 3i..3i+2,
+       then nn.Flatten() and the fc layers as the MLP's from index 3·blocks+1
+  bert names unchanged (embed.*, layers.L.attn.{query,key,value,out}.*,
+       layers.L.ff.{1,2}.*, head.*); Linear weights out×in, embeddings rows×width
+
+  swarmtrain export --from ./node-a --out model.safetensors --layout torch
+  python3 -c "import torch; from safetensors.torch import load_file
+  m = torch.nn.Sequential(torch.nn.Linear(784,256), torch.nn.ReLU(), torch.nn.Linear(256,10))
+  m.load_state_dict(load_file('model.safetensors'))"
+
+MNIST inputs are the 784 pixels, row by row, as (p/255 - 0.1307) / 0.3081
+(trainer.MNISTMean, MNISTStd), the normalisation the model was trained with.
 
 --prune 0.8 zeroes the 80% smallest weights (global magnitude pruning; biases
 kept); --int8 stores every weight matrix as int8 levels with one float32 scale
@@ -44,19 +63,44 @@ model before and after is measured and printed.`,
 						data.vocab = v
 					}
 				}
+				dir := from
 				from = filepath.Join(from, node.CheckpointFile)
+				if !fileExists(from) {
+					return fmt.Errorf("export: %s holds no checkpoint (%s): a node writes one when its run ends and when it is stopped (Ctrl-C, SIGTERM); train there first: swarmtrain node --dir %s", dir, node.CheckpointFile, dir)
+				}
+			}
+			if layout != "plain" && layout != "torch" {
+				return fmt.Errorf("export: --layout %q: want plain (swarmtrain's names, dense weights in×out) or torch (nn.Sequential names, out×in)", layout)
+			}
+			if layout == "torch" && int8q {
+				return errors.New("export: --layout torch and --int8 do not go together: the int8 file has per-column scales of swarmtrain's in×out matrices")
 			}
 			c, err := trainer.ReadCheckpoint(from)
 			if err != nil {
 				return fmt.Errorf("export: %w", err)
 			}
+			// toLayout turns the plain tensors into the asked layout, last.
+			toLayout := func(c *trainer.Checkpoint) error {
+				if layout != "torch" {
+					return nil
+				}
+				rc, err := node.DecodeRunConfig(c.Run)
+				if err != nil {
+					return fmt.Errorf("export: the checkpoint's run config: %w", err)
+				}
+				c.Tensors, c.Params, err = trainer.TorchLayout(rc.Model.Kind, c.Tensors, c.Params)
+				return err
+			}
 			w := cmd.OutOrStdout()
 			c.Optimizer, c.OptState = "", nil
 			if prune == 0 && !int8q {
+				if err := toLayout(c); err != nil {
+					return err
+				}
 				if err := trainer.WriteCheckpoint(out, *c); err != nil {
 					return fmt.Errorf("export: %w", err)
 				}
-				fmt.Fprintf(w, "wrote %s: step %d, %d tensors, %d parameters (run %s)\n", out, c.Step, len(c.Tensors), len(c.Params), c.RunID)
+				fmt.Fprintf(w, "wrote %s: step %d, %d tensors, %d parameters, %s layout (run %s)\n", out, c.Step, len(c.Tensors), len(c.Params), layout, c.RunID)
 				return nil
 			}
 			eval, err := evaluator(c, data)
@@ -79,6 +123,9 @@ model before and after is measured and printed.`,
 				fmt.Fprintf(w, "pruned %d weights (%.0f%% of the matrices): test accuracy %.2f%%\n", n, 100*prune, 100*acc)
 			}
 			if !int8q {
+				if err := toLayout(c); err != nil {
+					return err
+				}
 				if err := trainer.WriteCheckpoint(out, *c); err != nil {
 					return fmt.Errorf("export: %w", err)
 				}
@@ -103,6 +150,7 @@ model before and after is measured and printed.`,
 	fs.StringVar(&out, "out", "", "safetensors file to write")
 	fs.Float64Var(&prune, "prune", 0, "zero this fraction of the weights, smallest magnitudes first (0..1)")
 	fs.BoolVar(&int8q, "int8", false, "store weight tensors as int8 with one scale per output channel")
+	fs.StringVar(&layout, "layout", "plain", "plain: swarmtrain's tensor names, dense weights in×out (what --init-from reads); torch: dense weights out×in and, for mlp and cnn, nn.Sequential names (load_state_dict)")
 	data.bind(fs) // the run's data, for the accuracy check
 	return cmd
 }

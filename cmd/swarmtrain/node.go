@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -201,10 +199,14 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 				return err
 			}
 			cfg.Open = key.open
-			if cfg.Run, err = runs.run(); err != nil {
+			var resumed string
+			if cfg.Run, resumed, err = runs.resumeIn(cfg.Dir); err != nil {
 				return err
 			}
-			if cfg.Open && !cmd.Flags().Changed("aggregate") && (cfg.Run.Averaging.Aggregate == "" || cfg.Run.Averaging.Aggregate == "mean") {
+			if resumed != "" && !quiet {
+				fmt.Fprintf(os.Stderr, "resuming %s\n", resumed)
+			}
+			if resumed == "" && cfg.Open && !cmd.Flags().Changed("aggregate") && (cfg.Run.Averaging.Aggregate == "" || cfg.Run.Averaging.Aggregate == "mean") {
 				// Strangers may join an open run: its owners clip every
 				// copy unless the run says otherwise (--aggregate mean).
 				cfg.Run.Averaging.Aggregate = "clip"
@@ -260,7 +262,7 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 	fs.IntVar(&cfg.MinPeers, "min-peers", cfg.MinPeers, "wait until this many peers (self included) are live before the first step")
 	fs.DurationVar(&cfg.Linger, "linger", 0, "after the last step, keep serving state and /status this long")
 	fs.StringVar(&cfg.InitPath, "init-from", "", "start from this checkpoint's weights (transfer learning; fresh optimizer, step 0); every peer needs the same file, its SHA-256 is part of the run (run config: model.init_from)")
-	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "write <dir>/checkpoint.safetensors every N steps and at the end (0: never); a node resumes from the checkpoint it finds in --dir")
+	fs.IntVar(&cfg.CheckpointEvery, "checkpoint-every", 0, "also write <dir>/checkpoint.safetensors every N steps (0: only at the end and on Ctrl-C/SIGTERM, which always write one); a node resumes from the checkpoint it finds in --dir")
 	fs.StringVar(&logFile, "log-file", "", "append the log here instead of stderr")
 	fs.BoolVar(&asJSON, "json", false, "print the final result as JSON on stdout")
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines (and no log unless --log-file)")
@@ -268,7 +270,7 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 }
 
 func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := leaveOnSignal(ctx, os.Stderr, "leaving the swarm, then saving the checkpoint")
 	defer stop()
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return err
@@ -306,6 +308,8 @@ func runNode(ctx context.Context, cfg node.Config, asJSON, quiet bool) error {
 	}
 	if !quiet {
 		fmt.Fprintf(os.Stderr, "done: step %d, test accuracy %.2f%%, state hash %s\n", res.Step, 100*res.Accuracy, res.Hash)
+		fmt.Fprintf(os.Stderr, "checkpoint: %s (swarmtrain export --from %s; swarmtrain node --dir %s resumes)\n",
+			filepath.Join(cfg.Dir, node.CheckpointFile), cfg.Dir, cfg.Dir)
 	}
 	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
 		return ctx.Err()

@@ -1,12 +1,19 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/swarmtrain/swarmtrain/node"
+	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 // runFlag is the one place a run field gets its command-line flag: the
@@ -121,7 +128,13 @@ func addRunFlags(fs *pflag.FlagSet, rc *node.RunConfig) *runFlags {
 // put over the file's.
 func (f *runFlags) run() (node.RunConfig, error) {
 	if f.file == "" {
-		return *f.rc, nil
+		rc := *f.rc
+		if o := &rc.Optimizer; !f.fs.Lookup("warmup").Changed && o.Warmup > o.Steps {
+			// The default warm-up is for the default steps: a short run
+			// warms up for a tenth of its steps instead.
+			o.Warmup = o.Steps / 10
+		}
+		return rc, nil
 	}
 	rc, err := node.LoadRunConfig(f.file)
 	if err != nil {
@@ -133,4 +146,113 @@ func (f *runFlags) run() (node.RunConfig, error) {
 		}
 	}
 	return rc, nil
+}
+
+// given reports whether the command line names a run: a run flag or
+// --run-config.
+func (f *runFlags) given() bool {
+	if f.file != "" {
+		return true
+	}
+	for _, rf := range runFlagTable {
+		if f.fs.Lookup(rf.name).Changed {
+			return true
+		}
+	}
+	return false
+}
+
+// storedRun is the run a node directory holds: its checkpoint's, else
+// the run.json its node wrote when it started. from names which, and
+// step is the checkpoint's (0 from run.json); ok is false when dir holds
+// neither.
+func storedRun(dir string) (rc node.RunConfig, from string, step uint64, ok bool, err error) {
+	ckpt := filepath.Join(dir, node.CheckpointFile)
+	c, err := trainer.ReadCheckpoint(ckpt)
+	switch {
+	case err == nil && len(c.Run) > 0:
+		rc, err := node.DecodeRunConfig(c.Run)
+		if err != nil {
+			return rc, "", 0, false, fmt.Errorf("%s: its run config: %w", ckpt, err)
+		}
+		return rc, "checkpoint", c.Step, true, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return rc, "", 0, false, err
+	}
+	file := filepath.Join(dir, node.RunFile)
+	if _, err := os.Stat(file); errors.Is(err, fs.ErrNotExist) {
+		return rc, "", 0, false, nil
+	}
+	if rc, err = node.LoadRunConfig(file); err != nil {
+		return rc, "", 0, false, err
+	}
+	return rc, node.RunFile, 0, true, nil
+}
+
+// resumeIn is the run of a node on dir. A dir that holds a run (its
+// checkpoint, else its run.json) resumes that run: the command line
+// may leave the run out, and what it gives must agree with the stored
+// run field by field, or it is refused naming each field that differs.
+// A dir without one takes the command line's run.
+func (f *runFlags) resumeIn(dir string) (rc node.RunConfig, resumed string, err error) {
+	stored, from, step, ok, err := storedRun(dir)
+	if err != nil {
+		return rc, "", err
+	}
+	if !ok {
+		rc, err = f.run()
+		return rc, "", err
+	}
+	what := fmt.Sprintf("run %s from %s", stored.ID(), filepath.Join(dir, from))
+	if from == "checkpoint" {
+		what = fmt.Sprintf("run %s at step %d from %s", stored.ID(), step, filepath.Join(dir, node.CheckpointFile))
+	}
+	if !f.given() {
+		return stored, what, nil
+	}
+	asked, err := f.run()
+	if err != nil {
+		return rc, "", err
+	}
+	var diffs []string
+	if f.file == "" {
+		// Flags alone: the fields they set, by flag name.
+		for _, rf := range runFlagTable {
+			if !f.fs.Lookup(rf.name).Changed {
+				continue
+			}
+			if a, b := rf.field(&stored), rf.field(&asked); !reflect.DeepEqual(a, b) {
+				diffs = append(diffs, fmt.Sprintf("%s: %s %s, flags %s", rf.name, from, show(a), show(b)))
+			}
+		}
+	} else {
+		// A run config file: every field, by its path in the file.
+		sf, af := stored.Fields(), asked.Fields()
+		for i := range sf {
+			if !reflect.DeepEqual(sf[i].Ptr, af[i].Ptr) {
+				diffs = append(diffs, fmt.Sprintf("%s: %s %s, --run-config %s", sf[i].Path, from, show(sf[i].Ptr), show(af[i].Ptr)))
+			}
+		}
+	}
+	if len(diffs) > 0 {
+		return rc, "", fmt.Errorf("--dir %s holds %s, and the command line contradicts it: %s; leave the run flags out to resume it, or give another --dir for a new run",
+			dir, what, strings.Join(diffs, "; "))
+	}
+	return stored, what, nil
+}
+
+// show prints a run field's value (a pointer into a RunConfig).
+func show(p any) string {
+	v := reflect.ValueOf(p).Elem()
+	switch v.Kind() {
+	case reflect.String:
+		return strconv.Quote(v.String())
+	case reflect.Slice:
+		s := make([]string, v.Len())
+		for i := range s {
+			s[i] = fmt.Sprint(v.Index(i).Interface())
+		}
+		return "[" + strings.Join(s, ",") + "]"
+	}
+	return fmt.Sprint(v.Interface())
 }

@@ -297,6 +297,22 @@ func (m *Matchmaker) join(ctx context.Context, p peer.ID, j gossip.Join) (gossip
 	return a.group, nil
 }
 
+// Assembling reports whether a group this peer assembles is still open:
+// a peer about to close its network waits for it, so the joiners get
+// their group rather than a reset stream.
+func (m *Matchmaker) Assembling() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, a := range m.assemblies {
+		select {
+		case <-a.done:
+		default:
+			return true
+		}
+	}
+	return false
+}
+
 // open returns the assembly of step that still takes joins, starting a
 // new attempt when the newest one already closed: a join after a close is
 // a retry after a failed round (or a latecomer, whom close turns away if
