@@ -86,7 +86,11 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			continue // the swarm moved on while we computed: sync first
 		}
 		n.adv.gradient(step, mean)
+		began := time.Now()
 		out, err := n.strategy.Step(ctx, env, step, mean, acc.samples)
+		if err == nil && out.Members != nil {
+			n.dash.roundDone(time.Since(began))
+		}
 		if out.Grad != nil || out.Params != nil {
 			// The gradient is spent (Moshpit spends it on its local step
 			// even when its group's round fails).
@@ -94,6 +98,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 				return nil, err
 			}
 			n.checkpoint(false)
+			n.logStep()
 			acc.reset()
 		}
 		var round *averaging.RoundError
@@ -164,6 +169,7 @@ func (n *Node) minibatch(acc *accumulator) error {
 	acc.samples += batch
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.stats.samples += int64(batch)
 	if n.stats.loss == 0 {
 		n.stats.loss = float64(loss)
 	} else {
