@@ -92,13 +92,14 @@ function render(d) {
     tr.dataset.peer = p.peer;
     if (p.self) tr.className = "self";
     const cells = [
-      [p.peer, "peer"], [p.device], [p.step, "num"], [fmt(p.loss, 4), "num"], [fmt(p.samples_per_sec, 0), "num"],
+      [p.peer, "peer"], [p.device, "device"], [p.step, "num"], [fmt(p.loss, 4), "num"], [fmt(p.samples_per_sec, 0), "num"],
       [p.reachability], [p.mode + (p.syncing ? " (syncing)" : "")], [p.path],
       [p.self ? "–" : fmt(p.last_seen_seconds, 1) + " s ago", "num"], [bytes(p.bytes_in), "num"], [bytes(p.bytes_out), "num"],
     ];
     for (const [text, cls] of cells) {
       const td = document.createElement("td");
       td.textContent = text;
+      td.title = text;
       if (cls) td.className = cls;
       tr.appendChild(td);
     }
