@@ -46,6 +46,7 @@ type pageView struct {
 	LossPoints int      `json:"lossPoints"` // data-points of the loss chart
 	LossLine   string   `json:"lossLine"`   // the loss polyline's points
 	Step       string   `json:"step"`
+	Conn       string   `json:"conn"` // the page's own error line
 }
 
 const readPage = `(() => {
@@ -56,6 +57,7 @@ const readPage = `(() => {
     lossPoints: svg ? Number(svg.getAttribute("data-points")) : 0,
     lossLine: line ? line.getAttribute("points") : "",
     step: document.getElementById("step").textContent,
+    conn: document.getElementById("conn").textContent,
   };
 })()`
 
@@ -87,11 +89,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		for _, p := range want {
 			if !slices.Contains(v.Peers, p) {
-				return fmt.Errorf("the swarm table lists %v, lacks %s", v.Peers, p)
+				return fmt.Errorf("the swarm table lists %v, lacks %s (page says %q)", v.Peers, p, v.Conn)
 			}
 		}
 		if v.LossPoints < 2 || v.LossLine == "" {
 			return fmt.Errorf("the loss chart has %d points (line %q)", v.LossPoints, v.LossLine)
+		}
+		if v.Conn != "" {
+			return fmt.Errorf("the page reports %q", v.Conn)
 		}
 		return nil
 	})

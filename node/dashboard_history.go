@@ -101,7 +101,7 @@ func (h *history) after(seq uint64) ([]Point, uint64) {
 	for i > 0 && h.pts[i-1].Seq > seq {
 		i--
 	}
-	return append([]Point(nil), h.pts[i:]...), h.gen
+	return append([]Point{}, h.pts[i:]...), h.gen // [] not null in JSON
 }
 
 // Limits on reading back metrics.jsonl: a huge or hostile file costs at

@@ -113,13 +113,14 @@ async function poll() {
     const r = await fetch("api/dash" + q, { cache: "no-store" });
     if (!r.ok) throw new Error(r.status + " " + r.statusText);
     const d = await r.json();
-    points = d.reset ? d.history : points.concat(d.history);
+    const fresh = Array.isArray(d.history) ? d.history : [];
+    points = d.reset ? fresh : points.concat(fresh);
     seq = d.seq; gen = d.gen;
     render(d);
     $("conn").textContent = "";
     $("conn").className = "conn";
   } catch (e) {
-    $("conn").textContent = "node unreachable: " + e.message;
+    $("conn").textContent = "update failed: " + e.message;
     $("conn").className = "conn down";
   }
   setTimeout(poll, 2000);
