@@ -62,6 +62,12 @@ type Heartbeat struct {
 	// or --client), so it owns no part, assembles no round and serves no
 	// state download: every other peer would have to dial it.
 	Client bool `json:"client,omitempty"`
+	// Figures for the dashboards of the swarm: a few numbers so that any
+	// one node can show every peer. History never travels over gossip.
+	Loss     float64 `json:"loss,omitempty"`      // moving average of the training loss
+	Reach    string  `json:"reach,omitempty"`     // AutoNAT's verdict: public, private or unknown
+	BytesIn  int64   `json:"bytes_in,omitempty"`  // bytes received over libp2p since start
+	BytesOut int64   `json:"bytes_out,omitempty"` // bytes sent over libp2p since start
 }
 
 // Progress reports samples accumulated toward step Step+1.
@@ -254,6 +260,17 @@ func (h *Heartbeat) validate() error {
 	}
 	if len(h.Device) > maxStringField {
 		return errors.New("gossip: heartbeat device string too long")
+	}
+	if math.IsNaN(h.Loss) || math.IsInf(h.Loss, 0) || h.Loss < 0 {
+		return errors.New("gossip: heartbeat loss is not a finite non-negative number")
+	}
+	switch h.Reach {
+	case "", "public", "private", "unknown":
+	default:
+		return fmt.Errorf("gossip: heartbeat reachability %q, want public, private or unknown", truncate(h.Reach, 20))
+	}
+	if h.BytesIn < 0 || h.BytesOut < 0 {
+		return errors.New("gossip: heartbeat byte counts are negative")
 	}
 	if len(h.Addrs) > maxAddrs {
 		return fmt.Errorf("gossip: heartbeat lists %d addresses, cap %d", len(h.Addrs), maxAddrs)

@@ -45,6 +45,9 @@ func TestDecodeRejects(t *testing.T) {
 		"group dup members":   `{"v":1,"kind":"group","group":{"run":"ab","step":1,"round":"aa","members":["PEER","PEER"],"samples":[1,1]}}`,
 		"group count differs": `{"v":1,"kind":"group","group":{"run":"ab","step":1,"round":"aa","members":["PEER"],"samples":[1,1]}}`,
 		"heartbeat NaN-ish":   `{"v":1,"kind":"heartbeat","heartbeat":{"peer":"PEER","run":"ab","samples_per_sec":-1}}`,
+		"heartbeat loss":      `{"v":1,"kind":"heartbeat","heartbeat":{"peer":"PEER","run":"ab","loss":-1}}`,
+		"heartbeat reach":     `{"v":1,"kind":"heartbeat","heartbeat":{"peer":"PEER","run":"ab","reach":"<script>"}}`,
+		"heartbeat bytes":     `{"v":1,"kind":"heartbeat","heartbeat":{"peer":"PEER","run":"ab","bytes_out":-5}}`,
 	}
 	for name, in := range cases {
 		if _, err := Decode([]byte(sub(in))); err == nil {

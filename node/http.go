@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/swarmtrain/swarmtrain/node/device"
@@ -26,6 +25,7 @@ type Status struct {
 	LivePeers     int      `json:"live_peers"`
 	Loss          float64  `json:"loss"`
 	SamplesPerSec float64  `json:"samples_per_sec"`
+	Samples       int64    `json:"samples"` // training samples computed since start
 	Rounds        int      `json:"rounds"`
 	FailedRounds  int      `json:"failed_rounds"`
 	StateSyncs    int      `json:"state_syncs"`
@@ -64,7 +64,7 @@ func (n *Node) Status() Status {
 	n.mu.Lock()
 	s := Status{
 		Peer: n.ID().String(), Run: n.run, Phase: n.stats.phase, Step: n.rep.step, Steps: n.cfg.Run.Optimizer.Steps, Hash: n.rep.hash,
-		Loss: n.stats.loss, SamplesPerSec: n.stats.samplesPerSec, Rounds: n.stats.rounds, FailedRounds: n.stats.failedRounds, StateSyncs: n.stats.syncs,
+		Loss: n.stats.loss, SamplesPerSec: n.stats.samplesPerSec, Samples: n.stats.samples, Rounds: n.stats.rounds, FailedRounds: n.stats.failedRounds, StateSyncs: n.stats.syncs,
 		GroupSize: n.stats.groupSize,
 	}
 	s.Uplink = n.av.Uplink()
@@ -101,24 +101,22 @@ func (h *httpServer) Close() {
 	h.srv.Shutdown(ctx)
 }
 
-// startHTTP serves /status (JSON) and /metrics (Prometheus) on addr.
+// startHTTP serves the dashboard (/ and /api/dash), /status (JSON) and
+// /metrics (Prometheus) on addr.
 func startHTTP(n *Node, addr string) (*httpServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newStatusCollector(n))
-	reg.MustRegister(prometheus.NewGoCollector())
-
 	mux := http.NewServeMux()
-	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(n.Status())
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(newRegistry(n), promhttp.HandlerOpts{}))
+	dashHandlers(n, mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -126,51 +124,4 @@ func startHTTP(n *Node, addr string) (*httpServer, error) {
 		}
 	}()
 	return &httpServer{srv: srv, ln: ln}, nil
-}
-
-// statusMetric is one Prometheus series read from a Status.
-type statusMetric struct {
-	desc  *prometheus.Desc
-	kind  prometheus.ValueType
-	value func(Status) float64
-}
-
-// statusCollector exports the node's Status: one snapshot per scrape,
-// however many series read it.
-type statusCollector struct {
-	n       *Node
-	metrics []statusMetric
-}
-
-func newStatusCollector(n *Node) *statusCollector {
-	c := &statusCollector{n: n}
-	add := func(name, help string, kind prometheus.ValueType, f func(Status) float64) {
-		c.metrics = append(c.metrics, statusMetric{prometheus.NewDesc("swarmtrain_"+name, help, nil, nil), kind, f})
-	}
-	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
-	add("step", "Optimizer steps applied to the replicated state.", gauge, func(s Status) float64 { return float64(s.Step) })
-	add("live_peers", "Peers on the run seen alive, self included.", gauge, func(s Status) float64 { return float64(s.LivePeers) })
-	add("loss", "Moving average of the local training loss.", gauge, func(s Status) float64 { return s.Loss })
-	add("samples_per_second", "Local training throughput.", gauge, func(s Status) float64 { return s.SamplesPerSec })
-	add("allreduce_uplink_bytes_per_second", "Rate at which this node's all-reduce parts reach their owners; parts are sized by it.", gauge, func(s Status) float64 { return s.Uplink })
-	add("allreduce_round_deadline_seconds", "Time the latest all-reduce round was given.", gauge, func(s Status) float64 { return s.RoundDeadline })
-	add("rounds_total", "Averaging rounds completed.", counter, func(s Status) float64 { return float64(s.Rounds) })
-	add("failed_rounds_total", "Matchmaking or all-reduce attempts that failed and were retried.", counter, func(s Status) float64 { return float64(s.FailedRounds) })
-	add("state_syncs_total", "State downloads from peers.", counter, func(s Status) float64 { return float64(s.StateSyncs) })
-	add("bytes_received_total", "Bytes received over libp2p.", counter, func(s Status) float64 { return float64(s.BytesIn) })
-	add("bytes_sent_total", "Bytes sent over libp2p.", counter, func(s Status) float64 { return float64(s.BytesOut) })
-	return c
-}
-
-func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, m := range c.metrics {
-		ch <- m.desc
-	}
-}
-
-func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.n.Status()
-	for _, m := range c.metrics {
-		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(s))
-	}
 }

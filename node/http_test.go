@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // A lone node trains its run and reports it on /status and /metrics.
@@ -65,10 +67,20 @@ func TestStatusAndMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"swarmtrain_step 3", "swarmtrain_live_peers 1", fmt.Sprintf("swarmtrain_rounds_total %d", 3)} {
+	for _, want := range []string{"swarmtrain_step 3", "swarmtrain_live_peers 1", fmt.Sprintf("swarmtrain_rounds_total %d", 3),
+		"swarmtrain_samples_total 48", "swarmtrain_build_info{commit=", "go_goroutines ", "process_cpu_seconds_total ",
+		"go_sched_gomaxprocs_threads ", // only the current Go collector has it
+		"swarmtrain_round_duration_seconds_count 3"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	problems, err := promtestutil.GatherAndLint(newRegistry(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
 

@@ -54,6 +54,7 @@ type Node struct {
 	greets   *greeter  // hellos to gossip authors not admitted yet
 	states   *statesync.Server
 	http     *httpServer
+	dash     *dash // the dashboard's history (nil until Run)
 	local    localTrainer
 
 	// mu guards rep, stats, part, bootstrap and ignored; the training
@@ -119,6 +120,7 @@ type stats struct {
 	loss          float64 // moving average of the training loss
 	initialLoss   float64
 	samplesPerSec float64
+	samples       int64 // computed since start
 	rate          rateMeter
 	rounds        int
 	failedRounds  int
@@ -475,6 +477,8 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	// waiting for it within moments. If it is alive, its next heartbeat
 	// gets it greeted, and once admitted again, counted.
 	n.net.OnDisconnect(n.lost)
+	n.dash = openDash(n.cfg.Dir, n.log)
+	defer n.dash.close()
 	if n.cfg.HTTP != "" {
 		if n.http, err = startHTTP(n, n.cfg.HTTP); err != nil {
 			return nil, err
@@ -611,7 +615,8 @@ func (n *Node) publishHeartbeat(ctx context.Context, leaving bool) {
 	hb := gossip.Heartbeat{
 		Peer: n.ID(), Run: n.run, Seq: n.seq.Add(1), Step: n.rep.step, Hash: n.rep.hash,
 		SamplesPerSec: finite(n.stats.samplesPerSec), Device: n.dev.Summary(), Syncing: n.rep.syncing, Leaving: leaving,
-		Client: n.client(),
+		Client: n.client(), Loss: finite(n.stats.loss), Reach: ReachabilityName(n.reachability()),
+		BytesIn: max(n.net.BytesIn(), 0), BytesOut: max(n.net.BytesOut(), 0),
 	}
 	if n.rep.syncing {
 		hb.SyncTo = n.rep.syncTo

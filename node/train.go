@@ -88,7 +88,11 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		n.adv.gradient(step, mean)
 		// A round we are in ends even if we are leaving: the others
 		// would wait for our part and count the round failed.
+		began := time.Now()
 		out, err := n.strategy.Step(context.WithoutCancel(ctx), env, step, mean, acc.samples)
+		if err == nil && out.Members != nil {
+			n.dash.roundDone(time.Since(began))
+		}
 		if out.Grad != nil || out.Params != nil {
 			// The gradient is spent (Moshpit spends it on its local step
 			// even when its group's round fails).
@@ -96,6 +100,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 				return nil, err
 			}
 			n.checkpoint(false)
+			n.logStep()
 			acc.reset()
 		}
 		var round *averaging.RoundError
@@ -166,6 +171,7 @@ func (n *Node) minibatch(acc *accumulator) error {
 	acc.samples += batch
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.stats.samples += int64(batch)
 	if n.stats.loss == 0 {
 		n.stats.loss = float64(loss)
 	} else {

@@ -196,6 +196,7 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 			}
 		}
 	}()
+	fmt.Fprintf(out, "dashboard: http://%s/ (any node's --http address shows the whole swarm)\n", children[0].info.HTTP)
 	// Live progress: poll every node's /status.
 	progressDone := make(chan struct{})
 	go func() {
