@@ -83,16 +83,7 @@ func TestRestartRejoinsThroughSavedPeers(t *testing.T) {
 		}
 		return nil
 	})
-	stepAtLeast := func(step uint64) func() error {
-		return func() error {
-			st, err := fetchStatus(bInfo.HTTP)
-			if err == nil && st.Step < step {
-				err = fmt.Errorf("b at step %d", st.Step)
-			}
-			return err
-		}
-	}
-	checkFor(t, 2*time.Minute, 50*time.Millisecond, stepAtLeast(20))
+	checkFor(t, 2*time.Minute, 50*time.Millisecond, stepAtLeast(bInfo.HTTP, 20))
 	if err := c.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +95,7 @@ func TestRestartRejoinsThroughSavedPeers(t *testing.T) {
 		t.Fatalf("a did not leave cleanly: %v\n%s", err, a.stderr)
 	}
 	st, _ := fetchStatus(bInfo.HTTP)
-	checkFor(t, time.Minute, 50*time.Millisecond, stepAtLeast(st.Step+10))
+	checkFor(t, time.Minute, 50*time.Millisecond, stepAtLeast(bInfo.HTTP, st.Step+10))
 
 	c2 := startNode(t, filepath.Join(dir, "c"), run...) // no --join
 	for _, p := range []*proc{b, c2} {

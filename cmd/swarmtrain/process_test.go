@@ -337,19 +337,7 @@ func TestCleanLeaveKeepsSwarmTraining(t *testing.T) {
 	a := startNode(t, filepath.Join(dir, "a"), append([]string{"--min-peers", "2", "--http", "127.0.0.1:0"}, run...)...)
 	info := a.info()
 	b := startNode(t, filepath.Join(dir, "b"), append([]string{"--min-peers", "2", "--join", info.Addrs[0]}, run...)...)
-	stepAtLeast := func(n uint64) func() error {
-		return func() error {
-			st, err := fetchStatus(info.HTTP)
-			if err != nil {
-				return err
-			}
-			if st.Step < n {
-				return fmt.Errorf("at step %d, want %d (%d live peers)", st.Step, n, st.LivePeers)
-			}
-			return nil
-		}
-	}
-	checkFor(t, 2*time.Minute, 50*time.Millisecond, stepAtLeast(10))
+	checkFor(t, 2*time.Minute, 50*time.Millisecond, stepAtLeast(info.HTTP, 10))
 	if err := b.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +358,7 @@ func TestCleanLeaveKeepsSwarmTraining(t *testing.T) {
 		}
 		return nil
 	})
-	checkFor(t, time.Minute, 50*time.Millisecond, stepAtLeast(st.Step+20))
+	checkFor(t, time.Minute, 50*time.Millisecond, stepAtLeast(info.HTTP, st.Step+20))
 }
 
 // A node killed with SIGKILL mid-training stalls the others for moments,
@@ -445,4 +433,19 @@ func logs(ps ...*proc) string {
 		}
 	}
 	return out.String()
+}
+
+// stepAtLeast is a checkFor condition: the node serving /status at addr
+// has reached step n.
+func stepAtLeast(addr string, n uint64) func() error {
+	return func() error {
+		st, err := fetchStatus(addr)
+		if err != nil {
+			return err
+		}
+		if st.Step < n {
+			return fmt.Errorf("at step %d, want %d (%d live peers)", st.Step, n, st.LivePeers)
+		}
+		return nil
+	}
 }
