@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,7 @@ func TestDashboardHistorySurvivesRestart(t *testing.T) {
 		t.Fatalf("a lone node's swarm table: %+v", d.Peers)
 	}
 	// Polling from the newest point gets nothing new.
-	if again := getDash(t, "http://"+addr+"/api/dash?after="+itoa(d.Seq)+"&gen="+itoa(d.Gen)); again.Reset || len(again.History) != 0 {
+	if again := getDash(t, "http://"+addr+"/api/dash?after="+strconv.FormatUint(d.Seq, 10)+"&gen="+strconv.FormatUint(d.Gen, 10)); again.Reset || len(again.History) != 0 {
 		t.Fatalf("poll from seq %d gave %d points (reset %v)", d.Seq, len(again.History), again.Reset)
 	}
 	stop()
@@ -100,8 +101,6 @@ func TestDashboardHistorySurvivesRestart(t *testing.T) {
 		}
 	}
 }
-
-func itoa(u uint64) string { b, _ := json.Marshal(u); return string(b) }
 
 // The page and its assets come from the binary, under a policy that
 // loads nothing from elsewhere; bad queries get a 400 that names them.
