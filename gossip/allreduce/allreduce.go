@@ -359,16 +359,17 @@ func (a *Averager) maxResult(r Round, count int) int {
 	return maxFrame(a.cfg.Result, count)
 }
 
-// encode frames values in c, with the lossless stage only where it
-// pays: on a link faster than the stage saves time (measured uplink
-// rate against the stage's measured speed and ratio), it is skipped.
-// Receivers read the stage from the frame, so this needs no agreement.
-func (a *Averager) encode(c compression.Codec, values []float32) ([]byte, error) {
+// encodeAppend appends a frame of values in c to dst, with the lossless
+// stage only where it pays: on a link faster than the stage saves time
+// (measured uplink rate against the stage's measured speed and ratio),
+// it is skipped. Receivers read the stage from the frame, so this needs
+// no agreement.
+func (a *Averager) encodeAppend(dst []byte, c compression.Codec, values []float32) ([]byte, error) {
 	l := a.cfg.Lossless
 	if l != compression.LosslessNone && !a.gate.Use(a.Uplink()) {
 		l = compression.LosslessNone
 	}
-	enc, st, err := compression.EncodePartStats(nil, c, l, values)
+	enc, st, err := compression.EncodePartStats(dst, c, l, values)
 	a.gate.Observe(st)
 	return enc, err
 }
@@ -630,37 +631,78 @@ func (u *upload) add(v upload) {
 	u.bytes += v.bytes
 }
 
-// reduceOwnPart waits for every member's copy of this peer's part,
-// averages them, and publishes the encoded result for the senders.
+// reduceOwnPart averages this peer's part chunk by chunk, each as soon
+// as every member's copy of it is in, and publishes each encoded chunk
+// for the senders at once (chunks.go). The clipped mean scales whole
+// copies by their norms, so under it the part is averaged once all of
+// it is in, then published chunk by chunk.
 func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, out []float32) ([]byte, error) {
 	finish := func(enc []byte, err error) ([]byte, error) {
 		a.mu.Lock()
 		rs.finish(enc, err)
+		free := rs.release()
 		a.signalLocked() // senders waiting for the outcome
 		a.mu.Unlock()
+		putVecs(free)
 		return enc, err
 	}
-	if !a.await(ctx.Done(), nil, rs.complete) {
+	expire := func() ([]byte, error) {
 		a.mu.Lock()
 		err := rs.expire(ctx.Err())
+		free := rs.release()
 		a.signalLocked()
 		a.mu.Unlock()
+		putVecs(free)
 		return nil, err
 	}
 	a.mu.Lock()
-	contribs, lo, hi := rs.parts(), rs.lo, rs.hi
+	lo, hi := rs.lo, rs.hi
 	a.mu.Unlock()
-	avg := a.cfg.Aggregate.reduce(contribs, cappedWeights(r.Samples, a.cfg.MaxSamples))
-	enc, err := a.encode(a.resultCodec(r, lo, hi), avg)
-	if err != nil {
-		return finish(nil, err)
+	n := hi - lo
+	weights := cappedWeights(r.Samples, a.cfg.MaxSamples)
+	kept := make([]byte, 0, maxChunked(n, func(count int) int { return a.maxResult(r, count) }))
+	var whole []float32 // the clipped mean of the whole part
+	if a.cfg.Aggregate == AggregateClip {
+		if !a.await(ctx.Done(), nil, rs.complete) {
+			return expire()
+		}
+		a.mu.Lock()
+		parts := rs.parts()
+		a.mu.Unlock()
+		whole = a.cfg.Aggregate.reduce(parts, weights)
 	}
-	// The owner uses the decoded bytes too: that is what makes every
-	// member's copy bit-identical under a lossy codec.
-	if err := compression.DecodePart(out, enc); err != nil {
-		return finish(nil, err)
+	scratch := getVec(min(n, chunkValues))
+	defer putVec(scratch)
+	for c := range chunkCount(n) {
+		clo, chi := chunkBounds(n, c)
+		var avg []float32
+		if whole != nil {
+			avg = whole[clo:chi]
+		} else {
+			if !a.await(ctx.Done(), nil, func() bool { return rs.chunkDone(c) }) {
+				return expire()
+			}
+			a.mu.Lock()
+			xs := rs.chunkParts(c, clo, chi)
+			a.mu.Unlock()
+			avg = a.cfg.Aggregate.reduceInto((*scratch)[:chi-clo], xs, weights)
+		}
+		var frame []byte
+		var err error
+		if kept, frame, err = a.appendChunk(kept, a.resultCodec(r, lo+clo, lo+chi), avg); err != nil {
+			return finish(nil, err)
+		}
+		// The owner uses the decoded bytes too: that is what makes every
+		// member's copy bit-identical under a lossy codec.
+		if err := compression.DecodePart(out[clo:chi], frame[1:]); err != nil {
+			return finish(nil, err)
+		}
+		a.mu.Lock()
+		rs.publish(kept)
+		a.signalLocked() // senders waiting for the chunk
+		a.mu.Unlock()
 	}
-	return finish(enc, nil)
+	return finish(kept, nil)
 }
 
 // cappedWeights is samples with every count above limit (when limit > 0)
@@ -680,17 +722,20 @@ func cappedWeights(samples []int, limit int) []int {
 // explicit float32 roundings so every architecture computes the same bits
 // (the conversions forbid fusing into FMA).
 func WeightedMean(xs [][]float32, weights []int) []float32 {
-	n := -1
-	for _, x := range xs {
-		if x != nil {
-			n = len(x)
-			break
-		}
-	}
-	if n < 0 {
+	x := firstPresent(xs)
+	if x == nil {
 		return nil
 	}
-	acc := make([]float32, n)
+	return weightedMeanInto(make([]float32, len(x)), xs, weights)
+}
+
+// weightedMeanInto is WeightedMean into acc (overwritten; as long as the
+// copies).
+func weightedMeanInto(acc []float32, xs [][]float32, weights []int) []float32 {
+	if firstPresent(xs) == nil {
+		return nil
+	}
+	clear(acc)
 	var total float32
 	for m, x := range xs {
 		if x == nil {
@@ -698,6 +743,7 @@ func WeightedMean(xs [][]float32, weights []int) []float32 {
 		}
 		w := float32(weights[m])
 		total += w
+		x = x[:len(acc)]
 		for e := range acc {
 			acc[e] = acc[e] + float32(w*x[e])
 		}
@@ -709,9 +755,11 @@ func WeightedMean(xs [][]float32, weights []int) []float32 {
 	return acc
 }
 
-// exchange sends this peer's copy of part j to its owner and receives the
-// averaged part back into out. It reports when the copy began to go out
-// and when the owner confirmed it had it all (zero until then).
+// exchange sends this peer's copy of part j to its owner, chunk by
+// chunk, and receives the averaged part back into out as the owner makes
+// it, while later chunks are still going out. It returns the average's
+// bytes as kept (chunks.go), and when the copy began to go out and when
+// the owner confirmed it had it all (zero until then).
 func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32, open time.Duration, resultBy time.Time) (result []byte, sent upload, err error) {
 	lo, hi := r.Bounds(len(local), j)
 	// Opening has its own budget: an unreachable owner fails the round
@@ -740,41 +788,101 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	if err := s.Send(hdr); err != nil {
 		return nil, sent, err
 	}
-	enc, err := a.encode(a.partCodec(r, lo, hi), local[lo:hi])
-	if err != nil {
-		return nil, sent, err
+	a.bytesSent.Add(int64(len(hdr)))
+	type received struct {
+		kept    []byte
+		receipt time.Time
+		err     error
 	}
-	if dropped != nil {
-		d := dropped[lo:hi]
-		if err := compression.DecodePart(d, enc); err != nil {
-			return nil, sent, err
+	back := make(chan received, 1)
+	go func() {
+		kept, receipt, err := a.receiveAverage(s, r, lo, hi, out[lo:hi], wait)
+		if err != nil {
+			s.Reset() // the owner failed us: our copy need not go on
 		}
-		for i, x := range local[lo:hi] {
-			d[i] = x - d[i]
-		}
-	}
+		back <- received{kept, receipt, err}
+	}()
 	begun := a.clk.Now()
-	if err := s.Send(enc); err != nil {
-		return nil, sent, err
+	bytes, serr := a.sendCopy(s, r, lo, hi, local, dropped, wait)
+	if serr != nil {
+		s.Reset() // the owner cannot average without our copy: stop reading
 	}
-	a.bytesSent.Add(int64(len(enc) + len(hdr)))
-	wait()
-	res, err := s.Recv(a.maxResult(r, hi-lo) + 1)
-	if err == nil && len(res) == 1 && res[0] == resultReceived {
-		sent = upload{bytes: len(enc), first: begun, last: a.clk.Now()}
-		wait()
-		res, err = s.Recv(a.maxResult(r, hi-lo) + 1)
+	got := <-back
+	if !got.receipt.IsZero() {
+		sent = upload{bytes: bytes, first: begun, last: got.receipt}
 	}
-	if err != nil {
-		return nil, sent, err
-	}
-	a.bytesRecv.Add(int64(len(res)))
-	if err := decodeResult(out[lo:hi], res); err != nil {
-		return nil, sent, err
+	switch {
+	case serr != nil && (got.err == nil || !errors.Is(got.err, errOwnerFailed)):
+		return nil, sent, serr
+	case got.err != nil:
+		return nil, sent, got.err
 	}
 	ok = true
 	s.Close()
-	return res[1:], sent, nil
+	return got.kept, sent, nil
+}
+
+// sendCopy sends our copy of values [lo, hi) chunk by chunk, each
+// encoded into one reused buffer, and reports the bytes sent. With
+// dropped it also records what the codec dropped from each value.
+func (a *Averager) sendCopy(s gossip.Stream, r Round, lo, hi int, local, dropped []float32, wait func()) (int, error) {
+	n := hi - lo
+	buf := getBytes(a.maxPart(r, min(n, chunkValues)))
+	defer putBytes(buf)
+	total := 0
+	for c := range chunkCount(n) {
+		clo, chi := chunkBounds(n, c)
+		clo, chi = lo+clo, lo+chi
+		codec := a.partCodec(r, clo, chi)
+		enc, err := a.encodeAppend((*buf)[:0], codec, local[clo:chi])
+		*buf = enc[:0]
+		if err != nil {
+			return total, err
+		}
+		if dropped != nil && codec.ID() != compression.IDFP32 { // fp32 drops nothing: dropped stays 0
+			d := dropped[clo:chi]
+			if err := compression.DecodePart(d, enc); err != nil {
+				return total, err
+			}
+			for i, x := range local[clo:chi] {
+				d[i] = x - d[i]
+			}
+		}
+		wait()
+		if err := s.Send(enc); err != nil {
+			return total, err
+		}
+		total += len(enc)
+		a.bytesSent.Add(int64(len(enc)))
+	}
+	return total, nil
+}
+
+// receiveAverage reads the owner's frames for part [lo, hi): its receipt
+// of our whole copy, and the average's chunks, each decoded into out (the
+// part's values) as it comes and kept where it was read.
+func (a *Averager) receiveAverage(s gossip.Stream, r Round, lo, hi int, out []float32, wait func()) (kept []byte, receipt time.Time, err error) {
+	n := hi - lo
+	kept = make([]byte, 0, maxChunked(n, func(count int) int { return a.maxResult(r, count) }))
+	for c := 0; c < chunkCount(n); {
+		clo, chi := chunkBounds(n, c)
+		wait()
+		f, err := recvChunk(s, kept, a.maxResult(r, chi-clo)+1)
+		if err != nil {
+			return nil, receipt, err
+		}
+		a.bytesRecv.Add(int64(len(f)))
+		if len(f) == 1 && f[0] == resultReceived && receipt.IsZero() {
+			receipt = a.clk.Now()
+			continue
+		}
+		if err := decodeResult(out[clo:chi], f); err != nil {
+			return nil, receipt, err
+		}
+		kept = keepChunk(kept, f)
+		c++
+	}
+	return kept, receipt, nil
 }
 
 // roundTrip returns what xs decode to after the codec.
@@ -819,7 +927,10 @@ func decodeResult(dst []float32, frame []byte) error {
 	}
 }
 
-// serve handles one sender's part for a round this peer owns a part of.
+// serve handles one sender's copy of our part for a round: a reader
+// (receiveCopy) decodes its chunks as they come, while this goroutine
+// sends the sender our receipt once its copy is all in, and each chunk
+// of the average as soon as it is made.
 func (a *Averager) serve(s gossip.Stream) {
 	ok := false
 	defer func() {
@@ -858,64 +969,132 @@ func (a *Averager) serve(s gossip.Stream) {
 		s.Send(append([]byte{resultFail}, err.Error()...))
 		return
 	}
+	a.bytesRecv.Add(int64(len(hb)))
+	buf := getVec(count)
+	a.mu.Lock()
+	claimed := rs.claim(h.Sender, buf)
+	a.mu.Unlock()
+	if !claimed {
+		putVec(buf)
+		return // a second stream from the same sender, or the round is over
+	}
 	// Like the sender's frames, ours are bounded by the round's deadline.
 	s.SetTimeout(max(a.clk.Until(deadline), time.Millisecond))
-	frame, err := s.Recv(a.maxPart(r, count))
-	if err != nil {
-		return
-	}
-	a.bytesRecv.Add(int64(len(frame) + len(hb)))
-	part := make([]float32, count)
-	if err := compression.DecodePart(part, frame); err != nil {
-		if !errors.Is(err, compression.ErrNonFinite) {
-			s.Send(append([]byte{resultFail}, err.Error()...))
-			return
-		}
-		// A well-formed part holding NaN or Inf (a diverged sender): the
-		// round goes on without it rather than fail or spread it. The
-		// average is still encoded once, so replicas stay identical.
-		part = nil
-		if a.cfg.OnDrop != nil {
-			a.cfg.OnDrop(r.ID, s.RemotePeer(), err)
-		}
-	}
-	a.mu.Lock()
-	accepted, complete := rs.contribute(h.Sender, part)
-	if complete {
-		a.signalLocked() // the owner waits for the last part
-	}
-	a.mu.Unlock()
-	if !accepted {
-		return // duplicate sender
-	}
-	if err := s.Send([]byte{resultReceived}); err != nil {
-		return
-	}
+	in := &inbound{}
+	go a.receiveCopy(s, rs, r, h.Sender, *buf, in)
 
 	wait := a.clk.Timer(a.clk.Until(deadline))
 	defer wait.Stop()
-	var result []byte
-	var rerr error
-	if !a.await(nil, wait.C, func() bool {
-		var done bool
-		result, rerr, done = rs.outcome()
-		return done
-	}) {
-		return
+	chunks := chunkCount(count)
+	receipted := false
+	for next := 0; next < chunks; {
+		var frame []byte
+		var rerr error
+		var receipt bool
+		if !a.await(nil, wait.C, func() bool {
+			switch {
+			case in.err != nil:
+				return true
+			case in.done && !receipted:
+				receipt = true
+				return true
+			}
+			var have bool
+			if frame, have = rs.resultChunk(next); !have && rs.finished && rs.err != nil {
+				rerr = rs.err
+				return true
+			}
+			return have
+		}) {
+			return
+		}
+		switch {
+		case in.err != nil:
+			if in.reply {
+				s.Send(append([]byte{resultFail}, in.err.Error()...))
+			}
+			return
+		case receipt:
+			if s.Send([]byte{resultReceived}) != nil {
+				return
+			}
+			receipted = true
+		case rerr != nil:
+			s.Send(append([]byte{resultFail}, rerr.Error()...))
+			return
+		default:
+			if s.Send(frame) != nil {
+				return
+			}
+			a.bytesSent.Add(int64(len(frame)))
+			next++
+		}
 	}
-	if rerr != nil {
-		s.Send(append([]byte{resultFail}, rerr.Error()...))
-		return
-	}
-	frameOut := make([]byte, 0, len(result)+1)
-	frameOut = append(frameOut, resultOK)
-	frameOut = append(frameOut, result...)
-	if err := s.Send(frameOut); err != nil {
-		return
-	}
-	a.bytesSent.Add(int64(len(frameOut)))
 	ok = true
 	s.Close()
+}
+
+// inbound is how a sender's copy is coming in, guarded by Averager.mu.
+type inbound struct {
+	done  bool  // every chunk is in
+	err   error // why it stopped coming
+	reply bool  // err is the sender's fault, to be told (a bad frame)
+}
+
+// receiveCopy reads sender's copy of our part chunk by chunk into part,
+// through one reused buffer, and records each chunk as in.
+func (a *Averager) receiveCopy(s gossip.Stream, rs *roundState, r Round, sender int, part []float32, in *inbound) {
+	n := len(part)
+	limit := a.maxPart(r, min(n, chunkValues))
+	buf := getBytes(limit)
+	defer putBytes(buf)
+	var err error
+	reply, told := false, false
+	for c := range chunkCount(n) {
+		clo, chi := chunkBounds(n, c)
+		var f []byte
+		if f, err = recvInto(s, *buf, a.maxPart(r, chi-clo)); err != nil {
+			break
+		}
+		a.bytesRecv.Add(int64(len(f)))
+		left := false
+		if err = compression.DecodePart(part[clo:chi], f); err != nil {
+			if !errors.Is(err, compression.ErrNonFinite) {
+				reply = true
+				break
+			}
+			// A well-formed chunk holding NaN or Inf (a diverged sender):
+			// the round goes on without it rather than fail or spread
+			// it. The average is still encoded once, so replicas stay
+			// identical.
+			if a.cfg.OnDrop != nil && !told {
+				told = true
+				a.cfg.OnDrop(r.ID, s.RemotePeer(), err)
+			}
+			err, left = nil, true
+		}
+		a.mu.Lock()
+		done, last := rs.arrived(sender, c, left)
+		if done || last {
+			in.done = last
+			a.signalLocked() // the owner waits for the chunk, the writer for the last
+		}
+		a.mu.Unlock()
+	}
+	a.mu.Lock()
+	if err != nil {
+		in.err, in.reply = err, reply
+	}
+	free := rs.leave()
+	a.signalLocked()
+	a.mu.Unlock()
+	putVecs(free)
+}
+
+func putVecs(ps []*[]float32) {
+	for _, p := range ps {
+		putVec(p)
+	}
 }
 
 // truncate shortens s to n bytes for an error message.

@@ -78,6 +78,13 @@ const (
 	// slow ones; smaller: parts stay nearer even.
 	maxShareFactor = 4
 
+	// chunkValues is how many values one chunk of a part carries (256 KiB
+	// of fp32): parts move, are averaged and come back chunk by chunk
+	// (chunks.go). Every member must use the same (it is part of
+	// ProtoAllReduce). Larger: fewer frames and checksums; smaller: the
+	// stages overlap sooner, and less sits in buffers.
+	chunkValues = 1 << 16
+
 	// maxHeader caps a part header or a repair request, in bytes.
 	maxHeader = 1 << 10
 

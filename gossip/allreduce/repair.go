@@ -11,7 +11,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
@@ -153,11 +152,16 @@ func (a *Averager) serveRepair(s gossip.Stream) {
 		s.Close()
 		return
 	}
-	frame := make([]byte, 0, len(part)+1)
-	frame = append(frame, resultOK)
-	frame = append(frame, part...)
-	if s.Send(frame) == nil {
-		a.bytesSent.Add(int64(len(frame)))
+	// The chunks go out as the owner sent them, straight from where
+	// they are kept.
+	for rest := part; len(rest) > 0; {
+		f, next, err := nextChunk(rest)
+		if err != nil || s.Send(f) != nil {
+			s.Reset()
+			return
+		}
+		a.bytesSent.Add(int64(len(f)))
+		rest = next
 	}
 	s.Close()
 }
@@ -210,7 +214,7 @@ func (a *Averager) repair(ctx context.Context, r Round, res *results, j int, dst
 			errs = append(errs, err)
 			continue
 		}
-		if err := compression.DecodePart(dst, ans.part); err != nil {
+		if err := decodeChunks(dst, ans.part); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -234,18 +238,25 @@ func (a *Averager) askPart(ctx context.Context, r Round, j int, p peer.ID, count
 		s.Reset()
 		return nil, err
 	}
-	frame, err := s.Recv(a.maxResult(r, count) + 1)
-	if err != nil {
-		s.Reset()
-		return nil, err
+	kept := make([]byte, 0, maxChunked(count, func(n int) int { return a.maxResult(r, n) }))
+	for c := range chunkCount(count) {
+		lo, hi := chunkBounds(count, c)
+		f, err := recvChunk(s, kept, a.maxResult(r, hi-lo)+1)
+		if err != nil {
+			s.Reset()
+			return nil, err
+		}
+		a.bytesRecv.Add(int64(len(f)))
+		if len(f) == 0 {
+			s.Reset()
+			return nil, errors.New("empty answer")
+		}
+		if f[0] != resultOK {
+			s.Reset()
+			return nil, fmt.Errorf("%s: %s", p.ShortString(), truncate(string(f[1:]), 100))
+		}
+		kept = keepChunk(kept, f)
 	}
 	s.Close()
-	a.bytesRecv.Add(int64(len(frame)))
-	if len(frame) == 0 {
-		return nil, errors.New("empty answer")
-	}
-	if frame[0] != resultOK {
-		return nil, fmt.Errorf("%s: %s", p.ShortString(), truncate(string(frame[1:]), 100))
-	}
-	return frame[1:], nil
+	return kept, nil
 }
