@@ -48,6 +48,9 @@ so this measures the CPU cost of averaging, not a network.`,
 			}
 			fmt.Printf("all-reduce of %.1f MiB among %d hosts (%s/%s, %s), %d rounds\n", mib, cfg.Hosts, cfg.Codec, cfg.Lossless, cfg.Aggregate, cfg.Rounds)
 			fmt.Printf("  time per round     %8.1f ms\n", 1000*res.SecondsPerRound)
+			if res.CPUSecondsPerRound > 0 {
+				fmt.Printf("  CPU per round      %8.1f ms     (all hosts, user + system)\n", 1000*res.CPUSecondsPerRound)
+			}
 			fmt.Printf("  bus bandwidth      %8.1f MiB/s   (%.3f x raw stream)\n", res.BusBandwidth/(1<<20), res.BusBandwidth/res.RawStream)
 			fmt.Printf("  aggregate payload  %8.1f MiB/s   (%.3f x raw stream)\n", res.Aggregate/(1<<20), res.Aggregate/res.RawStream)
 			fmt.Printf("  raw single stream  %8.1f MiB/s\n", res.RawStream/(1<<20))

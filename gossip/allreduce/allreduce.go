@@ -186,6 +186,7 @@ type Averager struct {
 	// penalties: peers suspected of misbehaving, given no part for a
 	// while (penalty.go).
 	penalties penalties
+	spares    [][]byte // kept buffers for reuse (kept.go)
 
 	bytesSent, bytesRecv atomic.Int64
 	gate                 compression.Gate // whether the lossless stage pays on our link
@@ -512,10 +513,19 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 			}
 		}
 	}
+	// The average of our part is kept from the start, so every stream
+	// that will send from it can hold it as soon as it is admitted.
+	var kept *keptBuf
+	if lo < hi {
+		kept = a.newKept(maxChunked(hi-lo, func(count int) int { return a.maxResult(r, count) }))
+	}
 	a.mu.Lock()
 	rs, err := a.rounds.start(r, me, lo, hi, own, deadline, a.clk.Now(), a.staleAfter())
 	if err == nil {
+		rs.kept = kept
 		a.signalLocked() // senders waiting for the round to start
+	} else {
+		a.dropLocked(kept)
 	}
 	a.mu.Unlock()
 	if err != nil {
@@ -543,14 +553,14 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 			continue
 		}
 		if plo, phi := r.Bounds(n, j); plo == phi {
-			a.resolve(res, j, []byte{}) // an empty part: nothing to exchange
+			a.resolve(res, j, []byte{}, nil) // an empty part: nothing to exchange
 			continue
 		}
 		wg.Add(1)
 		go func(j int) {
 			defer wg.Done()
-			part, sent, err := a.exchange(ctx, r, me, j, local, out, dropped, open, resultBy)
-			a.resolve(res, j, part)
+			kb, sent, err := a.exchange(ctx, r, me, j, local, out, dropped, open, resultBy)
+			a.resolveKept(res, j, kb)
 			upMu.Lock()
 			up.add(sent)
 			upMu.Unlock()
@@ -573,18 +583,18 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		}(j)
 	}
 
-	var ownPart []byte
 	var ownErr error
 	if lo < hi {
-		ownPart, ownErr = a.reduceOwnPart(ctx, rs, r, out[lo:hi])
+		var kb *keptBuf
+		kb, ownErr = a.reduceOwnPart(ctx, rs, r, out[lo:hi])
+		a.resolveKept(res, me, kb)
 	} else {
-		ownPart = []byte{}
 		a.mu.Lock()
 		rs.finish(nil, nil)
 		a.signalLocked()
 		a.mu.Unlock()
+		a.resolve(res, me, []byte{}, nil)
 	}
-	a.resolve(res, me, ownPart)
 	wg.Wait()
 	close(errs)
 	// Receipts time the uplink whatever became of the round: a member
@@ -636,31 +646,41 @@ func (u *upload) add(v upload) {
 // for the senders at once (chunks.go). The clipped mean scales whole
 // copies by their norms, so under it the part is averaged once all of
 // it is in, then published chunk by chunk.
-func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, out []float32) ([]byte, error) {
-	finish := func(enc []byte, err error) ([]byte, error) {
+func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, out []float32) (*keptBuf, error) {
+	a.mu.Lock()
+	lo, hi, kb := rs.lo, rs.hi, rs.kept
+	a.mu.Unlock()
+	n := hi - lo
+	kept := kb.b
+	finish := func(err error) (*keptBuf, error) {
 		a.mu.Lock()
+		var enc []byte
+		if err == nil {
+			enc = kept
+			kb.b = kept
+		}
 		rs.finish(enc, err)
 		free := rs.release()
+		if err != nil {
+			a.dropLocked(kb)
+			kb = nil
+		}
 		a.signalLocked() // senders waiting for the outcome
 		a.mu.Unlock()
 		putVecs(free)
-		return enc, err
+		return kb, err
 	}
-	expire := func() ([]byte, error) {
+	expire := func() (*keptBuf, error) {
 		a.mu.Lock()
 		err := rs.expire(ctx.Err())
 		free := rs.release()
+		a.dropLocked(kb)
 		a.signalLocked()
 		a.mu.Unlock()
 		putVecs(free)
 		return nil, err
 	}
-	a.mu.Lock()
-	lo, hi := rs.lo, rs.hi
-	a.mu.Unlock()
-	n := hi - lo
 	weights := cappedWeights(r.Samples, a.cfg.MaxSamples)
-	kept := make([]byte, 0, maxChunked(n, func(count int) int { return a.maxResult(r, count) }))
 	var whole []float32 // the clipped mean of the whole part
 	if a.cfg.Aggregate == AggregateClip {
 		if !a.await(ctx.Done(), nil, rs.complete) {
@@ -690,19 +710,19 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 		var frame []byte
 		var err error
 		if kept, frame, err = a.appendChunk(kept, a.resultCodec(r, lo+clo, lo+chi), avg); err != nil {
-			return finish(nil, err)
+			return finish(err)
 		}
 		// The owner uses the decoded bytes too: that is what makes every
 		// member's copy bit-identical under a lossy codec.
 		if err := compression.DecodePart(out[clo:chi], frame[1:]); err != nil {
-			return finish(nil, err)
+			return finish(err)
 		}
 		a.mu.Lock()
 		rs.publish(kept)
 		a.signalLocked() // senders waiting for the chunk
 		a.mu.Unlock()
 	}
-	return finish(kept, nil)
+	return finish(nil)
 }
 
 // cappedWeights is samples with every count above limit (when limit > 0)
@@ -760,7 +780,7 @@ func weightedMeanInto(acc []float32, xs [][]float32, weights []int) []float32 {
 // it, while later chunks are still going out. It returns the average's
 // bytes as kept (chunks.go), and when the copy began to go out and when
 // the owner confirmed it had it all (zero until then).
-func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32, open time.Duration, resultBy time.Time) (result []byte, sent upload, err error) {
+func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32, open time.Duration, resultBy time.Time) (result *keptBuf, sent upload, err error) {
 	lo, hi := r.Bounds(len(local), j)
 	// Opening has its own budget: an unreachable owner fails the round
 	// now, not at its end, and a slow dial does not eat the transfer's.
@@ -790,7 +810,7 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	}
 	a.bytesSent.Add(int64(len(hdr)))
 	type received struct {
-		kept    []byte
+		kept    *keptBuf
 		receipt time.Time
 		err     error
 	}
@@ -861,9 +881,15 @@ func (a *Averager) sendCopy(s gossip.Stream, r Round, lo, hi int, local, dropped
 // receiveAverage reads the owner's frames for part [lo, hi): its receipt
 // of our whole copy, and the average's chunks, each decoded into out (the
 // part's values) as it comes and kept where it was read.
-func (a *Averager) receiveAverage(s gossip.Stream, r Round, lo, hi int, out []float32, wait func()) (kept []byte, receipt time.Time, err error) {
+func (a *Averager) receiveAverage(s gossip.Stream, r Round, lo, hi int, out []float32, wait func()) (_ *keptBuf, receipt time.Time, err error) {
 	n := hi - lo
-	kept = make([]byte, 0, maxChunked(n, func(count int) int { return a.maxResult(r, count) }))
+	kb := a.newKept(maxChunked(n, func(count int) int { return a.maxResult(r, count) }))
+	defer func() {
+		if err != nil {
+			a.drop(kb)
+		}
+	}()
+	kept := kb.b
 	for c := 0; c < chunkCount(n); {
 		clo, chi := chunkBounds(n, c)
 		wait()
@@ -882,7 +908,8 @@ func (a *Averager) receiveAverage(s gossip.Stream, r Round, lo, hi int, out []fl
 		kept = keepChunk(kept, f)
 		c++
 	}
-	return kept, receipt, nil
+	kb.b = kept
+	return kb, receipt, nil
 }
 
 // roundTrip returns what xs decode to after the codec.
@@ -973,11 +1000,18 @@ func (a *Averager) serve(s gossip.Stream) {
 	buf := getVec(count)
 	a.mu.Lock()
 	claimed := rs.claim(h.Sender, buf)
+	// The average's chunks go out from the owner's kept buffer: held
+	// until this stream is done with it.
+	held := rs.kept
+	if claimed {
+		a.holdLocked(held)
+	}
 	a.mu.Unlock()
 	if !claimed {
 		putVec(buf)
 		return // a second stream from the same sender, or the round is over
 	}
+	defer a.drop(held)
 	// Like the sender's frames, ours are bounded by the round's deadline.
 	s.SetTimeout(max(a.clk.Until(deadline), time.Millisecond))
 	in := &inbound{}

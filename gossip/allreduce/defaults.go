@@ -99,9 +99,13 @@ const (
 	maxPendingPerPeer = 4
 
 	// keepResults is how many recent rounds' parts a peer keeps for
-	// repairs. Larger: a slow member can still repair an older round;
-	// smaller: less memory (a part each).
-	keepResults = 16
+	// repairs and reports: a whole vector's bytes each. A member lags
+	// the others by a round or two at most (it cannot start a round
+	// before its last one is over, and PowerSGD runs two a step), and a
+	// peer's kept buffers are recycled once they leave (kept.go).
+	// Larger: a member further behind can still repair; smaller: less
+	// memory, and buffers come back sooner.
+	keepResults = 4
 
 	// defaultJoinWindow is MatchConfig.JoinWindow when unset: how long an
 	// assembler waits for the peers it expects after the first join.

@@ -33,7 +33,8 @@ type results struct {
 	members  []peer.ID // the round's
 	me       int       // our index in members
 	parts    [][]byte
-	known    []bool // the direct outcome of a part is in
+	bufs     []*keptBuf // parts' buffers, held while the part is kept (kept.go)
+	known    []bool     // the direct outcome of a part is in
 
 	sums    []digest  // our digest of each part we hold, directly or repaired
 	have    []bool    // we hold part j
@@ -82,17 +83,30 @@ func (r *results) allReported() bool {
 }
 
 // resolve records the direct outcome of part j of res and wakes repairs
-// waiting for it.
-func (a *Averager) resolve(res *results, j int, part []byte) {
+// waiting for it. kb, when set, is part's buffer: the results take over
+// its user.
+func (a *Averager) resolve(res *results, j int, part []byte, kb *keptBuf) {
 	var sum digest
 	if part != nil {
 		sum = digestOf(part) // outside the lock: parts resolve in parallel
 	}
 	a.mu.Lock()
 	if res.resolve(j, part, sum) {
+		res.bufs[j] = kb
 		a.signalLocked()
+	} else {
+		a.dropLocked(kb)
 	}
 	a.mu.Unlock()
+}
+
+// resolveKept is resolve with the part in kb (nil: no part).
+func (a *Averager) resolveKept(res *results, j int, kb *keptBuf) {
+	if kb == nil {
+		a.resolve(res, j, nil, nil)
+		return
+	}
+	a.resolve(res, j, kb.b, kb)
 }
 
 func (a *Averager) track(r Round, me int, deadline time.Time) *results {
@@ -100,7 +114,7 @@ func (a *Averager) track(r Round, me int, deadline time.Time) *results {
 	defer a.mu.Unlock()
 	a.resultSeq++
 	k := len(r.Members)
-	res := &results{seq: a.resultSeq, deadline: deadline, members: r.Members, me: me, parts: make([][]byte, k), known: make([]bool, k),
+	res := &results{seq: a.resultSeq, deadline: deadline, members: r.Members, me: me, parts: make([][]byte, k), bufs: make([]*keptBuf, k), known: make([]bool, k),
 		sums: make([]digest, k), have: make([]bool, k), reports: make([]*report, k), gone: make([]bool, k)}
 	a.results[r.ID] = res
 	if len(a.results) > keepResults {
@@ -110,6 +124,9 @@ func (a *Averager) track(r Round, me int, deadline time.Time) *results {
 		}
 		sort.Slice(ids, func(i, j int) bool { return a.results[ids[i]].seq < a.results[ids[j]].seq })
 		for _, old := range ids[:len(ids)-keepResults] {
+			for _, kb := range a.results[old].bufs {
+				a.dropLocked(kb)
+			}
 			delete(a.results, old)
 		}
 	}
@@ -145,8 +162,10 @@ func (a *Averager) serveRepair(s gossip.Stream) {
 	defer wait.Stop()
 	a.await(nil, wait.C, func() bool { return res.known[req.Part] })
 	a.mu.Lock()
-	part := res.parts[req.Part]
+	part, kb := res.parts[req.Part], res.bufs[req.Part]
+	a.holdLocked(kb) // while its bytes go out
 	a.mu.Unlock()
+	defer a.drop(kb)
 	if part == nil {
 		s.Send(append([]byte{resultFail}, "did not get that part either"...))
 		s.Close()

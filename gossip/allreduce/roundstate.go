@@ -59,6 +59,7 @@ type roundState struct {
 	// where chunk c's framed bytes end in blob (chunks.go).
 	blob []byte
 	ends []int
+	kept *keptBuf // blob's buffer, for the streams sending from it to hold
 
 	finished bool   // the outcome below is final
 	result   []byte // the encoded average every sender gets
