@@ -453,19 +453,60 @@ func (a *Averager) AllReduceEF(ctx context.Context, r Round, local, residual, ou
 	return nil
 }
 
-var vecPool sync.Pool
+// spareVecs are vectors for reuse, of whatever sizes rounds asked for (a
+// part, a chunk, a whole vector): a sync.Pool hands back any one, and
+// dropping one too small for a part meant fresh memory, and its page
+// faults, in every round.
+var spareVecs struct {
+	sync.Mutex
+	free []*[]float32
+}
 
-// getVec returns a vector of n values (contents unspecified).
+// maxSpareVecs caps spareVecs: a round takes a copy per member and a few more.
+const maxSpareVecs = 32
+
+// getVec returns a vector of n values (contents unspecified): the
+// smallest spare that fits, or a new one.
 func getVec(n int) *[]float32 {
-	if p, ok := vecPool.Get().(*[]float32); ok && cap(*p) >= n {
+	spareVecs.Lock()
+	best := -1
+	for i, p := range spareVecs.free {
+		if cap(*p) >= n && (best < 0 || cap(*p) < cap(*spareVecs.free[best])) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		p := spareVecs.free[best]
+		last := len(spareVecs.free) - 1
+		spareVecs.free[best], spareVecs.free[last] = spareVecs.free[last], nil
+		spareVecs.free = spareVecs.free[:last]
+		spareVecs.Unlock()
 		*p = (*p)[:n]
 		return p
 	}
+	spareVecs.Unlock()
 	v := make([]float32, n)
 	return &v
 }
 
-func putVec(p *[]float32) { vecPool.Put(p) }
+// putVec spares p; when the spares are full, the smallest goes.
+func putVec(p *[]float32) {
+	spareVecs.Lock()
+	defer spareVecs.Unlock()
+	if len(spareVecs.free) < maxSpareVecs {
+		spareVecs.free = append(spareVecs.free, p)
+		return
+	}
+	small := 0
+	for i, q := range spareVecs.free {
+		if cap(*q) < cap(*spareVecs.free[small]) {
+			small = i
+		}
+	}
+	if cap(*p) > cap(*spareVecs.free[small]) {
+		spareVecs.free[small] = p
+	}
+}
 
 // allReduce runs one round; when dropped is non-nil it receives, per value
 // this peer sent, what the codec dropped (zero for the part it owns).
