@@ -51,6 +51,8 @@ so this measures the CPU cost of averaging, not a network.`,
 			if res.CPUSecondsPerRound > 0 {
 				fmt.Printf("  CPU per round      %8.1f ms     (all hosts, user + system)\n", 1000*res.CPUSecondsPerRound)
 			}
+			fmt.Printf("  floor              %8.1f ms     (%.0f ms CPU; the same bytes all-to-all over raw streams: %.2f x)\n",
+				1000*res.FloorSeconds, 1000*res.FloorCPUSeconds, res.SecondsPerRound/res.FloorSeconds)
 			fmt.Printf("  bus bandwidth      %8.1f MiB/s   (%.3f x raw stream)\n", res.BusBandwidth/(1<<20), res.BusBandwidth/res.RawStream)
 			fmt.Printf("  aggregate payload  %8.1f MiB/s   (%.3f x raw stream)\n", res.Aggregate/(1<<20), res.Aggregate/res.RawStream)
 			fmt.Printf("  raw single stream  %8.1f MiB/s\n", res.RawStream/(1<<20))
