@@ -23,22 +23,62 @@ func benchCmd() *cobra.Command {
 	cfg := node.AllReduceBench{Hosts: 4, Rounds: 5, Codec: "fp32", Lossless: "none", Aggregate: "mean"}
 	var mib float64
 	var asJSON bool
+	var procs int
+	var join string
+	var listen []string
 	ar := &cobra.Command{
 		Use:   "allreduce",
-		Short: "All-reduce bus bandwidth among loopback hosts, next to one raw stream measured in the same run",
+		Short: "All-reduce bus bandwidth among loopback hosts, or among processes on your machines (--procs, --join)",
 		Long: `Starts N libp2p hosts on 127.0.0.1 in this process, all-reduces a vector among
 them, and reports the bus bandwidth 2(N-1)/N*S/t next to the throughput of one raw
-stream between two of the same hosts. Loopback is CPU-bound (encryption, copies),
-so this measures the CPU cost of averaging, not a network.`,
+stream between two of the same hosts, and the floor: the same bytes sent all-to-all
+over raw streams. Loopback is CPU-bound (encryption, copies), so this measures the
+CPU cost of averaging, not a network.
+
+To measure your network, run one process per machine: the first with --procs N
+(and --listen where the others can reach it) prints its join addresses; each of the
+other N-1 runs --join ADDR. The first process's flags set the vector, codec and
+rounds; it prints every member's time per round.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if join != "" {
+				if procs != 0 {
+					return fmt.Errorf("--join %s with --procs %d: the leader sets the members; give --procs to the first process only", join, procs)
+				}
+				m, err := node.BenchJoin(cmd.Context(), join, listen)
+				if err != nil {
+					return err
+				}
+				return printBenchMembers(cmd, []node.BenchMember{m}, asJSON)
+			}
 			if !(mib > 0 && mib <= 256) {
 				return fmt.Errorf("--mib %v: want (0, 256]", mib)
+			}
+			if procs != 0 {
+				if procs < 2 || procs > 64 {
+					return fmt.Errorf("--procs %d: want 2..64 processes, this one included", procs)
+				}
+				cfg.Hosts = procs
 			}
 			if err := checkBenchFlags(cfg); err != nil {
 				return err
 			}
 			cfg.Floats = int(mib * (1 << 20) / 4)
+			if procs != 0 {
+				ms, err := node.BenchLead(cmd.Context(), cfg, listen, func(addrs []string) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "waiting for %d processes; on each other machine run\n", procs-1)
+					for _, a := range addrs {
+						fmt.Fprintf(cmd.ErrOrStderr(), "  swarmtrain bench allreduce --join %s\n", a)
+					}
+				})
+				if err != nil {
+					return err
+				}
+				if !asJSON {
+					fmt.Printf("all-reduce of %.1f MiB among %d processes (%s/%s, %s), %d rounds\n", mib, procs, cfg.Codec, cfg.Lossless, cfg.Aggregate, cfg.Rounds)
+				}
+				return printBenchMembers(cmd, ms, asJSON)
+			}
 			res, err := node.BenchAllReduce(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -67,8 +107,36 @@ so this measures the CPU cost of averaging, not a network.`,
 	fs.StringVar(&cfg.Lossless, "lossless", cfg.Lossless, "none, zstd or s2")
 	fs.StringVar(&cfg.Aggregate, "aggregate", cfg.Aggregate, "the owners' rule, as for swarmtrain node --aggregate: mean, clip or trimmed")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	fs.IntVar(&procs, "procs", 0, "members as separate processes, this one included: wait for the others to --join (0: all in this process)")
+	fs.StringVar(&join, "join", "", "join the bench a --procs process leads at this address, and run its plan")
+	fs.StringSliceVar(&listen, "listen", []string{"/ip4/0.0.0.0/tcp/0"}, "listen addresses with --procs or --join (multiaddrs)")
 	cmd.AddCommand(ar, benchCompressCmd(), benchTrainCmd())
 	return cmd
+}
+
+// printBenchMembers prints a multi-process bench's figures per member.
+func printBenchMembers(cmd *cobra.Command, ms []node.BenchMember, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(cmd.OutOrStdout()).Encode(ms)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "  %-14s %12s %14s %12s\n", "member", "ms/round", "busbw MiB/s", "CPU ms")
+	var failed []string
+	for _, m := range ms {
+		name := m.Peer
+		if len(name) > 14 {
+			name = "…" + name[len(name)-13:]
+		}
+		if m.Error != "" {
+			fmt.Fprintf(cmd.OutOrStdout(), "  %-14s failed: %s\n", name, m.Error)
+			failed = append(failed, name)
+			continue
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "  %-14s %12.1f %14.1f %12.1f\n", name, 1000*m.SecondsPerRound, m.BusBandwidth/(1<<20), 1000*m.CPUSeconds)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("bench: %d of %d members failed", len(failed), len(ms))
+	}
+	return nil
 }
 
 func benchCompressCmd() *cobra.Command {
