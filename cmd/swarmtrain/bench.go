@@ -1,16 +1,22 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
+	"github.com/swarmtrain/swarmtrain/gossip/averaging"
+	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 	"github.com/swarmtrain/swarmtrain/node"
 	"github.com/swarmtrain/swarmtrain/trainer"
 )
@@ -145,11 +151,18 @@ func benchCompressCmd() *cobra.Command {
 		reps     int
 		asJSON   bool
 		lossless string
+		rank     int
 	)
 	cmd := &cobra.Command{
 		Use:   "compress",
 		Short: "Every codec on normally distributed floats: ratio, encode/decode GB/s on one core, relative L2 error",
-		Args:  cobra.NoArgs,
+		Long: `Every codec on normally distributed floats: ratio, encode/decode GB/s on one core,
+relative L2 error. PowerSGD (--mode powersgd) is listed too: the floats as one
+matrix of 1024 columns, rank --rank, one member; its GB/s is a whole step (P = MQ,
+orthonormalise, Q = M^T P, the product), its error after --reps power iterations
+on the same matrix. Gaussian noise has no low-rank structure, so its error here is
+the worst case; real gradients are far closer to low rank.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !(millions > 0 && millions <= 64) {
 				return fmt.Errorf("--millions %v: want (0, 64]", millions)
@@ -157,6 +170,11 @@ func benchCompressCmd() *cobra.Command {
 			l, err := compression.LosslessByName(lossless)
 			if err != nil {
 				return fmt.Errorf("--lossless %q: want none, zstd or s2", lossless)
+			}
+			if rank != 0 {
+				if err := checkRank(rank, int(millions*1e6)); err != nil {
+					return err
+				}
 			}
 			src := make([]float32, int(millions*1e6))
 			rng := rand.New(rand.NewPCG(1, 2))
@@ -171,12 +189,23 @@ func benchCompressCmd() *cobra.Command {
 				}
 				out = append(out, m)
 			}
+			if rank > 0 {
+				m, err := measurePowerSGD(cmd.Context(), src, rank, reps)
+				if err != nil {
+					return err
+				}
+				out = append(out, m)
+			}
 			if asJSON {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
 			}
 			fmt.Printf("%.0fM normal floats, lossless stage %s, best of %d, one core\n", millions, lossless, reps)
 			fmt.Printf("  %-6s %7s %10s %10s %12s\n", "codec", "ratio", "enc GB/s", "dec GB/s", "rel L2 err")
 			for _, m := range out {
+				if m.DecodeGB == 0 { // PowerSGD: one figure for the whole step
+					fmt.Printf("  %-6s %7.2f %10.2f %10s %12.2e\n", m.Codec, m.Ratio, m.EncodeGB, "(step)", m.RelL2)
+					continue
+				}
 				fmt.Printf("  %-6s %7.2f %10.2f %10.2f %12.2e\n", m.Codec, m.Ratio, m.EncodeGB, m.DecodeGB, m.RelL2)
 			}
 			return nil
@@ -187,7 +216,66 @@ func benchCompressCmd() *cobra.Command {
 	fs.IntVar(&reps, "reps", 3, "runs per codec; the best counts")
 	fs.StringVar(&lossless, "lossless", "none", "lossless stage after the codec: none, zstd or s2")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	fs.IntVar(&rank, "rank", 4, "PowerSGD's rank (0: leave PowerSGD out)")
 	return cmd
+}
+
+// powerCols is the width of the matrix PowerSGD is measured on.
+const powerCols = 1024
+
+// checkRank refuses a PowerSGD rank that n values cannot be measured at.
+func checkRank(rank, n int) error {
+	if rank < 1 || rank >= powerCols {
+		return fmt.Errorf("--rank %d: want 0 (none) or 1..%d", rank, powerCols-1)
+	}
+	if rows := n / powerCols; rows <= rank {
+		return fmt.Errorf("--rank %d: %d values make %d rows of %d; the rank needs more rows (raise --millions)", rank, n, rows, powerCols)
+	}
+	return nil
+}
+
+// measurePowerSGD runs PowerSGD steps on src as one matrix of powerCols
+// columns, alone in its round (over an in-memory network): the ratio is
+// the vector's values over the values a step all-reduces, the speed the
+// best step's, the error that of the last step's product (each step is
+// one more power iteration on the same matrix).
+func measurePowerSGD(ctx context.Context, src []float32, rank, reps int) (compression.Measurement, error) {
+	rows := len(src) / powerCols
+	m := compression.Measurement{Codec: fmt.Sprintf("psgd%d", rank), Lossless: "none", Values: rows * powerCols}
+	if err := checkRank(rank, len(src)); err != nil {
+		return m, err
+	}
+	src = src[:rows*powerCols]
+	ps, err := averaging.NewPowerSGD(averaging.PowerSGDConfig{Rank: rank, Shapes: [][]int{{rows, powerCols}}, MinMatrix: 1, Seed: 1})
+	if err != nil {
+		return m, err
+	}
+	_, ts, ids := gossiptest.MemPeers(1)
+	av := allreduce.NewAverager(ts[0], allreduce.AveragerConfig{})
+	out := make([]float32, len(src))
+	var best time.Duration
+	for i := range max(reps, 1) {
+		r := allreduce.Round{Step: uint64(i), Members: ids, Samples: []int{1}}
+		r.ID = allreduce.RoundID("bench", r.Step, 0, ids, r.Samples, nil)
+		ps.Reset() // each step approximates src itself, not src plus what the last one left
+		start := time.Now()
+		if err := ps.AllReduce(ctx, av, r, src, out); err != nil {
+			return m, err
+		}
+		if d := time.Since(start); i == 0 || d < best {
+			best = d
+		}
+	}
+	var num, den float64
+	for i, x := range src {
+		d := float64(out[i]) - float64(x)
+		num += d * d
+		den += float64(x) * float64(x)
+	}
+	m.Ratio = float64(len(src)) / float64(ps.WireValues())
+	m.EncodeGB = float64(4*len(src)) / best.Seconds() / 1e9
+	m.RelL2 = math.Sqrt(num / den)
+	return m, nil
 }
 
 func benchTrainCmd() *cobra.Command {
