@@ -47,7 +47,8 @@ type AllReduceBenchResult struct {
 	// the cost being measured. 0 where the OS does not say.
 	CPUSecondsPerRound float64 `json:"cpu_seconds_per_round"`
 	// FloorSeconds is the all-reduce's floor on this transport: every
-	// host sending 2·S/N bytes to every other at once over raw streams,
+	// host sending 2·S/N bytes (S encoded with the codec) to every other
+	// at once over raw streams,
 	// the bytes and pattern of a round without any averaging (mean of
 	// three, after the rounds); FloorCPUSeconds its CPU time.
 	FloorSeconds    float64 `json:"floor_seconds"`
@@ -126,7 +127,7 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 	const floorReps = 3
 	start, cpu0 = time.Now(), processCPU()
 	for range floorReps {
-		if err := allToAll(ctx, hosts, 2*4*cfg.Floats/cfg.Hosts); err != nil {
+		if err := allToAll(ctx, hosts, 2*codec.MaxEncodedLen(cfg.Floats/cfg.Hosts)); err != nil {
 			return res, err
 		}
 	}
