@@ -23,7 +23,8 @@ import (
 // measures their own network: a leader (BenchLead) waits for the others
 // to join it (BenchJoin), tells every member the plan (members in order,
 // their addresses, the vector and codec), and every process then runs
-// the same rounds as in BenchAllReduce, each timing its own. Joiners send
+// the same rounds as in BenchAllReduce, each timing its own, once every
+// member has said it serves the all-reduce. Joiners send
 // their figures back, so the leader reports them all.
 
 // benchProto is the bench's control stream: a joiner's hello, the
@@ -83,6 +84,7 @@ func BenchLead(ctx context.Context, cfg AllReduceBench, listen []string, ready f
 		return nil, err
 	}
 	defer h.Close()
+	av := benchAverager(h, cfg) // before anyone can know of us: a member may send at once
 	joined := make(chan *p2p.Stream, cfg.Hosts)
 	h.SetStreamHandler(benchProto, func(s network.Stream) {
 		select {
@@ -129,7 +131,19 @@ func BenchLead(ctx context.Context, cfg AllReduceBench, listen []string, ready f
 			return nil, fmt.Errorf("bench: sending the plan to %s: %w", s.RemotePeer().ShortString(), err)
 		}
 	}
-	out := []BenchMember{runBenchMember(ctx, h, plan)}
+	// Every member serves the all-reduce before anyone starts: a member
+	// that opened a stream to one still setting up would fail its round.
+	for _, s := range streams {
+		if _, err := s.Recv(1); err != nil {
+			return nil, fmt.Errorf("bench: waiting for %s to be ready: %w", s.RemotePeer().ShortString(), err)
+		}
+	}
+	for _, s := range streams {
+		if err := s.Send([]byte{1}); err != nil {
+			return nil, fmt.Errorf("bench: starting %s: %w", s.RemotePeer().ShortString(), err)
+		}
+	}
+	out := []BenchMember{runBenchMember(ctx, h, av, plan)}
 	for _, s := range streams {
 		m := BenchMember{Peer: s.RemotePeer().String()}
 		if b, err := s.Recv(maxBenchFrame); err != nil {
@@ -181,7 +195,16 @@ func BenchJoin(ctx context.Context, addr string, listen []string) (BenchMember, 
 		s.Reset()
 		return BenchMember{}, fmt.Errorf("bench: the leader's plan: %d members, %v", len(plan.Members), err)
 	}
-	m := runBenchMember(ctx, h, plan)
+	av := benchAverager(h, plan.Bench)
+	if err := s.Send([]byte{1}); err != nil { // ready
+		s.Reset()
+		return BenchMember{}, err
+	}
+	if _, err := s.Recv(1); err != nil { // go: every member is ready
+		s.Reset()
+		return BenchMember{}, fmt.Errorf("bench: waiting for the start: %w", err)
+	}
+	m := runBenchMember(ctx, h, av, plan)
 	b, _ = json.Marshal(m)
 	if err := s.Send(b); err != nil {
 		s.Reset()
@@ -213,14 +236,19 @@ func checkBench(cfg AllReduceBench) error {
 	return err
 }
 
-// runBenchMember runs plan's rounds as this host's member.
-func runBenchMember(ctx context.Context, h *p2p.Host, plan BenchPlan) BenchMember {
-	m := BenchMember{Peer: h.ID().String()}
-	fail := func(err error) BenchMember { m.Error = err.Error(); return m }
-	cfg := plan.Bench
+// benchAverager registers the all-reduce on h as cfg (checked) says.
+func benchAverager(h *p2p.Host, cfg AllReduceBench) *allreduce.Averager {
 	codec, _ := compression.ParseCodec(cfg.Codec)
 	lossless, _ := compression.LosslessByName(cfg.Lossless)
 	agg, _ := allreduce.ParseAggregate(cfg.Aggregate)
+	return allreduce.NewAverager(&hostNetwork{h: h, timeout: time.Minute}, allreduce.AveragerConfig{Codec: codec, Lossless: lossless, Aggregate: agg, RoundTimeout: 5 * time.Minute})
+}
+
+// runBenchMember runs plan's rounds as this host's member, on av.
+func runBenchMember(ctx context.Context, h *p2p.Host, av *allreduce.Averager, plan BenchPlan) BenchMember {
+	m := BenchMember{Peer: h.ID().String()}
+	fail := func(err error) BenchMember { m.Error = err.Error(); return m }
+	cfg := plan.Bench
 	members := make([]peer.ID, len(plan.Members))
 	me := -1
 	for i, s := range plan.Members {
@@ -242,7 +270,23 @@ func runBenchMember(ctx context.Context, h *p2p.Host, plan BenchPlan) BenchMembe
 	if me < 0 {
 		return fail(errors.New("this process is not in the plan"))
 	}
-	av := allreduce.NewAverager(&hostNetwork{h: h, timeout: time.Minute}, allreduce.AveragerConfig{Codec: codec, Lossless: lossless, Aggregate: agg, RoundTimeout: 5 * time.Minute})
+	// Each member dials those before it, and waits for those after it
+	// to dial: two members dialling each other at once would cross, and
+	// a stream on the connection that loses is reset.
+	for _, p := range members[:me] {
+		if err := h.Host.Connect(ctx, peer.AddrInfo{ID: p}); err != nil {
+			return fail(fmt.Errorf("dialling member %s: %w", p.ShortString(), err))
+		}
+	}
+	for _, p := range members[me+1:] {
+		for h.Network().Connectedness(p) != network.Connected {
+			select {
+			case <-ctx.Done():
+				return fail(fmt.Errorf("waiting for member %s to dial: %w", p.ShortString(), ctx.Err()))
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
 	rng := rand.New(rand.NewPCG(uint64(me), 2))
 	vec, out := make([]float32, cfg.Floats), make([]float32, cfg.Floats)
 	for e := range vec {

@@ -855,28 +855,38 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 		receipt time.Time
 		err     error
 	}
+	// Either side failing resets the stream, which fails the other: the
+	// first error is the one that says what went wrong.
+	var first struct {
+		sync.Once
+		err error
+	}
+	fail := func(err error) {
+		first.Do(func() { first.err = err })
+		s.Reset()
+	}
 	back := make(chan received, 1)
 	go func() {
 		kept, receipt, err := a.receiveAverage(s, r, lo, hi, out[lo:hi], wait)
 		if err != nil {
-			s.Reset() // the owner failed us: our copy need not go on
+			fail(err) // the owner failed us: our copy need not go on
 		}
 		back <- received{kept, receipt, err}
 	}()
 	begun := a.clk.Now()
 	bytes, serr := a.sendCopy(s, r, lo, hi, local, dropped, wait)
 	if serr != nil {
-		s.Reset() // the owner cannot average without our copy: stop reading
+		fail(serr) // the owner cannot average without our copy: stop reading
 	}
 	got := <-back
 	if !got.receipt.IsZero() {
 		sent = upload{bytes: bytes, first: begun, last: got.receipt}
 	}
 	switch {
-	case serr != nil && (got.err == nil || !errors.Is(got.err, errOwnerFailed)):
-		return nil, sent, serr
-	case got.err != nil:
-		return nil, sent, got.err
+	case got.err != nil && errors.Is(got.err, errOwnerFailed):
+		return nil, sent, got.err // the owner said why
+	case serr != nil || got.err != nil:
+		return nil, sent, first.err
 	}
 	ok = true
 	s.Close()
