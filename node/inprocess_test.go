@@ -323,3 +323,25 @@ func atLeast(n *Node, step uint64) error {
 	}
 	return nil
 }
+
+// A node that asks for more peers than will ever show up, joining a swarm
+// that is already training, does not wait for them: the swarm's step
+// says the run has begun, so it syncs and takes part.
+func TestInProcessLateJoinerSkipsMinPeers(t *testing.T) {
+	const steps = 30
+	sw, data := newMemSwarm(), tinyData(t)
+	nodes := swarmOf(t, sw, data, 2, steps, nil)
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		return atLeast(nodes[0].n, 5)
+	})
+	late := memConfig(t, sw, data, steps)
+	late.Join = []string{nodes[0].n.Addrs()[0]}
+	late.MinPeers = 4 // a peer the joiner will never see
+	late.MinPeersTimeout = 20 * time.Second
+	joiner := start(t, late)
+	res := []*Result{nodes[0].wait(t, 60*time.Second), nodes[1].wait(t, 60*time.Second), joiner.wait(t, 60*time.Second)}
+	oneState(t, steps, res...)
+	if res[2].Syncs == 0 {
+		t.Errorf("the latecomer synced %d times, want at least once", res[2].Syncs)
+	}
+}

@@ -386,7 +386,10 @@ func (n *Node) publishProgress(ctx context.Context, step uint64, samples int) {
 }
 
 // waitForPeers holds the first step until MinPeers are live, so a demo
-// swarm starts together instead of one node racing ahead alone.
+// swarm starts together instead of one node racing ahead alone. A swarm
+// already past our step has started without us: waiting for the rest of
+// MinPeers then only risks the timeout (a peer reachable through a relay
+// shows up late, one may have died), so we join it and sync its state.
 func (n *Node) waitForPeers(ctx context.Context) error {
 	need := n.cfg.MinPeers
 	if n.joined() {
@@ -400,7 +403,7 @@ func (n *Node) waitForPeers(ctx context.Context) error {
 	n.setPhase("waiting for peers")
 	deadline := time.Now().Add(n.cfg.MinPeersTimeout)
 	for {
-		if live := n.livePeers() + 1; live >= need {
+		if live := n.livePeers() + 1; live >= need || n.behind(n.currentStep()) {
 			return nil
 		}
 		if time.Now().After(deadline) {
