@@ -21,7 +21,8 @@ var ErrRelayedOnly = errors.New("connected only through a relay; no hole punch m
 // doubled by every failure, then went to a wait that could not succeed
 // (48 s at a time behind two NATs that drop punches). A punch is tried
 // when the relayed connection opens, so the wait is bounded by punchWait
-// from the newest relayed connection's opening; past it we fail at once.
+// from the newest relayed connection's opening (or from now, when a dial
+// must find a connection first); past it we fail at once.
 func (h *Host) NewDirectStream(ctx context.Context, p peer.ID, punchWait time.Duration, pids ...protocol.ID) (network.Stream, error) {
 	conns := h.Network().ConnsToPeer(p)
 	var newest time.Time
@@ -34,16 +35,22 @@ func (h *Host) NewDirectStream(ctx context.Context, p peer.ID, punchWait time.Du
 		}
 	}
 	if len(conns) == 0 {
-		return h.NewStream(ctx, p, pids...) // a dial, which may find a direct path
+		// A dial: it may find a direct path, or only a relayed one and
+		// then wait for the punch it triggers, which is as long as a punch
+		// over a connection that opens now is given.
+		newest = time.Now()
 	}
 	wait := time.Until(newest.Add(punchWait))
 	if wait <= 0 {
+		if len(conns) == 0 {
+			return h.NewStream(ctx, p, pids...) // no wait asked for
+		}
 		return nil, fmt.Errorf("%s: %w", p, ErrRelayedOnly)
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	s, err := h.NewStream(wctx, p, pids...)
-	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil && h.Relayed(p) {
 		return nil, fmt.Errorf("%s: %w (waited %v)", p, ErrRelayedOnly, wait.Round(time.Millisecond))
 	}
 	return s, err

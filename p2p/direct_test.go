@@ -47,14 +47,16 @@ func TestNewDirectStreamOverRelay(t *testing.T) {
 	for _, ra := range r.Addrs() {
 		a.Peerstore().AddAddr(b.ID(), ra.Encapsulate(circuit), time.Hour)
 	}
-	if err := a.Host.Connect(network.WithAllowLimitedConn(ctx, "test"), peer.AddrInfo{ID: b.ID()}); err != nil {
-		t.Fatal(err)
+	// No connection yet: the dial finds only the relay, and the stream
+	// waits for a punch no longer than over a relayed connection.
+	if _, err := a.NewDirectStream(ctx, b.ID(), 300*time.Millisecond, proto); !errors.Is(err, ErrRelayedOnly) {
+		t.Fatalf("a direct stream to a peer reachable only through a relay: %v, want ErrRelayedOnly after the wait", err)
 	}
 	if !a.Relayed(b.ID()) {
 		t.Fatal("the test needs a relayed-only connection")
 	}
 
-	// Within punchWait: wait, then fail naming the relay.
+	// Within punchWait of the connection: wait, then fail naming the relay.
 	if _, err := a.NewDirectStream(ctx, b.ID(), 300*time.Millisecond, proto); !errors.Is(err, ErrRelayedOnly) {
 		t.Fatalf("a direct stream over a fresh relayed connection: %v, want ErrRelayedOnly after the wait", err)
 	}
