@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/swarmtrain/swarmtrain/gossip/averaging"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
@@ -58,6 +60,12 @@ func start(t *testing.T, cfg Config) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return run(t, n)
+}
+
+// run runs n in the background until the test ends.
+func run(t *testing.T, n *Node) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{n: n, cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -343,5 +351,49 @@ func TestInProcessLateJoinerSkipsMinPeers(t *testing.T) {
 	oneState(t, steps, res...)
 	if res[2].Syncs == 0 {
 		t.Errorf("the latecomer synced %d times, want at least once", res[2].Syncs)
+	}
+}
+
+// stuckStrategy hangs in one round from step from on until its context
+// ends, and then fails with a plain error, not a round's: a member stuck
+// in a round whose deadline has backed off to minutes.
+type stuckStrategy struct {
+	averaging.Strategy
+	from  uint64
+	stuck atomic.Bool
+}
+
+func (s *stuckStrategy) Step(ctx context.Context, env averaging.Env, step uint64, grad []float32, samples int) (averaging.Outcome, error) {
+	if step >= s.from && s.stuck.CompareAndSwap(false, true) {
+		select {
+		case <-ctx.Done():
+			return averaging.Outcome{}, fmt.Errorf("stuck round: %w", ctx.Err())
+		case <-time.After(30 * time.Second):
+			return averaging.Outcome{}, errors.New("stuck round: nothing ended it in 30 s")
+		}
+	}
+	return s.Strategy.Step(ctx, env, step, grad, samples)
+}
+
+// A member stuck in a round leaves it once the swarm has taken a step
+// without it, syncs, and ends on the swarm's state: it does not sit out
+// the run in one round.
+func TestInProcessStuckRoundLeftWhenSwarmMovesOn(t *testing.T) {
+	const steps = 40
+	sw, data := newMemSwarm(), tinyData(t)
+	nodes := swarmOf(t, sw, data, 2, steps, nil)
+	cfg := memConfig(t, sw, data, steps)
+	cfg.Join = []string{nodes[0].n.Addrs()[0]}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := &stuckStrategy{Strategy: n.strategy, from: 5}
+	n.strategy = stuck
+	late := run(t, n)
+	res := []*Result{nodes[0].wait(t, 60*time.Second), nodes[1].wait(t, 60*time.Second), late.wait(t, 60*time.Second)}
+	oneState(t, steps, res...)
+	if !stuck.stuck.Load() || res[2].Syncs == 0 {
+		t.Errorf("the stuck member got stuck: %v, synced %d times; want stuck, then synced", stuck.stuck.Load(), res[2].Syncs)
 	}
 }

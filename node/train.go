@@ -86,10 +86,11 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			continue // the swarm moved on while we computed: sync first
 		}
 		n.adv.gradient(step, mean)
-		// A round we are in ends even if we are leaving: the others
-		// would wait for our part and count the round failed.
 		began := time.Now()
-		out, err := n.strategy.Step(context.WithoutCancel(ctx), env, step, mean, acc.samples)
+		rctx, endRound := n.roundContext(ctx, step)
+		out, err := n.strategy.Step(rctx, env, step, mean, acc.samples)
+		movedOn := errors.Is(context.Cause(rctx), errMovedOn)
+		endRound()
 		if err == nil && out.Members != nil {
 			n.dash.roundDone(time.Since(began))
 		}
@@ -105,6 +106,10 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		}
 		var round *averaging.RoundError
 		switch {
+		case err != nil && movedOn:
+			n.log.Info("the swarm took a step without us while our round went on; leaving it to sync", "step", step, "err", err)
+			n.resync.Store(true)
+			continue
 		case errors.Is(err, allreduce.ErrBehind):
 			n.log.Info("swarm averaged without us; syncing", "step", step)
 			n.aheadHint.Store(step + 1)
@@ -125,6 +130,45 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		case err != nil:
 			return nil, err
 		}
+	}
+}
+
+// errMovedOn ends a round the swarm no longer needs.
+var errMovedOn = errors.New("the swarm took a step without us")
+
+// movedOnPoll is how often a round in flight checks whether the swarm
+// went on without it.
+const movedOnPoll = 250 * time.Millisecond
+
+// roundContext is the context of our round at step. A leave does not end
+// it (the others would wait for our part and count the round failed),
+// but the swarm taking step+1 without us does: a round's deadline backs
+// off after failures (up to minutes on a first round with unmeasured
+// links), and a member stuck in one (an owner waiting for a copy that a
+// peer behind NAT never sent) would sit out the whole run meanwhile. A
+// quorum past step+1 has finished a round that we were not in, so ours
+// can only leave us behind: better to sync now.
+func (n *Node) roundContext(ctx context.Context, step uint64) (context.Context, func()) {
+	rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(movedOnPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if n.behind(step + 1) {
+					cancel(errMovedOn)
+					return
+				}
+			}
+		}
+	}()
+	return rctx, func() {
+		close(done)
+		cancel(nil)
 	}
 }
 
