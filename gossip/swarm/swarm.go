@@ -166,6 +166,16 @@ func (v View) MinVouch() int {
 	return 1
 }
 
+// isClient reports whether p cannot be dialled, as far as we know: self
+// by our own mode, others by their heartbeats.
+func (v View) isClient(p peer.ID) bool {
+	if p == v.Self {
+		return v.Client
+	}
+	i := slices.IndexFunc(v.Live, func(m gossip.Member) bool { return m.Peer == p })
+	return i >= 0 && v.Live[i].Client
+}
+
 func (v View) isTrainer(p peer.ID) bool {
 	return slices.ContainsFunc(v.trainers(), func(m gossip.Member) bool { return m.Peer == p })
 }
@@ -185,12 +195,22 @@ func (v View) Candidates() []peer.ID {
 			out = append(out, p)
 		}
 	}
-	if len(out) > 0 {
+	// Clients cannot be dialled, so they assemble only when nobody else
+	// can: not while an owner of the last group is here, and not while
+	// any owner trains. A client that assembled anyway (it turned client
+	// after its last round; it was alone for a moment) would wait for
+	// the owners, close the group alone and, its last group now itself,
+	// train on alone for the rest of the run, on its own state
+	// (TestHomeNodesNoPunch).
+	if owners := slices.DeleteFunc(slices.Clone(out), v.isClient); len(owners) > 0 {
+		return owners
+	}
+	if len(out) > 0 && !slices.ContainsFunc(v.trainers(), func(m gossip.Member) bool { return !m.Client }) {
 		return out
 	}
-	// Clients cannot be dialled, so they assemble only when nobody else
-	// can. Heartbeats may disagree on who is a client for a moment; the
+	// Heartbeats may disagree on who is a client for a moment; the
 	// rounds after the first use LastGroup, which every member shares.
+	out = out[:0]
 	var clients []peer.ID
 	add := func(p peer.ID, client bool) {
 		if client {

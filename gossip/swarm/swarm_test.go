@@ -57,6 +57,10 @@ func TestCandidates(t *testing.T) {
 		{"first step: clients do not assemble", nil, []gossip.Member{client(live[0]), live[1], client(live[2])}, ids("b", "self"), false},
 		{"first step: nor does self as a client", nil, []gossip.Member{client(live[0]), live[1]}, ids("b"), true},
 		{"first step, only clients: they must", nil, []gossip.Member{client(live[0])}, ids("a", "self"), true},
+		{"a client of the last group does not assemble", ids("a", "b", "c"), []gossip.Member{live[0], client(live[1]), live[2]}, ids("a", "c"), false},
+		{"nor does self, turned client since", []peer.ID{self, "a", "b"}, live, ids("a", "b"), true},
+		{"a lone client's last group, owners live: the owners", []peer.ID{self}, live, ids("a", "b", "c"), true},
+		{"a last group of clients, no owner live: they must", []peer.ID{self, "a"}, []gossip.Member{client(live[0])}, []peer.ID{self, "a"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := View{Self: self, Live: tc.live, LastGroup: tc.last, Client: tc.client}
