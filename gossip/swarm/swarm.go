@@ -258,12 +258,33 @@ func (v View) Expected(step uint64) []peer.ID {
 // minimum, except that a Moshpit grid line smaller than it still counts
 // (the swarm as a whole exceeds the cap, and so the minimum; without
 // this, peers on a short line would never average again).
+//
+// A joiner that has not yet averaged with anyone never steps alone,
+// whatever the run's minimum: it came to follow its bootstrap peers, and
+// a round of one would fork it off their state. Were it then faster
+// than they are (its rounds take no time), it would stay ahead of every
+// voter, compare its hash with none, and end the run on its own state
+// (TestHomeNodesPunch under load: a home node that lost sight of the
+// swarm for a moment right after its download).
 func (v View) MinGroupAt(step uint64) int {
 	need := v.MinGroup
 	if grid := v.Moshpit(); grid != nil {
-		need = min(need, len(v.MoshpitGroup(step, grid)))
+		return min(need, len(v.MoshpitGroup(step, grid)))
+	}
+	if len(v.Bootstrap) > 0 && !v.averaged() {
+		need = max(need, 2)
 	}
 	return need
+}
+
+// averaged reports whether we have averaged with any peer lately.
+func (v View) averaged() bool {
+	for _, w := range v.Weight {
+		if w > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Moshpit is the swarm's grid members (sorted, self included) when the

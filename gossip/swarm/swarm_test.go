@@ -286,3 +286,25 @@ func TestMoshpitLineSmallerThanMinGroup(t *testing.T) {
 		t.Errorf("at the cap: minimum %d, want the run's 4", need)
 	}
 }
+
+// A joiner that has averaged with nobody yet never steps alone; once it
+// has, or with no bootstrap peer (the swarm's first node), the run's
+// minimum holds.
+func TestJoinerNeverStepsAlone(t *testing.T) {
+	v := View{Run: "r", Self: self, MinGroup: 1, Bootstrap: ids("a")}
+	if need := v.MinGroupAt(3); need != 2 {
+		t.Errorf("a joiner that averaged with nobody: minimum %d, want 2", need)
+	}
+	v.Weight = map[peer.ID]int{"b": 1}
+	if need := v.MinGroupAt(3); need != 1 {
+		t.Errorf("a joiner that averaged with b: minimum %d, want the run's 1", need)
+	}
+	v.Weight, v.Bootstrap = nil, nil
+	if need := v.MinGroupAt(3); need != 1 {
+		t.Errorf("the first node: minimum %d, want the run's 1", need)
+	}
+	v.Bootstrap, v.MinGroup = ids("a"), 3
+	if need := v.MinGroupAt(3); need != 3 {
+		t.Errorf("a joiner in a run of minimum 3: %d, want 3", need)
+	}
+}
