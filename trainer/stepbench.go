@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -73,6 +74,25 @@ type StepTiming struct {
 	MsPerStep float64 `json:"ms_per_step"`
 	GFLOPs    float64 `json:"gflop_per_s"`
 	Samples   float64 `json:"samples_per_s"`
+	Engine    string  `json:"engine"`
+}
+
+// WithEngine returns b set to run on engine where its architecture has
+// that engine, and on gorgonia otherwise; "" keeps the default.
+func (b StepBench) WithEngine(engine string) StepBench {
+	b.Model.Engine = engine
+	if engine == EngineNative && b.Model.Arch != "" && b.Model.Arch != ArchMLP {
+		b.Model.Engine = EngineGorgonia
+	}
+	return b
+}
+
+// engine names the engine b's model runs on.
+func (b StepBench) engine() string {
+	if b.Model.Arch != "" && b.Model.Arch != ArchMLP {
+		return EngineGorgonia
+	}
+	return cmp.Or(b.Model.Engine, DefaultEngine)
 }
 
 // Prepare builds the model and returns one training step as a node runs
@@ -120,5 +140,5 @@ func (b StepBench) Run(steps int) (StepTiming, error) {
 	}
 	sec := time.Since(start).Seconds()
 	return StepTiming{Name: b.Name, Params: n, Steps: steps, MsPerStep: 1000 * sec / float64(steps),
-		GFLOPs: b.FLOPs * float64(steps) / sec / 1e9, Samples: float64(steps*b.Model.Batch) / sec}, nil
+		GFLOPs: b.FLOPs * float64(steps) / sec / 1e9, Samples: float64(steps*b.Model.Batch) / sec, Engine: b.engine()}, nil
 }

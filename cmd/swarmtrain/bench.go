@@ -1,18 +1,21 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/node"
 	"github.com/swarmtrain/swarmtrain/trainer"
+	"github.com/swarmtrain/swarmtrain/trainer/kernels"
 )
 
 func benchCmd() *cobra.Command {
@@ -121,6 +124,7 @@ func benchTrainCmd() *cobra.Command {
 	var (
 		steps  int
 		only   string
+		engine string
 		asJSON bool
 	)
 	cmd := &cobra.Command{
@@ -128,19 +132,24 @@ func benchTrainCmd() *cobra.Command {
 		Short: "Training-step speed of the shipped models (MLP, CNN, BERT): ms/step, samples/s, GFLOP/s",
 		Long: `Times the training step of each shipped configuration as a node runs it
 (forward, backward, Adam on the flat vectors), on synthetic rows of the real
-shapes. GFLOP/s counts 3x the forward pass's multiply-adds x2 per step. The
-matrix kernels are gonum's pure Go unless the binary was built with -tags openblas.`,
+shapes. GFLOP/s counts 3x the forward pass's multiply-adds x2 per step, and
+"peak" is its share of the core's measured FMA peak times GOMAXPROCS. The
+matrix kernels are trainer/kernels' assembly unless the binary was built with
+-tags openblas (or -tags gonumblas, gonum's pure Go).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if steps < 1 || steps > 100000 {
 				return fmt.Errorf("--steps %d: want 1..100000", steps)
+			}
+			if engine != "" && engine != trainer.EngineNative && engine != trainer.EngineGorgonia {
+				return fmt.Errorf("--engine %q: want %s or %s", engine, trainer.EngineNative, trainer.EngineGorgonia)
 			}
 			var out []trainer.StepTiming
 			for _, b := range trainer.StepBenches() {
 				if only != "" && !strings.Contains(b.Name, only) {
 					continue
 				}
-				r, err := b.Run(steps)
+				r, err := b.WithEngine(engine).Run(steps)
 				if err != nil {
 					return err
 				}
@@ -152,10 +161,16 @@ matrix kernels are gonum's pure Go unless the binary was built with -tags openbl
 			if asJSON {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
 			}
-			fmt.Printf("training step, %d timed steps each, BLAS: %s, GOMAXPROCS %d\n", steps, trainer.BLAS, runtime.GOMAXPROCS(0))
-			fmt.Printf("  %-28s %9s %9s %10s %9s\n", "model", "params", "ms/step", "samples/s", "GFLOP/s")
+			peak, unit := kernels.Peak(200 * time.Millisecond)
+			fmt.Printf("training step, %d timed steps each, BLAS: %s, GOMAXPROCS %d, FMA peak %.0f GFLOP/s per core (%s)\n",
+				steps, trainer.BLAS, runtime.GOMAXPROCS(0), peak, cmp.Or(unit, "not measured"))
+			fmt.Printf("  %-28s %-8s %9s %9s %10s %9s %6s\n", "model", "engine", "params", "ms/step", "samples/s", "GFLOP/s", "peak")
 			for _, r := range out {
-				fmt.Printf("  %-28s %9d %9.1f %10.0f %9.2f\n", r.Name, r.Params, r.MsPerStep, r.Samples, r.GFLOPs)
+				share := "-"
+				if peak > 0 {
+					share = fmt.Sprintf("%.0f%%", 100*r.GFLOPs/(peak*float64(runtime.GOMAXPROCS(0))))
+				}
+				fmt.Printf("  %-28s %-8s %9d %9.1f %10.0f %9.2f %6s\n", r.Name, r.Engine, r.Params, r.MsPerStep, r.Samples, r.GFLOPs, share)
 			}
 			return nil
 		},
@@ -163,6 +178,7 @@ matrix kernels are gonum's pure Go unless the binary was built with -tags openbl
 	fs := cmd.Flags()
 	fs.IntVar(&steps, "steps", 20, "timed steps per model (after one warm-up step)")
 	fs.StringVar(&only, "only", "", "run only configurations whose name contains this (mlp, cnn, bert)")
+	fs.StringVar(&engine, "engine", "", "compute engine: native (the MLP; the others stay on gorgonia) or gorgonia; default: the build's")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
