@@ -48,40 +48,94 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 		return
 	}
 	kn := active
-	workers := min(runtime.GOMAXPROCS(0), m*n*k/minWork)
+	workers := min(runtime.GOMAXPROCS(0), m*n*k/minWork, maxWorkers)
 	if workers <= 1 {
 		serial(kn, transA, transB, m, n, k, alpha, a, lda, b, ldb, c, ldc)
 		return
 	}
 	// Split the longer side of C into chunks aligned to the tile; each
-	// worker packs its own panels.
-	var wg sync.WaitGroup
+	// worker packs its own panels. The caller takes the last chunk.
+	wg := waitGroups.Get().(*sync.WaitGroup)
+	defer waitGroups.Put(wg)
+	t := task{kn: kn, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc}
+	var parts []task
+	var buf [maxWorkers]task
 	if n >= m {
 		chunk := roundUp((n+workers-1)/workers, kn.nr)
 		for j0 := 0; j0 < n; j0 += chunk {
-			nc := min(chunk, n-j0)
-			bOff := j0
+			p := t
+			p.n = min(chunk, n-j0)
+			p.c = c[j0:]
 			if transB {
-				bOff = j0 * ldb
+				p.b = b[j0*ldb:]
+			} else {
+				p.b = b[j0:]
 			}
-			wg.Go(func() {
-				serial(kn, transA, transB, m, nc, k, alpha, a, lda, b[bOff:], ldb, c[j0:], ldc)
-			})
+			parts = append(buf[:len(parts)], p)
 		}
 	} else {
 		chunk := roundUp((m+workers-1)/workers, kn.mr)
 		for i0 := 0; i0 < m; i0 += chunk {
-			mc := min(chunk, m-i0)
-			aOff := i0 * lda
+			p := t
+			p.m = min(chunk, m-i0)
+			p.c = c[i0*ldc:]
 			if transA {
-				aOff = i0
+				p.a = a[i0:]
+			} else {
+				p.a = a[i0*lda:]
 			}
-			wg.Go(func() {
-				serial(kn, transA, transB, mc, n, k, alpha, a[aOff:], lda, b, ldb, c[i0*ldc:], ldc)
-			})
+			parts = append(buf[:len(parts)], p)
 		}
 	}
+	startWorkers(len(parts) - 1)
+	wg.Add(len(parts) - 1)
+	for _, p := range parts[:len(parts)-1] {
+		p.done = wg
+		tasks <- p
+	}
+	parts[len(parts)-1].run()
 	wg.Wait()
+}
+
+// task is one worker's share of a product; done is signalled when it ends.
+type task struct {
+	kn             microKernel
+	transA, transB bool
+	m, n, k        int
+	alpha          float32
+	a, b, c        []float32
+	lda, ldb, ldc  int
+	done           *sync.WaitGroup
+}
+
+func (t *task) run() {
+	serial(t.kn, t.transA, t.transB, t.m, t.n, t.k, t.alpha, t.a, t.lda, t.b, t.ldb, t.c, t.ldc)
+}
+
+// maxWorkers caps the goroutines one product uses.
+const maxWorkers = 64
+
+// The worker pool: long-lived goroutines fed through an unbuffered
+// channel, so a parallel product neither allocates nor starts goroutines.
+var (
+	tasks      = make(chan task)
+	workersMu  sync.Mutex
+	started    int
+	waitGroups = sync.Pool{New: func() any { return new(sync.WaitGroup) }}
+)
+
+// startWorkers makes sure at least n pool goroutines run.
+func startWorkers(n int) {
+	workersMu.Lock()
+	defer workersMu.Unlock()
+	for ; started < n; started++ {
+		go func() {
+			for t := range tasks {
+				t.run()
+				t.done.Done()
+			}
+		}()
+	}
 }
 
 // workspace holds one goroutine's packed panels.

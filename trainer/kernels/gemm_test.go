@@ -233,3 +233,16 @@ func FuzzSgemm(f *testing.F) {
 		active = kernels[0]
 	})
 }
+
+// TestSgemmNoAlloc: a product, split or not, allocates nothing once the
+// pool and workspaces are warm.
+func TestSgemmNoAlloc(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	m, n, k := 128, 512, 784
+	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+	f := func() { Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c, n) }
+	f()
+	if allocs := testing.AllocsPerRun(20, f); allocs > 0 {
+		t.Errorf("%v allocations per product", allocs)
+	}
+}
