@@ -234,15 +234,26 @@ func FuzzSgemm(f *testing.F) {
 	})
 }
 
-// TestSgemmNoAlloc: a product, split or not, allocates nothing once the
-// pool and workspaces are warm.
+// TestSgemmNoAlloc: a split product allocates nothing once the pool and
+// workspaces are warm. (testing.AllocsPerRun would force GOMAXPROCS 1,
+// which never splits.)
 func TestSgemmNoAlloc(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	m, n, k := 128, 512, 784
 	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
 	f := func() { Sgemm(false, true, m, n, k, 1, a, k, b, k, 0, c, n) }
-	f()
-	if allocs := testing.AllocsPerRun(20, f); allocs > 0 {
-		t.Errorf("%v allocations per product", allocs)
+	for range 5 { // start the workers, fill the workspace pool
+		f()
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 100 {
+		f()
+	}
+	runtime.ReadMemStats(&after)
+	// A GC emptying the workspace pool may cost a refill; allow that, not
+	// one allocation per product.
+	if allocs := after.Mallocs - before.Mallocs; allocs >= 10 {
+		t.Errorf("%d allocations in 100 split products", allocs)
 	}
 }
