@@ -251,9 +251,10 @@ func TestSgemmNoAlloc(t *testing.T) {
 		f()
 	}
 	runtime.ReadMemStats(&after)
-	// A GC emptying the workspace pool may cost a refill; allow that, not
-	// one allocation per product.
-	if allocs := after.Mallocs - before.Mallocs; allocs >= 10 {
+	// A GC emptying the workspace pool costs a refill (a few buffers);
+	// allow that, not allocations on every product (goroutines and
+	// closures cost about five).
+	if allocs := after.Mallocs - before.Mallocs; allocs >= 50 {
 		t.Errorf("%d allocations in 100 split products", allocs)
 	}
 }
