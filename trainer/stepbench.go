@@ -77,16 +77,6 @@ type StepTiming struct {
 	Engine    string  `json:"engine"`
 }
 
-// WithEngine returns b set to run on engine where its architecture has
-// that engine, and on gorgonia otherwise; "" keeps the default.
-func (b StepBench) WithEngine(engine string) StepBench {
-	b.Model.Engine = engine
-	if engine == EngineNative && b.Model.Arch != "" && b.Model.Arch != ArchMLP {
-		b.Model.Engine = EngineGorgonia
-	}
-	return b
-}
-
 // engine names the engine b's model runs on.
 func (b StepBench) engine() string {
 	if b.Model.Arch != "" && b.Model.Arch != ArchMLP {

@@ -124,7 +124,6 @@ func benchTrainCmd() *cobra.Command {
 	var (
 		steps  int
 		only   string
-		engine string
 		asJSON bool
 	)
 	cmd := &cobra.Command{
@@ -141,15 +140,12 @@ matrix kernels are trainer/kernels' assembly unless the binary was built with
 			if steps < 1 || steps > 100000 {
 				return fmt.Errorf("--steps %d: want 1..100000", steps)
 			}
-			if engine != "" && engine != trainer.EngineNative && engine != trainer.EngineGorgonia {
-				return fmt.Errorf("--engine %q: want %s or %s", engine, trainer.EngineNative, trainer.EngineGorgonia)
-			}
 			var out []trainer.StepTiming
 			for _, b := range trainer.StepBenches() {
 				if only != "" && !strings.Contains(b.Name, only) {
 					continue
 				}
-				r, err := b.WithEngine(engine).Run(steps)
+				r, err := b.Run(steps)
 				if err != nil {
 					return err
 				}
@@ -178,7 +174,6 @@ matrix kernels are trainer/kernels' assembly unless the binary was built with
 	fs := cmd.Flags()
 	fs.IntVar(&steps, "steps", 20, "timed steps per model (after one warm-up step)")
 	fs.StringVar(&only, "only", "", "run only configurations whose name contains this (mlp, cnn, bert)")
-	fs.StringVar(&engine, "engine", "", "compute engine: native (the MLP; the others stay on gorgonia) or gorgonia; default: the build's")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
