@@ -1,8 +1,10 @@
 package trainer
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
@@ -52,10 +54,16 @@ func BenchmarkSgemm(b *testing.B) {
 			a := blas32.General{Rows: ar, Cols: ac, Stride: ac, Data: fill(ar * ac)}
 			bm := blas32.General{Rows: br, Cols: bc, Stride: bc, Data: fill(br * bc)}
 			c := blas32.General{Rows: s.m, Cols: s.n, Stride: s.n, Data: make([]float32, s.m*s.n)}
+			best := time.Duration(math.MaxInt64)
 			for b.Loop() {
+				start := time.Now()
 				blas32.Gemm(ta, tb, 1, a, bm, 0, c)
+				best = min(best, time.Since(start))
 			}
-			b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			flops := 2 * float64(s.m*s.n*s.k)
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			// The fastest call: what the kernel does when nobody else runs.
+			b.ReportMetric(flops/best.Seconds()/1e9, "best-GFLOP/s")
 		})
 	}
 }

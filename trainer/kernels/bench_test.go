@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -64,11 +65,19 @@ func benchGemm(b *testing.B, tA, tB bool, m, n, k int, peak float64) {
 	if tB {
 		ldb = k
 	}
+	best := time.Duration(math.MaxInt64)
 	for b.Loop() {
+		start := time.Now()
 		Sgemm(tA, tB, m, n, k, 1, a, lda, bb, ldb, 0, c, n)
+		best = min(best, time.Since(start))
 	}
-	g := 2 * float64(m*n*k) * float64(b.N) / b.Elapsed().Seconds() / 1e9
-	b.ReportMetric(g, "GFLOP/s")
+	flops := 2 * float64(m*n*k)
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	// On a shared machine others' load only slows a call down, so the
+	// fastest call is the kernel's own speed; compare it with the peak,
+	// which Peak measures the same way.
+	g := flops / best.Seconds() / 1e9
+	b.ReportMetric(g, "best-GFLOP/s")
 	if peak > 0 {
 		b.ReportMetric(100*g/peak, "%peak")
 	}
