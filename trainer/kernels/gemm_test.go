@@ -104,13 +104,17 @@ func (g gemmCase) run(t testing.TB, r *rand.Rand) {
 	}
 }
 
-// eachKernel runs f once with every micro-kernel this CPU can execute.
+// eachKernel runs f once with every micro-kernel this CPU can execute;
+// the portable kernel also packs with the portable loops (no gathers).
 func eachKernel(t *testing.T, f func(t *testing.T)) {
 	for _, kn := range kernels {
 		t.Run(kn.name, func(t *testing.T) {
-			old := active
+			old, oldGather := active, gatherPack
 			active = kn
-			defer func() { active = old }()
+			if kn.name == "generic" {
+				gatherPack = func([]float32, int, []float32, int, int, int, float32) bool { return false }
+			}
+			defer func() { active, gatherPack = old, oldGather }()
 			f(t)
 		})
 	}

@@ -54,6 +54,8 @@ TEXT ·kern12x32(SB), NOSPLIT, $0-88
 	TESTQ CX, CX
 	JEQ   store
 
+	PCALIGN $64 // the k loop's alignment otherwise moves with the binary's layout
+
 loop:
 	VMOVUPS (BX), Z24
 	VMOVUPS 64(BX), Z25
@@ -125,6 +127,8 @@ TEXT ·kern6x16(SB), NOSPLIT, $0-88
 	VXORPS Y11, Y11, Y11
 	TESTQ CX, CX
 	JEQ   store
+
+	PCALIGN $64 // the k loop's alignment otherwise moves with the binary's layout
 
 loop:
 	VMOVUPS (BX), Y12

@@ -19,10 +19,17 @@ func packA(dst []float32, trans bool, a []float32, lda, i0, p0, mc, kc, mr int, 
 			for p := range kc {
 				src := a[(p0+p)*lda+i0+ir:][:rows]
 				out := panel[p*mr:][:rows]
+				if alpha == 1 {
+					copy(out, src)
+					continue
+				}
 				for i, v := range src {
 					out[i] = alpha * v
 				}
 			}
+			continue
+		}
+		if gatherPack(panel, mr, a[(i0+ir)*lda+p0:], lda, rows, kc, alpha) {
 			continue
 		}
 		for i := range rows {
@@ -50,6 +57,9 @@ func packB(dst []float32, trans bool, b []float32, ldb, p0, j0, kc, nc, nr int) 
 			continue
 		}
 		// B is stored n×k: column j of op(B) is row j of B.
+		if gatherPack(panel, nr, b[(j0+jr)*ldb+p0:], ldb, cols, kc, 1) {
+			continue
+		}
 		for j := range cols {
 			src := b[(j0+jr+j)*ldb+p0:][:kc]
 			for p, v := range src {
@@ -58,3 +68,7 @@ func packB(dst []float32, trans bool, b []float32, ldb, p0, j0, kc, nc, nr int) 
 		}
 	}
 }
+
+// gatherPack, where the CPU has gathers, sets dst[p·stride + j] =
+// alpha·src[j·ld + p] for j < lanes, p < kc, and reports whether it did.
+var gatherPack = func(dst []float32, stride int, src []float32, ld, lanes, kc int, alpha float32) bool { return false }
