@@ -15,10 +15,15 @@ func BenchmarkFMAPeak(b *testing.B) {
 		b.Run(p.name, func(b *testing.B) {
 			p.fn(1 << 10)
 			b.ResetTimer()
+			best := time.Duration(math.MaxInt64)
 			for b.Loop() {
+				start := time.Now()
 				p.fn(1 << 16)
+				best = min(best, time.Since(start))
 			}
-			b.ReportMetric(float64(b.N)*float64(1<<16)*float64(p.flops)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			flops := float64(1<<16) * float64(p.flops)
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			b.ReportMetric(flops/best.Seconds()/1e9, "best-GFLOP/s")
 		})
 	}
 }
