@@ -5,6 +5,7 @@ import (
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/trainer/engine"
+	"github.com/swarmtrain/swarmtrain/trainer/kernels"
 )
 
 // Engines a ModelConfig can name: the gorgonia graph, the reference, or
@@ -94,9 +95,7 @@ func (m *nativeMLP) ComputeGradients(x []float32, y []uint8) (float32, error) {
 // that no FMA fusion changes the bits across architectures.
 func (m *nativeMLP) AddGrads(dst []float32, scale float32) {
 	m.mustLen("AddGrads", len(dst))
-	for i, g := range m.grad {
-		dst[i] += float32(scale * g)
-	}
+	kernels.Axpy(dst, m.grad, scale)
 }
 
 func (m *nativeMLP) Evaluate(ds *Dataset) (acc, loss float64, err error) {

@@ -35,3 +35,24 @@ func TestAdamStepBits(t *testing.T) {
 		}
 	}
 }
+
+// TestAxpyBits: the vector path gives the scalar path's bits.
+func TestAxpyBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	for _, n := range []int{0, 1, 15, 16, 17, 100, 1027} {
+		x, d1 := make([]float32, n), make([]float32, n)
+		for i := range x {
+			x[i], d1[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
+		}
+		d2 := append([]float32(nil), d1...)
+		for _, a := range []float32{1, 0.3, -1e-30} {
+			Axpy(d1, x, a)
+			axpyGo(d2, x, a)
+			for i := range n {
+				if math.Float32bits(d1[i]) != math.Float32bits(d2[i]) {
+					t.Fatalf("n=%d a=%g i=%d: %g, scalar %g", n, a, i, d1[i], d2[i])
+				}
+			}
+		}
+	}
+}
