@@ -29,7 +29,7 @@ type nativeMLP struct {
 	specs []paramSpec
 	net   *engine.MLP
 	batch int
-	grad  []float32 // kept gradient: zero until a step succeeds
+	grad  []float32 // the kept gradient, net's own buffer: zero until a step succeeds
 }
 
 func newNativeMLP(cfg ModelConfig, inputDim, classes int) (*nativeMLP, error) {
@@ -48,7 +48,7 @@ func newNativeMLP(cfg ModelConfig, inputDim, classes int) (*nativeMLP, error) {
 		return nil, fmt.Errorf("model: %w", err)
 	}
 	copy(net.Params(), initSpecs(specs, cfg.Seed, n))
-	return &nativeMLP{cfg: cfg, specs: specs, net: net, batch: cfg.Batch, grad: make([]float32, n)}, nil
+	return &nativeMLP{cfg: cfg, specs: specs, net: net, batch: cfg.Batch, grad: net.Grads()}, nil
 }
 
 func (m *nativeMLP) Tensors() []Tensor {
@@ -87,7 +87,6 @@ func (m *nativeMLP) ComputeGradients(x []float32, y []uint8) (float32, error) {
 		clear(m.grad)
 		return 0, fmt.Errorf("model: %w", err)
 	}
-	copy(m.grad, m.net.Grads())
 	return loss, nil
 }
 
