@@ -131,11 +131,14 @@ func TestInProcessStrategies(t *testing.T) {
 		hidden   int
 		strategy string // the type averaging.New picks
 		agg      string // the owners' rule: every strategy's rounds go through it
+		mode     string // averaging.mode ("": sync)
 	}{
-		{"exact", 3, "fp32", 0, 8, "*averaging.exact", "mean"},
-		{"error-feedback", 3, "int8", 0, 8, "*averaging.feedback", "trimmed"},
-		{"powersgd", 2, "powersgd:2", 0, 300, "*averaging.powerStrategy", "clip"}, // 16×300: a matrix large enough to factor
-		{"moshpit", 4, "fp32", 2, 8, "*averaging.moshpit", "clip"},
+		{"exact", 3, "fp32", 0, 8, "*averaging.exact", "mean", ""},
+		{"error-feedback", 3, "int8", 0, 8, "*averaging.feedback", "trimmed", ""},
+		{"powersgd", 2, "powersgd:2", 0, 300, "*averaging.powerStrategy", "clip", ""}, // 16×300: a matrix large enough to factor
+		{"moshpit", 4, "fp32", 2, 8, "*averaging.moshpit", "clip", ""},
+		{"diloco", 3, "int8", 0, 8, "*averaging.diloco", "mean", ModeDiLoCo},
+		{"diloco-overlap", 3, "int4", 0, 8, "*averaging.diloco", "mean", ModeDiLoCoOverlap},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -143,6 +146,9 @@ func TestInProcessStrategies(t *testing.T) {
 			nodes := swarmOf(t, newMemSwarm(), tinyData(t), tc.k, steps, func(c *Config) {
 				c.Run.Averaging.Codec, c.Run.Averaging.MaxGroup, c.Run.Model.Hidden = tc.codec, tc.maxGroup, []int{tc.hidden}
 				c.Run.Averaging.Aggregate = tc.agg
+				if tc.mode != "" {
+					c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps = tc.mode, 5
+				}
 			})
 			if got := fmt.Sprintf("%T", nodes[0].n.strategy); got != tc.strategy {
 				t.Fatalf("strategy %s, want %s", got, tc.strategy)

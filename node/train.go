@@ -21,21 +21,12 @@ import (
 // trainLoop is the sync-mode loop. Every iteration produces exactly one
 // step shared by the round's group, or none.
 func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
-	if err := n.waitForPeers(ctx); err != nil {
+	if err := n.begin(ctx); err != nil {
 		return nil, err
-	}
-	n.setPhase("evaluating")
-	if _, loss, err := n.local.model.Evaluate(n.local.test); err == nil {
-		n.mu.Lock()
-		n.stats.initialLoss = loss
-		n.mu.Unlock()
 	}
 	acc := newAccumulator(n.local.model.NumParams(), n.cfg.Run.Compute.Batch*n.local.train.Dim, n.cfg.Run.Compute.Batch)
 	badGrads := 0 // non-finite gradients in a row
 	env := strategyEnv{n}
-	n.mu.Lock()
-	n.stats.rate.since = time.Now() // the first window includes the first minibatch
-	n.mu.Unlock()
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err // a clean leave: Run announces it, then finishes
@@ -58,9 +49,11 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 
 		// Local work: one minibatch, then see whether the swarm has enough.
 		n.setPhase("training")
+		began := time.Now()
 		if err := n.minibatch(acc); err != nil {
 			return nil, fmt.Errorf("step %d: %w", step, err)
 		}
+		n.addCompute(time.Since(began))
 		n.publishProgress(ctx, step, acc.samples)
 		others, _ := n.view.SwarmSamples(step, time.Now())
 		if acc.samples+others < n.cfg.Run.Optimizer.TargetBatch {
@@ -88,7 +81,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		n.adv.gradient(step, mean)
 		// A round we are in ends even if we are leaving: the others
 		// would wait for our part and count the round failed.
-		began := time.Now()
+		began = time.Now()
 		out, err := n.strategy.Step(context.WithoutCancel(ctx), env, step, mean, acc.samples)
 		if err == nil && out.Members != nil {
 			n.dash.roundDone(time.Since(began))
@@ -258,8 +251,14 @@ func (n *Node) publish(step uint64) {
 // It returns the step's learning rate; on error the caller undoes.
 func (n *Node) optimizerStep(step uint64, params, grad []float32) (lr float32, err error) {
 	l := &n.local
-	lr = l.sched.LR(int(step))
-	trainer.ClipGlobalNorm(grad, n.cfg.Run.Optimizer.ClipNorm)
+	if n.cfg.Run.DiLoCo() {
+		// The outer step: a constant rate, and no clipping (--clip-norm
+		// bounds the inner steps' gradients).
+		lr = n.cfg.Run.Averaging.OuterLR
+	} else {
+		lr = l.sched.LR(int(step))
+		trainer.ClipGlobalNorm(grad, n.cfg.Run.Optimizer.ClipNorm)
+	}
 	keep := l.frozenKeep[:0]
 	for _, r := range l.frozen {
 		clear(grad[r[0]:r[1]])
