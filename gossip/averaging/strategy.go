@@ -105,7 +105,7 @@ type Config struct {
 	// DiLoCo: Step averages pseudo-gradients of local phases (see
 	// diloco); Overlap runs each round while the next phase computes.
 	DiLoCo, Overlap bool
-	Log      *slog.Logger
+	Log             *slog.Logger
 }
 
 // New returns the strategy cfg describes.
