@@ -131,9 +131,10 @@ func (s *diloco) collect(step uint64) (Outcome, error) {
 func (s *diloco) launch(ctx context.Context, env Env, step uint64) {
 	f := &flight{step: step, done: make(chan struct{})}
 	s.pending = f
+	x, n := s.sent, s.sentN // read here: Reset may change the fields meanwhile
 	go func() {
 		defer close(f.done)
-		f.out, f.err = s.base.Step(ctx, env, step, s.sent, s.sentN)
+		f.out, f.err = s.base.Step(ctx, env, step, x, n)
 	}()
 }
 
@@ -160,8 +161,7 @@ func (s *diloco) Reset() {
 	if s.pending != nil {
 		s.abandoned, s.pending = s.pending, nil
 	}
-	clear(s.sent)
-	s.sentN = 0
+	s.sentN = 0 // (sent is the abandoned round's until it ends)
 	s.reset = true
 }
 
