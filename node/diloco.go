@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip/allreduce"
@@ -31,6 +34,13 @@ type phase struct {
 	// inflight those behind the round in flight (overlap).
 	unsent, inflight int
 	badGrads         int // non-finite gradients in a row
+	// atStep is our samples at the current outer step (phases that
+	// failed to average included), what our progress gossip reports;
+	// base is what each partner reported when this phase began.
+	atStep   int
+	stepOf   uint64
+	base     map[peer.ID]int
+	waitedAt uint64 // the step "waiting for a group" was last logged at, plus one
 }
 
 // dilocoLoop is the DiLoCo loop: every iteration is a phase of up to
@@ -115,7 +125,11 @@ func (n *Node) dilocoLoop(ctx context.Context) (*Result, error) {
 			n.resync.Store(true)
 		case errors.Is(err, allreduce.ErrTooFew):
 			n.setPhase("waiting for peers")
-			n.log.Info("waiting for a large enough group; the next phase adds to this one", "step", step, "err", err)
+			level := slog.LevelDebug
+			if ph.waitedAt != step+1 { // once a step: phases go on meanwhile
+				level, ph.waitedAt = slog.LevelInfo, step+1
+			}
+			n.log.Log(ctx, level, "waiting for a large enough group; the next phases add to this one", "step", step, "err", err)
 		case errors.As(err, &round):
 			n.noteFailure(step, round.Stage, round.Err) // the next phase adds to this one
 		case err != nil:
@@ -152,6 +166,10 @@ func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) er
 	h := n.cfg.Run.Averaging.InnerSteps
 	batch := n.cfg.Run.Compute.Batch
 	n.setPhase("training")
+	if ph.stepOf != step {
+		ph.stepOf, ph.atStep = step, 0
+	}
+	ph.base = n.partnerSamples(step, ph.base)
 	for ph.steps = 0; ph.steps < h; {
 		if ctx.Err() != nil {
 			return nil // the loop sees it
@@ -167,8 +185,9 @@ func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) er
 		}
 		ph.steps++
 		ph.unsent += batch
-		n.publishProgress(ctx, step, ph.steps*batch)
-		if ph.steps < h && (n.phaseOver(step, h*batch) || n.behind(reach)) {
+		ph.atStep += batch
+		n.publishProgress(ctx, step, ph.atStep)
+		if ph.steps < h && (n.phaseOver(step, ph.base, h*batch) || n.behind(reach)) {
 			break
 		}
 	}
@@ -213,20 +232,37 @@ func (n *Node) innerStep(ph *phase, step uint64) (bool, error) {
 	return true, n.local.model.WriteParams(ph.local)
 }
 
-// phaseOver reports whether a peer of our last round has taken its
-// phase's steps at step: a phase lasts as long as the fastest peer needs
-// for them. Only a recent partner counts, so a stranger's claim cannot
-// cut our phases short.
-func (n *Node) phaseOver(step uint64, samples int) bool {
-	n.mu.Lock()
-	partners := n.rep.lastMembers
-	n.mu.Unlock()
-	for _, m := range n.view.Live(time.Now()) {
-		if m.Step == step && !m.Syncing && m.ProgressStep == step && m.ProgressSamples >= samples && slices.Contains(partners, m.Peer) {
+// phaseOver reports whether a peer of our last round has taken a
+// phase's samples at step since our phase began (base): a phase lasts
+// as long as the fastest peer needs for its steps. Progress counts all
+// samples at a step, so a phase that failed to average does not look
+// finished again. Only a recent partner counts, so a stranger's claim
+// cannot cut our phases short.
+func (n *Node) phaseOver(step uint64, base map[peer.ID]int, samples int) bool {
+	for p, s := range n.partnerSamples(step, nil) {
+		if s-base[p] >= samples {
 			return true
 		}
 	}
 	return false
+}
+
+// partnerSamples reports, into m (cleared; nil: a new map), the samples
+// each peer of our last round has gossiped for step.
+func (n *Node) partnerSamples(step uint64, m map[peer.ID]int) map[peer.ID]int {
+	if m == nil {
+		m = map[peer.ID]int{}
+	}
+	clear(m)
+	n.mu.Lock()
+	partners := n.rep.lastMembers
+	n.mu.Unlock()
+	for _, mem := range n.view.Live(time.Now()) {
+		if mem.Step == step && !mem.Syncing && mem.ProgressStep == step && slices.Contains(partners, mem.Peer) {
+			m[mem.Peer] = mem.ProgressSamples
+		}
+	}
+	return m
 }
 
 // resyncDiLoCo downloads the swarm's state and keeps our progress not in

@@ -329,3 +329,78 @@ func atLeast(n *Node, step uint64) error {
 	}
 	return nil
 }
+
+// DiLoCo under churn, plain and overlapped: a peer crashes in the middle
+// of a phase and a newcomer joins at an outer boundary. With --min-group
+// 3 the two that are left cannot step without the newcomer, so it is in
+// their rounds: it downloads the outer state (parameters and outer
+// momentum; its inner optimizer starts afresh) and the swarm ends on one
+// state. The survivors never download a state: the crash cost them at
+// most the round it broke, not their progress.
+func TestInProcessDiLoCoChurn(t *testing.T) {
+	for _, mode := range []string{ModeDiLoCo, ModeDiLoCoOverlap} {
+		t.Run(mode, func(t *testing.T) {
+			const steps = 16
+			sw, data := newMemSwarm(), tinyData(t)
+			tweak := func(c *Config) {
+				c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps, c.Run.Averaging.Codec = mode, 4, "int8"
+				c.Run.Averaging.MinGroup = 3
+			}
+			nodes := swarmOf(t, sw, data, 3, steps, tweak)
+			testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return atLeast(nodes[0].n, 3) })
+			// A crash: its connections drop, nothing is announced.
+			nodes[2].n.net.Close()
+			nodes[2].cancel()
+			late := memConfig(t, sw, data, steps)
+			tweak(&late)
+			late.Join = []string{nodes[0].n.Addrs()[0]}
+			joiner := start(t, late)
+			res := []*Result{nodes[0].wait(t, 90*time.Second), nodes[1].wait(t, 90*time.Second), joiner.wait(t, 90*time.Second)}
+			oneState(t, steps, res...)
+			if res[2].Syncs == 0 || res[2].Rounds == 0 {
+				t.Errorf("the newcomer synced %d times and averaged %d rounds, want both", res[2].Syncs, res[2].Rounds)
+			}
+			for _, r := range res[:2] {
+				if r.Syncs != 0 {
+					t.Errorf("%s: a survivor downloaded the state %d times", r.Peer, r.Syncs)
+				}
+				if r.ComputeUtilisation <= 0 || r.ComputeUtilisation > 1 {
+					t.Errorf("%s: compute utilisation %v", r.Peer, r.ComputeUtilisation)
+				}
+			}
+		})
+	}
+}
+
+// A newcomer joins a DiLoCo swarm that does not wait for it (--min-group
+// 2): it downloads the state at an outer boundary and is in the rounds
+// that follow, overlapped too, where the round of the state it downloads
+// is already in flight without it. (The run is long enough never to end
+// first; the nodes leave once the newcomer has averaged.)
+func TestInProcessDiLoCoJoinsRunningSwarm(t *testing.T) {
+	for _, mode := range []string{ModeDiLoCo, ModeDiLoCoOverlap} {
+		t.Run(mode, func(t *testing.T) {
+			const steps, rounds = 100_000, 5
+			sw, data := newMemSwarm(), tinyData(t)
+			tweak := func(c *Config) {
+				c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps, c.Run.Averaging.MinGroup = mode, 8, 2
+			}
+			nodes := swarmOf(t, sw, data, 2, steps, tweak)
+			testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return atLeast(nodes[0].n, 3) })
+			late := memConfig(t, sw, data, steps)
+			tweak(&late)
+			late.Join = []string{nodes[0].n.Addrs()[0]}
+			joiner := start(t, late)
+			testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+				if st := joiner.n.Status(); st.StateSyncs == 0 || st.Rounds < rounds || st.GroupSize != 3 {
+					return fmt.Errorf("newcomer: %d syncs, %d rounds, last group of %d", st.StateSyncs, st.Rounds, st.GroupSize)
+				}
+				return nil
+			})
+			for _, r := range append(nodes, joiner) {
+				r.cancel()
+				r.wait(t, 10*time.Second)
+			}
+		})
+	}
+}
