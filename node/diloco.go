@@ -37,10 +37,11 @@ type phase struct {
 	// atStep is our samples at the current outer step (phases that
 	// failed to average included), what our progress gossip reports;
 	// base is what each partner reported when this phase began.
-	atStep   int
-	stepOf   uint64
-	base     map[peer.ID]int
-	waitedAt uint64 // the step "waiting for a group" was last logged at, plus one
+	atStep    int
+	stepOf    uint64
+	base      map[peer.ID]int
+	waitedAt  uint64    // the step "waiting for a group" was last logged at, plus one
+	published time.Time // our last progress gossip
 }
 
 // dilocoLoop is the DiLoCo loop: every iteration is a phase of up to
@@ -186,7 +187,12 @@ func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) er
 		ph.steps++
 		ph.unsent += batch
 		ph.atStep += batch
-		n.publishProgress(ctx, step, ph.atStep)
+		if now := time.Now(); ph.steps == h || now.Sub(ph.published) >= n.cfg.HeartbeatInterval/5 {
+			// Paced: at every inner step it would cost more bytes per
+			// sample than the rounds do.
+			n.publishProgress(ctx, step, ph.atStep)
+			ph.published = now
+		}
 		if ph.steps < h && (n.phaseOver(step, ph.base, h*batch) || n.behind(reach)) {
 			break
 		}

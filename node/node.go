@@ -175,7 +175,8 @@ type Result struct {
 	// began spent computing (forward, backward, local steps) rather than
 	// waiting for rounds, peers or state.
 	ComputeUtilisation float64 `json:"compute_utilisation"`
-	Params             int     `json:"params"` // the model's parameter count
+	Params             int     `json:"params"`  // the model's parameter count
+	Samples            int64   `json:"samples"` // training samples this node computed
 
 	BytesSent int64   `json:"bytes_sent"`
 	BytesRecv int64   `json:"bytes_received"`
