@@ -67,6 +67,7 @@ func (n *Node) dilocoLoop(ctx context.Context) (*Result, error) {
 		step := n.currentStep()
 		inFlight := fl != nil && fl.InFlight()
 		if step >= final && !inFlight {
+			n.trainingDone()
 			n.settle(ctx)
 			return n.finish(), nil
 		}
@@ -321,12 +322,26 @@ func (n *Node) addCompute(d time.Duration) {
 	n.mu.Unlock()
 }
 
-// utilisationLocked is the fraction of the time since training began
-// spent computing. Called with n.mu held.
+// trainingDone marks the last step reached: settling and the final
+// evaluation are no part of the compute utilisation.
+func (n *Node) trainingDone() {
+	n.mu.Lock()
+	if n.stats.trainEnd.IsZero() {
+		n.stats.trainEnd = time.Now()
+	}
+	n.mu.Unlock()
+}
+
+// utilisationLocked is the fraction of the time from the start of
+// training to its last step (or now) spent computing. Called with n.mu
+// held.
 func (n *Node) utilisationLocked(now time.Time) float64 {
 	st := &n.stats
 	if st.trainStart.IsZero() {
 		return 0
+	}
+	if !st.trainEnd.IsZero() {
+		now = st.trainEnd
 	}
 	el := now.Sub(st.trainStart)
 	if el <= 0 {

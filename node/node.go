@@ -139,10 +139,11 @@ type stats struct {
 	largestGroup   int
 	partners       map[peer.ID]struct{} // everyone we averaged with
 	lastCheckpoint uint64               // step of the last checkpoint written
-	// trainStart is when training began and compute the time spent
-	// computing since (forward, backward, local steps).
-	trainStart time.Time
-	compute    time.Duration
+	// trainStart is when training began, trainEnd when it reached the
+	// last step (zero: not yet), compute the time spent computing
+	// meanwhile (forward, backward, local steps).
+	trainStart, trainEnd time.Time
+	compute              time.Duration
 }
 
 // Result is what a finished node reports (and writes to result.json).

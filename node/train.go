@@ -33,6 +33,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		}
 		step := n.currentStep()
 		if step >= uint64(n.cfg.Run.Optimizer.Steps) {
+			n.trainingDone()
 			n.settle(ctx)
 			return n.finish(), nil
 		}
