@@ -237,11 +237,18 @@ func TestInProcessPrivateNodeIsAClient(t *testing.T) {
 	}
 }
 
-// A 2|2 partition: with --min-group 1 both halves train on alone, to
-// the end of the run (steps take milliseconds here). Once healed, the
+// A 2|2 partition, in sync mode and in DiLoCo's: with --min-group 1
+// both halves train on alone, to the end of the run (steps take
+// milliseconds here). Once healed, the
 // lingering nodes redial, the side on the losing hash downloads the
 // winner's final state, and the swarm ends on one state.
 func TestInProcessPartitionHeals(t *testing.T) {
+	for _, mode := range []string{ModeSync, ModeDiLoCo, ModeDiLoCoOverlap} {
+		t.Run(mode, func(t *testing.T) { partitionHeals(t, mode) })
+	}
+}
+
+func partitionHeals(t *testing.T, mode string) {
 	const steps = 40
 	sw := newMemSwarm()
 	// The cut comes at step 3 (they shared rounds before it) whatever the
@@ -261,7 +268,12 @@ func TestInProcessPartitionHeals(t *testing.T) {
 		}
 	}
 	sw.beforeOpen.Store(&hold)
-	nodes := swarmOf(t, sw, tinyData(t), 4, steps, func(c *Config) { c.Linger = time.Minute })
+	nodes := swarmOf(t, sw, tinyData(t), 4, steps, func(c *Config) {
+		c.Linger = time.Minute
+		if mode != ModeSync {
+			c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps = mode, 3
+		}
+	})
 	started.Store(&nodes)
 	select {
 	case <-reached:
