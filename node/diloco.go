@@ -87,12 +87,19 @@ func (n *Node) dilocoLoop(ctx context.Context) (*Result, error) {
 		var err error
 		if inFlight && step+1 >= final {
 			// The last round: nothing more to compute for.
-			if out, err = fl.Flush(context.WithoutCancel(ctx), env, step); out.Grad != nil {
-				ph.inflight = 0
+			out, err = fl.Flush(context.WithoutCancel(ctx), env, step)
+			// Landed or not, nothing is in flight now: what failed is
+			// ours to send again.
+			if out.Grad == nil {
+				ph.unsent += ph.inflight
 			}
+			ph.inflight = 0
 		} else {
 			if err := n.innerPhase(ctx, ph, step, reach); err != nil {
 				return nil, err
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err // a leave: a phase cut short is not worth the others' round
 			}
 			if ph.unsent == 0 {
 				continue // the phase ended before its first step (behind)
@@ -281,10 +288,17 @@ func (n *Node) resyncDiLoCo(ctx context.Context, ph *phase) error {
 		ph.delta[i] = g - ph.local[i]
 	}
 	n.mu.Unlock()
+	n.mu.Lock()
+	syncs := n.stats.syncs
+	n.mu.Unlock()
 	if err := n.syncState(ctx); err != nil {
 		return err
 	}
 	n.mu.Lock()
+	if n.stats.syncs == syncs {
+		n.mu.Unlock()
+		return nil // no donor: our state is the swarm's, and nothing changed
+	}
 	for i, g := range n.rep.params {
 		ph.local[i] = g - ph.delta[i]
 	}
