@@ -201,7 +201,7 @@ func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) er
 			n.publishProgress(ctx, step, ph.atStep)
 			ph.published = now
 		}
-		if ph.steps < h && (n.phaseOver(step, ph.base, h*batch) || n.behind(reach)) {
+		if ph.steps < h && (n.phaseOver(step, ph.base, h*batch) || n.resync.Load() || n.behind(reach)) {
 			break
 		}
 	}
@@ -246,11 +246,12 @@ func (n *Node) innerStep(ph *phase, step uint64) (bool, error) {
 	return true, n.local.model.WriteParams(ph.local)
 }
 
-// phaseOver reports whether a peer of our last round has taken a
+// phaseOver reports whether a peer of our last round (before our first:
+// any admitted peer) has taken a
 // phase's samples at step since our phase began (base): a phase lasts
 // as long as the fastest peer needs for its steps. Progress counts all
 // samples at a step, so a phase that failed to average does not look
-// finished again. Only a recent partner counts, so a stranger's claim
+// finished again. Only a recent partner counts, so a newcomer's claim
 // cannot cut our phases short.
 func (n *Node) phaseOver(step uint64, base map[peer.ID]int, samples int) bool {
 	for p, s := range n.partnerSamples(step, nil) {
@@ -272,7 +273,10 @@ func (n *Node) partnerSamples(step uint64, m map[peer.ID]int) map[peer.ID]int {
 	partners := n.rep.lastMembers
 	n.mu.Unlock()
 	for _, mem := range n.view.Live(time.Now()) {
-		if mem.Step == step && !mem.Syncing && mem.ProgressStep == step && slices.Contains(partners, mem.Peer) {
+		// Before our first round every admitted peer counts: else the
+		// first phases end as far apart as the peers' speeds, and the
+		// first round splits the swarm.
+		if mem.Step == step && !mem.Syncing && mem.ProgressStep == step && (partners == nil || slices.Contains(partners, mem.Peer)) {
 			m[mem.Peer] = mem.ProgressSamples
 		}
 	}
