@@ -283,9 +283,10 @@ func (n *Node) partnerSamples(step uint64, m map[peer.ID]int) map[peer.ID]int {
 	return m
 }
 
-// resyncDiLoCo downloads the swarm's state and keeps our progress not in
-// it (a phase the swarm averaged without us) on top of the new state:
-// its next round adds it, late, rather than lose it.
+// resyncDiLoCo downloads the swarm's state and, when it is one outer
+// step past ours, keeps our progress not in it (a phase the swarm
+// averaged without us) on top of the new state: its next round adds it,
+// late, rather than lose it.
 func (n *Node) resyncDiLoCo(ctx context.Context, ph *phase) error {
 	n.mu.Lock()
 	for i, g := range n.rep.params {
@@ -293,7 +294,7 @@ func (n *Node) resyncDiLoCo(ctx context.Context, ph *phase) error {
 	}
 	n.mu.Unlock()
 	n.mu.Lock()
-	syncs := n.stats.syncs
+	syncs, was := n.stats.syncs, n.rep.step
 	n.mu.Unlock()
 	if err := n.syncState(ctx); err != nil {
 		return err
@@ -303,14 +304,25 @@ func (n *Node) resyncDiLoCo(ctx context.Context, ph *phase) error {
 		n.mu.Unlock()
 		return nil // no donor: our state is the swarm's, and nothing changed
 	}
+	// Progress made on the state one outer step before is kept (the
+	// swarm averaged one round without us: ours is one phase stale, as
+	// overlap's always is). Any other is dropped: a joiner's steps from
+	// the initial weights, or a diverged replica's, added to the swarm's
+	// state would undo what the swarm learned.
+	keep := n.rep.step == was+1 && ph.unsent+ph.inflight > 0
 	for i, g := range n.rep.params {
-		ph.local[i] = g - ph.delta[i]
+		if keep {
+			ph.local[i] = g - ph.delta[i]
+		} else {
+			ph.local[i] = g
+		}
 	}
 	n.mu.Unlock()
 	ph.unsent, ph.inflight = ph.unsent+ph.inflight, 0 // all of it is ours to send again
-	if ph.unsent > 0 {
-		n.log.Debug("keeping local progress across the state sync", "samples", ph.unsent)
+	if !keep {
+		ph.unsent = 0
 	}
+	n.log.Debug("state synced in a DiLoCo run", "was_step", was, "kept_progress", keep, "samples", ph.unsent)
 	return n.local.model.WriteParams(ph.local)
 }
 
