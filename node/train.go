@@ -21,27 +21,19 @@ import (
 // trainLoop is the sync-mode loop. Every iteration produces exactly one
 // step shared by the round's group, or none.
 func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
-	if err := n.waitForPeers(ctx); err != nil {
+	if err := n.begin(ctx); err != nil {
 		return nil, err
-	}
-	n.setPhase("evaluating")
-	if _, loss, err := n.local.model.Evaluate(n.local.test); err == nil {
-		n.mu.Lock()
-		n.stats.initialLoss = loss
-		n.mu.Unlock()
 	}
 	acc := newAccumulator(n.local.model.NumParams(), n.cfg.Run.Compute.Batch*n.local.train.Dim, n.cfg.Run.Compute.Batch)
 	badGrads := 0 // non-finite gradients in a row
 	env := strategyEnv{n}
-	n.mu.Lock()
-	n.stats.rate.since = time.Now() // the first window includes the first minibatch
-	n.mu.Unlock()
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err // a clean leave: Run announces it, then finishes
 		}
 		step := n.currentStep()
 		if step >= uint64(n.cfg.Run.Optimizer.Steps) {
+			n.trainingDone()
 			n.settle(ctx)
 			return n.finish(), nil
 		}
@@ -58,9 +50,11 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 
 		// Local work: one minibatch, then see whether the swarm has enough.
 		n.setPhase("training")
+		began := time.Now()
 		if err := n.minibatch(acc); err != nil {
 			return nil, fmt.Errorf("step %d: %w", step, err)
 		}
+		n.addCompute(time.Since(began))
 		n.publishProgress(ctx, step, acc.samples)
 		others, _ := n.view.SwarmSamples(step, time.Now())
 		if acc.samples+others < n.cfg.Run.Optimizer.TargetBatch {
@@ -86,7 +80,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			continue // the swarm moved on while we computed: sync first
 		}
 		n.adv.gradient(step, mean)
-		began := time.Now()
+		began = time.Now()
 		rctx, endRound := n.roundContext(ctx, step)
 		out, err := n.strategy.Step(rctx, env, step, mean, acc.samples)
 		movedOn := errors.Is(context.Cause(rctx), errMovedOn)
@@ -302,8 +296,14 @@ func (n *Node) publish(step uint64) {
 // It returns the step's learning rate; on error the caller undoes.
 func (n *Node) optimizerStep(step uint64, params, grad []float32) (lr float32, err error) {
 	l := &n.local
-	lr = l.sched.LR(int(step))
-	trainer.ClipGlobalNorm(grad, n.cfg.Run.Optimizer.ClipNorm)
+	if n.cfg.Run.DiLoCo() {
+		// The outer step: a constant rate, and no clipping (--clip-norm
+		// bounds the inner steps' gradients).
+		lr = n.cfg.Run.Averaging.OuterLR
+	} else {
+		lr = l.sched.LR(int(step))
+		trainer.ClipGlobalNorm(grad, n.cfg.Run.Optimizer.ClipNorm)
+	}
 	keep := l.frozenKeep[:0]
 	for _, r := range l.frozen {
 		clear(grad[r[0]:r[1]])
