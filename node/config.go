@@ -133,6 +133,55 @@ type RunAveraging struct {
 	// their run IDs, and builds before it refuse a run that sets it by
 	// the unknown field.
 	Aggregate string `json:"aggregate" canon:"omit=mean"`
+	// Mode is what a round averages. sync: every optimizer step's
+	// gradient over the global batch. diloco: each peer takes up to
+	// InnerSteps local steps with the run's optimizer (the inner one),
+	// then the swarm averages the pseudo-gradient (the phase's start
+	// minus its end, weighted by samples seen) and every peer applies the
+	// same outer Nesterov step (OuterLR, OuterMomentum); optimizer.steps
+	// then counts outer steps. diloco-overlap: the same, with each outer
+	// all-reduce running while the next phase computes, its update
+	// applied one phase late. Added after version 2 with the fields
+	// below, all left out of a sync run's encoding (canon tags), so sync
+	// runs keep their IDs.
+	Mode string `json:"mode" canon:"omit=sync"`
+	// InnerSteps is H, the local steps of a DiLoCo phase (0 in sync
+	// mode). More: fewer bytes per sample, replicas drift further apart
+	// within a phase. A slower peer does fewer: the phase ends for
+	// everyone once the first peer has taken H.
+	InnerSteps int `json:"inner_steps" canon:"omitwith=Mode"`
+	// OuterLR and OuterMomentum are the outer Nesterov step's learning
+	// rate and momentum (the DiLoCo paper's 0.7 and 0.9). A sync run
+	// ignores them and the two fields above (none is in its encoding).
+	OuterLR       float32 `json:"outer_lr" canon:"omitwith=Mode"`
+	OuterMomentum float32 `json:"outer_momentum" canon:"omitwith=Mode"`
+}
+
+// Averaging modes (RunAveraging.Mode).
+const (
+	ModeSync          = "sync"
+	ModeDiLoCo        = "diloco"
+	ModeDiLoCoOverlap = "diloco-overlap"
+)
+
+// Defaults of the DiLoCo paper's outer step.
+const (
+	DefaultOuterLR       = 0.7
+	DefaultOuterMomentum = 0.9
+)
+
+// DiLoCo reports whether the run takes local phases and outer steps.
+func (r RunConfig) DiLoCo() bool {
+	return r.Averaging.Mode == ModeDiLoCo || r.Averaging.Mode == ModeDiLoCoOverlap
+}
+
+// InnerSteps is how many inner optimizer steps the run's schedule spans:
+// optimizer.steps, times H in DiLoCo (where steps are outer steps).
+func (r RunConfig) InnerSteps() int {
+	if r.DiLoCo() {
+		return r.Optimizer.Steps * r.Averaging.InnerSteps
+	}
+	return r.Optimizer.Steps
 }
 
 // RunCompute is how each peer computes its gradient.
@@ -175,8 +224,9 @@ func DefaultRunConfig() RunConfig {
 		Model:     RunModel{Kind: trainer.ArchMLP, Hidden: []int{256}},
 		Data:      RunData{Dataset: DatasetMNIST},
 		Optimizer: RunOptimizer{Name: "adam", LR: 2e-3, Warmup: 30, Schedule: string(trainer.DecayCosine), Steps: 1000, TargetBatch: 256},
-		Averaging: RunAveraging{Codec: "fp32", Lossless: "none", MinGroup: 1, Aggregate: "mean"},
-		Compute:   RunCompute{Batch: 64},
+		Averaging: RunAveraging{Codec: "fp32", Lossless: "none", MinGroup: 1, Aggregate: "mean",
+			Mode: ModeSync, OuterLR: DefaultOuterLR, OuterMomentum: DefaultOuterMomentum},
+		Compute: RunCompute{Batch: 64},
 	}
 }
 
@@ -185,6 +235,9 @@ func DefaultRunConfig() RunConfig {
 func (r RunConfig) Validate() error {
 	m, d, o, a := r.Model, r.Data, r.Optimizer, r.Averaging
 	batch := r.Compute.Batch
+	if err := r.validateMode(); err != nil {
+		return err
+	}
 	switch {
 	case r.Version != RunConfigVersion:
 		return fmt.Errorf("run config: version = %d, want %d (configs of older versions are converted when read)", r.Version, RunConfigVersion)
@@ -208,8 +261,8 @@ func (r RunConfig) Validate() error {
 		return fmt.Errorf("run config: optimizer.weight_decay = %v, want in [0, 1)", o.WeightDecay)
 	case o.Steps < 1 || o.Steps > 10_000_000:
 		return fmt.Errorf("run config: optimizer.steps = %d, want 1..10000000", o.Steps)
-	case o.Warmup < 0 || o.Warmup > o.Steps:
-		return fmt.Errorf("run config: optimizer.warmup = %d, want 0..optimizer.steps (%d)", o.Warmup, o.Steps)
+	case o.Warmup < 0 || o.Warmup > r.InnerSteps():
+		return fmt.Errorf("run config: optimizer.warmup = %d, want 0..%d (optimizer.steps, times averaging.inner_steps in diloco)", o.Warmup, r.InnerSteps())
 	case !(o.ClipNorm >= 0 && o.ClipNorm < 1e30):
 		return fmt.Errorf("run config: optimizer.clip_norm = %v, want >= 0 (0: off)", o.ClipNorm)
 	case d.TrainRows < 0:
@@ -278,6 +331,38 @@ func (r RunConfig) Validate() error {
 	}
 	if _, err := allreduce.ParseAggregate(a.Aggregate); err != nil {
 		return fmt.Errorf("run config: averaging.aggregate = %q, want mean, clip or trimmed", a.Aggregate)
+	}
+	return nil
+}
+
+// validateMode checks the averaging mode and its DiLoCo fields.
+func (r RunConfig) validateMode() error {
+	a := r.Averaging
+	switch a.Mode {
+	case "", ModeSync:
+		// The DiLoCo fields are no part of a sync run (not even of its
+		// ID); a phase length given without the mode is a mistake.
+		if a.InnerSteps != 0 {
+			return fmt.Errorf("run config: averaging.inner_steps = %d is for averaging.mode diloco, want 0 in sync mode", a.InnerSteps)
+		}
+		return nil
+	case ModeDiLoCo, ModeDiLoCoOverlap:
+	default:
+		return fmt.Errorf("run config: averaging.mode = %q, want sync, diloco or diloco-overlap", a.Mode)
+	}
+	switch {
+	case a.InnerSteps < 1 || a.InnerSteps > 100_000:
+		return fmt.Errorf("run config: averaging.inner_steps = %d, want 1..100000 local steps per phase in diloco mode (the paper: 500; the MNIST demo: 20)", a.InnerSteps)
+	case int64(a.InnerSteps)*int64(r.Optimizer.Steps) > 1<<31-1:
+		return fmt.Errorf("run config: averaging.inner_steps × optimizer.steps = %d, want below 2^31", int64(a.InnerSteps)*int64(r.Optimizer.Steps))
+	case !(a.OuterLR > 0 && a.OuterLR < 10):
+		return fmt.Errorf("run config: averaging.outer_lr = %v, want in (0, 10)", a.OuterLR)
+	case !(a.OuterMomentum >= 0 && a.OuterMomentum < 1):
+		return fmt.Errorf("run config: averaging.outer_momentum = %v, want in [0, 1)", a.OuterMomentum)
+	case a.MaxGroup != 0:
+		return fmt.Errorf("run config: averaging.max_group = %d with averaging.mode %s, want 0: Moshpit groups average parameters every step, DiLoCo the whole swarm's phases", a.MaxGroup, a.Mode)
+	case a.Mode == ModeDiLoCoOverlap && strings.HasPrefix(a.Codec, "powersgd"):
+		return fmt.Errorf("run config: averaging.codec = %q with averaging.mode diloco-overlap, want a per-part codec (fp32, fp16, bf16, int8, int4, topk)", a.Codec)
 	}
 	return nil
 }

@@ -48,6 +48,16 @@ func TestRunConfigValidation(t *testing.T) {
 		{"averaging.max_group = 1", "2..1024", func(r *RunConfig) { r.Averaging.MaxGroup = 1 }},
 		{"averaging.max_group = 3", "at least averaging.min_group (4)", func(r *RunConfig) { r.Averaging.MaxGroup, r.Averaging.MinGroup = 3, 4 }},
 		{"averaging.max_group = 4", "averaging.codec fp32", func(r *RunConfig) { r.Averaging.MaxGroup, r.Averaging.Codec = 4, "int8" }},
+		{`averaging.mode = "local"`, "sync, diloco or diloco-overlap", func(r *RunConfig) { r.Averaging.Mode = "local" }},
+		{"averaging.inner_steps = 0", "1..100000", func(r *RunConfig) { r.Averaging.Mode = ModeDiLoCo }},
+		{"averaging.inner_steps = 5", "want 0 in sync mode", func(r *RunConfig) { r.Averaging.InnerSteps = 5 }},
+		{"averaging.outer_lr = 0", "(0, 10)", func(r *RunConfig) { diloco(r); r.Averaging.OuterLR = 0 }},
+		{"averaging.outer_momentum = 1", "[0, 1)", func(r *RunConfig) { diloco(r); r.Averaging.OuterMomentum = 1 }},
+		{"averaging.max_group = 4 with averaging.mode diloco", "want 0", func(r *RunConfig) { diloco(r); r.Averaging.MaxGroup = 4 }},
+		{"averaging.codec", "per-part codec", func(r *RunConfig) {
+			diloco(r)
+			r.Averaging.Mode, r.Averaging.Codec = ModeDiLoCoOverlap, "powersgd:2"
+		}},
 		{"averaging.min_group = 0", "1..1024", func(r *RunConfig) { r.Averaging.MinGroup = 0 }},
 		{"optimizer.schedule", "want cosine, linear, step or constant", func(r *RunConfig) { r.Optimizer.Schedule = "exponential" }},
 		{`optimizer.schedule = ""`, "want cosine", func(r *RunConfig) { r.Optimizer.Schedule = "" }},
@@ -56,7 +66,7 @@ func TestRunConfigValidation(t *testing.T) {
 		{"optimizer.lr = 12", "(0, 10)", func(r *RunConfig) { r.Optimizer.LR = 12 }},
 		{"optimizer.momentum = NaN", "[0, 1)", func(r *RunConfig) { r.Optimizer.Momentum = float32(math.NaN()) }},
 		{"optimizer.weight_decay = 1", "[0, 1)", func(r *RunConfig) { r.Optimizer.WeightDecay = 1 }},
-		{"optimizer.warmup = 2000", "0..optimizer.steps (1000)", func(r *RunConfig) { r.Optimizer.Warmup = 2000 }},
+		{"optimizer.warmup = 2000", "0..1000 (optimizer.steps", func(r *RunConfig) { r.Optimizer.Warmup = 2000 }},
 		{"optimizer.steps = 0", "1..10000000", func(r *RunConfig) { r.Optimizer.Steps, r.Optimizer.Warmup = 0, 0 }},
 		{"optimizer.target_batch = 32", "compute.batch (64)", func(r *RunConfig) { r.Optimizer.TargetBatch = 32 }},
 		{"compute.batch = 0", "1..4096", func(r *RunConfig) { r.Compute.Batch = 0 }},
@@ -117,3 +127,6 @@ func TestCaveats(t *testing.T) {
 		}
 	}
 }
+
+// diloco makes r a valid DiLoCo run, H = 20.
+func diloco(r *RunConfig) { r.Averaging.Mode, r.Averaging.InnerSteps = ModeDiLoCo, 20 }

@@ -26,10 +26,13 @@ type Status struct {
 	Loss          float64  `json:"loss"`
 	SamplesPerSec float64  `json:"samples_per_sec"`
 	Samples       int64    `json:"samples"` // training samples computed since start
-	Rounds        int      `json:"rounds"`
-	FailedRounds  int      `json:"failed_rounds"`
-	StateSyncs    int      `json:"state_syncs"`
-	GroupSize     int      `json:"group_size"` // members of the last round applied
+	// ComputeUtilisation is the fraction of the time since training began
+	// spent computing rather than waiting (see Result).
+	ComputeUtilisation float64 `json:"compute_utilisation"`
+	Rounds             int     `json:"rounds"`
+	FailedRounds       int     `json:"failed_rounds"`
+	StateSyncs         int     `json:"state_syncs"`
+	GroupSize          int     `json:"group_size"` // members of the last round applied
 	// Uplink is how fast this node's all-reduce parts reach their owners
 	// (bytes/s; 0 until measured); the assembler sizes parts by it.
 	Uplink float64 `json:"uplink_bytes_per_sec"`
@@ -65,7 +68,7 @@ func (n *Node) Status() Status {
 	s := Status{
 		Peer: n.ID().String(), Run: n.run, Phase: n.stats.phase, Step: n.rep.step, Steps: n.cfg.Run.Optimizer.Steps, Hash: n.rep.hash,
 		Loss: n.stats.loss, SamplesPerSec: n.stats.samplesPerSec, Samples: n.stats.samples, Rounds: n.stats.rounds, FailedRounds: n.stats.failedRounds, StateSyncs: n.stats.syncs,
-		GroupSize: n.stats.groupSize,
+		GroupSize: n.stats.groupSize, ComputeUtilisation: n.utilisationLocked(time.Now()),
 	}
 	s.Uplink = n.av.Uplink()
 	s.RoundDeadline = n.av.Deadline().Seconds()

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/swarmtrain/swarmtrain/gossip/averaging"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
@@ -58,6 +60,12 @@ func start(t *testing.T, cfg Config) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return run(t, n)
+}
+
+// run runs n in the background until the test ends.
+func run(t *testing.T, n *Node) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{n: n, cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -131,11 +139,14 @@ func TestInProcessStrategies(t *testing.T) {
 		hidden   int
 		strategy string // the type averaging.New picks
 		agg      string // the owners' rule: every strategy's rounds go through it
+		mode     string // averaging.mode ("": sync)
 	}{
-		{"exact", 3, "fp32", 0, 8, "*averaging.exact", "mean"},
-		{"error-feedback", 3, "int8", 0, 8, "*averaging.feedback", "trimmed"},
-		{"powersgd", 2, "powersgd:2", 0, 300, "*averaging.powerStrategy", "clip"}, // 16×300: a matrix large enough to factor
-		{"moshpit", 4, "fp32", 2, 8, "*averaging.moshpit", "clip"},
+		{"exact", 3, "fp32", 0, 8, "*averaging.exact", "mean", ""},
+		{"error-feedback", 3, "int8", 0, 8, "*averaging.feedback", "trimmed", ""},
+		{"powersgd", 2, "powersgd:2", 0, 300, "*averaging.powerStrategy", "clip", ""}, // 16×300: a matrix large enough to factor
+		{"moshpit", 4, "fp32", 2, 8, "*averaging.moshpit", "clip", ""},
+		{"diloco", 3, "int8", 0, 8, "*averaging.diloco", "mean", ModeDiLoCo},
+		{"diloco-overlap", 3, "int4", 0, 8, "*averaging.diloco", "mean", ModeDiLoCoOverlap},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -143,6 +154,9 @@ func TestInProcessStrategies(t *testing.T) {
 			nodes := swarmOf(t, newMemSwarm(), tinyData(t), tc.k, steps, func(c *Config) {
 				c.Run.Averaging.Codec, c.Run.Averaging.MaxGroup, c.Run.Model.Hidden = tc.codec, tc.maxGroup, []int{tc.hidden}
 				c.Run.Averaging.Aggregate = tc.agg
+				if tc.mode != "" {
+					c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps = tc.mode, 5
+				}
 			})
 			if got := fmt.Sprintf("%T", nodes[0].n.strategy); got != tc.strategy {
 				t.Fatalf("strategy %s, want %s", got, tc.strategy)
@@ -231,11 +245,18 @@ func TestInProcessPrivateNodeIsAClient(t *testing.T) {
 	}
 }
 
-// A 2|2 partition: with --min-group 1 both halves train on alone, to
-// the end of the run (steps take milliseconds here). Once healed, the
+// A 2|2 partition, in sync mode and in DiLoCo's: with --min-group 1
+// both halves train on alone, to the end of the run (steps take
+// milliseconds here). Once healed, the
 // lingering nodes redial, the side on the losing hash downloads the
 // winner's final state, and the swarm ends on one state.
 func TestInProcessPartitionHeals(t *testing.T) {
+	for _, mode := range []string{ModeSync, ModeDiLoCo, ModeDiLoCoOverlap} {
+		t.Run(mode, func(t *testing.T) { partitionHeals(t, mode) })
+	}
+}
+
+func partitionHeals(t *testing.T, mode string) {
 	const steps = 40
 	sw := newMemSwarm()
 	// The cut comes at step 3 (they shared rounds before it) whatever the
@@ -255,7 +276,12 @@ func TestInProcessPartitionHeals(t *testing.T) {
 		}
 	}
 	sw.beforeOpen.Store(&hold)
-	nodes := swarmOf(t, sw, tinyData(t), 4, steps, func(c *Config) { c.Linger = time.Minute })
+	nodes := swarmOf(t, sw, tinyData(t), 4, steps, func(c *Config) {
+		c.Linger = time.Minute
+		if mode != ModeSync {
+			c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps = mode, 3
+		}
+	})
 	started.Store(&nodes)
 	select {
 	case <-reached:
@@ -322,4 +348,145 @@ func atLeast(n *Node, step uint64) error {
 		return fmt.Errorf("step %d, want %d", s, step)
 	}
 	return nil
+}
+
+// A node that asks for more peers than will ever show up, joining a swarm
+// that is already training, does not wait for them: the swarm's step
+// says the run has begun, so it syncs and takes part.
+func TestInProcessLateJoinerSkipsMinPeers(t *testing.T) {
+	const steps = 30
+	sw, data := newMemSwarm(), tinyData(t)
+	nodes := swarmOf(t, sw, data, 2, steps, nil)
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		return atLeast(nodes[0].n, 5)
+	})
+	late := memConfig(t, sw, data, steps)
+	late.Join = []string{nodes[0].n.Addrs()[0]}
+	late.MinPeers = 4 // a peer the joiner will never see
+	late.MinPeersTimeout = 20 * time.Second
+	joiner := start(t, late)
+	res := []*Result{nodes[0].wait(t, 60*time.Second), nodes[1].wait(t, 60*time.Second), joiner.wait(t, 60*time.Second)}
+	oneState(t, steps, res...)
+	if res[2].Syncs == 0 {
+		t.Errorf("the latecomer synced %d times, want at least once", res[2].Syncs)
+	}
+}
+
+// stuckStrategy hangs in one round from step from on until its context
+// ends, and then fails with a plain error, not a round's: a member stuck
+// in a round whose deadline has backed off to minutes.
+type stuckStrategy struct {
+	averaging.Strategy
+	from  uint64
+	stuck atomic.Bool
+}
+
+func (s *stuckStrategy) Step(ctx context.Context, env averaging.Env, step uint64, grad []float32, samples int) (averaging.Outcome, error) {
+	if step >= s.from && s.stuck.CompareAndSwap(false, true) {
+		select {
+		case <-ctx.Done():
+			return averaging.Outcome{}, fmt.Errorf("stuck round: %w", ctx.Err())
+		case <-time.After(30 * time.Second):
+			return averaging.Outcome{}, errors.New("stuck round: nothing ended it in 30 s")
+		}
+	}
+	return s.Strategy.Step(ctx, env, step, grad, samples)
+}
+
+// A member stuck in a round leaves it once the swarm has taken a step
+// without it, syncs, and ends on the swarm's state: it does not sit out
+// the run in one round.
+func TestInProcessStuckRoundLeftWhenSwarmMovesOn(t *testing.T) {
+	const steps = 40
+	sw, data := newMemSwarm(), tinyData(t)
+	nodes := swarmOf(t, sw, data, 2, steps, nil)
+	cfg := memConfig(t, sw, data, steps)
+	cfg.Join = []string{nodes[0].n.Addrs()[0]}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := &stuckStrategy{Strategy: n.strategy, from: 5}
+	n.strategy = stuck
+	late := run(t, n)
+	res := []*Result{nodes[0].wait(t, 60*time.Second), nodes[1].wait(t, 60*time.Second), late.wait(t, 60*time.Second)}
+	oneState(t, steps, res...)
+	if !stuck.stuck.Load() || res[2].Syncs == 0 {
+		t.Errorf("the stuck member got stuck: %v, synced %d times; want stuck, then synced", stuck.stuck.Load(), res[2].Syncs)
+	}
+}
+
+// DiLoCo under churn, plain and overlapped: a peer crashes in the middle
+// of a phase and a newcomer joins at an outer boundary. With --min-group
+// 3 the two that are left cannot step without the newcomer, so it is in
+// their rounds: it downloads the outer state (parameters and outer
+// momentum; its inner optimizer starts afresh) and the swarm ends on one
+// state. The survivors never download a state: the crash cost them at
+// most the round it broke, not their progress.
+func TestInProcessDiLoCoChurn(t *testing.T) {
+	for _, mode := range []string{ModeDiLoCo, ModeDiLoCoOverlap} {
+		t.Run(mode, func(t *testing.T) {
+			const steps = 16
+			sw, data := newMemSwarm(), tinyData(t)
+			tweak := func(c *Config) {
+				c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps, c.Run.Averaging.Codec = mode, 4, "int8"
+				c.Run.Averaging.MinGroup = 3
+			}
+			nodes := swarmOf(t, sw, data, 3, steps, tweak)
+			testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return atLeast(nodes[0].n, 3) })
+			// A crash: its connections drop, nothing is announced.
+			nodes[2].n.net.Close()
+			nodes[2].cancel()
+			late := memConfig(t, sw, data, steps)
+			tweak(&late)
+			late.Join = []string{nodes[0].n.Addrs()[0]}
+			joiner := start(t, late)
+			res := []*Result{nodes[0].wait(t, 90*time.Second), nodes[1].wait(t, 90*time.Second), joiner.wait(t, 90*time.Second)}
+			oneState(t, steps, res...)
+			if res[2].Syncs == 0 || res[2].Rounds == 0 {
+				t.Errorf("the newcomer synced %d times and averaged %d rounds, want both", res[2].Syncs, res[2].Rounds)
+			}
+			for _, r := range res[:2] {
+				if r.Syncs != 0 {
+					t.Errorf("%s: a survivor downloaded the state %d times", r.Peer, r.Syncs)
+				}
+				if r.ComputeUtilisation <= 0 || r.ComputeUtilisation > 1 {
+					t.Errorf("%s: compute utilisation %v", r.Peer, r.ComputeUtilisation)
+				}
+			}
+		})
+	}
+}
+
+// A newcomer joins a DiLoCo swarm that does not wait for it (--min-group
+// 2): it downloads the state at an outer boundary and is in the rounds
+// that follow, overlapped too, where the round of the state it downloads
+// is already in flight without it. (The run is long enough never to end
+// first; the nodes leave once the newcomer has averaged.)
+func TestInProcessDiLoCoJoinsRunningSwarm(t *testing.T) {
+	for _, mode := range []string{ModeDiLoCo, ModeDiLoCoOverlap} {
+		t.Run(mode, func(t *testing.T) {
+			const steps, rounds = 100_000, 5
+			sw, data := newMemSwarm(), tinyData(t)
+			tweak := func(c *Config) {
+				c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps, c.Run.Averaging.MinGroup = mode, 8, 2
+			}
+			nodes := swarmOf(t, sw, data, 2, steps, tweak)
+			testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return atLeast(nodes[0].n, 3) })
+			late := memConfig(t, sw, data, steps)
+			tweak(&late)
+			late.Join = []string{nodes[0].n.Addrs()[0]}
+			joiner := start(t, late)
+			testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+				if st := joiner.n.Status(); st.StateSyncs == 0 || st.Rounds < rounds || st.GroupSize != 3 {
+					return fmt.Errorf("newcomer: %d syncs, %d rounds, last group of %d", st.StateSyncs, st.Rounds, st.GroupSize)
+				}
+				return nil
+			})
+			for _, r := range append(nodes, joiner) {
+				r.cancel()
+				r.wait(t, 10*time.Second)
+			}
+		})
+	}
 }

@@ -94,19 +94,29 @@ func (t *hostNetwork) wrap(s network.Stream) *p2p.Stream {
 func (t *hostNetwork) Self() peer.ID { return t.h.ID() }
 
 func (t *hostNetwork) Open(ctx context.Context, p peer.ID, proto protocol.ID) (gossip.Stream, error) {
+	var s network.Stream
+	var err error
 	if overRelay[proto] {
-		ctx = network.WithAllowLimitedConn(ctx, "swarmtrain control traffic")
+		s, err = t.h.NewStream(network.WithAllowLimitedConn(ctx, "swarmtrain control traffic"), p, proto)
+	} else {
+		s, err = t.h.NewDirectStream(ctx, p, punchWait, proto)
 	}
-	s, err := t.h.NewStream(ctx, p, proto)
 	if err != nil {
 		return nil, err
 	}
 	return t.wrap(s), nil
 }
 
+// punchWait is how long after a relayed connection opens a bulk stream
+// waits for the hole punch it triggers (DCUtR: a few round trips, up to
+// three attempts). Past it the punch has failed, and waiting longer only
+// stalls the round: the open fails, the round fails at once (its copy was
+// never sent), and the next round makes the relayed peer a client.
+const punchWait = 15 * time.Second
+
 // overRelay are the protocols that may run over a relayed connection:
 // a few hundred bytes a round. Everything else (all-reduce parts, state,
-// data) waits for a direct connection (libp2p's NewStream waits for a
+// data) waits for a direct connection (at most punchWait for a
 // hole punch), so bulk never crosses a relay. Two home nodes that cannot
 // punch still greet each other (or each would ignore the other's gossip)
 // and swap the round's digests through a public node's relay.

@@ -88,12 +88,15 @@ type Node struct {
 // loop is its only user, except that the model's tensors are read for
 // checkpoints.
 type localTrainer struct {
-	model   trainer.Model
-	opt     trainer.Optimizer
-	sched   trainer.Schedule
-	train   *trainer.Dataset
-	test    *trainer.Dataset
-	batcher *trainer.Batcher
+	model trainer.Model
+	// opt is the replicated optimizer: the run's, or in DiLoCo the outer
+	// Nesterov; inner is DiLoCo's local one (the run's optimizer), whose
+	// state is this node's own and never served.
+	opt, inner trainer.Optimizer
+	sched      trainer.Schedule
+	train      *trainer.Dataset
+	test       *trainer.Dataset
+	batcher    *trainer.Batcher
 	// frozen are the parameter ranges the run leaves untouched.
 	frozen     [][2]int
 	frozenKeep []float32 // scratch: the frozen values across a step
@@ -136,6 +139,11 @@ type stats struct {
 	largestGroup   int
 	partners       map[peer.ID]struct{} // everyone we averaged with
 	lastCheckpoint uint64               // step of the last checkpoint written
+	// trainStart is when training began, trainEnd when it reached the
+	// last step (zero: not yet), compute the time spent computing
+	// meanwhile (forward, backward, local steps).
+	trainStart, trainEnd time.Time
+	compute              time.Duration
 }
 
 // Result is what a finished node reports (and writes to result.json).
@@ -164,7 +172,12 @@ type Result struct {
 	// gradient all-reduce (0 under Moshpit): parts follow the members'
 	// uplinks, so a slow one owns less.
 	PartShare float64 `json:"part_share"`
-	Params    int     `json:"params"` // the model's parameter count
+	// ComputeUtilisation is the fraction of the time since training
+	// began spent computing (forward, backward, local steps) rather than
+	// waiting for rounds, peers or state.
+	ComputeUtilisation float64 `json:"compute_utilisation"`
+	Params             int     `json:"params"`  // the model's parameter count
+	Samples            int64   `json:"samples"` // training samples this node computed
 
 	BytesSent int64   `json:"bytes_sent"`
 	BytesRecv int64   `json:"bytes_received"`
@@ -285,7 +298,8 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.av, err = n.newAverager(codec); err != nil {
 		return nil, err
 	}
-	sc := averaging.Config{Averager: n.av, NumParams: np, Codec: codec, MaxGroup: cfg.Run.Averaging.MaxGroup, Log: n.log}
+	sc := averaging.Config{Averager: n.av, NumParams: np, Codec: codec, MaxGroup: cfg.Run.Averaging.MaxGroup, Log: n.log,
+		DiLoCo: cfg.Run.DiLoCo(), Overlap: cfg.Run.Averaging.Mode == ModeDiLoCoOverlap}
 	if power != nil {
 		pc := averaging.PowerSGDConfig{Rank: power.rank, MinMatrix: smallTensor, Seed: cfg.Run.Seed}
 		for _, t := range n.local.model.Tensors() {
@@ -337,8 +351,14 @@ func (n *Node) newLocalTrainer() (err error) {
 	if l.opt, err = trainer.NewOptimizer(o.Name, o.Momentum, o.WeightDecay, np); err != nil {
 		return err
 	}
+	if cfg.Run.DiLoCo() {
+		// The run's optimizer takes the inner steps; the replicated one
+		// is the outer Nesterov step on the averaged pseudo-gradient.
+		l.inner = l.opt
+		l.opt = trainer.NewNesterov(cfg.Run.Averaging.OuterMomentum, 0, np)
+	}
 	decay, _ := cfg.Run.decay() // validated
-	l.sched = trainer.Schedule{Base: o.LR, Min: o.LR / trainer.MinLRDivisor, Warmup: o.Warmup, Total: o.Steps, Decay: decay}
+	l.sched = trainer.Schedule{Base: o.LR, Min: o.LR / trainer.MinLRDivisor, Warmup: o.Warmup, Total: cfg.Run.InnerSteps(), Decay: decay}
 	l.frozen, err = frozenRanges(l.model.Tensors(), cfg.Run.Model.Freeze)
 	return err
 }
@@ -369,8 +389,9 @@ func (n *Node) newAverager(codec compression.Codec) (*allreduce.Averager, error)
 		Aggregate:    agg,
 		RoundTimeout: n.cfg.RoundTimeout, MinLinkRate: n.cfg.MinLinkRate,
 		// A member's weight is its claimed samples: no honest step needs
-		// more than the run's target batch, so no member weighs more.
-		MaxSamples: n.cfg.Run.Optimizer.TargetBatch,
+		// more than the run's target batch (a DiLoCo phase: its inner
+		// steps' minibatches), so no member weighs more.
+		MaxSamples: max(n.cfg.Run.Optimizer.TargetBatch, n.cfg.Run.Averaging.InnerSteps*n.cfg.Run.Compute.Batch),
 		OnDrop: func(round string, p peer.ID, err error) {
 			n.log.Warn("left a contribution out of the average", "round", round, "peer", p, "err", err)
 		},
@@ -508,7 +529,11 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	go n.heartbeats(hbCtx)
 	go n.redial(hbCtx)
 
-	res, err := n.trainLoop(ctx)
+	loop := n.trainLoop
+	if n.cfg.Run.DiLoCo() {
+		loop = n.dilocoLoop
+	}
+	res, err := loop(ctx)
 	// Cancelled mid-run: a clean leave. The swarm hears it first, so no
 	// round waits for us while we evaluate and write the checkpoint.
 	left := ctx.Err() != nil && (err == nil || errors.Is(err, ctx.Err()))

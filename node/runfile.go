@@ -67,7 +67,7 @@ func appendCanonical(b []byte, v reflect.Value) []byte {
 	case reflect.Struct:
 		b = append(b, '{')
 		for i := range v.NumField() {
-			if omitted(v.Type().Field(i), v.Field(i)) {
+			if omitted(v, i) {
 				continue
 			}
 			if b[len(b)-1] != '{' {
@@ -102,18 +102,29 @@ func appendCanonical(b []byte, v reflect.Value) []byte {
 	panic(fmt.Sprintf("node: a RunConfig field of kind %s has no canonical encoding", v.Kind()))
 }
 
-// omitted reports whether field f, holding v, is left out of the
-// canonical encoding: a string field tagged canon:"omit=V" holding V or "".
-func omitted(f reflect.StructField, v reflect.Value) bool {
+// omitted reports whether field i of struct v is left out of the
+// canonical encoding: a string field tagged canon:"omit=V" holding V or
+// "", or a field tagged canon:"omitwith=F" while its sibling field F is
+// left out (the DiLoCo fields go with averaging.mode: a sync run writes
+// none of them, whatever they hold, and keeps its run ID).
+func omitted(v reflect.Value, i int) bool {
+	f := v.Type().Field(i)
 	tag, ok := f.Tag.Lookup("canon")
 	if !ok {
 		return false
 	}
-	def, ok := strings.CutPrefix(tag, "omit=")
-	if !ok || v.Kind() != reflect.String {
-		panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, want omit=VALUE on a string", f.Name, tag))
+	if name, ok := strings.CutPrefix(tag, "omitwith="); ok {
+		j, found := v.Type().FieldByName(name)
+		if !found || len(j.Index) != 1 {
+			panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, and its struct no field %s", f.Name, tag, name))
+		}
+		return omitted(v, j.Index[0])
 	}
-	return v.String() == "" || v.String() == def
+	def, ok := strings.CutPrefix(tag, "omit=")
+	if !ok || v.Field(i).Kind() != reflect.String {
+		panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, want omit=VALUE on a string or omitwith=FIELD", f.Name, tag))
+	}
+	return v.Field(i).String() == "" || v.Field(i).String() == def
 }
 
 // jsonName is a run config field's key: its json tag's name. Every field
@@ -303,8 +314,9 @@ func (o runConfigV1) convert() RunConfig {
 		Optimizer: RunOptimizer{Name: o.Optimizer, LR: o.LR, Momentum: o.Momentum, WeightDecay: o.WeightDecay,
 			Warmup: o.Warmup, Schedule: cmp.Or(o.Schedule, string(trainer.DecayCosine)), ClipNorm: o.ClipNorm,
 			Steps: o.Steps, TargetBatch: o.TargetBatch},
-		Averaging: RunAveraging{Codec: o.Codec, Lossless: o.Lossless, MinGroup: o.MinGroup, MaxGroup: o.MaxGroup, Aggregate: "mean"},
-		Compute:   RunCompute{Batch: o.Batch},
+		Averaging: RunAveraging{Codec: o.Codec, Lossless: o.Lossless, MinGroup: o.MinGroup, MaxGroup: o.MaxGroup, Aggregate: "mean",
+			Mode: ModeSync, OuterLR: DefaultOuterLR, OuterMomentum: DefaultOuterMomentum},
+		Compute: RunCompute{Batch: o.Batch},
 	}
 }
 

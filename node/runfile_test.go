@@ -46,13 +46,18 @@ func TestRunConfigCanonicalEncoding(t *testing.T) {
 	}
 	// Every leaf, changed alone, changes the run ID.
 	fields := r.Fields()
-	if len(fields) != 32 || fields[0].Path != "version" || fields[len(fields)-1].Path != "compute.batch" {
+	if len(fields) != 36 || fields[0].Path != "version" || fields[len(fields)-1].Path != "compute.batch" {
 		t.Errorf("%d leaves from %s to %s: a field was added or moved; is the version bumped?", len(fields), fields[0].Path, fields[len(fields)-1].Path)
 	}
 	for i, f := range fields {
-		c := DefaultRunConfig()
+		c, base := DefaultRunConfig(), r
+		switch f.Path {
+		case "averaging.inner_steps", "averaging.outer_lr", "averaging.outer_momentum":
+			// Part of a DiLoCo run only (see TestRunConfigDiLoCoKeepsRunIDs).
+			c.Averaging.Mode, base.Averaging.Mode = ModeDiLoCo, ModeDiLoCo
+		}
 		changeLeaf(t, c.Fields()[i].Ptr)
-		if c.ID() == r.ID() {
+		if c.ID() == base.ID() {
 			t.Errorf("%s is not part of the run ID", f.Path)
 		}
 		back, err := DecodeRunConfig(c.JSON())
@@ -95,6 +100,29 @@ func changeLeaf(t *testing.T, p any) {
 		*p = append(*p, "x")
 	default:
 		t.Fatalf("a run config leaf of type %T", p)
+	}
+}
+
+// The DiLoCo fields came after version 2 like averaging.aggregate: at
+// their defaults (sync mode) they are left out, so sync runs keep their
+// IDs; any other value, a momentum of 0 too, is written and read back.
+func TestRunConfigDiLoCoKeepsRunIDs(t *testing.T) {
+	r := DefaultRunConfig()
+	sync := r
+	sync.Averaging.OuterLR, sync.Averaging.OuterMomentum = 0, 0.5 // ignored in sync mode
+	for _, s := range []RunConfig{r, sync} {
+		if got := string(s.JSON()); strings.Contains(got, `"mode"`) || strings.Contains(got, "outer") || strings.Contains(got, "inner") {
+			t.Fatalf("a sync run encodes DiLoCo fields: %s", got)
+		}
+	}
+	d := r
+	d.Averaging.Mode, d.Averaging.InnerSteps, d.Averaging.OuterMomentum = ModeDiLoCo, 20, 0
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeRunConfig(d.JSON())
+	if err != nil || back.Averaging != d.Averaging || back.ID() != d.ID() || d.ID() == r.ID() {
+		t.Fatalf("a DiLoCo run read back as %+v (%v)", back.Averaging, err)
 	}
 }
 

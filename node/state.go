@@ -195,6 +195,7 @@ func (n *Node) finish() *Result {
 		Rounds: st.rounds, Failed: st.failedRounds, Syncs: st.syncs, LargestGroup: st.largestGroup, Partners: len(st.partners),
 		BytesSent: n.net.BytesOut(), BytesRecv: n.net.BytesIn(), Seconds: time.Since(n.started).Seconds(),
 		LongestFailing: st.longestFailing.Seconds(), PartShare: st.partShare, Params: n.local.model.NumParams(),
+		ComputeUtilisation: n.utilisationLocked(time.Now()), Samples: st.samples,
 	}
 	if steps := st.roundsN.step - st.rounds0.step; steps > 0 {
 		res.SecondsPerStep = st.roundsN.at.Sub(st.rounds0.at).Seconds() / float64(steps)

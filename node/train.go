@@ -21,27 +21,19 @@ import (
 // trainLoop is the sync-mode loop. Every iteration produces exactly one
 // step shared by the round's group, or none.
 func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
-	if err := n.waitForPeers(ctx); err != nil {
+	if err := n.begin(ctx); err != nil {
 		return nil, err
-	}
-	n.setPhase("evaluating")
-	if _, loss, err := n.local.model.Evaluate(n.local.test); err == nil {
-		n.mu.Lock()
-		n.stats.initialLoss = loss
-		n.mu.Unlock()
 	}
 	acc := newAccumulator(n.local.model.NumParams(), n.cfg.Run.Compute.Batch*n.local.train.Dim, n.cfg.Run.Compute.Batch)
 	badGrads := 0 // non-finite gradients in a row
 	env := strategyEnv{n}
-	n.mu.Lock()
-	n.stats.rate.since = time.Now() // the first window includes the first minibatch
-	n.mu.Unlock()
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err // a clean leave: Run announces it, then finishes
 		}
 		step := n.currentStep()
 		if step >= uint64(n.cfg.Run.Optimizer.Steps) {
+			n.trainingDone()
 			n.settle(ctx)
 			return n.finish(), nil
 		}
@@ -58,9 +50,11 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 
 		// Local work: one minibatch, then see whether the swarm has enough.
 		n.setPhase("training")
+		began := time.Now()
 		if err := n.minibatch(acc); err != nil {
 			return nil, fmt.Errorf("step %d: %w", step, err)
 		}
+		n.addCompute(time.Since(began))
 		n.publishProgress(ctx, step, acc.samples)
 		others, _ := n.view.SwarmSamples(step, time.Now())
 		if acc.samples+others < n.cfg.Run.Optimizer.TargetBatch {
@@ -86,10 +80,11 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			continue // the swarm moved on while we computed: sync first
 		}
 		n.adv.gradient(step, mean)
-		// A round we are in ends even if we are leaving: the others
-		// would wait for our part and count the round failed.
-		began := time.Now()
-		out, err := n.strategy.Step(context.WithoutCancel(ctx), env, step, mean, acc.samples)
+		began = time.Now()
+		rctx, endRound := n.roundContext(ctx, step)
+		out, err := n.strategy.Step(rctx, env, step, mean, acc.samples)
+		movedOn := errors.Is(context.Cause(rctx), errMovedOn)
+		endRound()
 		if err == nil && out.Members != nil {
 			n.dash.roundDone(time.Since(began))
 		}
@@ -105,6 +100,10 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		}
 		var round *averaging.RoundError
 		switch {
+		case err != nil && movedOn:
+			n.log.Info("the swarm took a step without us while our round went on; leaving it to sync", "step", step, "err", err)
+			n.resync.Store(true)
+			continue
 		case errors.Is(err, allreduce.ErrBehind):
 			n.log.Info("swarm averaged without us; syncing", "step", step)
 			n.aheadHint.Store(step + 1)
@@ -125,6 +124,45 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		case err != nil:
 			return nil, err
 		}
+	}
+}
+
+// errMovedOn ends a round the swarm no longer needs.
+var errMovedOn = errors.New("the swarm took a step without us")
+
+// movedOnPoll is how often a round in flight checks whether the swarm
+// went on without it.
+const movedOnPoll = 250 * time.Millisecond
+
+// roundContext is the context of our round at step. A leave does not end
+// it (the others would wait for our part and count the round failed),
+// but the swarm taking step+1 without us does: a round's deadline backs
+// off after failures (up to minutes on a first round with unmeasured
+// links), and a member stuck in one (an owner waiting for a copy that a
+// peer behind NAT never sent) would sit out the whole run meanwhile. A
+// quorum past step+1 has finished a round that we were not in, so ours
+// can only leave us behind: better to sync now.
+func (n *Node) roundContext(ctx context.Context, step uint64) (context.Context, func()) {
+	rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(movedOnPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if n.behind(step + 1) {
+					cancel(errMovedOn)
+					return
+				}
+			}
+		}
+	}()
+	return rctx, func() {
+		close(done)
+		cancel(nil)
 	}
 }
 
@@ -258,8 +296,14 @@ func (n *Node) publish(step uint64) {
 // It returns the step's learning rate; on error the caller undoes.
 func (n *Node) optimizerStep(step uint64, params, grad []float32) (lr float32, err error) {
 	l := &n.local
-	lr = l.sched.LR(int(step))
-	trainer.ClipGlobalNorm(grad, n.cfg.Run.Optimizer.ClipNorm)
+	if n.cfg.Run.DiLoCo() {
+		// The outer step: a constant rate, and no clipping (--clip-norm
+		// bounds the inner steps' gradients).
+		lr = n.cfg.Run.Averaging.OuterLR
+	} else {
+		lr = l.sched.LR(int(step))
+		trainer.ClipGlobalNorm(grad, n.cfg.Run.Optimizer.ClipNorm)
+	}
 	keep := l.frozenKeep[:0]
 	for _, r := range l.frozen {
 		clear(grad[r[0]:r[1]])
@@ -386,7 +430,10 @@ func (n *Node) publishProgress(ctx context.Context, step uint64, samples int) {
 }
 
 // waitForPeers holds the first step until MinPeers are live, so a demo
-// swarm starts together instead of one node racing ahead alone.
+// swarm starts together instead of one node racing ahead alone. A swarm
+// already past our step has started without us: waiting for the rest of
+// MinPeers then only risks the timeout (a peer reachable through a relay
+// shows up late, one may have died), so we join it and sync its state.
 func (n *Node) waitForPeers(ctx context.Context) error {
 	need := n.cfg.MinPeers
 	if n.joined() {
@@ -400,7 +447,7 @@ func (n *Node) waitForPeers(ctx context.Context) error {
 	n.setPhase("waiting for peers")
 	deadline := time.Now().Add(n.cfg.MinPeersTimeout)
 	for {
-		if live := n.livePeers() + 1; live >= need {
+		if live := n.livePeers() + 1; live >= need || n.behind(n.currentStep()) {
 			return nil
 		}
 		if time.Now().After(deadline) {

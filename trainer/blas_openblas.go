@@ -18,7 +18,7 @@ import (
 )
 
 // BLAS names the matrix kernels this binary uses.
-const BLAS = "openblas"
+var BLAS = "openblas"
 
 func init() {
 	G.Use(netlib.Implementation{})

@@ -25,14 +25,8 @@ type MLP struct {
 // drawn from a PCG seeded by cfg.Seed: He-uniform for ReLU layers,
 // Glorot-uniform for the output layer, zero biases.
 func NewMLP(cfg ModelConfig, inputDim, classes int) (*MLP, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := checkMLPConfig(cfg, inputDim, classes); err != nil {
 		return nil, err
-	}
-	if inputDim < 1 || inputDim > maxWidth {
-		return nil, fmt.Errorf("model: inputDim=%d, want 1..%d", inputDim, maxWidth)
-	}
-	if classes < 2 || classes > 256 {
-		return nil, fmt.Errorf("model: classes=%d, want 2..256 (labels are uint8)", classes)
 	}
 	m := &MLP{cfg: cfg}
 	m.cfg.Hidden = append([]int(nil), cfg.Hidden...)
@@ -44,6 +38,20 @@ func NewMLP(cfg ModelConfig, inputDim, classes int) (*MLP, error) {
 	m.graphNet = g
 	m.flat = make([]float32, m.n)
 	return m, nil
+}
+
+// checkMLPConfig refuses what neither MLP engine can build.
+func checkMLPConfig(cfg ModelConfig, inputDim, classes int) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if inputDim < 1 || inputDim > maxWidth {
+		return fmt.Errorf("model: inputDim=%d, want 1..%d", inputDim, maxWidth)
+	}
+	if classes < 2 || classes > 256 {
+		return fmt.Errorf("model: classes=%d, want 2..256 (labels are uint8)", classes)
+	}
+	return nil
 }
 
 // denseSpecs lists the weight and bias of each fully connected layer from

@@ -1,6 +1,7 @@
 package trainer
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 )
@@ -27,6 +28,11 @@ type ModelConfig struct {
 	Dropout  float64 // bert only: dropout probability on every residual branch
 	Batch    int     // rows per ComputeGradients call; the graph is built for exactly this many (1..65536)
 	Seed     uint64  // weight initialisation; equal seeds give bit-identical initial parameters
+	// Engine is this node's choice of compute, not the run's: EngineNative
+	// (the MLP only) or EngineGorgonia; "" means DefaultEngine. Nodes on
+	// different engines train the same model and may differ in the last
+	// bits of a gradient.
+	Engine string
 }
 
 // Validate checks the fields against their allowed ranges.
@@ -44,6 +50,15 @@ func (c ModelConfig) Validate() error {
 	}
 	if len(c.Channels) > maxConvBlocks {
 		return fmt.Errorf("model: %d conv blocks, want at most %d", len(c.Channels), maxConvBlocks)
+	}
+	switch c.Engine {
+	case "", EngineGorgonia:
+	case EngineNative:
+		if c.Arch != "" && c.Arch != ArchMLP {
+			return fmt.Errorf("model: engine %q runs only the mlp so far, not %q; use --engine %s", c.Engine, c.Arch, EngineGorgonia)
+		}
+	default:
+		return fmt.Errorf("model: Engine=%q, want %s or %s", c.Engine, EngineNative, EngineGorgonia)
 	}
 	for i, ch := range c.Channels {
 		if ch < 1 || ch > maxChannels {
@@ -124,6 +139,9 @@ func NewModel(cfg ModelConfig, ds *Dataset) (Model, error) {
 	case "", ArchMLP:
 		if len(cfg.Channels) > 0 {
 			return nil, fmt.Errorf("model: channels %v are for the cnn, not the mlp", cfg.Channels)
+		}
+		if cmp.Or(cfg.Engine, DefaultEngine) == EngineNative {
+			return newNativeMLP(cfg, ds.Dim, ds.Classes)
 		}
 		return NewMLP(cfg, ds.Dim, ds.Classes)
 	case ArchBERT:

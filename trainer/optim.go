@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/trainer/kernels"
 )
 
 // Optimizer updates flat parameters from an averaged mean gradient. The
@@ -202,18 +203,9 @@ func (o *adam) Step(params, grads []float32, lr float32) {
 	bc2 := 1 - powi(float64(b2), o.t)
 	stepSize := float32(float64(lr) / bc1)
 	sqrtBc2 := float32(math.Sqrt(bc2))
-	decay := 1 - float32(lr*o.wd)
-	for i, g := range grads {
-		m := float32(b1*o.m[i]) + float32(c1*g)
-		v := float32(b2*o.v[i]) + float32(c2*float32(g*g))
-		o.m[i], o.v[i] = m, v
-		denom := float32(sqrt32(v)/sqrtBc2) + eps
-		p := params[i]
-		if o.wd != 0 {
-			p = float32(p * decay)
-		}
-		params[i] = p - float32(stepSize*float32(m/denom))
-	}
+	decay := 1 - float32(lr*o.wd) // 1 without weight decay, and p·1 is p
+	// The loop, vectorised where the CPU allows, with the same bits.
+	kernels.AdamStep(params, grads, o.m, o.v, b1, c1, b2, c2, sqrtBc2, eps, decay, stepSize)
 }
 
 func (o *adam) State() []float32 { return o.AppendState(make([]float32, 0, 2*o.n+2)) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 	"github.com/swarmtrain/swarmtrain/node"
 	"github.com/swarmtrain/swarmtrain/trainer"
+	"github.com/swarmtrain/swarmtrain/trainer/kernels"
 )
 
 func benchCmd() *cobra.Command {
@@ -289,8 +291,10 @@ func benchTrainCmd() *cobra.Command {
 		Short: "Training-step speed of the shipped models (MLP, CNN, BERT): ms/step, samples/s, GFLOP/s",
 		Long: `Times the training step of each shipped configuration as a node runs it
 (forward, backward, Adam on the flat vectors), on synthetic rows of the real
-shapes. GFLOP/s counts 3x the forward pass's multiply-adds x2 per step. The
-matrix kernels are gonum's pure Go unless the binary was built with -tags openblas.`,
+shapes. GFLOP/s counts 3x the forward pass's multiply-adds x2 per step, and
+"peak" is its share of the core's measured FMA peak times GOMAXPROCS. The
+matrix kernels are trainer/kernels' assembly unless the binary was built with
+-tags openblas (or -tags gonumblas, gonum's pure Go).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if steps < 1 || steps > 100000 {
@@ -313,10 +317,16 @@ matrix kernels are gonum's pure Go unless the binary was built with -tags openbl
 			if asJSON {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
 			}
-			fmt.Printf("training step, %d timed steps each, BLAS: %s, GOMAXPROCS %d\n", steps, trainer.BLAS, runtime.GOMAXPROCS(0))
-			fmt.Printf("  %-28s %9s %9s %10s %9s\n", "model", "params", "ms/step", "samples/s", "GFLOP/s")
+			peak, unit := kernels.Peak(200 * time.Millisecond)
+			fmt.Printf("training step, %d timed steps each, BLAS: %s, GOMAXPROCS %d, FMA peak %.0f GFLOP/s per core (%s)\n",
+				steps, trainer.BLAS, runtime.GOMAXPROCS(0), peak, cmp.Or(unit, "not measured"))
+			fmt.Printf("  %-28s %-8s %9s %9s %8s %10s %9s %6s\n", "model", "engine", "params", "ms/step", "best ms", "samples/s", "GFLOP/s", "peak")
 			for _, r := range out {
-				fmt.Printf("  %-28s %9d %9.1f %10.0f %9.2f\n", r.Name, r.Params, r.MsPerStep, r.Samples, r.GFLOPs)
+				share := "-"
+				if peak > 0 {
+					share = fmt.Sprintf("%.0f%%", 100*r.GFLOPs/(peak*float64(runtime.GOMAXPROCS(0))))
+				}
+				fmt.Printf("  %-28s %-8s %9d %9.1f %8.1f %10.0f %9.2f %6s\n", r.Name, r.Engine, r.Params, r.MsPerStep, r.BestMs, r.Samples, r.GFLOPs, share)
 			}
 			return nil
 		},

@@ -22,6 +22,8 @@ var (
 	churnEvery  = flag.Duration("churn.every", 20*time.Second, "kill one node with SIGKILL and start a fresh one this often")
 	churnLength = flag.Duration("churn.for", 5*time.Minute, "how long to keep churning")
 	churnGroup  = flag.Int("churn.max-group", 0, "the run's --max-group (0: one exact group; below the swarm size: Moshpit groups)")
+	churnMode   = flag.String("churn.mode", "sync", "the run's --mode: sync, diloco or diloco-overlap (then -churn.steps counts outer steps)")
+	churnInner  = flag.Int("churn.inner-steps", 20, "the run's --inner-steps in a DiLoCo mode")
 )
 
 // TestChurn is the acceptance test for churn-proof averaging: a swarm
@@ -36,7 +38,10 @@ func TestChurn(t *testing.T) {
 		t.Skip("pass -args -churn to run (about 12 minutes)")
 	}
 	run := []string{"--hidden", "256", "--batch", "64", "--target-batch", strconv.Itoa(64 * *churnNodes),
-		"--steps", strconv.Itoa(*churnSteps), "--linger", "10s", "--max-group", strconv.Itoa(*churnGroup)}
+		"--steps", strconv.Itoa(*churnSteps), "--linger", "10s", "--max-group", strconv.Itoa(*churnGroup), "--mode", *churnMode}
+	if *churnMode != "sync" {
+		run = append(run, "--inner-steps", strconv.Itoa(*churnInner))
+	}
 	base := runSwarm(t, filepath.Join(t.TempDir(), "baseline"), run, false)
 	t.Logf("baseline: accuracy %.2f%% in %v, max stall %v", 100*base.acc, base.took, base.maxStall)
 	ch := runSwarm(t, filepath.Join(t.TempDir(), "churn"), run, true)
@@ -110,7 +115,7 @@ func runSwarm(t *testing.T, dir string, run []string, churning bool) swarmOutcom
 		} else if lastStep > 0 && lastStep < uint64(*churnSteps) {
 			out.maxStall = max(out.maxStall, time.Since(lastChange))
 		}
-		if churning && time.Since(began) < *churnLength && time.Now().After(nextKill) && lastStep > 0 && lastStep < uint64(*churnSteps)-50 {
+		if churning && time.Since(began) < *churnLength && time.Now().After(nextKill) && lastStep > 0 && lastStep+min(50, uint64(*churnSteps)/20) < uint64(*churnSteps) {
 			nextKill = time.Now().Add(*churnEvery)
 			live := alive()
 			victim := live[rng.IntN(len(live))]

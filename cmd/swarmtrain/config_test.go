@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -153,5 +154,15 @@ func TestLogFlags(t *testing.T) {
 	// Tests run commands through execute, which exports nothing.
 	if err := execute([]string{"version", "--log-format", "json"}, nil, io.Discard); err != nil || os.Getenv("SWARMTRAIN_LOG_FORMAT") != "" {
 		t.Errorf("execute changed the test's environment: %v", err)
+	}
+}
+
+// A demo's nodes do not read the SWARMTRAIN_* variables the demo read:
+// SWARMTRAIN_HTTP would give all of them one port.
+func TestChildEnvDropsOurVariables(t *testing.T) {
+	got := childEnv([]string{"PATH=/bin", "SWARMTRAIN_HTTP=:8080", "HOME=/root", "SWARMTRAIN_DIR=/tmp/x", "XSWARMTRAIN_A=1"})
+	want := []string{"PATH=/bin", "HOME=/root", "XSWARMTRAIN_A=1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("childEnv = %q, want %q", got, want)
 	}
 }

@@ -288,12 +288,22 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 	return nil
 }
 
+// childEnv is the environment of a demo's node: ours without the
+// SWARMTRAIN_* variables. They set the demo's own flags already, and the
+// demo passes each node what it needs; read again by every node, one
+// such as SWARMTRAIN_HTTP or SWARMTRAIN_DIR would give four nodes one
+// port or one directory.
+func childEnv(environ []string) []string {
+	return slices.DeleteFunc(slices.Clone(environ), func(kv string) bool { return strings.HasPrefix(kv, envPrefix) })
+}
+
 func startChild(ctx context.Context, exe, dir string, args []string) (*child, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.SysProcAttr = childAttr()
+	cmd.Env = childEnv(os.Environ())
 	cmd.Stdout = io.Discard
 	errf, err := os.Create(filepath.Join(dir, "stderr.txt"))
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/swarmtrain/swarmtrain/internal/buildinfo"
+	"github.com/swarmtrain/swarmtrain/trainer"
 )
 
 func main() {
@@ -83,6 +84,8 @@ func (l *logFlags) Handler(w io.Writer) slog.Handler {
 
 // rootCmd is the whole command tree; tests run it with their own args.
 func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error) *cobra.Command {
+	// The compute engine is this process's own choice, not the run's.
+	engine := newChoice(trainer.DefaultEngine, trainer.EngineNative, trainer.EngineGorgonia)
 	root := &cobra.Command{
 		Use:           "swarmtrain",
 		Short:         "Peer-to-peer decentralized deep-learning trainer",
@@ -95,8 +98,9 @@ func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error)
 				return err
 			}
 			slog.SetDefault(slog.New(logOpts.Handler(os.Stderr)))
+			trainer.DefaultEngine = engine.value
 			// The nodes a demo starts read them from the environment.
-			for _, name := range []string{"log-level", "log-format"} {
+			for _, name := range []string{"log-level", "log-format", "engine"} {
 				if f := cmd.Flags().Lookup(name); setenv != nil && f != nil && f.Changed {
 					if err := setenv(envName(name), f.Value.String()); err != nil {
 						return err
@@ -110,6 +114,7 @@ func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error)
 	root.SetVersionTemplate(buildinfo.Read().String())
 	root.SetFlagErrorFunc(flagError)
 	logOpts.bind(root.PersistentFlags())
+	root.PersistentFlags().Var(engine, "engine", "compute engine of the models that have a native one (the mlp): native (trainer/engine) or gorgonia (the reference); the cnn and bert always run on gorgonia")
 	root.AddCommand(withConfig(nodeCmd(), stdout), withConfig(demoCmd(), stdout), devicesCmd(), doctorCmd(), benchCmd(), exportCmd(), sweepCmd(), sweepWorkerCmd(), versionCmd())
 	return root
 }

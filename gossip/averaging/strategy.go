@@ -1,8 +1,10 @@
 // Package averaging holds the ways a swarm turns its members' local
 // gradients into one step: exact all-reduce, all-reduce with error
 // feedback for lossy codecs, PowerSGD's two low-rank rounds, and Moshpit
-// groups above the run's maximum group. A node holds one Strategy chosen
-// from its run config and calls Step once per optimizer step; the
+// groups above the run's maximum group; and DiLoCo's outer rounds, which
+// average the pseudo-gradients of local phases through the same rounds,
+// plain or overlapped with the next phase. A node holds one Strategy
+// chosen from its run config and calls Step once per optimizer step; the
 // strategy forms the round through the node (Env) and says what to
 // commit (Outcome). Adding a mode is one file here and a case in New.
 package averaging
@@ -71,6 +73,11 @@ type Outcome struct {
 	// Share is the fraction of the vector this node owned in the round
 	// (exact modes; 0 otherwise).
 	Share float64
+	// Carry is this node's contribution to a round still in flight
+	// (overlapped DiLoCo): once it commits, the node keeps its local
+	// parameters at the committed ones minus Carry, its own progress not
+	// yet in the state. Valid until the next Step.
+	Carry []float32
 }
 
 // RoundError is a failed round: the gradient is kept and tried again.
@@ -95,7 +102,10 @@ type Config struct {
 	// MaxGroup above 0 averages in Moshpit groups whenever the swarm has
 	// more trainers than it.
 	MaxGroup int
-	Log      *slog.Logger
+	// DiLoCo: Step averages pseudo-gradients of local phases (see
+	// diloco); Overlap runs each round while the next phase computes.
+	DiLoCo, Overlap bool
+	Log             *slog.Logger
 }
 
 // New returns the strategy cfg describes.
@@ -119,6 +129,12 @@ func New(cfg Config) (Strategy, error) {
 		s = &feedback{av: cfg.Averager, residual: make([]float32, cfg.NumParams), avg: make([]float32, cfg.NumParams)}
 	default:
 		s = &exact{av: cfg.Averager, avg: make([]float32, cfg.NumParams)}
+	}
+	if cfg.DiLoCo {
+		if cfg.MaxGroup > 0 || (cfg.Overlap && cfg.PowerSGD != nil) {
+			return nil, errors.New("averaging: DiLoCo averages whole phases: no Moshpit groups, and no PowerSGD with overlap")
+		}
+		return &diloco{base: s, overlap: cfg.Overlap, sent: make([]float32, cfg.NumParams), avg: make([]float32, cfg.NumParams)}, nil
 	}
 	if cfg.MaxGroup > 0 {
 		s = &moshpit{exact: s, av: cfg.Averager, log: log, local: make([]float32, cfg.NumParams), avg: make([]float32, cfg.NumParams)}

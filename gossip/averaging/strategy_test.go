@@ -25,6 +25,8 @@ type fakeEnv struct {
 	view     swarm.View
 	params   []float32
 	matchErr error
+	samples  []int // the round's samples, in member order (else 1 each)
+	claimed  int   // the samples the last Match was asked to claim
 }
 
 func (e *fakeEnv) Swarm() swarm.View    { return e.view }
@@ -36,11 +38,15 @@ func (e *fakeEnv) LocalStep(step uint64, params, grad []float32) error {
 	return nil
 }
 func (e *fakeEnv) Match(ctx context.Context, step uint64, samples int, group []peer.ID) (allreduce.Round, error) {
+	e.claimed = samples
 	if e.matchErr != nil {
 		return allreduce.Round{}, e.matchErr
 	}
 	members := slices.Sorted(slices.Values(group))
 	ones := slices.Repeat([]int{1}, len(members))
+	if len(e.samples) == len(members) {
+		ones = e.samples
+	}
 	return allreduce.Round{Step: step, Members: members, Samples: ones, ID: allreduce.RoundID("t", step, 0, members, ones, nil)}, nil
 }
 

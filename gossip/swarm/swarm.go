@@ -166,6 +166,16 @@ func (v View) MinVouch() int {
 	return 1
 }
 
+// isClient reports whether p cannot be dialled, as far as we know: self
+// by our own mode, others by their heartbeats.
+func (v View) isClient(p peer.ID) bool {
+	if p == v.Self {
+		return v.Client
+	}
+	i := slices.IndexFunc(v.Live, func(m gossip.Member) bool { return m.Peer == p })
+	return i >= 0 && v.Live[i].Client
+}
+
 func (v View) isTrainer(p peer.ID) bool {
 	return slices.ContainsFunc(v.trainers(), func(m gossip.Member) bool { return m.Peer == p })
 }
@@ -185,12 +195,22 @@ func (v View) Candidates() []peer.ID {
 			out = append(out, p)
 		}
 	}
-	if len(out) > 0 {
+	// Clients cannot be dialled, so they assemble only when nobody else
+	// can: not while an owner of the last group is here, and not while
+	// any owner trains. A client that assembled anyway (it turned client
+	// after its last round; it was alone for a moment) would wait for
+	// the owners, close the group alone and, its last group now itself,
+	// train on alone for the rest of the run, on its own state
+	// (TestHomeNodesNoPunch).
+	if owners := slices.DeleteFunc(slices.Clone(out), v.isClient); len(owners) > 0 {
+		return owners
+	}
+	if len(out) > 0 && !slices.ContainsFunc(v.trainers(), func(m gossip.Member) bool { return !m.Client }) {
 		return out
 	}
-	// Clients cannot be dialled, so they assemble only when nobody else
-	// can. Heartbeats may disagree on who is a client for a moment; the
+	// Heartbeats may disagree on who is a client for a moment; the
 	// rounds after the first use LastGroup, which every member shares.
+	out = out[:0]
 	var clients []peer.ID
 	add := func(p peer.ID, client bool) {
 		if client {
@@ -238,12 +258,33 @@ func (v View) Expected(step uint64) []peer.ID {
 // minimum, except that a Moshpit grid line smaller than it still counts
 // (the swarm as a whole exceeds the cap, and so the minimum; without
 // this, peers on a short line would never average again).
+//
+// A joiner that has not yet averaged with anyone never steps alone,
+// whatever the run's minimum: it came to follow its bootstrap peers, and
+// a round of one would fork it off their state. Were it then faster
+// than they are (its rounds take no time), it would stay ahead of every
+// voter, compare its hash with none, and end the run on its own state
+// (TestHomeNodesPunch under load: a home node that lost sight of the
+// swarm for a moment right after its download).
 func (v View) MinGroupAt(step uint64) int {
 	need := v.MinGroup
 	if grid := v.Moshpit(); grid != nil {
-		need = min(need, len(v.MoshpitGroup(step, grid)))
+		return min(need, len(v.MoshpitGroup(step, grid)))
+	}
+	if len(v.Bootstrap) > 0 && !v.averaged() {
+		need = max(need, 2)
 	}
 	return need
+}
+
+// averaged reports whether we have averaged with any peer lately.
+func (v View) averaged() bool {
+	for _, w := range v.Weight {
+		if w > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Moshpit is the swarm's grid members (sorted, self included) when the

@@ -57,6 +57,10 @@ func TestCandidates(t *testing.T) {
 		{"first step: clients do not assemble", nil, []gossip.Member{client(live[0]), live[1], client(live[2])}, ids("b", "self"), false},
 		{"first step: nor does self as a client", nil, []gossip.Member{client(live[0]), live[1]}, ids("b"), true},
 		{"first step, only clients: they must", nil, []gossip.Member{client(live[0])}, ids("a", "self"), true},
+		{"a client of the last group does not assemble", ids("a", "b", "c"), []gossip.Member{live[0], client(live[1]), live[2]}, ids("a", "c"), false},
+		{"nor does self, turned client since", []peer.ID{self, "a", "b"}, live, ids("a", "b"), true},
+		{"a lone client's last group, owners live: the owners", []peer.ID{self}, live, ids("a", "b", "c"), true},
+		{"a last group of clients, no owner live: they must", []peer.ID{self, "a"}, []gossip.Member{client(live[0])}, []peer.ID{self, "a"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := View{Self: self, Live: tc.live, LastGroup: tc.last, Client: tc.client}
@@ -280,5 +284,27 @@ func TestMoshpitLineSmallerThanMinGroup(t *testing.T) {
 	v.Live = v.Live[:3] // four peers: one exact group, the run's minimum
 	if need := v.MinGroupAt(3); need != 4 {
 		t.Errorf("at the cap: minimum %d, want the run's 4", need)
+	}
+}
+
+// A joiner that has averaged with nobody yet never steps alone; once it
+// has, or with no bootstrap peer (the swarm's first node), the run's
+// minimum holds.
+func TestJoinerNeverStepsAlone(t *testing.T) {
+	v := View{Run: "r", Self: self, MinGroup: 1, Bootstrap: ids("a")}
+	if need := v.MinGroupAt(3); need != 2 {
+		t.Errorf("a joiner that averaged with nobody: minimum %d, want 2", need)
+	}
+	v.Weight = map[peer.ID]int{"b": 1}
+	if need := v.MinGroupAt(3); need != 1 {
+		t.Errorf("a joiner that averaged with b: minimum %d, want the run's 1", need)
+	}
+	v.Weight, v.Bootstrap = nil, nil
+	if need := v.MinGroupAt(3); need != 1 {
+		t.Errorf("the first node: minimum %d, want the run's 1", need)
+	}
+	v.Bootstrap, v.MinGroup = ids("a"), 3
+	if need := v.MinGroupAt(3); need != 3 {
+		t.Errorf("a joiner in a run of minimum 3: %d, want 3", need)
 	}
 }
