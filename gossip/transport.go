@@ -40,9 +40,9 @@ type Transport interface {
 const (
 	ProtoHello     protocol.ID = "/swarmtrain/hello/1"
 	ProtoMatch     protocol.ID = "/swarmtrain/match/1"
-	ProtoAllReduce protocol.ID = "/swarmtrain/allreduce/2" // 2: the owner confirms receipt of a part
+	ProtoAllReduce protocol.ID = "/swarmtrain/allreduce/3" // 2: the owner confirms receipt of a part; 3: parts and averages in chunks
 	ProtoState     protocol.ID = "/swarmtrain/state/2"     // chunked, pinned, per-chunk hashes
-	ProtoPart      protocol.ID = "/swarmtrain/part/1"      // repair: a part's final bytes from a fellow member
+	ProtoPart      protocol.ID = "/swarmtrain/part/2"      // repair: a part's final bytes from a fellow member, in chunks
 	ProtoDigest    protocol.ID = "/swarmtrain/digest/1"    // a member's digests of the round's results, cross-checked before applying
 	ProtoData      protocol.ID = "/swarmtrain/data/1"      // the run's dataset files, chunked, for a node without them
 )

@@ -41,6 +41,18 @@ type AllReduceBenchResult struct {
 	// RawStream is one stream's throughput between two of the same hosts,
 	// measured in the same run.
 	RawStream float64 `json:"raw_stream"`
+	// CPUSecondsPerRound is the CPU time (user and system, all threads)
+	// this process spent per timed round: on a machine shared with other
+	// jobs it moves far less than the wall time, and on loopback it is
+	// the cost being measured. 0 where the OS does not say.
+	CPUSecondsPerRound float64 `json:"cpu_seconds_per_round"`
+	// FloorSeconds is the all-reduce's floor on this transport: every
+	// host sending 2·S/N bytes (S encoded with the codec) to every other
+	// at once over raw streams,
+	// the bytes and pattern of a round without any averaging (mean of
+	// three, after the rounds); FloorCPUSeconds its CPU time.
+	FloorSeconds    float64 `json:"floor_seconds"`
+	FloorCPUSeconds float64 `json:"floor_cpu_seconds"`
 }
 
 // BenchAllReduce runs the measurement. Loopback throughput is CPU-bound
@@ -96,9 +108,10 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 		samples[i] = 1
 	}
 	var start time.Time
+	var cpu0 time.Duration
 	for round := 0; round <= cfg.Rounds; round++ {
 		if round == 1 {
-			start = time.Now()
+			start, cpu0 = time.Now(), processCPU()
 		}
 		r := allreduce.Round{Step: uint64(round), Members: members, Samples: samples}
 		r.ID = allreduce.RoundID("bench", r.Step, 0, members, samples, nil)
@@ -108,6 +121,20 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 	}
 	n := float64(cfg.Hosts)
 	res.SecondsPerRound = time.Since(start).Seconds() / float64(cfg.Rounds)
+	if cpu := processCPU(); cpu > 0 {
+		res.CPUSecondsPerRound = (cpu - cpu0).Seconds() / float64(cfg.Rounds)
+	}
+	const floorReps = 3
+	start, cpu0 = time.Now(), processCPU()
+	for range floorReps {
+		if err := allToAll(ctx, hosts, 2*codec.MaxEncodedLen(cfg.Floats/cfg.Hosts)); err != nil {
+			return res, err
+		}
+	}
+	res.FloorSeconds = time.Since(start).Seconds() / floorReps
+	if cpu := processCPU(); cpu > 0 {
+		res.FloorCPUSeconds = (cpu - cpu0).Seconds() / floorReps
+	}
 	res.BusBandwidth = 2 * (n - 1) / n * float64(4*cfg.Floats) / res.SecondsPerRound
 	res.Aggregate = n * res.BusBandwidth
 	return res, nil
@@ -139,6 +166,30 @@ func loopbackHosts(ctx context.Context, n int) ([]*p2p.Host, error) {
 		}
 	}
 	return hosts, nil
+}
+
+// allToAll sends perPair bytes from every host to every other at once,
+// each over its own raw stream.
+func allToAll(ctx context.Context, hosts []*p2p.Host, perPair int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(hosts)*len(hosts))
+	for _, from := range hosts {
+		for _, to := range hosts {
+			if from == to {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := p2p.MeasureThroughput(ctx, from, to, perPair); err != nil {
+					errs <- err
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs // nil when none failed
 }
 
 // allReduceAll runs one round on every averager at once.

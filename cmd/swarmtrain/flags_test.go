@@ -162,7 +162,11 @@ func TestBadFlagValues(t *testing.T) {
 		{[]string{"bench", "allreduce", "--aggregate", "median"}, []string{`"median"`, "mean, clip or trimmed"}},
 		{[]string{"bench", "allreduce", "--hosts", "1"}, []string{"--hosts 1", "want 2..64"}},
 		{[]string{"bench", "allreduce", "--mib", "0"}, []string{"--mib 0", "(0, 256]"}},
+		{[]string{"bench", "allreduce", "--procs", "1"}, []string{"--procs 1", "want 2..64"}},
+		{[]string{"bench", "allreduce", "--procs", "3", "--join", "/ip4/127.0.0.1/tcp/1"}, []string{"--join", "--procs 3", "first process only"}},
 		{[]string{"bench", "compress", "--lossless", "gzip"}, []string{`"gzip"`, "none, zstd or s2"}},
+		{[]string{"bench", "compress", "--rank", "5000"}, []string{"--rank 5000", "1..1023"}},
+		{[]string{"bench", "compress", "--millions", "0.001", "--rank", "4"}, []string{"--rank 4", "raise --millions"}},
 		{[]string{"bench", "train", "--steps", "0"}, []string{"--steps 0", "1..100000"}},
 	} {
 		flag := ""

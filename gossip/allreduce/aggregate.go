@@ -57,6 +57,15 @@ func ParseAggregate(s string) (Aggregate, error) {
 // the bound on a liar's pull grows linearly with the factor.
 const ClipFactor = 2
 
+// reduceInto is reduce writing the mean into dst (len of the copies):
+// the pipelined owner reuses one buffer for every chunk.
+func (g Aggregate) reduceInto(dst []float32, xs [][]float32, weights []int) []float32 {
+	if g == AggregateMean {
+		return weightedMeanInto(dst, xs, weights)
+	}
+	return g.reduce(xs, weights)
+}
+
 // reduce combines xs (by member; nil: left out) weighted by weights.
 func (g Aggregate) reduce(xs [][]float32, weights []int) []float32 {
 	switch g {

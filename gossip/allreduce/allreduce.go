@@ -186,6 +186,7 @@ type Averager struct {
 	// penalties: peers suspected of misbehaving, given no part for a
 	// while (penalty.go).
 	penalties penalties
+	spares    [][]byte // kept buffers for reuse (kept.go)
 
 	bytesSent, bytesRecv atomic.Int64
 	gate                 compression.Gate // whether the lossless stage pays on our link
@@ -359,16 +360,17 @@ func (a *Averager) maxResult(r Round, count int) int {
 	return maxFrame(a.cfg.Result, count)
 }
 
-// encode frames values in c, with the lossless stage only where it
-// pays: on a link faster than the stage saves time (measured uplink
-// rate against the stage's measured speed and ratio), it is skipped.
-// Receivers read the stage from the frame, so this needs no agreement.
-func (a *Averager) encode(c compression.Codec, values []float32) ([]byte, error) {
+// encodeAppend appends a frame of values in c to dst, with the lossless
+// stage only where it pays: on a link faster than the stage saves time
+// (measured uplink rate against the stage's measured speed and ratio),
+// it is skipped. Receivers read the stage from the frame, so this needs
+// no agreement.
+func (a *Averager) encodeAppend(dst []byte, c compression.Codec, values []float32) ([]byte, error) {
 	l := a.cfg.Lossless
 	if l != compression.LosslessNone && !a.gate.Use(a.Uplink()) {
 		l = compression.LosslessNone
 	}
-	enc, st, err := compression.EncodePartStats(nil, c, l, values)
+	enc, st, err := compression.EncodePartStats(dst, c, l, values)
 	a.gate.Observe(st)
 	return enc, err
 }
@@ -451,19 +453,60 @@ func (a *Averager) AllReduceEF(ctx context.Context, r Round, local, residual, ou
 	return nil
 }
 
-var vecPool sync.Pool
+// spareVecs are vectors for reuse, of whatever sizes rounds asked for (a
+// part, a chunk, a whole vector): a sync.Pool hands back any one, and
+// dropping one too small for a part meant fresh memory, and its page
+// faults, in every round.
+var spareVecs struct {
+	sync.Mutex
+	free []*[]float32
+}
 
-// getVec returns a vector of n values (contents unspecified).
+// maxSpareVecs caps spareVecs: a round takes a copy per member and a few more.
+const maxSpareVecs = 32
+
+// getVec returns a vector of n values (contents unspecified): the
+// smallest spare that fits, or a new one.
 func getVec(n int) *[]float32 {
-	if p, ok := vecPool.Get().(*[]float32); ok && cap(*p) >= n {
+	spareVecs.Lock()
+	best := -1
+	for i, p := range spareVecs.free {
+		if cap(*p) >= n && (best < 0 || cap(*p) < cap(*spareVecs.free[best])) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		p := spareVecs.free[best]
+		last := len(spareVecs.free) - 1
+		spareVecs.free[best], spareVecs.free[last] = spareVecs.free[last], nil
+		spareVecs.free = spareVecs.free[:last]
+		spareVecs.Unlock()
 		*p = (*p)[:n]
 		return p
 	}
+	spareVecs.Unlock()
 	v := make([]float32, n)
 	return &v
 }
 
-func putVec(p *[]float32) { vecPool.Put(p) }
+// putVec spares p; when the spares are full, the smallest goes.
+func putVec(p *[]float32) {
+	spareVecs.Lock()
+	defer spareVecs.Unlock()
+	if len(spareVecs.free) < maxSpareVecs {
+		spareVecs.free = append(spareVecs.free, p)
+		return
+	}
+	small := 0
+	for i, q := range spareVecs.free {
+		if cap(*q) < cap(*spareVecs.free[small]) {
+			small = i
+		}
+	}
+	if cap(*p) > cap(*spareVecs.free[small]) {
+		spareVecs.free[small] = p
+	}
+}
 
 // allReduce runs one round; when dropped is non-nil it receives, per value
 // this peer sent, what the codec dropped (zero for the part it owns).
@@ -511,10 +554,19 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 			}
 		}
 	}
+	// The average of our part is kept from the start, so every stream
+	// that will send from it can hold it as soon as it is admitted.
+	var kept *keptBuf
+	if lo < hi {
+		kept = a.newKept(maxChunked(hi-lo, func(count int) int { return a.maxResult(r, count) }))
+	}
 	a.mu.Lock()
 	rs, err := a.rounds.start(r, me, lo, hi, own, deadline, a.clk.Now(), a.staleAfter())
 	if err == nil {
+		rs.kept = kept
 		a.signalLocked() // senders waiting for the round to start
+	} else {
+		a.dropLocked(kept)
 	}
 	a.mu.Unlock()
 	if err != nil {
@@ -542,14 +594,14 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 			continue
 		}
 		if plo, phi := r.Bounds(n, j); plo == phi {
-			a.resolve(res, j, []byte{}) // an empty part: nothing to exchange
+			a.resolve(res, j, []byte{}, nil) // an empty part: nothing to exchange
 			continue
 		}
 		wg.Add(1)
 		go func(j int) {
 			defer wg.Done()
-			part, sent, err := a.exchange(ctx, r, me, j, local, out, dropped, open, resultBy)
-			a.resolve(res, j, part)
+			kb, sent, err := a.exchange(ctx, r, me, j, local, out, dropped, open, resultBy)
+			a.resolveKept(res, j, kb)
 			upMu.Lock()
 			up.add(sent)
 			upMu.Unlock()
@@ -572,18 +624,18 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		}(j)
 	}
 
-	var ownPart []byte
 	var ownErr error
 	if lo < hi {
-		ownPart, ownErr = a.reduceOwnPart(ctx, rs, r, out[lo:hi])
+		var kb *keptBuf
+		kb, ownErr = a.reduceOwnPart(ctx, rs, r, out[lo:hi])
+		a.resolveKept(res, me, kb)
 	} else {
-		ownPart = []byte{}
 		a.mu.Lock()
 		rs.finish(nil, nil)
 		a.signalLocked()
 		a.mu.Unlock()
+		a.resolve(res, me, []byte{}, nil)
 	}
-	a.resolve(res, me, ownPart)
 	wg.Wait()
 	close(errs)
 	// Receipts time the uplink whatever became of the round: a member
@@ -630,37 +682,88 @@ func (u *upload) add(v upload) {
 	u.bytes += v.bytes
 }
 
-// reduceOwnPart waits for every member's copy of this peer's part,
-// averages them, and publishes the encoded result for the senders.
-func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, out []float32) ([]byte, error) {
-	finish := func(enc []byte, err error) ([]byte, error) {
+// reduceOwnPart averages this peer's part chunk by chunk, each as soon
+// as every member's copy of it is in, and publishes each encoded chunk
+// for the senders at once (chunks.go). The clipped mean scales whole
+// copies by their norms, so under it the part is averaged once all of
+// it is in, then published chunk by chunk.
+func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, out []float32) (*keptBuf, error) {
+	a.mu.Lock()
+	lo, hi, kb := rs.lo, rs.hi, rs.kept
+	a.mu.Unlock()
+	n := hi - lo
+	kept := kb.b
+	finish := func(err error) (*keptBuf, error) {
 		a.mu.Lock()
+		var enc []byte
+		if err == nil {
+			enc = kept
+			kb.b = kept
+		}
 		rs.finish(enc, err)
+		free := rs.release()
+		if err != nil {
+			a.dropLocked(kb)
+			kb = nil
+		}
 		a.signalLocked() // senders waiting for the outcome
 		a.mu.Unlock()
-		return enc, err
+		putVecs(free)
+		return kb, err
 	}
-	if !a.await(ctx.Done(), nil, rs.complete) {
+	expire := func() (*keptBuf, error) {
 		a.mu.Lock()
 		err := rs.expire(ctx.Err())
+		free := rs.release()
+		a.dropLocked(kb)
 		a.signalLocked()
 		a.mu.Unlock()
+		putVecs(free)
 		return nil, err
 	}
-	a.mu.Lock()
-	contribs, lo, hi := rs.parts(), rs.lo, rs.hi
-	a.mu.Unlock()
-	avg := a.cfg.Aggregate.reduce(contribs, cappedWeights(r.Samples, a.cfg.MaxSamples))
-	enc, err := a.encode(a.resultCodec(r, lo, hi), avg)
-	if err != nil {
-		return finish(nil, err)
+	weights := cappedWeights(r.Samples, a.cfg.MaxSamples)
+	var whole []float32 // the clipped mean of the whole part
+	if a.cfg.Aggregate == AggregateClip {
+		if !a.await(ctx.Done(), nil, rs.complete) {
+			return expire()
+		}
+		a.mu.Lock()
+		parts := rs.parts()
+		a.mu.Unlock()
+		whole = a.cfg.Aggregate.reduce(parts, weights)
 	}
-	// The owner uses the decoded bytes too: that is what makes every
-	// member's copy bit-identical under a lossy codec.
-	if err := compression.DecodePart(out, enc); err != nil {
-		return finish(nil, err)
+	scratch := getVec(min(n, chunkValues))
+	defer putVec(scratch)
+	for c := range chunkCount(n) {
+		clo, chi := chunkBounds(n, c)
+		var avg []float32
+		if whole != nil {
+			avg = whole[clo:chi]
+		} else {
+			if !a.await(ctx.Done(), nil, func() bool { return rs.chunkDone(c) }) {
+				return expire()
+			}
+			a.mu.Lock()
+			xs := rs.chunkParts(c, clo, chi)
+			a.mu.Unlock()
+			avg = a.cfg.Aggregate.reduceInto((*scratch)[:chi-clo], xs, weights)
+		}
+		var frame []byte
+		var err error
+		if kept, frame, err = a.appendChunk(kept, a.resultCodec(r, lo+clo, lo+chi), avg); err != nil {
+			return finish(err)
+		}
+		// The owner uses the decoded bytes too: that is what makes every
+		// member's copy bit-identical under a lossy codec.
+		if err := compression.DecodePart(out[clo:chi], frame[1:]); err != nil {
+			return finish(err)
+		}
+		a.mu.Lock()
+		rs.publish(kept)
+		a.signalLocked() // senders waiting for the chunk
+		a.mu.Unlock()
 	}
-	return finish(enc, nil)
+	return finish(nil)
 }
 
 // cappedWeights is samples with every count above limit (when limit > 0)
@@ -680,17 +783,20 @@ func cappedWeights(samples []int, limit int) []int {
 // explicit float32 roundings so every architecture computes the same bits
 // (the conversions forbid fusing into FMA).
 func WeightedMean(xs [][]float32, weights []int) []float32 {
-	n := -1
-	for _, x := range xs {
-		if x != nil {
-			n = len(x)
-			break
-		}
-	}
-	if n < 0 {
+	x := firstPresent(xs)
+	if x == nil {
 		return nil
 	}
-	acc := make([]float32, n)
+	return weightedMeanInto(make([]float32, len(x)), xs, weights)
+}
+
+// weightedMeanInto is WeightedMean into acc (overwritten; as long as the
+// copies).
+func weightedMeanInto(acc []float32, xs [][]float32, weights []int) []float32 {
+	if firstPresent(xs) == nil {
+		return nil
+	}
+	clear(acc)
 	var total float32
 	for m, x := range xs {
 		if x == nil {
@@ -698,6 +804,7 @@ func WeightedMean(xs [][]float32, weights []int) []float32 {
 		}
 		w := float32(weights[m])
 		total += w
+		x = x[:len(acc)]
 		for e := range acc {
 			acc[e] = acc[e] + float32(w*x[e])
 		}
@@ -709,10 +816,12 @@ func WeightedMean(xs [][]float32, weights []int) []float32 {
 	return acc
 }
 
-// exchange sends this peer's copy of part j to its owner and receives the
-// averaged part back into out. It reports when the copy began to go out
-// and when the owner confirmed it had it all (zero until then).
-func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32, open time.Duration, resultBy time.Time) (result []byte, sent upload, err error) {
+// exchange sends this peer's copy of part j to its owner, chunk by
+// chunk, and receives the averaged part back into out as the owner makes
+// it, while later chunks are still going out. It returns the average's
+// bytes as kept (chunks.go), and when the copy began to go out and when
+// the owner confirmed it had it all (zero until then).
+func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out, dropped []float32, open time.Duration, resultBy time.Time) (result *keptBuf, sent upload, err error) {
 	lo, hi := r.Bounds(len(local), j)
 	// Opening has its own budget: an unreachable owner fails the round
 	// now, not at its end, and a slow dial does not eat the transfer's.
@@ -740,41 +849,118 @@ func (a *Averager) exchange(ctx context.Context, r Round, me, j int, local, out,
 	if err := s.Send(hdr); err != nil {
 		return nil, sent, err
 	}
-	enc, err := a.encode(a.partCodec(r, lo, hi), local[lo:hi])
-	if err != nil {
-		return nil, sent, err
+	a.bytesSent.Add(int64(len(hdr)))
+	type received struct {
+		kept    *keptBuf
+		receipt time.Time
+		err     error
 	}
-	if dropped != nil {
-		d := dropped[lo:hi]
-		if err := compression.DecodePart(d, enc); err != nil {
-			return nil, sent, err
-		}
-		for i, x := range local[lo:hi] {
-			d[i] = x - d[i]
-		}
+	// Either side failing resets the stream, which fails the other: the
+	// first error is the one that says what went wrong.
+	var first struct {
+		sync.Once
+		err error
 	}
+	fail := func(err error) {
+		first.Do(func() { first.err = err })
+		s.Reset()
+	}
+	back := make(chan received, 1)
+	go func() {
+		kept, receipt, err := a.receiveAverage(s, r, lo, hi, out[lo:hi], wait)
+		if err != nil {
+			fail(err) // the owner failed us: our copy need not go on
+		}
+		back <- received{kept, receipt, err}
+	}()
 	begun := a.clk.Now()
-	if err := s.Send(enc); err != nil {
-		return nil, sent, err
+	bytes, serr := a.sendCopy(s, r, lo, hi, local, dropped, wait)
+	if serr != nil {
+		fail(serr) // the owner cannot average without our copy: stop reading
 	}
-	a.bytesSent.Add(int64(len(enc) + len(hdr)))
-	wait()
-	res, err := s.Recv(a.maxResult(r, hi-lo) + 1)
-	if err == nil && len(res) == 1 && res[0] == resultReceived {
-		sent = upload{bytes: len(enc), first: begun, last: a.clk.Now()}
-		wait()
-		res, err = s.Recv(a.maxResult(r, hi-lo) + 1)
+	got := <-back
+	if !got.receipt.IsZero() {
+		sent = upload{bytes: bytes, first: begun, last: got.receipt}
 	}
-	if err != nil {
-		return nil, sent, err
-	}
-	a.bytesRecv.Add(int64(len(res)))
-	if err := decodeResult(out[lo:hi], res); err != nil {
-		return nil, sent, err
+	switch {
+	case got.err != nil && errors.Is(got.err, errOwnerFailed):
+		return nil, sent, got.err // the owner said why
+	case serr != nil || got.err != nil:
+		return nil, sent, first.err
 	}
 	ok = true
 	s.Close()
-	return res[1:], sent, nil
+	return got.kept, sent, nil
+}
+
+// sendCopy sends our copy of values [lo, hi) chunk by chunk, each
+// encoded into one reused buffer, and reports the bytes sent. With
+// dropped it also records what the codec dropped from each value.
+func (a *Averager) sendCopy(s gossip.Stream, r Round, lo, hi int, local, dropped []float32, wait func()) (int, error) {
+	n := hi - lo
+	buf := getBytes(a.maxPart(r, min(n, chunkValues)))
+	defer putBytes(buf)
+	total := 0
+	for c := range chunkCount(n) {
+		clo, chi := chunkBounds(n, c)
+		clo, chi = lo+clo, lo+chi
+		codec := a.partCodec(r, clo, chi)
+		enc, err := a.encodeAppend((*buf)[:0], codec, local[clo:chi])
+		*buf = enc[:0]
+		if err != nil {
+			return total, err
+		}
+		if dropped != nil && codec.ID() != compression.IDFP32 { // fp32 drops nothing: dropped stays 0
+			d := dropped[clo:chi]
+			if err := compression.DecodePart(d, enc); err != nil {
+				return total, err
+			}
+			for i, x := range local[clo:chi] {
+				d[i] = x - d[i]
+			}
+		}
+		wait()
+		if err := s.Send(enc); err != nil {
+			return total, err
+		}
+		total += len(enc)
+		a.bytesSent.Add(int64(len(enc)))
+	}
+	return total, nil
+}
+
+// receiveAverage reads the owner's frames for part [lo, hi): its receipt
+// of our whole copy, and the average's chunks, each decoded into out (the
+// part's values) as it comes and kept where it was read.
+func (a *Averager) receiveAverage(s gossip.Stream, r Round, lo, hi int, out []float32, wait func()) (_ *keptBuf, receipt time.Time, err error) {
+	n := hi - lo
+	kb := a.newKept(maxChunked(n, func(count int) int { return a.maxResult(r, count) }))
+	defer func() {
+		if err != nil {
+			a.drop(kb)
+		}
+	}()
+	kept := kb.b
+	for c := 0; c < chunkCount(n); {
+		clo, chi := chunkBounds(n, c)
+		wait()
+		f, err := recvChunk(s, kept, a.maxResult(r, chi-clo)+1)
+		if err != nil {
+			return nil, receipt, err
+		}
+		a.bytesRecv.Add(int64(len(f)))
+		if len(f) == 1 && f[0] == resultReceived && receipt.IsZero() {
+			receipt = a.clk.Now()
+			continue
+		}
+		if err := decodeResult(out[clo:chi], f); err != nil {
+			return nil, receipt, err
+		}
+		kept = keepChunk(kept, f)
+		c++
+	}
+	kb.b = kept
+	return kb, receipt, nil
 }
 
 // roundTrip returns what xs decode to after the codec.
@@ -819,7 +1005,10 @@ func decodeResult(dst []float32, frame []byte) error {
 	}
 }
 
-// serve handles one sender's part for a round this peer owns a part of.
+// serve handles one sender's copy of our part for a round: a reader
+// (receiveCopy) decodes its chunks as they come, while this goroutine
+// sends the sender our receipt once its copy is all in, and each chunk
+// of the average as soon as it is made.
 func (a *Averager) serve(s gossip.Stream) {
 	ok := false
 	defer func() {
@@ -858,64 +1047,139 @@ func (a *Averager) serve(s gossip.Stream) {
 		s.Send(append([]byte{resultFail}, err.Error()...))
 		return
 	}
-	// Like the sender's frames, ours are bounded by the round's deadline.
-	s.SetTimeout(max(a.clk.Until(deadline), time.Millisecond))
-	frame, err := s.Recv(a.maxPart(r, count))
-	if err != nil {
-		return
-	}
-	a.bytesRecv.Add(int64(len(frame) + len(hb)))
-	part := make([]float32, count)
-	if err := compression.DecodePart(part, frame); err != nil {
-		if !errors.Is(err, compression.ErrNonFinite) {
-			s.Send(append([]byte{resultFail}, err.Error()...))
-			return
-		}
-		// A well-formed part holding NaN or Inf (a diverged sender): the
-		// round goes on without it rather than fail or spread it. The
-		// average is still encoded once, so replicas stay identical.
-		part = nil
-		if a.cfg.OnDrop != nil {
-			a.cfg.OnDrop(r.ID, s.RemotePeer(), err)
-		}
-	}
+	a.bytesRecv.Add(int64(len(hb)))
+	buf := getVec(count)
 	a.mu.Lock()
-	accepted, complete := rs.contribute(h.Sender, part)
-	if complete {
-		a.signalLocked() // the owner waits for the last part
+	claimed := rs.claim(h.Sender, buf)
+	// The average's chunks go out from the owner's kept buffer: held
+	// until this stream is done with it.
+	held := rs.kept
+	if claimed {
+		a.holdLocked(held)
 	}
 	a.mu.Unlock()
-	if !accepted {
-		return // duplicate sender
+	if !claimed {
+		putVec(buf)
+		return // a second stream from the same sender, or the round is over
 	}
-	if err := s.Send([]byte{resultReceived}); err != nil {
-		return
-	}
+	defer a.drop(held)
+	// Like the sender's frames, ours are bounded by the round's deadline.
+	s.SetTimeout(max(a.clk.Until(deadline), time.Millisecond))
+	in := &inbound{}
+	go a.receiveCopy(s, rs, r, h.Sender, *buf, in)
 
 	wait := a.clk.Timer(a.clk.Until(deadline))
 	defer wait.Stop()
-	var result []byte
-	var rerr error
-	if !a.await(nil, wait.C, func() bool {
-		var done bool
-		result, rerr, done = rs.outcome()
-		return done
-	}) {
-		return
+	chunks := chunkCount(count)
+	receipted := false
+	for next := 0; next < chunks; {
+		var frame []byte
+		var rerr error
+		var receipt bool
+		if !a.await(nil, wait.C, func() bool {
+			switch {
+			case in.err != nil:
+				return true
+			case in.done && !receipted:
+				receipt = true
+				return true
+			}
+			var have bool
+			if frame, have = rs.resultChunk(next); !have && rs.finished && rs.err != nil {
+				rerr = rs.err
+				return true
+			}
+			return have
+		}) {
+			return
+		}
+		switch {
+		case in.err != nil:
+			if in.reply {
+				s.Send(append([]byte{resultFail}, in.err.Error()...))
+			}
+			return
+		case receipt:
+			if s.Send([]byte{resultReceived}) != nil {
+				return
+			}
+			receipted = true
+		case rerr != nil:
+			s.Send(append([]byte{resultFail}, rerr.Error()...))
+			return
+		default:
+			if s.Send(frame) != nil {
+				return
+			}
+			a.bytesSent.Add(int64(len(frame)))
+			next++
+		}
 	}
-	if rerr != nil {
-		s.Send(append([]byte{resultFail}, rerr.Error()...))
-		return
-	}
-	frameOut := make([]byte, 0, len(result)+1)
-	frameOut = append(frameOut, resultOK)
-	frameOut = append(frameOut, result...)
-	if err := s.Send(frameOut); err != nil {
-		return
-	}
-	a.bytesSent.Add(int64(len(frameOut)))
 	ok = true
 	s.Close()
+}
+
+// inbound is how a sender's copy is coming in, guarded by Averager.mu.
+type inbound struct {
+	done  bool  // every chunk is in
+	err   error // why it stopped coming
+	reply bool  // err is the sender's fault, to be told (a bad frame)
+}
+
+// receiveCopy reads sender's copy of our part chunk by chunk into part,
+// through one reused buffer, and records each chunk as in.
+func (a *Averager) receiveCopy(s gossip.Stream, rs *roundState, r Round, sender int, part []float32, in *inbound) {
+	n := len(part)
+	limit := a.maxPart(r, min(n, chunkValues))
+	buf := getBytes(limit)
+	defer putBytes(buf)
+	var err error
+	reply, told := false, false
+	for c := range chunkCount(n) {
+		clo, chi := chunkBounds(n, c)
+		var f []byte
+		if f, err = recvInto(s, *buf, a.maxPart(r, chi-clo)); err != nil {
+			break
+		}
+		a.bytesRecv.Add(int64(len(f)))
+		left := false
+		if err = compression.DecodePart(part[clo:chi], f); err != nil {
+			if !errors.Is(err, compression.ErrNonFinite) {
+				reply = true
+				break
+			}
+			// A well-formed chunk holding NaN or Inf (a diverged sender):
+			// the round goes on without it rather than fail or spread
+			// it. The average is still encoded once, so replicas stay
+			// identical.
+			if a.cfg.OnDrop != nil && !told {
+				told = true
+				a.cfg.OnDrop(r.ID, s.RemotePeer(), err)
+			}
+			err, left = nil, true
+		}
+		a.mu.Lock()
+		done, last := rs.arrived(sender, c, left)
+		if done || last {
+			in.done = last
+			a.signalLocked() // the owner waits for the chunk, the writer for the last
+		}
+		a.mu.Unlock()
+	}
+	a.mu.Lock()
+	if err != nil {
+		in.err, in.reply = err, reply
+	}
+	free := rs.leave()
+	a.signalLocked()
+	a.mu.Unlock()
+	putVecs(free)
+}
+
+func putVecs(ps []*[]float32) {
+	for _, p := range ps {
+		putVec(p)
+	}
 }
 
 // truncate shortens s to n bytes for an error message.

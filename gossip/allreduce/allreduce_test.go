@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
+	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/gossip/gossiptest"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
@@ -51,54 +53,67 @@ func TestAllReduceBitIdenticalWeightedMean(t *testing.T) {
 	for _, name := range []string{"fp32", "fp16"} {
 		for _, k := range []int{1, 2, 3, 5} {
 			t.Run(fmt.Sprintf("%s/%d", name, k), func(t *testing.T) {
-				_, ts, ids := memPeers(k)
-				var avs []*Averager
-				for _, tr := range ts {
-					avs = append(avs, NewAverager(tr, AveragerConfig{Codec: codec(t, name), RoundTimeout: 5 * time.Second}))
-				}
-				rng := rand.New(rand.NewPCG(1, uint64(k)))
-				const n = 1001 // not divisible by k: parts differ in size
-				vecs := make([][]float32, k)
-				samples := make([]int, k)
-				for i := range vecs {
-					vecs[i] = randVec(rng, n)
-					samples[i] = 1 + rng.IntN(64)
-				}
-				r := Round{Step: 7, Members: ids, Samples: samples}
-				r.ID = RoundID("ab", r.Step, 0, ids, samples, nil)
-				outs, errs := runRound(t, avs, r, vecs)
-				for i, err := range errs {
-					if err != nil {
-						t.Fatalf("peer %d: %v", i, err)
-					}
-				}
-				for i := 1; i < k; i++ {
-					for e := range outs[0] {
-						if math.Float32bits(outs[i][e]) != math.Float32bits(outs[0][e]) {
-							t.Fatalf("peer %d differs from peer 0 at %d: %v vs %v", i, e, outs[i][e], outs[0][e])
-						}
-					}
-				}
-				// Against a float64 reference of the weighted mean.
-				tol := 1e-5
-				if name == "fp16" {
-					tol = 2e-3
-				}
-				var total float64
-				for _, s := range samples {
-					total += float64(s)
-				}
-				for e := 0; e < n; e++ {
-					var want float64
-					for i := range vecs {
-						want += float64(samples[i]) * float64(vecs[i][e])
-					}
-					want /= total
-					if d := math.Abs(float64(outs[0][e]) - want); d > tol*(1+math.Abs(want)) {
-						t.Fatalf("element %d: got %v want %v", e, outs[0][e], want)
-					}
-				}
+				testBitIdenticalWeightedMean(t, name, k, 1001) // not divisible by k: parts differ in size
 			})
+		}
+	}
+	// Parts of several chunks, the last one short: chunks move, are
+	// averaged and come back while others are still on the way.
+	for _, name := range []string{"fp32", "int8"} {
+		t.Run(name+"/3/chunks", func(t *testing.T) { testBitIdenticalWeightedMean(t, name, 3, 7*chunkValues+1001) })
+	}
+}
+
+func testBitIdenticalWeightedMean(t *testing.T, name string, k, n int) {
+	{
+		_, ts, ids := memPeers(k)
+		var avs []*Averager
+		for _, tr := range ts {
+			avs = append(avs, NewAverager(tr, AveragerConfig{Codec: codec(t, name), RoundTimeout: 5 * time.Second}))
+		}
+		rng := rand.New(rand.NewPCG(1, uint64(k)))
+		vecs := make([][]float32, k)
+		samples := make([]int, k)
+		for i := range vecs {
+			vecs[i] = randVec(rng, n)
+			samples[i] = 1 + rng.IntN(64)
+		}
+		r := Round{Step: 7, Members: ids, Samples: samples}
+		r.ID = RoundID("ab", r.Step, 0, ids, samples, nil)
+		outs, errs := runRound(t, avs, r, vecs)
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("peer %d: %v", i, err)
+			}
+		}
+		for i := 1; i < k; i++ {
+			for e := range outs[0] {
+				if math.Float32bits(outs[i][e]) != math.Float32bits(outs[0][e]) {
+					t.Fatalf("peer %d differs from peer 0 at %d: %v vs %v", i, e, outs[i][e], outs[0][e])
+				}
+			}
+		}
+		// Against a float64 reference of the weighted mean.
+		tol := 1e-5
+		switch name {
+		case "fp16":
+			tol = 2e-3
+		case "int8":
+			tol = 3e-2
+		}
+		var total float64
+		for _, s := range samples {
+			total += float64(s)
+		}
+		for e := 0; e < n; e++ {
+			var want float64
+			for i := range vecs {
+				want += float64(samples[i]) * float64(vecs[i][e])
+			}
+			want /= total
+			if d := math.Abs(float64(outs[0][e]) - want); d > tol*(1+math.Abs(want)) {
+				t.Fatalf("element %d: got %v want %v", e, outs[0][e], want)
+			}
 		}
 	}
 }
@@ -298,5 +313,47 @@ func TestOwnersCapClaimedSamples(t *testing.T) {
 				t.Fatalf("mean %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// An owner whose last chunk of the average never reaches one member: the
+// member repairs the whole part, chunk by chunk, from a member that got
+// it, and all end bit-identical.
+func TestRepairOfChunkedPart(t *testing.T) {
+	net, ts, ids := memPeers(3)
+	var avs []*Averager
+	for _, tr := range ts {
+		avs = append(avs, NewAverager(tr, AveragerConfig{Codec: codec(t, "fp32"), RoundTimeout: 6 * time.Second,
+			MinRoundTimeout: 2 * time.Second, MinLinkRate: 1e9}))
+	}
+	const n = 3 * (2*chunkValues + 5) // parts of three chunks
+	var dropped atomic.Bool
+	net.SetFault(func(ev gossip.FrameEvent) gossip.FrameAction {
+		// The owner's frames to a sender: receipt, then chunks 0, 1, 2.
+		if ev.From == ids[0] && ev.To == ids[1] && ev.Proto == gossip.ProtoAllReduce && !ev.Opener && ev.Seq == 3 {
+			dropped.Store(true)
+			return gossip.Drop
+		}
+		return gossip.Deliver
+	})
+	rng := rand.New(rand.NewPCG(3, 3))
+	vecs := [][]float32{randVec(rng, n), randVec(rng, n), randVec(rng, n)}
+	samples := []int{1, 2, 3}
+	r := Round{Members: ids, Samples: samples, ID: RoundID("ab", 0, 0, ids, samples, nil)}
+	outs, errs := runRound(t, avs, r, vecs)
+	if !dropped.Load() {
+		t.Fatal("the fault never fired: the part was not sent in chunks")
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("peer %d: %v", i, err)
+		}
+	}
+	for i := 1; i < len(outs); i++ {
+		for e := range outs[0] {
+			if math.Float32bits(outs[i][e]) != math.Float32bits(outs[0][e]) {
+				t.Fatalf("peer %d differs at %d", i, e)
+			}
+		}
 	}
 }

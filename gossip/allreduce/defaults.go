@@ -78,6 +78,13 @@ const (
 	// slow ones; smaller: parts stay nearer even.
 	maxShareFactor = 4
 
+	// chunkValues is how many values one chunk of a part carries (256 KiB
+	// of fp32): parts move, are averaged and come back chunk by chunk
+	// (chunks.go). Every member must use the same (it is part of
+	// ProtoAllReduce). Larger: fewer frames and checksums; smaller: the
+	// stages overlap sooner, and less sits in buffers.
+	chunkValues = 1 << 16
+
 	// maxHeader caps a part header or a repair request, in bytes.
 	maxHeader = 1 << 10
 
@@ -92,9 +99,13 @@ const (
 	maxPendingPerPeer = 4
 
 	// keepResults is how many recent rounds' parts a peer keeps for
-	// repairs. Larger: a slow member can still repair an older round;
-	// smaller: less memory (a part each).
-	keepResults = 16
+	// repairs and reports: a whole vector's bytes each. A member lags
+	// the others by a round or two at most (it cannot start a round
+	// before its last one is over, and PowerSGD runs two a step), and a
+	// peer's kept buffers are recycled once they leave (kept.go).
+	// Larger: a member further behind can still repair; smaller: less
+	// memory, and buffers come back sooner.
+	keepResults = 4
 
 	// defaultJoinWindow is MatchConfig.JoinWindow when unset: how long an
 	// assembler waits for the peers it expects after the first join.

@@ -138,7 +138,7 @@ func TestAveragerSkipsLosslessOnFastLinks(t *testing.T) {
 	values := make([]float32, 4096) // zeros: zstd shrinks them
 	stage := func(link float64) compression.Lossless {
 		a.uplink.Store(math.Float64bits(link))
-		frame, err := a.encode(compression.FP32{}, values)
+		frame, err := a.encodeAppend(nil, compression.FP32{}, values)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/gossip"
 )
 
@@ -34,7 +33,8 @@ type results struct {
 	members  []peer.ID // the round's
 	me       int       // our index in members
 	parts    [][]byte
-	known    []bool // the direct outcome of a part is in
+	bufs     []*keptBuf // parts' buffers, held while the part is kept (kept.go)
+	known    []bool     // the direct outcome of a part is in
 
 	sums    []digest  // our digest of each part we hold, directly or repaired
 	have    []bool    // we hold part j
@@ -83,17 +83,30 @@ func (r *results) allReported() bool {
 }
 
 // resolve records the direct outcome of part j of res and wakes repairs
-// waiting for it.
-func (a *Averager) resolve(res *results, j int, part []byte) {
+// waiting for it. kb, when set, is part's buffer: the results take over
+// its user.
+func (a *Averager) resolve(res *results, j int, part []byte, kb *keptBuf) {
 	var sum digest
 	if part != nil {
 		sum = digestOf(part) // outside the lock: parts resolve in parallel
 	}
 	a.mu.Lock()
 	if res.resolve(j, part, sum) {
+		res.bufs[j] = kb
 		a.signalLocked()
+	} else {
+		a.dropLocked(kb)
 	}
 	a.mu.Unlock()
+}
+
+// resolveKept is resolve with the part in kb (nil: no part).
+func (a *Averager) resolveKept(res *results, j int, kb *keptBuf) {
+	if kb == nil {
+		a.resolve(res, j, nil, nil)
+		return
+	}
+	a.resolve(res, j, kb.b, kb)
 }
 
 func (a *Averager) track(r Round, me int, deadline time.Time) *results {
@@ -101,7 +114,7 @@ func (a *Averager) track(r Round, me int, deadline time.Time) *results {
 	defer a.mu.Unlock()
 	a.resultSeq++
 	k := len(r.Members)
-	res := &results{seq: a.resultSeq, deadline: deadline, members: r.Members, me: me, parts: make([][]byte, k), known: make([]bool, k),
+	res := &results{seq: a.resultSeq, deadline: deadline, members: r.Members, me: me, parts: make([][]byte, k), bufs: make([]*keptBuf, k), known: make([]bool, k),
 		sums: make([]digest, k), have: make([]bool, k), reports: make([]*report, k), gone: make([]bool, k)}
 	a.results[r.ID] = res
 	if len(a.results) > keepResults {
@@ -111,6 +124,9 @@ func (a *Averager) track(r Round, me int, deadline time.Time) *results {
 		}
 		sort.Slice(ids, func(i, j int) bool { return a.results[ids[i]].seq < a.results[ids[j]].seq })
 		for _, old := range ids[:len(ids)-keepResults] {
+			for _, kb := range a.results[old].bufs {
+				a.dropLocked(kb)
+			}
 			delete(a.results, old)
 		}
 	}
@@ -146,18 +162,25 @@ func (a *Averager) serveRepair(s gossip.Stream) {
 	defer wait.Stop()
 	a.await(nil, wait.C, func() bool { return res.known[req.Part] })
 	a.mu.Lock()
-	part := res.parts[req.Part]
+	part, kb := res.parts[req.Part], res.bufs[req.Part]
+	a.holdLocked(kb) // while its bytes go out
 	a.mu.Unlock()
+	defer a.drop(kb)
 	if part == nil {
 		s.Send(append([]byte{resultFail}, "did not get that part either"...))
 		s.Close()
 		return
 	}
-	frame := make([]byte, 0, len(part)+1)
-	frame = append(frame, resultOK)
-	frame = append(frame, part...)
-	if s.Send(frame) == nil {
-		a.bytesSent.Add(int64(len(frame)))
+	// The chunks go out as the owner sent them, straight from where
+	// they are kept.
+	for rest := part; len(rest) > 0; {
+		f, next, err := nextChunk(rest)
+		if err != nil || s.Send(f) != nil {
+			s.Reset()
+			return
+		}
+		a.bytesSent.Add(int64(len(f)))
+		rest = next
 	}
 	s.Close()
 }
@@ -210,7 +233,7 @@ func (a *Averager) repair(ctx context.Context, r Round, res *results, j int, dst
 			errs = append(errs, err)
 			continue
 		}
-		if err := compression.DecodePart(dst, ans.part); err != nil {
+		if err := decodeChunks(dst, ans.part); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -234,18 +257,25 @@ func (a *Averager) askPart(ctx context.Context, r Round, j int, p peer.ID, count
 		s.Reset()
 		return nil, err
 	}
-	frame, err := s.Recv(a.maxResult(r, count) + 1)
-	if err != nil {
-		s.Reset()
-		return nil, err
+	kept := make([]byte, 0, maxChunked(count, func(n int) int { return a.maxResult(r, n) }))
+	for c := range chunkCount(count) {
+		lo, hi := chunkBounds(count, c)
+		f, err := recvChunk(s, kept, a.maxResult(r, hi-lo)+1)
+		if err != nil {
+			s.Reset()
+			return nil, err
+		}
+		a.bytesRecv.Add(int64(len(f)))
+		if len(f) == 0 {
+			s.Reset()
+			return nil, errors.New("empty answer")
+		}
+		if f[0] != resultOK {
+			s.Reset()
+			return nil, fmt.Errorf("%s: %s", p.ShortString(), truncate(string(f[1:]), 100))
+		}
+		kept = keepChunk(kept, f)
 	}
 	s.Close()
-	a.bytesRecv.Add(int64(len(frame)))
-	if len(frame) == 0 {
-		return nil, errors.New("empty answer")
-	}
-	if frame[0] != resultOK {
-		return nil, fmt.Errorf("%s: %s", p.ShortString(), truncate(string(frame[1:]), 100))
-	}
-	return frame[1:], nil
+	return kept, nil
 }

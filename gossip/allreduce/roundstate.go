@@ -3,6 +3,7 @@ package allreduce
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,9 +43,23 @@ type roundState struct {
 	lo, hi   int       // the values of our part
 	deadline time.Time // when the round is void
 
-	contribs [][]float32 // by member index; nil: not in yet, or dropped (NaN/Inf)
-	seen     []bool      // by member index: its copy arrived (or was dropped)
+	// Copies arrive chunk by chunk (chunks.go): a member's stream is
+	// claimed once, its chunks are decoded into contribs[m] as they come,
+	// and chunk c can be averaged once chunkIn[c] reaches every member.
+	contribs [][]float32 // by member index: its copy (ours: own); nil until claimed
+	claimed  []bool      // by member index: a stream of its copy was admitted
+	left     [][]bool    // by member, by chunk: left out (NaN/Inf); nil: none left out
+	chunkIn  []int       // by chunk: members whose copy of it is in (ours included)
+	seen     []bool      // by member index: its whole copy arrived
 	missing  int         // members whose copy has not arrived
+	readers  int         // streams still writing into contribs
+	pooled   []*[]float32
+
+	// The average, published chunk by chunk as it is made: ends[c] is
+	// where chunk c's framed bytes end in blob (chunks.go).
+	blob []byte
+	ends []int
+	kept *keptBuf // blob's buffer, for the streams sending from it to hold
 
 	finished bool   // the outcome below is final
 	result   []byte // the encoded average every sender gets
@@ -103,9 +118,16 @@ func (t *roundTable) start(r Round, me, lo, hi int, own []float32, deadline, now
 	rs.round, rs.me, rs.lo, rs.hi, rs.deadline = r, me, lo, hi, deadline
 	rs.contribs = make([][]float32, k)
 	rs.contribs[me] = own
+	rs.claimed = make([]bool, k)
+	rs.claimed[me] = true
+	rs.left = make([][]bool, k)
 	rs.seen = make([]bool, k)
 	rs.seen[me] = true
 	rs.missing = k - 1
+	rs.chunkIn = make([]int, chunkCount(hi-lo))
+	for c := range rs.chunkIn {
+		rs.chunkIn[c] = 1 // our own copy
+	}
 	if lo == hi {
 		rs.missing = 0 // we own nothing: nobody sends us a part
 	}
@@ -143,27 +165,109 @@ func (rs *roundState) admit(h partHeader, from peer.ID) (count int, err error) {
 	return rs.hi - rs.lo, nil
 }
 
-// contribute records member i's copy of our part; nil is a copy dropped
-// for holding NaN or Inf, which counts as in. A copy from outside the
-// round, from ourselves or a second one from the same member is refused
-// (accepted false). complete reports that this copy was the last missing.
-func (rs *roundState) contribute(i int, part []float32) (accepted, complete bool) {
-	if !rs.started || i < 0 || i >= len(rs.seen) || rs.seen[i] {
-		return false, false
+// claim admits member i's stream of its copy and gives it part, the
+// buffer its chunks are decoded into (pooled: see release). A member
+// outside the round, ourselves, or one already claimed is refused: two
+// streams must not write one buffer.
+func (rs *roundState) claim(i int, part *[]float32) bool {
+	if !rs.started || rs.finished || i < 0 || i >= len(rs.claimed) || rs.claimed[i] {
+		return false
 	}
-	rs.seen[i] = true
-	rs.contribs[i] = part
-	rs.missing--
-	return true, rs.missing == 0
+	rs.claimed[i] = true
+	rs.contribs[i] = *part
+	rs.pooled = append(rs.pooled, part)
+	rs.readers++
+	return true
+}
+
+// arrived records chunk c of member i's copy as in (left: dropped for
+// holding NaN or Inf, so it weighs nothing in that chunk). It reports
+// whether that completed chunk c, and whether it was i's last chunk.
+func (rs *roundState) arrived(i, c int, left bool) (chunkDone, last bool) {
+	if left {
+		if rs.left[i] == nil {
+			rs.left[i] = make([]bool, len(rs.chunkIn))
+		}
+		rs.left[i][c] = true
+	}
+	rs.chunkIn[c]++
+	if c == len(rs.chunkIn)-1 && !rs.seen[i] {
+		rs.seen[i] = true
+		rs.missing--
+		last = true
+	}
+	return rs.chunkIn[c] == len(rs.seen), last
+}
+
+// chunkDone reports that every member's chunk c is in.
+func (rs *roundState) chunkDone(c int) bool { return rs.started && rs.chunkIn[c] == len(rs.seen) }
+
+// chunkParts returns the members' copies of chunk c, values [clo, chi)
+// of the part (nil: left out). Once the chunk is done they no longer
+// change, so the caller may average them without the lock.
+func (rs *roundState) chunkParts(c, clo, chi int) [][]float32 {
+	xs := make([][]float32, len(rs.contribs))
+	for m, x := range rs.contribs {
+		if x != nil && (rs.left[m] == nil || !rs.left[m][c]) {
+			xs[m] = x[clo:chi]
+		}
+	}
+	return xs
 }
 
 // complete reports that every member's copy is in: the average can be made.
 func (rs *roundState) complete() bool { return rs.started && rs.missing == 0 }
 
-// parts returns the copies to average, by member index (nil: dropped).
-// Once complete they no longer change, so the caller may average them
-// without holding the lock.
-func (rs *roundState) parts() [][]float32 { return rs.contribs }
+// parts returns the copies to average, by member index (nil: left out
+// anywhere). Once complete they no longer change, so the caller may
+// average them without holding the lock.
+func (rs *roundState) parts() [][]float32 {
+	xs := slices.Clone(rs.contribs)
+	for m := range xs {
+		if slices.Contains(rs.left[m], true) {
+			xs[m] = nil
+		}
+	}
+	return xs
+}
+
+// publish makes the average's chunks up to the end of blob available to
+// the senders (blob only grows, within its capacity: what was published
+// is never moved or rewritten).
+func (rs *roundState) publish(blob []byte) {
+	rs.blob = blob
+	rs.ends = append(rs.ends, len(blob))
+}
+
+// resultChunk is chunk c of the published average as sent: its status
+// byte and frame; ok false while it is not published.
+func (rs *roundState) resultChunk(c int) (frame []byte, ok bool) {
+	if c >= len(rs.ends) {
+		return nil, false
+	}
+	start := 0
+	if c > 0 {
+		start = rs.ends[c-1]
+	}
+	return rs.blob[start+chunkPrefix : rs.ends[c]], true
+}
+
+// leave is a stream done writing into contribs. It returns the pooled
+// buffers once no stream writes them and the owner no longer reads them
+// (the round is finished), for the caller to put back.
+func (rs *roundState) leave() []*[]float32 {
+	rs.readers--
+	return rs.release()
+}
+
+func (rs *roundState) release() []*[]float32 {
+	if !rs.finished || rs.readers > 0 {
+		return nil
+	}
+	p := rs.pooled
+	rs.pooled = nil
+	return p
+}
 
 // missingMembers lists the members whose copy has not arrived.
 func (rs *roundState) missingMembers() []peer.ID {

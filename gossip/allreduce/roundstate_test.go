@@ -300,3 +300,19 @@ func TestRoundTableAdmissionCap(t *testing.T) {
 		}
 	})
 }
+
+// contribute is a whole copy arriving at once, in every chunk: what the
+// streams do chunk by chunk (claim, arrived, leave). nil is a copy
+// dropped for holding NaN or Inf.
+func (rs *roundState) contribute(i int, part []float32) (accepted, complete bool) {
+	buf := make([]float32, rs.hi-rs.lo)
+	copy(buf, part)
+	if !rs.claim(i, &buf) {
+		return false, false
+	}
+	for c := range rs.chunkIn {
+		rs.arrived(i, c, part == nil)
+	}
+	rs.readers--
+	return true, rs.complete()
+}
