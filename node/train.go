@@ -385,7 +385,14 @@ type roundMark struct {
 type failStreak struct {
 	count       int
 	first, last time.Time
+	logged      time.Time // when a failure was last logged
+	quiet       int       // failures since, not logged
 }
+
+// failLogEvery spaces the warnings of one streak: a round refused at
+// once is retried after each minibatch, so a stuck streak failed 1535
+// times in 16 s and its warnings buried the rest of the log.
+const failLogEvery = 5 * time.Second
 
 // rateMeter turns minibatches into samples per second, over windows of
 // at least a second.
@@ -415,7 +422,18 @@ func (n *Node) noteFailure(step uint64, what string, err error) {
 	}
 	f.count++
 	f.last = now
+	if f.count > 1 && now.Sub(f.logged) < failLogEvery {
+		f.quiet++
+		n.mu.Unlock()
+		return
+	}
+	quiet := f.quiet
+	f.logged, f.quiet = now, 0
 	n.mu.Unlock()
+	if quiet > 0 {
+		n.log.Warn(what+" failed; retrying", "step", step, "err", err, "unlogged_failures", quiet)
+		return
+	}
 	n.log.Warn(what+" failed; retrying", "step", step, "err", err)
 }
 

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -53,5 +55,26 @@ func TestDivergedStepStopsTheRun(t *testing.T) {
 	snap, err := n.snapshot()
 	if err != nil || snap.Params[1] != n.rep.params[1] || snap.Params[1] < -1 || snap.Params[1] > 1 {
 		t.Fatalf("after the refused step the state holds %v (err %v), want the last committed value", snap.Params[1], err)
+	}
+}
+
+// A streak of failures logs its first one, then at most one warning per
+// failLogEvery with the count it left out; every failure still counts.
+func TestFailuresLoggedSparingly(t *testing.T) {
+	var buf strings.Builder
+	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	for range 100 {
+		n.noteFailure(5, "matchmaking", errors.New("refused"))
+	}
+	if got := strings.Count(buf.String(), "matchmaking failed"); got != 1 {
+		t.Errorf("100 failures in a moment logged %d warnings, want 1:\n%s", got, buf.String())
+	}
+	if n.stats.failedRounds != 100 || n.stats.failing.count != 100 {
+		t.Errorf("counted %d failed rounds (streak %d), want 100", n.stats.failedRounds, n.stats.failing.count)
+	}
+	n.stats.failing.logged = n.stats.failing.logged.Add(-failLogEvery)
+	n.noteFailure(5, "matchmaking", errors.New("refused"))
+	if !strings.Contains(buf.String(), "unlogged_failures=99") {
+		t.Errorf("the next warning does not say how many were left out:\n%s", buf.String())
 	}
 }
