@@ -528,6 +528,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	defer stopHB()
 	go n.heartbeats(hbCtx)
 	go n.redial(hbCtx)
+	go n.punchAgain(hbCtx)
 
 	loop := n.trainLoop
 	if n.cfg.Run.DiLoCo() {

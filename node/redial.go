@@ -183,3 +183,61 @@ func (n *Node) redial(ctx context.Context) {
 		}
 	}
 }
+
+// puncher is a network that can make a relayed peer try another hole
+// punch (the libp2p one can; the in-memory one has no relays).
+type puncher interface {
+	RetryPunch(ctx context.Context, p peer.ID, after time.Duration) (bool, error)
+}
+
+func (t *hostNetwork) RetryPunch(ctx context.Context, p peer.ID, after time.Duration) (bool, error) {
+	return t.h.RetryPunch(ctx, p, after)
+}
+
+const (
+	// punchRetryEvery is how often the swarm's relayed-only peers are
+	// looked at; punchRetries is how many more punches a pair tries.
+	// More: two home nodes get a direct link after more bad luck; fewer:
+	// less relay traffic and fewer brief hang-ups on their digests.
+	punchRetryEvery = 20 * time.Second
+	punchRetries    = 5
+)
+
+// punchAgain makes the swarm's peers that we reach only through a relay
+// try another hole punch: libp2p tries one when a relayed connection
+// opens and never again, so a punch lost to a loaded machine left two
+// home nodes relayed to the end of the run (TestHomeNodesPunch under
+// load). It redials them through the relay, which makes their side
+// punch; one side of each pair does it (the lower peer ID), at most
+// punchRetries times.
+func (n *Node) punchAgain(ctx context.Context) {
+	pn, ok := n.net.(puncher)
+	if !ok {
+		return
+	}
+	tries := map[peer.ID]int{}
+	t := time.NewTicker(punchRetryEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, m := range n.view.Live(time.Now()) {
+			if m.Peer >= n.ID() || tries[m.Peer] >= punchRetries {
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			tried, err := pn.RetryPunch(rctx, m.Peer, punchWait)
+			cancel()
+			if tried {
+				if len(tries) >= maxRedialPeers {
+					clear(tries) // identities come and go: stay bounded
+				}
+				tries[m.Peer]++
+				n.log.Info("relayed only: dialling again for another hole punch", "peer", m.Peer, "try", tries[m.Peer], "err", err)
+			}
+		}
+	}
+}

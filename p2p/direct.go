@@ -55,3 +55,25 @@ func (h *Host) NewDirectStream(ctx context.Context, p peer.ID, punchWait time.Du
 	}
 	return s, err
 }
+
+// RetryPunch hangs up on p and dials it again through the relay, when p is
+// connected only through one whose newest connection is older than after:
+// p's side then sees a new inbound relayed connection and tries another
+// hole punch (libp2p tries one per such connection, up to three attempts,
+// and never again). It reports whether it tried.
+func (h *Host) RetryPunch(ctx context.Context, p peer.ID, after time.Duration) (bool, error) {
+	conns := h.Network().ConnsToPeer(p)
+	if len(conns) == 0 {
+		return false, nil
+	}
+	for _, c := range conns {
+		if !c.Stat().Limited || time.Since(c.Stat().Opened) < after {
+			return false, nil
+		}
+	}
+	addrs := h.Peerstore().Addrs(p)
+	if err := h.Network().ClosePeer(p); err != nil {
+		return true, err
+	}
+	return true, h.Host.Connect(network.WithAllowLimitedConn(ctx, "hole punch again"), peer.AddrInfo{ID: p, Addrs: addrs})
+}

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -68,6 +69,21 @@ func TestNewDirectStreamOverRelay(t *testing.T) {
 		t.Fatal("the direct stream waited for the caller's context")
 	}
 
+	// Again: a new connection (relayed behind NAT, where b's side would
+	// punch from it; here b's direct address, learnt by identify, works),
+	// and none while the relayed one is young.
+	if tried, err := a.RetryPunch(ctx, b.ID(), time.Hour); tried || err != nil {
+		t.Fatalf("RetryPunch on a young relayed connection: tried %v, %v", tried, err)
+	}
+	old := a.Network().ConnsToPeer(b.ID())[0]
+	if tried, err := a.RetryPunch(ctx, b.ID(), 0); !tried || err != nil {
+		t.Fatalf("RetryPunch: tried %v, %v", tried, err)
+	}
+	now := a.Network().ConnsToPeer(b.ID())
+	if len(now) == 0 || slices.Contains(now, old) {
+		t.Fatalf("after RetryPunch: %d connections, the old one among them: %v; want a new one", len(now), slices.Contains(now, old))
+	}
+
 	// A direct connection: the stream opens.
 	if err := a.Host.Connect(network.WithForceDirectDial(ctx, "test"), peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
 		t.Fatal(err)
@@ -77,4 +93,7 @@ func TestNewDirectStreamOverRelay(t *testing.T) {
 		t.Fatalf("a direct stream once connected directly: %v", err)
 	}
 	s.Close()
+	if tried, err := a.RetryPunch(ctx, b.ID(), 0); tried || err != nil {
+		t.Fatalf("RetryPunch with a direct connection: tried %v, %v", tried, err)
+	}
 }
