@@ -323,6 +323,11 @@ type Config struct {
 	Announce []string
 	HTTP     string // host:port for /status and /metrics; empty disables
 	DataDir  string // MNIST IDX/CSV folder; empty: the GoMNIST module's data, else a copy fetched from peers into Dir/data/mnist
+	// DataCache is the folder of decoded datasets (pixel files, named by
+	// the hash of their source), shared by the nodes of a machine: they
+	// map one file instead of each decoding a copy onto its heap. Empty:
+	// no cache, every node decodes.
+	DataCache string
 	// NoServeData keeps this node from serving the run's dataset to
 	// peers that lack it (--no-serve-data).
 	NoServeData bool

@@ -149,7 +149,7 @@ func readVocab(cfg Config) ([]byte, error) {
 func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	r := cfg.Run
 	if !r.IsText() {
-		return trainer.LoadMNIST(cfg.DataDir)
+		return trainer.LoadMNISTCached(cfg.DataDir, cfg.DataCache)
 	}
 	paths, contents, sum, err := cfg.readTextFiles()
 	if err != nil {

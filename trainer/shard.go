@@ -81,8 +81,8 @@ func (d *Dataset) Sample(seed uint64, n int) (*Dataset, error) {
 func (d *Dataset) rows(name string, p []int) *Dataset {
 	s := &Dataset{
 		Name:    name,
-		X:       make([]float32, len(p)*d.Dim),
 		Y:       make([]uint8, len(p)),
+		Norm:    d.Norm,
 		N:       len(p),
 		Dim:     d.Dim,
 		Classes: d.Classes,
@@ -90,8 +90,18 @@ func (d *Dataset) rows(name string, p []int) *Dataset {
 		Vocab:   d.Vocab,
 		MLM:     d.MLM,
 	}
+	if d.Pix != nil {
+		s.Pix = make([]uint8, len(p)*d.Dim)
+		for i, r := range p {
+			copy(s.Pix[i*d.Dim:(i+1)*d.Dim], d.pixRow(r))
+		}
+	} else {
+		s.X = make([]float32, len(p)*d.Dim)
+		for i, r := range p {
+			copy(s.X[i*d.Dim:(i+1)*d.Dim], d.X[r*d.Dim:(r+1)*d.Dim])
+		}
+	}
 	for i, r := range p {
-		copy(s.row(i), d.row(r))
 		s.Y[i] = d.Y[r]
 	}
 	return s
@@ -152,7 +162,7 @@ func (b *Batcher) Next(x []float32, y []uint8) (epoch int) {
 		}
 		r := b.order[b.pos]
 		b.pos++
-		copy(x[i*dim:(i+1)*dim], b.d.row(r))
+		b.d.copyRow(x[i*dim:(i+1)*dim], r)
 		y[i] = b.d.Y[r]
 	}
 	return epoch
