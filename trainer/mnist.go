@@ -47,7 +47,13 @@ func LoadMNISTCached(dir, cacheDir string) (train, test *Dataset, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	sets, _, err := CachedPixels(cacheDir, "mnist", paths, "", func() (PixMeta, []*Dataset, error) {
+	key := ""
+	if cacheDir != "" {
+		if key, err = SourceHash("", paths); err != nil {
+			return nil, nil, err
+		}
+	}
+	sets, _, err := CachedPixels(cacheDir, "mnist", key, "", func() (PixMeta, []*Dataset, error) {
 		train, test, err := LoadMNIST(dir)
 		return PixMeta{Mean: []float64{MNISTMean}, Std: []float64{MNISTStd}}, []*Dataset{train, test}, err
 	})

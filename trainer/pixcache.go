@@ -41,19 +41,15 @@ func SourceHash(base string, paths []string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// CachedPixels returns the datasets decoded from sources, through a
-// pixel file in cacheDir whose name is kind and a hash of the sources'
-// contents and opts (the decoding options, e.g. the image size): an
+// CachedPixels returns the datasets decoded from a source, through a
+// pixel file in cacheDir whose name is kind and a hash of key (the
+// source's SourceHash) and opts (the decoding options, e.g. the image size): an
 // existing file is mapped; otherwise build decodes, the result is written
 // and mapped. cacheDir "" or an unwritable one only builds, on the heap.
-func CachedPixels(cacheDir, kind string, sources []string, opts string, build func() (PixMeta, []*Dataset, error)) ([]*Dataset, *PixMeta, error) {
+func CachedPixels(cacheDir, kind, key, opts string, build func() (PixMeta, []*Dataset, error)) ([]*Dataset, *PixMeta, error) {
 	if cacheDir == "" {
 		meta, sets, err := build()
 		return sets, &meta, err
-	}
-	key, err := SourceHash("", sources)
-	if err != nil {
-		return nil, nil, err
 	}
 	sum := sha256.Sum256([]byte(pixMagic + kind + "\x00" + opts + "\x00" + key))
 	path := filepath.Join(cacheDir, fmt.Sprintf("%s-%s.pix", kind, hex.EncodeToString(sum[:12])))

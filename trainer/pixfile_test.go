@@ -91,7 +91,7 @@ func TestCachedPixelsBuildsOnce(t *testing.T) {
 	}
 	cache := filepath.Join(dir, "cache")
 	for range 2 {
-		sets, _, err := CachedPixels(cache, "t", []string{src}, "", build)
+		sets, _, err := CachedPixels(cache, "t", srcKey(t, src), "", build)
 		if err != nil || len(sets) != 1 || sets[0].N != 4 {
 			t.Fatal(sets, err)
 		}
@@ -100,8 +100,8 @@ func TestCachedPixelsBuildsOnce(t *testing.T) {
 		t.Errorf("built %d times, want once", builds)
 	}
 	os.WriteFile(src, []byte("two"), 0o644) // other source bytes: another file
-	CachedPixels(cache, "t", []string{src}, "", build)
-	CachedPixels(cache, "t", []string{src}, "size=32", build)
+	CachedPixels(cache, "t", srcKey(t, src), "", build)
+	CachedPixels(cache, "t", srcKey(t, src), "size=32", build)
 	if builds != 3 {
 		t.Errorf("built %d times after the source and options changed, want 3", builds)
 	}
@@ -136,4 +136,12 @@ func TestLoadMNISTCachedMatches(t *testing.T) {
 			}
 		}
 	}
+}
+
+func srcKey(t *testing.T, p string) string {
+	k, err := SourceHash("", []string{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
