@@ -88,6 +88,14 @@ type RunData struct {
 	// TrainRows trains on only this many training rows, drawn with the
 	// seed (0: all): the few-labels setting where pre-training pays.
 	TrainRows int `json:"train_rows"`
+	// ImageSize is, for an image folder (dataset images, whose Files is
+	// the folder's hash), the side in pixels every image is scaled and
+	// centre-cropped to.
+	ImageSize int `json:"image_size" canon:"omit=0"`
+	// Augment lists the training-time augmentations of image rows
+	// (trainer.ParseAugment: crop=P, flip, affine=D; "none" or empty:
+	// none), drawn per peer and step from the seed.
+	Augment string `json:"augment" canon:"omit=none"`
 }
 
 // RunOptimizer is the update rule and its schedule.
@@ -185,11 +193,22 @@ func DefaultRunConfig() RunConfig {
 func (r RunConfig) Validate() error {
 	m, d, o, a := r.Model, r.Data, r.Optimizer, r.Averaging
 	batch := r.Compute.Batch
+	if aug, err := trainer.ParseAugment(d.Augment); err != nil {
+		return fmt.Errorf("run config: data.augment: %w", err)
+	} else if aug.On() && aug.String() != d.Augment {
+		return fmt.Errorf("run config: data.augment = %q, want it spelled %q (one spelling, one run ID)", d.Augment, aug.String())
+	}
 	switch {
 	case r.Version != RunConfigVersion:
 		return fmt.Errorf("run config: version = %d, want %d (configs of older versions are converted when read)", r.Version, RunConfigVersion)
-	case d.Dataset != DatasetMNIST && !r.IsText():
-		return fmt.Errorf("run config: data.dataset = %q, want mnist, mlm, nsp, replaced, source or csv", d.Dataset)
+	case d.Dataset != DatasetMNIST && d.Dataset != DatasetImages && !r.IsText():
+		return fmt.Errorf("run config: data.dataset = %q, want mnist, images, mlm, nsp, replaced, source or csv", d.Dataset)
+	case d.Dataset == DatasetImages && !isSHA256(d.Files):
+		return fmt.Errorf("run config: data.files = %q, want the SHA-256 of the image folder", d.Files)
+	case (d.Dataset == DatasetImages) != (d.ImageSize != 0) || d.ImageSize < 0 || d.ImageSize > trainer.MaxImageSize:
+		return fmt.Errorf("run config: data.image_size = %d with data.dataset = %s, want 4..%d for images and 0 otherwise", d.ImageSize, d.Dataset, trainer.MaxImageSize)
+	case d.Dataset == DatasetImages && d.ImageSize < 4:
+		return fmt.Errorf("run config: data.image_size = %d, want 4..%d", d.ImageSize, trainer.MaxImageSize)
 	case m.Kind != trainer.ArchMLP && m.Kind != trainer.ArchCNN && m.Kind != trainer.ArchBERT:
 		return fmt.Errorf("run config: model.kind = %q, want mlp, cnn or bert", m.Kind)
 	case r.IsText() != (m.Kind == trainer.ArchBERT):
@@ -214,6 +233,8 @@ func (r RunConfig) Validate() error {
 		return fmt.Errorf("run config: optimizer.clip_norm = %v, want >= 0 (0: off)", o.ClipNorm)
 	case d.TrainRows < 0:
 		return fmt.Errorf("run config: data.train_rows = %d, want 0 (all) or more", d.TrainRows)
+	case d.Augment != "" && d.Augment != "none" && r.IsText():
+		return fmt.Errorf("run config: data.augment = %q on text data, want none", d.Augment)
 	case a.MinGroup < 1 || a.MinGroup > 1024:
 		return fmt.Errorf("run config: averaging.min_group = %d, want 1..1024", a.MinGroup)
 	case a.MaxGroup != 0 && (a.MaxGroup < 2 || a.MaxGroup > 1024):

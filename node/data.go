@@ -148,6 +148,10 @@ func readVocab(cfg Config) ([]byte, error) {
 
 func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	r := cfg.Run
+	if r.Data.Dataset == DatasetImages {
+		train, test, _, err := loadImages(cfg)
+		return train, test, err
+	}
 	if !r.IsText() {
 		return trainer.LoadMNISTCached(cfg.DataDir, cfg.DataCache)
 	}

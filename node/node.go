@@ -277,6 +277,11 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	n.local.batcher = trainer.NewBatcher(shard, cfg.Run.Compute.Batch, cfg.Run.Seed^peerSeed(self))
+	if aug, _ := trainer.ParseAugment(cfg.Run.Data.Augment); aug.On() { // Validate has checked it
+		if err := n.local.batcher.SetAugment(aug); err != nil {
+			return nil, err
+		}
+	}
 	n.log.Info("data", "train", n.local.train.Name, "train_rows", n.local.train.N, "our_rows", shard.N, "test_rows", n.local.test.N)
 	if d, ok := n.local.model.(interface{ SeedDropout(uint64) }); ok {
 		d.SeedDropout(cfg.Run.Seed ^ peerSeed(self)) // like the batch order: ours alone

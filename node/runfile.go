@@ -103,17 +103,21 @@ func appendCanonical(b []byte, v reflect.Value) []byte {
 }
 
 // omitted reports whether field f, holding v, is left out of the
-// canonical encoding: a string field tagged canon:"omit=V" holding V or "".
+// canonical encoding: a string field tagged canon:"omit=V" holding V or
+// "", or an int field tagged canon:"omit=0" holding 0.
 func omitted(f reflect.StructField, v reflect.Value) bool {
 	tag, ok := f.Tag.Lookup("canon")
 	if !ok {
 		return false
 	}
 	def, ok := strings.CutPrefix(tag, "omit=")
-	if !ok || v.Kind() != reflect.String {
-		panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, want omit=VALUE on a string", f.Name, tag))
+	switch {
+	case ok && v.Kind() == reflect.String:
+		return v.String() == "" || v.String() == def
+	case ok && v.Kind() == reflect.Int && def == "0":
+		return v.Int() == 0
 	}
-	return v.String() == "" || v.String() == def
+	panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, want omit=VALUE on a string or omit=0 on an int", f.Name, tag))
 }
 
 // jsonName is a run config field's key: its json tag's name. Every field

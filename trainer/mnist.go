@@ -66,6 +66,13 @@ func LoadMNISTCached(dir, cacheDir string) (train, test *Dataset, err error) {
 	return sets[0], sets[1], nil
 }
 
+// LoadMNISTFiles lists the files LoadMNIST would read in dir, or says
+// why there are none.
+func LoadMNISTFiles(dir string) ([]string, error) {
+	paths, _, err := mnistFiles(dir)
+	return paths, err
+}
+
 // mnistFiles finds the files LoadMNIST reads in dir (dir == "" means
 // MNISTDir()): the four IDX files in LoadMNIST's order (idx), or the train
 // and test CSV.
