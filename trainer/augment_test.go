@@ -103,3 +103,29 @@ func TestBatcherAugment(t *testing.T) {
 		t.Error("augmenting rows without pixels: no error")
 	}
 }
+
+// With every row alike, the batch order cannot tell batches apart: only
+// the augmentation's draws can, and they follow the seed and position.
+func TestBatcherAugmentSeeds(t *testing.T) {
+	d := testPixels("same", 8, 1, 6, 6, 0)
+	for i := range d.Pix {
+		d.Pix[i] = uint8(1 + i%36*7)
+	}
+	rows := func(seed uint64) []float32 {
+		b := NewBatcher(d, 8, seed)
+		b.SetAugment(Augment{Crop: 2, Affine: 10})
+		x := make([]float32, 8*d.Dim)
+		b.Next(x, make([]uint8, 8))
+		return x
+	}
+	a, b := rows(1), rows(2)
+	if slices.Equal(a, b) {
+		t.Error("two seeds augmented alike")
+	}
+	if slices.Equal(a[:d.Dim], a[d.Dim:2*d.Dim]) && slices.Equal(a[d.Dim:2*d.Dim], a[2*d.Dim:3*d.Dim]) {
+		t.Error("positions in a batch augmented alike")
+	}
+	if !slices.Equal(a, rows(1)) {
+		t.Error("one seed augmented two ways")
+	}
+}
