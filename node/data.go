@@ -176,6 +176,7 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		train.Labels = labels
 		test, _, err = trainer.ReadTextCSV(cfg.TestCSV, bytes.NewReader(contents[1]), tok, seq, labels)
 		return train, test, err
 	}
@@ -197,4 +198,24 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 		test, err = task(r.Data.Dataset+"-test", tok, testDocs, seq, r.Seed+1)
 	}
 	return train, test, err
+}
+
+// preprocessOf is how the run prepares a model input, for checkpoints
+// and exports: the image size, channels and normalisation, or the
+// vocabulary and sequence length, with the class names. nil when it
+// cannot be said (MLM rows have no classes, but still a vocabulary).
+func preprocessOf(cfg Config, train *trainer.Dataset) *trainer.Preprocess {
+	r := cfg.Run
+	if r.IsText() {
+		vb, err := readVocab(cfg)
+		if err != nil {
+			return nil
+		}
+		return trainer.TextPreprocess(vb, cmp.Or(r.Model.Seq, DefaultSeq), train.Labels)
+	}
+	p, err := trainer.ImagePreprocess(train, r.Model.Kind == trainer.ArchMLP)
+	if err != nil {
+		return nil
+	}
+	return p
 }

@@ -1,6 +1,10 @@
 package node
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/swarmtrain/swarmtrain/trainer"
+)
 
 // Augmentation is part of the run: on and off are two runs, and a run
 // without it keeps the ID of builds before the field.
@@ -20,5 +24,20 @@ func TestAugmentChangesRunID(t *testing.T) {
 	// augmentation: peers of older builds still match it.
 	if id := off.ID(); id != "f45003c0f2ce19df331a70ff60c60ec6" {
 		t.Errorf("default run ID %s changed", id)
+	}
+}
+
+// An MNIST run records MNIST's preprocessing: what PyTorch needs to
+// reproduce the node's accuracy from an export alone.
+func TestMNISTPreprocess(t *testing.T) {
+	cfg := Config{Run: DefaultRunConfig()}
+	train, _, err := LoadData(cfg)
+	if err != nil {
+		t.Skipf("no MNIST: %v", err)
+	}
+	p := preprocessOf(cfg, train)
+	if p == nil || p.Kind != "image" || p.Channels != 1 || p.Height != 28 || p.Width != 28 || !p.Flatten ||
+		len(p.Mean) != 1 || p.Mean[0] != trainer.MNISTMean || p.Std[0] != trainer.MNISTStd || len(p.Labels) != 10 || p.Labels[9] != "9" || p.Resize != "" {
+		t.Fatalf("MNIST preprocess %+v", p)
 	}
 }

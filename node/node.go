@@ -94,6 +94,7 @@ type localTrainer struct {
 	train   *trainer.Dataset
 	test    *trainer.Dataset
 	batcher *trainer.Batcher
+	prep    *trainer.Preprocess // recorded in checkpoints; nil: unknown
 	// frozen are the parameter ranges the run leaves untouched.
 	frozen     [][2]int
 	frozenKeep []float32 // scratch: the frozen values across a step
@@ -337,6 +338,7 @@ func (n *Node) newLocalTrainer() (err error) {
 	if l.model, err = trainer.NewModel(cfg.Run.ModelConfig(), l.train); err != nil {
 		return err
 	}
+	l.prep = preprocessOf(cfg, l.train)
 	np := l.model.NumParams()
 	o := cfg.Run.Optimizer
 	if l.opt, err = trainer.NewOptimizer(o.Name, o.Momentum, o.WeightDecay, np); err != nil {

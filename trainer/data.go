@@ -27,6 +27,10 @@ type Dataset struct {
 	// then Dim/2 targets (−1: not predicted); their labels are unused.
 	Vocab int
 	MLM   bool
+	// Labels names the classes (optional); Resized says image rows were
+	// scaled or cropped from pictures of other sizes.
+	Labels  []string
+	Resized bool
 }
 
 // MNIST normalisation (the usual mean and standard deviation of the training
@@ -44,7 +48,7 @@ func MNISTNorm() *Norm { return NewNorm([]float64{MNISTMean}, []float64{MNISTStd
 // image layout (nil: unknown, one channel). The pixels stay bytes (a
 // quarter of float32's memory) and are normalised as rows are read.
 func newPixelDataset(name string, pix, labels []byte, dim, classes int, shape []int) *Dataset {
-	return &Dataset{Name: name, Pix: pix, Norm: MNISTNorm(), Y: labels, N: len(labels), Dim: dim, Classes: classes, Shape: shape}
+	return &Dataset{Name: name, Pix: pix, Norm: MNISTNorm(), Y: labels, N: len(labels), Dim: dim, Classes: classes, Shape: shape, Labels: mnistLabels}
 }
 
 // squareImage is the layout of a row of dim pixels that is a square

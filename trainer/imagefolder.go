@@ -154,8 +154,11 @@ func LoadImageFolder(f *ImageFolder, opt ImageOptions, cacheDir, key string) (tr
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if len(sets) != 2 {
-		return nil, nil, nil, fmt.Errorf("image folder %s: cached pixel file has %d sets, want 2", f.Dir, len(sets))
+	if len(sets) != 2 || len(meta.Labels) != len(f.Labels) {
+		return nil, nil, nil, fmt.Errorf("image folder %s: cached pixel file has %d sets and %d labels, want 2 and %d", f.Dir, len(sets), len(meta.Labels), len(f.Labels))
+	}
+	for _, s := range sets {
+		s.Labels, s.Resized = meta.Labels, true
 	}
 	return sets[0], sets[1], meta, nil
 }

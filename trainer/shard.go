@@ -90,6 +90,8 @@ func (d *Dataset) rows(name string, p []int) *Dataset {
 		Shape:   d.Shape,
 		Vocab:   d.Vocab,
 		MLM:     d.MLM,
+		Labels:  d.Labels,
+		Resized: d.Resized,
 	}
 	if d.Pix != nil {
 		s.Pix = make([]uint8, len(p)*d.Dim)
