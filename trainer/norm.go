@@ -18,9 +18,13 @@ type Norm struct {
 	tab       [][256]float32
 }
 
-// NewNorm builds the tables; mean and std have one value per channel.
+// NewNorm builds the tables; mean and std have one value per channel
+// (when they do not, the Norm has no channels and Check says why).
 func NewNorm(mean, std []float64) *Norm {
 	n := &Norm{Mean: append([]float64(nil), mean...), Std: append([]float64(nil), std...)}
+	if len(mean) != len(std) || len(mean) > maxImageChannels {
+		return n
+	}
 	n.tab = make([][256]float32, len(mean))
 	for c := range n.tab {
 		for v := range n.tab[c] {

@@ -145,3 +145,20 @@ func srcKey(t *testing.T, p string) string {
 	}
 	return k
 }
+
+func FuzzPixelFile(f *testing.F) {
+	path := filepath.Join(f.TempDir(), "x.pix")
+	if err := WritePixelFile(path, PixMeta{Mean: []float64{0.5}, Std: []float64{0.2}}, testPixels("s", 3, 1, 2, 2, 0)); err == nil {
+		b, _ := os.ReadFile(path)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sets, _, err := parsePixelFile(b)
+		if err != nil {
+			return
+		}
+		for _, d := range sets {
+			d.Rows(0, d.N, make([]float32, d.N*d.Dim)) // every row readable
+		}
+	})
+}
