@@ -96,6 +96,10 @@ type RunData struct {
 	// (trainer.ParseAugment: crop=P, flip, affine=D; "none" or empty:
 	// none), drawn per peer and step from the seed.
 	Augment string `json:"augment" canon:"omit=none"`
+	// TextColumn and LabelColumn name the text and label of a csv run's
+	// rows: CSV header names, or keys of JSON Lines files (.jsonl).
+	TextColumn  string `json:"text_column" canon:"omit=text"`
+	LabelColumn string `json:"label_column" canon:"omit=label"`
 }
 
 // RunOptimizer is the update rule and its schedule.
@@ -235,6 +239,10 @@ func (r RunConfig) Validate() error {
 		return fmt.Errorf("run config: data.train_rows = %d, want 0 (all) or more", d.TrainRows)
 	case d.Augment != "" && d.Augment != "none" && r.IsText():
 		return fmt.Errorf("run config: data.augment = %q on text data, want none", d.Augment)
+	case d.Dataset != DatasetCSV && (d.TextColumn != "" && d.TextColumn != "text" || d.LabelColumn != "" && d.LabelColumn != "label"):
+		return fmt.Errorf("run config: data.text_column = %q, data.label_column = %q: named columns are for dataset csv", d.TextColumn, d.LabelColumn)
+	case len(d.TextColumn) > 64 || len(d.LabelColumn) > 64 || d.TextColumn != "" && d.TextColumn == d.LabelColumn:
+		return fmt.Errorf("run config: data.text_column = %q, data.label_column = %q: want two different names of at most 64 bytes", d.TextColumn, d.LabelColumn)
 	case a.MinGroup < 1 || a.MinGroup > 1024:
 		return fmt.Errorf("run config: averaging.min_group = %d, want 1..1024", a.MinGroup)
 	case a.MaxGroup != 0 && (a.MaxGroup < 2 || a.MaxGroup > 1024):

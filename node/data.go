@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 	"github.com/swarmtrain/swarmtrain/trainer"
@@ -172,12 +174,12 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	}
 	seq := cmp.Or(r.Model.Seq, DefaultSeq)
 	if r.Data.Dataset == DatasetCSV {
-		train, labels, err := trainer.ReadTextCSV(cfg.TrainCSV, bytes.NewReader(contents[0]), tok, seq, nil)
+		cols := trainer.TextColumns{Text: r.Data.TextColumn, Label: r.Data.LabelColumn}
+		train, labels, err := trainer.ReadTextTable(cfg.TrainCSV, bytes.NewReader(contents[0]), tok, seq, nil, cols, isJSONL(cfg.TrainCSV))
 		if err != nil {
 			return nil, nil, err
 		}
-		train.Labels = labels
-		test, _, err = trainer.ReadTextCSV(cfg.TestCSV, bytes.NewReader(contents[1]), tok, seq, labels)
+		test, _, err = trainer.ReadTextTable(cfg.TestCSV, bytes.NewReader(contents[1]), tok, seq, labels, cols, isJSONL(cfg.TestCSV))
 		return train, test, err
 	}
 	trainDocs, testDocs := trainer.SplitTail(docsOf(contents), testFraction)
@@ -218,4 +220,10 @@ func preprocessOf(cfg Config, train *trainer.Dataset) *trainer.Preprocess {
 		return nil
 	}
 	return p
+}
+
+// isJSONL says whether a csv run's file is JSON Lines, by its name.
+func isJSONL(path string) bool {
+	ext := strings.ToLower(filepath.Ext(path))
+	return ext == ".jsonl" || ext == ".ndjson"
 }

@@ -33,7 +33,7 @@ func (d *dataFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files, or an image folder (one subfolder of PNG/JPEG/GIF per class, optional test/; see --image-size); default: the copy shipped in the GoMNIST Go module, else fetched from peers into --dir/data/mnist")
 	fs.StringVar(&d.cache, "data-cache", defaultDataCache(), "folder for decoded image datasets, one file per dataset that every node of this machine maps (shared pages); empty: decode in each process")
 	fs.StringSliceVar(&d.corpus, "text", nil, "text files to train on (mlm, nsp, replaced, source); default: Newton's Opticks (in Go's source tree) and Twain's Tom Sawyer (in the klauspost/compress module); the last 10% of each is held out for testing")
-	fs.StringVar(&d.trainCSV, "train-csv", "", "csv: training rows, text,label")
+	fs.StringVar(&d.trainCSV, "train-csv", "", "csv: training rows, text,label (or named columns, --text-column/--label-column; .jsonl: JSON Lines)")
 	fs.StringVar(&d.testCSV, "test-csv", "", "csv: test rows, text,label (the training file's labels)")
 	fs.StringVar(&d.vocab, "vocab", "", "text: WordPiece vocabulary file (vocab.txt); default: learn one from the training text (written to vocab.txt in the node's folder); fine-tuning needs the pre-training run's")
 }

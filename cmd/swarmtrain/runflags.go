@@ -58,6 +58,8 @@ var runFlagTable = []runFlag{
 	{"dropout", func(r *node.RunConfig) any { return &r.Model.Dropout }, "bert: dropout probability on every residual branch"},
 	{"train-rows", func(r *node.RunConfig) any { return &r.Data.TrainRows }, "train on only this many training rows, drawn with --seed (0: all); few labelled rows are where pre-training pays"},
 	{"image-size", func(r *node.RunConfig) any { return &r.Data.ImageSize }, "image folders: the side in pixels every image is scaled and centre-cropped to (0: 32)"},
+	{"text-column", func(r *node.RunConfig) any { return &r.Data.TextColumn }, "csv: the text column's header name, or key in JSON Lines files (.jsonl) (empty: text)"},
+	{"label-column", func(r *node.RunConfig) any { return &r.Data.LabelColumn }, "csv: the label column's header name, or key in JSON Lines files (empty: label)"},
 	{"augment", func(r *node.RunConfig) any { return &r.Data.Augment }, "image training augmentation, comma-separated: crop=P (pad P pixels, crop back), flip (mirror left–right), affine=D (rotate ±D degrees, scale ±D%); none: off"},
 }
 
