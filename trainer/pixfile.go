@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 )
@@ -19,8 +20,10 @@ import (
 // JSON header, then per set its labels (N bytes) and pixels (N*Dim bytes)
 // at the offsets the header gives. The file is a cache of its source:
 // its name carries the source's hash, and a file that does not parse is
-// rebuilt, never trusted.
+// rebuilt, never trusted: every set carries a CRC-32C of its bytes.
 const pixMagic = "STPIX01\n"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // maxPixHeader caps the JSON header (label names are its bulk).
 const maxPixHeader = 1 << 20
@@ -45,6 +48,9 @@ type pixSet struct {
 	Shape   []int  `json:"shape,omitempty"`
 	Classes int    `json:"classes"`
 	Off     int64  `json:"off"` // labels at Off, pixels at Off+N
+	// CRC is the CRC-32C of the set's labels and pixels: a file torn by
+	// a crash (it is not fsynced) reads as damaged and is rebuilt.
+	CRC uint32 `json:"crc"`
 }
 
 // WritePixelFile writes sets (each with Pix) and meta to path, through a
@@ -56,7 +62,8 @@ func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
 		if d.Pix == nil {
 			return fmt.Errorf("pixel file: dataset %q has no pixel rows", d.Name)
 		}
-		h.Sets = append(h.Sets, pixSet{Name: d.Name, N: d.N, Dim: d.Dim, Shape: d.Shape, Classes: d.Classes})
+		crc := crc32.Update(crc32.Checksum(d.Y, castagnoli), castagnoli, d.Pix)
+		h.Sets = append(h.Sets, pixSet{Name: d.Name, N: d.N, Dim: d.Dim, Shape: d.Shape, Classes: d.Classes, CRC: crc})
 	}
 	// The offsets depend on the header length, which depends on the
 	// offsets' digits: fix the point by encoding until it stops moving.
@@ -105,9 +112,7 @@ func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
 			return err
 		}
 	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
+	// No fsync: this is a cache, and the checksums catch a torn file.
 	if err = f.Close(); err != nil {
 		return err
 	}
@@ -159,6 +164,9 @@ func parsePixelFile(b []byte) ([]*Dataset, *PixMeta, error) {
 		}
 		y := b[s.Off : s.Off+int64(s.N)]
 		pix := b[s.Off+int64(s.N) : s.Off+int64(s.N)*int64(1+s.Dim)]
+		if crc := crc32.Update(crc32.Checksum(y, castagnoli), castagnoli, pix); crc != s.CRC {
+			return nil, nil, fmt.Errorf("set %q: checksum %08x, the header says %08x (a torn or altered file)", s.Name, crc, s.CRC)
+		}
 		d := &Dataset{Name: s.Name, Pix: pix, Norm: norm, Y: y, N: s.N, Dim: s.Dim, Shape: s.Shape, Classes: s.Classes}
 		if err := d.Validate(); err != nil {
 			return nil, nil, err

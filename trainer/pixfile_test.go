@@ -67,16 +67,13 @@ func TestPixelFileDamaged(t *testing.T) {
 			t.Errorf("%s: err %v, want one naming the file", name, err)
 		}
 	}
-	// A label out of range is caught by Validate.
+	// A flipped pixel (a torn write, a bad disk) fails the checksum.
 	bad := append([]byte{}, good...)
-	sets, _, _ := MapPixelFile(path)
-	off := len(good) - 4 - 4*9
-	bad[off] = 7
-	_ = sets
-	p := filepath.Join(dir, "label")
+	bad[len(bad)-1] ^= 1
+	p := filepath.Join(dir, "torn")
 	os.WriteFile(p, bad, 0o644)
-	if _, _, err := MapPixelFile(p); err == nil || !strings.Contains(err.Error(), "label 7") {
-		t.Errorf("label out of range: %v", err)
+	if _, _, err := MapPixelFile(p); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("a flipped pixel: %v", err)
 	}
 }
 
