@@ -96,7 +96,8 @@ func (n *Node) checkpoint(final bool) {
 	}
 	n.stats.lastCheckpoint = step
 	c := trainer.Checkpoint{Step: step, Run: n.cfg.Run.JSON(), RunID: n.run, Tensors: n.local.model.Tensors(),
-		Params: append([]float32(nil), n.rep.params...), Optimizer: n.local.opt.Name(), OptState: append([]float32(nil), n.rep.optState...)}
+		Params: append([]float32(nil), n.rep.params...), Optimizer: n.local.opt.Name(), OptState: append([]float32(nil), n.rep.optState...),
+		Preprocess: n.local.prep}
 	for _, p := range n.rep.lastGroup {
 		c.Group = append(c.Group, p.String())
 	}

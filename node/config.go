@@ -88,6 +88,18 @@ type RunData struct {
 	// TrainRows trains on only this many training rows, drawn with the
 	// seed (0: all): the few-labels setting where pre-training pays.
 	TrainRows int `json:"train_rows"`
+	// ImageSize is, for an image folder (dataset images, whose Files is
+	// the folder's hash), the side in pixels every image is scaled and
+	// centre-cropped to.
+	ImageSize int `json:"image_size" canon:"omit=0"`
+	// Augment lists the training-time augmentations of image rows
+	// (trainer.ParseAugment: crop=P, flip, affine=D; "none" or empty:
+	// none), drawn per peer and step from the seed.
+	Augment string `json:"augment" canon:"omit=none"`
+	// TextColumn and LabelColumn name the text and label of a csv run's
+	// rows: CSV header names, or keys of JSON Lines files (.jsonl).
+	TextColumn  string `json:"text_column" canon:"omit=text"`
+	LabelColumn string `json:"label_column" canon:"omit=label"`
 }
 
 // RunOptimizer is the update rule and its schedule.
@@ -238,11 +250,22 @@ func (r RunConfig) Validate() error {
 	if err := r.validateMode(); err != nil {
 		return err
 	}
+	if aug, err := trainer.ParseAugment(d.Augment); err != nil {
+		return fmt.Errorf("run config: data.augment: %w", err)
+	} else if aug.On() && aug.String() != d.Augment {
+		return fmt.Errorf("run config: data.augment = %q, want it spelled %q (one spelling, one run ID)", d.Augment, aug.String())
+	}
 	switch {
 	case r.Version != RunConfigVersion:
 		return fmt.Errorf("run config: version = %d, want %d (configs of older versions are converted when read)", r.Version, RunConfigVersion)
-	case d.Dataset != DatasetMNIST && !r.IsText():
-		return fmt.Errorf("run config: data.dataset = %q, want mnist, mlm, nsp, replaced, source or csv", d.Dataset)
+	case d.Dataset != DatasetMNIST && d.Dataset != DatasetImages && !r.IsText():
+		return fmt.Errorf("run config: data.dataset = %q, want mnist, images, mlm, nsp, replaced, source or csv", d.Dataset)
+	case d.Dataset == DatasetImages && !isSHA256(d.Files):
+		return fmt.Errorf("run config: data.files = %q, want the SHA-256 of the image folder", d.Files)
+	case (d.Dataset == DatasetImages) != (d.ImageSize != 0) || d.ImageSize < 0 || d.ImageSize > trainer.MaxImageSize:
+		return fmt.Errorf("run config: data.image_size = %d with data.dataset = %s, want 4..%d for images and 0 otherwise", d.ImageSize, d.Dataset, trainer.MaxImageSize)
+	case d.Dataset == DatasetImages && d.ImageSize < 4:
+		return fmt.Errorf("run config: data.image_size = %d, want 4..%d", d.ImageSize, trainer.MaxImageSize)
 	case m.Kind != trainer.ArchMLP && m.Kind != trainer.ArchCNN && m.Kind != trainer.ArchBERT:
 		return fmt.Errorf("run config: model.kind = %q, want mlp, cnn or bert", m.Kind)
 	case r.IsText() != (m.Kind == trainer.ArchBERT):
@@ -267,6 +290,12 @@ func (r RunConfig) Validate() error {
 		return fmt.Errorf("run config: optimizer.clip_norm = %v, want >= 0 (0: off)", o.ClipNorm)
 	case d.TrainRows < 0:
 		return fmt.Errorf("run config: data.train_rows = %d, want 0 (all) or more", d.TrainRows)
+	case d.Augment != "" && d.Augment != "none" && r.IsText():
+		return fmt.Errorf("run config: data.augment = %q on text data, want none", d.Augment)
+	case d.Dataset != DatasetCSV && (d.TextColumn != "" && d.TextColumn != "text" || d.LabelColumn != "" && d.LabelColumn != "label"):
+		return fmt.Errorf("run config: data.text_column = %q, data.label_column = %q: named columns are for dataset csv", d.TextColumn, d.LabelColumn)
+	case len(d.TextColumn) > 64 || len(d.LabelColumn) > 64 || d.TextColumn != "" && d.TextColumn == d.LabelColumn:
+		return fmt.Errorf("run config: data.text_column = %q, data.label_column = %q: want two different names of at most 64 bytes", d.TextColumn, d.LabelColumn)
 	case a.MinGroup < 1 || a.MinGroup > 1024:
 		return fmt.Errorf("run config: averaging.min_group = %d, want 1..1024", a.MinGroup)
 	case a.MaxGroup != 0 && (a.MaxGroup < 2 || a.MaxGroup > 1024):
@@ -408,6 +437,11 @@ type Config struct {
 	Announce []string
 	HTTP     string // host:port for /status and /metrics; empty disables
 	DataDir  string // MNIST IDX/CSV folder; empty: the GoMNIST module's data, else a copy fetched from peers into Dir/data/mnist
+	// DataCache is the folder of decoded datasets (pixel files, named by
+	// the hash of their source), shared by the nodes of a machine: they
+	// map one file instead of each decoding a copy onto its heap. Empty:
+	// no cache, every node decodes.
+	DataCache string
 	// NoServeData keeps this node from serving the run's dataset to
 	// peers that lack it (--no-serve-data).
 	NoServeData bool

@@ -83,7 +83,15 @@ func TestRunConfigValidation(t *testing.T) {
 		{"model.vocab_size = 8", "16..65536", func(r *RunConfig) { textRun(r); r.Model.VocabSize = 8 }},
 		{"model.heads = 65", "to 64", func(r *RunConfig) { textRun(r); r.Model.Heads = 65 }},
 		{"model.dropout = 1", "[0, 1)", func(r *RunConfig) { textRun(r); r.Model.Dropout = 1 }},
-		{`data.dataset = "cifar"`, "want mnist, mlm", func(r *RunConfig) { r.Data.Dataset = "cifar" }},
+		{`data.dataset = "cifar"`, "want mnist, images, mlm", func(r *RunConfig) { r.Data.Dataset = "cifar" }},
+		{"data.files", "SHA-256 of the image folder", func(r *RunConfig) { r.Data.Dataset, r.Data.ImageSize = DatasetImages, 32 }},
+		{"data.image_size = 32", "0 otherwise", func(r *RunConfig) { r.Data.ImageSize = 32 }},
+		{"data.image_size = 2", "4..512", func(r *RunConfig) {
+			r.Data.Dataset, r.Data.Files, r.Data.ImageSize = DatasetImages, strings.Repeat("a", 64), 2
+		}},
+		{"data.augment", `unknown item "blur"`, func(r *RunConfig) { r.Data.Augment = "flip,blur" }},
+		{"data.augment", "crop=0", func(r *RunConfig) { r.Data.Augment = "crop=0" }},
+		{"data.augment", `spelled "crop=4,flip"`, func(r *RunConfig) { r.Data.Augment = "flip,crop=4" }},
 		{"model.channels", "model.kind cnn", func(r *RunConfig) { r.Model.Channels = []int{8} }},
 		{"model.channels[1] = 0", "1..1024", func(r *RunConfig) { r.Model.Kind, r.Model.Channels = "cnn", []int{8, 0} }},
 		{"model.channels has 5", "0 (default) to 4", func(r *RunConfig) { r.Model.Kind, r.Model.Channels = "cnn", []int{1, 2, 3, 4, 5} }},

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/swarmtrain/swarmtrain/internal/atomicfile"
 	"github.com/swarmtrain/swarmtrain/trainer"
@@ -148,8 +150,12 @@ func readVocab(cfg Config) ([]byte, error) {
 
 func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	r := cfg.Run
+	if r.Data.Dataset == DatasetImages {
+		train, test, _, err := loadImages(cfg)
+		return train, test, err
+	}
 	if !r.IsText() {
-		return trainer.LoadMNIST(cfg.DataDir)
+		return trainer.LoadMNISTCached(cfg.DataDir, cfg.DataCache)
 	}
 	paths, contents, sum, err := cfg.readTextFiles()
 	if err != nil {
@@ -168,11 +174,12 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	}
 	seq := cmp.Or(r.Model.Seq, DefaultSeq)
 	if r.Data.Dataset == DatasetCSV {
-		train, labels, err := trainer.ReadTextCSV(cfg.TrainCSV, bytes.NewReader(contents[0]), tok, seq, nil)
+		cols := trainer.TextColumns{Text: r.Data.TextColumn, Label: r.Data.LabelColumn}
+		train, labels, err := trainer.ReadTextTable(cfg.TrainCSV, bytes.NewReader(contents[0]), tok, seq, nil, cols, isJSONL(cfg.TrainCSV))
 		if err != nil {
 			return nil, nil, err
 		}
-		test, _, err = trainer.ReadTextCSV(cfg.TestCSV, bytes.NewReader(contents[1]), tok, seq, labels)
+		test, _, err = trainer.ReadTextTable(cfg.TestCSV, bytes.NewReader(contents[1]), tok, seq, labels, cols, isJSONL(cfg.TestCSV))
 		return train, test, err
 	}
 	trainDocs, testDocs := trainer.SplitTail(docsOf(contents), testFraction)
@@ -193,4 +200,30 @@ func loadData(cfg Config) (train, test *trainer.Dataset, err error) {
 		test, err = task(r.Data.Dataset+"-test", tok, testDocs, seq, r.Seed+1)
 	}
 	return train, test, err
+}
+
+// preprocessOf is how the run prepares a model input, for checkpoints
+// and exports: the image size, channels and normalisation, or the
+// vocabulary and sequence length, with the class names. nil when it
+// cannot be said (MLM rows have no classes, but still a vocabulary).
+func preprocessOf(cfg Config, train *trainer.Dataset) *trainer.Preprocess {
+	r := cfg.Run
+	if r.IsText() {
+		vb, err := readVocab(cfg)
+		if err != nil {
+			return nil
+		}
+		return trainer.TextPreprocess(vb, cmp.Or(r.Model.Seq, DefaultSeq), train.Labels)
+	}
+	p, err := trainer.ImagePreprocess(train, r.Model.Kind == trainer.ArchMLP)
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// isJSONL says whether a csv run's file is JSON Lines, by its name.
+func isJSONL(path string) bool {
+	ext := strings.ToLower(filepath.Ext(path))
+	return ext == ".jsonl" || ext == ".ndjson"
 }

@@ -24,7 +24,7 @@ func TestLoadDataTrainRows(t *testing.T) {
 	b, _, _ := LoadData(cfg)
 	cfg.Run.Seed = 2
 	c, _, _ := LoadData(cfg)
-	if !slices.Equal(a.Y, b.Y) || !slices.Equal(a.X, b.X) || slices.Equal(a.X, c.X) {
+	if !slices.Equal(a.Y, b.Y) || !slices.Equal(a.Pix, b.Pix) || slices.Equal(a.Pix, c.Pix) {
 		t.Error("the same seed drew other rows, or another seed the same")
 	}
 	cfg.Run.Data.TrainRows = 60001

@@ -103,6 +103,12 @@ func (n *Node) ensureData(ctx context.Context) error {
 	if n.cfg.Run.IsText() {
 		return n.ensureText(ctx)
 	}
+	if n.cfg.Run.Data.Dataset == DatasetImages {
+		if n.cfg.DataDir == "" {
+			return errors.New("dataset images: this node has no --data folder (image folders are not fetched from peers)")
+		}
+		return nil
+	}
 	dir, why := locateMNIST(n.cfg)
 	if dir == "" {
 		n.log.Info("no MNIST on this machine: fetching it from peers", "tried", strings.Join(why, "; "))
@@ -178,6 +184,8 @@ func (n *Node) serveData() {
 	case n.cfg.NoServeData:
 		n.log.Info("not serving data", "reason", "--no-serve-data")
 		return
+	case n.cfg.Run.Data.Dataset == DatasetImages:
+		return // each peer brings its own image folder
 	}
 	var ds *datasync.Dataset
 	var err error

@@ -97,6 +97,7 @@ type localTrainer struct {
 	train      *trainer.Dataset
 	test       *trainer.Dataset
 	batcher    *trainer.Batcher
+	prep       *trainer.Preprocess // recorded in checkpoints; nil: unknown
 	// frozen are the parameter ranges the run leaves untouched.
 	frozen     [][2]int
 	frozenKeep []float32 // scratch: the frozen values across a step
@@ -290,6 +291,11 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	n.local.batcher = trainer.NewBatcher(shard, cfg.Run.Compute.Batch, cfg.Run.Seed^peerSeed(self))
+	if aug, _ := trainer.ParseAugment(cfg.Run.Data.Augment); aug.On() { // Validate has checked it
+		if err := n.local.batcher.SetAugment(aug); err != nil {
+			return nil, err
+		}
+	}
 	n.log.Info("data", "train", n.local.train.Name, "train_rows", n.local.train.N, "our_rows", shard.N, "test_rows", n.local.test.N)
 	if d, ok := n.local.model.(interface{ SeedDropout(uint64) }); ok {
 		d.SeedDropout(cfg.Run.Seed ^ peerSeed(self)) // like the batch order: ours alone
@@ -346,6 +352,7 @@ func (n *Node) newLocalTrainer() (err error) {
 	if l.model, err = trainer.NewModel(cfg.Run.ModelConfig(), l.train); err != nil {
 		return err
 	}
+	l.prep = preprocessOf(cfg, l.train)
 	np := l.model.NumParams()
 	o := cfg.Run.Optimizer
 	if l.opt, err = trainer.NewOptimizer(o.Name, o.Momentum, o.WeightDecay, np); err != nil {

@@ -104,9 +104,10 @@ func appendCanonical(b []byte, v reflect.Value) []byte {
 
 // omitted reports whether field i of struct v is left out of the
 // canonical encoding: a string field tagged canon:"omit=V" holding V or
-// "", or a field tagged canon:"omitwith=F" while its sibling field F is
-// left out (the DiLoCo fields go with averaging.mode: a sync run writes
-// none of them, whatever they hold, and keeps its run ID).
+// "", an int field tagged canon:"omit=0" holding 0, or a field tagged
+// canon:"omitwith=F" while its sibling field F is left out (the DiLoCo
+// fields go with averaging.mode: a sync run writes none of them, whatever
+// they hold, and keeps its run ID).
 func omitted(v reflect.Value, i int) bool {
 	f := v.Type().Field(i)
 	tag, ok := f.Tag.Lookup("canon")
@@ -121,10 +122,14 @@ func omitted(v reflect.Value, i int) bool {
 		return omitted(v, j.Index[0])
 	}
 	def, ok := strings.CutPrefix(tag, "omit=")
-	if !ok || v.Field(i).Kind() != reflect.String {
-		panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, want omit=VALUE on a string or omitwith=FIELD", f.Name, tag))
+	fv := v.Field(i)
+	switch {
+	case ok && fv.Kind() == reflect.String:
+		return fv.String() == "" || fv.String() == def
+	case ok && fv.Kind() == reflect.Int && def == "0":
+		return fv.Int() == 0
 	}
-	return v.Field(i).String() == "" || v.Field(i).String() == def
+	panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, want omit=VALUE on a string, omit=0 on an int or omitwith=FIELD", f.Name, tag))
 }
 
 // jsonName is a run config field's key: its json tag's name. Every field

@@ -46,7 +46,7 @@ func TestRunConfigCanonicalEncoding(t *testing.T) {
 	}
 	// Every leaf, changed alone, changes the run ID.
 	fields := r.Fields()
-	if len(fields) != 36 || fields[0].Path != "version" || fields[len(fields)-1].Path != "compute.batch" {
+	if len(fields) != 40 || fields[0].Path != "version" || fields[len(fields)-1].Path != "compute.batch" {
 		t.Errorf("%d leaves from %s to %s: a field was added or moved; is the version bumped?", len(fields), fields[0].Path, fields[len(fields)-1].Path)
 	}
 	for i, f := range fields {

@@ -43,16 +43,19 @@ type Checkpoint struct {
 	// the swarm names its peers: it is inside the state hash peers
 	// compare, so a resumed node must hold it too. Optional.
 	Group []string
+	// Preprocess is how inputs are prepared for the model. Optional.
+	Preprocess *Preprocess
 }
 
 type checkpointMeta struct {
-	Format    int             `json:"format"`
-	Step      uint64          `json:"step"`
-	RunID     string          `json:"run_id,omitempty"`
-	Run       json.RawMessage `json:"run,omitempty"`
-	Tensors   []string        `json:"tensors"` // the order of the flat parameter vector
-	Optimizer string          `json:"optimizer,omitempty"`
-	Group     []string        `json:"group,omitempty"`
+	Format     int             `json:"format"`
+	Step       uint64          `json:"step"`
+	RunID      string          `json:"run_id,omitempty"`
+	Run        json.RawMessage `json:"run,omitempty"`
+	Tensors    []string        `json:"tensors"` // the order of the flat parameter vector
+	Optimizer  string          `json:"optimizer,omitempty"`
+	Group      []string        `json:"group,omitempty"`
+	Preprocess *Preprocess     `json:"preprocess,omitempty"`
 }
 
 const (
@@ -64,7 +67,7 @@ const (
 // only on c: equal checkpoints give equal files.
 func EncodeCheckpoint(c Checkpoint) ([]byte, error) {
 	views := map[string]safetensors.TensorView{}
-	meta := checkpointMeta{Format: CheckpointFormat, Step: c.Step, RunID: c.RunID, Run: c.Run, Optimizer: c.Optimizer, Group: c.Group}
+	meta := checkpointMeta{Format: CheckpointFormat, Step: c.Step, RunID: c.RunID, Run: c.Run, Optimizer: c.Optimizer, Group: c.Group, Preprocess: c.Preprocess}
 	off := 0
 	for _, t := range c.Tensors {
 		n := t.Size()
@@ -138,7 +141,7 @@ func DecodeCheckpoint(b []byte) (*Checkpoint, error) {
 	if meta.Format != CheckpointFormat {
 		return nil, fmt.Errorf("checkpoint: format %d, this build reads %d", meta.Format, CheckpointFormat)
 	}
-	c := &Checkpoint{Step: meta.Step, Run: meta.Run, RunID: meta.RunID, Optimizer: meta.Optimizer, Group: meta.Group}
+	c := &Checkpoint{Step: meta.Step, Run: meta.Run, RunID: meta.RunID, Optimizer: meta.Optimizer, Group: meta.Group, Preprocess: meta.Preprocess}
 	want := len(meta.Tensors)
 	for _, name := range meta.Tensors {
 		tv, ok := st.Tensor(name)

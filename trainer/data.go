@@ -6,11 +6,16 @@ import (
 	"math"
 )
 
-// Dataset is a dense classification set held in memory: row i is
-// X[i*Dim:(i+1)*Dim] with label Y[i] in 0..Classes-1.
+// Dataset is a dense classification set: row i is X[i*Dim:(i+1)*Dim], or,
+// for images, the raw bytes Pix[i*Dim:(i+1)*Dim] normalised on the fly by
+// Norm, with label Y[i] in 0..Classes-1. Exactly one of X and Pix is set.
+// Pix may be a read-only memory map (MapPixelFile) shared by every process
+// of the machine: never write to it.
 type Dataset struct {
 	Name    string
-	X       []float32 // N*Dim row-major
+	X       []float32 // N*Dim row-major; nil when Pix holds the rows
+	Pix     []uint8   // N*Dim raw pixels (channel-major within a row); nil for X
+	Norm    *Norm     // how Pix becomes model input; required with Pix
 	Y       []uint8
 	N, Dim  int
 	Classes int
@@ -22,6 +27,10 @@ type Dataset struct {
 	// then Dim/2 targets (−1: not predicted); their labels are unused.
 	Vocab int
 	MLM   bool
+	// Labels names the classes (optional); Resized says image rows were
+	// scaled or cropped from pictures of other sizes.
+	Labels  []string
+	Resized bool
 }
 
 // MNIST normalisation (the usual mean and standard deviation of the training
@@ -31,24 +40,15 @@ const (
 	MNISTStd  = 0.3081
 )
 
-// pixelTable maps a raw byte to its normalised float32. A table, computed
-// once in float64 and rounded once, gives every peer the same bits.
-var pixelTable = func() (t [256]float32) {
-	for i := range t {
-		t[i] = float32((float64(i)/255 - MNISTMean) / MNISTStd)
-	}
-	return t
-}()
+// MNISTNorm is the normalisation of MNIST's one grey channel.
+func MNISTNorm() *Norm { return NewNorm([]float64{MNISTMean}, []float64{MNISTStd}) }
 
 // newPixelDataset builds a Dataset from raw 0..255 pixels and labels; the
-// caller has already checked len(pix) == len(labels)*dim.
-// shape is the image layout (nil: unknown).
+// caller has already checked len(pix) == len(labels)*dim. shape is the
+// image layout (nil: unknown, one channel). The pixels stay bytes (a
+// quarter of float32's memory) and are normalised as rows are read.
 func newPixelDataset(name string, pix, labels []byte, dim, classes int, shape []int) *Dataset {
-	x := make([]float32, len(pix))
-	for i, p := range pix {
-		x[i] = pixelTable[p]
-	}
-	return &Dataset{Name: name, X: x, Y: labels, N: len(labels), Dim: dim, Classes: classes, Shape: shape}
+	return &Dataset{Name: name, Pix: pix, Norm: MNISTNorm(), Y: labels, N: len(labels), Dim: dim, Classes: classes, Shape: shape, Labels: mnistLabels}
 }
 
 // squareImage is the layout of a row of dim pixels that is a square
@@ -79,8 +79,16 @@ func (d *Dataset) Validate() error {
 		return fmt.Errorf("dataset %q: Classes=%d, want 2..256", d.Name, d.Classes)
 	case len(d.Y) != d.N:
 		return fmt.Errorf("dataset %q: len(Y)=%d, want N=%d", d.Name, len(d.Y), d.N)
-	case len(d.X) != d.N*d.Dim:
+	case (d.X == nil) == (d.Pix == nil):
+		return fmt.Errorf("dataset %q: want exactly one of X (floats) and Pix (bytes), have X=%v Pix=%v", d.Name, d.X != nil, d.Pix != nil)
+	case d.X != nil && len(d.X) != d.N*d.Dim:
 		return fmt.Errorf("dataset %q: len(X)=%d, want N*Dim=%d", d.Name, len(d.X), d.N*d.Dim)
+	case d.Pix != nil && len(d.Pix) != d.N*d.Dim:
+		return fmt.Errorf("dataset %q: len(Pix)=%d, want N*Dim=%d", d.Name, len(d.Pix), d.N*d.Dim)
+	case d.Pix != nil && d.Norm == nil:
+		return fmt.Errorf("dataset %q: pixel rows without a normalisation (Norm)", d.Name)
+	case d.Pix != nil && d.Norm.Channels() != d.channels():
+		return fmt.Errorf("dataset %q: normalisation for %d channels, rows have %d", d.Name, d.Norm.Channels(), d.channels())
 	case d.Shape != nil && (len(d.Shape) != 3 || d.Shape[0] < 1 || d.Shape[1] < 1 || d.Shape[2] < 1 || d.Shape[0]*d.Shape[1]*d.Shape[2] != d.Dim):
 		return fmt.Errorf("dataset %q: image shape %v does not multiply out to Dim=%d", d.Name, d.Shape, d.Dim)
 	}
@@ -92,5 +100,34 @@ func (d *Dataset) Validate() error {
 	return nil
 }
 
-// row returns row i of X (no copy).
-func (d *Dataset) row(i int) []float32 { return d.X[i*d.Dim : (i+1)*d.Dim] }
+// channels is the number of image channels of a row (1 without a shape).
+func (d *Dataset) channels() int {
+	if d.Shape == nil {
+		return 1
+	}
+	return d.Shape[0]
+}
+
+// Rows returns rows lo..lo+n-1 as model input, row-major: a slice of X
+// itself (no copy), or pixels normalised into buf (len >= n*Dim).
+func (d *Dataset) Rows(lo, n int, buf []float32) []float32 {
+	if d.X != nil {
+		return d.X[lo*d.Dim : (lo+n)*d.Dim]
+	}
+	out := buf[:n*d.Dim]
+	for r := range n {
+		d.Norm.Apply(out[r*d.Dim:(r+1)*d.Dim], d.pixRow(lo+r))
+	}
+	return out
+}
+
+// copyRow writes row i as model input into dst (len Dim).
+func (d *Dataset) copyRow(dst []float32, i int) {
+	if d.X != nil {
+		copy(dst, d.X[i*d.Dim:(i+1)*d.Dim])
+		return
+	}
+	d.Norm.Apply(dst, d.pixRow(i))
+}
+
+func (d *Dataset) pixRow(i int) []uint8 { return d.Pix[i*d.Dim : (i+1)*d.Dim] }

@@ -107,9 +107,13 @@ func (m *nativeMLP) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 		return 0, 0, fmt.Errorf("evaluate: dataset %q is %d→%d classes, model is %d→%d", ds.Name, ds.Dim, ds.Classes, dim, classes)
 	}
 	correct, total := 0, 0.0
+	var in []float32 // normalised pixels, for a dataset kept as bytes
+	if ds.X == nil {
+		in = make([]float32, m.net.Rows()*dim)
+	}
 	for lo := 0; lo < ds.N; lo += m.net.Rows() {
 		rows := min(m.net.Rows(), ds.N-lo)
-		z, err := m.net.Forward(ds.X[lo*dim:(lo+rows)*dim], rows)
+		z, err := m.net.Forward(ds.Rows(lo, rows, in), rows)
 		if err != nil {
 			return 0, 0, fmt.Errorf("evaluate: %w", err)
 		}

@@ -32,10 +32,14 @@ func (m *MLP) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 	bufB := make([]float32, evalChunk*maxW)
 	classes := m.sizes[len(m.sizes)-1]
 
+	var in []float32 // normalised pixel rows
+	if ds.X == nil {
+		in = make([]float32, evalChunk*ds.Dim)
+	}
 	correct, total := 0, 0.0
 	for lo := 0; lo < ds.N; lo += evalChunk {
 		rows := min(evalChunk, ds.N-lo)
-		h := blas32.General{Rows: rows, Cols: ds.Dim, Stride: ds.Dim, Data: ds.X[lo*ds.Dim : (lo+rows)*ds.Dim]}
+		h := blas32.General{Rows: rows, Cols: ds.Dim, Stride: ds.Dim, Data: ds.Rows(lo, rows, in)}
 		for l := 0; l+1 < len(m.sizes); l++ {
 			in, out := m.sizes[l], m.sizes[l+1]
 			w := blas32.General{Rows: in, Cols: out, Stride: out, Data: m.flat[m.offs[2*l]:m.offs[2*l+1]]}

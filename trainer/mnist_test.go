@@ -45,8 +45,9 @@ func TestLoadMNISTIDX(t *testing.T) {
 		}
 		want0 := float32((0 - MNISTMean) / MNISTStd)
 		want255 := float32((1 - MNISTMean) / MNISTStd)
-		if train.X[0] != want0 || train.X[1] != want255 {
-			t.Fatalf("normalisation: got %v %v, want %v %v", train.X[0], train.X[1], want0, want255)
+		x := train.Rows(0, 1, make([]float32, train.Dim))
+		if x[0] != want0 || x[1] != want255 {
+			t.Fatalf("normalisation: got %v %v, want %v %v", x[0], x[1], want0, want255)
 		}
 	}
 }

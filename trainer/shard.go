@@ -13,9 +13,10 @@ import (
 
 // Stream tags keep the shard and batch orders independent for one seed.
 const (
-	streamShard  = 0x7368617264 // "shard"
-	streamBatch  = 0x6261746368 // "batch"
-	streamSample = 0x73616d706c // "sampl"
+	streamShard   = 0x7368617264 // "shard"
+	streamBatch   = 0x6261746368 // "batch"
+	streamSample  = 0x73616d706c // "sampl"
+	streamAugment = 0x6175676d   // "augm"
 )
 
 // perm returns a permutation of 0..n-1 determined by (seed, stream).
@@ -81,17 +82,29 @@ func (d *Dataset) Sample(seed uint64, n int) (*Dataset, error) {
 func (d *Dataset) rows(name string, p []int) *Dataset {
 	s := &Dataset{
 		Name:    name,
-		X:       make([]float32, len(p)*d.Dim),
 		Y:       make([]uint8, len(p)),
+		Norm:    d.Norm,
 		N:       len(p),
 		Dim:     d.Dim,
 		Classes: d.Classes,
 		Shape:   d.Shape,
 		Vocab:   d.Vocab,
 		MLM:     d.MLM,
+		Labels:  d.Labels,
+		Resized: d.Resized,
+	}
+	if d.Pix != nil {
+		s.Pix = make([]uint8, len(p)*d.Dim)
+		for i, r := range p {
+			copy(s.Pix[i*d.Dim:(i+1)*d.Dim], d.pixRow(r))
+		}
+	} else {
+		s.X = make([]float32, len(p)*d.Dim)
+		for i, r := range p {
+			copy(s.X[i*d.Dim:(i+1)*d.Dim], d.X[r*d.Dim:(r+1)*d.Dim])
+		}
 	}
 	for i, r := range p {
-		copy(s.row(i), d.row(r))
 		s.Y[i] = d.Y[r]
 	}
 	return s
@@ -119,6 +132,20 @@ type Batcher struct {
 	epoch int
 	pos   int   // next index into order
 	order []int // permutation for epoch
+	aug   Augment
+	pix   []uint8 // scratch rows for augmentation
+}
+
+// SetAugment makes Next augment image rows with a: each row's draws
+// come from the Batcher's seed and the row's (epoch, position), so they
+// follow Seek. d must hold pixel rows with an image shape.
+func (b *Batcher) SetAugment(a Augment) error {
+	if a.On() && (b.d.Pix == nil || b.d.Shape == nil) {
+		return fmt.Errorf("augment %s: dataset %q has no image pixels to augment", a, b.d.Name)
+	}
+	b.aug = a
+	b.pix = make([]uint8, 2*b.d.Dim)
+	return nil
 }
 
 // NewBatcher returns a Batcher at epoch 0, position 0. It panics if d is
@@ -151,8 +178,15 @@ func (b *Batcher) Next(x []float32, y []uint8) (epoch int) {
 			b.order = perm(b.d.N, b.epochSeed(b.epoch), streamBatch)
 		}
 		r := b.order[b.pos]
+		if b.aug.On() {
+			src := rand.NewPCG(b.epochSeed(b.epoch), streamAugment^uint64(b.pos))
+			row := b.pix[:dim]
+			b.aug.apply(row, b.d.pixRow(r), b.pix[dim:], b.d.Shape, src)
+			b.d.Norm.Apply(x[i*dim:(i+1)*dim], row)
+		} else {
+			b.d.copyRow(x[i*dim:(i+1)*dim], r)
+		}
 		b.pos++
-		copy(x[i*dim:(i+1)*dim], b.d.row(r))
 		y[i] = b.d.Y[r]
 	}
 	return epoch

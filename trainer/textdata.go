@@ -1,7 +1,10 @@
 package trainer
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -225,48 +228,152 @@ func putSequence(row []float32, segments ...[]int) {
 	}
 }
 
+// TextColumns name a table's text and label columns (CSV header names,
+// JSONL keys); empty means "text" and "label".
+type TextColumns struct{ Text, Label string }
+
+func (c TextColumns) names() (string, string) {
+	t, l := c.Text, c.Label
+	if t == "" {
+		t = "text"
+	}
+	if l == "" {
+		l = "label"
+	}
+	return t, l
+}
+
+// maxJSONLLine caps one JSONL record.
+const maxJSONLLine = 1 << 20
+
+// textRow is one labelled text of a table, encoded.
+type textRow struct {
+	ids   []int
+	label string
+}
+
 // ReadTextCSV reads "text,label" rows (a header row "text,label" is
 // skipped) and encodes each text as [CLS] tokens… [SEP], cut or padded to
 // seq. Labels are names; classes are numbered in sorted name order, or by
 // labels when given (a test file must use the training file's classes).
 // Errors name the line.
 func ReadTextCSV(name string, r io.Reader, tok *text.Tokenizer, seq int, labels []string) (*Dataset, []string, error) {
+	return ReadTextTable(name, r, tok, seq, labels, TextColumns{}, false)
+}
+
+// ReadTextTable is ReadTextCSV for CSV with named columns (a header row
+// naming cols picks them out of any number of columns; without one, rows
+// are text,label) or, jsonl, for JSON Lines: one object a line, the text a
+// string under cols.Text and the label a string or number under
+// cols.Label; blank lines are skipped.
+func ReadTextTable(name string, r io.Reader, tok *text.Tokenizer, seq int, labels []string, cols TextColumns, jsonl bool) (*Dataset, []string, error) {
 	if seq < 3 || seq > maxBERTSeq {
 		return nil, nil, fmt.Errorf("%s: seq %d, want 3..%d", name, seq, maxBERTSeq)
 	}
-	cr := csv.NewReader(r)
-	cr.FieldsPerRecord = 2
-	cr.ReuseRecord = true
-	type row struct {
-		ids   []int
-		label string
+	var rows []textRow
+	var err error
+	if jsonl {
+		rows, err = readJSONLRows(name, r, tok, cols)
+	} else {
+		rows, err = readCSVRows(name, r, tok, cols)
 	}
-	var rows []row
+	if err != nil {
+		return nil, nil, err
+	}
+	return textRowsDataset(name, rows, tok, seq, labels)
+}
+
+func readCSVRows(name string, r io.Reader, tok *text.Tokenizer, cols TextColumns) ([]textRow, error) {
+	tname, lname := cols.names()
+	cr := csv.NewReader(r)
+	cr.ReuseRecord = true
+	ti, li := 0, 1
+	var rows []textRow
 	for {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", name, err) // csv errors carry the line
+			return nil, fmt.Errorf("%s: %w", name, err) // csv errors carry the line
 		}
 		line, _ := cr.FieldPos(0)
 		if line == 1 {
 			rec[0] = strings.TrimPrefix(rec[0], "\ufeff") // a byte-order mark, as spreadsheets write
+			t := slices.IndexFunc(rec, func(f string) bool { return strings.EqualFold(strings.TrimSpace(f), tname) })
+			l := slices.IndexFunc(rec, func(f string) bool { return strings.EqualFold(strings.TrimSpace(f), lname) })
+			if t >= 0 && l >= 0 && t != l {
+				ti, li = t, l
+				continue // the header
+			}
+			if len(rec) != 2 {
+				return nil, fmt.Errorf("%s: line 1: %d columns and no header naming %q and %q, want a header or text,label rows", name, len(rec), tname, lname)
+			}
 		}
-		if len(rows) == 0 && line == 1 && strings.EqualFold(rec[0], "text") && strings.EqualFold(rec[1], "label") {
+		label := strings.TrimSpace(rec[li])
+		if label == "" {
+			return nil, fmt.Errorf("%s: line %d: empty label", name, line)
+		}
+		ids := tok.Encode(rec[ti])
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("%s: line %d: the text has no words", name, line)
+		}
+		rows = append(rows, textRow{ids, label})
+	}
+	return rows, nil
+}
+
+func readJSONLRows(name string, r io.Reader, tok *text.Tokenizer, cols TextColumns) ([]textRow, error) {
+	tname, lname := cols.names()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), maxJSONLLine)
+	var rows []textRow
+	for line := 1; sc.Scan(); line++ {
+		b := bytes.TrimSpace(sc.Bytes())
+		if line == 1 {
+			b = bytes.TrimPrefix(b, []byte("\ufeff"))
+		}
+		if len(b) == 0 {
 			continue
 		}
-		label := strings.TrimSpace(rec[1])
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(b, &obj); err != nil {
+			return nil, fmt.Errorf("%s: line %d: %w", name, line, err)
+		}
+		var txt string
+		if err := json.Unmarshal(obj[tname], &txt); err != nil || obj[tname] == nil {
+			return nil, fmt.Errorf("%s: line %d: %q is not a string", name, line, tname)
+		}
+		var label string
+		raw := obj[lname]
+		if err := json.Unmarshal(raw, &label); err != nil {
+			var num json.Number
+			d := json.NewDecoder(bytes.NewReader(raw))
+			d.UseNumber()
+			if raw == nil || d.Decode(&num) != nil {
+				return nil, fmt.Errorf("%s: line %d: %q is not a string or a number", name, line, lname)
+			}
+			label = num.String()
+		}
+		label = strings.TrimSpace(label)
 		if label == "" {
-			return nil, nil, fmt.Errorf("%s: line %d: empty label", name, line)
+			return nil, fmt.Errorf("%s: line %d: empty label", name, line)
 		}
-		ids := tok.Encode(rec[0])
+		ids := tok.Encode(txt)
 		if len(ids) == 0 {
-			return nil, nil, fmt.Errorf("%s: line %d: the text has no words", name, line)
+			return nil, fmt.Errorf("%s: line %d: the text has no words", name, line)
 		}
-		rows = append(rows, row{ids, label})
+		rows = append(rows, textRow{ids, label})
 	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w (lines are limited to %d bytes)", name, err, maxJSONLLine)
+	}
+	return rows, nil
+}
+
+// textRowsDataset numbers the labels (sorted, unless given) and lays the
+// rows out as [CLS] tokens… [SEP] sequences of seq ids.
+func textRowsDataset(name string, rows []textRow, tok *text.Tokenizer, seq int, labels []string) (*Dataset, []string, error) {
 	if len(rows) == 0 {
 		return nil, nil, fmt.Errorf("%s: no rows", name)
 	}
@@ -287,7 +394,7 @@ func ReadTextCSV(name string, r io.Reader, tok *text.Tokenizer, seq int, labels 
 	for i, l := range labels {
 		class[l] = i
 	}
-	ds := &Dataset{Name: name, N: len(rows), Dim: seq, Classes: len(labels), Vocab: tok.Size()}
+	ds := &Dataset{Name: name, N: len(rows), Dim: seq, Classes: len(labels), Vocab: tok.Size(), Labels: labels}
 	ds.X = make([]float32, ds.N*seq)
 	ds.Y = make([]uint8, ds.N)
 	for i, r := range rows {

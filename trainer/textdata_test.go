@@ -291,3 +291,37 @@ func TestTasksStayInTheirDocument(t *testing.T) {
 		}
 	}
 }
+
+// Named columns in CSV and JSON Lines give the same rows as text,label.
+func TestReadTextTable(t *testing.T) {
+	tok, _ := corpusTokenizer(t, 300)
+	want, _, err := ReadTextCSV("a.csv", strings.NewReader("the prism,neg\nlight of the sun,pos\nthe rays,3\n"), tok, 16, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols := TextColumns{Text: "review", Label: "stars"}
+	csvIn := "id,stars,review\n1,neg,the prism\n2,pos,light of the sun\n3,3,the rays\n"
+	jsonIn := `{"review": "the prism", "stars": "neg", "id": 1}` + "\n\n" + `{"stars":"pos","review":"light of the sun"}` + "\n" + `{"review":"the rays","stars":3}` + "\n"
+	for name, in := range map[string]string{"csv": csvIn, "jsonl": jsonIn} {
+		got, labels, err := ReadTextTable(name, strings.NewReader(in), tok, 16, nil, cols, name == "jsonl")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !slices.Equal(got.X, want.X) || !slices.Equal(got.Y, want.Y) || !slices.Equal(labels, []string{"3", "neg", "pos"}) {
+			t.Errorf("%s: rows %v labels %v, want %v", name, got.Y, labels, want.Y)
+		}
+	}
+	for in, msg := range map[string]string{
+		`{"review": 5, "stars": "a"}`:              `"review" is not a string`,
+		`{"review": "the prism"}`:                  `"stars" is not a string or a number`,
+		`{"review": "the prism", "stars": ` + "\n": "line 1",
+		`[1,2]`: "line 1",
+	} {
+		if _, _, err := ReadTextTable("f.jsonl", strings.NewReader(in), tok, 16, nil, cols, true); err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("%q: %v, want %q", in, err, msg)
+		}
+	}
+	if _, _, err := ReadTextTable("f.csv", strings.NewReader("a,b,c\nx,y,z\n"), tok, 16, nil, cols, false); err == nil || !strings.Contains(err.Error(), "no header naming") {
+		t.Errorf("three columns without the named header: %v", err)
+	}
+}

@@ -42,7 +42,7 @@ func TestTorchLayoutMLP(t *testing.T) {
 func torchSequentialAccuracy(tensors []Tensor, vals []float32, ds *Dataset) float64 {
 	right := 0
 	for r := range ds.N {
-		x := slices.Clone(ds.row(r))
+		x := slices.Clone(ds.Rows(r, 1, make([]float32, ds.Dim)))
 		off := 0
 		for l := 0; l < len(tensors); l += 2 {
 			out, in := tensors[l].Shape[0], tensors[l].Shape[1]

@@ -75,14 +75,17 @@ every node's state hash (equal hashes: the replicas never diverged).`,
 			if err := initFrom(&rc, initPath); err != nil {
 				return err
 			}
-			if !rc.IsText() {
-				if err := rc.Validate(); err != nil { // text runs are checked once their files are hashed
-					return err
-				}
-			}
 			cfg.Run, cfg.InitPath = rc, initPath
 			if err := data.apply(&cfg); err != nil {
 				return err
+			}
+			if err := node.PrepareImages(&cfg); err != nil {
+				return err
+			}
+			if !cfg.Run.IsText() {
+				if err := cfg.Run.Validate(); err != nil { // text runs are checked once their files are hashed
+					return err
+				}
 			}
 			return runDemo(cmd.Context(), cfg, nodes, dir, asJSON, keep)
 		},

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -45,6 +46,10 @@ CNN the names of an nn.Sequential, so load_state_dict takes the file as is:
 
 MNIST inputs are the 784 pixels, row by row, as (p/255 - 0.1307) / 0.3081
 (trainer.MNISTMean, MNISTStd), the normalisation the model was trained with.
+Checkpoints and exports record how inputs were prepared (metadata key
+"swarmtrain", field "preprocess": image size, channels, per-channel mean and
+std and class names, or the vocabulary and sequence length), and export prints
+a short Python program that reads it and prepares one input.
 
 --prune 0.8 zeroes the 80% smallest weights (global magnitude pruning; biases
 kept); --int8 stores every weight matrix as int8 levels with one float32 scale
@@ -101,6 +106,7 @@ model before and after is measured and printed.`,
 					return fmt.Errorf("export: %w", err)
 				}
 				fmt.Fprintf(w, "wrote %s: step %d, %d tensors, %d parameters, %s layout (run %s)\n", out, c.Step, len(c.Tensors), len(c.Params), layout, c.RunID)
+				printPreprocess(w, out, c)
 				return nil
 			}
 			eval, err := evaluator(c, data)
@@ -130,6 +136,7 @@ model before and after is measured and printed.`,
 					return fmt.Errorf("export: %w", err)
 				}
 				fmt.Fprintf(w, "wrote %s: %d tensors, float32\n", out, len(c.Tensors))
+				printPreprocess(w, out, c)
 				return nil
 			}
 			levels, scales := trainer.QuantizeInt8(c.Params, c.Tensors)
@@ -192,6 +199,15 @@ func evaluator(c *trainer.Checkpoint, data dataFlags) (func([]float32) (float64,
 		acc, _, err := m.Evaluate(test)
 		return acc, err
 	}, nil
+}
+
+// printPreprocess prints the Python that prepares one input for the
+// model at path from its own metadata.
+func printPreprocess(w io.Writer, path string, c *trainer.Checkpoint) {
+	if c.Preprocess == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nprepare one input in Python (numpy; Pillow for images) from the file's metadata:\n\n%s", c.Preprocess.PythonSnippet(path))
 }
 
 func fileExists(p string) bool {

@@ -144,7 +144,7 @@ func TestBadFlagValues(t *testing.T) {
 		{[]string{"node", "--schedule", "exp"}, []string{`"exp"`, "cosine, linear, step or constant"}},
 		{[]string{"node", "--aggregate", "median"}, []string{`"median"`, "mean, clip or trimmed"}},
 		{[]string{"node", "--lossless", "gzip"}, []string{`"gzip"`, "none, zstd or s2"}},
-		{[]string{"node", "--dataset", "cifar"}, []string{`"cifar"`, "mnist, mlm"}},
+		{[]string{"node", "--dataset", "cifar"}, []string{`"cifar"`, "mnist, images, mlm"}},
 		{[]string{"node", "--batch", "0"}, []string{"--batch 0", "want 1..4096"}},
 		{[]string{"node", "--target-batch", "3"}, []string{"--target-batch 3", "want --batch (64)"}},
 		{[]string{"node", "--dropout", "2"}, []string{"--dropout 2", "[0, 1)"}},

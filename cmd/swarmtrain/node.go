@@ -26,12 +26,14 @@ type dataFlags struct {
 	corpus            []string
 	trainCSV, testCSV string
 	vocab             string
+	cache             string
 }
 
 func (d *dataFlags) bind(fs *pflag.FlagSet) {
-	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files; default: the copy shipped in the GoMNIST Go module, else fetched from peers into --dir/data/mnist")
+	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files, or an image folder (one subfolder of PNG/JPEG/GIF per class, optional test/; see --image-size); default: the copy shipped in the GoMNIST Go module, else fetched from peers into --dir/data/mnist")
+	fs.StringVar(&d.cache, "data-cache", defaultDataCache(), "folder for decoded image datasets, one file per dataset that every node of this machine maps (shared pages); empty: decode in each process")
 	fs.StringSliceVar(&d.corpus, "text", nil, "text files to train on (mlm, nsp, replaced, source); default: Newton's Opticks (in Go's source tree) and Twain's Tom Sawyer (in the klauspost/compress module); the last 10% of each is held out for testing")
-	fs.StringVar(&d.trainCSV, "train-csv", "", "csv: training rows, text,label")
+	fs.StringVar(&d.trainCSV, "train-csv", "", "csv: training rows, text,label (or named columns, --text-column/--label-column; .jsonl: JSON Lines)")
 	fs.StringVar(&d.testCSV, "test-csv", "", "csv: test rows, text,label (the training file's labels)")
 	fs.StringVar(&d.vocab, "vocab", "", "text: WordPiece vocabulary file (vocab.txt); default: learn one from the training text (written to vocab.txt in the node's folder); fine-tuning needs the pre-training run's")
 }
@@ -46,6 +48,9 @@ func (d dataFlags) apply(cfg *node.Config) error {
 	}
 	var err error
 	if cfg.DataDir, err = abs(d.mnistDir); err != nil {
+		return err
+	}
+	if cfg.DataCache, err = abs(d.cache); err != nil {
 		return err
 	}
 	cfg.Corpus = nil
@@ -75,6 +80,7 @@ func dataArgs(cfg node.Config) []string {
 		}
 	}
 	add("--data", cfg.DataDir)
+	args = append(args, "--data-cache="+cfg.DataCache) // even "": no cache
 	for _, c := range cfg.Corpus {
 		add("--text", c)
 	}
@@ -82,6 +88,16 @@ func dataArgs(cfg node.Config) []string {
 	add("--test-csv", cfg.TestCSV)
 	add("--vocab", cfg.VocabPath)
 	return args
+}
+
+// defaultDataCache is swarmtrain/datasets in the user's cache folder
+// ($XDG_CACHE_HOME or ~/.cache on Linux), or "" (no cache) without one.
+func defaultDataCache() string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(d, "swarmtrain", "datasets")
 }
 
 func joinInts(xs []int) string {
@@ -215,6 +231,9 @@ instead: no key, QUIC and TCP, and anyone who can reach a node may join.`,
 				return err
 			}
 			if err := data.apply(&cfg); err != nil {
+				return err
+			}
+			if err := node.PrepareImages(&cfg); err != nil {
 				return err
 			}
 			if cfg.Run.IsText() {

@@ -29,7 +29,7 @@ type runFlag struct {
 }
 
 var runFlagTable = []runFlag{
-	{"dataset", func(r *node.RunConfig) any { return &r.Data.Dataset }, "what to train on: mnist (images), mlm (masked-language pre-training on --text), nsp (next-sentence prediction on --text), replaced (replaced-word detection on --text), source (which --text file a passage of --seq tokens comes from) or csv (text,label rows of --train-csv/--test-csv); the text datasets need --model bert"},
+	{"dataset", func(r *node.RunConfig) any { return &r.Data.Dataset }, "what to train on: mnist (images), images (--data DIR, one subfolder per class; chosen by itself when --data is such a folder), mlm (masked-language pre-training on --text), nsp (next-sentence prediction on --text), replaced (replaced-word detection on --text), source (which --text file a passage of --seq tokens comes from) or csv (text,label rows of --train-csv/--test-csv); the text datasets need --model bert"},
 	{"model", func(r *node.RunConfig) any { return &r.Model.Kind }, "network: mlp, cnn (conv–pool blocks, then the --hidden layers) or bert (Transformer encoder, for text)"},
 	{"hidden", func(r *node.RunConfig) any { return &r.Model.Hidden }, "fully connected hidden layer widths, comma-separated"},
 	{"channels", func(r *node.RunConfig) any { return &r.Model.Channels }, "cnn only: output channels of each 5×5 conv + 2×2 max-pool block, comma-separated (default 16,32)"},
@@ -61,6 +61,10 @@ var runFlagTable = []runFlag{
 	{"layers", func(r *node.RunConfig) any { return &r.Model.Layers }, "bert: encoder layers (0: 2)"},
 	{"dropout", func(r *node.RunConfig) any { return &r.Model.Dropout }, "bert: dropout probability on every residual branch"},
 	{"train-rows", func(r *node.RunConfig) any { return &r.Data.TrainRows }, "train on only this many training rows, drawn with --seed (0: all); few labelled rows are where pre-training pays"},
+	{"image-size", func(r *node.RunConfig) any { return &r.Data.ImageSize }, "image folders: the side in pixels every image is scaled and centre-cropped to (0: 32)"},
+	{"text-column", func(r *node.RunConfig) any { return &r.Data.TextColumn }, "csv: the text column's header name, or key in JSON Lines files (.jsonl) (empty: text)"},
+	{"label-column", func(r *node.RunConfig) any { return &r.Data.LabelColumn }, "csv: the label column's header name, or key in JSON Lines files (empty: label)"},
+	{"augment", func(r *node.RunConfig) any { return &r.Data.Augment }, "image training augmentation, comma-separated: crop=P (pad P pixels, crop back), flip (mirror left–right), affine=D (rotate ±D degrees, scale ±D%); none: off"},
 }
 
 // bindRunFlags sets rc to DefaultRunConfig (pflag's way: binding sets
