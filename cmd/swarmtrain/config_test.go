@@ -157,11 +157,13 @@ func TestLogFlags(t *testing.T) {
 	}
 }
 
-// A demo's nodes do not read the SWARMTRAIN_* variables the demo read:
-// SWARMTRAIN_HTTP would give all of them one port.
-func TestChildEnvDropsOurVariables(t *testing.T) {
-	got := childEnv([]string{"PATH=/bin", "SWARMTRAIN_HTTP=:8080", "HOME=/root", "SWARMTRAIN_DIR=/tmp/x", "XSWARMTRAIN_A=1"})
-	want := []string{"PATH=/bin", "HOME=/root", "XSWARMTRAIN_A=1"}
+// A demo's nodes do not read the SWARMTRAIN_* variables that set node
+// flags (SWARMTRAIN_HTTP would give all of them one port), but do read
+// those the demo passes on purpose, and any that name no flag.
+func TestChildEnvDropsNodeFlags(t *testing.T) {
+	got := childEnv([]string{"PATH=/bin", "SWARMTRAIN_HTTP=:8080", "HOME=/root", "SWARMTRAIN_DIR=/tmp/x", "XSWARMTRAIN_A=1",
+		"SWARMTRAIN_LOG_LEVEL=debug", "SWARMTRAIN_ENGINE=gorgonia", "SWARMTRAIN_TEST_RUN_MAIN=1", "SWARMTRAIN_JOIN=/ip4/1.2.3.4/tcp/1"}, nodeCmd().Flags())
+	want := []string{"PATH=/bin", "HOME=/root", "XSWARMTRAIN_A=1", "SWARMTRAIN_LOG_LEVEL=debug", "SWARMTRAIN_ENGINE=gorgonia", "SWARMTRAIN_TEST_RUN_MAIN=1"}
 	if !slices.Equal(got, want) {
 		t.Errorf("childEnv = %q, want %q", got, want)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/swarmtrain/swarmtrain/node"
 	"github.com/swarmtrain/swarmtrain/p2p"
@@ -292,13 +293,29 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 }
 
 // childEnv is the environment of a demo's node: ours without the
-// SWARMTRAIN_* variables. They set the demo's own flags already, and the
-// demo passes each node what it needs; read again by every node, one
-// such as SWARMTRAIN_HTTP or SWARMTRAIN_DIR would give four nodes one
-// port or one directory.
-func childEnv(environ []string) []string {
-	return slices.DeleteFunc(slices.Clone(environ), func(kv string) bool { return strings.HasPrefix(kv, envPrefix) })
+// SWARMTRAIN_* variables that set a node flag, but for those the demo
+// passes on purpose (passEnv). The others set the demo's own flags
+// already, and the demo gives each node what it needs; read again by
+// every node, one such as SWARMTRAIN_JOIN sent the first node to a dead
+// address and the demo stayed at step 0. Variables that name no flag
+// (a test's hooks) stay.
+func childEnv(environ []string, nodeFlags *pflag.FlagSet) []string {
+	return slices.DeleteFunc(slices.Clone(environ), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		for _, keep := range passEnv {
+			if name == envName(keep) {
+				return false
+			}
+		}
+		drop := false
+		nodeFlags.VisitAll(func(f *pflag.Flag) { drop = drop || name == envName(f.Name) })
+		return drop
+	})
 }
+
+// passEnv are the flags a demo hands its nodes through the environment
+// (set in the root command's PersistentPreRunE).
+var passEnv = []string{"log-level", "log-format", "engine"}
 
 func startChild(ctx context.Context, exe, dir string, args []string) (*child, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -306,7 +323,7 @@ func startChild(ctx context.Context, exe, dir string, args []string) (*child, er
 	}
 	cmd := exec.Command(exe, args...)
 	cmd.SysProcAttr = childAttr()
-	cmd.Env = childEnv(os.Environ())
+	cmd.Env = childEnv(os.Environ(), nodeCmd().Flags())
 	cmd.Stdout = io.Discard
 	errf, err := os.Create(filepath.Join(dir, "stderr.txt"))
 	if err != nil {

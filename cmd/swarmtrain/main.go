@@ -100,7 +100,7 @@ func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error)
 			slog.SetDefault(slog.New(logOpts.Handler(os.Stderr)))
 			trainer.DefaultEngine = engine.value
 			// The nodes a demo starts read them from the environment.
-			for _, name := range []string{"log-level", "log-format", "engine"} {
+			for _, name := range passEnv {
 				if f := cmd.Flags().Lookup(name); setenv != nil && f != nil && f.Changed {
 					if err := setenv(envName(name), f.Value.String()); err != nil {
 						return err
