@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -62,6 +63,9 @@ func (n *labNode) status(lab *netlab.Lab) (node.Status, error) {
 	cmd := lab.Command(n.host, exe)
 	cmd.Env = append(os.Environ(), statusEnv+"="+n.http)
 	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return st, fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
+	}
 	if err != nil {
 		return st, err
 	}
