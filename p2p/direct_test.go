@@ -10,7 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
-	ma "github.com/multiformats/go-multiaddr"
 )
 
 // Over a relayed-only connection (hole punching off, as behind routers
@@ -41,13 +40,7 @@ func TestNewDirectStreamOverRelay(t *testing.T) {
 	if _, err := client.Reserve(ctx, b.Host, rinfo); err != nil {
 		t.Fatal(err)
 	}
-	circuit, err := ma.NewMultiaddr("/p2p/" + r.ID().String() + "/p2p-circuit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ra := range r.Addrs() {
-		a.Peerstore().AddAddr(b.ID(), ra.Encapsulate(circuit), time.Hour)
-	}
+	learnCircuit(t, a, b, r)
 	// No connection yet: the dial finds only the relay, and the stream
 	// waits for a punch no longer than over a relayed connection.
 	if _, err := a.NewDirectStream(ctx, b.ID(), 300*time.Millisecond, proto); !errors.Is(err, ErrRelayedOnly) {

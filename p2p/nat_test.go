@@ -104,13 +104,7 @@ func TestRelayedAndACL(t *testing.T) {
 	if _, err := client.Reserve(ctx, b.Host, rinfo); err != nil {
 		t.Fatal(err)
 	}
-	circuit, err := ma.NewMultiaddr("/p2p/" + r.ID().String() + "/p2p-circuit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ra := range r.Addrs() {
-		a.Peerstore().AddAddr(b.ID(), ra.Encapsulate(circuit), time.Hour)
-	}
+	learnCircuit(t, a, b, r)
 	if err := a.Host.Connect(network.WithAllowLimitedConn(ctx, "test"), peer.AddrInfo{ID: b.ID()}); err != nil {
 		t.Fatal(err)
 	}
@@ -157,4 +151,16 @@ func TestDialOnlyHostStarts(t *testing.T) {
 		t.Fatalf("a dial-only host with the default config: %v", err)
 	}
 	h.Close()
+}
+
+// learnCircuit gives a only b's addresses through relay r.
+func learnCircuit(t *testing.T, a, b, r *Host) {
+	t.Helper()
+	circuit, err := ma.NewMultiaddr("/p2p/" + r.ID().String() + "/p2p-circuit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ra := range r.Addrs() {
+		a.Peerstore().AddAddr(b.ID(), ra.Encapsulate(circuit), time.Hour)
+	}
 }
