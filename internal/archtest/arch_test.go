@@ -25,8 +25,10 @@ const module = "github.com/swarmtrain/swarmtrain/"
 var layers = map[string][]string{
 	"compression":       {},
 	"p2p":               {"internal/..."},
-	"trainer":           {"compression", "trainer/text", "internal/..."},
+	"trainer":           {"compression", "trainer/text", "trainer/engine", "trainer/kernels", "internal/..."},
 	"trainer/text":      {},
+	"trainer/engine":    {"trainer/kernels"},
+	"trainer/kernels":   {},
 	"gossip":            {},
 	"gossip/allreduce":  {"gossip", "compression"},
 	"gossip/statesync":  {"gossip", "compression"},
@@ -41,6 +43,7 @@ var layers = map[string][]string{
 	"internal/atomicfile": {},
 	"internal/buildinfo":  {},
 	"internal/netlab":     {},
+	"internal/shapes":     {},
 	"internal/testutil":   {},
 	"internal/archtest":   {},
 }
