@@ -107,25 +107,15 @@ func BenchAllReduce(ctx context.Context, cfg AllReduceBench) (AllReduceBenchResu
 		outs[i] = make([]float32, cfg.Floats)
 		samples[i] = 1
 	}
-	var start time.Time
-	var cpu0 time.Duration
-	for round := 0; round <= cfg.Rounds; round++ {
-		if round == 1 {
-			start, cpu0 = time.Now(), processCPU()
-		}
-		r := allreduce.Round{Step: uint64(round), Members: members, Samples: samples}
-		r.ID = allreduce.RoundID("bench", r.Step, 0, members, samples, nil)
-		if err := allReduceAll(ctx, avs, r, vecs, outs); err != nil {
-			return res, err
-		}
+	res.SecondsPerRound, res.CPUSecondsPerRound, err = timeRounds(cfg.Rounds, members, samples, func(r allreduce.Round) error {
+		return allReduceAll(ctx, avs, r, vecs, outs)
+	})
+	if err != nil {
+		return res, err
 	}
 	n := float64(cfg.Hosts)
-	res.SecondsPerRound = time.Since(start).Seconds() / float64(cfg.Rounds)
-	if cpu := processCPU(); cpu > 0 {
-		res.CPUSecondsPerRound = (cpu - cpu0).Seconds() / float64(cfg.Rounds)
-	}
 	const floorReps = 3
-	start, cpu0 = time.Now(), processCPU()
+	start, cpu0 := time.Now(), processCPU()
 	for range floorReps {
 		if err := allToAll(ctx, hosts, 2*codec.MaxEncodedLen(cfg.Floats/cfg.Hosts)); err != nil {
 			return res, err
@@ -205,4 +195,28 @@ func allReduceAll(ctx context.Context, avs []*allreduce.Averager, r allreduce.Ro
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// timeRounds runs a warm-up round, then rounds timed ones, each through
+// reduce, and returns the wall and CPU seconds per timed round (CPU 0
+// where the process's CPU time cannot be read). The warm-up also lines
+// the members up: it ends for all at about the same time.
+func timeRounds(rounds int, members []peer.ID, samples []int, reduce func(allreduce.Round) error) (wall, cpu float64, err error) {
+	var start time.Time
+	var cpu0 time.Duration
+	for round := 0; round <= rounds; round++ {
+		if round == 1 {
+			start, cpu0 = time.Now(), processCPU()
+		}
+		r := allreduce.Round{Step: uint64(round), Members: members, Samples: samples}
+		r.ID = allreduce.RoundID("bench", r.Step, 0, members, samples, nil)
+		if err := reduce(r); err != nil {
+			return 0, 0, fmt.Errorf("round %d: %w", round, err)
+		}
+	}
+	wall = time.Since(start).Seconds() / float64(rounds)
+	if c := processCPU(); c > 0 {
+		cpu = (c - cpu0).Seconds() / float64(rounds)
+	}
+	return wall, cpu, nil
 }

@@ -296,25 +296,14 @@ func runBenchMember(ctx context.Context, h *p2p.Host, av *allreduce.Averager, pl
 	for i := range samples {
 		samples[i] = 1
 	}
-	var start time.Time
-	var cpu0 time.Duration
-	// Round 0 is the warm-up, and lines the members up: it ends for all
-	// at about the same time, so the timed rounds start together.
-	for round := 0; round <= cfg.Rounds; round++ {
-		if round == 1 {
-			start, cpu0 = time.Now(), processCPU()
-		}
-		r := allreduce.Round{Step: uint64(round), Members: members, Samples: samples}
-		r.ID = allreduce.RoundID("bench", r.Step, 0, members, samples, nil)
-		if err := av.AllReduce(ctx, r, vec, out); err != nil {
-			return fail(fmt.Errorf("round %d: %w", round, err))
-		}
+	wall, cpu, err := timeRounds(cfg.Rounds, members, samples, func(r allreduce.Round) error {
+		return av.AllReduce(ctx, r, vec, out)
+	})
+	if err != nil {
+		return fail(err)
 	}
 	n := float64(cfg.Hosts)
-	m.SecondsPerRound = time.Since(start).Seconds() / float64(cfg.Rounds)
+	m.SecondsPerRound, m.CPUSeconds = wall, cpu
 	m.BusBandwidth = 2 * (n - 1) / n * float64(4*cfg.Floats) / m.SecondsPerRound
-	if cpu := processCPU(); cpu > 0 {
-		m.CPUSeconds = (cpu - cpu0).Seconds() / float64(cfg.Rounds)
-	}
 	return m
 }
