@@ -14,10 +14,10 @@ import (
 // order: dst += pairwise bf16 dot products of src1 and src2):
 // EVEX.512.F3.0F38.W0 52 /r, src1 in EVEX.vvvv, src2 in ModRM.rm.
 func vdpbf16ps(dst, src1, src2 int) []byte {
-	inv := func(r, bit int) byte { return byte(^(r>>bit)&1) }
+	inv := func(r, bit int) byte { return byte(^(r >> bit) & 1) }
 	p0 := inv(dst, 3)<<7 | inv(src2, 4)<<6 | inv(src2, 3)<<5 | inv(dst, 4)<<4 | 0b10 // R X B R' 0 0 mm=0F38
-	p1 := byte(^src1&0xF)<<3 | 1<<2 | 0b10                                              // W=0 vvvv 1 pp=F3
-	p2 := byte(0b10)<<5 | inv(src1, 4)<<3                                               // z=0 L'L=512 b=0 V' aaa=0
+	p1 := byte(^src1&0xF)<<3 | 1<<2 | 0b10                                           // W=0 vvvv 1 pp=F3
+	p2 := byte(0b10)<<5 | inv(src1, 4)<<3                                            // z=0 L'L=512 b=0 V' aaa=0
 	return []byte{0x62, p0, p1, p2, 0x52, 0xC0 | byte(dst&7)<<3 | byte(src2&7)}
 }
 
