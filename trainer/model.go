@@ -33,6 +33,9 @@ type ModelConfig struct {
 	// different engines train the same model and may differ in the last
 	// bits of a gradient.
 	Engine string
+	// Precision is this node's choice too: PrecisionFP32 or PrecisionBF16
+	// (the native engine's mlp), "" meaning DefaultPrecision.
+	Precision string
 }
 
 // Validate checks the fields against their allowed ranges.
@@ -59,6 +62,14 @@ func (c ModelConfig) Validate() error {
 		}
 	default:
 		return fmt.Errorf("model: Engine=%q, want %s or %s", c.Engine, EngineNative, EngineGorgonia)
+	}
+	if p := c.precision(); p != PrecisionFP32 {
+		if p != PrecisionBF16 {
+			return fmt.Errorf("model: Precision=%q, want %s or %s", c.Precision, PrecisionFP32, PrecisionBF16)
+		}
+		if c.engine() != EngineNative {
+			return fmt.Errorf("model: precision %s runs only on the native engine (the mlp so far), not the %s on %s; use --precision %s", p, cmp.Or(c.Arch, ArchMLP), c.engine(), PrecisionFP32)
+		}
 	}
 	for i, ch := range c.Channels {
 		if ch < 1 || ch > maxChannels {
