@@ -29,7 +29,8 @@ type CNN struct {
 // convBlock is one conv–ReLU–pool stage and its buffers.
 type convBlock struct {
 	c, h, w, o int       // input channels, height, width; output channels
-	col        []float32 // patches, (c·k·k)×(rows·h·w); their gradient in the backward pass
+	group      int       // images per im2col buffer
+	col        []float32 // patches of a group, (c·k·k)×(group·h·w); their gradient in the backward pass
 	z          []float32 // convolution output, o×rows×h×w; its gradient in the backward pass
 	out, dout  []float32 // pooled output rows×o×(h/2)×(w/2), and the loss gradient there
 	idx        []int32   // for each pooled value, its maximum's index in z
@@ -64,8 +65,9 @@ func NewCNN(shape []int, channels []int, k int, hidden []int, classes, rows int)
 			return nil, fmt.Errorf("engine: CNN block %d needs more than %d values of patches: lower the rows", i, math.MaxInt32)
 		}
 		pooled := rows * o * (h / 2) * (w / 2)
-		m.blocks = append(m.blocks, convBlock{c: c, h: h, w: w, o: o,
-			col: make([]float32, c*k*k*rows*h*w), z: make([]float32, o*rows*h*w),
+		g := convGroup(rows, c, h, w, k)
+		m.blocks = append(m.blocks, convBlock{c: c, h: h, w: w, o: o, group: g,
+			col: make([]float32, c*k*k*g*h*w), z: make([]float32, o*rows*h*w),
 			out: make([]float32, pooled), dout: make([]float32, pooled), idx: make([]int32, pooled)})
 		param(o * c * k * k)
 		param(o)
@@ -118,7 +120,7 @@ func (m *CNN) Forward(x []float32, rows int) ([]float32, error) {
 		b := &m.blocks[i]
 		w, _ := m.tensor(2 * i)
 		bias, _ := m.tensor(2*i + 1)
-		convForward(h, w, b.col, b.z, rows, b.c, b.h, b.w, m.k, b.o)
+		convForward(h, w, b.col, b.z, rows, b.c, b.h, b.w, m.k, b.o, b.group)
 		poolForward(b.z, bias, b.out, b.idx, rows, b.o, b.h, b.w)
 		h = b.out
 	}
@@ -166,11 +168,11 @@ func (m *CNN) Step(x []float32, y []uint8) (float32, error) {
 		w, dw := m.tensor(2 * i)
 		_, db := m.tensor(2*i + 1)
 		poolBackward(b.out, b.dout, b.idx, b.z, db, rows, b.o, b.h, b.w)
-		var dx []float32
+		in, dx := x, []float32(nil)
 		if i > 0 {
-			dx = m.blocks[i-1].dout
+			in, dx = m.blocks[i-1].out, m.blocks[i-1].dout
 		}
-		convBackward(w, b.col, b.z, dw, dx, rows, b.c, b.h, b.w, m.k, b.o)
+		convBackward(in, w, b.col, b.z, dw, dx, rows, b.c, b.h, b.w, m.k, b.o, b.group)
 	}
 	return loss, nil
 }

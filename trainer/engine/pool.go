@@ -19,19 +19,16 @@ func poolForward(z, b, out []float32, idx []int32, rows, o, h, w int) {
 				top := z[base+2*py*w:][:w]
 				bot := z[base+(2*py+1)*w:][:w]
 				for px := range pw {
+					// Branch-free: on random data which of the four wins is
+					// a coin toss, and mispredicted branches cost more than
+					// the arithmetic. k is the winner's place in the window.
 					x := 2 * px
-					m, at := top[x], base+2*py*w+x
-					if v := top[x+1]; v > m {
-						m, at = v, at+1
-					}
-					if v := bot[x]; v > m {
-						m, at = v, base+(2*py+1)*w+x
-					}
-					if v := bot[x+1]; v > m {
-						m, at = v, base+(2*py+1)*w+x+1
-					}
-					dst[py*pw+px] = max(0, m+bias)
-					di[py*pw+px] = int32(at)
+					v0, v1, v2, v3 := top[x], top[x+1], bot[x], bot[x+1]
+					m1, m2 := max(v0, v1), max(v2, v3)
+					k1, k2 := sel(v1 > v0, 1, 0), sel(v3 > v2, 3, 2)
+					k := sel(m2 > m1, k2, k1)
+					dst[py*pw+px] = max(0, max(m1, m2)+bias)
+					di[py*pw+px] = int32(base + (2*py+(k>>1))*w + x + (k & 1))
 				}
 			}
 		}
@@ -59,4 +56,12 @@ func poolBackward(out, dout []float32, idx []int32, dz, db []float32, rows, o, h
 		}
 		db[ch] = s
 	}
+}
+
+// sel is c ? a : b, which the compiler makes a conditional move.
+func sel(c bool, a, b int) int {
+	if c {
+		return a
+	}
+	return b
 }
