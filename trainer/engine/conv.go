@@ -12,6 +12,12 @@ import "github.com/swarmtrain/swarmtrain/trainer/kernels"
 
 // im2col sets col[(ci·k+i)·k+j][r·h·w + y·w + x] = in[r][ci][y+i−k/2][x+j−k/2],
 // zero where that falls outside the image.
+//
+// For one (ci, i, j) and image, the values are the image's channel ci read
+// at a fixed flat offset (i−k/2)·w + j−k/2, so one contiguous copy moves
+// them all; what it reads from outside the image (rows above or below,
+// and the |j−k/2| columns that wrap around to the neighbouring row) is
+// then zeroed.
 func im2col(in, col []float32, rows, c, h, w, k int) {
 	p, hw := k/2, h*w
 	n := rows * hw
@@ -19,31 +25,56 @@ func im2col(in, col []float32, rows, c, h, w, k int) {
 		for i := range k {
 			for j := range k {
 				dst := col[((ci*k+i)*k+j)*n:][:n]
-				dx := j - p
-				lo, hi := max(0, -dx), min(w, w-dx) // columns x whose source x+dx exists
+				lo, hi, off := shiftSpan(h, w, i-p, j-p)
 				for r := range rows {
 					src := in[(r*c+ci)*hw:][:hw]
 					d := dst[r*hw:][:hw]
-					for y := range h {
-						row := d[y*w:][:w]
-						sy := y + i - p
-						if sy < 0 || sy >= h || lo >= hi {
-							clear(row)
-							continue
-						}
-						s := src[sy*w:][:w]
-						clear(row[:lo])
-						copy(row[lo:hi], s[lo+dx:hi+dx])
-						clear(row[hi:])
-					}
+					clear(d[:lo])
+					copy(d[lo:hi], src[lo+off:hi+off])
+					clear(d[hi:])
+					zeroWrapped(d, lo, hi, w, j-p)
 				}
 			}
 		}
 	}
 }
 
+// shiftSpan returns the flat span [lo, hi) of an h×w output whose source
+// pixel, at flat offset off = di·w + dj, lies in rows 0..h−1 of the
+// image (columns that wrap to the next or previous row included).
+func shiftSpan(h, w, di, dj int) (lo, hi, off int) {
+	off = di*w + dj
+	lo = max(0, -di) * w
+	hi = min(h, h-di) * w
+	if hi <= lo {
+		return 0, 0, off
+	}
+	// A wrapped column of the first or last row may reach past the image.
+	lo, hi = max(lo, -off), min(hi, h*w-off)
+	return lo, max(lo, hi), off
+}
+
+// zeroWrapped zeroes, in d[lo:hi], the columns whose source wrapped to a
+// neighbouring row: the last dj of each row for dj > 0, the first −dj for
+// dj < 0.
+func zeroWrapped(d []float32, lo, hi, w, dj int) {
+	if dj == 0 || lo >= hi {
+		return
+	}
+	for y := lo / w; y*w < hi; y++ {
+		row := d[y*w : (y+1)*w]
+		if dj > 0 {
+			clear(row[max(0, w-dj):])
+		} else {
+			clear(row[:min(w, -dj)])
+		}
+	}
+}
+
 // col2im is im2col's adjoint: it sets dx (rows×c×h×w) to the sum, over
-// every patch position that read a pixel, of dcol there.
+// every patch position that read a pixel, of dcol there. It zeroes the
+// wrapped columns of dcol, which it uses as scratch, and adds each image's
+// span in one pass.
 func col2im(dcol, dx []float32, rows, c, h, w, k int) {
 	p, hw := k/2, h*w
 	n := rows * hw
@@ -52,28 +83,18 @@ func col2im(dcol, dx []float32, rows, c, h, w, k int) {
 		for i := range k {
 			for j := range k {
 				src := dcol[((ci*k+i)*k+j)*n:][:n]
-				dxo := j - p
-				lo, hi := max(0, -dxo), min(w, w-dxo)
+				lo, hi, off := shiftSpan(h, w, i-p, j-p)
 				if lo >= hi {
 					continue
 				}
 				for r := range rows {
-					d := dx[(r*c+ci)*hw:][:hw]
 					s := src[r*hw:][:hw]
-					for y := max(0, p-i); y < min(h, h+p-i); y++ {
-						addTo(d[(y+i-p)*w+lo+dxo:][:hi-lo], s[y*w+lo:][:hi-lo])
-					}
+					zeroWrapped(s, lo, hi, w, j-p)
+					d := dx[(r*c+ci)*hw:][:hw]
+					kernels.Axpy(d[lo+off:hi+off], s[lo:hi], 1) // 1·v is exact: a plain sum
 				}
 			}
 		}
-	}
-}
-
-// addTo adds x into dst (of x's length).
-func addTo(dst, x []float32) {
-	dst = dst[:len(x)]
-	for i, v := range x {
-		dst[i] += v
 	}
 }
 
