@@ -61,12 +61,15 @@ func zeroWrapped(d []float32, lo, hi, w, dj int) {
 	if dj == 0 || lo >= hi {
 		return
 	}
-	for y := lo / w; y*w < hi; y++ {
-		row := d[y*w : (y+1)*w]
-		if dj > 0 {
-			clear(row[max(0, w-dj):])
-		} else {
-			clear(row[:min(w, -dj)])
+	// One or two values a row: stores, not a clear call each.
+	x0, x1 := max(0, w-dj), w
+	if dj < 0 {
+		x0, x1 = 0, min(w, -dj)
+	}
+	for row := lo / w * w; row < hi; row += w {
+		r := d[row+x0 : row+x1]
+		for x := range r {
+			r[x] = 0
 		}
 	}
 }
