@@ -66,6 +66,7 @@ func TestPrecisionRefused(t *testing.T) {
 		{ModelConfig{Batch: 1, Precision: "fp8"}, `Precision="fp8"`},
 		{ModelConfig{Batch: 1, Precision: PrecisionBF16, Engine: EngineGorgonia}, "not the mlp on gorgonia"},
 		{ModelConfig{Batch: 1, Precision: PrecisionBF16, Arch: ArchBERT}, "not the bert"},
+		{ModelConfig{Batch: 1, Precision: PrecisionBF16, Arch: ArchCNN, Engine: EngineNative}, "not the cnn on native"},
 	} {
 		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: err %v, want one naming %q", tc.cfg, err, tc.want)

@@ -85,7 +85,7 @@ type StepTiming struct {
 
 // engine names the engine c's model runs on.
 func (c ModelConfig) engine() string {
-	if c.Arch != "" && c.Arch != ArchMLP {
+	if c.Arch == ArchBERT {
 		return EngineGorgonia
 	}
 	return cmp.Or(c.Engine, DefaultEngine)
