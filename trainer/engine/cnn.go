@@ -34,6 +34,8 @@ type convBlock struct {
 	z          []float32 // convolution output, o×rows×h×w; its gradient in the backward pass
 	out, dout  []float32 // pooled output rows×o×(h/2)×(w/2), and the loss gradient there
 	idx        []int32   // for each pooled value, its maximum's index in z
+	conv       convLoops // the loops split across threads, planned here so a split allocates nothing
+	pool       poolLoop
 }
 
 // NewCNN plans a network for images of shape (channels, height, width),
@@ -120,8 +122,8 @@ func (m *CNN) Forward(x []float32, rows int) ([]float32, error) {
 		b := &m.blocks[i]
 		w, _ := m.tensor(2 * i)
 		bias, _ := m.tensor(2*i + 1)
-		convForward(h, w, b.col, b.z, rows, b.c, b.h, b.w, m.k, b.o, b.group)
-		poolForward(b.z, bias, b.out, b.idx, rows, b.o, b.h, b.w)
+		convForward(&b.conv, h, w, b.col, b.z, rows, b.c, b.h, b.w, m.k, b.o, b.group)
+		b.pool.pool(b.z, bias, b.out, b.idx, rows, b.o, b.h, b.w)
 		h = b.out
 	}
 	last := len(m.sizes) - 2
@@ -167,12 +169,12 @@ func (m *CNN) Step(x []float32, y []uint8) (float32, error) {
 		b := &m.blocks[i]
 		w, dw := m.tensor(2 * i)
 		_, db := m.tensor(2*i + 1)
-		poolBackward(b.out, b.dout, b.idx, b.z, db, rows, b.o, b.h, b.w)
+		b.pool.unpool(b.out, b.dout, b.idx, b.z, db, rows, b.o, b.h, b.w)
 		in, dx := x, []float32(nil)
 		if i > 0 {
 			in, dx = m.blocks[i-1].out, m.blocks[i-1].dout
 		}
-		convBackward(in, w, b.col, b.z, dw, dx, rows, b.c, b.h, b.w, m.k, b.o, b.group)
+		convBackward(&b.conv, in, w, b.col, b.z, dw, dx, rows, b.c, b.h, b.w, m.k, b.o, b.group)
 	}
 	return loss, nil
 }

@@ -114,3 +114,38 @@ func BenchmarkCNNStep(b *testing.B) {
 	b.ReportMetric(float64(best.Microseconds())/1000, "best-ms")
 	b.ReportMetric((cpuSeconds()-cpu)*1000/float64(b.N), "cpu-ms/op")
 }
+
+// TestCNNThreadsSame: a step splits sgemm and the conv and pool loops
+// across threads, and gives the same bits on one thread as on two.
+func TestCNNThreadsSame(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	r := rand.New(rand.NewPCG(3, 3))
+	x, y := randn(r, 9*3*13*11), make([]uint8, 9)
+	for i := range y {
+		y[i] = uint8(r.IntN(4))
+	}
+	var init []float32
+	var grads [][]float32
+	for _, procs := range []int{1, 2, 1, 2} {
+		runtime.GOMAXPROCS(procs)
+		m, err := NewCNN([]int{3, 13, 11}, []int{8, 6}, 5, []int{7}, 4, 9)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if init == nil {
+			init = randn(r, len(m.Params()))
+		}
+		copy(m.Params(), init)
+		if _, err := m.Step(x, y); err != nil {
+			t.Fatal(err)
+		}
+		grads = append(grads, append([]float32(nil), m.Grads()...))
+	}
+	for k, g := range grads[1:] {
+		for i := range g {
+			if math.Float32bits(g[i]) != math.Float32bits(grads[0][i]) {
+				t.Fatalf("run %d: gradient %d is %g, on one thread %g", k+1, i, g[i], grads[0][i])
+			}
+		}
+	}
+}

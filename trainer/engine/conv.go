@@ -10,34 +10,40 @@ import "github.com/swarmtrain/swarmtrain/trainer/kernels"
 // channel-major, out×(rows·h·w). The pooling that follows reads that
 // layout and writes NCHW again.
 
-// im2col sets col[(ci·k+i)·k+j][r·h·w + y·w + x] = in[r][ci][y+i−k/2][x+j−k/2],
-// zero where that falls outside the image.
+// im2colRows is im2col for the patch rows q = (ci·k+i)·k+j in lo..hi−1:
+// it sets col[q][r·h·w + y·w + x] = in[r][ci][y+i−k/2][x+j−k/2], zero where
+// that falls outside the image.
 //
 // For one (ci, i, j) and image, the values are the image's channel ci read
 // at a fixed flat offset (i−k/2)·w + j−k/2, so one contiguous copy moves
 // them all; what it reads from outside the image (rows above or below,
 // and the |j−k/2| columns that wrap around to the neighbouring row) is
 // then zeroed.
-func im2col(in, col []float32, rows, c, h, w, k int) {
+func im2colRows(in, col []float32, rows, c, h, w, k, lo, hi int) {
 	p, hw := k/2, h*w
 	n := rows * hw
-	for ci := range c {
-		for i := range k {
-			for j := range k {
-				dst := col[((ci*k+i)*k+j)*n:][:n]
-				lo, hi, off := shiftSpan(h, w, i-p, j-p)
-				for r := range rows {
-					src := in[(r*c+ci)*hw:][:hw]
-					d := dst[r*hw:][:hw]
-					clear(d[:lo])
-					copy(d[lo:hi], src[lo+off:hi+off])
-					clear(d[hi:])
-					zeroWrapped(d, lo, hi, w, j-p)
-				}
-			}
+	for q := lo; q < hi; q++ {
+		ci, i, j := q/(k*k), q/k%k, q%k
+		dst := col[q*n:][:n]
+		lo, hi, off := shiftSpan(h, w, i-p, j-p)
+		for r := range rows {
+			src := in[(r*c+ci)*hw:][:hw]
+			d := dst[r*hw:][:hw]
+			clear(d[:lo])
+			copy(d[lo:hi], src[lo+off:hi+off])
+			clear(d[hi:])
+			zeroWrapped(d, lo, hi, w, j-p)
 		}
 	}
 }
+
+// im2colLoop is im2col over patch rows, for split.
+type im2colLoop struct {
+	in, col          []float32
+	rows, c, h, w, k int
+}
+
+func (l *im2colLoop) run(lo, hi int) { im2colRows(l.in, l.col, l.rows, l.c, l.h, l.w, l.k, lo, hi) }
 
 // shiftSpan returns the flat span [lo, hi) of an h×w output whose source
 // pixel, at flat offset off = di·w + dj, lies in rows 0..h−1 of the
@@ -74,15 +80,18 @@ func zeroWrapped(d []float32, lo, hi, w, dj int) {
 	}
 }
 
-// col2im is im2col's adjoint: it sets dx (rows×c×h×w) to the sum, over
-// every patch position that read a pixel, of dcol there. It zeroes the
-// wrapped columns of dcol, which it uses as scratch, and adds each image's
-// span in one pass.
-func col2im(dcol, dx []float32, rows, c, h, w, k int) {
+// col2imChannels is col2im, im2col's adjoint, for input channels
+// lo..hi−1 (whose pixels no other channel's patches touch): it sets dx
+// (rows×c×h×w) to the sum, over every patch position that read a pixel,
+// of dcol there. It zeroes the wrapped columns of dcol, which it uses as
+// scratch, and adds each image's span in one pass.
+func col2imChannels(dcol, dx []float32, rows, c, h, w, k, lo, hi int) {
 	p, hw := k/2, h*w
 	n := rows * hw
-	clear(dx[:rows*c*hw])
-	for ci := range c {
+	for ci := lo; ci < hi; ci++ {
+		for r := range rows {
+			clear(dx[(r*c+ci)*hw:][:hw])
+		}
 		for i := range k {
 			for j := range k {
 				src := dcol[((ci*k+i)*k+j)*n:][:n]
@@ -99,6 +108,37 @@ func col2im(dcol, dx []float32, rows, c, h, w, k int) {
 			}
 		}
 	}
+}
+
+// col2imLoop is col2im over input channels, for split.
+type col2imLoop struct {
+	dcol, dx         []float32
+	rows, c, h, w, k int
+}
+
+func (l *col2imLoop) run(lo, hi int) {
+	col2imChannels(l.dcol, l.dx, l.rows, l.c, l.h, l.w, l.k, lo, hi)
+}
+
+// convLoops are a convolution's split loops, kept in its plan.
+type convLoops struct {
+	im  im2colLoop
+	c2i col2imLoop
+}
+
+// patches lays out the patches of rows images of in into col, split over
+// patch rows.
+func (l *convLoops) patches(in, col []float32, rows, c, h, w, k int) {
+	l.im = im2colLoop{in: in, col: col, rows: rows, c: c, h: h, w: w, k: k}
+	split(&l.im, c*k*k)
+	l.im = im2colLoop{} // hold no buffers
+}
+
+// unpatch is col2im split over input channels.
+func (l *convLoops) unpatch(dcol, dx []float32, rows, c, h, w, k int) {
+	l.c2i = col2imLoop{dcol: dcol, dx: dx, rows: rows, c: c, h: h, w: w, k: k}
+	split(&l.c2i, c)
+	l.c2i = col2imLoop{}
 }
 
 // patchFloats is the size of one im2col buffer, in floats, that a
@@ -118,12 +158,12 @@ func convGroup(rows, c, h, w, k int) int {
 // convForward sets z (o×(rows·h·w), channel-major) to the convolution of
 // in (rows×c×h×w) by w (o×c×k×k), without bias, g images at a time
 // through col (c·k·k × g·h·w).
-func convForward(in, w, col, z []float32, rows, c, h, wd, k, o, g int) {
+func convForward(l *convLoops, in, w, col, z []float32, rows, c, h, wd, k, o, g int) {
 	hw, ckk := h*wd, c*k*k
 	n := rows * hw
 	for r0 := 0; r0 < rows; r0 += g {
 		gn := min(g, rows-r0)
-		im2col(in[r0*c*hw:], col, gn, c, h, wd, k)
+		l.patches(in[r0*c*hw:], col, gn, c, h, wd, k)
 		kernels.Sgemm(false, false, o, gn*hw, ckk, 1, w, ckk, col, gn*hw, 0, z[r0*hw:], n)
 	}
 }
@@ -134,12 +174,12 @@ func convForward(in, w, col, z []float32, rows, c, h, wd, k, o, g int) {
 // group's patches from in again (cheaper than keeping the batch's) in
 // col, whose values it then overwrites with their gradient. The bias
 // gradient is the pooling's business (poolBackward).
-func convBackward(in, w, col, dz, dw, dx []float32, rows, c, h, wd, k, o, g int) {
+func convBackward(l *convLoops, in, w, col, dz, dw, dx []float32, rows, c, h, wd, k, o, g int) {
 	hw, ckk := h*wd, c*k*k
 	n := rows * hw
 	for r0 := 0; r0 < rows; r0 += g {
 		gn := min(g, rows-r0)
-		im2col(in[r0*c*hw:], col, gn, c, h, wd, k)
+		l.patches(in[r0*c*hw:], col, gn, c, h, wd, k)
 		beta := float32(1)
 		if r0 == 0 {
 			beta = 0
@@ -149,6 +189,6 @@ func convBackward(in, w, col, dz, dw, dx []float32, rows, c, h, wd, k, o, g int)
 			continue
 		}
 		kernels.Sgemm(true, false, ckk, gn*hw, o, 1, w, ckk, dz[r0*hw:], n, 0, col, gn*hw)
-		col2im(col, dx[r0*c*hw:], gn, c, h, wd, k)
+		l.unpatch(col, dx[r0*c*hw:], gn, c, h, wd, k)
 	}
 }

@@ -49,11 +49,13 @@ func nativeBlock(tc blockCase, x, w, b, dout []float32) (out, dx, dw, db []float
 	col, z := make([]float32, tc.c*tc.k*tc.k*g*tc.h*tc.w), make([]float32, tc.o*n)
 	pooled := tc.rows * tc.o * (tc.h / 2) * (tc.w / 2)
 	out, idx := make([]float32, pooled), make([]int32, pooled)
-	convForward(x, w, col, z, tc.rows, tc.c, tc.h, tc.w, tc.k, tc.o, g)
-	poolForward(z, b, out, idx, tc.rows, tc.o, tc.h, tc.w)
+	var cl convLoops
+	var pl poolLoop
+	convForward(&cl, x, w, col, z, tc.rows, tc.c, tc.h, tc.w, tc.k, tc.o, g)
+	pl.pool(z, b, out, idx, tc.rows, tc.o, tc.h, tc.w)
 	dx, dw, db = make([]float32, len(x)), make([]float32, len(w)), make([]float32, len(b))
-	poolBackward(out, dout, idx, z, db, tc.rows, tc.o, tc.h, tc.w)
-	convBackward(x, w, col, z, dw, dx, tc.rows, tc.c, tc.h, tc.w, tc.k, tc.o, g)
+	pl.unpool(out, dout, idx, z, db, tc.rows, tc.o, tc.h, tc.w)
+	convBackward(&cl, x, w, col, z, dw, dx, tc.rows, tc.c, tc.h, tc.w, tc.k, tc.o, g)
 	return out, dx, dw, db
 }
 
@@ -205,7 +207,9 @@ func blockForward(tc blockCase, x, w, b []float32) ([]float32, []int32) {
 	col, z := make([]float32, tc.c*tc.k*tc.k*g*tc.h*tc.w), make([]float32, tc.o*n)
 	pooled := tc.rows * tc.o * (tc.h / 2) * (tc.w / 2)
 	out, idx := make([]float32, pooled), make([]int32, pooled)
-	convForward(x, w, col, z, tc.rows, tc.c, tc.h, tc.w, tc.k, tc.o, g)
-	poolForward(z, b, out, idx, tc.rows, tc.o, tc.h, tc.w)
+	var cl convLoops
+	var pl poolLoop
+	convForward(&cl, x, w, col, z, tc.rows, tc.c, tc.h, tc.w, tc.k, tc.o, g)
+	pl.pool(z, b, out, idx, tc.rows, tc.o, tc.h, tc.w)
 	return out, idx
 }

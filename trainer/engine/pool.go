@@ -6,10 +6,10 @@ package engine
 // max(0, b[ch] + the window's maximum), which is the pool of the ReLU of
 // z+b because both are monotone. idx keeps, for each output, the flat
 // index in z of its window's maximum (the first of equals, in row-major
-// order) for the backward pass.
-func poolForward(z, b, out []float32, idx []int32, rows, o, h, w int) {
+// order) for the backward pass. It does channels lo..hi−1.
+func poolForward(z, b, out []float32, idx []int32, rows, o, h, w, lo, hi int) {
 	ph, pw := h/2, w/2
-	for ch := range o {
+	for ch := lo; ch < hi; ch++ {
 		bias := b[ch]
 		for r := range rows {
 			base := (ch*rows + r) * h * w
@@ -38,11 +38,12 @@ func poolForward(z, b, out []float32, idx []int32, rows, o, h, w int) {
 // poolBackward takes dout, the loss gradient at poolForward's out, and
 // routes it back: dz (o×rows×h×w) gets it at each window's maximum where
 // the ReLU passed (out > 0; its derivative at 0 is taken as 0, as
-// gorgonia does), zero elsewhere, and db[ch] its sum over channel ch.
-func poolBackward(out, dout []float32, idx []int32, dz, db []float32, rows, o, h, w int) {
-	clear(dz[:o*rows*h*w])
+// gorgonia does), zero elsewhere, and db[ch] its sum over channel ch. It
+// does channels lo..hi−1.
+func poolBackward(out, dout []float32, idx []int32, dz, db []float32, rows, o, h, w, lo, hi int) {
 	ph, pw := h/2, w/2
-	for ch := range o {
+	for ch := lo; ch < hi; ch++ {
+		clear(dz[ch*rows*h*w:][:rows*h*w])
 		var s float32
 		for r := range rows {
 			at := (r*o + ch) * ph * pw
@@ -64,4 +65,34 @@ func sel(c bool, a, b int) int {
 		return a
 	}
 	return b
+}
+
+// poolLoop is poolForward or poolBackward over channels, for split.
+type poolLoop struct {
+	back                bool
+	z, b, out, dout, dz []float32
+	idx                 []int32
+	rows, o, h, w       int
+}
+
+func (l *poolLoop) run(lo, hi int) {
+	if l.back {
+		poolBackward(l.out, l.dout, l.idx, l.dz, l.b, l.rows, l.o, l.h, l.w, lo, hi)
+		return
+	}
+	poolForward(l.z, l.b, l.out, l.idx, l.rows, l.o, l.h, l.w, lo, hi)
+}
+
+// pool is poolForward split over channels.
+func (l *poolLoop) pool(z, b, out []float32, idx []int32, rows, o, h, w int) {
+	*l = poolLoop{z: z, b: b, out: out, idx: idx, rows: rows, o: o, h: h, w: w}
+	split(l, o)
+	*l = poolLoop{}
+}
+
+// unpool is poolBackward split over channels; db is the bias gradient.
+func (l *poolLoop) unpool(out, dout []float32, idx []int32, dz, db []float32, rows, o, h, w int) {
+	*l = poolLoop{back: true, out: out, dout: dout, idx: idx, dz: dz, b: db, rows: rows, o: o, h: h, w: w}
+	split(l, o)
+	*l = poolLoop{}
 }
