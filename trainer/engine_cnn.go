@@ -36,6 +36,12 @@ func newNativeCNN(cfg ModelConfig, shape []int, classes int) (*nativeCNN, error)
 	if len(net.Params()) != n {
 		return nil, fmt.Errorf("model: native CNN has %d parameters, the gorgonia layout %d", len(net.Params()), n)
 	}
+	if cfg.precision() == PrecisionBF16 {
+		if err := CheckPrecision(PrecisionBF16); err != nil {
+			return nil, fmt.Errorf("model: %w", err)
+		}
+		net.UseBF16()
+	}
 	copy(net.Params(), initSpecs(specs, cfg.Seed, n))
 	return &nativeCNN{cfg: cfg, specs: specs, net: net, grad: net.Grads()}, nil
 }

@@ -67,8 +67,8 @@ func (c ModelConfig) Validate() error {
 		if p != PrecisionBF16 {
 			return fmt.Errorf("model: Precision=%q, want %s or %s", c.Precision, PrecisionFP32, PrecisionBF16)
 		}
-		if c.engine() != EngineNative || (c.Arch != "" && c.Arch != ArchMLP) {
-			return fmt.Errorf("model: precision %s runs only the native engine's mlp so far, not the %s on %s; use --precision %s", p, cmp.Or(c.Arch, ArchMLP), c.engine(), PrecisionFP32)
+		if c.engine() != EngineNative || c.Arch == ArchBERT {
+			return fmt.Errorf("model: precision %s runs only the native engine's mlp and cnn so far, not the %s on %s; use --precision %s", p, cmp.Or(c.Arch, ArchMLP), c.engine(), PrecisionFP32)
 		}
 	}
 	for i, ch := range c.Channels {

@@ -124,6 +124,15 @@ func (l *col2imLoop) run(lo, hi int) {
 type convLoops struct {
 	im  im2colLoop
 	c2i col2imLoop
+	mul gemm // the convolution's matrix products (nil: kernels.Sgemm)
+}
+
+// gemm is the convolution's matrix product.
+func (l *convLoops) gemm() gemm {
+	if l.mul == nil {
+		return kernels.Sgemm
+	}
+	return l.mul
 }
 
 // patches lays out the patches of rows images of in into col, split over
@@ -164,7 +173,7 @@ func convForward(l *convLoops, in, w, col, z []float32, rows, c, h, wd, k, o, g 
 	for r0 := 0; r0 < rows; r0 += g {
 		gn := min(g, rows-r0)
 		l.patches(in[r0*c*hw:], col, gn, c, h, wd, k)
-		kernels.Sgemm(false, false, o, gn*hw, ckk, 1, w, ckk, col, gn*hw, 0, z[r0*hw:], n)
+		l.gemm()(false, false, o, gn*hw, ckk, 1, w, ckk, col, gn*hw, 0, z[r0*hw:], n)
 	}
 }
 
@@ -184,11 +193,11 @@ func convBackward(l *convLoops, in, w, col, dz, dw, dx []float32, rows, c, h, wd
 		if r0 == 0 {
 			beta = 0
 		}
-		kernels.Sgemm(false, true, o, ckk, gn*hw, 1, dz[r0*hw:], n, col, gn*hw, beta, dw, ckk)
+		l.gemm()(false, true, o, ckk, gn*hw, 1, dz[r0*hw:], n, col, gn*hw, beta, dw, ckk)
 		if dx == nil {
 			continue
 		}
-		kernels.Sgemm(true, false, ckk, gn*hw, o, 1, w, ckk, dz[r0*hw:], n, 0, col, gn*hw)
+		l.gemm()(true, false, ckk, gn*hw, o, 1, w, ckk, dz[r0*hw:], n, 0, col, gn*hw)
 		l.unpatch(col, dx[r0*c*hw:], gn, c, h, wd, k)
 	}
 }
