@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"runtime/debug"
 	"testing"
 )
 
@@ -229,6 +230,9 @@ func TestBF16KernelsAgree(t *testing.T) {
 }
 
 func TestSgemmBF16NoAlloc(t *testing.T) {
+	// No GC while counting: one emptying the workspace pool costs a
+	// refill, more often on a slow (emulated) CPU.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	m, n, k := 128, 512, 784
 	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)

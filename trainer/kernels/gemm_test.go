@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"runtime/debug"
 	"testing"
 )
 
@@ -242,6 +243,9 @@ func FuzzSgemm(f *testing.F) {
 // workspaces are warm. (testing.AllocsPerRun would force GOMAXPROCS 1,
 // which never splits.)
 func TestSgemmNoAlloc(t *testing.T) {
+	// No GC while counting: one emptying the workspace pool costs a
+	// refill, more often on a slow (emulated) CPU.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
 	m, n, k := 128, 512, 784
 	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
