@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"testing"
+)
+
+// testBERT plans a small encoder with random parameters and input: some
+// padding at the ends of sequences, both segments, dropout masks.
+func testBERT(t testing.TB, r *rand.Rand, c BERTConfig, rows int) *BERT {
+	t.Helper()
+	m, err := NewBERT(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range m.Params() {
+		m.Params()[i] = float32(r.NormFloat64() * 0.3)
+	}
+	in := m.Input()
+	for b := range rows {
+		pad := r.IntN(c.Seq / 2)
+		for i := range c.Seq {
+			j := b*c.Seq + i
+			in.IDs[j] = 1 + r.IntN(c.Vocab-1)
+			in.Segments[j] = min(1, i/(c.Seq/2+1))
+			in.Pad[j] = i >= c.Seq-pad
+			if in.Pad[j] {
+				in.IDs[j] = 0
+			}
+		}
+	}
+	for i := range in.Gather {
+		in.Gather[i] = r.IntN(rows * c.Seq)
+	}
+	for i := range in.Want {
+		in.Want[i] = r.IntN(m.Outputs()+1) - 1
+	}
+	for _, d := range in.Drops {
+		for i := range d {
+			d[i] = 1 / 0.8
+			if r.Float64() < 0.2 {
+				d[i] = 0
+			}
+		}
+	}
+	return m
+}
+
+// TestBERTWholeGradient: both heads, with dropout and padding, odd sizes
+// and one sequence: the gradient of the whole parameter vector against
+// finite differences of the loss.
+func TestBERTWholeGradient(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 1))
+	for _, tc := range []struct {
+		c    BERTConfig
+		rows int
+	}{
+		{BERTConfig{Vocab: 11, Seq: 5, Width: 6, Heads: 2, Layers: 2, FF: 7, PerSeq: 2, Rows: 3, Dropout: true}, 3},
+		{BERTConfig{Vocab: 9, Seq: 7, Width: 9, Heads: 3, Layers: 1, FF: 5, Classes: 3, Rows: 2}, 2},
+		{BERTConfig{Vocab: 9, Seq: 4, Width: 4, Heads: 1, Layers: 1, FF: 8, Classes: 2, Rows: 1, Dropout: true}, 1},
+		{BERTConfig{Vocab: 13, Seq: 6, Width: 8, Heads: 2, Layers: 2, FF: 16, PerSeq: 3, Rows: 4}, 2},
+	} {
+		m := testBERT(t, r, tc.c, tc.rows)
+		if _, err := m.Step(tc.rows); err != nil {
+			t.Fatal(err)
+		}
+		g := append([]float32(nil), m.Grads()...)
+		f := func() float64 {
+			l, err := m.Step(tc.rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return float64(l)
+		}
+		fdCheck(t, "bert", r, f, [][]float32{m.Params()}, [][]float32{g})
+	}
+}
+
+// TestBERTForwardIsStepWithoutDropout: Forward's logits give Step's loss.
+func TestBERTForwardIsStepWithoutDropout(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 1))
+	c := BERTConfig{Vocab: 11, Seq: 5, Width: 6, Heads: 2, Layers: 2, FF: 7, PerSeq: 2, Rows: 3}
+	m := testBERT(t, r, c, 3)
+	loss, err := m.Step(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	z, err := m.Forward(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := 0
+	for _, w := range m.Input().Want {
+		if w >= 0 {
+			count++
+		}
+	}
+	if l := maskedCrossEntropy(z, make([]float32, len(z)), m.Input().Want, c.Vocab, count); l != loss {
+		t.Errorf("Forward's loss %g, Step's %g", l, loss)
+	}
+}
+
+func TestBERTRefuses(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 1))
+	c := BERTConfig{Vocab: 11, Seq: 5, Width: 6, Heads: 2, Layers: 1, FF: 7, PerSeq: 2, Rows: 2}
+	for _, bad := range []BERTConfig{{}, {Vocab: 11, Seq: 5, Width: 6, Heads: 4, Layers: 1, FF: 7, PerSeq: 2, Rows: 2}, {Vocab: 11, Seq: 5, Width: 6, Heads: 2, Layers: 1, FF: 7, Rows: 2}} {
+		if _, err := NewBERT(bad); err == nil {
+			t.Errorf("NewBERT(%+v) accepted", bad)
+		}
+	}
+	for name, spoil := range map[string]func(in *BERTInput){
+		"id":      func(in *BERTInput) { in.IDs[3] = 11 },
+		"neg id":  func(in *BERTInput) { in.IDs[3] = -1 },
+		"segment": func(in *BERTInput) { in.Segments[0] = 2 },
+		"gather":  func(in *BERTInput) { in.Gather[1] = 10 },
+		"label":   func(in *BERTInput) { in.Want[0] = 11 },
+	} {
+		m := testBERT(t, r, c, 2)
+		spoil(m.Input())
+		if _, err := m.Step(2); err == nil {
+			t.Errorf("%s: bad input accepted", name)
+		}
+		for _, g := range m.Grads() {
+			if g != 0 {
+				t.Fatalf("%s: gradient not zero after a refused step", name)
+			}
+		}
+	}
+	m := testBERT(t, r, c, 2)
+	if _, err := m.Step(3); err == nil {
+		t.Error("3 sequences accepted by a plan for 2")
+	}
+}
+
+// TestBERTStepAllocatesNothing: the benchmark's shape, attention and GELU
+// split over two goroutines, no allocation per step.
+func TestBERTStepAllocatesNothing(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	r := rand.New(rand.NewPCG(10, 1))
+	c := BERTConfig{Vocab: 200, Seq: 32, Width: 32, Heads: 4, Layers: 2, FF: 128, PerSeq: 5, Rows: 8, Dropout: true}
+	m := testBERT(t, r, c, 8)
+	for range 2 {
+		if _, err := m.Step(8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		if _, err := m.Step(8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if n := after.Mallocs - before.Mallocs; n >= 10 {
+		t.Errorf("%d allocations in 10 steps", n)
+	}
+}
