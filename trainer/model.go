@@ -29,7 +29,7 @@ type ModelConfig struct {
 	Batch    int     // rows per ComputeGradients call; the graph is built for exactly this many (1..65536)
 	Seed     uint64  // weight initialisation; equal seeds give bit-identical initial parameters
 	// Engine is this node's choice of compute, not the run's: EngineNative
-	// (the MLP only) or EngineGorgonia; "" means DefaultEngine. Nodes on
+	// (the MLP and BERT) or EngineGorgonia; "" means DefaultEngine. Nodes on
 	// different engines train the same model and may differ in the last
 	// bits of a gradient.
 	Engine string
@@ -54,8 +54,8 @@ func (c ModelConfig) Validate() error {
 	switch c.Engine {
 	case "", EngineGorgonia:
 	case EngineNative:
-		if c.Arch != "" && c.Arch != ArchMLP {
-			return fmt.Errorf("model: engine %q runs only the mlp so far, not %q; use --engine %s", c.Engine, c.Arch, EngineGorgonia)
+		if c.Arch != "" && c.Arch != ArchMLP && c.Arch != ArchBERT {
+			return fmt.Errorf("model: engine %q runs only the mlp and bert so far, not %q; use --engine %s", c.Engine, c.Arch, EngineGorgonia)
 		}
 	default:
 		return fmt.Errorf("model: Engine=%q, want %s or %s", c.Engine, EngineNative, EngineGorgonia)
@@ -145,6 +145,9 @@ func NewModel(cfg ModelConfig, ds *Dataset) (Model, error) {
 		}
 		return NewMLP(cfg, ds.Dim, ds.Classes)
 	case ArchBERT:
+		if cfg.Engine == EngineNative {
+			return newNativeBERT(cfg, ds)
+		}
 		return NewBERT(cfg, ds)
 	case ArchCNN:
 		if ds.Shape == nil {
