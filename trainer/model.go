@@ -145,7 +145,7 @@ func NewModel(cfg ModelConfig, ds *Dataset) (Model, error) {
 		}
 		return NewMLP(cfg, ds.Dim, ds.Classes)
 	case ArchBERT:
-		if cfg.Engine == EngineNative {
+		if cmp.Or(cfg.Engine, DefaultEngine) == EngineNative {
 			return newNativeBERT(cfg, ds)
 		}
 		return NewBERT(cfg, ds)

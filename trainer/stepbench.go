@@ -83,7 +83,7 @@ type StepTiming struct {
 
 // engine names the engine b's model runs on.
 func (b StepBench) engine() string {
-	if b.Model.Arch != "" && b.Model.Arch != ArchMLP {
+	if b.Model.Arch != "" && b.Model.Arch != ArchMLP && b.Model.Arch != ArchBERT {
 		return EngineGorgonia
 	}
 	return cmp.Or(b.Model.Engine, DefaultEngine)

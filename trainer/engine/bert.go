@@ -50,6 +50,7 @@ type BERT struct {
 	att     *attention
 	wg      sync.WaitGroup
 	gelu    geluJob
+	ce      ceJob
 	keyBias []float32
 	// Activations, [Rows·Seq, ·] unless said.
 	embNorm  lnCache
@@ -80,6 +81,7 @@ type headActs struct {
 	ln               lnCache
 	logits, dlogits  []float32
 	dat, dz          []float32
+	losses           []float64 // per logit row
 }
 
 type bertLayer struct{ wq, bq, wk, bk, wv, bv, wo, bo, ag, ab, w1, b1, w2, b2, fg, fb []float32 }
@@ -169,6 +171,7 @@ func NewBERT(c BERTConfig) (*BERT, error) {
 	m.in.Want = make([]int, slots)
 	m.head.logits, m.head.dlogits = buf(slots*outs), buf(slots*outs)
 	m.head.dat, m.head.dz = buf(slots*d), buf(slots*d)
+	m.head.losses = make([]float64, slots)
 	return m, nil
 }
 
@@ -326,7 +329,9 @@ func (m *BERT) loss(rows int) float32 {
 			count++
 		}
 	}
-	return maskedCrossEntropy(m.head.logits, m.head.dlogits, m.in.Want[:S], C, count)
+	m.ce = ceJob{z: m.head.logits, dz: m.head.dlogits, want: m.in.Want[:S], classes: C, count: count, losses: m.head.losses}
+	parallel(S, 8, &m.ce, &m.wg)
+	return sumLosses(m.head.losses[:S], count)
 }
 
 func (m *BERT) backward(rows int, drop bool) {

@@ -157,3 +157,21 @@ func TestBERTStepAllocatesNothing(t *testing.T) {
 		t.Errorf("%d allocations in 10 steps", n)
 	}
 }
+
+// BenchmarkBERTStep is `swarmtrain bench train`'s BERT shape (2 layers ×
+// 64, 4 heads, 64 tokens, vocabulary 2000, MLM, 32 sequences, dropout),
+// the engine's step alone.
+func BenchmarkBERTStep(b *testing.B) {
+	r := rand.New(rand.NewPCG(11, 1))
+	c := BERTConfig{Vocab: 2000, Seq: 64, Width: 64, Heads: 4, Layers: 2, FF: 256, PerSeq: 10, Rows: 32, Dropout: true}
+	m := testBERT(b, r, c, 32)
+	for i := range m.Params() {
+		m.Params()[i] *= 0.1
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := m.Step(32); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
