@@ -114,7 +114,7 @@ func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error)
 	root.SetVersionTemplate(buildinfo.Read().String())
 	root.SetFlagErrorFunc(flagError)
 	logOpts.bind(root.PersistentFlags())
-	root.PersistentFlags().Var(engine, "engine", "compute engine of the models that have a native one (the mlp): native (trainer/engine) or gorgonia (the reference); the cnn and bert always run on gorgonia")
+	root.PersistentFlags().Var(engine, "engine", "compute engine of the models that have a native one (the mlp and bert): native (trainer/engine) or gorgonia (the reference); the cnn always runs on gorgonia")
 	root.AddCommand(withConfig(nodeCmd(), stdout), withConfig(demoCmd(), stdout), devicesCmd(), doctorCmd(), benchCmd(), exportCmd(), sweepCmd(), sweepWorkerCmd(), versionCmd())
 	return root
 }
