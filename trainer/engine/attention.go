@@ -68,13 +68,7 @@ func softmaxRow(s, bias []float32) {
 		s[j] += bias[j]
 		m = max(m, s[j])
 	}
-	var sum float32
-	for j, v := range s {
-		e := exp32(v - m)
-		s[j] = e
-		sum += e
-	}
-	inv := 1 / sum
+	inv := 1 / expSum(s, m)
 	for j := range s {
 		s[j] *= inv
 	}

@@ -202,3 +202,45 @@ func TestEmbedGradient(t *testing.T) {
 		t.Error("gather/scatter: a repeated row must sum, an unused one stay 0")
 	}
 }
+
+// TestExpSum: the vector path (where this CPU has one) against exp32 per
+// value, with tails of every length, a shift, and masked scores.
+func TestExpSum(t *testing.T) {
+	if expSumVec == nil {
+		t.Log("no vector exp on this CPU: the scalar loop only")
+	}
+	r := rand.New(rand.NewPCG(6, 1))
+	for n := range 40 {
+		x := randn(r, n, 10)
+		if n > 3 {
+			x[2] = maskedLogit
+			x[n-1] = -88
+		}
+		m := float32(0)
+		for _, v := range x {
+			m = max(m, v)
+		}
+		got := append([]float32(nil), x...)
+		s := expSum(got, m)
+		var want float64
+		for i, v := range x {
+			e := float64(exp32(v - m))
+			want += e
+			if math.Abs(float64(got[i])-e) > 3e-7*e || (e == 0) != (got[i] == 0) {
+				t.Fatalf("n=%d: exp(%g) = %g, want %g", n, v-m, got[i], e)
+			}
+		}
+		if math.Abs(float64(s)-want) > 1e-6*max(want, 1e-30) {
+			t.Errorf("n=%d: sum %g, want %g", n, s, want)
+		}
+	}
+}
+
+// TestBERTScalarPath: the whole-model gradient check with the vector
+// exp switched off, the path other CPUs take.
+func TestBERTScalarPath(t *testing.T) {
+	defer func(v func([]float32, float32) (int, float32)) { expSumVec = v }(expSumVec)
+	expSumVec = nil
+	TestBERTWholeGradient(t)
+	TestAttentionGradient(t)
+}

@@ -41,12 +41,8 @@ func ceRows(z, dz []float32, want []int, classes, count int, losses []float64) {
 		for _, v := range zr[1:] {
 			m = max(m, v)
 		}
-		var s float32
-		for j, v := range zr {
-			e := exp32(v - m)
-			dr[j] = e
-			s += e
-		}
+		copy(dr, zr)
+		s := expSum(dr, m)
 		losses[r] = float64(m-zr[w]) + math.Log(float64(s))
 		scale := inv / s
 		for j := range dr {

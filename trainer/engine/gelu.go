@@ -52,6 +52,26 @@ func tanh32(x float32) float32 {
 	return (e - 1) / (e + 1)
 }
 
+// expSum replaces x with exp(x − m) and returns the sum, for m ≥ every
+// x (a softmax's shift). The vector path, where the CPU has one, sums in
+// lanes, so its last bits differ from the scalar loop's.
+func expSum(x []float32, m float32) float32 {
+	done, s := 0, float32(0)
+	if expSumVec != nil {
+		done, s = expSumVec(x, m)
+	}
+	for i, v := range x[done:] {
+		e := exp32(v - m)
+		x[done+i] = e
+		s += e
+	}
+	return s
+}
+
+// expSumVec, where the CPU has one, does a prefix of expSum's work and
+// returns its length and sum.
+var expSumVec func(x []float32, m float32) (int, float32)
+
 func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
 
 // geluForward sets y = x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³))), the
