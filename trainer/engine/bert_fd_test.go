@@ -96,7 +96,7 @@ func TestLayerNormGradient(t *testing.T) {
 func TestGELUGradientAndValues(t *testing.T) {
 	r := rand.New(rand.NewPCG(2, 1))
 	x := randn(r, 101, 2)
-	x = append(x, 0, -0.01, 0.03, 5, -5, 12, -12)
+	x = append(x, 0, -0.01, 0.03, 5, -5, 12, -12, 1e-5, -3e-4, 9.5, -9.5, 0.2, 1e-30, 0)
 	w := randn(r, len(x), 1)
 	tt, y := make([]float32, len(x)), make([]float32, len(x))
 	f := func() float64 { geluForward(x, tt, y); return dotF64(w, y) }
@@ -105,6 +105,9 @@ func TestGELUGradientAndValues(t *testing.T) {
 		want := 0.5 * float64(v) * (1 + math.Tanh(geluC*(float64(v)+geluA*math.Pow(float64(v), 3))))
 		if math.Abs(float64(y[i])-want) > 1e-6*max(1, math.Abs(want)) {
 			t.Errorf("gelu(%g) = %g, want %g", v, y[i], want)
+		}
+		if th := math.Tanh(geluC * (float64(v) + geluA*math.Pow(float64(v), 3))); math.Abs(float64(tt[i])-th) > 3e-7 {
+			t.Errorf("gelu(%g) kept tanh %g, want %g", v, tt[i], th)
 		}
 	}
 	dx := append([]float32(nil), w...)
@@ -239,8 +242,11 @@ func TestExpSum(t *testing.T) {
 // TestBERTScalarPath: the whole-model gradient check with the vector
 // exp switched off, the path other CPUs take.
 func TestBERTScalarPath(t *testing.T) {
-	defer func(v func([]float32, float32) (int, float32)) { expSumVec = v }(expSumVec)
-	expSumVec = nil
+	defer func(v func([]float32, float32) (int, float32), g func(x, t, y []float32) int) {
+		expSumVec, geluVec = v, g
+	}(expSumVec, geluVec)
+	expSumVec, geluVec = nil, nil
+	TestGELUGradientAndValues(t)
 	TestBERTWholeGradient(t)
 	TestAttentionGradient(t)
 }

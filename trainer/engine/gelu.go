@@ -79,12 +79,20 @@ func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) 
 // backward pass. y may alias neither x nor t.
 func geluForward(x, t, y []float32) {
 	t, y = t[:len(x)], y[:len(x)]
+	if geluVec != nil {
+		n := geluVec(x, t, y)
+		x, t, y = x[n:], t[n:], y[n:]
+	}
 	for i, v := range x {
 		th := tanh32(geluC * (v + geluA*v*v*v))
 		t[i] = th
 		y[i] = 0.5 * v * (1 + th)
 	}
 }
+
+// geluVec, where the CPU has one, does a prefix of geluForward's work
+// and returns its length.
+var geluVec func(x, t, y []float32) int
 
 // geluBackward turns dy, the gradient at GELU's output, into the gradient
 // at its input x, in place, from the tanh values t of the forward pass.
