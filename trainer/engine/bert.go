@@ -50,6 +50,7 @@ type BERT struct {
 	att     *attention
 	wg      sync.WaitGroup
 	gelu    geluJob
+	ln      lnJob
 	ce      ceJob
 	keyBias []float32
 	// Activations, [Rows·Seq, ·] unless said.
@@ -268,7 +269,7 @@ func (m *BERT) forward(rows int, drop bool) {
 	}
 	h := m.hs[0]
 	embedForward(m.p.tok, m.p.pos, m.p.seg, m.in.IDs, m.in.Segments, h, N, T, d)
-	layerNormForward(h, m.p.eg, m.p.eb, h, m.embNorm.xhat, m.embNorm.rstd, N, d, c.Eps)
+	m.lnForward(h, m.p.eg, m.p.eb, h, m.embNorm.xhat, m.embNorm.rstd, N, d, c.Eps)
 	if drop {
 		mulInto(h[:N*d], m.in.Drops[0])
 	}
@@ -285,7 +286,7 @@ func (m *BERT) forward(rows int, drop bool) {
 			mulInto(a.tmp[:N*d], m.in.Drops[1+2*l])
 		}
 		addInto(a.tmp[:N*d], x)
-		layerNormForward(a.tmp, w.ag, w.ab, a.h1, a.ln1.xhat, a.ln1.rstd, N, d, c.Eps)
+		m.lnForward(a.tmp, w.ag, w.ab, a.h1, a.ln1.xhat, a.ln1.rstd, N, d, c.Eps)
 		denseForward(a.h1, w.w1, w.b1, a.f1, N, d, ff, false)
 		m.gelu = geluJob{x: a.f1, t: a.ft, y: a.f1g, width: ff}
 		parallel(N, 64, &m.gelu, &m.wg)
@@ -294,7 +295,7 @@ func (m *BERT) forward(rows int, drop bool) {
 			mulInto(a.tmp[:N*d], m.in.Drops[2+2*l])
 		}
 		addInto(a.tmp[:N*d], a.h1)
-		layerNormForward(a.tmp, w.fg, w.fb, m.hs[l+1], a.ln2.xhat, a.ln2.rstd, N, d, c.Eps)
+		m.lnForward(a.tmp, w.fg, w.fb, m.hs[l+1], a.ln2.xhat, a.ln2.rstd, N, d, c.Eps)
 	}
 	out, hd, hw := m.hs[c.Layers], &m.head, m.p.head
 	S := m.slots(rows)
@@ -302,7 +303,7 @@ func (m *BERT) forward(rows int, drop bool) {
 		gatherRows(out, m.in.Gather[:S], hd.at, d)
 		denseForward(hd.at, hw[0], hw[1], hd.z, S, d, d, false)
 		geluForward(hd.z[:S*d], hd.zt, hd.gz)
-		layerNormForward(hd.gz, hw[2], hw[3], hd.u, hd.ln.xhat, hd.ln.rstd, S, d, c.Eps)
+		m.lnForward(hd.gz, hw[2], hw[3], hd.u, hd.ln.xhat, hd.ln.rstd, S, d, c.Eps)
 		for r := range S { // logits = u·tokᵀ + bias: the decoder is tied to the embedding
 			copy(hd.logits[r*c.Vocab:(r+1)*c.Vocab], hw[4])
 		}
@@ -347,7 +348,7 @@ func (m *BERT) backward(rows int, drop bool) {
 		du := hd.dz
 		kernels.Sgemm(false, false, S, d, c.Vocab, 1, hd.dlogits, c.Vocab, m.p.tok, d, 0, du, d)
 		kernels.Sgemm(true, false, c.Vocab, d, S, 1, hd.dlogits, c.Vocab, hd.u, d, 1, m.g.tok, d)
-		layerNormBackward(du, hd.ln.xhat, hd.ln.rstd, hw[2], du, hg[2], hg[3], S, d)
+		m.lnBackward(du, hd.ln.xhat, hd.ln.rstd, hw[2], du, hg[2], hg[3], S, d)
 		geluBackward(hd.z[:S*d], hd.zt, du)
 		affineBackward(hd.at, hw[0], du, hg[0], hg[1], hd.dat, S, d, d, false)
 		scatterAddRows(hd.dat, m.in.Gather[:S], dh, d)
@@ -366,7 +367,7 @@ func (m *BERT) backward(rows int, drop bool) {
 		w, gw, a, x := &m.p.layers[l], &m.g.layers[l], &m.layers[l], m.hs[l]
 		// dh is the gradient at this layer's output; through the second norm.
 		dr := m.dtmp[:N*d]
-		layerNormBackward(dh, a.ln2.xhat, a.ln2.rstd, w.fg, dr, gw.fg, gw.fb, N, d)
+		m.lnBackward(dh, a.ln2.xhat, a.ln2.rstd, w.fg, dr, gw.fg, gw.fb, N, d)
 		// dr reaches h1 directly and through the feed-forward branch.
 		dbranch := dh // dh is free again
 		copy(dbranch, dr)
@@ -379,7 +380,7 @@ func (m *BERT) backward(rows int, drop bool) {
 		parallel(N, 64, &m.gelu, &m.wg)
 		affineBackward(a.h1, w.w1, dff, gw.w1, gw.b1, dr, N, d, ff, true)
 		// dr is now the gradient at h1; through the first norm.
-		layerNormBackward(dr, a.ln1.xhat, a.ln1.rstd, w.ag, dr, gw.ag, gw.ab, N, d)
+		m.lnBackward(dr, a.ln1.xhat, a.ln1.rstd, w.ag, dr, gw.ag, gw.ab, N, d)
 		copy(dh, dr) // the residual: x's gradient starts as dr
 		if drop {
 			mulInto(dr, m.in.Drops[1+2*l])
@@ -397,7 +398,7 @@ func (m *BERT) backward(rows int, drop bool) {
 	if drop {
 		mulInto(dh, m.in.Drops[0])
 	}
-	layerNormBackward(dh, m.embNorm.xhat, m.embNorm.rstd, m.p.eg, dh, m.g.eg, m.g.eb, N, d)
+	m.lnBackward(dh, m.embNorm.xhat, m.embNorm.rstd, m.p.eg, dh, m.g.eg, m.g.eb, N, d)
 	embedBackward(dh, m.in.IDs, m.in.Segments, m.g.tok, m.g.pos, m.g.seg, N, T, d)
 }
 
@@ -456,4 +457,19 @@ func (j *geluJob) run(lo, hi int) {
 		return
 	}
 	geluForward(j.x[a:b], j.t[a:b], j.y[a:b])
+}
+
+// lnForward is layerNormForward split over rows.
+func (m *BERT) lnForward(x, g, b, y, xhat, rstd []float32, rows, d int, eps float32) {
+	m.ln = lnJob{x: x, g: g, b: b, y: y, xhat: xhat, rstd: rstd, d: d, eps: eps}
+	parallel(rows, 64, &m.ln, &m.wg)
+}
+
+// lnBackward is layerNormBackward with dx split over rows; the parameter
+// gradients, a sum over rows, stay in one pass in row order (first: dx
+// may alias dy).
+func (m *BERT) lnBackward(dy, xhat, rstd, g, dx, dg, db []float32, rows, d int) {
+	layerNormParamGrads(dy, xhat, dg, db, rows, d)
+	m.ln = lnJob{x: dy, g: g, y: dx, xhat: xhat, rstd: rstd, d: d, backward: true}
+	parallel(rows, 64, &m.ln, &m.wg)
 }

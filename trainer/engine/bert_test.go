@@ -3,6 +3,7 @@ package engine
 import (
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"testing"
 )
 
@@ -172,6 +173,30 @@ func BenchmarkBERTStep(b *testing.B) {
 	for range b.N {
 		if _, err := m.Step(32); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestBERTThreadsSameBits: the loss and gradient do not depend on how
+// many goroutines the step is split over (replicas on machines with
+// different core counts must agree).
+func TestBERTThreadsSameBits(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	c := BERTConfig{Vocab: 300, Seq: 32, Width: 32, Heads: 4, Layers: 2, FF: 128, PerSeq: 5, Rows: 12, Dropout: true}
+	var losses []float32
+	var grads [][]float32
+	for _, procs := range []int{1, 2, 3} {
+		runtime.GOMAXPROCS(procs)
+		m := testBERT(t, rand.New(rand.NewPCG(12, 1)), c, 12)
+		l, err := m.Step(12)
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses, grads = append(losses, l), append(grads, m.Grads())
+	}
+	for i := 1; i < len(grads); i++ {
+		if losses[i] != losses[0] || !slices.Equal(grads[i], grads[0]) {
+			t.Errorf("GOMAXPROCS %d: loss %g and gradient differ from one thread's (%g)", i+1, losses[i], losses[0])
 		}
 	}
 }
