@@ -124,6 +124,24 @@ func splitWeights(flat []float32, c BERTConfig) bertWeights {
 	return w
 }
 
+// MaxPlan caps the float32 values NewBERT allocates (16 GiB): a shape
+// from a peer must not exhaust memory before anything runs.
+const MaxPlan = 1 << 32
+
+// planned is the number of float32 values NewBERT allocates for c with n
+// parameters, counted in int64-safe steps (each factor is capped by the
+// caller's shape checks, the sum is not).
+func planned(c BERTConfig, n int) int {
+	N, d, ff, T := c.Rows*c.Seq, c.Width, c.FF, c.Seq
+	pairs := c.Rows * c.Heads * T * T
+	perLayer := 8*N*d + 2*N + 3*N*ff + pairs + N*d
+	slots, outs := c.Rows, c.Classes
+	if c.Classes == 0 {
+		slots, outs = c.Rows*c.PerSeq, c.Vocab
+	}
+	return 2*n + c.Layers*perLayer + (c.Layers+9)*N*d + N*ff + pairs + (1+2*c.Layers)*N*d + 10*slots*d + 2*slots*outs
+}
+
 // NewBERT plans an encoder for c.Rows sequences per call.
 func NewBERT(c BERTConfig) (*BERT, error) {
 	switch {
@@ -135,6 +153,9 @@ func NewBERT(c BERTConfig) (*BERT, error) {
 	n := 0
 	for _, s := range bertSizes(c) {
 		n += s
+	}
+	if v := planned(c, n); v > MaxPlan {
+		return nil, fmt.Errorf("engine: BERT %+v would plan %d values of buffers, more than %d: lower the rows, width or layers", c, v, MaxPlan)
 	}
 	m := &BERT{cfg: c, params: make([]float32, n), grads: make([]float32, n), att: newAttention(c.Seq, c.Width, c.Heads)}
 	m.p, m.g = splitWeights(m.params, c), splitWeights(m.grads, c)

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -127,6 +128,10 @@ func TestBERTRefuses(t *testing.T) {
 				t.Fatalf("%s: gradient not zero after a refused step", name)
 			}
 		}
+	}
+	huge := BERTConfig{Vocab: 30000, Seq: 512, Width: 1024, Heads: 16, Layers: 24, FF: 4096, PerSeq: 77, Rows: 4096}
+	if _, err := NewBERT(huge); err == nil || !strings.Contains(err.Error(), "would plan") {
+		t.Errorf("a 24-layer plan for 4096 sequences of 512: %v", err)
 	}
 	m := testBERT(t, r, c, 2)
 	if _, err := m.Step(3); err == nil {
