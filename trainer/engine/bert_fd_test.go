@@ -51,7 +51,7 @@ func fdCheck(t *testing.T, name string, r *rand.Rand, f func() float64, xs, gs [
 	}
 }
 
-func randn(r *rand.Rand, n int, s float64) []float32 {
+func randScaled(r *rand.Rand, n int, s float64) []float32 {
 	x := make([]float32, n)
 	for i := range x {
 		x[i] = float32(r.NormFloat64() * s)
@@ -71,8 +71,8 @@ func dotF64(w, y []float32) float64 {
 func TestLayerNormGradient(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, tc := range []struct{ rows, d int }{{1, 7}, {5, 13}, {3, 64}} {
-		x, g, b := randn(r, tc.rows*tc.d, 1), randn(r, tc.d, 1), randn(r, tc.d, 1)
-		w := randn(r, tc.rows*tc.d, 1)
+		x, g, b := randScaled(r, tc.rows*tc.d, 1), randScaled(r, tc.d, 1), randScaled(r, tc.d, 1)
+		w := randScaled(r, tc.rows*tc.d, 1)
 		y, xh, rs := make([]float32, len(x)), make([]float32, len(x)), make([]float32, tc.rows)
 		f := func() float64 {
 			layerNormForward(x, g, b, y, xh, rs, tc.rows, tc.d, 1e-12)
@@ -95,9 +95,9 @@ func TestLayerNormGradient(t *testing.T) {
 
 func TestGELUGradientAndValues(t *testing.T) {
 	r := rand.New(rand.NewPCG(2, 1))
-	x := randn(r, 101, 2)
+	x := randScaled(r, 101, 2)
 	x = append(x, 0, -0.01, 0.03, 5, -5, 12, -12, 1e-5, -3e-4, 9.5, -9.5, 0.2, 1e-30, 0)
-	w := randn(r, len(x), 1)
+	w := randScaled(r, len(x), 1)
 	tt, y := make([]float32, len(x)), make([]float32, len(x))
 	f := func() float64 { geluForward(x, tt, y); return dotF64(w, y) }
 	f()
@@ -141,14 +141,14 @@ func TestAttentionGradient(t *testing.T) {
 		d := tc.heads * tc.dh
 		N := tc.rows * tc.seq
 		a := newAttention(tc.seq, d, tc.heads)
-		q, k, v := randn(r, N*d, 1), randn(r, N*d, 1), randn(r, N*d, 1)
+		q, k, v := randScaled(r, N*d, 1), randScaled(r, N*d, 1), randScaled(r, N*d, 1)
 		bias := make([]float32, N)
 		for i := range bias {
 			if i%tc.seq >= tc.seq-2 && i%3 == 0 { // some padding at each sequence's end
 				bias[i] = maskedLogit
 			}
 		}
-		w := randn(r, N*d, 1)
+		w := randScaled(r, N*d, 1)
 		ctx, probs := make([]float32, N*d), make([]float32, tc.rows*tc.heads*tc.seq*tc.seq)
 		f := func() float64 {
 			a.q, a.k, a.v, a.ctx, a.probs, a.keyBias, a.backward = q, k, v, ctx, probs, bias, false
@@ -171,7 +171,7 @@ func TestAttentionGradient(t *testing.T) {
 func TestMaskedCrossEntropyGradient(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 1))
 	want := []int{2, -1, 0, 6, -1}
-	z := randn(r, len(want)*7, 2)
+	z := randScaled(r, len(want)*7, 2)
 	dz := make([]float32, len(z))
 	f := func() float64 { return float64(maskedCrossEntropy(z, dz, want, 7, 3)) }
 	f()
@@ -190,9 +190,9 @@ func TestMaskedCrossEntropyGradient(t *testing.T) {
 func TestEmbedGradient(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 1))
 	const V, T, d, rows = 6, 4, 3, 2
-	tok, pos, seg := randn(r, V*d, 1), randn(r, T*d, 1), randn(r, 2*d, 1)
+	tok, pos, seg := randScaled(r, V*d, 1), randScaled(r, T*d, 1), randScaled(r, 2*d, 1)
 	ids, segs := []int{1, 5, 5, 0, 2, 2, 2, 1}, []int{0, 0, 1, 1, 0, 1, 1, 1}
-	out, w := make([]float32, rows*T*d), randn(r, rows*T*d, 1)
+	out, w := make([]float32, rows*T*d), randScaled(r, rows*T*d, 1)
 	f := func() float64 { embedForward(tok, pos, seg, ids, segs, out, rows*T, T, d); return dotF64(w, out) }
 	f()
 	dt, dp, ds := make([]float32, V*d), make([]float32, T*d), make([]float32, 2*d)
@@ -214,7 +214,7 @@ func TestExpSum(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(6, 1))
 	for n := range 40 {
-		x := randn(r, n, 10)
+		x := randScaled(r, n, 10)
 		if n > 3 {
 			x[2] = maskedLogit
 			x[n-1] = -88
