@@ -128,31 +128,31 @@ const streamDropout = 0x64726f70
 // dataset may mask: 15% of it, rounded up.
 func MaskedPerSequence(seq int) int { return (seq*mlmMaskPercent + 99) / 100 }
 
-// NewBERT builds an encoder for rows shaped like ds (see BERT): its
-// Vocab, Dim and MLM flag decide the vocabulary, sequence length and head.
-func NewBERT(cfg ModelConfig, ds *Dataset) (*BERT, error) {
+// checkBERT validates an encoder for rows shaped like ds, on either
+// engine, and returns its width, heads, layers and sequence length.
+func checkBERT(cfg ModelConfig, ds *Dataset) (d, heads, layers, seq int, err error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return 0, 0, 0, 0, err
 	}
-	d, heads, layers := cmp.Or(cfg.Width, DefaultBERTWidth), cmp.Or(cfg.Heads, DefaultBERTHeads), cmp.Or(cfg.Layers, DefaultBERTLayers)
+	d, heads, layers = cmp.Or(cfg.Width, DefaultBERTWidth), cmp.Or(cfg.Heads, DefaultBERTHeads), cmp.Or(cfg.Layers, DefaultBERTLayers)
 	ff := 4 * d
-	seq := ds.Dim
+	seq = ds.Dim
 	if ds.MLM {
 		seq = ds.Dim / 2
 	}
 	switch {
 	case ds.Vocab < len(text.Specials)+1 || ds.Vocab > text.MaxVocab:
-		return nil, fmt.Errorf("model: bert needs token data; dataset %q has vocabulary size %d", ds.Name, ds.Vocab)
+		return 0, 0, 0, 0, fmt.Errorf("model: bert needs token data; dataset %q has vocabulary size %d", ds.Name, ds.Vocab)
 	case seq < 2 || seq > maxBERTSeq || ds.MLM && ds.Dim%2 != 0:
-		return nil, fmt.Errorf("model: bert sequence length %d, want 2..%d", seq, maxBERTSeq)
+		return 0, 0, 0, 0, fmt.Errorf("model: bert sequence length %d, want 2..%d", seq, maxBERTSeq)
 	case d < 1 || d > maxWidth/4 || heads < 1 || d%heads != 0:
-		return nil, fmt.Errorf("model: bert width %d with %d heads: the width must be a multiple of the heads", d, heads)
+		return 0, 0, 0, 0, fmt.Errorf("model: bert width %d with %d heads: the width must be a multiple of the heads", d, heads)
 	case layers < 1 || layers > maxBERTLayers:
-		return nil, fmt.Errorf("model: bert layers %d, want 1..%d", layers, maxBERTLayers)
+		return 0, 0, 0, 0, fmt.Errorf("model: bert layers %d, want 1..%d", layers, maxBERTLayers)
 	case !(cfg.Dropout >= 0 && cfg.Dropout < 1):
-		return nil, fmt.Errorf("model: dropout %v, want [0, 1)", cfg.Dropout)
+		return 0, 0, 0, 0, fmt.Errorf("model: dropout %v, want [0, 1)", cfg.Dropout)
 	case !ds.MLM && (ds.Classes < 2 || ds.Classes > 256):
-		return nil, fmt.Errorf("model: classes=%d, want 2..256", ds.Classes)
+		return 0, 0, 0, 0, fmt.Errorf("model: classes=%d, want 2..256", ds.Classes)
 	}
 	// The largest activations: attention scores, the feed-forward layer,
 	// the MLM logits. A config from a peer must not make us allocate
@@ -163,9 +163,20 @@ func NewBERT(cfg ModelConfig, ds *Dataset) (*BERT, error) {
 	}{{"attention scores (batch·heads·seq²)", cfg.Batch * heads * seq * seq}, {"feed-forward activations", cfg.Batch * seq * ff},
 		{"masked-token logits", cfg.Batch * MaskedPerSequence(seq) * ds.Vocab}} {
 		if a.n > maxActivations {
-			return nil, fmt.Errorf("model: %s need %d values, more than %d: lower the batch or the sequence length", a.what, a.n, maxActivations)
+			return 0, 0, 0, 0, fmt.Errorf("model: %s need %d values, more than %d: lower the batch or the sequence length", a.what, a.n, maxActivations)
 		}
 	}
+	return d, heads, layers, seq, nil
+}
+
+// NewBERT builds an encoder for rows shaped like ds (see BERT): its
+// Vocab, Dim and MLM flag decide the vocabulary, sequence length and head.
+func NewBERT(cfg ModelConfig, ds *Dataset) (*BERT, error) {
+	d, heads, layers, seq, err := checkBERT(cfg, ds)
+	if err != nil {
+		return nil, err
+	}
+	ff := 4 * d
 	m := &BERT{cfg: cfg, vocab: ds.Vocab, seq: seq, mlm: ds.MLM, perSeq: MaskedPerSequence(seq),
 		dropout: rand.New(rand.NewPCG(cfg.Seed, streamDropout))}
 	m.cfg.Width, m.cfg.Heads, m.cfg.Layers = d, heads, layers
@@ -333,33 +344,89 @@ func (m *BERT) graph(g *G.ExprGraph, p []*G.Node, rows int, train bool) (_ *bert
 // feed fills bg's inputs from rows of x (and labels y), rows beyond len(y)
 // as padding. It checks every id first: tokens come from files and peers.
 func (m *BERT) feed(bg *bertGraph, x []float32, y []uint8, train bool) error {
-	T := m.seq
-	rowLen := T
+	ids, seg, mask := bg.ids.Data().([]int), bg.seg.Data().([]int), bg.mask.Data().([]float32)
+	var gather []int
 	if m.mlm {
+		gather = bg.gather.Data().([]int)
+	}
+	rs := bertRows{vocab: m.vocab, seq: m.seq, mlm: m.mlm, perSeq: m.perSeq, classes: bg.outputs}
+	if err := rs.fill(x, y, bg.rows, ids, seg, gather, bg.want); err != nil {
+		return err
+	}
+	T := m.seq
+	clear(mask)
+	for i, id := range ids {
+		if id == text.PadID {
+			r, t := i/T, i%T
+			for h := range m.cfg.Heads {
+				for q := range T {
+					mask[((r*m.cfg.Heads+h)*T+q)*T+t] = maskedLogit
+				}
+			}
+		}
+	}
+	if train {
+		// The loss is the mean cross-entropy over the rows that score.
+		target := bg.target.Data().([]float32)
+		clear(target)
+		count := 0
+		for _, w := range bg.want {
+			if w >= 0 {
+				count++
+			}
+		}
+		for i, w := range bg.want {
+			if w >= 0 {
+				target[i*bg.outputs+w] = 1 / float32(count)
+			}
+		}
+	}
+	if train && m.cfg.Dropout > 0 {
+		for _, d := range bg.drops {
+			fillDropout(m.dropout, m.cfg.Dropout, d.Data().([]float32))
+		}
+	}
+	return nil
+}
+
+// bertRows turns dataset rows into an encoder's per-token and per-logit-row
+// inputs; both engines use it, so they see the same batch.
+type bertRows struct {
+	vocab, seq int
+	mlm        bool
+	perSeq     int // MLM: scored slots per sequence
+	classes    int // classification: labels are 0..classes−1
+}
+
+// fill sets, for rows sequences from x (and labels y; rows beyond len(y)
+// are padding): ids and seg per token (segment 1 after the first [SEP]),
+// and per logit row want (the class, or −1 where nothing is scored) and,
+// for MLM, gather (the flat token each slot reads). It checks every id
+// and label first: tokens come from files and peers.
+func (b bertRows) fill(x []float32, y []uint8, rows int, ids, seg, gather, want []int) error {
+	T := b.seq
+	rowLen := T
+	if b.mlm {
 		rowLen = 2 * T
 	}
 	n := len(y)
 	for i, v := range x[:n*rowLen] {
 		lo := float32(0)
-		if m.mlm && i%rowLen >= T {
+		if b.mlm && i%rowLen >= T {
 			lo = -1
 		}
-		if !(v >= lo && v < float32(m.vocab)) || v != float32(int(v)) {
-			return fmt.Errorf("model: row %d, position %d: token %v is not an id in 0..%d", i/rowLen, i%rowLen, v, m.vocab-1)
+		if !(v >= lo && v < float32(b.vocab)) || v != float32(int(v)) {
+			return fmt.Errorf("model: row %d, position %d: token %v is not an id in 0..%d", i/rowLen, i%rowLen, v, b.vocab-1)
 		}
 	}
-	if !m.mlm {
+	if !b.mlm {
 		for i, c := range y {
-			if int(c) >= bg.outputs {
-				return fmt.Errorf("model: label %d at row %d out of range 0..%d", c, i, bg.outputs-1)
+			if int(c) >= b.classes {
+				return fmt.Errorf("model: label %d at row %d out of range 0..%d", c, i, b.classes-1)
 			}
 		}
 	}
-	ids, seg, mask := bg.ids.Data().([]int), bg.seg.Data().([]int), bg.mask.Data().([]float32)
-	clear(ids)
-	clear(seg)
-	clear(mask)
-	for r := range bg.rows {
+	for r := range rows {
 		s := 0
 		for t := range T {
 			id := text.PadID
@@ -371,70 +438,46 @@ func (m *BERT) feed(bg *bertGraph, x []float32, y []uint8, train bool) error {
 			if id == text.SepID {
 				s = 1
 			}
-			if id == text.PadID {
-				for h := range m.cfg.Heads {
-					for q := range T {
-						mask[((r*m.cfg.Heads+h)*T+q)*T+t] = maskedLogit
-					}
-				}
-			}
 		}
 	}
-	want := bg.want
-	if m.mlm {
-		gather := bg.gather.Data().([]int)
-		for r := range bg.rows {
-			slots, k := want[r*m.perSeq:(r+1)*m.perSeq], 0
-			for t := 0; r < n && t < T; t++ {
-				if tgt := x[r*rowLen+T+t]; tgt >= 0 {
-					if k == m.perSeq {
-						return fmt.Errorf("model: row %d masks more than %d tokens", r, m.perSeq)
-					}
-					gather[r*m.perSeq+k], slots[k] = r*T+t, int(tgt)
-					k++
-				}
-			}
-			for ; k < m.perSeq; k++ {
-				gather[r*m.perSeq+k], slots[k] = r*T, -1 // scored nowhere
-			}
-		}
-	} else {
-		for r := range want {
+	if !b.mlm {
+		for r := range want[:rows] {
 			want[r] = -1
 			if r < n {
 				want[r] = int(y[r])
 			}
 		}
+		return nil
 	}
-	if train {
-		// The loss is the mean cross-entropy over the rows that score.
-		target := bg.target.Data().([]float32)
-		clear(target)
-		count := 0
-		for _, w := range want {
-			if w >= 0 {
-				count++
-			}
-		}
-		for i, w := range want {
-			if w >= 0 {
-				target[i*bg.outputs+w] = 1 / float32(count)
-			}
-		}
-	}
-	if train && m.cfg.Dropout > 0 {
-		keep := float32(1 / (1 - m.cfg.Dropout))
-		for _, d := range bg.drops {
-			dd := d.Data().([]float32)
-			for i := range dd {
-				dd[i] = keep
-				if m.dropout.Float64() < m.cfg.Dropout {
-					dd[i] = 0
+	for r := range rows {
+		slots, k := want[r*b.perSeq:(r+1)*b.perSeq], 0
+		for t := 0; r < n && t < T; t++ {
+			if tgt := x[r*rowLen+T+t]; tgt >= 0 {
+				if k == b.perSeq {
+					return fmt.Errorf("model: row %d masks more than %d tokens", r, b.perSeq)
 				}
+				gather[r*b.perSeq+k], slots[k] = r*T+t, int(tgt)
+				k++
 			}
+		}
+		for ; k < b.perSeq; k++ {
+			gather[r*b.perSeq+k], slots[k] = r*T, -1 // scored nowhere
 		}
 	}
 	return nil
+}
+
+// fillDropout draws a dropout mask from r: 0 with probability p, else
+// 1/(1−p), one draw per value in order, so that both engines given the
+// same seed drop the same units.
+func fillDropout(r *rand.Rand, p float64, mask []float32) {
+	keep := float32(1 / (1 - p))
+	for i := range mask {
+		mask[i] = keep
+		if r.Float64() < p {
+			mask[i] = 0
+		}
+	}
 }
 
 // SeedDropout restarts the dropout masks from seed. A swarm node seeds

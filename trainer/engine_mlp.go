@@ -9,7 +9,7 @@ import (
 )
 
 // Engines a ModelConfig can name: the gorgonia graph, the reference, or
-// trainer/engine's hand-written layers (the MLP so far).
+// trainer/engine's hand-written layers (the MLP and BERT so far).
 const (
 	EngineGorgonia = "gorgonia"
 	EngineNative   = "native"

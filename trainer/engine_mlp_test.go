@@ -172,7 +172,7 @@ func TestNativeMLPRefuses(t *testing.T) {
 	if err := m.WriteParams(make([]float32, m.NumParams()-1)); err == nil {
 		t.Error("short params accepted")
 	}
-	for _, cfg := range []ModelConfig{{Arch: ArchBERT, Batch: 1, Engine: EngineNative}, {Batch: 1, Engine: "tpu"}} {
+	for _, cfg := range []ModelConfig{{Batch: 1, Engine: "tpu"}, {Arch: ArchBERT, Batch: 1, Engine: EngineNative, Precision: PrecisionBF16}} {
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("%+v accepted", cfg)
 		}

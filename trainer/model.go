@@ -29,7 +29,7 @@ type ModelConfig struct {
 	Batch    int     // rows per ComputeGradients call; the graph is built for exactly this many (1..65536)
 	Seed     uint64  // weight initialisation; equal seeds give bit-identical initial parameters
 	// Engine is this node's choice of compute, not the run's: EngineNative
-	// (the MLP and CNN) or EngineGorgonia; "" means DefaultEngine. Nodes on
+	// (the MLP, the CNN and BERT) or EngineGorgonia; "" means DefaultEngine. Nodes on
 	// different engines train the same model and may differ in the last
 	// bits of a gradient.
 	Engine string
@@ -55,11 +55,7 @@ func (c ModelConfig) Validate() error {
 		return fmt.Errorf("model: %d conv blocks, want at most %d", len(c.Channels), maxConvBlocks)
 	}
 	switch c.Engine {
-	case "", EngineGorgonia:
-	case EngineNative:
-		if c.Arch == ArchBERT {
-			return fmt.Errorf("model: engine %q runs only the mlp and cnn so far, not %q; use --engine %s", c.Engine, c.Arch, EngineGorgonia)
-		}
+	case "", EngineGorgonia, EngineNative: // every architecture has both
 	default:
 		return fmt.Errorf("model: Engine=%q, want %s or %s", c.Engine, EngineNative, EngineGorgonia)
 	}
@@ -156,6 +152,9 @@ func NewModel(cfg ModelConfig, ds *Dataset) (Model, error) {
 		}
 		return NewMLP(cfg, ds.Dim, ds.Classes)
 	case ArchBERT:
+		if cmp.Or(cfg.Engine, DefaultEngine) == EngineNative {
+			return newNativeBERT(cfg, ds)
+		}
 		return NewBERT(cfg, ds)
 	case ArchCNN:
 		if ds.Shape == nil {

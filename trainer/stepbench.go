@@ -83,13 +83,8 @@ type StepTiming struct {
 	Precision string `json:"precision"`
 }
 
-// engine names the engine c's model runs on.
-func (c ModelConfig) engine() string {
-	if c.Arch == ArchBERT {
-		return EngineGorgonia
-	}
-	return cmp.Or(c.Engine, DefaultEngine)
-}
+// engine names the engine c's model runs on: every architecture has both.
+func (c ModelConfig) engine() string { return cmp.Or(c.Engine, DefaultEngine) }
 
 // Prepare builds the model and returns one training step as a node runs
 // it (forward and backward, AddGrads, an Adam step on the flat vectors,

@@ -120,7 +120,7 @@ func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error)
 	root.SetFlagErrorFunc(flagError)
 	logOpts.bind(root.PersistentFlags())
 	root.PersistentFlags().Var(precision, "precision", "precision of the matrix products on this node: fp32, or bf16 (inputs rounded to bfloat16, fp32 sums, weights and optimizer; the native mlp and cnn on CPUs with AVX512_BF16); the run's replicas stay identical either way")
-	root.PersistentFlags().Var(engine, "engine", "compute engine of the models that have a native one (the mlp and cnn): native (trainer/engine) or gorgonia (the reference); bert always runs on gorgonia")
+	root.PersistentFlags().Var(engine, "engine", "compute engine of the models (mlp, cnn, bert): native (trainer/engine) or gorgonia (the reference)")
 	root.AddCommand(withConfig(nodeCmd(), stdout), withConfig(demoCmd(), stdout), devicesCmd(), doctorCmd(), benchCmd(), exportCmd(), sweepCmd(), sweepWorkerCmd(), versionCmd())
 	return root
 }
