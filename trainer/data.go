@@ -31,6 +31,13 @@ type Dataset struct {
 	// scaled or cropped from pictures of other sizes.
 	Labels  []string
 	Resized bool
+	// mapping is the pixel file Pix lies in, at byte pixOff of it; nil
+	// when Pix is on the heap (or this build cannot drop mapped pages).
+	// behind makes Rows drop the pages of the rows it has read (an
+	// evaluation pass over a streamed set keeps a chunk resident).
+	mapping []byte
+	pixOff  int
+	behind  bool
 }
 
 // MNIST normalisation (the usual mean and standard deviation of the training
@@ -118,7 +125,44 @@ func (d *Dataset) Rows(lo, n int, buf []float32) []float32 {
 	for r := range n {
 		d.Norm.Apply(out[r*d.Dim:(r+1)*d.Dim], d.pixRow(lo+r))
 	}
+	if d.behind {
+		// From a fault-around before the rows: what reading them may
+		// have mapped of the rows before, read and dropped already.
+		d.dropPix(lo*d.Dim-faultAround, (lo+n)*d.Dim)
+	}
 	return out
+}
+
+// rowBytes is the size of a row as stored: what the block order cuts.
+func (d *Dataset) rowBytes() int {
+	if d.Pix != nil {
+		return d.Dim
+	}
+	return 4 * d.Dim
+}
+
+// Mapped says whether the pixel rows lie in a memory-mapped pixel file
+// whose pages this process can drop: what a memory budget needs.
+func (d *Dataset) Mapped() bool { return d.mapping != nil }
+
+// StreamRows makes Rows drop the pages of the rows it has read, so a
+// sequential pass (an evaluation) over a mapped set keeps about one chunk
+// of it resident. It fails on a set that is not mapped.
+func (d *Dataset) StreamRows() error {
+	if !d.Mapped() {
+		return fmt.Errorf("dataset %q is not mapped from a pixel file, so its pages cannot be dropped", d.Name)
+	}
+	d.behind = true
+	return nil
+}
+
+// dropPix drops the whole pages of Pix[lo:hi] (byte offsets, clamped)
+// from this process's resident set; a no-op on the heap.
+func (d *Dataset) dropPix(lo, hi int) {
+	if d.mapping == nil {
+		return
+	}
+	dropPages(d.mapping, d.pixOff+max(0, lo), d.pixOff+min(len(d.Pix), hi))
 }
 
 // copyRow writes row i as model input into dst (len Dim).

@@ -5,8 +5,12 @@ package trainer
 import (
 	"fmt"
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
+
+// canAdvise says mapFile maps (so madvise can drop and prefetch pages).
+const canAdvise = true
 
 // mapFile maps path read-only and shared: processes mapping one file
 // share its pages in the page cache instead of each holding a copy.
@@ -24,7 +28,32 @@ func mapFile(path string) ([]byte, error) {
 	if size <= 0 || size != int64(int(size)) {
 		return nil, fmt.Errorf("size %d cannot be mapped", size)
 	}
-	return syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	return unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
 }
 
-func unmapFile(b []byte) { syscall.Munmap(b) }
+func unmapFile(b []byte) { unix.Munmap(b) }
+
+// dropPages unmaps this process's pages of m[lo:hi], whole pages inside
+// it only: they leave its resident set (the page cache keeps them for
+// other processes and a later read). m is a read-only shared mapping, so
+// nothing is lost: a later read faults the page back in.
+func dropPages(m []byte, lo, hi int) {
+	pg := os.Getpagesize()
+	lo, hi = min(len(m), (max(0, lo)+pg-1)/pg*pg), min(len(m), hi/pg*pg)
+	if hi == len(m) && len(m)%pg != 0 {
+		hi = len(m) // the mapping's last, partial page is whole to the kernel
+	}
+	if lo < hi {
+		unix.Madvise(m[lo:hi], unix.MADV_DONTNEED)
+	}
+}
+
+// prefetchPages asks the kernel to read m[lo:hi] ahead into the page
+// cache (it does not become resident in this process until read).
+func prefetchPages(m []byte, lo, hi int) {
+	pg := os.Getpagesize()
+	lo, hi = max(0, lo)/pg*pg, min(len(m), hi)
+	if lo < hi {
+		unix.Madvise(m[lo:hi], unix.MADV_WILLNEED)
+	}
+}

@@ -133,6 +133,14 @@ func MapPixelFile(path string) ([]*Dataset, *PixMeta, error) {
 		unmapFile(b)
 		return nil, nil, fmt.Errorf("pixel file %s: %w", path, err)
 	}
+	if canAdvise {
+		for _, d := range sets {
+			d.mapping = b
+		}
+		// The checksums read every page: drop them, so a process starts
+		// with none of the file resident and reads in what it uses.
+		dropPages(b, 0, len(b))
+	}
 	return sets, meta, nil
 }
 
@@ -167,7 +175,7 @@ func parsePixelFile(b []byte) ([]*Dataset, *PixMeta, error) {
 		if crc := crc32.Update(crc32.Checksum(y, castagnoli), castagnoli, pix); crc != s.CRC {
 			return nil, nil, fmt.Errorf("set %q: checksum %08x, the header says %08x (a torn or altered file)", s.Name, crc, s.CRC)
 		}
-		d := &Dataset{Name: s.Name, Pix: pix, Norm: norm, Y: y, N: s.N, Dim: s.Dim, Shape: s.Shape, Classes: s.Classes}
+		d := &Dataset{Name: s.Name, Pix: pix, Norm: norm, Y: y, N: s.N, Dim: s.Dim, Shape: s.Shape, Classes: s.Classes, pixOff: int(s.Off) + s.N}
 		if err := d.Validate(); err != nil {
 			return nil, nil, err
 		}

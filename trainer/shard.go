@@ -107,6 +107,7 @@ func (d *Dataset) rows(name string, p []int) *Dataset {
 	for i, r := range p {
 		s.Y[i] = d.Y[r]
 	}
+	d.dropPix(0, len(d.Pix)) // a one-off copy: leave the source's pages
 	return s
 }
 
@@ -122,18 +123,24 @@ func shardBounds(n, index, count int) (lo, hi int) {
 }
 
 // Batcher draws minibatches from a Dataset in a deterministic order: epoch
-// e visits every row once, in a permutation seeded from (seed, e). Batches
-// run on across epoch boundaries, so no row is dropped or repeated within an
-// epoch. A Batcher is not safe for concurrent use.
+// e visits every row once, block window by block window (blocks.go), in
+// an order seeded from (seed, e). Batches run on across epoch boundaries,
+// so no row is dropped or repeated within an epoch. With SetMemory it keeps
+// only the current window of a mapped dataset resident. A Batcher is not
+// safe for concurrent use.
 type Batcher struct {
-	d     *Dataset
-	batch int
-	seed  uint64
-	epoch int
-	pos   int   // next index into order
-	order []int // permutation for epoch
-	aug   Augment
-	pix   []uint8 // scratch rows for augmentation
+	d      *Dataset
+	batch  int
+	seed   uint64
+	blk    blocks
+	epoch  int
+	pos    int   // next index into order
+	order  []int // rows of the epoch, in the order drawn
+	starts []int // where each window of order starts, then len(order)
+	win    int   // window of pos (-1: not entered yet)
+	res    *residency
+	aug    Augment
+	pix    []uint8 // scratch rows for augmentation
 }
 
 // SetAugment makes Next augment image rows with a: each row's draws
@@ -155,12 +162,17 @@ func NewBatcher(d *Dataset, batch int, seed uint64) *Batcher {
 	if d == nil || d.N < 1 || batch < 1 {
 		panic("trainer: NewBatcher needs a non-empty dataset and batch >= 1")
 	}
-	b := &Batcher{d: d, batch: batch, seed: seed}
-	b.order = perm(d.N, b.epochSeed(0), streamBatch)
+	b := &Batcher{d: d, batch: batch, seed: seed, blk: blocksOf(d.N, d.rowBytes())}
+	b.setEpoch(0)
 	return b
 }
 
 func (b *Batcher) epochSeed(e int) uint64 { return splitmix64(b.seed ^ splitmix64(uint64(e))) }
+
+func (b *Batcher) setEpoch(e int) {
+	b.epoch, b.pos, b.win = e, 0, -1
+	b.order, b.starts = b.blk.order(b.epochSeed(e))
+}
 
 // Next fills x (batch*Dim values) and y (batch labels) with the next batch
 // and returns the epoch of the batch's first row. It panics if x or y has
@@ -173,9 +185,10 @@ func (b *Batcher) Next(x []float32, y []uint8) (epoch int) {
 	epoch = b.epoch
 	for i := range b.batch {
 		if b.pos == len(b.order) {
-			b.epoch++
-			b.pos = 0
-			b.order = perm(b.d.N, b.epochSeed(b.epoch), streamBatch)
+			b.setEpoch(b.epoch + 1)
+		}
+		if b.win < 0 || b.pos >= b.starts[b.win+1] {
+			b.enterWindow()
 		}
 		r := b.order[b.pos]
 		if b.aug.On() {
@@ -192,6 +205,18 @@ func (b *Batcher) Next(x []float32, y []uint8) (epoch int) {
 	return epoch
 }
 
+// enterWindow moves win to the window of pos and tells the residency.
+func (b *Batcher) enterWindow() {
+	w := 0
+	for b.starts[w+1] <= b.pos {
+		w++
+	}
+	b.win = w
+	if b.res != nil {
+		b.res.enter(b.epochSeed(b.epoch), w, b.epochSeed(b.epoch+1))
+	}
+}
+
 // Position reports where the next batch starts: the epoch and the number
 // of rows of that epoch already drawn. With Seek it lets a joining peer or a
 // restart continue the same sequence.
@@ -203,9 +228,9 @@ func (b *Batcher) Seek(epoch, offset int) error {
 		return fmt.Errorf("batcher: position (%d, %d) out of range (epoch >= 0, offset 0..%d)", epoch, offset, b.d.N)
 	}
 	if epoch != b.epoch {
-		b.order = perm(b.d.N, b.epochSeed(epoch), streamBatch)
+		b.setEpoch(epoch)
 	}
-	b.epoch, b.pos = epoch, offset
+	b.pos, b.win = offset, -1
 	return nil
 }
 
