@@ -10,10 +10,11 @@ const canAdvise = false
 
 // mapFile reads path whole where this build has no mmap: correct, but
 // every process holds its own copy.
-func mapFile(path string) ([]byte, error) { return os.ReadFile(path) }
+func mapFile(path string) ([]byte, *os.File, error) {
+	b, err := os.ReadFile(path)
+	return b, nil, err
+}
 
 func unmapFile([]byte) {}
 
 func dropPages([]byte, int, int) {}
-
-func prefetchPages([]byte, int, int) {}

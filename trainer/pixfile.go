@@ -121,21 +121,24 @@ func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
 
 // MapPixelFile maps the pixel file at path read-only and returns its sets,
 // whose Y and Pix point into the mapping (kept for the life of the
-// process), and its meta. Every field is checked against the file's size
+// process, with the file open for streamed reads), and its meta. Every field is checked against the file's size
 // before a slice is cut; errors name the file and the fault.
 func MapPixelFile(path string) ([]*Dataset, *PixMeta, error) {
-	b, err := mapFile(path)
+	b, f, err := mapFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pixel file %s: %w", path, err)
 	}
 	sets, meta, err := parsePixelFile(b)
 	if err != nil {
 		unmapFile(b)
+		if f != nil {
+			f.Close()
+		}
 		return nil, nil, fmt.Errorf("pixel file %s: %w", path, err)
 	}
 	if canAdvise {
 		for _, d := range sets {
-			d.mapping = b
+			d.mapping, d.src = b, f
 		}
 		// The checksums read every page: drop them, so a process starts
 		// with none of the file resident and reads in what it uses.

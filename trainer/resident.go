@@ -7,22 +7,25 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
-// faultAround is how much the kernel may map around a page fault of a
-// file mapping from pages already cached (Linux's fault_around_bytes,
-// 64 KiB by default): reading a block can make up to this much of its
-// neighbours resident, until the next window drops it.
-const faultAround = 64 << 10
-
-// residency keeps the pixel rows of a mapped dataset resident a window
-// at a time: entering a window drops every page of the rows outside it
-// and asks the kernel to read the window (and, when the budget holds two,
-// the next) ahead. It only advises the kernel, so the rows read are the
-// same with or without it.
+// residency holds the rows of a streamed dataset's current window: on
+// entering a window it reads the window's blocks from the pixel file into
+// one buffer (pread, not the mapping: a read through a mapping makes the
+// kernel map whole page-cache folios, up to 2 MiB around each, so what is
+// resident would not be ours to bound), and asks the kernel to read the
+// next window ahead when the budget holds two. The bytes are the file's,
+// so the rows drawn are the same with or without it.
 type residency struct {
 	d        *Dataset
 	blk      blocks
-	prefetch bool  // read the next window ahead too
-	spans    []int // scratch: byte ranges of the window's blocks
+	prefetch bool
+	buf      []uint8     // the window's rows, its blocks in ascending order
+	base     map[int]int // block → row index in buf of its first row
+}
+
+func newResidency(d *Dataset, blk blocks, prefetch bool) *residency {
+	return &residency{d: d, blk: blk, prefetch: prefetch,
+		buf:  make([]uint8, 0, windowBlocks*blk.rows*d.Dim),
+		base: make(map[int]int, windowBlocks)}
 }
 
 // enter is called as the Batcher starts window w of the epoch of seed;
@@ -30,20 +33,16 @@ type residency struct {
 // last.
 func (r *residency) enter(seed uint64, w int, next uint64) {
 	bp := r.blk.blockPerm(seed)
-	cur := slices.Sorted(slices.Values(windowOf(bp, w)))
 	dim := r.d.Dim
-	r.spans = r.spans[:0]
-	for _, k := range cur {
+	r.buf = r.buf[:0]
+	clear(r.base)
+	for _, k := range slices.Sorted(slices.Values(windowOf(bp, w))) {
 		lo, hi := r.blk.span(k)
-		r.spans = append(r.spans, lo*dim, hi*dim)
+		r.base[k] = len(r.buf) / dim
+		n := len(r.buf)
+		r.buf = r.buf[:n+(hi-lo)*dim]
+		r.d.readPix(r.buf[n:], lo*dim)
 	}
-	at := 0
-	for i := 0; i < len(r.spans); i += 2 {
-		r.d.dropPix(at, r.spans[i])
-		at = r.spans[i+1]
-		r.prefetchPix(r.spans[i], r.spans[i+1])
-	}
-	r.d.dropPix(at, len(r.d.Pix))
 	if !r.prefetch {
 		return
 	}
@@ -53,12 +52,15 @@ func (r *residency) enter(seed uint64, w int, next uint64) {
 	}
 	for _, k := range windowOf(nb, w) {
 		lo, hi := r.blk.span(k)
-		r.prefetchPix(lo*dim, hi*dim)
+		readAhead(r.d.src, int64(r.d.pixOff+lo*dim), int64((hi-lo)*dim))
 	}
 }
 
-func (r *residency) prefetchPix(lo, hi int) {
-	prefetchPages(r.d.mapping, r.d.pixOff+lo, r.d.pixOff+hi)
+// row is row i of the dataset, which must be in the current window.
+func (r *residency) row(i int) []uint8 {
+	k := i / r.blk.rows
+	j := r.base[k] + i - k*r.blk.rows
+	return r.buf[j*r.d.Dim : (j+1)*r.d.Dim]
 }
 
 // windowData is the most pixel bytes one window of b's dataset holds.
@@ -67,20 +69,19 @@ func (b *Batcher) windowData() int64 {
 }
 
 // MinMemory is the smallest budget SetMemory accepts for b's dataset:
-// the labels and one window of rows, with the neighbours' pages the
-// kernel may map around the window's blocks.
-func (b *Batcher) MinMemory() int64 {
-	return int64(b.d.N) + b.windowData() + int64(windowBlocks)*2*faultAround
-}
+// one window of rows, and for every row its label (a byte, kept on the
+// heap) and its place in the epoch's order (8 bytes).
+func (b *Batcher) MinMemory() int64 { return b.windowData() + 9*int64(b.d.N) }
 
-// SetMemory makes b keep at most about budget bytes of its dataset
-// resident (0: no limit): one window of rows, and a second read ahead
-// when the budget holds it. The dataset must be mapped from a pixel file
-// (Mapped), and the budget at least MinMemory. The rows drawn do not
-// change.
+// SetMemory makes b keep at most budget bytes of its dataset resident
+// (0: no limit): the labels and one window of rows, read from the pixel
+// file as the window starts, the next window read ahead into the page
+// cache when the budget holds two. The dataset must be mapped from a
+// pixel file (Mapped), and the budget at least MinMemory. The rows drawn
+// do not change.
 func (b *Batcher) SetMemory(budget int64) error {
 	if budget <= 0 {
-		b.res = nil
+		b.res, b.win = nil, -1
 		return nil
 	}
 	if !b.d.Mapped() {
@@ -89,10 +90,13 @@ func (b *Batcher) SetMemory(budget int64) error {
 	}
 	need := b.MinMemory()
 	if budget < need {
-		return fmt.Errorf("memory budget %s is smaller than one window of dataset %q, %s (%d blocks of %d rows of %d bytes, its labels, and pages the kernel maps around reads)",
+		return fmt.Errorf("memory budget %s is smaller than one window of dataset %q, %s (%d blocks of %d rows of %d bytes, and 9 bytes a row of labels and order)",
 			humanize.IBytes(uint64(budget)), b.d.Name, humanize.IBytes(uint64(need)), windowBlocks, b.blk.rows, b.d.rowBytes())
 	}
-	b.res = &residency{d: b.d, blk: b.blk, prefetch: budget >= need+b.windowData()}
-	b.win = -1 // the next row enters its window: drops what is resident
+	if err := b.d.StreamRows(); err != nil {
+		return err
+	}
+	b.res = newResidency(b.d, b.blk, budget >= need+b.windowData())
+	b.win = -1 // the next row enters its window
 	return nil
 }

@@ -107,7 +107,7 @@ func (d *Dataset) rows(name string, p []int) *Dataset {
 	for i, r := range p {
 		s.Y[i] = d.Y[r]
 	}
-	d.dropPix(0, len(d.Pix)) // a one-off copy: leave the source's pages
+	d.drop() // a one-off copy: leave the source's pages
 	return s
 }
 
@@ -191,18 +191,29 @@ func (b *Batcher) Next(x []float32, y []uint8) (epoch int) {
 			b.enterWindow()
 		}
 		r := b.order[b.pos]
-		if b.aug.On() {
+		switch {
+		case b.aug.On():
 			src := rand.NewPCG(b.epochSeed(b.epoch), streamAugment^uint64(b.pos))
 			row := b.pix[:dim]
-			b.aug.apply(row, b.d.pixRow(r), b.pix[dim:], b.d.Shape, src)
+			b.aug.apply(row, b.pixRow(r), b.pix[dim:], b.d.Shape, src)
 			b.d.Norm.Apply(x[i*dim:(i+1)*dim], row)
-		} else {
+		case b.res != nil:
+			b.d.Norm.Apply(x[i*dim:(i+1)*dim], b.res.row(r))
+		default:
 			b.d.copyRow(x[i*dim:(i+1)*dim], r)
 		}
 		b.pos++
 		y[i] = b.d.Y[r]
 	}
 	return epoch
+}
+
+// pixRow is row r's bytes: from the window's buffer when streaming.
+func (b *Batcher) pixRow(r int) []uint8 {
+	if b.res != nil {
+		return b.res.row(r)
+	}
+	return b.d.pixRow(r)
 }
 
 // enterWindow moves win to the window of pos and tells the residency.
