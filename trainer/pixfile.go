@@ -1,12 +1,13 @@
 package trainer
 
 import (
-	"bytes"
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -56,15 +57,29 @@ type pixSet struct {
 // WritePixelFile writes sets (each with Pix) and meta to path, through a
 // temporary file and a rename: processes racing to build the same cache
 // each rename a complete file, and a mapping of the old one stays valid.
-func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
-	h := pixHeader{PixMeta: meta}
+func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) error {
+	var hs []pixSet
 	for _, d := range sets {
 		if d.Pix == nil {
 			return fmt.Errorf("pixel file: dataset %q has no pixel rows", d.Name)
 		}
 		crc := crc32.Update(crc32.Checksum(d.Y, castagnoli), castagnoli, d.Pix)
-		h.Sets = append(h.Sets, pixSet{Name: d.Name, N: d.N, Dim: d.Dim, Shape: d.Shape, Classes: d.Classes, CRC: crc})
+		hs = append(hs, pixSet{Name: d.Name, N: d.N, Dim: d.Dim, Shape: d.Shape, Classes: d.Classes, CRC: crc})
 	}
+	return writePixelFile(path, meta, hs, func(w io.Writer, i int) error {
+		if _, err := w.Write(sets[i].Y); err != nil {
+			return err
+		}
+		_, err := w.Write(sets[i].Pix)
+		return err
+	})
+}
+
+// writePixelFile writes a pixel file of sets (everything but their
+// offsets filled in), body writing set i's labels and pixels, streamed
+// (an image folder's are decoded image by image, never held whole).
+func writePixelFile(path string, meta PixMeta, sets []pixSet, body func(w io.Writer, i int) error) (err error) {
+	h := pixHeader{PixMeta: meta, Sets: sets}
 	// The offsets depend on the header length, which depends on the
 	// offsets' digits: fix the point by encoding until it stops moving.
 	var js []byte
@@ -73,15 +88,15 @@ func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
 			return err
 		}
 		off := int64(len(pixMagic) + 4 + len(js))
-		for i, d := range sets {
+		for i, s := range sets {
 			h.Sets[i].Off = off
-			off += int64(d.N) * int64(1+d.Dim)
+			off += int64(s.N) * int64(1+s.Dim)
 		}
 	}
 	if js, err = json.Marshal(h); err != nil {
 		return err
 	}
-	if len(js) > maxPixHeader || h.Sets[0].Off != int64(len(pixMagic)+4+len(js)) {
+	if len(js) > maxPixHeader || len(sets) == 0 || h.Sets[0].Off != int64(len(pixMagic)+4+len(js)) {
 		return errors.New("pixel file: header too large or unstable")
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -97,20 +112,17 @@ func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	var head bytes.Buffer
-	head.WriteString(pixMagic)
-	binary.Write(&head, binary.LittleEndian, uint32(len(js)))
-	head.Write(js)
-	if _, err = f.Write(head.Bytes()); err != nil {
-		return err
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString(pixMagic)
+	binary.Write(w, binary.LittleEndian, uint32(len(js)))
+	w.Write(js)
+	for i := range sets {
+		if err = body(w, i); err != nil {
+			return err
+		}
 	}
-	for _, d := range sets {
-		if _, err = f.Write(d.Y); err != nil {
-			return err
-		}
-		if _, err = f.Write(d.Pix); err != nil {
-			return err
-		}
+	if err = w.Flush(); err != nil {
+		return err
 	}
 	// No fsync: this is a cache, and the checksums catch a torn file.
 	if err = f.Close(); err != nil {
