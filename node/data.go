@@ -132,6 +132,22 @@ func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	return train, test, err
 }
 
+// streamData puts the node's training and test sets under its memory
+// budget (--data-memory): training reads a window of blocks at a time,
+// evaluation a chunk at a time, from the mapped pixel file.
+func streamData(cfg Config, b *trainer.Batcher, test *trainer.Dataset) error {
+	if cfg.DataMemory == 0 {
+		return nil
+	}
+	if err := b.SetMemory(cfg.DataMemory); err != nil {
+		return fmt.Errorf("--data-memory: %w", err)
+	}
+	if err := test.StreamRows(); err != nil {
+		return fmt.Errorf("--data-memory: %w", err)
+	}
+	return nil
+}
+
 // readVocab reads a text run's vocabulary file, checked against the hash
 // the run names.
 func readVocab(cfg Config) ([]byte, error) {

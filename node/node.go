@@ -296,6 +296,9 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if err := streamData(cfg, n.local.batcher, n.local.test); err != nil {
+		return nil, err
+	}
 	n.log.Info("data", "train", n.local.train.Name, "train_rows", n.local.train.N, "our_rows", shard.N, "test_rows", n.local.test.N)
 	if d, ok := n.local.model.(interface{ SeedDropout(uint64) }); ok {
 		d.SeedDropout(cfg.Run.Seed ^ peerSeed(self)) // like the batch order: ours alone
