@@ -44,8 +44,11 @@ type ImageOptions struct {
 	Seed         uint64
 }
 
+// key names the decoding in the cache file's name. "rows=seeded": the
+// training rows are stored in a seeded order, which peers must share, so
+// a file of the class-by-class layout of earlier builds is not reused.
 func (o ImageOptions) key() string {
-	return fmt.Sprintf("size=%d test=%g seed=%d", o.Size, o.TestFraction, o.Seed)
+	return fmt.Sprintf("size=%d test=%g seed=%d rows=seeded", o.Size, o.TestFraction, o.Seed)
 }
 
 // ImageFolder is a folder of labelled images: one subfolder per class
