@@ -58,8 +58,9 @@ func TestPrepareTextSourceNeedsTwoFiles(t *testing.T) {
 // A node under --data-memory streams a training set several times its
 // budget and ends on the state of the same run without one, and of one
 // decoded onto the heap (no cache): the budget changes what is resident,
-// never which rows are drawn. Budgets under one window, and sets that are
-// not mapped, are refused with both sizes or the reason.
+// never which rows are drawn; nor for a node training a shard. Budgets
+// under one window, and sets that are not mapped, are refused with both
+// sizes or the reason.
 func TestInProcessDataMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("decodes 2000 images")
@@ -92,6 +93,19 @@ func TestInProcessDataMemory(t *testing.T) {
 	heap := start(t, cfgFor(0, "")).wait(t, 2*time.Minute)
 	if whole.Hash != streamed.Hash || whole.Hash != heap.Hash || whole.Step != steps {
 		t.Fatalf("step %d hash %s whole, %s streamed under 2.5 MiB, %s from the heap", whole.Step, whole.Hash, streamed.Hash, heap.Hash)
+	}
+
+	// A shard (the demo gives each node one) under the budget is drawn
+	// from the mapped set without a copy: the copy's batches.
+	shardOf := func(memory int64) Config {
+		cfg := cfgFor(memory, cache)
+		cfg.Shard, cfg.Shards = 1, 3
+		return cfg
+	}
+	copied := start(t, shardOf(0)).wait(t, 2*time.Minute)
+	viewed := start(t, shardOf(5<<19)).wait(t, 2*time.Minute)
+	if copied.Hash != viewed.Hash || copied.Hash == whole.Hash {
+		t.Fatalf("shard 1/3: hash %s copied, %s streamed under 2.5 MiB (all rows: %s)", copied.Hash, viewed.Hash, whole.Hash)
 	}
 
 	for _, c := range []struct {

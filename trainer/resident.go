@@ -16,14 +16,15 @@ import (
 // so the rows drawn are the same with or without it.
 type residency struct {
 	d        *Dataset
+	view     []int // the Batcher's rows of d (nil: all)
 	blk      blocks
 	prefetch bool
 	buf      []uint8     // the window's rows, its blocks in ascending order
 	base     map[int]int // block → row index in buf of its first row
 }
 
-func newResidency(d *Dataset, blk blocks, prefetch bool) *residency {
-	return &residency{d: d, blk: blk, prefetch: prefetch,
+func newResidency(d *Dataset, view []int, blk blocks, prefetch bool) *residency {
+	return &residency{d: d, view: view, blk: blk, prefetch: prefetch,
 		buf:  make([]uint8, 0, windowBlocks*blk.rows*d.Dim),
 		base: make(map[int]int, windowBlocks)}
 }
@@ -39,9 +40,18 @@ func (r *residency) enter(seed uint64, w int, next uint64) {
 	for _, k := range slices.Sorted(slices.Values(windowOf(bp, w))) {
 		lo, hi := r.blk.span(k)
 		r.base[k] = len(r.buf) / dim
-		n := len(r.buf)
-		r.buf = r.buf[:n+(hi-lo)*dim]
-		r.d.readPix(r.buf[n:], lo*dim)
+		// One read per run of consecutive dataset rows: a block of all
+		// of d is one; a shard's rows are scattered.
+		for j := lo; j < hi; {
+			e := j + 1
+			for e < hi && r.parent(e) == r.parent(e-1)+1 {
+				e++
+			}
+			n := len(r.buf)
+			r.buf = r.buf[:n+(e-j)*dim]
+			r.d.readPix(r.buf[n:], r.parent(j)*dim)
+			j = e
+		}
 	}
 	if !r.prefetch {
 		return
@@ -50,10 +60,21 @@ func (r *residency) enter(seed uint64, w int, next uint64) {
 	if w++; w == r.blk.windows() {
 		nb, w = r.blk.blockPerm(next), 0
 	}
+	if r.view != nil {
+		return // scattered rows: a read ahead a row would cost what the read does
+	}
 	for _, k := range windowOf(nb, w) {
 		lo, hi := r.blk.span(k)
 		readAhead(r.d.src, int64(r.d.pixOff+lo*dim), int64((hi-lo)*dim))
 	}
+}
+
+// parent is the dataset row of row j of the Batcher's rows.
+func (r *residency) parent(j int) int {
+	if r.view != nil {
+		return r.view[j]
+	}
+	return j
 }
 
 // row is row i of the dataset, which must be in the current window.
@@ -69,9 +90,9 @@ func (b *Batcher) windowData() int64 {
 }
 
 // MinMemory is the smallest budget SetMemory accepts for b's dataset:
-// one window of rows, and for every row its label (a byte, kept on the
-// heap) and its place in the epoch's order (8 bytes).
-func (b *Batcher) MinMemory() int64 { return b.windowData() + 9*int64(b.d.N) }
+// one window of rows, the labels of the dataset (a byte a row, kept on
+// the heap) and the epoch's order (8 bytes a row drawn from).
+func (b *Batcher) MinMemory() int64 { return b.windowData() + int64(b.d.N) + 8*int64(b.n) }
 
 // SetMemory makes b keep at most budget bytes of its dataset resident
 // (0: no limit): the labels and one window of rows, read from the pixel
@@ -85,18 +106,18 @@ func (b *Batcher) SetMemory(budget int64) error {
 		return nil
 	}
 	if !b.d.Mapped() {
-		return fmt.Errorf("memory budget %s: dataset %q is not mapped from a pixel file (no --data-cache, a copy such as --shard or --train-rows makes, or text rows), so it cannot be streamed",
+		return fmt.Errorf("memory budget %s: dataset %q is not mapped from a pixel file (no --data-cache, a copy such as --train-rows makes, or text rows), so it cannot be streamed",
 			humanize.IBytes(uint64(budget)), b.d.Name)
 	}
 	need := b.MinMemory()
 	if budget < need {
-		return fmt.Errorf("memory budget %s is smaller than one window of dataset %q, %s (%d blocks of %d rows of %d bytes, and 9 bytes a row of labels and order)",
+		return fmt.Errorf("memory budget %s is smaller than one window of dataset %q, %s (%d blocks of %d rows of %d bytes, the labels and the epoch's order)",
 			humanize.IBytes(uint64(budget)), b.d.Name, humanize.IBytes(uint64(need)), windowBlocks, b.blk.rows, b.d.rowBytes())
 	}
 	if err := b.d.StreamRows(); err != nil {
 		return err
 	}
-	b.res = newResidency(b.d, b.blk, budget >= need+b.windowData())
+	b.res = newResidency(b.d, b.view, b.blk, budget >= need+b.windowData())
 	b.win = -1 // the next row enters its window
 	return nil
 }

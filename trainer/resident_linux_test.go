@@ -61,6 +61,11 @@ func bigPixelFile(t *testing.T, mib int) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "big.pix")
 	a, b := testPixels("train", mib<<10, 1, 32, 32, 1), testPixels("test", 1<<10, 1, 32, 32, 5)
+	for _, d := range []*Dataset{a, b} {
+		for r := range d.N { // every row its own: its index in its first bytes
+			d.Pix[r*d.Dim], d.Pix[r*d.Dim+1], d.Pix[r*d.Dim+2] = byte(r), byte(r>>8), byte(r>>16)
+		}
+	}
 	if err := WritePixelFile(path, PixMeta{Mean: a.Norm.Mean, Std: a.Norm.Std}, a, b); err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +191,42 @@ func TestBatcherMemoryBudget(t *testing.T) {
 		if rss := mappedRss(t, m); rss > 2<<20 {
 			t.Fatalf("evaluating a streamed set made %d KiB of the mapping resident", rss>>10)
 		}
+	}
+}
+
+// A shard drawn under a budget without a copy (NewRowsBatcher) gives the
+// batches of the copy Shard makes, and keeps the mapping unmapped.
+func TestRowsBatcherMemoryBudget(t *testing.T) {
+	path := bigPixelFile(t, 8)
+	train, _ := mapBig(t, path)
+	other, _ := mapBig(t, path)
+	const batch = 32
+	copied, err := other.Shard(5, 1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := train.ShardRows(5, 1, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := NewBatcher(copied, batch, 4), NewRowsBatcher(train, rows, batch, 4)
+	if err := b.SetMemory(b.MinMemory()); err != nil {
+		t.Fatal(err)
+	}
+	if b.Rows() != copied.N {
+		t.Fatalf("%d rows to draw from, the shard has %d", b.Rows(), copied.N)
+	}
+	x, y := make([]float32, batch*train.Dim), make([]uint8, batch)
+	cx, cy := make([]float32, batch*train.Dim), make([]uint8, batch)
+	for i := range copied.N * 2 / batch {
+		a.Next(cx, cy)
+		b.Next(x, y)
+		if !slices.Equal(x, cx) || !slices.Equal(y, cy) {
+			t.Fatalf("batch %d: the shard's rows differ from its copy's", i)
+		}
+	}
+	if rss := mappedRss(t, train.mapping); rss > 2<<20 {
+		t.Fatalf("%d KiB of the mapping resident", rss>>10)
 	}
 }
 

@@ -52,6 +52,16 @@ func boundedUint64(src *rand.PCG, n uint64) uint64 {
 // and slice index is copied out. Every peer that knows (seed, count) thus
 // agrees on who holds which row, and the shards are disjoint and cover d.
 func (d *Dataset) Shard(seed uint64, index, count int) (*Dataset, error) {
+	rows, err := d.ShardRows(seed, index, count)
+	if err != nil {
+		return nil, err
+	}
+	return d.rows(fmt.Sprintf("%s[%d/%d]", d.Name, index, count), rows), nil
+}
+
+// ShardRows is the rows of d that Shard copies, in its order: with
+// NewRowsBatcher, a shard drawn from without a copy.
+func (d *Dataset) ShardRows(seed uint64, index, count int) ([]int, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
@@ -62,7 +72,7 @@ func (d *Dataset) Shard(seed uint64, index, count int) (*Dataset, error) {
 		return nil, fmt.Errorf("shard: index %d out of range 0..%d", index, count-1)
 	}
 	lo, hi := shardBounds(d.N, index, count)
-	return d.rows(fmt.Sprintf("%s[%d/%d]", d.Name, index, count), perm(d.N, seed, streamShard)[lo:hi]), nil
+	return perm(d.N, seed, streamShard)[lo:hi], nil
 }
 
 // Sample returns n rows of d drawn without replacement by a PCG seeded
@@ -130,6 +140,8 @@ func shardBounds(n, index, count int) (lo, hi int) {
 // safe for concurrent use.
 type Batcher struct {
 	d      *Dataset
+	view   []int // the rows drawn from (a shard), nil: all of d
+	n      int   // rows drawn from
 	batch  int
 	seed   uint64
 	blk    blocks
@@ -162,9 +174,40 @@ func NewBatcher(d *Dataset, batch int, seed uint64) *Batcher {
 	if d == nil || d.N < 1 || batch < 1 {
 		panic("trainer: NewBatcher needs a non-empty dataset and batch >= 1")
 	}
-	b := &Batcher{d: d, batch: batch, seed: seed, blk: blocksOf(d.N, d.rowBytes())}
+	return newBatcher(d, nil, d.N, batch, seed)
+}
+
+// NewRowsBatcher is a Batcher over rows of d (ShardRows) without copying
+// them: it draws the batches NewBatcher draws from the copy Shard makes,
+// and under SetMemory streams them from d's pixel file. It panics if rows
+// is empty or names a row d lacks, as NewBatcher does.
+func NewRowsBatcher(d *Dataset, rows []int, batch int, seed uint64) *Batcher {
+	if d == nil || len(rows) < 1 || batch < 1 {
+		panic("trainer: NewRowsBatcher needs a non-empty dataset and batch >= 1")
+	}
+	for _, r := range rows {
+		if r < 0 || r >= d.N {
+			panic(fmt.Sprintf("trainer: NewRowsBatcher: row %d of %q out of range 0..%d", r, d.Name, d.N-1))
+		}
+	}
+	return newBatcher(d, rows, len(rows), batch, seed)
+}
+
+func newBatcher(d *Dataset, view []int, n, batch int, seed uint64) *Batcher {
+	b := &Batcher{d: d, view: view, n: n, batch: batch, seed: seed, blk: blocksOf(n, d.rowBytes())}
 	b.setEpoch(0)
 	return b
+}
+
+// Rows is the number of rows b draws from: an epoch.
+func (b *Batcher) Rows() int { return b.n }
+
+// row is the dataset row of row r of what b draws from.
+func (b *Batcher) row(r int) int {
+	if b.view != nil {
+		return b.view[r]
+	}
+	return r
 }
 
 func (b *Batcher) epochSeed(e int) uint64 { return splitmix64(b.seed ^ splitmix64(uint64(e))) }
@@ -200,10 +243,10 @@ func (b *Batcher) Next(x []float32, y []uint8) (epoch int) {
 		case b.res != nil:
 			b.d.Norm.Apply(x[i*dim:(i+1)*dim], b.res.row(r))
 		default:
-			b.d.copyRow(x[i*dim:(i+1)*dim], r)
+			b.d.copyRow(x[i*dim:(i+1)*dim], b.row(r))
 		}
 		b.pos++
-		y[i] = b.d.Y[r]
+		y[i] = b.d.Y[b.row(r)]
 	}
 	return epoch
 }
@@ -213,7 +256,7 @@ func (b *Batcher) pixRow(r int) []uint8 {
 	if b.res != nil {
 		return b.res.row(r)
 	}
-	return b.d.pixRow(r)
+	return b.d.pixRow(b.row(r))
 }
 
 // enterWindow moves win to the window of pos and tells the residency.
@@ -235,8 +278,8 @@ func (b *Batcher) Position() (epoch, offset int) { return b.epoch, b.pos }
 
 // Seek moves to (epoch, offset) as returned by Position.
 func (b *Batcher) Seek(epoch, offset int) error {
-	if epoch < 0 || offset < 0 || offset > b.d.N {
-		return fmt.Errorf("batcher: position (%d, %d) out of range (epoch >= 0, offset 0..%d)", epoch, offset, b.d.N)
+	if epoch < 0 || offset < 0 || offset > b.n {
+		return fmt.Errorf("batcher: position (%d, %d) out of range (epoch >= 0, offset 0..%d)", epoch, offset, b.n)
 	}
 	if epoch != b.epoch {
 		b.setEpoch(epoch)
