@@ -21,6 +21,8 @@ type residency struct {
 	prefetch bool
 	buf      []uint8     // the window's rows, its blocks in ascending order
 	base     map[int]int // block → row index in buf of its first row
+	seed     uint64      // of the epoch bp is the block order of
+	bp       []int
 }
 
 func newResidency(d *Dataset, view []int, blk blocks, prefetch bool) *residency {
@@ -33,7 +35,10 @@ func newResidency(d *Dataset, view []int, blk blocks, prefetch bool) *residency 
 // next is the seed of the epoch after, whose first window follows the
 // last.
 func (r *residency) enter(seed uint64, w int, next uint64) {
-	bp := r.blk.blockPerm(seed)
+	if r.bp == nil || r.seed != seed {
+		r.bp, r.seed = r.blk.blockPerm(seed), seed // once an epoch, not a window
+	}
+	bp := r.bp
 	dim := r.d.Dim
 	r.buf = r.buf[:0]
 	clear(r.base)
