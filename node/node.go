@@ -269,7 +269,7 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// told our values of the fields that differ. Without a key anyone
 	// may ask, and learns the fields' names alone.
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), Insiders: len(cfg.SwarmKey) > 0,
-		Admit: n.admitted.add, OnResult: n.onHello}
+		Admit: n.admitted.add, OnResult: n.onHello, Peers: n.welcomePeers}
 	n.adm.Serve(n.net)
 	if err := n.ensureData(ctx); err != nil {
 		return nil, err
@@ -507,7 +507,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	if err := n.writeInfo(); err != nil {
 		return nil, err
 	}
-	n.log.Info("node up", "peer", n.ID(), "run", n.run, "addrs", n.net.JoinAddrs(), "device", n.dev.Summary())
+	n.log.Info("node up", "peer", n.ID(), "run", n.run, "addrs", n.net.JoinAddrs(), "device", n.dev.Summary(), "compute", n.cfg.Run.ModelConfig().Compute())
 	for _, c := range n.cfg.Run.Caveats() {
 		n.log.Warn("run caveat", "note", c)
 	}
