@@ -442,6 +442,12 @@ type Config struct {
 	// map one file instead of each decoding a copy onto its heap. Empty:
 	// no cache, every node decodes.
 	DataCache string
+	// DataMemory caps, in bytes, how much of the training set the node
+	// keeps resident (--data-memory; 0: no cap): it streams the mapped
+	// pixel file a window of blocks at a time (trainer.Batcher.SetMemory).
+	// The rows drawn are the same with or without it, so it is the
+	// node's own choice, not a run field.
+	DataMemory int64
 	// NoServeData keeps this node from serving the run's dataset to
 	// peers that lack it (--no-serve-data).
 	NoServeData bool
@@ -547,6 +553,9 @@ func (c Config) Validate() error {
 	}
 	if c.Shards < 0 || (c.Shards > 0 && (c.Shard < 0 || c.Shard >= c.Shards)) {
 		return fmt.Errorf("node config: shard %d of %d, want 0 <= shard < shards", c.Shard, c.Shards)
+	}
+	if c.DataMemory < 0 {
+		return fmt.Errorf("node config: data memory %d bytes, want >= 0 (0: no cap)", c.DataMemory)
 	}
 	if c.CheckpointEvery < 0 {
 		return fmt.Errorf("node config: checkpoint every %d steps, want >= 0", c.CheckpointEvery)

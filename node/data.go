@@ -132,6 +132,47 @@ func LoadData(cfg Config) (train, test *trainer.Dataset, err error) {
 	return train, test, err
 }
 
+// newBatcher draws the node's batches from its shard of train (all of
+// it without --shard), seeded with seed, augmented as the run says. Under
+// --data-memory the shard is rows of the mapped set rather than a copy,
+// and training reads a window of blocks at a time, evaluation of test a
+// chunk at a time, from the pixel file: the same batches either way.
+func newBatcher(cfg Config, train, test *trainer.Dataset, seed uint64) (*trainer.Batcher, error) {
+	batch := cfg.Run.Compute.Batch
+	var b *trainer.Batcher
+	switch {
+	case cfg.Shards == 0:
+		b = trainer.NewBatcher(train, batch, seed)
+	case cfg.DataMemory > 0:
+		rows, err := train.ShardRows(cfg.Run.Seed, cfg.Shard, cfg.Shards)
+		if err != nil {
+			return nil, err
+		}
+		b = trainer.NewRowsBatcher(train, rows, batch, seed)
+	default:
+		shard, err := train.Shard(cfg.Run.Seed, cfg.Shard, cfg.Shards)
+		if err != nil {
+			return nil, err
+		}
+		b = trainer.NewBatcher(shard, batch, seed)
+	}
+	if aug, _ := trainer.ParseAugment(cfg.Run.Data.Augment); aug.On() { // Validate has checked it
+		if err := b.SetAugment(aug); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.DataMemory == 0 {
+		return b, nil
+	}
+	if err := b.SetMemory(cfg.DataMemory); err != nil {
+		return nil, fmt.Errorf("--data-memory: %w", err)
+	}
+	if err := test.StreamRows(); err != nil {
+		return nil, fmt.Errorf("--data-memory: %w", err)
+	}
+	return b, nil
+}
+
 // readVocab reads a text run's vocabulary file, checked against the hash
 // the run names.
 func readVocab(cfg Config) ([]byte, error) {

@@ -6,6 +6,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/swarmtrain/swarmtrain/internal/shapes"
 )
 
 // --train-rows keeps that many training rows, the same ones on every
@@ -49,5 +52,74 @@ func TestPrepareTextSourceNeedsTwoFiles(t *testing.T) {
 	}
 	if _, statErr := os.Stat(filepath.Join(dir, "vocab.txt")); statErr == nil {
 		t.Error("a vocabulary was learned for a run that cannot start")
+	}
+}
+
+// A node under --data-memory streams a training set several times its
+// budget and ends on the state of the same run without one, and of one
+// decoded onto the heap (no cache): the budget changes what is resident,
+// never which rows are drawn; nor for a node training a shard. Budgets
+// under one window, and sets that are not mapped, are refused with both
+// sizes or the reason.
+func TestInProcessDataMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("decodes 2000 images")
+	}
+	dir := t.TempDir()
+	if err := shapes.Write(dir, 200, 48, 1); err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	const steps = 40
+	cfgFor := func(memory int64, cacheDir string) Config {
+		cfg := memConfig(t, newMemSwarm(), dir, steps)
+		cfg.Run.Data.ImageSize = 48
+		cfg.DataCache, cfg.DataMemory = cacheDir, memory
+		if err := PrepareImages(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	whole := start(t, cfgFor(0, cache)).wait(t, 2*time.Minute)
+	cfg := cfgFor(5<<19, cache)
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows := n.local.train.N * n.local.train.Dim; rows < 4*int(cfg.DataMemory) {
+		t.Fatalf("training set of %d bytes, want several times the budget of %d", rows, cfg.DataMemory)
+	}
+	streamed := run(t, n).wait(t, 2*time.Minute)
+	heap := start(t, cfgFor(0, "")).wait(t, 2*time.Minute)
+	if whole.Hash != streamed.Hash || whole.Hash != heap.Hash || whole.Step != steps {
+		t.Fatalf("step %d hash %s whole, %s streamed under 2.5 MiB, %s from the heap", whole.Step, whole.Hash, streamed.Hash, heap.Hash)
+	}
+
+	// A shard (the demo gives each node one) under the budget is drawn
+	// from the mapped set without a copy: the copy's batches.
+	shardOf := func(memory int64) Config {
+		cfg := cfgFor(memory, cache)
+		cfg.Shard, cfg.Shards = 1, 3
+		return cfg
+	}
+	copied := start(t, shardOf(0)).wait(t, 2*time.Minute)
+	viewed := start(t, shardOf(5<<19)).wait(t, 2*time.Minute)
+	if copied.Hash != viewed.Hash || copied.Hash == whole.Hash {
+		t.Fatalf("shard 1/3: hash %s copied, %s streamed under 2.5 MiB (all rows: %s)", copied.Hash, viewed.Hash, whole.Hash)
+	}
+
+	for _, c := range []struct {
+		cfg  Config
+		want []string
+	}{
+		{cfgFor(1<<20, cache), []string{"1.0 MiB", "smaller than one window", "1.9 MiB"}},
+		{cfgFor(64<<20, ""), []string{"--data-memory", "not mapped"}},
+	} {
+		_, err := New(c.cfg)
+		for _, w := range c.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Fatalf("New with --data-memory %d, cache %q: %v, want an error saying %q", c.cfg.DataMemory, c.cfg.DataCache, err, w)
+			}
+		}
 	}
 }

@@ -284,19 +284,10 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.rep.optState = n.local.opt.AppendState(nil)
 	n.rep.hash = statesync.HashState(0, n.rep.params, n.rep.optState, nil)
 
-	shard := n.local.train
-	if cfg.Shards > 0 {
-		if shard, err = n.local.train.Shard(cfg.Run.Seed, cfg.Shard, cfg.Shards); err != nil {
-			return nil, err
-		}
+	if n.local.batcher, err = newBatcher(cfg, n.local.train, n.local.test, cfg.Run.Seed^peerSeed(self)); err != nil {
+		return nil, err
 	}
-	n.local.batcher = trainer.NewBatcher(shard, cfg.Run.Compute.Batch, cfg.Run.Seed^peerSeed(self))
-	if aug, _ := trainer.ParseAugment(cfg.Run.Data.Augment); aug.On() { // Validate has checked it
-		if err := n.local.batcher.SetAugment(aug); err != nil {
-			return nil, err
-		}
-	}
-	n.log.Info("data", "train", n.local.train.Name, "train_rows", n.local.train.N, "our_rows", shard.N, "test_rows", n.local.test.N)
+	n.log.Info("data", "train", n.local.train.Name, "train_rows", n.local.train.N, "our_rows", n.local.batcher.Rows(), "test_rows", n.local.test.N)
 	if d, ok := n.local.model.(interface{ SeedDropout(uint64) }); ok {
 		d.SeedDropout(cfg.Run.Seed ^ peerSeed(self)) // like the batch order: ours alone
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"slices"
 )
 
 // Dataset is a dense classification set: row i is X[i*Dim:(i+1)*Dim], or,
@@ -31,6 +33,14 @@ type Dataset struct {
 	// scaled or cropped from pictures of other sizes.
 	Labels  []string
 	Resized bool
+	// mapping is the pixel file Pix lies in, at byte pixOff of it and of
+	// src, the file itself; nil when Pix is on the heap (or this build
+	// cannot drop mapped pages). behind makes Rows read through src, not
+	// the mapping (StreamRows).
+	mapping []byte
+	src     *os.File
+	pixOff  int
+	behind  bool
 }
 
 // MNIST normalisation (the usual mean and standard deviation of the training
@@ -115,10 +125,62 @@ func (d *Dataset) Rows(lo, n int, buf []float32) []float32 {
 		return d.X[lo*d.Dim : (lo+n)*d.Dim]
 	}
 	out := buf[:n*d.Dim]
+	pix := d.Pix[lo*d.Dim : (lo+n)*d.Dim]
+	if d.behind {
+		pix = d.readPix(make([]uint8, len(pix)), lo*d.Dim)
+	}
 	for r := range n {
-		d.Norm.Apply(out[r*d.Dim:(r+1)*d.Dim], d.pixRow(lo+r))
+		d.Norm.Apply(out[r*d.Dim:(r+1)*d.Dim], pix[r*d.Dim:(r+1)*d.Dim])
 	}
 	return out
+}
+
+// readPix reads Pix[off:off+len(dst)] from the file into dst: the bytes
+// are the mapping's, but only dst holds them. Should the read fail (a
+// disk error), they come through the mapping instead.
+func (d *Dataset) readPix(dst []uint8, off int) []uint8 {
+	if _, err := d.src.ReadAt(dst, int64(d.pixOff+off)); err != nil {
+		copy(dst, d.Pix[off:])
+	}
+	return dst
+}
+
+// rowBytes is the size of a row as stored: what the block order cuts.
+func (d *Dataset) rowBytes() int {
+	if d.Pix != nil {
+		return d.Dim
+	}
+	return 4 * d.Dim
+}
+
+// Mapped says whether the pixel rows lie in a memory-mapped pixel file
+// whose pages this process can drop: what a memory budget needs.
+func (d *Dataset) Mapped() bool { return d.mapping != nil }
+
+// StreamRows makes Rows read the rows it is asked for from the pixel file
+// into a buffer of their own instead of through the mapping, so a pass
+// over the set (an evaluation) keeps one chunk of it resident, and moves
+// the labels (one byte a row) to the heap. It fails on a set that is not
+// mapped. The rows read do not change.
+func (d *Dataset) StreamRows() error {
+	if !d.Mapped() {
+		return fmt.Errorf("dataset %q is not mapped from a pixel file, so it cannot be streamed", d.Name)
+	}
+	if !d.behind {
+		d.Y = slices.Clone(d.Y)
+		d.behind = true
+		d.drop()
+	}
+	return nil
+}
+
+// drop drops the set's pages (labels and pixels) from this process's
+// resident set: they stay in the page cache for a later read and for the
+// other processes mapping the file. A no-op on the heap.
+func (d *Dataset) drop() {
+	if d.mapping != nil {
+		dropPages(d.mapping, d.pixOff-d.N, d.pixOff+len(d.Pix))
+	}
 }
 
 // copyRow writes row i as model input into dst (len Dim).

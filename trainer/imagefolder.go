@@ -1,11 +1,15 @@
 package trainer
 
 import (
+	"bufio"
 	"fmt"
+	"hash/crc32"
 	"image"
 	_ "image/gif" // decoders register themselves with image.Decode
 	_ "image/jpeg"
 	_ "image/png"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,8 +27,11 @@ const (
 	maxImageClasses = 256      // labels are uint8
 )
 
-// streamSplit tags the held-out split's PCG stream.
-const streamSplit = 0x73706c6974 // "split"
+// Stream tags of the held-out split and of the training rows' order.
+const (
+	streamSplit = 0x73706c6974 // "split"
+	streamRows  = 0x726f7773   // "rows"
+)
 
 // ImageOptions says how LoadImageFolder prepares the images.
 type ImageOptions struct {
@@ -37,8 +44,11 @@ type ImageOptions struct {
 	Seed         uint64
 }
 
+// key names the decoding in the cache file's name. "rows=seeded": the
+// training rows are stored in a seeded order, which peers must share, so
+// a file of the class-by-class layout of earlier builds is not reused.
 func (o ImageOptions) key() string {
-	return fmt.Sprintf("size=%d test=%g seed=%d", o.Size, o.TestFraction, o.Seed)
+	return fmt.Sprintf("size=%d test=%g seed=%d rows=seeded", o.Size, o.TestFraction, o.Seed)
 }
 
 // ImageFolder is a folder of labelled images: one subfolder per class
@@ -148,8 +158,8 @@ func LoadImageFolder(f *ImageFolder, opt ImageOptions, cacheDir, key string) (tr
 			return nil, nil, nil, err
 		}
 	}
-	sets, meta, err := CachedPixels(cacheDir, "images", key, opt.key(), func() (PixMeta, []*Dataset, error) {
-		return decodeImageFolder(f, opt)
+	sets, meta, err := CachedPixelFile(cacheDir, "images", key, opt.key(), func(path string) error {
+		return writeImageFolder(path, f, opt)
 	})
 	if err != nil {
 		return nil, nil, nil, err
@@ -163,54 +173,159 @@ func LoadImageFolder(f *ImageFolder, opt ImageOptions, cacheDir, key string) (tr
 	return sets[0], sets[1], meta, nil
 }
 
-func decodeImageFolder(f *ImageFolder, opt ImageOptions) (PixMeta, []*Dataset, error) {
+// writeImageFolder decodes the images of f into a pixel file at path,
+// image by image: a row at a time is in memory, never the decoded set.
+// The rows go to a temporary file beside path as RGB; whether every
+// image was grey (one channel) is known only at the end, so the
+// checksums and sums of both layouts are kept as they go, and the pixel
+// file is then written from the temporary file, one plane of three when
+// grey. Failures to write are cacheWriteErrors; a bad image is not.
+func writeImageFolder(path string, f *ImageFolder, opt ImageOptions) (err error) {
 	trainFiles, testFiles := f.Train, f.Test
 	if len(testFiles) == 0 {
 		trainFiles, testFiles = splitImages(f.Train, len(f.Labels), opt)
 	}
+	// The folder lists its images class by class; an epoch reads the rows
+	// in blocks (blocks.go), so the training rows are stored in an order
+	// drawn with the seed, and a block holds many classes.
+	shuffled := make([]ImageFile, len(trainFiles))
+	for i, j := range perm(len(trainFiles), opt.Seed, streamRows) {
+		shuffled[i] = trainFiles[j]
+	}
+	trainFiles = shuffled
 	s := opt.Size
 	plane := s * s
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return cacheWriteError{err}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".rgb*")
+	if err != nil {
+		return cacheWriteError{err}
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+	w := bufio.NewWriterSize(tmp, 1<<20)
 	grey := true
-	decode := func(files []ImageFile) ([]uint8, []uint8, error) {
-		pix := make([]uint8, 0, len(files)*3*plane)
-		y := make([]uint8, len(files))
-		dst := image.NewRGBA(image.Rect(0, 0, s, s))
+	var sums pixSums
+	row := make([]uint8, 3*plane)
+	dst := image.NewRGBA(image.Rect(0, 0, s, s))
+	type set struct {
+		y        []uint8
+		rgb, one uint32 // CRC-32C of labels and rows, three planes or one
+	}
+	decode := func(files []ImageFile, stats bool) (set, error) {
+		st := set{y: make([]uint8, len(files))}
 		for i, im := range files {
+			st.y[i] = uint8(im.Label)
+		}
+		st.rgb = crc32.Checksum(st.y, castagnoli)
+		st.one = st.rgb
+		for _, im := range files {
 			if err := readImage(dst, im.Path); err != nil {
-				return nil, nil, err
+				return st, err
 			}
-			n := len(pix)
-			pix = pix[:n+3*plane]
-			r, g, b := pix[n:n+plane], pix[n+plane:n+2*plane], pix[n+2*plane:n+3*plane]
+			r, g, b := row[:plane], row[plane:2*plane], row[2*plane:]
 			for k := range plane {
 				r[k], g[k], b[k] = dst.Pix[4*k], dst.Pix[4*k+1], dst.Pix[4*k+2]
 				grey = grey && r[k] == g[k] && g[k] == b[k]
 			}
-			y[i] = uint8(im.Label)
+			st.rgb = crc32.Update(st.rgb, castagnoli, row)
+			st.one = crc32.Update(st.one, castagnoli, r)
+			if stats {
+				sums.add(row, plane)
+			}
+			if _, err := w.Write(row); err != nil {
+				return st, cacheWriteError{err}
+			}
 		}
-		return pix, y, nil
+		return st, nil
 	}
-	trainPix, trainY, err := decode(trainFiles)
+	train, err := decode(trainFiles, true)
 	if err != nil {
-		return PixMeta{}, nil, err
+		return err
 	}
-	testPix, testY, err := decode(testFiles)
+	test, err := decode(testFiles, false)
 	if err != nil {
-		return PixMeta{}, nil, err
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return cacheWriteError{err}
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return cacheWriteError{err}
 	}
 	ch := 3
-	if grey { // keep one plane of three
+	if grey {
 		ch = 1
-		trainPix, testPix = firstPlane(trainPix, plane), firstPlane(testPix, plane)
 	}
-	mean, std := StatsOf(trainPix, ch*plane, ch)
-	norm := NewNorm(mean, std)
-	shape := []int{ch, s, s}
-	mk := func(name string, pix, y []uint8) *Dataset {
-		return &Dataset{Name: name, Pix: pix, Y: y, Norm: norm, N: len(y), Dim: ch * plane, Shape: shape, Classes: len(f.Labels)}
-	}
+	mean, std := sums.stats(ch, plane)
 	base := filepath.Base(f.Dir)
-	return PixMeta{Mean: mean, Std: std, Labels: f.Labels}, []*Dataset{mk(base+"-train", trainPix, trainY), mk(base+"-test", testPix, testY)}, nil
+	sets := []set{train, test}
+	hs := make([]pixSet, 2)
+	for i, name := range []string{base + "-train", base + "-test"} {
+		hs[i] = pixSet{Name: name, N: len(sets[i].y), Dim: ch * plane, Shape: []int{ch, s, s}, Classes: len(f.Labels), CRC: sets[i].rgb}
+		if grey {
+			hs[i].CRC = sets[i].one
+		}
+	}
+	r := bufio.NewReaderSize(tmp, 1<<20)
+	err = writePixelFile(path, PixMeta{Mean: mean, Std: std, Labels: f.Labels}, hs, func(w io.Writer, i int) error {
+		if _, err := w.Write(sets[i].y); err != nil {
+			return err
+		}
+		for range hs[i].N {
+			if _, err := io.ReadFull(r, row); err != nil {
+				return err
+			}
+			if _, err := w.Write(row[:hs[i].Dim]); err != nil { // one plane of three when grey
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return cacheWriteError{err}
+	}
+	return nil
+}
+
+// pixSums accumulates the training pixels' per-channel sums as rows of
+// three planes go by, so the mean and std need no copy of the set (the
+// integer sums make them exact and order-free, as StatsOf's).
+type pixSums struct {
+	s, s2 [3]uint64
+	rows  int
+}
+
+func (p *pixSums) add(row []uint8, plane int) {
+	for c := range 3 {
+		for _, v := range row[c*plane : (c+1)*plane] {
+			p.s[c] += uint64(v)
+			p.s2[c] += uint64(v) * uint64(v)
+		}
+	}
+	p.rows++
+}
+
+// stats is StatsOf's mean and std of the first channels planes.
+func (p *pixSums) stats(channels, plane int) (mean, std []float64) {
+	mean, std = make([]float64, channels), make([]float64, channels)
+	count := float64(p.rows * plane)
+	for c := range channels {
+		if count == 0 {
+			mean[c], std[c] = 0, 1
+			continue
+		}
+		m := float64(p.s[c]) / count / 255
+		v := float64(p.s2[c])/count/(255*255) - m*m
+		mean[c], std[c] = m, 1
+		if v > 1e-12 {
+			std[c] = math.Sqrt(v)
+		}
+	}
+	return mean, std
 }
 
 // splitImages holds out ceil(fraction·n) images of each class with n >= 2,
@@ -239,14 +354,6 @@ func splitImages(files []ImageFile, classes int, opt ImageOptions) (train, test 
 		}
 	}
 	return train, test
-}
-
-func firstPlane(pix []uint8, plane int) []uint8 {
-	out := make([]uint8, 0, len(pix)/3)
-	for lo := 0; lo < len(pix); lo += 3 * plane {
-		out = append(out, pix[lo:lo+plane]...)
-	}
-	return out
 }
 
 // readImage decodes the image at path into dst: the shorter side scaled

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -51,8 +52,7 @@ func CachedPixels(cacheDir, kind, key, opts string, build func() (PixMeta, []*Da
 		meta, sets, err := build()
 		return sets, &meta, err
 	}
-	sum := sha256.Sum256([]byte(pixMagic + kind + "\x00" + opts + "\x00" + key))
-	path := filepath.Join(cacheDir, fmt.Sprintf("%s-%s.pix", kind, hex.EncodeToString(sum[:12])))
+	path := cachePath(cacheDir, kind, key, opts)
 	if sets, meta, err := MapPixelFile(path); err == nil {
 		return sets, meta, nil
 	}
@@ -68,4 +68,57 @@ func CachedPixels(cacheDir, kind, key, opts string, build func() (PixMeta, []*Da
 		return sets, &meta, nil
 	}
 	return mapped, mmeta, nil
+}
+
+// CachedPixelFile is CachedPixels for a source too large to decode onto
+// the heap: write decodes it straight into a pixel file at the path it is
+// given. Without a cache folder, or when write fails with a
+// cacheWriteError (the folder is not writable), the file is written to
+// the temporary folder, read onto the heap and removed; other errors
+// (a bad image) are returned.
+func CachedPixelFile(cacheDir, kind, key, opts string, write func(path string) error) ([]*Dataset, *PixMeta, error) {
+	if cacheDir != "" {
+		path := cachePath(cacheDir, kind, key, opts)
+		if sets, meta, err := MapPixelFile(path); err == nil {
+			return sets, meta, nil
+		}
+		err := write(path)
+		if err == nil {
+			if sets, meta, err := MapPixelFile(path); err == nil {
+				return sets, meta, nil
+			}
+		} else if !errors.As(err, new(cacheWriteError)) {
+			return nil, nil, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "swarmtrain-pix")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, kind+".pix")
+	if err := write(path); err != nil {
+		return nil, nil, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	sets, meta, err := parsePixelFile(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pixel file %s: %w", path, err)
+	}
+	return sets, meta, nil
+}
+
+// cacheWriteError is a failure to write a pixel file (not to decode its
+// source): CachedPixelFile then falls back to the heap.
+type cacheWriteError struct{ error }
+
+func (e cacheWriteError) Unwrap() error { return e.error }
+
+// cachePath names the pixel file of a source in cacheDir.
+func cachePath(cacheDir, kind, key, opts string) string {
+	sum := sha256.Sum256([]byte(pixMagic + kind + "\x00" + opts + "\x00" + key))
+	return filepath.Join(cacheDir, fmt.Sprintf("%s-%s.pix", kind, hex.EncodeToString(sum[:12])))
 }

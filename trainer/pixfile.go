@@ -1,12 +1,13 @@
 package trainer
 
 import (
-	"bytes"
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -56,15 +57,29 @@ type pixSet struct {
 // WritePixelFile writes sets (each with Pix) and meta to path, through a
 // temporary file and a rename: processes racing to build the same cache
 // each rename a complete file, and a mapping of the old one stays valid.
-func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
-	h := pixHeader{PixMeta: meta}
+func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) error {
+	var hs []pixSet
 	for _, d := range sets {
 		if d.Pix == nil {
 			return fmt.Errorf("pixel file: dataset %q has no pixel rows", d.Name)
 		}
 		crc := crc32.Update(crc32.Checksum(d.Y, castagnoli), castagnoli, d.Pix)
-		h.Sets = append(h.Sets, pixSet{Name: d.Name, N: d.N, Dim: d.Dim, Shape: d.Shape, Classes: d.Classes, CRC: crc})
+		hs = append(hs, pixSet{Name: d.Name, N: d.N, Dim: d.Dim, Shape: d.Shape, Classes: d.Classes, CRC: crc})
 	}
+	return writePixelFile(path, meta, hs, func(w io.Writer, i int) error {
+		if _, err := w.Write(sets[i].Y); err != nil {
+			return err
+		}
+		_, err := w.Write(sets[i].Pix)
+		return err
+	})
+}
+
+// writePixelFile writes a pixel file of sets (everything but their
+// offsets filled in), body writing set i's labels and pixels, streamed
+// (an image folder's are decoded image by image, never held whole).
+func writePixelFile(path string, meta PixMeta, sets []pixSet, body func(w io.Writer, i int) error) (err error) {
+	h := pixHeader{PixMeta: meta, Sets: sets}
 	// The offsets depend on the header length, which depends on the
 	// offsets' digits: fix the point by encoding until it stops moving.
 	var js []byte
@@ -73,15 +88,15 @@ func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
 			return err
 		}
 		off := int64(len(pixMagic) + 4 + len(js))
-		for i, d := range sets {
+		for i, s := range sets {
 			h.Sets[i].Off = off
-			off += int64(d.N) * int64(1+d.Dim)
+			off += int64(s.N) * int64(1+s.Dim)
 		}
 	}
 	if js, err = json.Marshal(h); err != nil {
 		return err
 	}
-	if len(js) > maxPixHeader || h.Sets[0].Off != int64(len(pixMagic)+4+len(js)) {
+	if len(js) > maxPixHeader || len(sets) == 0 || h.Sets[0].Off != int64(len(pixMagic)+4+len(js)) {
 		return errors.New("pixel file: header too large or unstable")
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -97,20 +112,17 @@ func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	var head bytes.Buffer
-	head.WriteString(pixMagic)
-	binary.Write(&head, binary.LittleEndian, uint32(len(js)))
-	head.Write(js)
-	if _, err = f.Write(head.Bytes()); err != nil {
-		return err
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString(pixMagic)
+	binary.Write(w, binary.LittleEndian, uint32(len(js)))
+	w.Write(js)
+	for i := range sets {
+		if err = body(w, i); err != nil {
+			return err
+		}
 	}
-	for _, d := range sets {
-		if _, err = f.Write(d.Y); err != nil {
-			return err
-		}
-		if _, err = f.Write(d.Pix); err != nil {
-			return err
-		}
+	if err = w.Flush(); err != nil {
+		return err
 	}
 	// No fsync: this is a cache, and the checksums catch a torn file.
 	if err = f.Close(); err != nil {
@@ -121,17 +133,28 @@ func WritePixelFile(path string, meta PixMeta, sets ...*Dataset) (err error) {
 
 // MapPixelFile maps the pixel file at path read-only and returns its sets,
 // whose Y and Pix point into the mapping (kept for the life of the
-// process), and its meta. Every field is checked against the file's size
+// process, with the file open for streamed reads), and its meta. Every field is checked against the file's size
 // before a slice is cut; errors name the file and the fault.
 func MapPixelFile(path string) ([]*Dataset, *PixMeta, error) {
-	b, err := mapFile(path)
+	b, f, err := mapFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pixel file %s: %w", path, err)
 	}
 	sets, meta, err := parsePixelFile(b)
 	if err != nil {
 		unmapFile(b)
+		if f != nil {
+			f.Close()
+		}
 		return nil, nil, fmt.Errorf("pixel file %s: %w", path, err)
+	}
+	if canAdvise {
+		for _, d := range sets {
+			d.mapping, d.src = b, f
+		}
+		// The checksums read every page: drop them, so a process starts
+		// with none of the file resident and reads in what it uses.
+		dropPages(b, 0, len(b))
 	}
 	return sets, meta, nil
 }
@@ -167,7 +190,7 @@ func parsePixelFile(b []byte) ([]*Dataset, *PixMeta, error) {
 		if crc := crc32.Update(crc32.Checksum(y, castagnoli), castagnoli, pix); crc != s.CRC {
 			return nil, nil, fmt.Errorf("set %q: checksum %08x, the header says %08x (a torn or altered file)", s.Name, crc, s.CRC)
 		}
-		d := &Dataset{Name: s.Name, Pix: pix, Norm: norm, Y: y, N: s.N, Dim: s.Dim, Shape: s.Shape, Classes: s.Classes}
+		d := &Dataset{Name: s.Name, Pix: pix, Norm: norm, Y: y, N: s.N, Dim: s.Dim, Shape: s.Shape, Classes: s.Classes, pixOff: int(s.Off) + s.N}
 		if err := d.Validate(); err != nil {
 			return nil, nil, err
 		}

@@ -52,6 +52,16 @@ func boundedUint64(src *rand.PCG, n uint64) uint64 {
 // and slice index is copied out. Every peer that knows (seed, count) thus
 // agrees on who holds which row, and the shards are disjoint and cover d.
 func (d *Dataset) Shard(seed uint64, index, count int) (*Dataset, error) {
+	rows, err := d.ShardRows(seed, index, count)
+	if err != nil {
+		return nil, err
+	}
+	return d.rows(fmt.Sprintf("%s[%d/%d]", d.Name, index, count), rows), nil
+}
+
+// ShardRows is the rows of d that Shard copies, in its order: with
+// NewRowsBatcher, a shard drawn from without a copy.
+func (d *Dataset) ShardRows(seed uint64, index, count int) ([]int, error) {
 	if err := d.Validate(); err != nil {
 		return nil, err
 	}
@@ -62,7 +72,7 @@ func (d *Dataset) Shard(seed uint64, index, count int) (*Dataset, error) {
 		return nil, fmt.Errorf("shard: index %d out of range 0..%d", index, count-1)
 	}
 	lo, hi := shardBounds(d.N, index, count)
-	return d.rows(fmt.Sprintf("%s[%d/%d]", d.Name, index, count), perm(d.N, seed, streamShard)[lo:hi]), nil
+	return perm(d.N, seed, streamShard)[lo:hi], nil
 }
 
 // Sample returns n rows of d drawn without replacement by a PCG seeded
@@ -107,6 +117,7 @@ func (d *Dataset) rows(name string, p []int) *Dataset {
 	for i, r := range p {
 		s.Y[i] = d.Y[r]
 	}
+	d.drop() // a one-off copy: leave the source's pages
 	return s
 }
 
@@ -122,18 +133,26 @@ func shardBounds(n, index, count int) (lo, hi int) {
 }
 
 // Batcher draws minibatches from a Dataset in a deterministic order: epoch
-// e visits every row once, in a permutation seeded from (seed, e). Batches
-// run on across epoch boundaries, so no row is dropped or repeated within an
-// epoch. A Batcher is not safe for concurrent use.
+// e visits every row once, block window by block window (blocks.go), in
+// an order seeded from (seed, e). Batches run on across epoch boundaries,
+// so no row is dropped or repeated within an epoch. With SetMemory it keeps
+// only the current window of a mapped dataset resident. A Batcher is not
+// safe for concurrent use.
 type Batcher struct {
-	d     *Dataset
-	batch int
-	seed  uint64
-	epoch int
-	pos   int   // next index into order
-	order []int // permutation for epoch
-	aug   Augment
-	pix   []uint8 // scratch rows for augmentation
+	d      *Dataset
+	view   []int // the rows drawn from (a shard), nil: all of d
+	n      int   // rows drawn from
+	batch  int
+	seed   uint64
+	blk    blocks
+	epoch  int
+	pos    int   // next index into order
+	order  []int // rows of the epoch, in the order drawn
+	starts []int // where each window of order starts, then len(order)
+	win    int   // window of pos (-1: not entered yet)
+	res    *residency
+	aug    Augment
+	pix    []uint8 // scratch rows for augmentation
 }
 
 // SetAugment makes Next augment image rows with a: each row's draws
@@ -155,12 +174,48 @@ func NewBatcher(d *Dataset, batch int, seed uint64) *Batcher {
 	if d == nil || d.N < 1 || batch < 1 {
 		panic("trainer: NewBatcher needs a non-empty dataset and batch >= 1")
 	}
-	b := &Batcher{d: d, batch: batch, seed: seed}
-	b.order = perm(d.N, b.epochSeed(0), streamBatch)
+	return newBatcher(d, nil, d.N, batch, seed)
+}
+
+// NewRowsBatcher is a Batcher over rows of d (ShardRows) without copying
+// them: it draws the batches NewBatcher draws from the copy Shard makes,
+// and under SetMemory streams them from d's pixel file. It panics if rows
+// is empty or names a row d lacks, as NewBatcher does.
+func NewRowsBatcher(d *Dataset, rows []int, batch int, seed uint64) *Batcher {
+	if d == nil || len(rows) < 1 || batch < 1 {
+		panic("trainer: NewRowsBatcher needs a non-empty dataset and batch >= 1")
+	}
+	for _, r := range rows {
+		if r < 0 || r >= d.N {
+			panic(fmt.Sprintf("trainer: NewRowsBatcher: row %d of %q out of range 0..%d", r, d.Name, d.N-1))
+		}
+	}
+	return newBatcher(d, rows, len(rows), batch, seed)
+}
+
+func newBatcher(d *Dataset, view []int, n, batch int, seed uint64) *Batcher {
+	b := &Batcher{d: d, view: view, n: n, batch: batch, seed: seed, blk: blocksOf(n, d.rowBytes())}
+	b.setEpoch(0)
 	return b
 }
 
+// Rows is the number of rows b draws from: an epoch.
+func (b *Batcher) Rows() int { return b.n }
+
+// row is the dataset row of row r of what b draws from.
+func (b *Batcher) row(r int) int {
+	if b.view != nil {
+		return b.view[r]
+	}
+	return r
+}
+
 func (b *Batcher) epochSeed(e int) uint64 { return splitmix64(b.seed ^ splitmix64(uint64(e))) }
+
+func (b *Batcher) setEpoch(e int) {
+	b.epoch, b.pos, b.win = e, 0, -1
+	b.order, b.starts = b.blk.order(b.epochSeed(e))
+}
 
 // Next fills x (batch*Dim values) and y (batch labels) with the next batch
 // and returns the epoch of the batch's first row. It panics if x or y has
@@ -173,23 +228,47 @@ func (b *Batcher) Next(x []float32, y []uint8) (epoch int) {
 	epoch = b.epoch
 	for i := range b.batch {
 		if b.pos == len(b.order) {
-			b.epoch++
-			b.pos = 0
-			b.order = perm(b.d.N, b.epochSeed(b.epoch), streamBatch)
+			b.setEpoch(b.epoch + 1)
+		}
+		if b.win < 0 || b.pos >= b.starts[b.win+1] {
+			b.enterWindow()
 		}
 		r := b.order[b.pos]
-		if b.aug.On() {
+		switch {
+		case b.aug.On():
 			src := rand.NewPCG(b.epochSeed(b.epoch), streamAugment^uint64(b.pos))
 			row := b.pix[:dim]
-			b.aug.apply(row, b.d.pixRow(r), b.pix[dim:], b.d.Shape, src)
+			b.aug.apply(row, b.pixRow(r), b.pix[dim:], b.d.Shape, src)
 			b.d.Norm.Apply(x[i*dim:(i+1)*dim], row)
-		} else {
-			b.d.copyRow(x[i*dim:(i+1)*dim], r)
+		case b.res != nil:
+			b.d.Norm.Apply(x[i*dim:(i+1)*dim], b.res.row(r))
+		default:
+			b.d.copyRow(x[i*dim:(i+1)*dim], b.row(r))
 		}
 		b.pos++
-		y[i] = b.d.Y[r]
+		y[i] = b.d.Y[b.row(r)]
 	}
 	return epoch
+}
+
+// pixRow is row r's bytes: from the window's buffer when streaming.
+func (b *Batcher) pixRow(r int) []uint8 {
+	if b.res != nil {
+		return b.res.row(r)
+	}
+	return b.d.pixRow(b.row(r))
+}
+
+// enterWindow moves win to the window of pos and tells the residency.
+func (b *Batcher) enterWindow() {
+	w := 0
+	for b.starts[w+1] <= b.pos {
+		w++
+	}
+	b.win = w
+	if b.res != nil {
+		b.res.enter(b.epochSeed(b.epoch), w, b.epochSeed(b.epoch+1))
+	}
 }
 
 // Position reports where the next batch starts: the epoch and the number
@@ -199,13 +278,13 @@ func (b *Batcher) Position() (epoch, offset int) { return b.epoch, b.pos }
 
 // Seek moves to (epoch, offset) as returned by Position.
 func (b *Batcher) Seek(epoch, offset int) error {
-	if epoch < 0 || offset < 0 || offset > b.d.N {
-		return fmt.Errorf("batcher: position (%d, %d) out of range (epoch >= 0, offset 0..%d)", epoch, offset, b.d.N)
+	if epoch < 0 || offset < 0 || offset > b.n {
+		return fmt.Errorf("batcher: position (%d, %d) out of range (epoch >= 0, offset 0..%d)", epoch, offset, b.n)
 	}
 	if epoch != b.epoch {
-		b.order = perm(b.d.N, b.epochSeed(epoch), streamBatch)
+		b.setEpoch(epoch)
 	}
-	b.epoch, b.pos = epoch, offset
+	b.pos, b.win = offset, -1
 	return nil
 }
 

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -27,11 +29,13 @@ type dataFlags struct {
 	trainCSV, testCSV string
 	vocab             string
 	cache             string
+	memory            string
 }
 
 func (d *dataFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&d.mnistDir, "data", "", "folder with MNIST IDX (optionally .gz) or CSV files, or an image folder (one subfolder of PNG/JPEG/GIF per class, optional test/; see --image-size); default: the copy shipped in the GoMNIST Go module, else fetched from peers into --dir/data/mnist")
 	fs.StringVar(&d.cache, "data-cache", defaultDataCache(), "folder for decoded image datasets, one file per dataset that every node of this machine maps (shared pages); empty: decode in each process")
+	fs.StringVar(&d.memory, "data-memory", "", "keep at most this much of the training set resident, e.g. 64MB or 1GiB: it is read from the --data-cache file a window of blocks (2 MiB) at a time, the same rows in the same order as without; empty: no cap")
 	fs.StringSliceVar(&d.corpus, "text", nil, "text files to train on (mlm, nsp, replaced, source); default: Newton's Opticks (in Go's source tree) and Twain's Tom Sawyer (in the klauspost/compress module); the last 10% of each is held out for testing")
 	fs.StringVar(&d.trainCSV, "train-csv", "", "csv: training rows, text,label (or named columns, --text-column/--label-column; .jsonl: JSON Lines)")
 	fs.StringVar(&d.testCSV, "test-csv", "", "csv: test rows, text,label (the training file's labels)")
@@ -51,6 +55,9 @@ func (d dataFlags) apply(cfg *node.Config) error {
 		return err
 	}
 	if cfg.DataCache, err = abs(d.cache); err != nil {
+		return err
+	}
+	if cfg.DataMemory, err = parseMemory(d.memory); err != nil {
 		return err
 	}
 	cfg.Corpus = nil
@@ -81,6 +88,9 @@ func dataArgs(cfg node.Config) []string {
 	}
 	add("--data", cfg.DataDir)
 	args = append(args, "--data-cache="+cfg.DataCache) // even "": no cache
+	if cfg.DataMemory > 0 {
+		args = append(args, "--data-memory", strconv.FormatInt(cfg.DataMemory, 10))
+	}
 	for _, c := range cfg.Corpus {
 		add("--text", c)
 	}
@@ -88,6 +98,22 @@ func dataArgs(cfg node.Config) []string {
 	add("--test-csv", cfg.TestCSV)
 	add("--vocab", cfg.VocabPath)
 	return args
+}
+
+// parseMemory reads --data-memory: a size with a unit, SI or IEC (64MB,
+// 1GiB; go-humanize), or a plain number of bytes; "" and 0 are no cap.
+func parseMemory(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return 0, fmt.Errorf("--data-memory %q: want a size such as 64MB or 1GiB (%v)", s, err)
+	}
+	if n > math.MaxInt64 {
+		return 0, fmt.Errorf("--data-memory %q: want a size below 8 EiB", s)
+	}
+	return int64(n), nil
 }
 
 // defaultDataCache is swarmtrain/datasets in the user's cache folder
