@@ -144,3 +144,22 @@ func TestInProcessDeterministicVoided(t *testing.T) {
 		}
 	}
 }
+
+// A newcomer voids a deterministic run too: the rounds it joins are not
+// the fixed swarm's, and it came in through a state download.
+func TestInProcessDeterministicJoinerVoids(t *testing.T) {
+	const steps = 200
+	sw, nodes := detSwarm(t, 1, []int{0, 1, 2}, steps, nil)
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return atLeast(nodes[0].n, 3) })
+	late := memConfig(t, sw, tinyData(t), steps)
+	late.Run = nodes[0].n.cfg.Run
+	late.Shard, late.Shards = 1, 3
+	late.Join = []string{nodes[0].n.Addrs()[0]}
+	joiner := start(t, late)
+	for _, r := range waitAll(t, append(nodes, joiner)) {
+		t.Logf("%s: deterministic %q", r.Peer, r.Deterministic)
+		if r.Step != steps || !strings.HasPrefix(r.Deterministic, "voided (") {
+			t.Errorf("%s: step %d, deterministic %q, want the last step and voided", r.Peer, r.Step, r.Deterministic)
+		}
+	}
+}
