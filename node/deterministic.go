@@ -156,3 +156,8 @@ func (n *Node) joinWindow() time.Duration {
 // expiries: a slow member (a loaded CPU, a GC pause) still makes it,
 // while a dead one has long left the view.
 const deterministicWindow = 3
+
+// detRetryPause spaces a deterministic node's retries of a failed or
+// refused round: it holds its share and computes nothing meanwhile, and
+// a refusal can come at once.
+const detRetryPause = 100 * time.Millisecond

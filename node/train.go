@@ -59,6 +59,9 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			}
 			n.addCompute(time.Since(began))
 			n.publishProgress(ctx, step, acc.samples)
+		} else {
+			// A deterministic retry: no minibatch to compute meanwhile.
+			sleep(ctx, detRetryPause)
 		}
 		if !n.enough(step, acc.samples) {
 			continue
