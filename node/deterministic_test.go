@@ -59,6 +59,9 @@ func detSwarm(t *testing.T, seed byte, order []int, steps int, tweak func(*Confi
 		c.Run.Compute.Deterministic = true
 		c.Run.Optimizer.TargetBatch = 64 // 4 minibatches of 16: 2, 1, 1
 		c.Shard, c.Shards = order[i], len(order)
+		// A peer silent for memConfig's second under load would leave a
+		// round, and void the run: deaths here are real ones.
+		c.PeerExpiry = 3 * time.Second
 		i++
 		if tweak != nil {
 			tweak(c)
