@@ -527,7 +527,7 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 	if err := n.writeInfo(); err != nil {
 		return nil, err
 	}
-	n.log.Info("node up", "peer", n.ID(), "run", n.run, "addrs", n.net.JoinAddrs(), "device", n.dev.Summary())
+	n.log.Info("node up", "peer", n.ID(), "run", n.run, "addrs", n.net.JoinAddrs(), "device", n.dev.Summary(), "compute", n.cfg.Run.ModelConfig().Compute())
 	for _, c := range n.cfg.Run.Caveats() {
 		n.log.Warn("run caveat", "note", c)
 	}

@@ -39,41 +39,13 @@ type CNN struct {
 // with weights drawn from cfg.Seed: He-uniform for layers followed by ReLU,
 // Glorot-uniform for the logits, zero biases.
 func NewCNN(cfg ModelConfig, shape []int, classes int) (*CNN, error) {
-	if err := cfg.Validate(); err != nil {
+	specs, cfg, err := cnnSpecs(cfg, shape, classes)
+	if err != nil {
 		return nil, err
 	}
-	if len(shape) != 3 || shape[0] < 1 || shape[1] < 1 || shape[2] < 1 || shape[0]*shape[1]*shape[2] > maxWidth {
-		return nil, fmt.Errorf("model: image shape %v, want channels,height,width with at most %d values", shape, maxWidth)
-	}
-	if classes < 2 || classes > 256 {
-		return nil, fmt.Errorf("model: classes=%d, want 2..256 (labels are uint8)", classes)
-	}
 	m := &CNN{cfg: cfg, shape: append([]int(nil), shape...)}
-	m.cfg.Hidden = append([]int(nil), cfg.Hidden...)
-	channels := cfg.Channels
-	if len(channels) == 0 {
-		channels = DefaultChannels
-	}
-	m.cfg.Channels = append([]int(nil), channels...)
-
-	var specs []paramSpec
-	c, h, w := shape[0], shape[1], shape[2]
-	for i, out := range channels {
-		if h < 2 || w < 2 {
-			return nil, fmt.Errorf("model: a %d×%d image is too small for %d conv–pool blocks (each halves it)", shape[1], shape[2], len(channels))
-		}
-		fanIn := c * convKernel * convKernel
-		if n := cfg.Batch * h * w * fanIn; n > maxActivations { // im2col's patch matrix
-			return nil, fmt.Errorf("model: conv block %d needs %d values of patches, more than %d: lower the batch", i, n, maxActivations)
-		}
-		specs = append(specs,
-			paramSpec{Tensor: Tensor{Name: fmt.Sprintf("conv.%d.weight", i), Shape: []int{out, c, convKernel, convKernel}}, limit: math.Sqrt(6 / float64(fanIn))},
-			paramSpec{Tensor: Tensor{Name: fmt.Sprintf("conv.%d.bias", i), Shape: []int{out}}, node: []int{1, out, 1, 1}})
-		c, h, w = out, h/2, w/2
-	}
-	flat := c * h * w
-	specs = append(specs, denseSpecs(append(append([]int{flat}, cfg.Hidden...), classes), "fc", 0)...)
-	blocks := len(channels)
+	blocks := len(cfg.Channels)
+	flat := specs[2*blocks].Shape[0] // the first dense layer's input: the last block, flattened
 	m.fwd = func(x *G.Node, p []*G.Node) (*G.Node, error) {
 		rows := x.Shape()[0]
 		z, err := G.Reshape(x, tensor.Shape{rows, shape[0], shape[1], shape[2]})
@@ -124,4 +96,43 @@ func (m *CNN) Close() error {
 		return m.graphNet.Close()
 	}
 	return errors.Join(m.graphNet.Close(), m.eval.vm.Close())
+}
+
+// cnnSpecs checks a CNN's config and image shape and lists its parameter
+// tensors, which both engines lay out the same way; it returns cfg with
+// the default channels filled in.
+func cnnSpecs(cfg ModelConfig, shape []int, classes int) ([]paramSpec, ModelConfig, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, cfg, err
+	}
+	if len(shape) != 3 || shape[0] < 1 || shape[1] < 1 || shape[2] < 1 || shape[0]*shape[1]*shape[2] > maxWidth {
+		return nil, cfg, fmt.Errorf("model: image shape %v, want channels,height,width with at most %d values", shape, maxWidth)
+	}
+	if classes < 2 || classes > 256 {
+		return nil, cfg, fmt.Errorf("model: classes=%d, want 2..256 (labels are uint8)", classes)
+	}
+	cfg.Hidden = append([]int(nil), cfg.Hidden...)
+	channels := cfg.Channels
+	if len(channels) == 0 {
+		channels = DefaultChannels
+	}
+	cfg.Channels = append([]int(nil), channels...)
+	var specs []paramSpec
+	c, h, w := shape[0], shape[1], shape[2]
+	for i, out := range channels {
+		if h < 2 || w < 2 {
+			return nil, cfg, fmt.Errorf("model: a %d×%d image is too small for %d conv–pool blocks (each halves it)", shape[1], shape[2], len(channels))
+		}
+		fanIn := c * convKernel * convKernel
+		if n := cfg.Batch * h * w * fanIn; n > maxActivations { // im2col's patch matrix
+			return nil, cfg, fmt.Errorf("model: conv block %d needs %d values of patches, more than %d: lower the batch", i, n, maxActivations)
+		}
+		specs = append(specs,
+			paramSpec{Tensor: Tensor{Name: fmt.Sprintf("conv.%d.weight", i), Shape: []int{out, c, convKernel, convKernel}}, limit: math.Sqrt(6 / float64(fanIn))},
+			paramSpec{Tensor: Tensor{Name: fmt.Sprintf("conv.%d.bias", i), Shape: []int{out}}, node: []int{1, out, 1, 1}})
+		c, h, w = out, h/2, w/2
+	}
+	flat := c * h * w
+	specs = append(specs, denseSpecs(append(append([]int{flat}, cfg.Hidden...), classes), "fc", 0)...)
+	return specs, cfg, nil
 }

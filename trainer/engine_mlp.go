@@ -47,6 +47,12 @@ func newNativeMLP(cfg ModelConfig, inputDim, classes int) (*nativeMLP, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
+	if cfg.precision() == PrecisionBF16 {
+		if err := CheckPrecision(PrecisionBF16); err != nil {
+			return nil, fmt.Errorf("model: %w", err)
+		}
+		net.UseBF16()
+	}
 	copy(net.Params(), initSpecs(specs, cfg.Seed, n))
 	return &nativeMLP{cfg: cfg, specs: specs, net: net, batch: cfg.Batch, grad: net.Grads()}, nil
 }

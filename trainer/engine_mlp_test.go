@@ -172,7 +172,7 @@ func TestNativeMLPRefuses(t *testing.T) {
 	if err := m.WriteParams(make([]float32, m.NumParams()-1)); err == nil {
 		t.Error("short params accepted")
 	}
-	for _, cfg := range []ModelConfig{{Arch: ArchCNN, Batch: 1, Engine: EngineNative}, {Batch: 1, Engine: "tpu"}} {
+	for _, cfg := range []ModelConfig{{Arch: ArchBERT, Batch: 1, Engine: EngineNative}, {Batch: 1, Engine: "tpu"}} {
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("%+v accepted", cfg)
 		}

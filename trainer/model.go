@@ -29,10 +29,13 @@ type ModelConfig struct {
 	Batch    int     // rows per ComputeGradients call; the graph is built for exactly this many (1..65536)
 	Seed     uint64  // weight initialisation; equal seeds give bit-identical initial parameters
 	// Engine is this node's choice of compute, not the run's: EngineNative
-	// (the MLP only) or EngineGorgonia; "" means DefaultEngine. Nodes on
+	// (the MLP and CNN) or EngineGorgonia; "" means DefaultEngine. Nodes on
 	// different engines train the same model and may differ in the last
 	// bits of a gradient.
 	Engine string
+	// Precision is this node's choice too: PrecisionFP32 or PrecisionBF16
+	// (the native engine's mlp), "" meaning DefaultPrecision.
+	Precision string
 }
 
 // Validate checks the fields against their allowed ranges.
@@ -54,11 +57,19 @@ func (c ModelConfig) Validate() error {
 	switch c.Engine {
 	case "", EngineGorgonia:
 	case EngineNative:
-		if c.Arch != "" && c.Arch != ArchMLP {
-			return fmt.Errorf("model: engine %q runs only the mlp so far, not %q; use --engine %s", c.Engine, c.Arch, EngineGorgonia)
+		if c.Arch == ArchBERT {
+			return fmt.Errorf("model: engine %q runs only the mlp and cnn so far, not %q; use --engine %s", c.Engine, c.Arch, EngineGorgonia)
 		}
 	default:
 		return fmt.Errorf("model: Engine=%q, want %s or %s", c.Engine, EngineNative, EngineGorgonia)
+	}
+	if p := c.precision(); p != PrecisionFP32 {
+		if p != PrecisionBF16 {
+			return fmt.Errorf("model: Precision=%q, want %s or %s", c.Precision, PrecisionFP32, PrecisionBF16)
+		}
+		if c.engine() != EngineNative || (c.Arch != "" && c.Arch != ArchMLP) {
+			return fmt.Errorf("model: precision %s runs only the native engine's mlp so far, not the %s on %s; use --precision %s", p, cmp.Or(c.Arch, ArchMLP), c.engine(), PrecisionFP32)
+		}
 	}
 	for i, ch := range c.Channels {
 		if ch < 1 || ch > maxChannels {
@@ -149,6 +160,9 @@ func NewModel(cfg ModelConfig, ds *Dataset) (Model, error) {
 	case ArchCNN:
 		if ds.Shape == nil {
 			return nil, fmt.Errorf("model: the cnn needs image data, and dataset %q has no image shape (a CSV row count that is not a square?)", ds.Name)
+		}
+		if cmp.Or(cfg.Engine, DefaultEngine) == EngineNative {
+			return newNativeCNN(cfg, ds.Shape, ds.Classes)
 		}
 		return NewCNN(cfg, ds.Shape, ds.Classes)
 	default:

@@ -79,14 +79,16 @@ type StepTiming struct {
 	GFLOPs  float64 `json:"gflop_per_s"`
 	Samples float64 `json:"samples_per_s"`
 	Engine  string  `json:"engine"`
+	// Precision is the matrix products' (PrecisionFP32 or PrecisionBF16).
+	Precision string `json:"precision"`
 }
 
-// engine names the engine b's model runs on.
-func (b StepBench) engine() string {
-	if b.Model.Arch != "" && b.Model.Arch != ArchMLP {
+// engine names the engine c's model runs on.
+func (c ModelConfig) engine() string {
+	if c.Arch == ArchBERT {
 		return EngineGorgonia
 	}
-	return cmp.Or(b.Model.Engine, DefaultEngine)
+	return cmp.Or(c.Engine, DefaultEngine)
 }
 
 // Prepare builds the model and returns one training step as a node runs
@@ -137,5 +139,5 @@ func (b StepBench) Run(steps int) (StepTiming, error) {
 	}
 	sec := time.Since(start).Seconds()
 	return StepTiming{Name: b.Name, Params: n, Steps: steps, MsPerStep: 1000 * sec / float64(steps), BestMs: float64(best.Microseconds()) / 1000,
-		GFLOPs: b.FLOPs * float64(steps) / sec / 1e9, Samples: float64(steps*b.Model.Batch) / sec, Engine: b.engine()}, nil
+		GFLOPs: b.FLOPs * float64(steps) / sec / 1e9, Samples: float64(steps*b.Model.Batch) / sec, Engine: b.Model.engine(), Precision: b.Model.precision()}, nil
 }

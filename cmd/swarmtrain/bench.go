@@ -305,6 +305,10 @@ matrix kernels are trainer/kernels' assembly unless the binary was built with
 				if only != "" && !strings.Contains(b.Name, only) {
 					continue
 				}
+				if err := b.Model.Validate(); err != nil && trainer.DefaultPrecision != trainer.PrecisionFP32 && only == "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "skipping %s: %v\n", b.Name, err)
+					continue
+				}
 				r, err := b.Run(steps)
 				if err != nil {
 					return err
@@ -320,13 +324,13 @@ matrix kernels are trainer/kernels' assembly unless the binary was built with
 			peak, unit := kernels.Peak(200 * time.Millisecond)
 			fmt.Printf("training step, %d timed steps each, BLAS: %s, GOMAXPROCS %d, FMA peak %.0f GFLOP/s per core (%s)\n",
 				steps, trainer.BLAS, runtime.GOMAXPROCS(0), peak, cmp.Or(unit, "not measured"))
-			fmt.Printf("  %-28s %-8s %9s %9s %8s %10s %9s %6s\n", "model", "engine", "params", "ms/step", "best ms", "samples/s", "GFLOP/s", "peak")
+			fmt.Printf("  %-28s %-13s %9s %9s %8s %10s %9s %6s\n", "model", "engine", "params", "ms/step", "best ms", "samples/s", "GFLOP/s", "peak")
 			for _, r := range out {
 				share := "-"
 				if peak > 0 {
 					share = fmt.Sprintf("%.0f%%", 100*r.GFLOPs/(peak*float64(runtime.GOMAXPROCS(0))))
 				}
-				fmt.Printf("  %-28s %-8s %9d %9.1f %8.1f %10.0f %9.2f %6s\n", r.Name, r.Engine, r.Params, r.MsPerStep, r.BestMs, r.Samples, r.GFLOPs, share)
+				fmt.Printf("  %-28s %-13s %9d %9.1f %8.1f %10.0f %9.2f %6s\n", r.Name, r.Engine+"/"+r.Precision, r.Params, r.MsPerStep, r.BestMs, r.Samples, r.GFLOPs, share)
 			}
 			return nil
 		},

@@ -320,7 +320,7 @@ func childEnv(environ []string, nodeFlags *pflag.FlagSet) []string {
 
 // passEnv are the flags a demo hands its nodes through the environment
 // (set in the root command's PersistentPreRunE).
-var passEnv = []string{"log-level", "log-format", "engine"}
+var passEnv = []string{"log-level", "log-format", "engine", "precision"}
 
 func startChild(ctx context.Context, exe, dir string, args []string) (*child, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -157,6 +157,7 @@ func TestBadFlagValues(t *testing.T) {
 		{[]string{"node", "--open=maybe"}, []string{`"maybe"`, "true or false"}},
 		{[]string{"node", "--log-level", "loud"}, []string{`"loud"`, "debug, info, warn or error"}},
 		{[]string{"node", "--log-format", "xml"}, []string{`"xml"`, "text or json"}},
+		{[]string{"node", "--precision", "fp8"}, []string{`"fp8"`, "fp32 or bf16"}},
 		{[]string{"bench", "allreduce", "--codec", "foo"}, []string{`"foo"`, "fp32, fp16"}},
 		{[]string{"bench", "allreduce", "--lossless", "gzip"}, []string{`"gzip"`, "none, zstd or s2"}},
 		{[]string{"bench", "allreduce", "--aggregate", "median"}, []string{`"median"`, "mean, clip or trimmed"}},

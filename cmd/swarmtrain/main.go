@@ -86,6 +86,7 @@ func (l *logFlags) Handler(w io.Writer) slog.Handler {
 func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error) *cobra.Command {
 	// The compute engine is this process's own choice, not the run's.
 	engine := newChoice(trainer.DefaultEngine, trainer.EngineNative, trainer.EngineGorgonia)
+	precision := newChoice(trainer.DefaultPrecision, trainer.PrecisionFP32, trainer.PrecisionBF16)
 	root := &cobra.Command{
 		Use:           "swarmtrain",
 		Short:         "Peer-to-peer decentralized deep-learning trainer",
@@ -99,6 +100,10 @@ func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error)
 			}
 			slog.SetDefault(slog.New(logOpts.Handler(os.Stderr)))
 			trainer.DefaultEngine = engine.value
+			if err := trainer.CheckPrecision(precision.value); err != nil {
+				return err
+			}
+			trainer.DefaultPrecision = precision.value
 			// The nodes a demo starts read them from the environment.
 			for _, name := range passEnv {
 				if f := cmd.Flags().Lookup(name); setenv != nil && f != nil && f.Changed {
@@ -114,7 +119,8 @@ func rootCmd(environ []string, stdout io.Writer, setenv func(k, v string) error)
 	root.SetVersionTemplate(buildinfo.Read().String())
 	root.SetFlagErrorFunc(flagError)
 	logOpts.bind(root.PersistentFlags())
-	root.PersistentFlags().Var(engine, "engine", "compute engine of the models that have a native one (the mlp): native (trainer/engine) or gorgonia (the reference); the cnn and bert always run on gorgonia")
+	root.PersistentFlags().Var(precision, "precision", "precision of the matrix products on this node: fp32, or bf16 (inputs rounded to bfloat16, fp32 sums, weights and optimizer; the native mlp on CPUs with AVX512_BF16); the run's replicas stay identical either way")
+	root.PersistentFlags().Var(engine, "engine", "compute engine of the models that have a native one (the mlp and cnn): native (trainer/engine) or gorgonia (the reference); bert always runs on gorgonia")
 	root.AddCommand(withConfig(nodeCmd(), stdout), withConfig(demoCmd(), stdout), devicesCmd(), doctorCmd(), benchCmd(), exportCmd(), sweepCmd(), sweepWorkerCmd(), versionCmd())
 	return root
 }

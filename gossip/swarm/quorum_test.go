@@ -215,3 +215,27 @@ func TestMoshpitFinalConsensus(t *testing.T) {
 		t.Error("our o is the smallest: it stands")
 	}
 }
+
+// After a split, two clients that averaged alone hold a state no owner
+// holds. The owner keeps its own (the clients' word echoes no owner) and
+// the clients defer to it: one side gives way. When owners counted the
+// clients' votes, the owner resynced to the clients' state while they
+// resynced to its own, and nobody kept a state to download
+// (TestHomeNodesPunch, 2 owners and 2 clients).
+func TestOwnersAndClientsAgreeWhoGivesWay(t *testing.T) {
+	owner, c1, c2 := m("o", 7, "a", 0), client(m("c1", 7, "b", 0)), client(m("c2", 7, "b", 0))
+	ov := View{Self: "o", Step: 7, Hash: "a", Live: []gossip.Member{c1, c2}, Weight: weights("c1", 1, "c2", 1)}
+	if c, diverged := ov.Diverged(); diverged {
+		t.Errorf("the owner follows the clients' state %q, which no owner holds", c)
+	}
+	cv := View{Self: "c1", Step: 7, Hash: "b", Client: true, Live: []gossip.Member{owner, c2}, Weight: weights("o", 1, "c2", 1)}
+	if c, diverged := cv.Diverged(); !diverged || c != "a" {
+		t.Errorf("a client's consensus = %q (diverged %v), want the owner's %q", c, diverged, "a")
+	}
+	// A client's state that an owner holds too still counts for the owner.
+	c1.Hash, c2.Hash = "a", "a"
+	ov = View{Self: "o2", Step: 7, Hash: "z", Live: []gossip.Member{owner, c1, c2}, Weight: weights("o", 1, "c1", 1, "c2", 1)}
+	if c, diverged := ov.Diverged(); !diverged || c != "a" {
+		t.Errorf("an owner outvoted by an owner and its clients: consensus %q (diverged %v), want %q", c, diverged, "a")
+	}
+}

@@ -109,6 +109,7 @@ func (v View) electorate() electorate {
 			e.self = max(e.self, w)
 		}
 	}
+	weighed := len(all) > 0
 	if v.Client && slices.ContainsFunc(all, func(m voter) bool { return !m.Client }) {
 		// A client defers to the owners it averaged with: they hold the
 		// parts, and its clients' word (its own too) cannot outvote them.
@@ -118,8 +119,23 @@ func (v View) electorate() electorate {
 		// train on alone, each on its own state.
 		all = slices.DeleteFunc(all, func(m voter) bool { return m.Client })
 		e.self = 0
+	} else if !v.Client {
+		// An owner counts a client's word only as an echo of an owner's:
+		// a client holds a state an owner also holds (their rounds had an
+		// owner), or one no owner vouches for, made in a round of clients
+		// alone while the owners were away. Following that one, an owner
+		// would chase the clients while they defer to it: after a 2|2
+		// split of two owners and two clients, each side resynced to the
+		// other's state and nobody kept one (TestHomeNodesPunch).
+		voters := slices.Clone(all)
+		owned := func(c voter) bool {
+			return (c.Step == v.Step && c.Hash == v.Hash) || slices.ContainsFunc(voters, func(o voter) bool {
+				return !o.Client && !o.Syncing && o.Step == c.Step && o.Hash == c.Hash
+			})
+		}
+		all = slices.DeleteFunc(all, func(m voter) bool { return m.Client && !owned(m) })
 	}
-	if len(all) == 0 {
+	if !weighed {
 		for _, m := range v.Live {
 			if m.Peer != v.Self && !v.beyondFinal(m) && slices.Contains(v.Bootstrap, m.Peer) {
 				all = append(all, voter{m, 1})
@@ -205,7 +221,13 @@ func (v View) Candidates() []peer.ID {
 	if owners := slices.DeleteFunc(slices.Clone(out), v.isClient); len(owners) > 0 {
 		return owners
 	}
-	if len(out) > 0 && !slices.ContainsFunc(v.trainers(), func(m gossip.Member) bool { return !m.Client }) {
+	// Nor while an owner downloads a state: a round of clients alone
+	// makes a state no owner holds, which the owners, back from their
+	// download, do not follow (see electorate).
+	ownerLive := slices.ContainsFunc(v.Live, func(m gossip.Member) bool {
+		return m.Peer != v.Self && !m.Client && !v.beyondFinal(m)
+	})
+	if len(out) > 0 && !ownerLive {
 		return out
 	}
 	// Heartbeats may disagree on who is a client for a moment; the
@@ -222,6 +244,14 @@ func (v View) Candidates() []peer.ID {
 	add(v.Self, v.Client)
 	for _, m := range v.trainers() {
 		add(m.Peer, m.Client)
+	}
+	if len(out) == 0 && v.Client && ownerLive {
+		// Every owner is downloading: ask them, and wait.
+		for _, m := range v.Live {
+			if m.Peer != v.Self && !m.Client && !v.beyondFinal(m) {
+				out = append(out, m.Peer)
+			}
+		}
 	}
 	if len(out) == 0 {
 		out = clients

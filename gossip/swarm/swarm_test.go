@@ -61,6 +61,8 @@ func TestCandidates(t *testing.T) {
 		{"nor does self, turned client since", []peer.ID{self, "a", "b"}, live, ids("a", "b"), true},
 		{"a lone client's last group, owners live: the owners", []peer.ID{self}, live, ids("a", "b", "c"), true},
 		{"a last group of clients, no owner live: they must", []peer.ID{self, "a"}, []gossip.Member{client(live[0])}, []peer.ID{self, "a"}, true},
+		{"a last group of clients, the owners syncing: ask the owners, not each other", []peer.ID{self, "a"}, []gossip.Member{client(live[0]), live[3]}, ids("d"), true},
+		{"first step, a client, the owners syncing: the owners", nil, []gossip.Member{client(live[0]), live[3]}, ids("d"), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := View{Self: self, Live: tc.live, LastGroup: tc.last, Client: tc.client}
@@ -199,9 +201,12 @@ func TestDonors(t *testing.T) {
 		{"clients vote but donate only when nobody else can", 5, "x",
 			[]gossip.Member{client(m("a", 7, "p", 0)), m("b", 7, "p", 0), m("c", 5, "x", 0)},
 			ids("b", "c"), 7, "p"},
-		{"only clients ahead: they donate", 5, "x",
+		{"only clients ahead, at a state no owner holds: an owner keeps its own", 5, "x",
 			[]gossip.Member{client(m("a", 7, "p", 0)), client(m("b", 7, "p", 0))},
-			ids("a", "b"), 7, "p"},
+			nil, 0, ""},
+		{"clients echoing an owner that is syncing now: no owner holds their state", 5, "x",
+			[]gossip.Member{client(m("a", 7, "p", 0)), client(m("b", 7, "p", 0)), m("c", 6, "", 8)},
+			nil, 0, ""},
 		{"one peer ahead of a swarm of three is no quorum", 5, "x",
 			[]gossip.Member{m("a", 9, "y", 0), m("b", 5, "x", 0)},
 			nil, 0, ""},

@@ -92,12 +92,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--only", default="", help="run only configurations whose name contains this (mlp, cnn, bert)")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.__config__.parallel_info().splitlines()[0]}")
     print(f"{'model':30s} {'threads':>7s} {'median ms':>10s} {'min ms':>8s}")
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         for name, build in [("mlp-784-512-256-10-b128", mlp), ("cnn-16-32-fc128-b64", cnn), ("bert-2x64-h4-seq64-b32-mlm", bert)]:
+            if args.only not in name:
+                continue
             med, best = time_step(build, args.steps)
             print(f"{name:30s} {threads:7d} {med:10.2f} {best:8.2f}", flush=True)
 

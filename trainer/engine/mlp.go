@@ -1,6 +1,10 @@
 package engine
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/swarmtrain/swarmtrain/trainer/kernels"
+)
 
 // MLP is a multilayer perceptron: fully connected layers with ReLU between
 // them, softmax cross-entropy on the last. Parameters and gradients are
@@ -16,6 +20,7 @@ type MLP struct {
 	grads  []float32
 	acts   [][]float32 // acts[l]: output of layer l (rows×sizes[l+1])
 	dacts  [][]float32 // loss gradient at acts[l]
+	mul    gemm        // the layers' matrix products
 }
 
 // NewMLP plans a network of the given widths (input, hidden..., classes)
@@ -24,7 +29,7 @@ func NewMLP(sizes []int, rows int) (*MLP, error) {
 	if len(sizes) < 2 || rows < 1 {
 		return nil, fmt.Errorf("engine: MLP needs ≥ 2 sizes and ≥ 1 row, got %v and %d", sizes, rows)
 	}
-	m := &MLP{sizes: append([]int(nil), sizes...), rows: rows}
+	m := &MLP{sizes: append([]int(nil), sizes...), rows: rows, mul: kernels.Sgemm}
 	n := 0
 	for l := 0; l+1 < len(sizes); l++ {
 		if sizes[l] < 1 || sizes[l+1] < 1 {
@@ -38,6 +43,18 @@ func NewMLP(sizes []int, rows int) (*MLP, error) {
 	m.offs = append(m.offs, n)
 	m.params, m.grads = make([]float32, n), make([]float32, n)
 	return m, nil
+}
+
+// UseBF16 makes the layers' matrix products take their inputs in
+// bfloat16 (kernels.SgemmBF16): sums, parameters, gradients and the loss
+// stay fp32. It reports false, changing nothing, on a CPU without bf16
+// dot products, where they would be slower, not faster.
+func (m *MLP) UseBF16() bool {
+	if !kernels.HasBF16() {
+		return false
+	}
+	m.mul = kernels.SgemmBF16
+	return true
 }
 
 // Params is the flat parameter vector, which the caller reads and writes.
@@ -64,7 +81,7 @@ func (m *MLP) Forward(x []float32, rows int) ([]float32, error) {
 	last := len(m.sizes) - 2
 	for l := 0; l <= last; l++ {
 		w, b, _, _ := m.layer(l)
-		denseForward(h, w, b, m.acts[l], rows, m.sizes[l], m.sizes[l+1], l < last)
+		denseForwardWith(m.mul, h, w, b, m.acts[l], rows, m.sizes[l], m.sizes[l+1], l < last)
 		h = m.acts[l]
 	}
 	return h[:rows*m.sizes[last+1]], nil
@@ -95,7 +112,7 @@ func (m *MLP) Step(x []float32, y []uint8) (float32, error) {
 		if l > 0 {
 			in, dx = m.acts[l-1], m.dacts[l-1]
 		}
-		denseBackward(in, w, m.acts[l], m.dacts[l], dw, db, dx, rows, m.sizes[l], m.sizes[l+1], l < last)
+		denseBackwardWith(m.mul, in, w, m.acts[l], m.dacts[l], dw, db, dx, rows, m.sizes[l], m.sizes[l+1], l < last)
 	}
 	return loss, nil
 }

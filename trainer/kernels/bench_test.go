@@ -49,12 +49,26 @@ func BenchmarkSgemm(b *testing.B) {
 	peak, _ := Peak(100 * time.Millisecond)
 	for _, s := range gemmShapes {
 		b.Run(s.name, func(b *testing.B) {
-			benchGemm(b, s.tA, s.tB, s.m, s.n, s.k, peak)
+			benchGemm(b, Sgemm, s.tA, s.tB, s.m, s.n, s.k, peak)
 		})
 	}
 }
 
-func benchGemm(b *testing.B, tA, tB bool, m, n, k int, peak float64) {
+// BenchmarkSgemmBF16 is BenchmarkSgemm for bf16 inputs; %peak is against
+// the fp32 FMA peak (a bf16 dot product does twice its multiply-adds).
+func BenchmarkSgemmBF16(b *testing.B) {
+	if !HasBF16() {
+		b.Skip("no AVX512_BF16 on this CPU")
+	}
+	peak, _ := Peak(100 * time.Millisecond)
+	for _, s := range gemmShapes {
+		b.Run(s.name, func(b *testing.B) {
+			benchGemm(b, SgemmBF16, s.tA, s.tB, s.m, s.n, s.k, peak)
+		})
+	}
+}
+
+func benchGemm(b *testing.B, gemm func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int), tA, tB bool, m, n, k int, peak float64) {
 	r := rand.New(rand.NewPCG(1, 1))
 	a, bb, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
 	for i := range a {
@@ -73,7 +87,7 @@ func benchGemm(b *testing.B, tA, tB bool, m, n, k int, peak float64) {
 	best := time.Duration(math.MaxInt64)
 	for b.Loop() {
 		start := time.Now()
-		Sgemm(tA, tB, m, n, k, 1, a, lda, bb, ldb, 0, c, n)
+		gemm(tA, tB, m, n, k, 1, a, lda, bb, ldb, 0, c, n)
 		best = min(best, time.Since(start))
 	}
 	flops := 2 * float64(m*n*k)

@@ -28,6 +28,11 @@ const (
 // differ in the last bits. Bad dimensions, strides or short slices panic,
 // as in BLAS: they are the caller's bug, not input.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	gemm(false, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// gemm is Sgemm, or SgemmBF16 when bf16 is set.
+func gemm(bf16 bool, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	if m == 0 || n == 0 {
 		return
@@ -47,21 +52,25 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	if k == 0 || alpha == 0 {
 		return
 	}
-	kn := active
+	t := task{kn: active, bf16: bf16, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc}
+	mr, nr := active.mr, active.nr
+	if bf16 {
+		t.kb = activeBF16
+		mr, nr = activeBF16.mr, activeBF16.nr
+	}
 	workers := min(runtime.GOMAXPROCS(0), m*n*k/minWork, maxWorkers)
 	if workers <= 1 {
-		serial(kn, transA, transB, m, n, k, alpha, a, lda, b, ldb, c, ldc)
+		t.run()
 		return
 	}
 	// Split the longer side of C into chunks aligned to the tile; each
 	// worker packs its own panels. The caller takes the last chunk.
 	wg := waitGroups.Get().(*sync.WaitGroup)
 	defer waitGroups.Put(wg)
-	t := task{kn: kn, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc}
 	var parts []task
 	var buf [maxWorkers]task
 	if n >= m {
-		chunk := roundUp((n+workers-1)/workers, kn.nr)
+		chunk := roundUp((n+workers-1)/workers, nr)
 		for j0 := 0; j0 < n; j0 += chunk {
 			p := t
 			p.n = min(chunk, n-j0)
@@ -74,7 +83,7 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 			parts = append(buf[:len(parts)], p)
 		}
 	} else {
-		chunk := roundUp((m+workers-1)/workers, kn.mr)
+		chunk := roundUp((m+workers-1)/workers, mr)
 		for i0 := 0; i0 < m; i0 += chunk {
 			p := t
 			p.m = min(chunk, m-i0)
@@ -100,6 +109,8 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 // task is one worker's share of a product; done is signalled when it ends.
 type task struct {
 	kn             microKernel
+	kb             bf16Kernel
+	bf16           bool
 	transA, transB bool
 	m, n, k        int
 	alpha          float32
@@ -109,6 +120,10 @@ type task struct {
 }
 
 func (t *task) run() {
+	if t.bf16 {
+		serialBF16(t.kb, t.transA, t.transB, t.m, t.n, t.k, t.alpha, t.a, t.lda, t.b, t.ldb, t.c, t.ldc)
+		return
+	}
 	serial(t.kn, t.transA, t.transB, t.m, t.n, t.k, t.alpha, t.a, t.lda, t.b, t.ldb, t.c, t.ldc)
 }
 
