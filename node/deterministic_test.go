@@ -93,7 +93,8 @@ func waitAll(t *testing.T, nodes []*running) []*Result {
 // Two runs of the same deterministic command end on the same model, bit
 // for bit, though their peer IDs, who bootstraps whom and so who
 // assembles, owns which part and sends first all differ: sync mode in
-// fp32 and in int8 (error feedback, blockwise scales), and DiLoCo.
+// fp32 and in int8 (error feedback, blockwise scales), and DiLoCo,
+// plain and overlapped.
 func TestInProcessDeterministic(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -104,6 +105,9 @@ func TestInProcessDeterministic(t *testing.T) {
 		{"sync-int8", 8, func(c *Config) { c.Run.Averaging.Codec = "int8" }},
 		{"diloco", 4, func(c *Config) {
 			c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps = ModeDiLoCo, 3
+		}},
+		{"diloco-overlap", 4, func(c *Config) {
+			c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps = ModeDiLoCoOverlap, 3
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
