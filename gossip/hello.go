@@ -39,6 +39,9 @@ type Admission struct {
 	Admit func(p peer.ID) error
 	// OnResult is called for every hello answered or sent.
 	OnResult func(p peer.ID, ok bool, reason string, inbound bool)
+	// Peers, when set, lists other peers of the run for a welcome to p
+	// (at most MaxWelcomePeers are sent).
+	Peers func(p peer.ID) []PeerAddrs
 }
 
 // Serve registers the hello protocol on t.
@@ -70,6 +73,10 @@ func (a *Admission) Serve(t Transport) {
 		if a.OnResult != nil {
 			a.OnResult(s.RemotePeer(), w.OK, w.Reason, true)
 		}
+		if w.OK && a.Peers != nil {
+			w.Peers = a.Peers(s.RemotePeer())
+			w.Peers = w.Peers[:min(len(w.Peers), MaxWelcomePeers)]
+		}
 		out, err := Encode(Message{Kind: KindWelcome, Welcome: &w})
 		if err == nil {
 			s.Send(out)
@@ -92,54 +99,61 @@ func (a *Admission) judge(h Hello) Welcome {
 
 // Greet says hello to p and returns a *RefusedError if p is on another run.
 func (a *Admission) Greet(ctx context.Context, t Transport, p peer.ID) error {
+	_, err := a.GreetPeers(ctx, t, p)
+	return err
+}
+
+// GreetPeers is Greet that also returns the other peers p's welcome
+// listed (see Welcome.Peers).
+func (a *Admission) GreetPeers(ctx context.Context, t Transport, p peer.ID) ([]PeerAddrs, error) {
 	s, err := t.Open(ctx, p, ProtoHello)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { s.Reset() })
 	defer stop()
 	b, err := Encode(Message{Kind: KindHello, Hello: &Hello{Run: a.Run, Config: a.Config}})
 	if err != nil {
 		s.Reset()
-		return err
+		return nil, err
 	}
 	if err := s.Send(b); err != nil {
 		s.Reset()
-		return err
+		return nil, err
 	}
 	resp, err := s.Recv(MaxMessageSize)
 	if err != nil {
 		s.Reset()
-		return fmt.Errorf("hello to %s: %w", p.ShortString(), err)
+		return nil, fmt.Errorf("hello to %s: %w", p.ShortString(), err)
 	}
 	s.Close()
 	msg, err := Decode(resp)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if msg.Kind != KindWelcome {
-		return fmt.Errorf("hello to %s: expected welcome, got %s", p.ShortString(), msg.Kind)
+		return nil, fmt.Errorf("hello to %s: expected welcome, got %s", p.ShortString(), msg.Kind)
 	}
 	w := msg.Welcome
 	if !w.OK {
 		if a.OnResult != nil {
 			a.OnResult(p, false, w.Reason, false)
 		}
-		return &RefusedError{Peer: p, Reason: w.Reason}
+		return nil, &RefusedError{Peer: p, Reason: w.Reason}
 	}
 	if w.Run != a.Run {
-		return &RefusedError{Peer: p, Reason: "welcomed us to another run " + truncate(w.Run, 16)}
+		return nil, &RefusedError{Peer: p, Reason: "welcomed us to another run " + truncate(w.Run, 16)}
 	}
 	if a.Admit != nil {
 		if err := a.Admit(p); err != nil {
 			s.Reset()
-			return fmt.Errorf("hello to %s: welcomed, but %w", p.ShortString(), err)
+			return nil, fmt.Errorf("hello to %s: welcomed, but %w", p.ShortString(), err)
 		}
 	}
 	if a.OnResult != nil {
 		a.OnResult(p, true, "", false)
 	}
-	return nil
+	return w.Peers, nil
 }
 
 // ConfigDiff names the fields where two JSON configs differ, as

@@ -128,3 +128,30 @@ func TestConfigFieldsNamesNoValues(t *testing.T) {
 		t.Errorf("another version: %q shows a value", d)
 	}
 }
+
+// An admitted peer's welcome lists the peers Admission.Peers names (at
+// most MaxWelcomePeers); a refused one's lists none.
+func TestWelcomeListsPeers(t *testing.T) {
+	net := NewMemNetwork()
+	a, b := testutil.PeerID(1), testutil.PeerID(2)
+	ta, tb := net.Add(a), net.Add(b)
+	var asked []peer.ID
+	many := make([]PeerAddrs, MaxWelcomePeers+3)
+	for i := range many {
+		many[i] = PeerAddrs{ID: testutil.PeerID(10 + i), Addrs: []string{"/ip4/10.0.0.1/tcp/4001"}}
+	}
+	(&Admission{Run: ourRun, Config: ourConfig, Peers: func(p peer.ID) []PeerAddrs { asked = append(asked, p); return many }}).Serve(ta)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := (&Admission{Run: ourRun, Config: ourConfig}).GreetPeers(ctx, tb, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != MaxWelcomePeers || got[0].ID != many[0].ID || len(asked) != 1 || asked[0] != b {
+		t.Errorf("welcome listed %d peers (first %v) for %v; want the first %d, asked for %v", len(got), got[0].ID, asked, MaxWelcomePeers, b)
+	}
+	_, w := rawHello(t, tb, a, theirRun, theirConfig)
+	if w.OK || len(w.Peers) != 0 {
+		t.Errorf("a refused hello was told peers: %+v", w)
+	}
+}

@@ -93,7 +93,21 @@ type Welcome struct {
 	OK     bool   `json:"ok"`
 	Run    string `json:"run,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Peers are a few other peers of the run and where to dial them, for
+	// an admitted peer: a node that joined through one address meets the
+	// swarm (and its data servers) before gossip shows it. Dial hints
+	// only: whoever answers there must still admit us.
+	Peers []PeerAddrs `json:"peers,omitempty"`
 }
+
+// PeerAddrs is a peer and the addresses it can be dialled at.
+type PeerAddrs struct {
+	ID    peer.ID  `json:"id"`
+	Addrs []string `json:"addrs"`
+}
+
+// MaxWelcomePeers caps Welcome.Peers.
+const MaxWelcomePeers = 8
 
 // Join asks the assembler of step Step to include the sender.
 type Join struct {
@@ -206,6 +220,9 @@ func (m Message) Validate() error {
 		if len(m.Welcome.Reason) > 4*maxStringField {
 			return errors.New("gossip: welcome reason too long")
 		}
+		if err := m.Welcome.validatePeers(); err != nil {
+			return err
+		}
 		if !m.Welcome.OK && m.Welcome.Run == "" {
 			return nil // a refusal names no run (older builds' do)
 		}
@@ -278,6 +295,29 @@ func (h *Heartbeat) validate() error {
 	for _, a := range h.Addrs {
 		if len(a) > maxStringField {
 			return errors.New("gossip: heartbeat address too long")
+		}
+	}
+	return nil
+}
+
+func (w *Welcome) validatePeers() error {
+	if len(w.Peers) > 0 && !w.OK {
+		return errors.New("gossip: a refusal lists peers")
+	}
+	if len(w.Peers) > MaxWelcomePeers {
+		return fmt.Errorf("gossip: welcome lists %d peers, cap %d", len(w.Peers), MaxWelcomePeers)
+	}
+	for _, p := range w.Peers {
+		if err := checkPeer(p.ID); err != nil {
+			return err
+		}
+		if len(p.Addrs) == 0 || len(p.Addrs) > maxAddrs {
+			return fmt.Errorf("gossip: welcome lists a peer with %d addresses, want 1..%d", len(p.Addrs), maxAddrs)
+		}
+		for _, a := range p.Addrs {
+			if len(a) > maxStringField {
+				return errors.New("gossip: welcome address too long")
+			}
 		}
 	}
 	return nil

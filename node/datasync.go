@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -149,19 +151,23 @@ func (n *Node) fetchMNIST(ctx context.Context) (string, error) {
 	return dir, nil
 }
 
-// dataPeers connects to the join addresses and greets each: the peers
-// that admitted us, and, when none did, why.
+// dataPeers connects to the join addresses and greets each, then greets
+// the other peers their welcomes listed (up to maxDataPeers in all), so
+// one join address is enough to download from several peers at once. It
+// returns the peers that admitted us and, when none did, why.
 func (n *Node) dataPeers(ctx context.Context) ([]peer.ID, error) {
 	if len(n.cfg.Join) == 0 {
 		return nil, errors.New("no --join address")
 	}
 	var peers []peer.ID
+	var listed []gossip.PeerAddrs
 	var errs []error
 	for _, addr := range n.cfg.Join {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		p, err := n.net.Connect(cctx, addr)
+		var more []gossip.PeerAddrs
 		if err == nil {
-			err = n.adm.Greet(cctx, n.net, p)
+			more, err = n.adm.GreetPeers(cctx, n.net, p)
 			var ref *gossip.RefusedError
 			if errors.As(err, &ref) {
 				err = fmt.Errorf("refused by %s: %s", p, ref.Reason)
@@ -173,8 +179,60 @@ func (n *Node) dataPeers(ctx context.Context) ([]peer.ID, error) {
 			continue
 		}
 		peers = append(peers, p)
+		listed = append(listed, more...)
+	}
+	// The listed peers: dial hints from peers that admitted us; each
+	// must admit us too, and its data is verified like anyone's.
+	var extra []gossip.PeerAddrs
+	for _, l := range listed {
+		if len(peers)+len(extra) >= maxDataPeers {
+			break
+		}
+		if l.ID != n.ID() && !slices.Contains(peers, l.ID) && !slices.ContainsFunc(extra, func(e gossip.PeerAddrs) bool { return e.ID == l.ID }) {
+			extra = append(extra, l)
+		}
+	}
+	ok := make([]bool, len(extra))
+	var wg sync.WaitGroup
+	for i, l := range extra {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			n.net.Learn(l.ID, l.Addrs)
+			if err := n.net.Redial(cctx, l.ID); err != nil {
+				n.log.Debug("listed data peer not reachable", "peer", l.ID, "err", err)
+				return
+			}
+			ok[i] = n.adm.Greet(cctx, n.net, l.ID) == nil
+		})
+	}
+	wg.Wait()
+	for i, l := range extra {
+		if ok[i] {
+			peers = append(peers, l.ID)
+		}
 	}
 	return peers, errors.Join(errs...)
+}
+
+// maxDataPeers caps the peers a download greets: the join peers and the
+// peers their welcomes listed.
+const maxDataPeers = 8
+
+// welcomePeers lists, for a welcome to asker, live peers of the run that
+// others can dial (not clients), with their addresses.
+func (n *Node) welcomePeers(asker peer.ID) []gossip.PeerAddrs {
+	var out []gossip.PeerAddrs
+	for _, m := range n.view.Live(time.Now()) {
+		if len(out) == gossip.MaxWelcomePeers {
+			break
+		}
+		if m.Peer == asker || m.Peer == n.ID() || m.Client || len(m.Addrs) == 0 {
+			continue
+		}
+		out = append(out, gossip.PeerAddrs{ID: m.Peer, Addrs: m.Addrs[:min(len(m.Addrs), 4)]})
+	}
+	return out
 }
 
 // serveData serves the run's dataset to admitted peers, when this node

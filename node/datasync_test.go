@@ -77,8 +77,9 @@ func TestLocateMNISTLocalFirst(t *testing.T) {
 
 // A node without MNIST on its machine fetches it from the peers it
 // joins through, skipping one that does not serve data, keeps it in its
-// --dir, and trains with them to one state. With only a peer that does
-// not serve data to ask, New fails and says why.
+// --dir, and trains with them to one state. Given only a peer that does
+// not serve data, it downloads from the peers that one's welcome lists;
+// in a swarm where nobody serves data, New fails and says why.
 func TestInProcessNodeFetchesMNIST(t *testing.T) {
 	const steps = 4
 	real := realMNIST(t)
@@ -100,12 +101,28 @@ func TestInProcessNodeFetchesMNIST(t *testing.T) {
 	if _, err := mnistDataset(b.n.cfg.DataDir); err != nil {
 		t.Fatal(err)
 	}
-	lone := memConfig(t, sw, "", steps)
-	lone.Join = []string{q.n.Addrs()[0]}
-	_, err := New(lone)
+	via := memConfig(t, sw, "", steps)
+	via.Join = []string{q.n.Addrs()[0]}
+	v, err := New(via)
+	if err != nil {
+		t.Fatalf("a node joining through a peer that does not serve data: %v; want a download from the peers its welcome lists", err)
+	}
+	via.Network.Close()
+	if v.cfg.DataDir != downloadedMNIST(via.Dir) {
+		t.Errorf("the node joining through a non-serving peer reads %q, want its download", v.cfg.DataDir)
+	}
+
+	other := newMemSwarm()
+	q2cfg := memConfig(t, other, real, steps)
+	q2cfg.NoServeData = true
+	q2 := start(t, q2cfg)
+	defer q2.cancel()
+	lone := memConfig(t, other, "", steps)
+	lone.Join = []string{q2.n.Addrs()[0]}
+	_, err = New(lone)
 	lone.Network.Close()
 	if err == nil || !strings.Contains(err.Error(), "no peer serves the data") {
-		t.Fatalf("a node with only a non-serving peer got %v, want an error saying no peer serves the data", err)
+		t.Fatalf("a node in a swarm where nobody serves data got %v, want an error saying no peer serves the data", err)
 	}
 	res := []*Result{a.wait(t, 60*time.Second), q.wait(t, 60*time.Second), b.wait(t, 60*time.Second)}
 	oneState(t, steps, res...)

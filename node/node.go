@@ -280,7 +280,7 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// told our values of the fields that differ. Without a key anyone
 	// may ask, and learns the fields' names alone.
 	n.adm = &gossip.Admission{Run: n.run, Config: cfg.Run.JSON(), Insiders: len(cfg.SwarmKey) > 0,
-		Admit: n.admitted.add, OnResult: n.onHello}
+		Admit: n.admitted.add, OnResult: n.onHello, Peers: n.welcomePeers}
 	n.adm.Serve(n.net)
 	if err := n.ensureData(ctx); err != nil {
 		return nil, err
