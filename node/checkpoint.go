@@ -61,6 +61,7 @@ func (n *Node) resume() error {
 		return fmt.Errorf("%s: %w", n.checkpointPath(), err)
 	}
 	n.log.Info("resumed from checkpoint", "step", c.Step, "path", n.checkpointPath())
+	n.det.void(fmt.Sprintf("resumed from a checkpoint at step %d: the data order starts over", c.Step))
 	return nil
 }
 

@@ -202,6 +202,17 @@ type RunCompute struct {
 	// is faster per sample and needs more memory; a peer accumulates
 	// minibatches until the swarm has optimizer.target_batch samples.
 	Batch int `json:"batch"`
+	// Deterministic makes two runs of the same command end on the same
+	// state: a fixed swarm of N nodes (--shard K/N each), where node K
+	// computes exactly its share of every step's minibatches
+	// (ceil(target_batch/batch)/N, the remainder to the lowest shards;
+	// DiLoCo: exactly inner_steps) from its shard in a seeded order,
+	// every round waits for all N, and owners sum in an order set by the
+	// copies' contents. A death or a joiner voids it (the run goes on and
+	// says so). Costs: the slowest node sets the pace, and parts are
+	// split evenly whatever the links. Added after version 2, left out of
+	// the encoding while false (canon tag), so other runs keep their IDs.
+	Deterministic bool `json:"deterministic" canon:"omit=false"`
 }
 
 // Text defaults, used where a text run's field is 0.
@@ -302,6 +313,8 @@ func (r RunConfig) Validate() error {
 		return fmt.Errorf("run config: averaging.max_group = %d, want 0 (no cap) or 2..1024", a.MaxGroup)
 	case a.MaxGroup != 0 && a.MaxGroup < a.MinGroup:
 		return fmt.Errorf("run config: averaging.max_group = %d, want at least averaging.min_group (%d) or 0 (no cap)", a.MaxGroup, a.MinGroup)
+	case a.MaxGroup != 0 && r.Compute.Deterministic:
+		return fmt.Errorf("run config: averaging.max_group = %d with compute.deterministic, want 0: Moshpit groups rotate by peer ID, new every run", a.MaxGroup)
 	case a.MaxGroup != 0 && a.Codec != "fp32":
 		// Moshpit groups average the weights themselves; quantising them
 		// every step would add noise no error feedback can take back.
@@ -556,6 +569,12 @@ func (c Config) Validate() error {
 	}
 	if c.DataMemory < 0 {
 		return fmt.Errorf("node config: data memory %d bytes, want >= 0 (0: no cap)", c.DataMemory)
+	}
+	if c.Run.Compute.Deterministic && c.Shards == 0 {
+		return errors.New("node config: a deterministic run needs --shard K/N on every node: K is the node's rank (its data and its share of each step), N the swarm's fixed size")
+	}
+	if r := c.Run; r.Compute.Deterministic && !r.DiLoCo() && r.Compute.Batch > 0 && detShare(r.Optimizer.TargetBatch, r.Compute.Batch, c.Shards-1, c.Shards) == 0 {
+		return fmt.Errorf("node config: a deterministic run of %d nodes needs optimizer.target_batch >= %d (a minibatch of compute.batch %d for each), got %d", c.Shards, c.Shards*r.Compute.Batch, r.Compute.Batch, r.Optimizer.TargetBatch)
 	}
 	if c.CheckpointEvery < 0 {
 		return fmt.Errorf("node config: checkpoint every %d steps, want >= 0", c.CheckpointEvery)

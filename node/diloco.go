@@ -77,6 +77,7 @@ func (n *Node) dilocoLoop(ctx context.Context) (*Result, error) {
 			reach++
 		}
 		if n.resync.Load() || n.behind(reach) {
+			n.det.void(fmt.Sprintf("the swarm moved past step %d without us", reach))
 			if err := n.resyncDiLoCo(ctx, ph); err != nil {
 				n.log.Warn("state sync failed; retrying", "err", err)
 				sleep(ctx, 500*time.Millisecond)
@@ -122,6 +123,11 @@ func (n *Node) dilocoLoop(ctx context.Context) (*Result, error) {
 			case out.Grad != nil:
 				ph.unsent = 0
 			}
+		}
+		n.det.round(step, out.Members)
+		if err != nil && !errors.Is(err, allreduce.ErrBehind) { // behind: the sync voids it
+			// The next phase adds to this one: a phase no other run had.
+			n.det.void(fmt.Sprintf("the outer round of step %d did not average (%v)", step, err))
 		}
 		if err := n.commitPhase(ph, step, out); err != nil {
 			return nil, err
@@ -201,7 +207,8 @@ func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) er
 			n.publishProgress(ctx, step, ph.atStep)
 			ph.published = now
 		}
-		if ph.steps < h && (n.phaseOver(step, ph.base, h*batch) || n.resync.Load() || n.behind(reach)) {
+		// A deterministic run's phases are H steps, however fast the others.
+		if ph.steps < h && ((n.det == nil && n.phaseOver(step, ph.base, h*batch)) || n.resync.Load() || n.behind(reach)) {
 			break
 		}
 	}

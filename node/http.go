@@ -33,6 +33,8 @@ type Status struct {
 	FailedRounds       int     `json:"failed_rounds"`
 	StateSyncs         int     `json:"state_syncs"`
 	GroupSize          int     `json:"group_size"` // members of the last round applied
+	// Deterministic is "on", "voided (why)", or absent: not a deterministic run.
+	Deterministic string `json:"deterministic,omitempty"`
 	// Uplink is how fast this node's all-reduce parts reach their owners
 	// (bytes/s; 0 until measured); the assembler sizes parts by it.
 	Uplink float64 `json:"uplink_bytes_per_sec"`
@@ -77,6 +79,7 @@ func (n *Node) Status() Status {
 	s.LivePeers = n.livePeers() + 1
 	s.BytesIn, s.BytesOut = n.net.BytesIn(), n.net.BytesOut()
 	s.Device = n.dev
+	s.Deterministic = n.det.String()
 	reach := n.reachability()
 	s.Reachability = ReachabilityName(reach)
 	client, why := ClientMode(reach, n.cfg.Client)

@@ -80,8 +80,9 @@ type Node struct {
 	aheadHint atomic.Uint64 // a step the swarm is known to have reached
 	seq       atomic.Uint64
 	started   time.Time
-	unlock    func()     // releases the node directory
-	adv       *adversary // nil except in the security tests' build
+	unlock    func()       // releases the node directory
+	adv       *adversary   // nil except in the security tests' build
+	det       *determinism // nil unless the run is deterministic
 }
 
 // localTrainer is this peer's model, optimizer and data. The training
@@ -180,6 +181,15 @@ type Result struct {
 	Params             int     `json:"params"`  // the model's parameter count
 	Samples            int64   `json:"samples"` // training samples this node computed
 
+	// Deterministic is, in a deterministic run, "on", or "voided (why)"
+	// when a death, a joiner or a state download made it one no other run
+	// of the command repeats; ModelHash is then the hash of the step,
+	// parameters and optimizer state alone, which two runs of the
+	// command share (Hash also covers the last round's peer IDs, new
+	// every run unless the node directories' keys are kept).
+	Deterministic string `json:"deterministic,omitempty"`
+	ModelHash     string `json:"model_hash,omitempty"`
+
 	BytesSent int64   `json:"bytes_sent"`
 	BytesRecv int64   `json:"bytes_received"`
 	Seconds   float64 `json:"seconds"`
@@ -234,6 +244,7 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.log = slog.New(slog.NewTextHandler(logw, logOpts))
 	}
 	n.stats = stats{phase: "starting", partners: map[peer.ID]struct{}{}}
+	n.det = newDeterminism(cfg, n.log)
 	n.redials = newRedialer(10 * time.Minute)
 	n.admitted = newAdmitted(maxAdmitted)
 	n.greets = newGreeter()
@@ -284,12 +295,12 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.rep.optState = n.local.opt.AppendState(nil)
 	n.rep.hash = statesync.HashState(0, n.rep.params, n.rep.optState, nil)
 
-	if n.local.batcher, err = newBatcher(cfg, n.local.train, n.local.test, cfg.Run.Seed^peerSeed(self)); err != nil {
+	if n.local.batcher, err = newBatcher(cfg, n.local.train, n.local.test, n.dataSeed()); err != nil {
 		return nil, err
 	}
 	n.log.Info("data", "train", n.local.train.Name, "train_rows", n.local.train.N, "our_rows", n.local.batcher.Rows(), "test_rows", n.local.test.N)
 	if d, ok := n.local.model.(interface{ SeedDropout(uint64) }); ok {
-		d.SeedDropout(cfg.Run.Seed ^ peerSeed(self)) // like the batch order: ours alone
+		d.SeedDropout(n.dataSeed()) // like the batch order: ours alone
 	}
 
 	if n.av, err = n.newAverager(codec); err != nil {
@@ -310,7 +321,7 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.strategy, err = averaging.New(sc); err != nil {
 		return nil, err
 	}
-	n.mm = allreduce.NewMatchmaker(n.net, allreduce.MatchConfig{Run: n.run, JoinWindow: cfg.JoinWindow,
+	n.mm = allreduce.NewMatchmaker(n.net, allreduce.MatchConfig{Run: n.run, JoinWindow: n.joinWindow(), EvenShares: n.det != nil,
 		Uplink: func() (float64, bool) { return n.av.Uplink(), n.client() }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup,
 		// A peer suspected of sending different results to different
 		// members owns no part of our groups for a while.
@@ -384,7 +395,7 @@ func (n *Node) newAverager(codec compression.Codec) (*allreduce.Averager, error)
 		return nil, err // Validate refuses it first
 	}
 	return allreduce.NewAverager(n.net, allreduce.AveragerConfig{Codec: codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless,
-		Aggregate:    agg,
+		Aggregate: agg, ContentOrder: n.det != nil,
 		RoundTimeout: n.cfg.RoundTimeout, MinLinkRate: n.cfg.MinLinkRate,
 		// A member's weight is its claimed samples: no honest step needs
 		// more than the run's target batch (a DiLoCo phase: its inner

@@ -60,7 +60,7 @@ func (r RunConfig) ID() string {
 func (r RunConfig) MarshalJSON() ([]byte, error) { return r.JSON(), nil }
 
 // appendCanonical appends v's canonical encoding. RunConfig holds only
-// structs, slices, strings and numbers; any other kind is a programming
+// structs, slices, strings, numbers and bools; any other kind is a programming
 // error that the tests catch.
 func appendCanonical(b []byte, v reflect.Value) []byte {
 	switch v.Kind() {
@@ -89,7 +89,7 @@ func appendCanonical(b []byte, v reflect.Value) []byte {
 			b = appendCanonical(b, v.Index(i))
 		}
 		return append(b, ']')
-	case reflect.String, reflect.Int, reflect.Uint64, reflect.Float32:
+	case reflect.String, reflect.Int, reflect.Uint64, reflect.Float32, reflect.Bool:
 		if v.Kind() == reflect.Float32 && v.Float() == 0 {
 			return append(b, '0') // -0 too: one run, one encoding
 		}
@@ -104,7 +104,8 @@ func appendCanonical(b []byte, v reflect.Value) []byte {
 
 // omitted reports whether field i of struct v is left out of the
 // canonical encoding: a string field tagged canon:"omit=V" holding V or
-// "", an int field tagged canon:"omit=0" holding 0, or a field tagged
+// "", an int field tagged canon:"omit=0" holding 0, a bool field tagged
+// canon:"omit=false" holding false, or a field tagged
 // canon:"omitwith=F" while its sibling field F is left out (the DiLoCo
 // fields go with averaging.mode: a sync run writes none of them, whatever
 // they hold, and keeps its run ID).
@@ -128,8 +129,10 @@ func omitted(v reflect.Value, i int) bool {
 		return fv.String() == "" || fv.String() == def
 	case ok && fv.Kind() == reflect.Int && def == "0":
 		return fv.Int() == 0
+	case ok && fv.Kind() == reflect.Bool && def == "false":
+		return !fv.Bool()
 	}
-	panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, want omit=VALUE on a string, omit=0 on an int or omitwith=FIELD", f.Name, tag))
+	panic(fmt.Sprintf("node: RunConfig field %s has canon tag %q, want omit=VALUE on a string, omit=0 on an int, omit=false on a bool or omitwith=FIELD", f.Name, tag))
 }
 
 // jsonName is a run config field's key: its json tag's name. Every field

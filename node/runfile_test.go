@@ -46,7 +46,7 @@ func TestRunConfigCanonicalEncoding(t *testing.T) {
 	}
 	// Every leaf, changed alone, changes the run ID.
 	fields := r.Fields()
-	if len(fields) != 40 || fields[0].Path != "version" || fields[len(fields)-1].Path != "compute.batch" {
+	if len(fields) != 41 || fields[0].Path != "version" || fields[len(fields)-1].Path != "compute.deterministic" {
 		t.Errorf("%d leaves from %s to %s: a field was added or moved; is the version bumped?", len(fields), fields[0].Path, fields[len(fields)-1].Path)
 	}
 	for i, f := range fields {
@@ -94,6 +94,8 @@ func changeLeaf(t *testing.T, p any) {
 		*p += 3
 	case *float32:
 		*p += 0.25
+	case *bool:
+		*p = !*p
 	case *[]int:
 		*p = append(*p, 7)
 	case *[]string:
@@ -154,6 +156,25 @@ func TestRunConfigAggregateKeepsRunIDs(t *testing.T) {
 	r.Averaging.Aggregate = "median"
 	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), `averaging.aggregate = "median", want mean, clip or trimmed`) {
 		t.Errorf("an unknown rule: %v", err)
+	}
+}
+
+// compute.deterministic came after version 2 like averaging.aggregate:
+// false is left out, so other runs keep their IDs; true is written, read
+// back and part of the ID (a deterministic run is another run).
+func TestRunConfigDeterministicKeepsRunIDs(t *testing.T) {
+	r := DefaultRunConfig()
+	if got := string(r.JSON()); got != defaultV2 {
+		t.Fatalf("a run that is not deterministic encodes as\n%s\nwant\n%s", got, defaultV2)
+	}
+	r.Compute.Deterministic = true
+	want := strings.Replace(defaultV2, `"batch":64}`, `"batch":64,"deterministic":true}`, 1)
+	if got := string(r.JSON()); got != want {
+		t.Fatalf("deterministic encodes as\n%s\nwant\n%s", got, want)
+	}
+	back, err := DecodeRunConfig(r.JSON())
+	if err != nil || !back.Compute.Deterministic || back.ID() != r.ID() || r.ID() == DefaultRunConfig().ID() {
+		t.Fatalf("read back as %+v (%v)", back.Compute, err)
 	}
 }
 

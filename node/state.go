@@ -106,6 +106,7 @@ func (n *Node) syncState(ctx context.Context) error {
 	n.rep.syncing = false // before the heartbeat: peers must expect us in the next round
 	n.mu.Unlock()
 	n.log.Info("state synced", "step", f.Step, "hash", f.Hash, "donors", len(f.Chunks), "chunks", fmt.Sprint(chunkCounts(f.Chunks)))
+	n.det.void(fmt.Sprintf("state downloaded at step %d", f.Step))
 	n.publishHeartbeat(ctx, false)
 	return nil
 }
@@ -196,6 +197,10 @@ func (n *Node) finish() *Result {
 		BytesSent: n.net.BytesOut(), BytesRecv: n.net.BytesIn(), Seconds: time.Since(n.started).Seconds(),
 		LongestFailing: st.longestFailing.Seconds(), PartShare: st.partShare, Params: n.local.model.NumParams(),
 		ComputeUtilisation: n.utilisationLocked(time.Now()), Samples: st.samples,
+	}
+	if n.det != nil {
+		res.Deterministic = n.det.String()
+		res.ModelHash = statesync.HashState(n.rep.step, n.rep.params, n.rep.optState, nil)
 	}
 	if steps := st.roundsN.step - st.rounds0.step; steps > 0 {
 		res.SecondsPerStep = st.roundsN.at.Sub(st.rounds0.at).Seconds() / float64(steps)

@@ -38,6 +38,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			return n.finish(), nil
 		}
 		if n.resync.Load() || n.behind(step) {
+			n.det.void(fmt.Sprintf("the swarm moved past step %d without us", step))
 			if err := n.syncState(ctx); err != nil {
 				n.log.Warn("state sync failed; retrying", "err", err)
 				sleep(ctx, 500*time.Millisecond)
@@ -48,16 +49,21 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			continue
 		}
 
-		// Local work: one minibatch, then see whether the swarm has enough.
-		n.setPhase("training")
-		began := time.Now()
-		if err := n.minibatch(acc); err != nil {
-			return nil, fmt.Errorf("step %d: %w", step, err)
+		// Local work: one minibatch, then see whether the swarm has enough
+		// (a deterministic run: whether we have our share).
+		if n.det == nil || acc.samples < n.det.samples(n.cfg.Run) {
+			n.setPhase("training")
+			began := time.Now()
+			if err := n.minibatch(acc); err != nil {
+				return nil, fmt.Errorf("step %d: %w", step, err)
+			}
+			n.addCompute(time.Since(began))
+			n.publishProgress(ctx, step, acc.samples)
+		} else {
+			// A deterministic retry: no minibatch to compute meanwhile.
+			sleep(ctx, detRetryPause)
 		}
-		n.addCompute(time.Since(began))
-		n.publishProgress(ctx, step, acc.samples)
-		others, _ := n.view.SwarmSamples(step, time.Now())
-		if acc.samples+others < n.cfg.Run.Optimizer.TargetBatch {
+		if !n.enough(step, acc.samples) {
 			continue
 		}
 
@@ -80,7 +86,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			continue // the swarm moved on while we computed: sync first
 		}
 		n.adv.gradient(step, mean)
-		began = time.Now()
+		began := time.Now()
 		rctx, endRound := n.roundContext(ctx, step)
 		out, err := n.strategy.Step(rctx, env, step, mean, acc.samples)
 		movedOn := errors.Is(context.Cause(rctx), errMovedOn)
@@ -88,6 +94,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		if err == nil && out.Members != nil {
 			n.dash.roundDone(time.Since(began))
 		}
+		n.det.round(step, out.Members)
 		if out.Grad != nil || out.Params != nil {
 			// The gradient is spent (Moshpit spends it on its local step
 			// even when its group's round fails).
@@ -125,6 +132,16 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 	}
+}
+
+// enough reports whether the swarm holds a target batch at step, with
+// our samples; in a deterministic run, whether we hold exactly our share.
+func (n *Node) enough(step uint64, samples int) bool {
+	if n.det != nil {
+		return samples >= n.det.samples(n.cfg.Run)
+	}
+	others, _ := n.view.SwarmSamples(step, time.Now())
+	return samples+others >= n.cfg.Run.Optimizer.TargetBatch
 }
 
 // errMovedOn ends a round the swarm no longer needs.
@@ -454,6 +471,9 @@ func (n *Node) publishProgress(ctx context.Context, step uint64, samples int) {
 // shows up late, one may have died), so we join it and sync its state.
 func (n *Node) waitForPeers(ctx context.Context) error {
 	need := n.cfg.MinPeers
+	if n.det != nil {
+		need = max(need, n.det.size) // its rounds are the whole fixed swarm's
+	}
 	if n.joined() {
 		// A joiner first hears from the swarm it joined, so it knows the
 		// swarm's step (and downloads it) instead of starting alone at 0.

@@ -263,6 +263,11 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 		res.Seconds, res.Nodes[0].Step, res.Rounds, humanBytes(res.BytesSent), humanBytes(int64(res.BytesPerRound)), res.Codec)
 	for i, r := range res.Nodes {
 		fmt.Fprintf(out, "  node %d  %s  step %d  state hash %s  accuracy %.2f%%\n", i, shortPeer(r.Peer), r.Step, r.Hash, 100*r.Accuracy)
+		if r.Deterministic != "" {
+			// The state hash covers the peer IDs, new every demo; the
+			// model hash is what another run of the command repeats.
+			fmt.Fprintf(out, "          model hash %s  deterministic: %s\n", r.ModelHash, r.Deterministic)
+		}
 	}
 	if res.HashesOK {
 		fmt.Fprintf(out, "all %d state hashes equal\n", n)

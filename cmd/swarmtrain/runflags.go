@@ -24,7 +24,7 @@ import (
 // and data.vocab: --text, --train-csv, --test-csv and --vocab).
 type runFlag struct {
 	name  string
-	field func(*node.RunConfig) any // *string, *int, *uint64, *float32, *[]int or *[]string
+	field func(*node.RunConfig) any // *string, *int, *uint64, *float32, *bool, *[]int or *[]string
 	usage string
 }
 
@@ -64,6 +64,7 @@ var runFlagTable = []runFlag{
 	{"image-size", func(r *node.RunConfig) any { return &r.Data.ImageSize }, "image folders: the side in pixels every image is scaled and centre-cropped to (0: 32)"},
 	{"text-column", func(r *node.RunConfig) any { return &r.Data.TextColumn }, "csv: the text column's header name, or key in JSON Lines files (.jsonl) (empty: text)"},
 	{"label-column", func(r *node.RunConfig) any { return &r.Data.LabelColumn }, "csv: the label column's header name, or key in JSON Lines files (empty: label)"},
+	{"deterministic", func(r *node.RunConfig) any { return &r.Compute.Deterministic }, "two runs of the same command end on the same state: needs --shard K/N on every node (the demo gives them); node K computes exactly its share of each step in a fixed order, every round waits for all N, and a death or a joiner voids it (the run goes on and says so in its log, /status and result)"},
 	{"augment", func(r *node.RunConfig) any { return &r.Data.Augment }, "image training augmentation, comma-separated: crop=P (pad P pixels, crop back), flip (mirror left–right), affine=D (rotate ±D degrees, scale ±D%); none: off"},
 }
 
@@ -88,6 +89,8 @@ func bindRunFlags(fs *pflag.FlagSet, rc *node.RunConfig) {
 			fs.Uint64Var(p, f.name, *d.(*uint64), usage)
 		case *float32:
 			fs.Float32Var(p, f.name, *d.(*float32), usage)
+		case *bool:
+			fs.BoolVar(p, f.name, *d.(*bool), usage)
 		case *[]int:
 			fs.IntSliceVar(p, f.name, *d.(*[]int), usage)
 		case *[]string:

@@ -147,6 +147,13 @@ type AveragerConfig struct {
 	// applies to every round, whatever protocol runs it (PowerSGD's P
 	// and Q, Moshpit's parameters).
 	Aggregate Aggregate
+	// ContentOrder sums the copies of a part in an order set by their
+	// contents (byContent) instead of by member: members are ordered by
+	// peer ID, new every run, and float sums differ in the last bits by
+	// order. A deterministic run sets it, so two runs of the same
+	// command average to the same bits. Every member of a run must set
+	// the same (it is part of the run config).
+	ContentOrder bool
 	// OnMisbehaving hears of a peer suspected of misbehaving in a round:
 	// members hold different results of a part it owns, or its report of
 	// the results or its repair answer contradicts what most members got
@@ -730,7 +737,11 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 		a.mu.Lock()
 		parts := rs.parts()
 		a.mu.Unlock()
-		whole = a.cfg.Aggregate.reduce(parts, weights)
+		ws := weights
+		if a.cfg.ContentOrder {
+			parts, ws = byContent(parts, ws)
+		}
+		whole = a.cfg.Aggregate.reduce(parts, ws)
 	}
 	scratch := getVec(min(n, chunkValues))
 	defer putVec(scratch)
@@ -746,7 +757,11 @@ func (a *Averager) reduceOwnPart(ctx context.Context, rs *roundState, r Round, o
 			a.mu.Lock()
 			xs := rs.chunkParts(c, clo, chi)
 			a.mu.Unlock()
-			avg = a.cfg.Aggregate.reduceInto((*scratch)[:chi-clo], xs, weights)
+			ws := weights
+			if a.cfg.ContentOrder {
+				xs, ws = byContent(xs, ws)
+			}
+			avg = a.cfg.Aggregate.reduceInto((*scratch)[:chi-clo], xs, ws)
 		}
 		var frame []byte
 		var err error

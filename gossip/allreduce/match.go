@@ -86,6 +86,11 @@ type MatchConfig struct {
 	// them) owns nothing for a while. Nil: everyone may own. If it
 	// leaves no member that could own a part, it is ignored.
 	NoPart func(peer.ID) bool
+	// EvenShares splits the vector evenly among the owners whatever
+	// their measured uplinks: the uplinks differ from run to run, and
+	// where parts begin moves a lossy codec's blocks, so a deterministic
+	// run gives up sizing parts by link speed.
+	EvenShares bool
 }
 
 // MatchView is what an assembler needs to know about the swarm.
@@ -473,6 +478,11 @@ func (m *Matchmaker) close(a *assembly) {
 				rates = make([]float64, len(members))
 			}
 			rates[i] = joins[i].Uplink
+		}
+	}
+	if m.cfg.EvenShares {
+		for i := range joins {
+			joins[i].Uplink = 0 // the rates above still size the deadline
 		}
 	}
 	shares := PartShares(joins)
