@@ -428,15 +428,40 @@ func TestInProcessDiLoCoChurn(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			const steps = 16
 			sw, data := newMemSwarm(), tinyData(t)
+			// The crash comes at step 3 whatever the load: on an idle
+			// machine the whole run takes milliseconds, and a test that
+			// crashed a node once it saw step 3 found the run over (the
+			// newcomer then only downloaded the final state). Every round
+			// opens streams; the first open after node 0 reaches step 3
+			// waits here until the crash is done.
+			var started atomic.Pointer[[]*running]
+			reached, crashed := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			release := sync.OnceFunc(func() { close(crashed) })
+			defer release()
+			hold := func() {
+				if ns := started.Load(); ns != nil && atLeast((*ns)[0].n, 3) == nil {
+					once.Do(func() { close(reached) })
+					<-crashed
+				}
+			}
+			sw.beforeOpen.Store(&hold)
 			tweak := func(c *Config) {
 				c.Run.Averaging.Mode, c.Run.Averaging.InnerSteps, c.Run.Averaging.Codec = mode, 4, "int8"
 				c.Run.Averaging.MinGroup = 3
 			}
 			nodes := swarmOf(t, sw, data, 3, steps, tweak)
-			testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return atLeast(nodes[0].n, 3) })
+			started.Store(&nodes)
+			select {
+			case <-reached:
+			case <-time.After(30 * time.Second):
+				t.Fatal("node 0 did not reach step 3 in 30 s")
+			}
 			// A crash: its connections drop, nothing is announced.
 			nodes[2].n.net.Close()
 			nodes[2].cancel()
+			sw.beforeOpen.Store(nil)
+			release()
 			late := memConfig(t, sw, data, steps)
 			tweak(&late)
 			late.Join = []string{nodes[0].n.Addrs()[0]}
