@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
-	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/trainer/engine"
-	"github.com/swarmtrain/swarmtrain/trainer/kernels"
 	"github.com/swarmtrain/swarmtrain/trainer/text"
 )
 
@@ -15,15 +13,14 @@ import (
 // the gorgonia BERT, so checkpoints, averaging, freezing, export and
 // fine-tuning from a pre-trained checkpoint do not see which one ran.
 type nativeBERT struct {
+	nativeParams
 	cfg     ModelConfig
-	specs   []paramSpec
 	net     *engine.BERT
 	rows    bertRows
 	dim     int // values per dataset row
 	batch   int
 	heads   int
 	dropout *rand.Rand
-	grad    []float32 // net's own gradient buffer: zero until a step succeeds
 }
 
 func newNativeBERT(cfg ModelConfig, ds *Dataset) (*nativeBERT, error) {
@@ -52,40 +49,14 @@ func newNativeBERT(cfg ModelConfig, ds *Dataset) (*nativeBERT, error) {
 		return nil, fmt.Errorf("model: native bert has %d parameters, the tensors %d", len(net.Params()), n)
 	}
 	copy(net.Params(), initSpecs(specs, cfg.Seed, n))
-	m := &nativeBERT{cfg: cfg, specs: specs, net: net, rows: rs, dim: ds.Dim, batch: cfg.Batch, heads: heads,
-		dropout: rand.New(rand.NewPCG(cfg.Seed, streamDropout)), grad: net.Grads()}
+	m := &nativeBERT{nativeParams: nativeParams{specs: specs, params: net.Params(), grad: net.Grads()}, cfg: cfg, net: net, rows: rs,
+		dim: ds.Dim, batch: cfg.Batch, heads: heads, dropout: rand.New(rand.NewPCG(cfg.Seed, streamDropout))}
 	m.cfg.Width, m.cfg.Heads, m.cfg.Layers = d, heads, layers
 	return m, nil
 }
 
 // SeedDropout restarts the dropout masks from seed (see BERT.SeedDropout).
 func (m *nativeBERT) SeedDropout(seed uint64) { m.dropout = rand.New(rand.NewPCG(seed, streamDropout)) }
-
-func (m *nativeBERT) Tensors() []Tensor {
-	out := make([]Tensor, len(m.specs))
-	for i, s := range m.specs {
-		out[i] = Tensor{Name: s.Name, Shape: append([]int(nil), s.Shape...)}
-	}
-	return out
-}
-
-func (m *nativeBERT) NumParams() int { return len(m.grad) }
-
-func (m *nativeBERT) ReadParams(dst []float32) {
-	m.mustLen("ReadParams", len(dst))
-	copy(dst, m.net.Params())
-}
-
-func (m *nativeBERT) WriteParams(src []float32) error {
-	if len(src) != len(m.grad) {
-		return fmt.Errorf("model: WriteParams got %d values, want %d", len(src), len(m.grad))
-	}
-	if i := compression.FirstNonFinite(src); i >= 0 {
-		return fmt.Errorf("model: WriteParams: value %d is %v", i, src[i])
-	}
-	copy(m.net.Params(), src)
-	return nil
-}
 
 // fill loads rows sequences (len(y) of them real) into the engine's input.
 func (m *nativeBERT) fill(x []float32, y []uint8, rows int) error {
@@ -117,12 +88,6 @@ func (m *nativeBERT) ComputeGradients(x []float32, y []uint8) (float32, error) {
 		return 0, fmt.Errorf("model: %w", err)
 	}
 	return loss, nil
-}
-
-// AddGrads rounds each product explicitly, as graphNet.AddGrads does.
-func (m *nativeBERT) AddGrads(dst []float32, scale float32) {
-	m.mustLen("AddGrads", len(dst))
-	kernels.Axpy(dst, m.grad, scale)
 }
 
 func (m *nativeBERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
@@ -160,12 +125,4 @@ func (m *nativeBERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 		return 0, 0, fmt.Errorf("evaluate: dataset %q has nothing to score (no masked tokens)", ds.Name)
 	}
 	return float64(correct) / float64(scored), total / float64(scored), nil
-}
-
-func (m *nativeBERT) Close() error { return nil }
-
-func (m *nativeBERT) mustLen(op string, n int) {
-	if n != len(m.grad) {
-		panic(fmt.Sprintf("trainer: model.%s: buffer has %d values, want NumParams=%d", op, n, len(m.grad)))
-	}
 }

@@ -3,9 +3,7 @@ package trainer
 import (
 	"fmt"
 
-	"github.com/swarmtrain/swarmtrain/compression"
 	"github.com/swarmtrain/swarmtrain/trainer/engine"
-	"github.com/swarmtrain/swarmtrain/trainer/kernels"
 )
 
 // Engines a ModelConfig can name: the gorgonia graph, the reference, or
@@ -25,11 +23,10 @@ var DefaultEngine = EngineNative
 // names, initialisation and loss as the gorgonia MLP, so checkpoints,
 // averaging and export do not see which one ran.
 type nativeMLP struct {
+	nativeParams
 	cfg   ModelConfig
-	specs []paramSpec
 	net   *engine.MLP
 	batch int
-	grad  []float32 // the kept gradient, net's own buffer: zero until a step succeeds
 }
 
 func newNativeMLP(cfg ModelConfig, inputDim, classes int) (*nativeMLP, error) {
@@ -54,33 +51,7 @@ func newNativeMLP(cfg ModelConfig, inputDim, classes int) (*nativeMLP, error) {
 		net.UseBF16()
 	}
 	copy(net.Params(), initSpecs(specs, cfg.Seed, n))
-	return &nativeMLP{cfg: cfg, specs: specs, net: net, batch: cfg.Batch, grad: net.Grads()}, nil
-}
-
-func (m *nativeMLP) Tensors() []Tensor {
-	out := make([]Tensor, len(m.specs))
-	for i, s := range m.specs {
-		out[i] = Tensor{Name: s.Name, Shape: append([]int(nil), s.Shape...)}
-	}
-	return out
-}
-
-func (m *nativeMLP) NumParams() int { return len(m.grad) }
-
-func (m *nativeMLP) ReadParams(dst []float32) {
-	m.mustLen("ReadParams", len(dst))
-	copy(dst, m.net.Params())
-}
-
-func (m *nativeMLP) WriteParams(src []float32) error {
-	if len(src) != len(m.grad) {
-		return fmt.Errorf("model: WriteParams got %d values, want %d", len(src), len(m.grad))
-	}
-	if i := compression.FirstNonFinite(src); i >= 0 {
-		return fmt.Errorf("model: WriteParams: value %d is %v", i, src[i])
-	}
-	copy(m.net.Params(), src)
-	return nil
+	return &nativeMLP{nativeParams: nativeParams{specs: specs, params: net.Params(), grad: net.Grads()}, cfg: cfg, net: net, batch: cfg.Batch}, nil
 }
 
 func (m *nativeMLP) ComputeGradients(x []float32, y []uint8) (float32, error) {
@@ -96,45 +67,10 @@ func (m *nativeMLP) ComputeGradients(x []float32, y []uint8) (float32, error) {
 	return loss, nil
 }
 
-// AddGrads rounds each product explicitly, as graphNet.AddGrads does, so
-// that no FMA fusion changes the bits across architectures.
-func (m *nativeMLP) AddGrads(dst []float32, scale float32) {
-	m.mustLen("AddGrads", len(dst))
-	kernels.Axpy(dst, m.grad, scale)
-}
-
 func (m *nativeMLP) Evaluate(ds *Dataset) (acc, loss float64, err error) {
-	if err := ds.Validate(); err != nil {
-		return 0, 0, err
-	}
 	sizes := m.net.Sizes()
-	dim, classes := sizes[0], sizes[len(sizes)-1]
-	if ds.Dim != dim || ds.Classes != classes {
-		return 0, 0, fmt.Errorf("evaluate: dataset %q is %d→%d classes, model is %d→%d", ds.Name, ds.Dim, ds.Classes, dim, classes)
-	}
-	correct, total := 0, 0.0
-	var in []float32 // normalised pixels, for a dataset kept as bytes
-	if ds.X == nil {
-		in = make([]float32, m.net.Rows()*dim)
-	}
-	for lo := 0; lo < ds.N; lo += m.net.Rows() {
-		rows := min(m.net.Rows(), ds.N-lo)
-		z, err := m.net.Forward(ds.Rows(lo, rows, in), rows)
-		if err != nil {
-			return 0, 0, fmt.Errorf("evaluate: %w", err)
-		}
-		for r := range rows {
-			ok, l := scoreLogits(z[r*classes:(r+1)*classes], int(ds.Y[lo+r]))
-			if ok {
-				correct++
-			}
-			total += l
-		}
-	}
-	return float64(correct) / float64(ds.N), total / float64(ds.N), nil
+	return evaluateImages(ds, sizes[0], sizes[len(sizes)-1], m.net.Rows(), m.net.Forward)
 }
-
-func (m *nativeMLP) Close() error { return nil }
 
 // Config returns the model's configuration.
 func (m *nativeMLP) Config() ModelConfig {
@@ -145,9 +81,3 @@ func (m *nativeMLP) Config() ModelConfig {
 
 // Sizes returns the layer widths: input, hidden..., classes.
 func (m *nativeMLP) Sizes() []int { return m.net.Sizes() }
-
-func (m *nativeMLP) mustLen(op string, n int) {
-	if n != len(m.grad) {
-		panic(fmt.Sprintf("trainer: model.%s: buffer has %d values, want NumParams=%d", op, n, len(m.grad)))
-	}
-}
