@@ -506,7 +506,7 @@ func (m *BERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 			err = fmt.Errorf("evaluate: gorgonia panic: %v", r)
 		}
 	}()
-	correct, scored, total := 0, 0, 0.0
+	var t tally
 	for lo := 0; lo < ds.N; lo += e.rows {
 		rows := min(e.rows, ds.N-lo)
 		x, y := ds.X[lo*ds.Dim:(lo+rows)*ds.Dim], ds.Y[lo:lo+rows]
@@ -524,23 +524,9 @@ func (m *BERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 		if !ok {
 			return 0, 0, errors.New("evaluate: logits are not float32")
 		}
-		C := e.outputs
-		for i, w := range e.want {
-			if w < 0 {
-				continue
-			}
-			ok, l := scoreLogits(z[i*C:(i+1)*C], w)
-			if ok {
-				correct++
-			}
-			total += l
-			scored++
-		}
+		t.addWanted(z, e.outputs, e.want)
 	}
-	if scored == 0 {
-		return 0, 0, fmt.Errorf("evaluate: dataset %q has nothing to score (no masked tokens)", ds.Name)
-	}
-	return float64(correct) / float64(scored), total / float64(scored), nil
+	return t.result(ds.Name)
 }
 
 // bertEval is the forward-only graph Evaluate runs.

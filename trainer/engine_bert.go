@@ -99,7 +99,7 @@ func (m *nativeBERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 	}
 	chunk := m.net.Config().Rows
 	C := m.net.Outputs()
-	correct, scored, total := 0, 0, 0.0
+	var t tally
 	for lo := 0; lo < ds.N; lo += chunk {
 		rows := min(chunk, ds.N-lo)
 		if err := m.fill(ds.X[lo*ds.Dim:(lo+rows)*ds.Dim], ds.Y[lo:lo+rows], rows); err != nil {
@@ -109,20 +109,7 @@ func (m *nativeBERT) Evaluate(ds *Dataset) (acc, loss float64, err error) {
 		if err != nil {
 			return 0, 0, fmt.Errorf("evaluate: %w", err)
 		}
-		for i, w := range m.net.Input().Want[:len(z)/C] {
-			if w < 0 {
-				continue
-			}
-			ok, l := scoreLogits(z[i*C:(i+1)*C], w)
-			if ok {
-				correct++
-			}
-			total += l
-			scored++
-		}
+		t.addWanted(z, C, m.net.Input().Want[:len(z)/C])
 	}
-	if scored == 0 {
-		return 0, 0, fmt.Errorf("evaluate: dataset %q has nothing to score (no masked tokens)", ds.Name)
-	}
-	return float64(correct) / float64(scored), total / float64(scored), nil
+	return t.result(ds.Name)
 }

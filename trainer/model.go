@@ -169,6 +169,37 @@ func NewModel(cfg ModelConfig, ds *Dataset) (Model, error) {
 	}
 }
 
+// tally is an Evaluate's running count over the positions it scores.
+type tally struct {
+	scored, correct int
+	loss            float64
+}
+
+// addWanted scores the rows of z (classes logits each) whose wanted
+// class is not negative: BERT's padding and unmasked tokens are.
+func (t *tally) addWanted(z []float32, classes int, want []int) {
+	for i, w := range want {
+		if w < 0 {
+			continue
+		}
+		ok, l := scoreLogits(z[i*classes:(i+1)*classes], w)
+		if ok {
+			t.correct++
+		}
+		t.loss += l
+		t.scored++
+	}
+}
+
+// result is the accuracy and mean loss of what was scored on dataset
+// name, and an error when nothing was.
+func (t tally) result(name string) (acc, loss float64, err error) {
+	if t.scored == 0 {
+		return 0, 0, fmt.Errorf("evaluate: dataset %q has nothing to score (no masked tokens)", name)
+	}
+	return float64(t.correct) / float64(t.scored), t.loss / float64(t.scored), nil
+}
+
 // scoreLogits adds one row's outcome: whether its arg-max (ties to the
 // lowest class) is label y, and its cross-entropy, computed in float64 as a
 // max-shifted log-sum-exp.
