@@ -32,56 +32,12 @@ func TestToBF16(t *testing.T) {
 	}
 }
 
-// bf16Case multiplies random matrices with SgemmBF16 and checks C against
-// float64 sums of the bf16-rounded inputs: the rounding of the inputs is
-// the whole difference from fp32, the sums obey fp32's bound.
+// runBF16 is run for SgemmBF16: the reference sums the bf16-rounded
+// inputs, whose rounding is the whole difference from fp32; the sums
+// obey fp32's bound.
 func (g gemmCase) runBF16(t testing.TB, r *rand.Rand) {
 	t.Helper()
-	ar, ac := g.m, g.k
-	if g.tA {
-		ar, ac = g.k, g.m
-	}
-	br, bc := g.k, g.n
-	if g.tB {
-		br, bc = g.n, g.k
-	}
-	lda, ldb, ldc := max(1, ac)+g.pad, max(1, bc)+g.pad, max(1, g.n)+g.pad
-	fill := func(rows, ld int) []float32 {
-		s := make([]float32, max(0, rows*ld))
-		for i := range s {
-			s[i] = float32(r.NormFloat64())
-		}
-		return s
-	}
-	a, b, c := fill(ar, lda), fill(br, ldb), fill(g.m, ldc)
-	ra, rb, absA, absB := make([]float32, len(a)), make([]float32, len(b)), make([]float32, len(a)), make([]float32, len(b))
-	for i, v := range a {
-		ra[i] = FromBF16(ToBF16(g.alpha * v))
-		absA[i] = float32(math.Abs(float64(ra[i])))
-	}
-	for i, v := range b {
-		rb[i] = FromBF16(ToBF16(v))
-		absB[i] = float32(math.Abs(float64(rb[i])))
-	}
-	want := naive(g.tA, g.tB, g.m, g.n, g.k, 1, ra, lda, rb, ldb, g.beta, c, ldc)
-	scale := naive(g.tA, g.tB, g.m, g.n, g.k, 1, absA, lda, absB, ldb, 0, c, ldc)
-	guard := append([]float32(nil), c...)
-	SgemmBF16(g.tA, g.tB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc)
-	for i := range g.m {
-		for j := range ldc {
-			got := c[i*ldc+j]
-			if j >= g.n {
-				if got != guard[i*ldc+j] {
-					t.Fatalf("%v: wrote C[%d][%d] outside the matrix", g, i, j)
-				}
-				continue
-			}
-			bound := 1e-5*(scale[i*g.n+j]+math.Abs(float64(g.beta)*float64(guard[i*ldc+j]))) + 1e-30
-			if d := math.Abs(float64(got) - want[i*g.n+j]); !(d <= bound) {
-				t.Fatalf("%v: C[%d][%d] = %g, want %g (error %g > %g)", g, i, j, got, want[i*g.n+j], d, bound)
-			}
-		}
-	}
+	g.check(t, r, SgemmBF16, func(x float32) float32 { return FromBF16(ToBF16(x)) })
 }
 
 // eachBF16Kernel runs f with the portable bf16 kernel and, where the CPU

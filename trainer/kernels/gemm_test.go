@@ -47,9 +47,15 @@ func (g gemmCase) String() string {
 	return fmt.Sprintf("tA=%v,tB=%v,%dx%dx%d,pad=%d,a=%g,b=%g", g.tA, g.tB, g.m, g.n, g.k, g.pad, g.alpha, g.beta)
 }
 
-// run multiplies random matrices and returns the worst error relative to
-// the sum of |terms| (the bound float32 rounding obeys).
-func (g gemmCase) run(t testing.TB, r *rand.Rand) {
+// run multiplies random matrices with Sgemm and checks every element of
+// C against float64 sums, within the bound float32 rounding obeys
+// (relative to the sum of |terms|).
+func (g gemmCase) run(t testing.TB, r *rand.Rand) { g.check(t, r, Sgemm, nil) }
+
+// check is run for the product mul, whose inputs are rounded by round
+// first (alpha·A and B; nil: not rounded): the reference sums the rounded
+// inputs, so the rounding is the whole difference the bound allows.
+func (g gemmCase) check(t testing.TB, r *rand.Rand, mul func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int), round func(float32) float32) {
 	t.Helper()
 	ar, ac := g.m, g.k
 	if g.tA {
@@ -71,18 +77,28 @@ func (g gemmCase) run(t testing.TB, r *rand.Rand) {
 	if g.beta == 0 && len(c) > 0 {
 		c[0] = float32(math.NaN()) // beta 0 must overwrite, not multiply
 	}
-	want := naive(g.tA, g.tB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc)
+	refA, refB, alpha := a, b, g.alpha
+	if round != nil {
+		refA, refB, alpha = make([]float32, len(a)), make([]float32, len(b)), 1
+		for i, v := range a {
+			refA[i] = round(g.alpha * v)
+		}
+		for i, v := range b {
+			refB[i] = round(v)
+		}
+	}
+	want := naive(g.tA, g.tB, g.m, g.n, g.k, alpha, refA, lda, refB, ldb, g.beta, c, ldc)
 	// Scale for the error bound: alpha·Σ|a||b| + |beta·c|.
 	absA, absB := make([]float32, len(a)), make([]float32, len(b))
-	for i, v := range a {
+	for i, v := range refA {
 		absA[i] = float32(math.Abs(float64(v)))
 	}
-	for i, v := range b {
+	for i, v := range refB {
 		absB[i] = float32(math.Abs(float64(v)))
 	}
-	scale := naive(g.tA, g.tB, g.m, g.n, g.k, float32(math.Abs(float64(g.alpha))), absA, lda, absB, ldb, 0, c, ldc)
+	scale := naive(g.tA, g.tB, g.m, g.n, g.k, float32(math.Abs(float64(alpha))), absA, lda, absB, ldb, 0, c, ldc)
 	guard := append([]float32(nil), c...)
-	Sgemm(g.tA, g.tB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc)
+	mul(g.tA, g.tB, g.m, g.n, g.k, g.alpha, a, lda, b, ldb, g.beta, c, ldc)
 	for i := range g.m {
 		for j := range ldc {
 			got := c[i*ldc+j]
