@@ -152,42 +152,8 @@ func TestNativeCNNFiniteDifferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := m.NumParams()
-	p := make([]float32, n)
-	m.ReadParams(p)
 	x, y := randomBatch(r, 2, 84, 4)
-	if _, err := m.ComputeGradients(x, y); err != nil {
-		t.Fatal(err)
-	}
-	g := make([]float32, n)
-	m.AddGrads(g, 1)
-	loss := func(eps float64, v []float64) float64 {
-		q := make([]float32, n)
-		for i := range q {
-			q[i] = float32(float64(p[i]) + eps*v[i])
-		}
-		if err := m.WriteParams(q); err != nil {
-			t.Fatal(err)
-		}
-		l, err := m.ComputeGradients(x, y)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return float64(l)
-	}
-	for d := range 8 {
-		v := make([]float64, n)
-		var dot float64
-		for i := range v {
-			v[i] = r.NormFloat64()
-			dot += v[i] * float64(g[i])
-		}
-		const eps = 1e-3
-		fd := (loss(eps, v) - loss(-eps, v)) / (2 * eps)
-		if e := math.Abs(fd-dot) / max(math.Abs(dot), 1e-3); e > 1e-3 {
-			t.Errorf("direction %d: gradient·v = %g, finite difference %g (relative error %g)", d, dot, fd, e)
-		}
-	}
+	checkFiniteDifferences(t, r, m, x, y)
 }
 
 func TestNativeCNNRefuses(t *testing.T) {

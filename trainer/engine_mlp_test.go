@@ -119,10 +119,40 @@ func TestNativeMLPFiniteDifferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	x, y := randomBatch(r, 4, 5, 4)
+	checkFiniteDifferences(t, r, m, x, y)
+}
+
+func TestNativeMLPRefuses(t *testing.T) {
+	ds := &Dataset{Name: "t", Dim: 4, Classes: 3}
+	m, err := NewModel(ModelConfig{Hidden: []int{5}, Batch: 2, Engine: EngineNative}, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.ComputeGradients(make([]float32, 8), []uint8{0, 3}); err == nil || !strings.Contains(err.Error(), "label 3") {
+		t.Errorf("label out of range: %v", err)
+	}
+	if _, err := m.ComputeGradients(make([]float32, 7), []uint8{0, 1}); err == nil {
+		t.Error("short x accepted")
+	}
+	if err := m.WriteParams(make([]float32, m.NumParams()-1)); err == nil {
+		t.Error("short params accepted")
+	}
+	for _, cfg := range []ModelConfig{{Batch: 1, Engine: "tpu"}, {Arch: ArchBERT, Batch: 1, Engine: EngineNative, Precision: PrecisionBF16}} {
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("%+v accepted", cfg)
+		}
+	}
+}
+
+// checkFiniteDifferences holds m's gradient on the batch (x, y) to central
+// differences of its loss along 8 random directions (relative error ≤
+// 1e-3), then leaves m's parameters perturbed.
+func checkFiniteDifferences(t *testing.T, r *rand.Rand, m Model, x []float32, y []uint8) {
+	t.Helper()
 	n := m.NumParams()
 	p := make([]float32, n)
 	m.ReadParams(p)
-	x, y := randomBatch(r, 4, 5, 4)
 	if _, err := m.ComputeGradients(x, y); err != nil {
 		t.Fatal(err)
 	}
@@ -153,28 +183,6 @@ func TestNativeMLPFiniteDifferences(t *testing.T) {
 		fd := (loss(eps, v) - loss(-eps, v)) / (2 * eps)
 		if e := math.Abs(fd-dot) / max(math.Abs(dot), 1e-3); e > 1e-3 {
 			t.Errorf("direction %d: gradient·v = %g, finite difference %g (relative error %g)", d, dot, fd, e)
-		}
-	}
-}
-
-func TestNativeMLPRefuses(t *testing.T) {
-	ds := &Dataset{Name: "t", Dim: 4, Classes: 3}
-	m, err := NewModel(ModelConfig{Hidden: []int{5}, Batch: 2, Engine: EngineNative}, ds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.ComputeGradients(make([]float32, 8), []uint8{0, 3}); err == nil || !strings.Contains(err.Error(), "label 3") {
-		t.Errorf("label out of range: %v", err)
-	}
-	if _, err := m.ComputeGradients(make([]float32, 7), []uint8{0, 1}); err == nil {
-		t.Error("short x accepted")
-	}
-	if err := m.WriteParams(make([]float32, m.NumParams()-1)); err == nil {
-		t.Error("short params accepted")
-	}
-	for _, cfg := range []ModelConfig{{Batch: 1, Engine: "tpu"}, {Arch: ArchBERT, Batch: 1, Engine: EngineNative, Precision: PrecisionBF16}} {
-		if err := cfg.Validate(); err == nil {
-			t.Errorf("%+v accepted", cfg)
 		}
 	}
 }
