@@ -13,7 +13,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/gossip/averaging"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
@@ -269,7 +271,7 @@ func partitionHeals(t *testing.T, mode string) {
 	var once sync.Once
 	release := sync.OnceFunc(func() { close(cut) })
 	defer release() // on a failure too: nodes held here must finish
-	hold := func() {
+	hold := func(peer.ID, peer.ID, protocol.ID) {
 		if ns := started.Load(); ns != nil && atLeast((*ns)[0].n, 3) == nil {
 			once.Do(func() { close(reached) })
 			<-cut
@@ -439,7 +441,7 @@ func TestInProcessDiLoCoChurn(t *testing.T) {
 			var once sync.Once
 			release := sync.OnceFunc(func() { close(crashed) })
 			defer release()
-			hold := func() {
+			hold := func(peer.ID, peer.ID, protocol.ID) {
 				if ns := started.Load(); ns != nil && atLeast((*ns)[0].n, 3) == nil {
 					once.Do(func() { close(reached) })
 					<-crashed
@@ -514,4 +516,43 @@ func TestInProcessDiLoCoJoinsRunningSwarm(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Under load an assembler's join window can pass before the others'
+// joins arrive. At --min-group 1 it used to close the round alone:
+// forked off the three others, it trained on alone while they, asking
+// it as their assembler, were told "behind" and never moved again (the
+// BERT demo under load ended on three hashes). Here every node's first
+// join after step 4 is held three join windows; the swarm must still
+// end on one state.
+func TestInProcessLateJoinsDoNotForkTheSwarm(t *testing.T) {
+	const steps = 12
+	sw := newMemSwarm()
+	var started atomic.Pointer[[]*running]
+	var held sync.Map
+	var delayed atomic.Int32
+	hold := func(from, _ peer.ID, proto protocol.ID) {
+		ns := started.Load()
+		if proto != gossip.ProtoMatch || ns == nil || atLeast((*ns)[0].n, 4) != nil {
+			return
+		}
+		if _, again := held.LoadOrStore(from, true); !again {
+			delayed.Add(1)
+			time.Sleep(3 * memConfig(t, sw, "", 1).JoinWindow)
+		}
+	}
+	sw.beforeOpen.Store(&hold)
+	nodes := swarmOf(t, sw, tinyData(t), 4, steps, nil)
+	started.Store(&nodes)
+	var res []*Result
+	for _, r := range nodes {
+		res = append(res, r.wait(t, 90*time.Second))
+	}
+	if delayed.Load() < 2 {
+		t.Fatalf("%d joins held: the test forced nothing", delayed.Load())
+	}
+	// A node held at a later step than the others is rightly left out
+	// of that round by the three (a quorum) and downloads; what must not
+	// happen is a round of one that the swarm never follows.
+	oneState(t, steps, res...)
 }

@@ -33,10 +33,11 @@ type memSwarm struct {
 	mu      sync.Mutex
 	nodes   map[peer.ID]*memNode
 	side    map[peer.ID]bool // partition: peers on different sides cannot talk
-	// beforeOpen, when set, runs before every stream is opened, with no
-	// lock held: every round opens streams, so a test can stop the world
-	// at a step there instead of racing the swarm from outside.
-	beforeOpen atomic.Pointer[func()]
+	// beforeOpen, when set, runs before every stream is opened (from,
+	// to, protocol), with no lock held: every round opens streams, so a
+	// test can stop the world at a step there instead of racing the
+	// swarm from outside.
+	beforeOpen atomic.Pointer[func(from, to peer.ID, proto protocol.ID)]
 }
 
 func newMemSwarm() *memSwarm {
@@ -137,7 +138,7 @@ var _ Network = (*memNode)(nil)
 
 func (n *memNode) Open(ctx context.Context, p peer.ID, proto protocol.ID) (gossip.Stream, error) {
 	if f := n.sw.beforeOpen.Load(); f != nil {
-		(*f)()
+		(*f)(n.Self(), p, proto)
 	}
 	n.sw.mu.Lock()
 	cut := n.sw.cut(n.Self(), p)

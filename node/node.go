@@ -56,6 +56,8 @@ type Node struct {
 	http     *httpServer
 	dash     *dash // the dashboard's history (nil until Run)
 	local    localTrainer
+	// lossGuard stops a run whose loss blew up (training loop only).
+	lossGuard lossGuard
 
 	// mu guards rep, stats, part, bootstrap and ignored; the training
 	// loop is the only writer of rep and part.

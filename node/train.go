@@ -222,6 +222,9 @@ func (n *Node) minibatch(acc *accumulator) error {
 	if err != nil {
 		return err
 	}
+	if err := n.lossGuard.observe(loss); err != nil {
+		return err
+	}
 	n.local.model.AddGrads(acc.sum, float32(batch))
 	acc.samples += batch
 	n.mu.Lock()

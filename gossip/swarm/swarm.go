@@ -192,6 +192,21 @@ func (v View) isClient(p peer.ID) bool {
 	return i >= 0 && v.Live[i].Client
 }
 
+// forkedAhead lists the trainers past our step when no quorum is: each
+// took a step in a group the swarm's majority was not in.
+func (v View) forkedAhead() []peer.ID {
+	if v.Behind(v.Step) {
+		return nil // a quorum is ahead: we download, whoever assembles
+	}
+	var out []peer.ID
+	for _, m := range v.trainers() {
+		if m.Step > v.Step {
+			out = append(out, m.Peer)
+		}
+	}
+	return out
+}
+
 func (v View) isTrainer(p peer.ID) bool {
 	return slices.ContainsFunc(v.trainers(), func(m gossip.Member) bool { return m.Peer == p })
 }
@@ -204,10 +219,16 @@ func (v View) isTrainer(p peer.ID) bool {
 // round, so it picks the same assembler as everyone else. With no last
 // round (the first step), every live trainer counts, self included,
 // sorted.
+//
+// A member of the last round that claims a step past ours without a
+// quorum behind it stepped on in a minority group: it can no longer
+// assemble our step (it answers "behind"), yet its word alone does not
+// move us, so asking it would stall the majority for good.
 func (v View) Candidates() []peer.ID {
 	var out []peer.ID
+	forked := v.forkedAhead()
 	for _, p := range v.LastGroup {
-		if (p == v.Self || v.isTrainer(p)) && !slices.Contains(out, p) {
+		if (p == v.Self || v.isTrainer(p)) && !slices.Contains(out, p) && !slices.Contains(forked, p) {
 			out = append(out, p)
 		}
 	}
@@ -296,6 +317,14 @@ func (v View) Expected(step uint64) []peer.ID {
 // voter, compare its hash with none, and end the run on its own state
 // (TestHomeNodesPunch under load: a home node that lost sight of the
 // swarm for a moment right after its download).
+//
+// Nor does any round of fewer than half the voters (self included), so
+// that a quorum, not whoever happened to be on time, decides the swarm's
+// next state. Under load an assembler's join window can pass before
+// the others' joins arrive; closing alone at --min-group 1 forked it
+// off the three others, who kept asking it (their candidate) and were
+// told "behind" while it trained alone to the end (the BERT demo, 4
+// nodes at load 30: three hashes). Waiting, it retries with them.
 func (v View) MinGroupAt(step uint64) int {
 	need := v.MinGroup
 	if grid := v.Moshpit(); grid != nil {
@@ -303,6 +332,9 @@ func (v View) MinGroupAt(step uint64) int {
 	}
 	if len(v.Bootstrap) > 0 && !v.averaged() {
 		need = max(need, 2)
+	}
+	if e := v.electorate(); e.self > 0 {
+		need = max(need, (e.n+1)/2)
 	}
 	return need
 }

@@ -65,7 +65,7 @@ func TestCandidates(t *testing.T) {
 		{"first step, a client, the owners syncing: the owners", nil, []gossip.Member{client(live[0]), live[3]}, ids("d"), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := View{Self: self, Live: tc.live, LastGroup: tc.last, Client: tc.client}
+			v := View{Self: self, Step: 5, Live: tc.live, LastGroup: tc.last, Client: tc.client}
 			if got := v.Candidates(); !slices.Equal(got, tc.want) {
 				t.Errorf("Candidates() = %v, want %v", got, tc.want)
 			}
@@ -79,8 +79,8 @@ func TestCandidates(t *testing.T) {
 // Gossip-view candidates split such a swarm into two groups at one step.
 func TestStaleViewsPickOneAssembler(t *testing.T) {
 	last := ids("a", "b", "c")
-	fresh := View{Self: "a", LastGroup: last, Live: []gossip.Member{m("b", 7, "x", 0), m("c", 7, "x", 0), m("new", 7, "x", 0)}}
-	stale := View{Self: "b", LastGroup: last, Live: []gossip.Member{m("a", 6, "x", 0), m("c", 6, "x", 0)}}
+	fresh := View{Self: "a", Step: 7, LastGroup: last, Live: []gossip.Member{m("b", 7, "x", 0), m("c", 7, "x", 0), m("new", 7, "x", 0)}}
+	stale := View{Self: "b", Step: 7, LastGroup: last, Live: []gossip.Member{m("a", 6, "x", 0), m("c", 6, "x", 0)}}
 	ca, cb := fresh.Candidates(), stale.Candidates()
 	if !slices.Equal(ca, cb) {
 		t.Fatalf("candidates differ: %v and %v", ca, cb)
@@ -113,7 +113,7 @@ func TestExpected(t *testing.T) {
 		{"joiner waits for itself too", ids("a", "b"), ids("a", "b", "self", "c", "f", "d")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := View{Self: self, Live: live, LastGroup: tc.last}
+			v := View{Self: self, Step: 5, Live: live, LastGroup: tc.last}
 			if got := v.Expected(5); !slices.Equal(got, tc.want) {
 				t.Errorf("Expected(5) = %v, want %v", got, tc.want)
 			}
@@ -311,5 +311,68 @@ func TestJoinerNeverStepsAlone(t *testing.T) {
 	v.Bootstrap, v.MinGroup = ids("a"), 3
 	if need := v.MinGroupAt(3); need != 3 {
 		t.Errorf("a joiner in a run of minimum 3: %d, want 3", need)
+	}
+}
+
+// A round of fewer than half the voters would fork the swarm: at
+// --min-group 1 among four that averaged together, the minimum is two;
+// among three, two; between two, one (either may go on alone, and the
+// tie-break heals them); alone, one. Voters syncing still count.
+func TestMinGroupIsHalfTheVoters(t *testing.T) {
+	four := []gossip.Member{m("a", 5, "x", 0), m("b", 5, "x", 0), m("c", 2, "", 5)}
+	for _, tc := range []struct {
+		name string
+		live []gossip.Member
+		want int
+	}{
+		{"four, one syncing", four, 2},
+		{"three", four[:2], 2},
+		{"two", four[:1], 1},
+		{"alone", nil, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := View{Run: "r", Self: self, Step: 5, MinGroup: 1, Live: tc.live, Weight: all(tc.live)}
+			if got := v.MinGroupAt(5); got != tc.want {
+				t.Errorf("MinGroupAt(5) = %d, want %d", got, tc.want)
+			}
+		})
+	}
+	// Peers that never averaged with us weigh nothing: a newcomer's
+	// crowd does not hold a member back.
+	v := View{Run: "r", Self: self, Step: 5, MinGroup: 1, Live: four, Weight: map[peer.ID]int{"a": 1}}
+	if got := v.MinGroupAt(5); got != 1 {
+		t.Errorf("one voter of three live peers: MinGroupAt(5) = %d, want 1", got)
+	}
+	// The run's own minimum still holds when larger.
+	v = View{Run: "r", Self: self, Step: 5, MinGroup: 3, Live: four, Weight: all(four)}
+	if got := v.MinGroupAt(5); got != 3 {
+		t.Errorf("--min-group 3: MinGroupAt(5) = %d, want 3", got)
+	}
+}
+
+// A member of the last round that stepped on without a quorum (the
+// others never saw its round) is no candidate: it would answer every
+// join "behind". Once a quorum is past our step it is followed instead.
+func TestForkedMemberIsNoCandidate(t *testing.T) {
+	live := []gossip.Member{m("a", 9, "y", 0), m("b", 5, "x", 0), m("c", 5, "x", 0)}
+	v := View{Self: self, Step: 5, Hash: "x", Live: live, LastGroup: ids("a", "b", "c", "self"), Weight: all(live)}
+	if got, want := v.Candidates(), ids("b", "c", "self"); !slices.Equal(got, want) {
+		t.Fatalf("Candidates() = %v, want %v", got, want)
+	}
+	if slices.Contains(v.Expected(5), "a") {
+		t.Errorf("Expected(5) = %v waits for the forked member", v.Expected(5))
+	}
+	// One step ahead is the same: its round was not ours.
+	v.Live[0].Step = 6
+	if slices.Contains(v.Candidates(), "a") {
+		t.Errorf("a at step 6 alone: Candidates() = %v", v.Candidates())
+	}
+	// b went ahead with it: half the weight, a quorum. We are behind.
+	v.Live[1].Step = 6
+	if !v.Behind(5) {
+		t.Fatal("half the voters at step 6: not behind")
+	}
+	if got := v.Candidates(); !slices.Contains(got, "a") {
+		t.Errorf("behind a quorum: Candidates() = %v leaves a out", got)
 	}
 }
