@@ -180,7 +180,7 @@ func (g *greeter) prune(now time.Time) {
 // paced by the greeter): if it is on our run, the hello admits it and its
 // next heartbeat counts. Until then it is nobody.
 func (n *Node) stranger(p peer.ID, m gossip.Message) {
-	if m.Kind != gossip.KindHeartbeat || m.Heartbeat.Leaving || p == n.ID() || !n.greets.start(p, time.Now()) {
+	if m.Kind != gossip.KindHeartbeat || m.Heartbeat.Leaving || p == n.ID() || !n.greets.start(p, n.clock.Now()) {
 		return
 	}
 	// Gossip may have come through a third peer: dial it directly.
@@ -212,11 +212,11 @@ func (n *Node) onContact(p peer.ID) bool {
 	if p == n.ID() {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), contactWait)
+	ctx, cancel := n.clock.WithTimeout(context.Background(), contactWait)
 	defer cancel()
-	if n.greets.start(p, time.Now()) {
+	if n.greets.start(p, n.clock.Now()) {
 		err := n.adm.Greet(ctx, n.net, p)
-		n.greets.done(p, err == nil, time.Now())
+		n.greets.done(p, err == nil, n.clock.Now())
 		if err == nil {
 			n.log.Info("admitted", "peer", p, "on", "contact")
 		}
@@ -225,7 +225,7 @@ func (n *Node) onContact(p peer.ID) bool {
 		if ctx.Err() != nil || !n.greets.inFlight(p) {
 			return n.admitted.has(p)
 		}
-		sleep(ctx, 10*time.Millisecond)
+		n.sleep(ctx, 10*time.Millisecond)
 	}
 	return true
 }
@@ -238,10 +238,10 @@ const contactWait = 2 * time.Second
 // the outcome with the greeter, and reports whether p was admitted. A
 // refusal is handled by onHello.
 func (n *Node) greet(p peer.ID) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.FrameTimeout)
+	ctx, cancel := n.clock.WithTimeout(context.Background(), n.cfg.FrameTimeout)
 	defer cancel()
 	err := n.adm.Greet(ctx, n.net, p)
-	n.greets.done(p, err == nil, time.Now())
+	n.greets.done(p, err == nil, n.clock.Now())
 	if err == nil {
 		n.log.Info("admitted", "peer", p)
 	} else {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -540,6 +541,10 @@ type Config struct {
 	// libp2p host listening on Listen (Dir then holds no identity): tests
 	// run whole swarms in-process over it.
 	Network Network
+	// Clock is the time the node reads: heartbeats, expiries, join
+	// windows, round and frame deadlines, waits (nil: the wall clock).
+	// Tests and the simulator pass a fake one.
+	Clock clock.Clock
 }
 
 // DefaultConfig returns a complete node config for DefaultRunConfig.

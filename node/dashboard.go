@@ -108,7 +108,7 @@ func (n *Node) logStep() {
 	if d == nil {
 		return
 	}
-	now := time.Now()
+	now := n.clock.Now()
 	final := n.currentStep() >= uint64(n.cfg.Run.Optimizer.Steps)
 	d.mu.Lock()
 	due := d.hist.due(now)
@@ -230,7 +230,7 @@ type DashData struct {
 // dashData answers a page that has the points up to after of generation
 // gen (known false: none yet).
 func (n *Node) dashData(after, gen uint64, known bool) DashData {
-	now := time.Now()
+	now := n.clock.Now()
 	s := n.Status()
 	out := DashData{Status: s, Peers: n.Swarm(s, now), History: []Point{}}
 	if !n.started.IsZero() {

@@ -125,13 +125,13 @@ func (n *Node) ensureData(ctx context.Context) error {
 
 // fetchMNIST downloads MNIST from the join peers into --dir/data/mnist.
 func (n *Node) fetchMNIST(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, dataFetchTimeout)
+	ctx, cancel := n.clock.WithTimeout(ctx, dataFetchTimeout)
 	defer cancel()
 	peers, err := n.dataPeers(ctx)
 	if len(peers) == 0 {
 		return "", fmt.Errorf("mnist: no peer to fetch it from: %w", err)
 	}
-	got, err := datasync.Fetch(ctx, n.net, peers, datasync.Request{Root: mnistRoot})
+	got, err := datasync.Fetch(ctx, n.net, peers, datasync.Request{Root: mnistRoot, Clock: n.clock})
 	if err != nil {
 		return "", fmt.Errorf("mnist: fetching from peers: %w", err)
 	}
@@ -163,7 +163,7 @@ func (n *Node) dataPeers(ctx context.Context) ([]peer.ID, error) {
 	var listed []gossip.PeerAddrs
 	var errs []error
 	for _, addr := range n.cfg.Join {
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		cctx, cancel := n.clock.WithTimeout(ctx, 15*time.Second)
 		p, err := n.net.Connect(cctx, addr)
 		var more []gossip.PeerAddrs
 		if err == nil {
@@ -196,7 +196,7 @@ func (n *Node) dataPeers(ctx context.Context) ([]peer.ID, error) {
 	var wg sync.WaitGroup
 	for i, l := range extra {
 		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			cctx, cancel := n.clock.WithTimeout(ctx, 15*time.Second)
 			defer cancel()
 			n.net.Learn(l.ID, l.Addrs)
 			if err := n.net.Redial(cctx, l.ID); err != nil {
@@ -223,7 +223,7 @@ const maxDataPeers = 8
 // others can dial (not clients), with their addresses.
 func (n *Node) welcomePeers(asker peer.ID) []gossip.PeerAddrs {
 	var out []gossip.PeerAddrs
-	for _, m := range n.view.Live(time.Now()) {
+	for _, m := range n.view.Live(n.clock.Now()) {
 		if len(out) == gossip.MaxWelcomePeers {
 			break
 		}
@@ -256,7 +256,7 @@ func (n *Node) serveData() {
 		n.log.Info("not serving data", "reason", err)
 		return
 	}
-	datasync.NewServer(n.adv.dataNet(n.net), ds, nil)
+	datasync.NewServer(n.adv.dataNet(n.net), ds, n.clock)
 }
 
 // vocabName is the vocabulary's name among a text run's served files.
@@ -406,14 +406,14 @@ const fetchTextTries = 3
 
 // fetchText downloads a text run's files from the join peers.
 func (n *Node) fetchText(ctx context.Context) ([]datasync.File, error) {
-	ctx, cancel := context.WithTimeout(ctx, dataFetchTimeout)
+	ctx, cancel := n.clock.WithTimeout(ctx, dataFetchTimeout)
 	defer cancel()
 	peers, err := n.dataPeers(ctx)
 	if len(peers) == 0 {
 		return nil, fmt.Errorf("no peer to fetch it from: %w", err)
 	}
 	for range fetchTextTries {
-		got, err := datasync.Fetch(ctx, n.net, peers, datasync.Request{Check: checkText(n.cfg.Run)})
+		got, err := datasync.Fetch(ctx, n.net, peers, datasync.Request{Check: checkText(n.cfg.Run), Clock: n.clock})
 		for p, e := range got.Failed {
 			n.log.Warn("data peer dropped", "peer", p, "reason", e)
 		}

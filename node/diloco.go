@@ -80,7 +80,7 @@ func (n *Node) dilocoLoop(ctx context.Context) (*Result, error) {
 			n.det.void(fmt.Sprintf("the swarm moved past step %d without us", reach))
 			if err := n.resyncDiLoCo(ctx, ph); err != nil {
 				n.log.Warn("state sync failed; retrying", "err", err)
-				sleep(ctx, 500*time.Millisecond)
+				n.sleep(ctx, 500*time.Millisecond)
 			}
 			continue
 		}
@@ -110,10 +110,10 @@ func (n *Node) dilocoLoop(ctx context.Context) (*Result, error) {
 				ph.delta[i] = g - ph.local[i]
 			}
 			n.mu.Unlock()
-			began, handed := time.Now(), ph.unsent
+			began, handed := n.clock.Now(), ph.unsent
 			out, err = n.strategy.Step(context.WithoutCancel(ctx), env, step, ph.delta, handed)
 			if err == nil && out.Members != nil {
-				n.dash.roundDone(time.Since(began))
+				n.dash.roundDone(n.clock.Since(began))
 			}
 			switch {
 			case out.Carry != nil && out.Grad != nil: // the last flight landed, this phase flies
@@ -189,9 +189,9 @@ func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) er
 		if ctx.Err() != nil {
 			return nil // the loop sees it
 		}
-		began := time.Now()
+		began := n.clock.Now()
 		ok, err := n.innerStep(ph, step)
-		n.addCompute(time.Since(began))
+		n.addCompute(n.clock.Since(began))
 		if err != nil {
 			return fmt.Errorf("step %d: %w", step, err)
 		}
@@ -201,7 +201,7 @@ func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) er
 		ph.steps++
 		ph.unsent += batch
 		ph.atStep += batch
-		if now := time.Now(); ph.steps == h || now.Sub(ph.published) >= n.cfg.HeartbeatInterval/5 {
+		if now := n.clock.Now(); ph.steps == h || now.Sub(ph.published) >= n.cfg.HeartbeatInterval/5 {
 			// Paced: at every inner step it would cost more bytes per
 			// sample than the rounds do.
 			n.publishProgress(ctx, step, ph.atStep)
@@ -279,7 +279,7 @@ func (n *Node) partnerSamples(step uint64, m map[peer.ID]int) map[peer.ID]int {
 	n.mu.Lock()
 	partners := n.rep.lastMembers
 	n.mu.Unlock()
-	for _, mem := range n.view.Live(time.Now()) {
+	for _, mem := range n.view.Live(n.clock.Now()) {
 		// Before our first round every admitted peer counts: else the
 		// first phases end as far apart as the peers' speeds, and the
 		// first round splits the swarm.
@@ -345,8 +345,8 @@ func (n *Node) begin(ctx context.Context) error {
 		n.mu.Unlock()
 	}
 	n.mu.Lock()
-	n.stats.rate.since = time.Now() // the first window includes the first minibatch
-	n.stats.trainStart = time.Now()
+	n.stats.rate.since = n.clock.Now() // the first window includes the first minibatch
+	n.stats.trainStart = n.clock.Now()
 	n.mu.Unlock()
 	return nil
 }
@@ -364,7 +364,7 @@ func (n *Node) addCompute(d time.Duration) {
 func (n *Node) trainingDone() {
 	n.mu.Lock()
 	if n.stats.trainEnd.IsZero() {
-		n.stats.trainEnd = time.Now()
+		n.stats.trainEnd = n.clock.Now()
 	}
 	n.mu.Unlock()
 }

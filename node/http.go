@@ -70,7 +70,7 @@ func (n *Node) Status() Status {
 	s := Status{
 		Peer: n.ID().String(), Run: n.run, Phase: n.stats.phase, Step: n.rep.step, Steps: n.cfg.Run.Optimizer.Steps, Hash: n.rep.hash,
 		Loss: n.stats.loss, SamplesPerSec: n.stats.samplesPerSec, Samples: n.stats.samples, Rounds: n.stats.rounds, FailedRounds: n.stats.failedRounds, StateSyncs: n.stats.syncs,
-		GroupSize: n.stats.groupSize, ComputeUtilisation: n.utilisationLocked(time.Now()),
+		GroupSize: n.stats.groupSize, ComputeUtilisation: n.utilisationLocked(n.clock.Now()),
 	}
 	s.Uplink = n.av.Uplink()
 	s.RoundDeadline = n.av.Deadline().Seconds()

@@ -193,7 +193,7 @@ func (n *Node) joinSwarm(ctx context.Context, saved []string) error {
 	if len(n.cfg.Join) == 0 {
 		timeout = min(timeout, savedPeersWait)
 	}
-	plan := newJoinPlan(n.cfg.Join, saved, time.Now(), timeout)
+	plan := newJoinPlan(n.cfg.Join, saved, n.clock.Now(), timeout)
 	if len(plan.addrs) == 0 {
 		return nil
 	}
@@ -204,7 +204,7 @@ func (n *Node) joinSwarm(ctx context.Context, saved []string) error {
 	results := make(chan result, len(plan.addrs))
 	busy := 0
 	for {
-		now := time.Now()
+		now := n.clock.Now()
 		for _, a := range plan.due(now) {
 			busy++
 			go func() { results <- result{a, n.join(ctx, a)} }()
@@ -212,7 +212,7 @@ func (n *Node) joinSwarm(ctx context.Context, saved []string) error {
 		if plan.over() {
 			break
 		}
-		timer := time.NewTimer(plan.wait(now))
+		timer := n.clock.Timer(plan.wait(now))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -226,7 +226,7 @@ func (n *Node) joinSwarm(ctx context.Context, saved []string) error {
 			}
 			var refused *refusedJoin
 			final := errors.As(r.err, &refused)
-			retry := plan.failed(r.addr, r.err, final, time.Now())
+			retry := plan.failed(r.addr, r.err, final, n.clock.Now())
 			switch {
 			case refused != nil && !a.saved:
 				timer.Stop()
@@ -265,7 +265,7 @@ func (e *refusedJoin) Error() string { return e.reason }
 
 // join connects to a peer by address and checks it is on our run.
 func (n *Node) join(ctx context.Context, addr string) error {
-	cctx, cancel := context.WithTimeout(ctx, joinDialTimeout)
+	cctx, cancel := n.clock.WithTimeout(ctx, joinDialTimeout)
 	defer cancel()
 	p, err := n.net.Connect(cctx, addr)
 	if err != nil {
@@ -286,7 +286,7 @@ func (n *Node) join(ctx context.Context, addr string) error {
 		return err
 	}
 	n.net.Keep(p, nil)
-	n.redials.heard(p, time.Now())
+	n.redials.heard(p, n.clock.Now())
 	n.mu.Lock()
 	if len(n.bootstrap) < maxBootstrap && !slices.Contains(n.bootstrap, p) {
 		n.bootstrap = append(n.bootstrap, p)

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -44,6 +45,8 @@ type Node struct {
 	outside outsideNet
 	// finder is net's peer discovery (nil: it has none).
 	finder finder
+	// clock is cfg.Clock, or the wall clock: all the time the node reads.
+	clock clock.Clock
 
 	view     *gossip.Membership
 	mm       *allreduce.Matchmaker
@@ -224,7 +227,7 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, unlock: unlock, run: cfg.Run.ID(), refusals: make(chan string, 4), ignored: map[swarm.Claim]bool{},
+	n := &Node{cfg: cfg, clock: gossip.OrWall(cfg.Clock), unlock: unlock, run: cfg.Run.ID(), refusals: make(chan string, 4), ignored: map[swarm.Claim]bool{},
 		part: swarm.Participation{Window: participationWindow, Cap: participationCap}}
 	ownNet := false // a cfg.Network belongs to the caller
 	defer func() {
@@ -323,12 +326,12 @@ func NewContext(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.strategy, err = averaging.New(sc); err != nil {
 		return nil, err
 	}
-	n.mm = allreduce.NewMatchmaker(n.net, allreduce.MatchConfig{Run: n.run, JoinWindow: n.joinWindow(), EvenShares: n.det != nil,
+	n.mm = allreduce.NewMatchmaker(n.net, allreduce.MatchConfig{Run: n.run, JoinWindow: n.joinWindow(), Clock: n.clock, EvenShares: n.det != nil,
 		Uplink: func() (float64, bool) { return n.av.Uplink(), n.client() }, MinGroup: cfg.Run.Averaging.MinGroup, MaxGroup: cfg.Run.Averaging.MaxGroup,
 		// A peer suspected of sending different results to different
 		// members owns no part of our groups for a while.
 		NoPart: func(p peer.ID) bool { return n.av.Penalised(p) }}, matchView{n})
-	n.states = statesync.NewServer(n.net, n.run, n.servableStep, n.snapshot, nil)
+	n.states = statesync.NewServer(n.net, n.run, n.servableStep, n.snapshot, n.clock)
 	if cfg.Run.Model.InitFrom != "" {
 		switch {
 		case cfg.InitPath != "":
@@ -398,7 +401,7 @@ func (n *Node) newAverager(codec compression.Codec) (*allreduce.Averager, error)
 	}
 	return allreduce.NewAverager(n.net, allreduce.AveragerConfig{Codec: codec, Result: result, PartCodec: partFor, ResultCodec: resultFor, Lossless: lossless,
 		Aggregate: agg, ContentOrder: n.det != nil,
-		RoundTimeout: n.cfg.RoundTimeout, MinLinkRate: n.cfg.MinLinkRate,
+		RoundTimeout: n.cfg.RoundTimeout, MinLinkRate: n.cfg.MinLinkRate, Clock: n.clock,
 		// A member's weight is its claimed samples: no honest step needs
 		// more than the run's target batch (a DiLoCo phase: its inner
 		// steps' minibatches), so no member weighs more.
@@ -481,7 +484,7 @@ func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
 		n.log.Warn("refused peer", "peer", p, "reason", reason)
 		fmt.Fprintf(os.Stderr, "swarmtrain: refused peer %s: %s\n", p, reason)
 		// Let the refusal reach the peer before hanging up.
-		time.AfterFunc(time.Second, func() { n.net.ClosePeer(p) })
+		n.clock.AfterFunc(time.Second, func() { n.net.ClosePeer(p) })
 	}
 	select {
 	case n.refusals <- reason:
@@ -493,7 +496,7 @@ func (n *Node) onHello(p peer.ID, ok bool, reason string, inbound bool) {
 // cancelled (a clean leave), or a fatal error. It returns the final
 // evaluation.
 func (n *Node) Run(ctx context.Context) (*Result, error) {
-	n.started = time.Now()
+	n.started = n.clock.Now()
 	defer n.unlock()
 	defer n.net.Close()
 	var err error
@@ -568,9 +571,9 @@ func (n *Node) Run(ctx context.Context) (*Result, error) {
 // us before they heard our leave get their group instead of a closed
 // stream and a failed round.
 func (n *Node) drainAssemblies() {
-	deadline := time.Now().Add(2*n.cfg.JoinWindow + time.Second)
-	for n.mm.Assembling() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+	deadline := n.clock.Now().Add(2*n.cfg.JoinWindow + time.Second)
+	for n.mm.Assembling() && n.clock.Now().Before(deadline) {
+		n.clock.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -583,8 +586,8 @@ func (n *Node) drainAssemblies() {
 func (n *Node) linger(ctx context.Context, res *Result) *Result {
 	n.setPhase("done")
 	final := uint64(n.cfg.Run.Optimizer.Steps)
-	end := time.After(n.cfg.Linger)
-	tick := time.NewTicker(100 * time.Millisecond)
+	end := n.clock.After(n.cfg.Linger)
+	tick := n.clock.Ticker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
@@ -606,7 +609,7 @@ func (n *Node) linger(ctx context.Context, res *Result) *Result {
 
 // deliver handles a validated gossip message.
 func (n *Node) deliver(from peer.ID, m gossip.Message) {
-	now := time.Now()
+	now := n.clock.Now()
 	switch m.Kind {
 	case gossip.KindHeartbeat:
 		hb := m.Heartbeat
@@ -630,14 +633,14 @@ func (n *Node) deliver(from peer.ID, m gossip.Message) {
 }
 
 func (n *Node) heartbeats(ctx context.Context) {
-	t := time.NewTicker(n.cfg.HeartbeatInterval)
+	t := n.clock.Ticker(n.cfg.HeartbeatInterval)
 	defer t.Stop()
 	var lastSave time.Time // the first peer heard is saved at once
 	for {
 		n.publishHeartbeat(ctx, false)
 		n.checkAgreement()
-		if time.Since(lastSave) >= savePeersEvery && n.savePeers() {
-			lastSave = time.Now()
+		if n.clock.Since(lastSave) >= savePeersEvery && n.savePeers() {
+			lastSave = n.clock.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -718,7 +721,7 @@ func (n *Node) setPhase(p string) {
 
 // leave tells the swarm we are going, so nobody waits for us.
 func (n *Node) leave() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := n.clock.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	n.publishHeartbeat(ctx, true)
 	n.log.Info("leave announced", "step", n.currentStep())
@@ -750,4 +753,4 @@ func writeJSON(path string, v any) error {
 }
 
 // livePeers counts live peers on the run, self excluded.
-func (n *Node) livePeers() int { return len(n.view.Live(time.Now())) }
+func (n *Node) livePeers() int { return len(n.view.Live(n.clock.Now())) }

@@ -283,16 +283,16 @@ func (n *Node) startDiscovery() (io.Closer, error) {
 // hellos, the address book bounds what is learnt, and a peer that is
 // not on our run (or not reachable) is dropped quietly.
 func (n *Node) found(p peer.ID, addrs []string) {
-	if p == n.ID() || n.admitted.has(p) || !n.greets.start(p, time.Now()) {
+	if p == n.ID() || n.admitted.has(p) || !n.greets.start(p, n.clock.Now()) {
 		return
 	}
 	go func() {
 		n.net.Learn(p, addrs)
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.FrameTimeout)
+		ctx, cancel := n.clock.WithTimeout(context.Background(), n.cfg.FrameTimeout)
 		err := n.net.Redial(ctx, p)
 		cancel()
 		if err != nil {
-			n.greets.done(p, false, time.Now())
+			n.greets.done(p, false, n.clock.Now())
 			n.log.Debug("discovered peer not reachable", "peer", p, "err", err)
 			return
 		}

@@ -154,7 +154,7 @@ func (r *redialer) dialed(p peer.ID, ok bool, now time.Time) {
 
 // redial reconnects to lost swarm peers until ctx ends.
 func (n *Node) redial(ctx context.Context) {
-	t := time.NewTicker(redialMin / 2)
+	t := n.clock.Ticker(redialMin / 2)
 	defer t.Stop()
 	for {
 		select {
@@ -162,20 +162,20 @@ func (n *Node) redial(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, p := range n.redials.hangUp(time.Now(), n.net.Connected) {
+		for _, p := range n.redials.hangUp(n.clock.Now(), n.net.Connected) {
 			n.log.Info("hanging up on a silent connection", "peer", p)
 			n.net.ClosePeer(p)
 		}
-		for _, p := range n.redials.due(time.Now(), n.net.Connected) {
+		for _, p := range n.redials.due(n.clock.Now(), n.net.Connected) {
 			go func() {
-				dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				dctx, cancel := n.clock.WithTimeout(ctx, 5*time.Second)
 				err := n.net.Redial(dctx, p)
 				cancel()
-				n.redials.dialed(p, err == nil, time.Now())
+				n.redials.dialed(p, err == nil, n.clock.Now())
 				if err == nil {
 					n.log.Info("reconnected", "peer", p)
 					// A new connection is a stranger's until a hello.
-					if n.greets.start(p, time.Now()) {
+					if n.greets.start(p, n.clock.Now()) {
 						n.greet(p)
 					}
 				}
@@ -216,7 +216,7 @@ func (n *Node) punchAgain(ctx context.Context) {
 		return
 	}
 	tries := map[peer.ID]int{}
-	t := time.NewTicker(punchRetryEvery)
+	t := n.clock.Ticker(punchRetryEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -224,11 +224,11 @@ func (n *Node) punchAgain(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, m := range n.view.Live(time.Now()) {
+		for _, m := range n.view.Live(n.clock.Now()) {
 			if m.Peer >= n.ID() || tries[m.Peer] >= punchRetries {
 				continue
 			}
-			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			rctx, cancel := n.clock.WithTimeout(ctx, 10*time.Second)
 			tried, err := pn.RetryPunch(rctx, m.Peer, punchWait)
 			cancel()
 			if tried {

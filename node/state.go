@@ -31,11 +31,11 @@ func (n *Node) syncState(ctx context.Context) error {
 	// (bounded) until gossip shows a peer there, or we would pick a donor
 	// as stale as we are.
 	hint := n.aheadHint.Swap(0)
-	for wait := time.Now().Add(2 * n.cfg.HeartbeatInterval); hint > 0 && time.Now().Before(wait); {
+	for wait := n.clock.Now().Add(2 * n.cfg.HeartbeatInterval); hint > 0 && n.clock.Now().Before(wait); {
 		if n.swarmView().NewestStep() >= hint {
 			break
 		}
-		sleep(ctx, 20*time.Millisecond)
+		n.sleep(ctx, 20*time.Millisecond)
 	}
 	v := n.swarmView()
 	donors, top, want := v.Donors()
@@ -48,8 +48,8 @@ func (n *Node) syncState(ctx context.Context) error {
 	// the quorum catches up and shows it a donor, for at most two join
 	// windows and a heartbeat.
 	if len(donors) == 0 && n.resync.Load() {
-		for wait := time.Now().Add(2*n.cfg.JoinWindow + n.cfg.HeartbeatInterval); len(donors) == 0 && time.Now().Before(wait) && ctx.Err() == nil; {
-			sleep(ctx, 50*time.Millisecond)
+		for wait := n.clock.Now().Add(2*n.cfg.JoinWindow + n.cfg.HeartbeatInterval); len(donors) == 0 && n.clock.Now().Before(wait) && ctx.Err() == nil; {
+			n.sleep(ctx, 50*time.Millisecond)
 			v = n.swarmView()
 			donors, top, want = v.Donors()
 		}
@@ -79,10 +79,10 @@ func (n *Node) syncState(ctx context.Context) error {
 	nParams, nOpt := len(n.rep.params), len(n.rep.optState)
 	n.mu.Unlock()
 	n.publishHeartbeat(ctx, false)
-	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	cctx, cancel := n.clock.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	f, err := n.download.Fetch(cctx, n.net, donors, statesync.Request{
-		Run: n.run, NParams: nParams, NOpt: nOpt, Step: step, Want: want, MinVouch: vouch,
+		Run: n.run, NParams: nParams, NOpt: nOpt, Step: step, Want: want, MinVouch: vouch, Clock: n.clock,
 		// A donor a round behind usually gets there within a round; one
 		// that does not answers "not yet" and the others serve. It must
 		// answer within our frame timeout, or a stalled swarm (waiting
@@ -152,19 +152,19 @@ func (n *Node) load(s statesync.Snapshot, hash string) error {
 func (n *Node) settle(ctx context.Context) {
 	n.setPhase("settling")
 	final := uint64(n.cfg.Run.Optimizer.Steps)
-	deadline := time.Now().Add(4 * n.cfg.PeerExpiry)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	deadline := n.clock.Now().Add(4 * n.cfg.PeerExpiry)
+	for n.clock.Now().Before(deadline) && ctx.Err() == nil {
 		pending := n.swarmView().Pending(final)
 		if tried, err := n.adoptFinalConsensus(ctx); tried {
 			if err != nil {
-				sleep(ctx, 200*time.Millisecond)
+				n.sleep(ctx, 200*time.Millisecond)
 			}
 			continue
 		}
 		if !pending {
 			return
 		}
-		sleep(ctx, 50*time.Millisecond)
+		n.sleep(ctx, 50*time.Millisecond)
 	}
 }
 
@@ -194,9 +194,9 @@ func (n *Node) finish() *Result {
 	res := &Result{
 		Peer: n.ID().String(), Run: n.run, Step: n.rep.step, Hash: n.rep.hash, Accuracy: acc, TestLoss: loss, InitialTestLoss: st.initialLoss,
 		Rounds: st.rounds, Failed: st.failedRounds, Syncs: st.syncs, LargestGroup: st.largestGroup, Partners: len(st.partners),
-		BytesSent: n.net.BytesOut(), BytesRecv: n.net.BytesIn(), Seconds: time.Since(n.started).Seconds(),
+		BytesSent: n.net.BytesOut(), BytesRecv: n.net.BytesIn(), Seconds: n.clock.Since(n.started).Seconds(),
 		LongestFailing: st.longestFailing.Seconds(), PartShare: st.partShare, Params: n.local.model.NumParams(),
-		ComputeUtilisation: n.utilisationLocked(time.Now()), Samples: st.samples,
+		ComputeUtilisation: n.utilisationLocked(n.clock.Now()), Samples: st.samples,
 	}
 	if n.det != nil {
 		res.Deterministic = n.det.String()

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"slices"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -31,7 +30,7 @@ func (n *Node) swarmView() swarm.View {
 	step, hash, last := n.rep.step, n.rep.hash, n.rep.lastGroup
 	weight, boot := n.part.Weights(), slices.Clone(n.bootstrap)
 	n.mu.Unlock()
-	return swarm.View{Run: n.run, Self: n.ID(), Live: n.view.Live(time.Now()), LastGroup: last, Step: step, Hash: hash,
+	return swarm.View{Run: n.run, Self: n.ID(), Live: n.view.Live(n.clock.Now()), LastGroup: last, Step: step, Hash: hash,
 		MinGroup: n.cfg.Run.Averaging.MinGroup, MaxGroup: n.cfg.Run.Averaging.MaxGroup,
 		Weight: weight, Bootstrap: boot, Final: uint64(n.cfg.Run.Optimizer.Steps), Client: n.client()}
 }

@@ -41,7 +41,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			n.det.void(fmt.Sprintf("the swarm moved past step %d without us", step))
 			if err := n.syncState(ctx); err != nil {
 				n.log.Warn("state sync failed; retrying", "err", err)
-				sleep(ctx, 500*time.Millisecond)
+				n.sleep(ctx, 500*time.Millisecond)
 				continue
 			}
 			acc.reset()
@@ -53,15 +53,15 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		// (a deterministic run: whether we have our share).
 		if n.det == nil || acc.samples < n.det.samples(n.cfg.Run) {
 			n.setPhase("training")
-			began := time.Now()
+			began := n.clock.Now()
 			if err := n.minibatch(acc); err != nil {
 				return nil, fmt.Errorf("step %d: %w", step, err)
 			}
-			n.addCompute(time.Since(began))
+			n.addCompute(n.clock.Since(began))
 			n.publishProgress(ctx, step, acc.samples)
 		} else {
 			// A deterministic retry: no minibatch to compute meanwhile.
-			sleep(ctx, detRetryPause)
+			n.sleep(ctx, detRetryPause)
 		}
 		if !n.enough(step, acc.samples) {
 			continue
@@ -86,13 +86,13 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			continue // the swarm moved on while we computed: sync first
 		}
 		n.adv.gradient(step, mean)
-		began := time.Now()
+		began := n.clock.Now()
 		rctx, endRound := n.roundContext(ctx, step)
 		out, err := n.strategy.Step(rctx, env, step, mean, acc.samples)
 		movedOn := errors.Is(context.Cause(rctx), errMovedOn)
 		endRound()
 		if err == nil && out.Members != nil {
-			n.dash.roundDone(time.Since(began))
+			n.dash.roundDone(n.clock.Since(began))
 		}
 		n.det.round(step, out.Members)
 		if out.Grad != nil || out.Params != nil {
@@ -140,7 +140,7 @@ func (n *Node) enough(step uint64, samples int) bool {
 	if n.det != nil {
 		return samples >= n.det.samples(n.cfg.Run)
 	}
-	others, _ := n.view.SwarmSamples(step, time.Now())
+	others, _ := n.view.SwarmSamples(step, n.clock.Now())
 	return samples+others >= n.cfg.Run.Optimizer.TargetBatch
 }
 
@@ -163,7 +163,7 @@ func (n *Node) roundContext(ctx context.Context, step uint64) (context.Context, 
 	rctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
-		t := time.NewTicker(movedOnPoll)
+		t := n.clock.Ticker(movedOnPoll)
 		defer t.Stop()
 		for {
 			select {
@@ -235,7 +235,7 @@ func (n *Node) minibatch(acc *accumulator) error {
 	} else {
 		n.stats.loss = 0.95*n.stats.loss + 0.05*float64(loss)
 	}
-	n.stats.rate.add(batch, time.Now(), &n.stats.samplesPerSec)
+	n.stats.rate.add(batch, n.clock.Now(), &n.stats.samplesPerSec)
 	return nil
 }
 
@@ -373,7 +373,7 @@ func (n *Node) commitLocked(step uint64, members []peer.ID) {
 	}
 	st := &n.stats
 	st.rounds++
-	now := time.Now()
+	now := n.clock.Now()
 	st.roundsN = roundMark{step, now}
 	if st.rounds == 1 {
 		st.rounds0 = st.roundsN
@@ -436,7 +436,7 @@ func (n *Node) noteFailure(step uint64, what string, err error) {
 	n.mu.Lock()
 	f := &n.stats.failing
 	n.stats.failedRounds++
-	now := time.Now()
+	now := n.clock.Now()
 	if f.count == 0 {
 		f.first = now
 	}
@@ -486,12 +486,12 @@ func (n *Node) waitForPeers(ctx context.Context) error {
 		return nil
 	}
 	n.setPhase("waiting for peers")
-	deadline := time.Now().Add(n.cfg.MinPeersTimeout)
+	deadline := n.clock.Now().Add(n.cfg.MinPeersTimeout)
 	for {
 		if live := n.livePeers() + 1; live >= need || n.behind(n.currentStep()) {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if n.clock.Now().After(deadline) {
 			return fmt.Errorf("only %d of %d peers showed up within %v", n.livePeers()+1, need, n.cfg.MinPeersTimeout)
 		}
 		select {
@@ -499,7 +499,7 @@ func (n *Node) waitForPeers(ctx context.Context) error {
 			n.log.Warn("refusal while waiting", "reason", reason)
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-n.clock.After(50 * time.Millisecond):
 		}
 	}
 }
@@ -519,9 +519,10 @@ func diffPeers(a, b []peer.ID) (joined, left int) {
 	return joined, left
 }
 
-func sleep(ctx context.Context, d time.Duration) {
+// sleep waits d on the node's clock, or until ctx ends.
+func (n *Node) sleep(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
-	case <-time.After(d):
+	case <-n.clock.After(d):
 	}
 }

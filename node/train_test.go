@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swarmtrain/swarmtrain/compression"
@@ -62,7 +63,8 @@ func TestDivergedStepStopsTheRun(t *testing.T) {
 // failLogEvery with the count it left out; every failure still counts.
 func TestFailuresLoggedSparingly(t *testing.T) {
 	var buf strings.Builder
-	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	clk := clock.NewMock()
+	n := &Node{log: slog.New(slog.NewTextHandler(&buf, nil)), clock: clk}
 	for range 100 {
 		n.noteFailure(5, "matchmaking", errors.New("refused"))
 	}
@@ -72,7 +74,7 @@ func TestFailuresLoggedSparingly(t *testing.T) {
 	if n.stats.failedRounds != 100 || n.stats.failing.count != 100 {
 		t.Errorf("counted %d failed rounds (streak %d), want 100", n.stats.failedRounds, n.stats.failing.count)
 	}
-	n.stats.failing.logged = n.stats.failing.logged.Add(-failLogEvery)
+	clk.Add(failLogEvery)
 	n.noteFailure(5, "matchmaking", errors.New("refused"))
 	if !strings.Contains(buf.String(), "unlogged_failures=99") {
 		t.Errorf("the next warning does not say how many were left out:\n%s", buf.String())
