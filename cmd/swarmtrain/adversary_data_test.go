@@ -25,7 +25,7 @@ func TestCorruptDataPeerDropped(t *testing.T) {
 	a, liar := pair[0], pair[1]
 	liarInfo := liar.info()
 	b := startNodeWith(t, filepath.Join(dir, "bare"), "/ip4/127.0.0.1/tcp/0", bare(t), append([]string{"--join", liarInfo.Addrs[0], "--join", a.info().Addrs[0]}, dataRun...)...)
-	finishTogether(t, a, liar, b)
+	newcomerFinishes(t, b, pair)
 	log := b.log()
 	if !strings.Contains(log, "fetched data") {
 		t.Fatalf("the bare node did not fetch its data:\n%s", log)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,12 +33,14 @@ func bare(t *testing.T, extraEnv ...string) func(string, ...string) *exec.Cmd {
 var dataRun = []string{"--hidden", "32", "--batch", "32", "--target-batch", "64", "--steps", "150", "--warmup", "5", "--lr", "0.003", "--linger", "3s"}
 
 // startTrainingPair starts two nodes with the GoMNIST module at hand and
-// waits until they are training; extra[i] are node i's own flags.
+// waits until they are training; extra[i] are node i's own flags. They
+// linger until newcomerFinishes ends them.
 func startTrainingPair(t *testing.T, dir string, command [2]func(string, ...string) *exec.Cmd, extra [2][]string) [2]*proc {
 	t.Helper()
-	a := startNodeWith(t, filepath.Join(dir, "a"), "/ip4/127.0.0.1/tcp/0", command[0], append(append([]string{"--min-peers", "2", "--http", "127.0.0.1:0"}, dataRun...), extra[0]...)...)
+	pairRun := append(slices.Clone(dataRun), "--linger", "5m")
+	a := startNodeWith(t, filepath.Join(dir, "a"), "/ip4/127.0.0.1/tcp/0", command[0], append(append([]string{"--min-peers", "2", "--http", "127.0.0.1:0"}, pairRun...), extra[0]...)...)
 	info := a.info()
-	b := startNodeWith(t, filepath.Join(dir, "b"), "/ip4/127.0.0.1/tcp/0", command[1], append(append([]string{"--min-peers", "2", "--join", info.Addrs[0]}, dataRun...), extra[1]...)...)
+	b := startNodeWith(t, filepath.Join(dir, "b"), "/ip4/127.0.0.1/tcp/0", command[1], append(append([]string{"--min-peers", "2", "--join", info.Addrs[0]}, pairRun...), extra[1]...)...)
 	checkFor(t, 2*time.Minute, 50*time.Millisecond, func() error {
 		st, err := fetchStatus(info.HTTP)
 		if err != nil {
@@ -49,6 +52,23 @@ func startTrainingPair(t *testing.T, dir string, command [2]func(string, ...stri
 		return nil
 	})
 	return [2]*proc{a, b}
+}
+
+// newcomerFinishes waits for the newcomer, then ends the lingering pair
+// (SIGINT: leave, exit) and checks all three end on one hash. The pair
+// lingers so that a newcomer still fetching its data when the pair's
+// short run ends finds them there: at a load of 130 the fetch and the
+// data's load once took longer than the pair's whole run, and the
+// newcomer dialled peers that had left.
+func newcomerFinishes(t *testing.T, newcomer *proc, pair [2]*proc) {
+	t.Helper()
+	if err := newcomer.wait(3 * time.Minute); err != nil {
+		t.Fatalf("%s: %v\n%s\n%s", newcomer.dir, err, newcomer.stderr, logs(pair[0], pair[1], newcomer))
+	}
+	for _, p := range pair {
+		p.cmd.Process.Signal(os.Interrupt)
+	}
+	finishTogether(t, pair[0], pair[1], newcomer)
 }
 
 // finishTogether waits for the nodes and checks they end on one hash.
@@ -92,7 +112,7 @@ func TestBareMachineFetchesMNIST(t *testing.T) {
 	pair := startTrainingPair(t, dir, [2]func(string, ...string) *exec.Cmd{exec.Command, exec.Command}, [2][]string{nil, {"--no-serve-data"}})
 	a, quiet := pair[0], pair[1]
 	b := startNodeWith(t, filepath.Join(dir, "bare"), "/ip4/127.0.0.1/tcp/0", bare(t), append([]string{"--join", quiet.info().Addrs[0], "--join", a.info().Addrs[0]}, dataRun...)...)
-	finishTogether(t, a, quiet, b)
+	newcomerFinishes(t, b, pair)
 	log := b.log()
 	if !strings.Contains(log, "fetched data") {
 		t.Fatalf("the bare node did not fetch its data:\n%s", log)
