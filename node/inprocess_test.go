@@ -145,6 +145,8 @@ func TestInProcessStrategies(t *testing.T) {
 		{"error-feedback", 3, "int8", 0, 8, "*averaging.feedback", "trimmed", ""},
 		{"powersgd", 2, "powersgd:2", 0, 300, "*averaging.powerStrategy", "clip", ""}, // 16×300: a matrix large enough to factor
 		{"moshpit", 4, "fp32", 2, 8, "*averaging.moshpit", "clip", ""},
+		{"moshpit-int8", 4, "int8", 2, 8, "*averaging.moshpit", "mean", ""},
+		{"moshpit-topk", 4, "topk:0.1", 2, 8, "*averaging.moshpit", "clip", ""},
 		{"diloco", 3, "int8", 0, 8, "*averaging.diloco", "mean", ModeDiLoCo},
 		{"diloco-overlap", 3, "int4", 0, 8, "*averaging.diloco", "mean", ModeDiLoCoOverlap},
 	} {
@@ -180,6 +182,14 @@ func TestInProcessStrategies(t *testing.T) {
 			}
 			if tc.maxGroup > 0 && res[0].Partners < 2 {
 				t.Errorf("Moshpit groups did not rotate: %d partners", res[0].Partners)
+			}
+			// A lossy codec: after each group's first meeting (fp32),
+			// its rounds are codec'd deltas from the shared reference.
+			for _, r := range nodes {
+				d := averaging.DeltaRounds(r.n.strategy)
+				if tc.maxGroup > 0 && tc.codec != "fp32" && d == 0 || tc.codec == "fp32" && d != 0 {
+					t.Errorf("%s: %d Moshpit rounds of codec'd deltas under %s", r.n.ID(), d, tc.codec)
+				}
 			}
 		})
 	}

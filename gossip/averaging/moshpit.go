@@ -48,6 +48,16 @@ type moshpit struct {
 	delta      []float32 // local - the group's reference
 	residual   []float32 // what the codec owes from our past contributions
 	refs       map[[32]byte]*groupRef
+	deltas     int // rounds averaged as codec'd deltas
+}
+
+// DeltaRounds is how many Moshpit rounds s averaged as codec'd deltas
+// from a shared reference (0 for any other strategy).
+func DeltaRounds(s Strategy) int {
+	if m, ok := s.(*moshpit); ok {
+		return m.deltas
+	}
+	return 0
 }
 
 // groupRef is a group's last average: identical at every member of the
@@ -137,6 +147,7 @@ func (s *moshpit) Step(ctx context.Context, env Env, step uint64, grad []float32
 			for i, d := range s.avg {
 				s.avg[i] = ref.params[i] + d
 			}
+			s.deltas++
 		}
 	default:
 		// No reference every member holds: this round makes one.
