@@ -117,7 +117,7 @@ func (s *moshpit) Step(ctx context.Context, env Env, step uint64, grad []float32
 	tag := ""
 	key := groupKey(group)
 	if s.lossy {
-		s.forgetRefs(v.Run, step, grid, v.MaxGroup, v.Self)
+		s.forgetRefs(v.MoshpitGrid(grid), step, v.Self)
 		if ref = s.refs[key]; ref != nil {
 			tag = ref.tag
 		}
@@ -196,13 +196,12 @@ func groupKey(group []peer.ID) [32]byte {
 // forgetRefs drops the references of groups we are no longer in on the
 // current grid (a peer joined or left): at most Dims stay, one per
 // dimension.
-func (s *moshpit) forgetRefs(run string, step uint64, grid []peer.ID, maxGroup int, self peer.ID) {
+func (s *moshpit) forgetRefs(g allreduce.MoshpitGrid, step uint64, self peer.ID) {
 	if len(s.refs) == 0 {
 		return
 	}
-	g := allreduce.NewMoshpitGrid(run, grid, maxGroup)
 	keep := make(map[[32]byte]bool, g.Dims)
-	for d := range uint64(g.Dims) {
+	for d := range uint64(g.Local + g.Dims - 1) { // a cycle of rounds
 		keep[groupKey(g.GroupOf(step+d, self))] = true
 	}
 	for k := range s.refs {

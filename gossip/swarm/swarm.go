@@ -45,6 +45,11 @@ type View struct {
 	Hash   string // this node's state hash at Step
 	// MinGroup and MaxGroup are the run's (MaxGroup 0: no cap).
 	MinGroup, MaxGroup int
+	// Links, when set, are the measured link costs between peers that
+	// every peer shares: Moshpit groups follow them (peers near each
+	// other on the same lines, averaging more often; see
+	// allreduce.NewMoshpitGridLinks). Nil: the hash layout.
+	Links allreduce.LinkCost
 	// Weight is each peer's participation weight (Participation.Weights):
 	// only live peers that weigh something vouch for a state, donate it
 	// or make this node behind. With none of them live (a joiner, a fresh
@@ -338,7 +343,12 @@ func (v View) Moshpit() []peer.ID {
 
 // MoshpitGroup is this peer's group at step among grid.
 func (v View) MoshpitGroup(step uint64, grid []peer.ID) []peer.ID {
-	return allreduce.NewMoshpitGrid(v.Run, grid, v.MaxGroup).GroupOf(step, v.Self)
+	return v.MoshpitGrid(grid).GroupOf(step, v.Self)
+}
+
+// MoshpitGrid lays out grid's members (see Moshpit) as every peer does.
+func (v View) MoshpitGrid(grid []peer.ID) allreduce.MoshpitGrid {
+	return allreduce.NewMoshpitGridLinks(v.Run, grid, v.MaxGroup, v.Links)
 }
 
 // Behind reports whether a quorum of the voters is already past step (by
