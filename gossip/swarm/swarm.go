@@ -460,6 +460,20 @@ func (v View) FinalConsensus(final uint64) bool {
 	return v.Consensus(final, v.Hash) == v.Hash
 }
 
+// FinalSplit reports, above the Moshpit cap, whether a live peer at
+// final holds another state than ours: the smallest hash spreads one
+// hop of the partner graph per download, so the run is not over until
+// it reached everyone (a node that left early took its vote along, and
+// an 8-peer swarm ended on two states).
+func (v View) FinalSplit(final uint64) bool {
+	if v.Moshpit() == nil {
+		return false
+	}
+	return slices.ContainsFunc(v.Live, func(m gossip.Member) bool {
+		return !m.Syncing && m.Step == final && m.Hash != "" && m.Hash != v.Hash
+	})
+}
+
 // Pending reports whether a live peer has not reached final yet.
 func (v View) Pending(final uint64) bool {
 	return slices.ContainsFunc(v.Live, func(m gossip.Member) bool { return m.Step < final })
