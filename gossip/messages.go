@@ -121,6 +121,10 @@ type Join struct {
 	// Client: the joiner cannot accept inbound streams, so it must own
 	// no part; it still sends its parts and receives the averages.
 	Client bool `json:"client,omitempty"`
+	// Ref tags the reference this peer holds for its Moshpit group (the
+	// ID of the last round the group averaged in; "" none): members that
+	// all hold one reference average compressed deltas against it.
+	Ref string `json:"ref,omitempty"`
 }
 
 // Group announces a round: the ordered members and their sample counts.
@@ -136,8 +140,12 @@ type Group struct {
 	// Rates are the members' measured uplinks (bytes/s, 0 unknown), from
 	// their joins: each member sizes the round's deadline by them. Not
 	// part of the round ID: they change no member's bytes.
-	Rates  []float64 `json:"rates,omitempty"`
-	Reason string    `json:"reason,omitempty"`
+	Rates []float64 `json:"rates,omitempty"`
+	// Refs are the members' Moshpit reference tags, from their joins
+	// (nil when nobody sent one); part of the round ID, so members that
+	// were told different tags never share a round.
+	Refs   []string `json:"refs,omitempty"`
+	Reason string   `json:"reason,omitempty"`
 }
 
 // Index returns p's position in the group, or -1.
@@ -236,6 +244,9 @@ func (m Message) Validate() error {
 		}
 		if t := m.Join.Uplink; math.IsNaN(t) || t < 0 || t > maxRate {
 			return fmt.Errorf("gossip: join claims an uplink of %v bytes/s", t)
+		}
+		if len(m.Join.Ref) > maxID || !hexRe.MatchString(m.Join.Ref) {
+			return errors.New("gossip: join reference tag is not hex")
 		}
 		return checkRun(m.Join.Run)
 	case KindGroup:
@@ -377,6 +388,16 @@ func (g *Group) validate() error {
 		for _, r := range g.Rates {
 			if math.IsNaN(r) || r < 0 || r > maxRate {
 				return fmt.Errorf("gossip: group claims an uplink of %v bytes/s", r)
+			}
+		}
+	}
+	if g.Refs != nil {
+		if len(g.Refs) != len(g.Members) {
+			return fmt.Errorf("gossip: group lists %d members but %d reference tags", len(g.Members), len(g.Refs))
+		}
+		for _, r := range g.Refs {
+			if len(r) > maxID || !hexRe.MatchString(r) {
+				return errors.New("gossip: group reference tag is not hex")
 			}
 		}
 	}

@@ -135,7 +135,9 @@ type RunAveraging struct {
 	// MaxGroup caps how many peers average together (0: no cap). A swarm
 	// larger than it averages in Moshpit groups: parameters, not
 	// gradients, within groups that rotate every step, so replicas agree
-	// closely instead of bit for bit until the run's final state.
+	// closely instead of bit for bit until the run's final state. A lossy
+	// codec compresses each member's change since its group's last
+	// average (see averaging.moshpit); PowerSGD is refused.
 	MaxGroup int `json:"max_group"`
 	// Aggregate is how each part's owner combines the members' copies:
 	// mean (exact; one lying peer moves it anywhere), clip (copies above
@@ -316,10 +318,10 @@ func (r RunConfig) Validate() error {
 		return fmt.Errorf("run config: averaging.max_group = %d, want at least averaging.min_group (%d) or 0 (no cap)", a.MaxGroup, a.MinGroup)
 	case a.MaxGroup != 0 && r.Compute.Deterministic:
 		return fmt.Errorf("run config: averaging.max_group = %d with compute.deterministic, want 0: Moshpit groups rotate by peer ID, new every run", a.MaxGroup)
-	case a.MaxGroup != 0 && a.Codec != "fp32":
-		// Moshpit groups average the weights themselves; quantising them
-		// every step would add noise no error feedback can take back.
-		return fmt.Errorf("run config: averaging.max_group = %d needs averaging.codec fp32 (got %q): groups above it average the parameters, not gradients", a.MaxGroup, a.Codec)
+	case a.MaxGroup != 0 && strings.HasPrefix(a.Codec, "powersgd"):
+		// PowerSGD's warm start is one matrix shared by a whole round;
+		// rotating groups would each hold their own.
+		return fmt.Errorf("run config: averaging.max_group = %d with averaging.codec %q, want a per-value codec (fp32, fp16, bf16, int8, int4, topk): Moshpit groups do not run PowerSGD", a.MaxGroup, a.Codec)
 	}
 	for i, w := range m.Hidden {
 		if w < 1 || w > 8192 {

@@ -14,6 +14,8 @@ func TestRunConfigValidation(t *testing.T) {
 		func(r *RunConfig) { r.Averaging.Codec = "powersgd:1:fp16" },
 		func(r *RunConfig) { r.Averaging.Codec = "topk:0.01:fp16" },
 		func(r *RunConfig) { r.Averaging.MaxGroup = 2 },
+		func(r *RunConfig) { r.Averaging.MaxGroup, r.Averaging.Codec = 2, "int8" },
+		func(r *RunConfig) { r.Averaging.MaxGroup, r.Averaging.Codec = 2, "topk:0.05" },
 		func(r *RunConfig) { r.Averaging.MaxGroup, r.Averaging.MinGroup = 4, 4 },
 		func(r *RunConfig) {
 			r.Optimizer.Name, r.Optimizer.Momentum, r.Optimizer.Schedule, r.Optimizer.ClipNorm = "nesterov", 0.9, "step", 1
@@ -47,7 +49,7 @@ func TestRunConfigValidation(t *testing.T) {
 		{"averaging.lossless", "zstd", func(r *RunConfig) { r.Averaging.Lossless = "gzip" }},
 		{"averaging.max_group = 1", "2..1024", func(r *RunConfig) { r.Averaging.MaxGroup = 1 }},
 		{"averaging.max_group = 3", "at least averaging.min_group (4)", func(r *RunConfig) { r.Averaging.MaxGroup, r.Averaging.MinGroup = 3, 4 }},
-		{"averaging.max_group = 4", "averaging.codec fp32", func(r *RunConfig) { r.Averaging.MaxGroup, r.Averaging.Codec = 4, "int8" }},
+		{"averaging.max_group = 4 with averaging.codec \"powersgd:2\"", "per-value codec", func(r *RunConfig) { r.Averaging.MaxGroup, r.Averaging.Codec = 4, "powersgd:2" }},
 		{`averaging.mode = "local"`, "sync, diloco or diloco-overlap", func(r *RunConfig) { r.Averaging.Mode = "local" }},
 		{"averaging.inner_steps = 0", "1..100000", func(r *RunConfig) { r.Averaging.Mode = ModeDiLoCo }},
 		{"averaging.inner_steps = 5", "want 0 in sync mode", func(r *RunConfig) { r.Averaging.InnerSteps = 5 }},

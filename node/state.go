@@ -149,6 +149,8 @@ func (n *Node) load(s statesync.Snapshot, hash string) error {
 // settle runs after the last step: it waits (bounded) for the live peers
 // to finish too and, if the swarm's consensus on the final state is not
 // ours, downloads it, so a run never ends with silently different replicas.
+// Above the Moshpit cap it also waits while a live peer at the final step
+// holds another state (swarm.View.FinalSplit).
 func (n *Node) settle(ctx context.Context) {
 	n.setPhase("settling")
 	final := uint64(n.cfg.Run.Optimizer.Steps)
@@ -161,7 +163,7 @@ func (n *Node) settle(ctx context.Context) {
 			}
 			continue
 		}
-		if !pending {
+		if !pending && !n.swarmView().FinalSplit(final) {
 			return
 		}
 		n.sleep(ctx, 50*time.Millisecond)

@@ -101,6 +101,11 @@ func (e strategyEnv) Match(ctx context.Context, step uint64, samples int, group 
 	return e.n.mm.Match(ctx, step, samples, group)
 }
 
+func (e strategyEnv) MatchRef(ctx context.Context, step uint64, samples int, group []peer.ID, ref string) (allreduce.Round, error) {
+	e.n.setPhase("averaging")
+	return e.n.mm.MatchRef(ctx, step, samples, group, ref)
+}
+
 // Params copies the committed parameters (the training loop is their
 // only writer, and the strategy runs in it).
 func (e strategyEnv) Params(dst []float32) { copy(dst, e.n.rep.params) }

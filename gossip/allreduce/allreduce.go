@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,9 @@ type Round struct {
 	// Rates are the members' measured uplinks in bytes/s (0 or missing:
 	// unknown); they size the round's deadline (see TransferTime).
 	Rates []float64
+	// Refs are the members' Moshpit reference tags (nil: none sent); see
+	// gossip.Join.Ref. Part of the ID.
+	Refs []string
 	// Codecs, when set, chooses this round's codecs for the values
 	// [lo, hi) of its vector, parts and averages, over the averager's
 	// own: a protocol running several rounds of differently laid out
@@ -82,6 +86,16 @@ func RoundID(run string, step uint64, attempt uint32, members []peer.ID, samples
 		h.Write(b[:])
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// groupID is the ID of round g announces: RoundID, with the members'
+// reference tags folded into the run when there are any.
+func groupID(g gossip.Group) string {
+	run := g.Run
+	if g.Refs != nil {
+		run += "\x00refs\x00" + strings.Join(g.Refs, ",")
+	}
+	return RoundID(run, g.Step, g.Attempt, g.Members, g.Samples, g.Shares)
 }
 
 // PartBounds returns the half-open range [lo, hi) of part i when a vector

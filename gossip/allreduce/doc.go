@@ -5,7 +5,9 @@
 // repair when an owner fails halfway, results cross-checked by digest
 // before they are applied (verify.go), and deadlines sized by the
 // members' measured uplinks), and Moshpit group layouts above the maximum group
-// size (MoshpitGrid, MoshpitRound).
+// size (MoshpitGrid, from a hash of each peer or, NewMoshpitGridLinks, from
+// measured link costs; MoshpitRound). Joins may carry a Moshpit reference
+// tag (MatchRef) that the round lists and its ID covers.
 //
 // Its streams go through gossip.Transport, so it runs over
 // gossip.MemNetwork in tests. One sync-mode step, as package node drives

@@ -159,8 +159,15 @@ func NewMatchmaker(t gossip.Transport, cfg MatchConfig, view MatchView) *Matchma
 // round once the assembler announced it. candidates is the caller's view
 // of live peers at step, self included.
 func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candidates []peer.ID) (Round, error) {
+	return m.MatchRef(ctx, step, samples, candidates, "")
+}
+
+// MatchRef is Match announcing ref, the tag of the Moshpit reference
+// this peer holds for the group ("": none); the round lists every
+// member's tag in Round.Refs.
+func (m *Matchmaker) MatchRef(ctx context.Context, step uint64, samples int, candidates []peer.ID, ref string) (Round, error) {
 	leader := Assembler(step, candidates)
-	j := gossip.Join{Run: m.cfg.Run, Step: step, Samples: samples}
+	j := gossip.Join{Run: m.cfg.Run, Step: step, Samples: samples, Ref: ref}
 	if m.cfg.Uplink != nil {
 		j.Uplink, j.Client = m.cfg.Uplink()
 	}
@@ -190,9 +197,20 @@ func (m *Matchmaker) Match(ctx context.Context, step uint64, samples int, candid
 		}
 		return Round{}, fmt.Errorf("refused by assembler %s: %s", leader.ShortString(), g.Reason)
 	}
-	r := Round{ID: g.Round, Step: g.Step, Members: g.Members, Samples: g.Samples, Shares: g.Shares, Rates: g.Rates}
-	if g.Run != m.cfg.Run || g.Step != step || r.Index(m.t.Self()) < 0 || RoundID(g.Run, g.Step, g.Attempt, g.Members, g.Samples, g.Shares) != g.Round {
+	r := Round{ID: g.Round, Step: g.Step, Members: g.Members, Samples: g.Samples, Shares: g.Shares, Rates: g.Rates, Refs: g.Refs}
+	me := r.Index(m.t.Self())
+	if g.Run != m.cfg.Run || g.Step != step || me < 0 || groupID(g) != g.Round {
 		return Round{}, fmt.Errorf("assembler %s announced an inconsistent group", leader.ShortString())
+	}
+	// A hostile assembler could tell us others hold our reference; it
+	// cannot misreport ours unseen.
+	if mine := ""; g.Refs != nil || ref != "" {
+		if g.Refs != nil {
+			mine = g.Refs[me]
+		}
+		if mine != ref {
+			return Round{}, fmt.Errorf("assembler %s announced our reference tag as %q, we sent %q", leader.ShortString(), truncate(mine, 8), truncate(ref, 8))
+		}
 	}
 	return r, nil
 }
@@ -467,9 +485,16 @@ func (m *Matchmaker) close(a *assembly) {
 	samples := make([]int, len(members))
 	joins := make([]gossip.Join, len(members))
 	var rates []float64
+	var refs []string
 	for i, p := range members {
 		joins[i] = a.joined[p]
 		samples[i] = joins[i].Samples
+		if joins[i].Ref != "" {
+			if refs == nil {
+				refs = make([]string, len(members))
+			}
+			refs[i] = joins[i].Ref
+		}
 		if m.cfg.NoPart != nil && m.cfg.NoPart(p) {
 			joins[i].Client = true // owns nothing, like a peer that takes no inbound streams
 		}
@@ -486,7 +511,7 @@ func (m *Matchmaker) close(a *assembly) {
 		}
 	}
 	shares := PartShares(joins)
-	a.group = gossip.Group{Run: m.cfg.Run, Step: a.step, Attempt: a.attempt, Members: members, Samples: samples, Shares: shares, Rates: rates,
-		Round: RoundID(m.cfg.Run, a.step, a.attempt, members, samples, shares)}
+	a.group = gossip.Group{Run: m.cfg.Run, Step: a.step, Attempt: a.attempt, Members: members, Samples: samples, Shares: shares, Rates: rates, Refs: refs}
+	a.group.Round = groupID(a.group)
 	close(a.done)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/filecoin-project/go-clock"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
@@ -499,5 +500,41 @@ func TestMatchRetryWaitsForFailedRound(t *testing.T) {
 		if i != late && (err != nil || len(retry[i].Members) != 2) {
 			t.Fatalf("second retry, peer %d: %v, %v; want the two that came", i, retry[i].Members, err)
 		}
+	}
+}
+
+// Reference tags go from the joins into the round, in member order, and
+// into its ID: members told different tags hold different rounds.
+func TestMatchCarriesReferenceTags(t *testing.T) {
+	_, ts, ids := memPeers(3)
+	st := &fixedView{step: 5, ids: ids}
+	var mms []*Matchmaker
+	for _, tr := range ts {
+		mms = append(mms, NewMatchmaker(tr, MatchConfig{Run: "ab", JoinWindow: 3 * time.Second}, st))
+	}
+	tags := []string{"aa", "aa", ""}
+	rounds := make([]Round, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range mms {
+		wg.Go(func() { rounds[i], errs[i] = mms[i].MatchRef(context.Background(), 5, 1, ids, tags[i]) })
+	}
+	wg.Wait()
+	for i := range mms {
+		if errs[i] != nil {
+			t.Fatalf("peer %d: %v", i, errs[i])
+		}
+		if rounds[i].ID != rounds[0].ID || !slices.Equal(rounds[i].Refs, rounds[0].Refs) {
+			t.Fatalf("peer %d got another round: %+v", i, rounds[i])
+		}
+		if got := rounds[0].Refs[rounds[0].Index(ts[i].Self())]; got != tags[i] {
+			t.Fatalf("peer %d's tag %q in the round, it sent %q", i, got, tags[i])
+		}
+	}
+	g := gossip.Group{Run: "ab", Step: 5, Members: rounds[0].Members, Samples: rounds[0].Samples, Shares: rounds[0].Shares, Refs: rounds[0].Refs}
+	plain := g
+	plain.Refs = nil
+	if groupID(g) != rounds[0].ID || groupID(plain) == rounds[0].ID {
+		t.Fatal("the round ID does not cover the reference tags")
 	}
 }

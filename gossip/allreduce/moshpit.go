@@ -22,12 +22,22 @@ import (
 
 // MoshpitGrid is the grid of one member list.
 type MoshpitGrid struct {
-	Dims, Side int
-	order      []peer.ID // peers in grid order: index i has coordinates digits(i, Side)
+	Dims int
+	// Sides are the lengths of the dimensions, each at most the maximum
+	// group, their product the fewest cells ≥ the peers that Dims
+	// dimensions allow: 12 peers in groups of 3 are 3×2×2, not 3×3×3,
+	// whose lines would mostly hold one peer and mix nothing.
+	Sides []int
+	// Local is how many rounds in a row average along dimension 0 before
+	// each of the others takes one (1: plain rotation). A grid laid out
+	// from measured links puts peers that are near each other on the
+	// lines of dimension 0, which then average more often.
+	Local int
+	order []peer.ID // peers in grid order: index i has mixed-radix digits over Sides
 }
 
 // NewMoshpitGrid lays out peers for groups of at most maxGroup (≥ 2).
-// It picks the fewest dimensions that fit, then the smallest side.
+// It picks the fewest dimensions that fit, then the smallest sides.
 func NewMoshpitGrid(run string, peers []peer.ID, maxGroup int) MoshpitGrid {
 	maxGroup = max(maxGroup, 2)
 	n := len(peers)
@@ -38,6 +48,14 @@ func NewMoshpitGrid(run string, peers []peer.ID, maxGroup int) MoshpitGrid {
 	side := 1
 	for pow(side, dims) < n {
 		side++
+	}
+	// Shrink sides from the last while the grid still holds everyone:
+	// a fuller grid leaves fewer peers alone on a line.
+	sides := slices.Repeat([]int{side}, dims)
+	for k := dims - 1; k >= 0; k-- {
+		for sides[k] > 1 && product(sides)/sides[k]*(sides[k]-1) >= n {
+			sides[k]--
+		}
 	}
 	order := slices.Clone(peers)
 	key := func(p peer.ID) string {
@@ -54,7 +72,15 @@ func NewMoshpitGrid(run string, peers []peer.ID, maxGroup int) MoshpitGrid {
 		}
 		return 0
 	})
-	return MoshpitGrid{Dims: dims, Side: side, order: order}
+	return MoshpitGrid{Dims: dims, Sides: sides, Local: 1, order: order}
+}
+
+func product(xs []int) int {
+	p := 1
+	for _, x := range xs {
+		p *= x
+	}
+	return p
 }
 
 // pow is a^b for small non-negative ints, saturating well above any swarm.
@@ -75,11 +101,11 @@ func (g MoshpitGrid) Groups(round uint64) [][]peer.ID {
 	if len(g.order) == 0 {
 		return nil
 	}
-	dim := int(round % uint64(g.Dims))
-	stride := pow(g.Side, dim)
+	dim := g.Dim(round)
+	stride := product(g.Sides[:dim])
 	byKey := map[int][]peer.ID{}
 	for i, p := range g.order {
-		digit := (i / stride) % g.Side
+		digit := (i / stride) % g.Sides[dim]
 		key := i - digit*stride // every coordinate but dim
 		byKey[key] = append(byKey[key], p)
 	}
@@ -98,6 +124,20 @@ func (g MoshpitGrid) Groups(round uint64) [][]peer.ID {
 		return 0
 	})
 	return out
+}
+
+// Dim is the dimension round r averages along: Local rounds of
+// dimension 0, then one of each other dimension, over and over.
+func (g MoshpitGrid) Dim(round uint64) int {
+	local := uint64(max(g.Local, 1))
+	if g.Dims < 2 || local == 1 {
+		return int(round % uint64(max(g.Dims, 1)))
+	}
+	i := round % (local + uint64(g.Dims) - 1)
+	if i < local {
+		return 0
+	}
+	return int(i - local + 1)
 }
 
 // GroupOf returns p's group in round r, or nil if p is not on the grid.

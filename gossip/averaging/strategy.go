@@ -44,6 +44,9 @@ type Env interface {
 	Swarm() swarm.View
 	// Match forms the round of step among group (see allreduce.Matchmaker).
 	Match(ctx context.Context, step uint64, samples int, group []peer.ID) (allreduce.Round, error)
+	// MatchRef is Match announcing ref, the tag of the Moshpit reference
+	// we hold for group (see allreduce.Matchmaker.MatchRef).
+	MatchRef(ctx context.Context, step uint64, samples int, group []peer.ID, ref string) (allreduce.Round, error)
 	// Params copies the committed parameters into dst.
 	Params(dst []float32)
 	// LocalStep takes the node's optimizer step on params with grad, as
@@ -137,7 +140,12 @@ func New(cfg Config) (Strategy, error) {
 		return &diloco{base: s, overlap: cfg.Overlap, sent: make([]float32, cfg.NumParams), avg: make([]float32, cfg.NumParams)}, nil
 	}
 	if cfg.MaxGroup > 0 {
-		s = &moshpit{exact: s, av: cfg.Averager, log: log, local: make([]float32, cfg.NumParams), avg: make([]float32, cfg.NumParams)}
+		if cfg.PowerSGD != nil {
+			// PowerSGD's warm start is one Q shared by every member of a
+			// round; rotating groups would each hold their own.
+			return nil, errors.New("averaging: Moshpit groups with PowerSGD are not supported; use a per-value codec (int8, int4, fp16, topk)")
+		}
+		s = newMoshpit(s, cfg.Averager, cfg.Codec, cfg.NumParams, log)
 	}
 	return s, nil
 }

@@ -27,6 +27,61 @@ type fakeEnv struct {
 	matchErr error
 	samples  []int // the round's samples, in member order (else 1 each)
 	claimed  int   // the samples the last Match was asked to claim
+	board    *refBoard
+}
+
+// refBoard is what an assembler does with the members' reference tags:
+// each member posts its tag for a step and waits for its group's.
+type refBoard struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	tags map[uint64]map[peer.ID]string
+}
+
+func newRefBoard() *refBoard {
+	b := &refBoard{tags: map[uint64]map[peer.ID]string{}}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// post records self's tag at step and returns the group's, in member
+// order (nil when nobody has one), once every member posted.
+func (b *refBoard) post(step uint64, self peer.ID, tag string, members []peer.ID) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tags[step] == nil {
+		b.tags[step] = map[peer.ID]string{}
+	}
+	b.tags[step][self] = tag
+	b.cond.Broadcast()
+	missing := func(p peer.ID) bool { _, ok := b.tags[step][p]; return !ok }
+	for slices.ContainsFunc(members, missing) {
+		b.cond.Wait()
+	}
+	out := make([]string, len(members))
+	some := false
+	for i, p := range members {
+		out[i] = b.tags[step][p]
+		some = some || out[i] != ""
+	}
+	if !some {
+		return nil
+	}
+	return out
+}
+
+func (e *fakeEnv) MatchRef(ctx context.Context, step uint64, samples int, group []peer.ID, ref string) (allreduce.Round, error) {
+	r, err := e.Match(ctx, step, samples, group)
+	if err != nil {
+		return r, err
+	}
+	r.Refs = e.board.post(step, e.view.Self, ref, r.Members)
+	run := "t"
+	if r.Refs != nil {
+		run += "/" + strings.Join(r.Refs, ",")
+	}
+	r.ID = allreduce.RoundID(run, step, 0, r.Members, r.Samples, nil)
+	return r, nil
 }
 
 func (e *fakeEnv) Swarm() swarm.View    { return e.view }
@@ -81,6 +136,7 @@ func setup(t *testing.T, k, n, maxGroup int, codec compression.Codec) ([]Strateg
 	slices.Sort(ids)
 	var ss []Strategy
 	var envs []*fakeEnv
+	board := newRefBoard()
 	for i, tr := range ts {
 		av := allreduce.NewAverager(tr, allreduce.AveragerConfig{Codec: codec, RoundTimeout: 5 * time.Second})
 		s, err := New(Config{Averager: av, NumParams: n, Codec: codec, MaxGroup: maxGroup})
@@ -88,7 +144,7 @@ func setup(t *testing.T, k, n, maxGroup int, codec compression.Codec) ([]Strateg
 			t.Fatal(err)
 		}
 		ss = append(ss, s)
-		envs = append(envs, &fakeEnv{view: swarm.View{Run: "t", Self: ids[i], Live: live(ids, ids[i], 0), MaxGroup: maxGroup}, params: make([]float32, n)})
+		envs = append(envs, &fakeEnv{view: swarm.View{Run: "t", Self: ids[i], Live: live(ids, ids[i], 0), MaxGroup: maxGroup}, params: make([]float32, n), board: board})
 	}
 	return ss, envs, ids
 }

@@ -214,6 +214,23 @@ func TestMoshpitFinalConsensus(t *testing.T) {
 	if !v.FinalConsensus(9) {
 		t.Error("our o is the smallest: it stands")
 	}
+	// Ours stands, but the others still hold theirs: settle waits.
+	if !v.FinalSplit(9) {
+		t.Error("live peers at the final step hold other states: want a split")
+	}
+	for i := range v.Live {
+		v.Live[i].Hash = "o"
+	}
+	v.Live[0].Step = 8 // not there yet: Pending's business, not a split
+	v.Live[0].Hash = "q"
+	if v.FinalSplit(9) {
+		t.Error("everyone at the final step holds ours: no split")
+	}
+	v.MaxGroup = 0
+	v.Live[1].Hash = "p"
+	if v.FinalSplit(9) {
+		t.Error("below the cap the quorum decides: no split")
+	}
 }
 
 // After a split, two clients that averaged alone hold a state no owner

@@ -45,6 +45,11 @@ type View struct {
 	Hash   string // this node's state hash at Step
 	// MinGroup and MaxGroup are the run's (MaxGroup 0: no cap).
 	MinGroup, MaxGroup int
+	// Links, when set, are the measured link costs between peers that
+	// every peer shares: Moshpit groups follow them (peers near each
+	// other on the same lines, averaging more often; see
+	// allreduce.NewMoshpitGridLinks). Nil: the hash layout.
+	Links allreduce.LinkCost
 	// Weight is each peer's participation weight (Participation.Weights):
 	// only live peers that weigh something vouch for a state, donate it
 	// or make this node behind. With none of them live (a joiner, a fresh
@@ -370,7 +375,12 @@ func (v View) Moshpit() []peer.ID {
 
 // MoshpitGroup is this peer's group at step among grid.
 func (v View) MoshpitGroup(step uint64, grid []peer.ID) []peer.ID {
-	return allreduce.NewMoshpitGrid(v.Run, grid, v.MaxGroup).GroupOf(step, v.Self)
+	return v.MoshpitGrid(grid).GroupOf(step, v.Self)
+}
+
+// MoshpitGrid lays out grid's members (see Moshpit) as every peer does.
+func (v View) MoshpitGrid(grid []peer.ID) allreduce.MoshpitGrid {
+	return allreduce.NewMoshpitGridLinks(v.Run, grid, v.MaxGroup, v.Links)
 }
 
 // Behind reports whether a quorum of the voters is already past step (by
@@ -480,6 +490,20 @@ func (v View) Diverged() (consensus string, diverged bool) {
 // step we are at after the last one): no quorum holds another.
 func (v View) FinalConsensus(final uint64) bool {
 	return v.Consensus(final, v.Hash) == v.Hash
+}
+
+// FinalSplit reports, above the Moshpit cap, whether a live peer at
+// final holds another state than ours: the smallest hash spreads one
+// hop of the partner graph per download, so the run is not over until
+// it reached everyone (a node that left early took its vote along, and
+// an 8-peer swarm ended on two states).
+func (v View) FinalSplit(final uint64) bool {
+	if v.Moshpit() == nil {
+		return false
+	}
+	return slices.ContainsFunc(v.Live, func(m gossip.Member) bool {
+		return !m.Syncing && m.Step == final && m.Hash != "" && m.Hash != v.Hash
+	})
 }
 
 // Pending reports whether a live peer has not reached final yet.
