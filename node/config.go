@@ -149,7 +149,7 @@ type RunAveraging struct {
 	// the unknown field.
 	Aggregate string `json:"aggregate" canon:"omit=mean"`
 	// Mode is what a round averages. sync: every optimizer step's
-	// gradient over the global batch. diloco: each peer takes up to
+	// gradient over the global batch. diloco: each peer takes about
 	// InnerSteps local steps with the run's optimizer (the inner one),
 	// then the swarm averages the pseudo-gradient (the phase's start
 	// minus its end, weighted by samples seen) and every peer applies the
@@ -162,8 +162,9 @@ type RunAveraging struct {
 	Mode string `json:"mode" canon:"omit=sync"`
 	// InnerSteps is H, the local steps of a DiLoCo phase (0 in sync
 	// mode). More: fewer bytes per sample, replicas drift further apart
-	// within a phase. A slower peer does fewer: the phase ends for
-	// everyone once the first peer has taken H.
+	// within a phase. The phase ends for everyone once the swarm has
+	// taken H per peer: a slower peer does fewer, a faster one more (at
+	// most 2H), so every round averages about the same samples.
 	InnerSteps int `json:"inner_steps" canon:"omitwith=Mode"`
 	// OuterLR and OuterMomentum are the outer Nesterov step's learning
 	// rate and momentum (the DiLoCo paper's 0.7 and 0.9). A sync run
@@ -183,6 +184,10 @@ const (
 const (
 	DefaultOuterLR       = 0.7
 	DefaultOuterMomentum = 0.9
+	// DefaultOverlapOuterMomentum is the command line's outer momentum
+	// under diloco-overlap: its outer steps land a phase late, and 0.9
+	// amplifies the stale direction (measured in docs/BENCHMARKS.md).
+	DefaultOverlapOuterMomentum = 0.8
 )
 
 // DiLoCo reports whether the run takes local phases and outer steps.

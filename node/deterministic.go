@@ -30,7 +30,7 @@ import (
 //     Here by the copies' contents (allreduce.AveragerConfig.ContentOrder).
 //   - Part boundaries, which move a lossy codec's blocks: sized by
 //     measured uplinks. Here even (allreduce.MatchConfig.EvenShares).
-//   - DiLoCo phases end when the fastest peer has taken H steps. Here
+//   - DiLoCo phases end when the swarm has taken H steps per peer. Here
 //     every phase is exactly H steps.
 //   - Already fixed for every run: local accumulation adds minibatch
 //     gradients in the order they are computed; the native engine's GEMM

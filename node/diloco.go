@@ -96,6 +96,7 @@ func (n *Node) dilocoLoop(ctx context.Context) (*Result, error) {
 			}
 			ph.inflight = 0
 		} else {
+			phaseBegan := n.clock.Now()
 			if err := n.innerPhase(ctx, ph, step, reach); err != nil {
 				return nil, err
 			}
@@ -115,6 +116,9 @@ func (n *Node) dilocoLoop(ctx context.Context) (*Result, error) {
 			if err == nil && out.Members != nil {
 				n.dash.roundDone(n.clock.Since(began))
 			}
+			// Where a phase's wall time goes: the utilisation's story.
+			n.log.Debug("phase", "step", step, "inner_steps", ph.steps, "samples", handed,
+				"computing", began.Sub(phaseBegan).Round(time.Millisecond), "in_round", n.clock.Since(began).Round(time.Millisecond), "err", err)
 			switch {
 			case out.Carry != nil && out.Grad != nil: // the last flight landed, this phase flies
 				ph.unsent, ph.inflight = 0, handed
@@ -173,10 +177,15 @@ func (n *Node) commitPhase(ph *phase, step uint64, out averaging.Outcome) error 
 	return n.local.model.WriteParams(ph.local)
 }
 
-// innerPhase takes local steps from ph.local until the phase has
-// InnerSteps, a peer we averaged with last reports it has (the slowest
-// peers do fewer steps and weigh in by their samples), or the swarm is
-// past reach.
+// maxPhase bounds a phase at maxPhase × InnerSteps of our own steps: a
+// fast peer makes up for slow ones (up to this), not for dead ones.
+const maxPhase = 2
+
+// innerPhase takes local steps from ph.local until the swarm has taken a
+// phase's samples, InnerSteps × batch for each peer we averaged with last
+// and us (slower peers take fewer steps, faster ones more, and each
+// weighs in by its samples; so every round averages the same samples
+// whatever the peers' speeds), or the swarm is past reach.
 func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) error {
 	h := n.cfg.Run.Averaging.InnerSteps
 	batch := n.cfg.Run.Compute.Batch
@@ -184,8 +193,27 @@ func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) er
 	if ph.stepOf != step {
 		ph.stepOf, ph.atStep = step, 0
 	}
-	ph.base = n.partnerSamples(step, ph.base)
-	for ph.steps = 0; ph.steps < h; {
+	if ph.atStep == 0 {
+		// The first phase at this step: whatever a partner already did at
+		// it belongs to this phase (it began first). Discounting it would
+		// have us take H steps of our own after the fastest partner ended
+		// its phase, while its round waits for ours.
+		clear(ph.base)
+	} else {
+		// A phase again at a step whose round failed: only what comes
+		// after counts.
+		ph.base = n.partnerSamples(step, ph.base)
+	}
+	most := maxPhase * h
+	if n.det != nil {
+		most = h // a deterministic run's phases are H steps, however fast the others
+	}
+	defer func() {
+		// The phase's last count, for the partners' sums and bases.
+		n.publishProgress(ctx, step, ph.atStep)
+		ph.published = n.clock.Now()
+	}()
+	for ph.steps = 0; ph.steps < most; {
 		if ctx.Err() != nil {
 			return nil // the loop sees it
 		}
@@ -201,14 +229,14 @@ func (n *Node) innerPhase(ctx context.Context, ph *phase, step, reach uint64) er
 		ph.steps++
 		ph.unsent += batch
 		ph.atStep += batch
-		if now := n.clock.Now(); ph.steps == h || now.Sub(ph.published) >= n.cfg.HeartbeatInterval/5 {
+		if now := n.clock.Now(); now.Sub(ph.published) >= n.cfg.HeartbeatInterval/5 {
 			// Paced: at every inner step it would cost more bytes per
 			// sample than the rounds do.
 			n.publishProgress(ctx, step, ph.atStep)
 			ph.published = now
 		}
-		// A deterministic run's phases are H steps, however fast the others.
-		if ph.steps < h && ((n.det == nil && n.phaseOver(step, ph.base, h*batch)) || n.resync.Load() || n.behind(reach)) {
+		over := n.det == nil && n.phaseOver(step, ph.base, ph.steps*batch, h*batch)
+		if ph.steps < most && (over || n.resync.Load() || n.behind(reach)) {
 			break
 		}
 	}
@@ -253,20 +281,34 @@ func (n *Node) innerStep(ph *phase, step uint64) (bool, error) {
 	return true, n.local.model.WriteParams(ph.local)
 }
 
-// phaseOver reports whether a peer of our last round (before our first:
-// any admitted peer) has taken a
-// phase's samples at step since our phase began (base): a phase lasts
-// as long as the fastest peer needs for its steps. Progress counts all
-// samples at a step, so a phase that failed to average does not look
-// finished again. Only a recent partner counts, so a newcomer's claim
-// cannot cut our phases short.
-func (n *Node) phaseOver(step uint64, base map[peer.ID]int, samples int) bool {
-	for p, s := range n.partnerSamples(step, nil) {
-		if s-base[p] >= samples {
+// phaseOver reports whether the swarm has taken a phase's samples at
+// step: perPeer for us and each peer of our last round (before our
+// first: any admitted peer), counting our own samples of this phase and
+// each partner's since our phase began (base); or whether a partner is
+// past step. With overlap, the first peer to end its phase collects the
+// round in flight and moves to the next step at once, so its samples at
+// step leave the view; that it is past step says the phase is over.
+// Progress counts all samples at a step, so a phase that failed to
+// average does not look finished again. Only a recent partner counts, so
+// a newcomer's claim cannot cut our phases short.
+func (n *Node) phaseOver(step uint64, base map[peer.ID]int, own, perPeer int) bool {
+	n.mu.Lock()
+	partners := n.rep.lastMembers
+	n.mu.Unlock()
+	peers, total := 1, own
+	for _, mem := range n.view.Live(n.clock.Now()) {
+		if mem.Syncing || mem.Peer == n.ID() || (partners != nil && !slices.Contains(partners, mem.Peer)) {
+			continue
+		}
+		if mem.Step > step {
 			return true
 		}
+		peers++ // one behind counts for nothing: the others make up for it
+		if mem.Step == step && mem.ProgressStep == step {
+			total += max(0, mem.ProgressSamples-base[mem.Peer])
+		}
 	}
-	return false
+	return total >= peers*perPeer
 }
 
 // partnerSamples reports, into m (cleared; nil: a new map), the samples

@@ -5,6 +5,7 @@ package main
 import (
 	"flag"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,12 +27,16 @@ func TestDiLoCoUtilisation(t *testing.T) {
 			spec := labSwarm{n: 4, listen: "tcp", delay: 20 * time.Millisecond, steps: *dilocoSteps,
 				rate: func(int) string { return "100mbit" },
 				args: []string{"--hidden", "2048,1280", "--batch", "8", "--target-batch", "32", "--warmup", "10",
-					"--mode", mode, "--inner-steps", "50", "--codec", "int8"}}
+					"--mode", mode, "--inner-steps", "50", "--codec", "int8", "--log-level", "debug"}}
 			_, nodes := spec.start(t)
 			res := spec.finish(t, nodes)
 			var us []float64
-			for _, r := range res {
+			for i, r := range res {
 				us = append(us, r.ComputeUtilisation)
+				if r.ComputeUtilisation < 0.9 {
+					// Where its time went: phases, rounds, downloads.
+					t.Logf("node %d computed %.3f of the time:\n%s", i, r.ComputeUtilisation, phaseStory(nodes[i].log()))
+				}
 			}
 			slices.Sort(us)
 			util[mode] = us[len(us)/2]
@@ -41,4 +46,15 @@ func TestDiLoCoUtilisation(t *testing.T) {
 	if u, ok := util["diloco-overlap"]; ok && u < 0.9 {
 		t.Errorf("overlapped DiLoCo computes %.1f%% of the time, want at least 90%% (plain: %.1f%%)", 100*u, 100*util["diloco"])
 	}
+}
+
+// phaseStory is a DiLoCo node log's phases and its other events.
+func phaseStory(log string) string {
+	var keep []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `msg=phase `) || strings.Contains(line, "level=INFO") || strings.Contains(line, "level=WARN") {
+			keep = append(keep, "  "+line)
+		}
+	}
+	return strings.Join(keep, "\n")
 }

@@ -97,6 +97,25 @@ func TestShortRunWarmup(t *testing.T) {
 	}
 }
 
+// Overlapped DiLoCo takes a lower outer momentum unless one is given:
+// its outer steps land a phase late, and 0.9 amplifies the stale
+// direction. Plain DiLoCo keeps the paper's 0.9.
+func TestOverlapOuterMomentum(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want float32
+	}{
+		{[]string{"--mode", "diloco-overlap"}, node.DefaultOverlapOuterMomentum},
+		{[]string{"--mode", "diloco-overlap", "--outer-momentum", "0.9"}, 0.9},
+		{[]string{"--mode", "diloco"}, node.DefaultOuterMomentum},
+	} {
+		rc, err := parseRunFlags(t, append([]string{"--inner-steps", "20"}, tc.args...)...).run()
+		if err != nil || rc.Averaging.OuterMomentum != tc.want || rc.Validate() != nil {
+			t.Errorf("%q: outer momentum %v (%v, %v), want %v", tc.args, rc.Averaging.OuterMomentum, err, rc.Validate(), tc.want)
+		}
+	}
+}
+
 // The first SIGINT cancels the context (a clean leave); a second one
 // exits at once, with 130.
 func TestSecondSignalExitsAtOnce(t *testing.T) {

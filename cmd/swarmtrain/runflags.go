@@ -50,9 +50,9 @@ var runFlagTable = []runFlag{
 	{"max-group", func(r *node.RunConfig) any { return &r.Averaging.MaxGroup }, "most peers that average together (0: no cap); a larger swarm averages parameters in rotating Moshpit groups; a lossy --codec compresses each member's change since its group's last average"},
 	{"aggregate", func(r *node.RunConfig) any { return &r.Averaging.Aggregate }, "how each part's owner combines the members' copies: mean (exact; one lying peer can move it anywhere), clip (copies above twice the median norm scaled down to it; robust, about the cost of mean) or trimmed (per value, a quarter of the copies left out at each end, at least one from 3 peers; robust, costlier)"},
 	{"mode", func(r *node.RunConfig) any { return &r.Averaging.Mode }, "what the swarm averages: sync (every step's gradient over --target-batch), diloco (--inner-steps local steps with --optimizer, then an all-reduce of the pseudo-gradient in --codec and an outer Nesterov step; --steps counts outer steps) or diloco-overlap (the same, each all-reduce running while the next phase computes, its update applied one phase late)"},
-	{"inner-steps", func(r *node.RunConfig) any { return &r.Averaging.InnerSteps }, "diloco: local optimizer steps of --batch per phase (a slower peer takes fewer: a phase ends once the first peer has taken this many)"},
+	{"inner-steps", func(r *node.RunConfig) any { return &r.Averaging.InnerSteps }, "diloco: local optimizer steps of --batch per phase and peer (a phase ends once the swarm has taken this many for each peer: a slower peer takes fewer, a faster one up to twice as many)"},
 	{"outer-lr", func(r *node.RunConfig) any { return &r.Averaging.OuterLR }, "diloco: the outer Nesterov step's learning rate (DiLoCo paper: 0.7)"},
-	{"outer-momentum", func(r *node.RunConfig) any { return &r.Averaging.OuterMomentum }, "diloco: the outer Nesterov step's momentum (DiLoCo paper: 0.9)"},
+	{"outer-momentum", func(r *node.RunConfig) any { return &r.Averaging.OuterMomentum }, "diloco: the outer Nesterov step's momentum (DiLoCo paper: 0.9; diloco-overlap: 0.8 unless given, its steps land a phase late)"},
 	{"freeze", func(r *node.RunConfig) any { return &r.Model.Freeze }, "tensors (or name prefixes, e.g. layers.0.) that training leaves unchanged, comma-separated"},
 	{"vocab-size", func(r *node.RunConfig) any { return &r.Model.VocabSize }, "text: tokens in a learned WordPiece vocabulary (0: 2000)"},
 	{"seq", func(r *node.RunConfig) any { return &r.Model.Seq }, "text: tokens per sequence, [CLS] and [SEP]s included (0: 64)"},
@@ -144,6 +144,11 @@ func (f *runFlags) run() (node.RunConfig, error) {
 			// The default warm-up is for the default steps: a short run
 			// warms up for a tenth of its steps instead.
 			o.Warmup = o.Steps / 10
+		}
+		if a := &rc.Averaging; !f.fs.Lookup("outer-momentum").Changed && a.Mode == node.ModeDiLoCoOverlap {
+			// Overlap applies each outer step a phase late, and 0.9
+			// amplifies the stale direction (docs/BENCHMARKS.md, DiLoCo).
+			a.OuterMomentum = node.DefaultOverlapOuterMomentum
 		}
 		return rc, nil
 	}

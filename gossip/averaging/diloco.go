@@ -17,8 +17,8 @@ import (
 // then the outer step's gradient, which every member applies alike with
 // its outer Nesterov optimizer.
 //
-// Without overlap Step is the base strategy's step. With it (streaming
-// or eager DiLoCo), Step hands the round to a goroutine and returns at
+// Without overlap Step is the base strategy's step. With it (outer
+// steps a phase late, as in streaming DiLoCo), Step hands the round to a goroutine and returns at
 // once; the node computes the next phase meanwhile, and the next Step
 // first collects that round and commits its outer step, one phase late.
 // What is in flight comes back as Outcome.Carry: the node keeps it as
