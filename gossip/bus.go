@@ -35,6 +35,8 @@ type Bus struct {
 
 	mu     sync.Mutex
 	scores map[peer.ID]float64 // gossipsub's latest scores, every busScoreEvery
+
+	sent sentTally
 }
 
 // Gate decides whose gossip is delivered.
@@ -84,6 +86,7 @@ func NewBus(ctx context.Context, h host.Host, run string, gate Gate, deliver fun
 		pubsub.WithPeerExchange(true),
 		pubsub.WithValidateQueueSize(busValidateQueue),
 		pubsub.WithPeerOutboundQueueSize(busOutboundQueue),
+		pubsub.WithRawTracer(&b.sent),
 	)
 	if err != nil {
 		cancel()
@@ -183,6 +186,12 @@ func (b *Bus) Score(p peer.ID) (float64, bool) {
 	s, ok := b.scores[p]
 	return s, ok
 }
+
+// Sent is what this peer queued for sending on gossipsub since NewBus,
+// by content: "msg:<kind>" for the messages of each kind (its own and
+// the ones it relays), and gossipsub's control: ihave, iwant, graft,
+// prune, idontwant, subscriptions.
+func (b *Bus) Sent() map[string]SentStat { return b.sent.stats() }
 
 // Publish sends m on the topic of its kind.
 func (b *Bus) Publish(ctx context.Context, m Message) error {

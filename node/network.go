@@ -199,4 +199,6 @@ func (t *hostNetwork) addAddrs(p peer.ID, addrs []string, ttl time.Duration) boo
 func (t *hostNetwork) JoinAddrs() []string { return t.h.JoinAddrs() }
 func (t *hostNetwork) BytesIn() int64      { return t.h.BytesIn() }
 func (t *hostNetwork) BytesOut() int64     { return t.h.BytesOut() }
-func (t *hostNetwork) Close() error        { return t.h.Close() }
+
+func (t *hostNetwork) SentByProtocol() map[protocol.ID]int64 { return t.h.SentByProtocol() }
+func (t *hostNetwork) Close() error                          { return t.h.Close() }

@@ -198,6 +198,11 @@ type Result struct {
 	BytesSent int64   `json:"bytes_sent"`
 	BytesRecv int64   `json:"bytes_received"`
 	Seconds   float64 `json:"seconds"`
+	// Control is the part of BytesSent that was not the model's bytes
+	// (traffic.go); nil on a network that does not count it.
+	Control *Traffic `json:"control,omitempty"`
+	// ControlPerSec is Control's bytes over Seconds.
+	ControlPerSec float64 `json:"control_bytes_per_sec,omitempty"`
 }
 
 // Info is written to Dir/node.json once the node listens, so a supervisor

@@ -200,6 +200,9 @@ func (n *Node) finish() *Result {
 		LongestFailing: st.longestFailing.Seconds(), PartShare: st.partShare, Params: n.local.model.NumParams(),
 		ComputeUtilisation: n.utilisationLocked(n.clock.Now()), Samples: st.samples,
 	}
+	if res.Control = n.traffic(); res.Control != nil && res.Seconds > 0 {
+		res.ControlPerSec = float64(res.Control.ControlBytes) / res.Seconds
+	}
 	if n.det != nil {
 		res.Deterministic = n.det.String()
 		res.ModelHash = statesync.HashState(n.rep.step, n.rep.params, n.rep.optState, nil)

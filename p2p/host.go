@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -43,6 +46,7 @@ type Host struct {
 	Bandwidth *metrics.BandwidthCounter
 
 	in, out *atomic.Int64
+	bw      *countingReporter
 	simOpen *atomic.Int64
 	reach   *reach
 }
@@ -142,7 +146,7 @@ func New(cfg Config) (*Host, error) {
 		h.Close()
 		return nil, err
 	}
-	return &Host{Host: h, Bandwidth: bw.BandwidthCounter, in: &bw.in, out: &bw.out, simOpen: simOpen, reach: r}, nil
+	return &Host{Host: h, Bandwidth: bw.BandwidthCounter, in: &bw.in, out: &bw.out, bw: bw, simOpen: simOpen, reach: r}, nil
 }
 
 // newResourceManager keeps libp2p's scaled connection and stream counts for
@@ -316,11 +320,34 @@ func (h *Host) BytesIn() int64 { return h.in.Load() }
 // BytesOut is the total of stream payload bytes sent since New.
 func (h *Host) BytesOut() int64 { return h.out.Load() }
 
+// SentByProtocol is the exact total of stream payload bytes sent since
+// New, per protocol. "" holds what was written before a stream's protocol
+// was known (the listener's side of protocol negotiation).
+func (h *Host) SentByProtocol() map[protocol.ID]int64 {
+	h.bw.mu.Lock()
+	defer h.bw.mu.Unlock()
+	return maps.Clone(h.bw.sent)
+}
+
 // countingReporter feeds libp2p's BandwidthCounter and keeps exact totals:
 // the counter's own totals are only refreshed once a second by a sweeper.
+// The per-protocol map stays small: only protocols we speak negotiate.
 type countingReporter struct {
 	*metrics.BandwidthCounter
 	in, out atomic.Int64
+
+	mu   sync.Mutex
+	sent map[protocol.ID]int64
+}
+
+func (c *countingReporter) LogSentMessageStream(n int64, proto protocol.ID, p peer.ID) {
+	c.mu.Lock()
+	if c.sent == nil {
+		c.sent = map[protocol.ID]int64{}
+	}
+	c.sent[proto] += n
+	c.mu.Unlock()
+	c.BandwidthCounter.LogSentMessageStream(n, proto, p)
 }
 
 func (c *countingReporter) LogSentMessage(n int64) {

@@ -35,9 +35,14 @@ type demoResult struct {
 	Codec     string  `json:"codec"`
 	// BytesPerRound is what one node sent per round, on average: all
 	// traffic (gossip too), the figure that compares codecs.
-	BytesPerRound float64       `json:"bytes_per_node_round"`
-	Seconds       float64       `json:"seconds"`
-	Nodes         []node.Result `json:"nodes"`
+	BytesPerRound float64 `json:"bytes_per_node_round"`
+	// ControlPerSec and ControlPerRound are the control traffic one node
+	// sent (node.Traffic: all but the model's bytes), on average, per
+	// second of its run and per round.
+	ControlPerSec   float64       `json:"control_bytes_per_node_sec"`
+	ControlPerRound float64       `json:"control_bytes_per_node_round"`
+	Seconds         float64       `json:"seconds"`
+	Nodes           []node.Result `json:"nodes"`
 }
 
 func demoCmd() *cobra.Command {
@@ -256,11 +261,21 @@ func runDemo(ctx context.Context, cfg node.Config, n int, dir string, asJSON, ke
 	}
 	res.Accuracy = res.Nodes[0].Accuracy
 	res.Codec = rc.Averaging.Codec
+	var control int64
+	for _, r := range res.Nodes {
+		res.ControlPerSec += r.ControlPerSec / float64(len(res.Nodes))
+		if r.Control != nil {
+			control += r.Control.ControlBytes
+		}
+	}
 	if res.Rounds > 0 {
 		res.BytesPerRound = float64(res.BytesSent) / float64(len(res.Nodes)) / float64(res.Rounds)
+		res.ControlPerRound = float64(control) / float64(len(res.Nodes)) / float64(res.Rounds)
 	}
 	fmt.Fprintf(out, "\nfinished in %.0fs: %d steps, %d rounds, %s sent in total (%s per node per round, codec %s)\n",
 		res.Seconds, res.Nodes[0].Step, res.Rounds, humanBytes(res.BytesSent), humanBytes(int64(res.BytesPerRound)), res.Codec)
+	fmt.Fprintf(out, "control traffic (all but the model's bytes): %s/s per node, %s per node per round\n",
+		humanBytes(int64(res.ControlPerSec)), humanBytes(int64(res.ControlPerRound)))
 	for i, r := range res.Nodes {
 		fmt.Fprintf(out, "  node %d  %s  step %d  state hash %s  accuracy %.2f%%\n", i, shortPeer(r.Peer), r.Step, r.Hash, 100*r.Accuracy)
 		if r.Deterministic != "" {
