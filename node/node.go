@@ -49,13 +49,16 @@ type Node struct {
 	mm       *allreduce.Matchmaker
 	av       *allreduce.Averager
 	strategy averaging.Strategy
-	adm      *gossip.Admission
-	admitted *admitted // peers whose hello was accepted; the gate of streams and gossip
-	greets   *greeter  // hellos to gossip authors not admitted yet
-	states   *statesync.Server
-	http     *httpServer
-	dash     *dash // the dashboard's history (nil until Run)
-	local    localTrainer
+	// matchedAt is when the latest matchmaking ended, for the step's
+	// debug timing (the training loop's alone, as the strategy runs in it).
+	matchedAt time.Time
+	adm       *gossip.Admission
+	admitted  *admitted // peers whose hello was accepted; the gate of streams and gossip
+	greets    *greeter  // hellos to gossip authors not admitted yet
+	states    *statesync.Server
+	http      *httpServer
+	dash      *dash // the dashboard's history (nil until Run)
+	local     localTrainer
 
 	// mu guards rep, stats, part, bootstrap and ignored; the training
 	// loop is the only writer of rep and part.

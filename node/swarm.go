@@ -99,7 +99,9 @@ func (e strategyEnv) Swarm() swarm.View { return e.n.swarmView() }
 
 func (e strategyEnv) Match(ctx context.Context, step uint64, samples int, group []peer.ID) (allreduce.Round, error) {
 	e.n.setPhase("averaging")
-	return e.n.mm.Match(ctx, step, samples, group)
+	r, err := e.n.mm.Match(ctx, step, samples, group)
+	e.n.matchedAt = time.Now()
+	return r, err
 }
 
 // Params copies the committed parameters (the training loop is their
