@@ -97,10 +97,12 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		began := time.Now()
 		rctx, endRound := n.roundContext(ctx, step)
 		n.matchedAt = time.Time{}
+		evalDone := n.evalBeside()
 		out, err := n.strategy.Step(rctx, env, step, mean, acc.samples)
 		movedOn := errors.Is(context.Cause(rctx), errMovedOn)
 		endRound()
 		reduced := time.Now()
+		evalDone() // what outlasts the round counts as apply below
 		if err == nil && out.Members != nil {
 			n.dash.roundDone(reduced.Sub(began))
 		}
@@ -111,6 +113,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			if err := n.commit(step, out); err != nil {
 				return nil, err
 			}
+			committed := time.Now()
 			n.checkpoint(false)
 			n.logStep()
 			acc.reset()
@@ -120,7 +123,7 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 					"wait", (began.Sub(stepFrom) - computing).Round(time.Millisecond),
 					"match", n.matchedAt.Sub(began).Round(time.Millisecond),
 					"transfer", rt.Held.Round(time.Millisecond), "verify", rt.Verified.Round(time.Millisecond),
-					"apply", time.Since(reduced).Round(time.Millisecond))
+					"apply", committed.Sub(reduced).Round(time.Millisecond), "log", time.Since(committed).Round(time.Millisecond))
 			}
 			stepFrom, computing = time.Now(), 0
 		}
