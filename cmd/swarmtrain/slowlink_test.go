@@ -41,6 +41,7 @@ type labSwarm struct {
 	delay  time.Duration      // one-way, on every host
 	args   []string           // run flags beyond the defaults
 	steps  int
+	setup  func(*netlab.Lab, *netlab.Host) error // run in each host's namespace before its node starts (nil: nothing)
 }
 
 // listenAddrs are host h's listen multiaddrs for mode.
@@ -104,6 +105,11 @@ func (s labSwarm) lab(t *testing.T) *netlab.Lab {
 		}
 		if s.delay > 0 {
 			if err := lab.Delay(h, s.delay); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s.setup != nil {
+			if err := s.setup(lab, h); err != nil {
 				t.Fatal(err)
 			}
 		}

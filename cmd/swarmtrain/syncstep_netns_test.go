@@ -27,6 +27,7 @@ var (
 	syncSteps = flag.Int("sync.steps", 20, "optimizer steps of each TestSyncStepTime run")
 	syncReps  = flag.Int("sync.reps", 1, "runs of TestSyncStepTime, each followed by gloo in the same lab")
 	syncGloo  = flag.Bool("sync.gloo", true, "also time gloo's all-reduce of the same vector in the same lab")
+	syncIdle  = flag.Bool("sync.idle-restart", true, "leave the kernel's TCP slow start after idle on in the lab (false: net.ipv4.tcp_slow_start_after_idle=0 in every namespace)")
 	syncRatio = flag.Float64("sync.ratio", 0, "fail when the median step exceeds this many times the bound plus compute (0: report only)")
 )
 
@@ -52,11 +53,20 @@ func TestSyncStepTime(t *testing.T) {
 					// All four in every round: under a loaded CPU a first
 					// round can close on two, and the pairs then step apart.
 					"--min-group", strconv.Itoa(n)}}
+			if !*syncIdle {
+				spec.setup = func(lab *netlab.Lab, h *netlab.Host) error {
+					return lab.Command(h, "sysctl", "-q", "-w", "net.ipv4.tcp_slow_start_after_idle=0").Run()
+				}
+			}
 			lab, nodes := spec.start(t)
 			res := spec.finish(t, nodes)
 			var times []float64
+			phases := map[string][]float64{}
 			for _, ln := range nodes {
 				times = append(times, stepDurations(ln.log(), 3)...)
+				for k, v := range stepPhases(ln.log(), 3) {
+					phases[k] = append(phases[k], v...)
+				}
 			}
 			if len(times) == 0 {
 				t.Fatal("no step lines in the nodes' logs")
@@ -75,6 +85,16 @@ func TestSyncStepTime(t *testing.T) {
 			steps = append(steps, med)
 			t.Logf("sync fp32, %d nodes, %.1f MiB: median step %.3f s (p10 %.3f, p90 %.3f, %d steps), bound %.3f s, %.2fx the bound; compute %.3f s/step (nodes %.3f), %.2fx bound+compute; samples per node-step %.1f",
 				n, vector/(1<<20), med, times[len(times)/10], times[len(times)*9/10], len(times), bound, med/bound, c, compute, med/(bound+c), samples)
+			var split []string
+			for _, k := range []string{"compute", "wait", "match", "transfer", "verify", "apply", "log"} {
+				xs := phases[k]
+				if len(xs) == 0 {
+					continue
+				}
+				slices.Sort(xs)
+				split = append(split, fmt.Sprintf("%s %.3f", k, xs[len(xs)/2]))
+			}
+			t.Logf("median seconds per phase of a step: %s", strings.Join(split, ", "))
 			if *syncRatio > 0 && med > *syncRatio*(bound+c) {
 				t.Errorf("median step %.3f s is %.2fx the bound plus compute (%.3f s), want at most %.2fx", med, med/(bound+c), bound+c, *syncRatio)
 			}
@@ -218,6 +238,28 @@ func stepDurations(log string, skip int) []float64 {
 			out = append(out, at.Sub(last).Seconds())
 		}
 		last = at
+	}
+	return out
+}
+
+var phaseLineRe = regexp.MustCompile(`(?m)msg="step times" step=(\d+) (.*)$`)
+
+// stepPhases reads the node's "step times" debug lines (past the first
+// skip steps): seconds per phase (compute, wait, match, transfer,
+// verify, apply, log), one value per step.
+func stepPhases(log string, skip int) map[string][]float64 {
+	out := map[string][]float64{}
+	for _, m := range phaseLineRe.FindAllStringSubmatch(log, -1) {
+		if step, _ := strconv.Atoi(m[1]); step <= skip+1 {
+			continue
+		}
+		for _, kv := range strings.Fields(m[2]) {
+			k, v, ok := strings.Cut(kv, "=")
+			d, err := time.ParseDuration(v)
+			if ok && err == nil {
+				out[k] = append(out[k], d.Seconds())
+			}
+		}
 	}
 	return out
 }
