@@ -49,6 +49,9 @@ type dash struct {
 	// Training loop only.
 	evalSet  *trainer.Dataset
 	lastEval time.Time
+	// beside: the sync loop evaluates while its rounds run (evalBeside),
+	// so logStep evaluates only at the run's last step.
+	beside bool
 }
 
 // openDash loads the history an earlier run of this node left in dir and
@@ -117,10 +120,42 @@ func (n *Node) logStep() {
 		return
 	}
 	var acc *float64
-	if final || now.Sub(d.lastEval) >= evalEvery {
+	if final || (!d.beside && now.Sub(d.lastEval) >= evalEvery) {
 		acc = n.evalSample()
 		d.lastEval = now
 	}
+	n.addPoint(now, acc)
+}
+
+// evalBeside starts the dashboard's accuracy sample of the committed
+// state, when one is due, to run while the training loop waits on a
+// round, which reads the gradient and never the model. On a model of
+// millions of parameters the sample (evalRows forward passes) costs more
+// than a step's compute, and between rounds every member paid it with
+// the swarm waiting on the slowest. The returned func waits for it and
+// adds its point, of the state it evaluated. Training loop only.
+func (n *Node) evalBeside() (wait func()) {
+	d := n.dash
+	if d == nil {
+		return func() {}
+	}
+	d.beside = true
+	now := n.clock.Now()
+	d.mu.Lock()
+	due := d.hist.due(now)
+	d.mu.Unlock()
+	if !due || now.Sub(d.lastEval) < evalEvery {
+		return func() {}
+	}
+	d.lastEval = now
+	acc := make(chan *float64, 1)
+	go func() { acc <- n.evalSample() }()
+	return func() { n.addPoint(now, <-acc) }
+}
+
+// addPoint adds the dashboard's point for the committed state, as of now.
+func (n *Node) addPoint(now time.Time, acc *float64) {
+	d := n.dash
 	s := n.Status()
 	p := Point{Step: s.Step, Time: now.UnixMilli(), Loss: finite(s.Loss), Acc: acc, SamplesPerSec: finite(s.SamplesPerSec),
 		Rounds: s.Rounds, Failed: s.FailedRounds, Syncs: s.StateSyncs, BytesIn: s.BytesIn, BytesOut: s.BytesOut, Peers: s.LivePeers}

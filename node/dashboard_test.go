@@ -134,3 +134,28 @@ func TestDashboardServes(t *testing.T) {
 		}
 	}
 }
+
+// In sync mode the dashboard's accuracy sample runs while a round does,
+// not between rounds where the swarm waits for it: the first is of the
+// initial state, taken during the first round, and none is taken between
+// rounds before the last step.
+func TestDashboardEvaluatesBesideRounds(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.Run.Compute.Batch, cfg.Run.Optimizer.TargetBatch = 16, 16
+	cfg.Run.Optimizer.Steps, cfg.Run.Optimizer.Warmup = 3, 0
+	cfg.Linger = time.Minute
+	addr, _ := runLone(t, cfg)
+	h := getDash(t, "http://"+addr+"/api/dash").History
+	if len(h) < 2 || h[0].Step != 0 || h[0].Acc == nil {
+		t.Fatalf("history %+v, want a first point at step 0 with an accuracy", h)
+	}
+	for _, p := range h[1 : len(h)-1] {
+		if p.Acc != nil {
+			t.Errorf("point at step %d has an accuracy: evaluated between rounds", p.Step)
+		}
+	}
+	if last := h[len(h)-1]; last.Step != 3 || last.Acc == nil {
+		t.Errorf("last point %+v, want step 3 with an accuracy", last)
+	}
+}

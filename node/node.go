@@ -52,13 +52,16 @@ type Node struct {
 	mm       *allreduce.Matchmaker
 	av       *allreduce.Averager
 	strategy averaging.Strategy
-	adm      *gossip.Admission
-	admitted *admitted // peers whose hello was accepted; the gate of streams and gossip
-	greets   *greeter  // hellos to gossip authors not admitted yet
-	states   *statesync.Server
-	http     *httpServer
-	dash     *dash // the dashboard's history (nil until Run)
-	local    localTrainer
+	// matchedAt is when the latest matchmaking ended, for the step's
+	// debug timing (the training loop's alone, as the strategy runs in it).
+	matchedAt time.Time
+	adm       *gossip.Admission
+	admitted  *admitted // peers whose hello was accepted; the gate of streams and gossip
+	greets    *greeter  // hellos to gossip authors not admitted yet
+	states    *statesync.Server
+	http      *httpServer
+	dash      *dash // the dashboard's history (nil until Run)
+	local     localTrainer
 	// lossGuard stops a run whose loss blew up (training loop only).
 	lossGuard lossGuard
 

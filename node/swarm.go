@@ -98,7 +98,9 @@ func (e strategyEnv) Swarm() swarm.View { return e.n.swarmView() }
 
 func (e strategyEnv) Match(ctx context.Context, step uint64, samples int, group []peer.ID) (allreduce.Round, error) {
 	e.n.setPhase("averaging")
-	return e.n.mm.Match(ctx, step, samples, group)
+	r, err := e.n.mm.Match(ctx, step, samples, group)
+	e.n.matchedAt = e.n.clock.Now()
+	return r, err
 }
 
 func (e strategyEnv) MatchRef(ctx context.Context, step uint64, samples int, group []peer.ID, ref string) (allreduce.Round, error) {

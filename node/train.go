@@ -27,6 +27,10 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 	acc := newAccumulator(n.local.model.NumParams(), n.cfg.Run.Compute.Batch*n.local.train.Dim, n.cfg.Run.Compute.Batch)
 	badGrads := 0 // non-finite gradients in a row
 	env := strategyEnv{n}
+	// Where a step's time goes, for the debug log: since the last step
+	// applied, computing, then waiting for the swarm's target batch.
+	var stepFrom time.Time
+	var computing time.Duration
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err // a clean leave: Run announces it, then finishes
@@ -54,9 +58,13 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		if n.det == nil || acc.samples < n.det.samples(n.cfg.Run) {
 			n.setPhase("training")
 			began := n.clock.Now()
+			if stepFrom.IsZero() {
+				stepFrom = began
+			}
 			if err := n.minibatch(acc); err != nil {
 				return nil, fmt.Errorf("step %d: %w", step, err)
 			}
+			computing += n.clock.Since(began)
 			n.addCompute(n.clock.Since(began))
 			n.publishProgress(ctx, step, acc.samples)
 		} else {
@@ -88,11 +96,15 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 		n.adv.gradient(step, mean)
 		began := n.clock.Now()
 		rctx, endRound := n.roundContext(ctx, step)
+		n.matchedAt = time.Time{}
+		evalDone := n.evalBeside()
 		out, err := n.strategy.Step(rctx, env, step, mean, acc.samples)
 		movedOn := errors.Is(context.Cause(rctx), errMovedOn)
 		endRound()
+		reduced := n.clock.Now()
+		evalDone() // what outlasts the round counts as apply below
 		if err == nil && out.Members != nil {
-			n.dash.roundDone(n.clock.Since(began))
+			n.dash.roundDone(reduced.Sub(began))
 		}
 		n.det.round(step, out.Members)
 		if out.Grad != nil || out.Params != nil {
@@ -101,9 +113,19 @@ func (n *Node) trainLoop(ctx context.Context) (*Result, error) {
 			if err := n.commit(step, out); err != nil {
 				return nil, err
 			}
+			committed := n.clock.Now()
 			n.checkpoint(false)
 			n.logStep()
 			acc.reset()
+			if !n.matchedAt.IsZero() && n.log.Enabled(ctx, slog.LevelDebug) {
+				rt := n.av.LastRound()
+				n.log.Debug("step times", "step", step+1, "compute", computing.Round(time.Millisecond),
+					"wait", (began.Sub(stepFrom) - computing).Round(time.Millisecond),
+					"match", n.matchedAt.Sub(began).Round(time.Millisecond),
+					"transfer", rt.Held.Round(time.Millisecond), "verify", rt.Verified.Round(time.Millisecond),
+					"apply", committed.Sub(reduced).Round(time.Millisecond), "log", n.clock.Since(committed).Round(time.Millisecond))
+			}
+			stepFrom, computing = n.clock.Now(), 0
 		}
 		var round *averaging.RoundError
 		switch {

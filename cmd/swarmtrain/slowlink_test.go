@@ -41,6 +41,7 @@ type labSwarm struct {
 	delay  time.Duration      // one-way, on every host
 	args   []string           // run flags beyond the defaults
 	steps  int
+	setup  func(*netlab.Lab, *netlab.Host) error // run in each host's namespace before its node starts (nil: nothing)
 }
 
 // listenAddrs are host h's listen multiaddrs for mode.
@@ -58,6 +59,33 @@ func listenAddrs(h *netlab.Host, mode string) string {
 // start builds the lab and starts every node; the first one is the
 // others' join address.
 func (s labSwarm) start(t *testing.T) (*netlab.Lab, []*labNode) {
+	t.Helper()
+	lab := s.lab(t)
+	dir := t.TempDir()
+	nodes := make([]*labNode, s.n)
+	var join string
+	for i, h := range lab.Hosts {
+		ln := &labNode{host: h, http: h.IP + ":8080"}
+		// --open: QUIC cannot carry a swarm key, and TCP against QUIC
+		// compares the transports, not the key's cipher.
+		args := append([]string{"--http", ln.http, "--shard", fmt.Sprintf("%d/%d", i, s.n), "--steps", strconv.Itoa(s.steps),
+			"--min-peers", strconv.Itoa(s.n), "--linger", "10s", "--open"}, s.args...)
+		if join != "" {
+			args = append(args, "--join", join)
+		}
+		inNS := func(name string, args ...string) *exec.Cmd { return lab.Command(h, name, args...) }
+		ln.proc = startNodeWith(t, filepath.Join(dir, fmt.Sprintf("n%d", i)), listenAddrs(h, s.listen), inNS, args...)
+		if join == "" {
+			join = ln.info().Addrs[0]
+		}
+		nodes[i] = ln
+	}
+	return lab, nodes
+}
+
+// lab builds the lab: s.n hosts, each uplink shaped to s.rate and
+// delayed by s.delay; it is deleted when the test ends.
+func (s labSwarm) lab(t *testing.T) *netlab.Lab {
 	t.Helper()
 	if err := netlab.DelayAvailable(); err != nil {
 		t.Skip(err)
@@ -80,27 +108,13 @@ func (s labSwarm) start(t *testing.T) (*netlab.Lab, []*labNode) {
 				t.Fatal(err)
 			}
 		}
-	}
-	dir := t.TempDir()
-	nodes := make([]*labNode, s.n)
-	var join string
-	for i, h := range lab.Hosts {
-		ln := &labNode{host: h, http: h.IP + ":8080"}
-		// --open: QUIC cannot carry a swarm key, and TCP against QUIC
-		// compares the transports, not the key's cipher.
-		args := append([]string{"--http", ln.http, "--shard", fmt.Sprintf("%d/%d", i, s.n), "--steps", strconv.Itoa(s.steps),
-			"--min-peers", strconv.Itoa(s.n), "--linger", "10s", "--open"}, s.args...)
-		if join != "" {
-			args = append(args, "--join", join)
+		if s.setup != nil {
+			if err := s.setup(lab, h); err != nil {
+				t.Fatal(err)
+			}
 		}
-		inNS := func(name string, args ...string) *exec.Cmd { return lab.Command(h, name, args...) }
-		ln.proc = startNodeWith(t, filepath.Join(dir, fmt.Sprintf("n%d", i)), listenAddrs(h, s.listen), inNS, args...)
-		if join == "" {
-			join = ln.info().Addrs[0]
-		}
-		nodes[i] = ln
 	}
-	return lab, nodes
+	return lab
 }
 
 // finish waits for every node and checks the run's promises: each ends

@@ -213,6 +213,17 @@ type Averager struct {
 	gate                 compression.Gate // whether the lossless stage pays on our link
 	last                 atomic.Int64     // the deadline of the latest round, ns; 0 = none yet
 	uplink               atomic.Uint64    // moving average of the uplink rate, float64 bits of bytes/s; 0 = none yet
+	held, verified       atomic.Int64     // the latest successful round's RoundTimes, ns
+}
+
+// RoundTimes is how a successful round's time split: from its start
+// until every part was held, then waiting for the members' reports.
+type RoundTimes struct{ Held, Verified time.Duration }
+
+// LastRound is the split of the latest successful round (zero before
+// the first): where a slow round's time went.
+func (a *Averager) LastRound() RoundTimes {
+	return RoundTimes{time.Duration(a.held.Load()), time.Duration(a.verified.Load())}
 }
 
 // Aggregate is the rule by which this peer's owned parts are averaged.
@@ -679,6 +690,8 @@ func (a *Averager) allReduce(ctx context.Context, r Round, local, out, dropped [
 		return fmt.Errorf("allreduce round %s: %w", truncate(r.ID, 8), err)
 	}
 	a.observe(n, took, true)
+	a.held.Store(int64(took))
+	a.verified.Store(int64(a.clk.Since(started) - took))
 	return nil
 }
 
