@@ -50,6 +50,9 @@ func TestMemLinksShareTheUplink(t *testing.T) {
 		if first != time.Second+50*time.Millisecond || second != 2*time.Second+50*time.Millisecond {
 			t.Errorf("two 1 MiB frames on a 1 MiB/s uplink with 50 ms latency arrived after %v and %v, want 1.05 s and 2.05 s", first, second)
 		}
+		synctest.Wait() // the senders have counted their frames
+		mu.Lock()
+		defer mu.Unlock()
 		if sent["a"] != 2*size || sent["b"] != 0 {
 			t.Errorf("counted %v bytes sent, want a: %d", sent, 2*size)
 		}
