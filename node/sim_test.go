@@ -12,7 +12,7 @@ package node
 // backward, encoding) takes no virtual time, so each node's minibatch is
 // given a compute time drawn from a spread (simCompute).
 //
-//	go test -tags sim -run TestSim -v -timeout 60m ./node/ -args -sim.sizes 16,64,128
+//	go test -tags sim -run TestSim -v -timeout 60m ./node/ -args -sim.sizes 16,64
 //
 // What it models and what not: docs/ARCHITECTURE.md ("The simulator").
 
