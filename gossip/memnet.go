@@ -29,11 +29,26 @@ type MemNetwork struct {
 	// before the first stream opens; tests that drive the protocols with
 	// a clock.Mock give the network the same one.
 	Clock clock.Clock
+	// Links, when set, times every frame on Clock as a link between two
+	// peers would: the frame waits for the sender's uplink to carry it
+	// (one uplink per peer, shared by all its streams, at the rate Links
+	// gives for that frame), then arrives Latency later. Set it before the
+	// first stream opens. Nil: frames arrive at once.
+	Links func(from, to peer.ID) Link
+	// Sent, when set, is told of every frame delivered, with its size:
+	// traffic counts for the simulator.
+	Sent func(ev FrameEvent, size int)
 	// fault, when set, decides the fate of every frame before delivery,
 	// so tests can crash, stall or corrupt a peer at an exact protocol step.
 	fault atomic.Pointer[func(FrameEvent) FrameAction]
 	// stalled is closed by Release to let stalled senders return.
 	stalled chan struct{}
+}
+
+// Link is one direction between two peers.
+type Link struct {
+	Latency time.Duration // one way
+	Uplink  float64       // the sender's uplink in bytes per second; 0: unlimited
 }
 
 // FrameEvent describes one frame about to be sent.
@@ -123,6 +138,9 @@ type MemTransport struct {
 	handlers  map[protocol.ID]func(Stream)
 	done      chan struct{} // closed when isolated
 	closeOnce sync.Once
+	// upFree is when this peer's uplink has carried every frame queued
+	// on it (Links only); guarded by mu.
+	upFree time.Time
 }
 
 func (t *MemTransport) Self() peer.ID { return t.self }
@@ -146,8 +164,8 @@ func (t *MemTransport) Open(ctx context.Context, p peer.ID, proto protocol.ID) (
 	}
 	ab := newMemPipe()
 	ba := newMemPipe()
-	local := &memStream{net: t.net, self: t.self, proto: proto, opener: true, in: ba, out: ab, remote: p, dead: t.done, peerDead: remote.done}
-	far := &memStream{net: t.net, self: p, proto: proto, in: ab, out: ba, remote: t.self, dead: remote.done, peerDead: t.done}
+	local := &memStream{net: t.net, self: t.self, up: t, proto: proto, opener: true, in: ba, out: ab, remote: p, dead: t.done, peerDead: remote.done}
+	far := &memStream{net: t.net, self: p, up: remote, proto: proto, in: ab, out: ba, remote: t.self, dead: remote.done, peerDead: t.done}
 	local.timeout.Store(int64(t.net.Timeout))
 	far.timeout.Store(int64(t.net.Timeout))
 	go h(far)
@@ -157,7 +175,7 @@ func (t *MemTransport) Open(ctx context.Context, p peer.ID, proto protocol.ID) (
 // memPipe is one direction of a stream: frames plus an end-of-stream or
 // reset flag.
 type memPipe struct {
-	frames chan []byte
+	frames chan memFrame
 	mu     sync.Mutex
 	closed chan struct{}
 	once   sync.Once
@@ -165,7 +183,14 @@ type memPipe struct {
 }
 
 func newMemPipe() *memPipe {
-	return &memPipe{frames: make(chan []byte, 64), closed: make(chan struct{})}
+	return &memPipe{frames: make(chan memFrame, 64), closed: make(chan struct{})}
+}
+
+// memFrame is a frame in flight: its bytes and when they arrive (zero:
+// at once).
+type memFrame struct {
+	b      []byte
+	arrive time.Time
 }
 
 func (p *memPipe) close(reset bool) {
@@ -180,6 +205,7 @@ func (p *memPipe) close(reset bool) {
 type memStream struct {
 	net      *MemNetwork
 	self     peer.ID
+	up       *MemTransport // self's: whose uplink carries what we send
 	proto    protocol.ID
 	opener   bool
 	sent     int
@@ -199,9 +225,9 @@ func (s *memStream) Send(frame []byte) error {
 	default:
 	}
 	b := append([]byte(nil), frame...)
+	ev := FrameEvent{From: s.self, To: s.remote, Proto: s.proto, Opener: s.opener, Seq: s.sent}
+	s.sent++
 	if f := s.net.fault.Load(); f != nil {
-		ev := FrameEvent{From: s.self, To: s.remote, Proto: s.proto, Opener: s.opener, Seq: s.sent}
-		s.sent++
 		switch (*f)(ev) {
 		case Drop:
 			return nil
@@ -225,10 +251,20 @@ func (s *memStream) Send(frame []byte) error {
 			}
 		}
 	}
+	var arrive time.Time
+	if s.net.Links != nil {
+		var err error
+		if arrive, err = s.carry(len(b)); err != nil {
+			return err
+		}
+	}
 	timer := OrWall(s.net.Clock).Timer(time.Duration(s.timeout.Load()))
 	defer timer.Stop()
 	select {
-	case s.out.frames <- b:
+	case s.out.frames <- memFrame{b, arrive}:
+		if s.net.Sent != nil {
+			s.net.Sent(ev, len(b))
+		}
 		return nil
 	case <-s.out.closed:
 		return errMemReset
@@ -241,23 +277,45 @@ func (s *memStream) Send(frame []byte) error {
 	}
 }
 
+// carry waits until the sender's uplink has carried size bytes after
+// what is queued on it, and returns when they arrive at the other end.
+func (s *memStream) carry(size int) (time.Time, error) {
+	clk := OrWall(s.net.Clock)
+	l := s.net.Links(s.self, s.remote)
+	s.up.mu.Lock()
+	now := clk.Now()
+	sent := now
+	if s.up.upFree.After(sent) {
+		sent = s.up.upFree
+	}
+	if l.Uplink > 0 {
+		sent = sent.Add(time.Duration(float64(size) / l.Uplink * float64(time.Second)))
+	}
+	s.up.upFree = sent
+	s.up.mu.Unlock()
+	if d := sent.Sub(now); d > 0 {
+		t := clk.Timer(d)
+		select {
+		case <-t.C:
+		case <-s.dead:
+			t.Stop()
+			return time.Time{}, errMemReset
+		}
+	}
+	return sent.Add(l.Latency), nil
+}
+
 func (s *memStream) Recv(max int) ([]byte, error) {
 	timer := OrWall(s.net.Clock).Timer(time.Duration(s.timeout.Load()))
 	defer timer.Stop()
 	select {
-	case b := <-s.in.frames:
-		if len(b) > max {
-			return nil, fmt.Errorf("memnet: frame of %d bytes over cap %d", len(b), max)
-		}
-		return b, nil
+	case f := <-s.in.frames:
+		return s.arrived(f, max)
 	case <-s.in.closed:
 		// Deliver frames sent before the close.
 		select {
-		case b := <-s.in.frames:
-			if len(b) > max {
-				return nil, fmt.Errorf("memnet: frame of %d bytes over cap %d", len(b), max)
-			}
-			return b, nil
+		case f := <-s.in.frames:
+			return s.arrived(f, max)
 		default:
 		}
 		s.in.mu.Lock()
@@ -282,3 +340,23 @@ func (s *memStream) Reset() error        { s.out.close(true); s.in.close(true); 
 func (s *memStream) RemotePeer() peer.ID { return s.remote }
 
 func (s *memStream) SetTimeout(d time.Duration) { s.timeout.Store(int64(d)) }
+
+// arrived waits for f's latency (Links) and checks it against the cap.
+func (s *memStream) arrived(f memFrame, max int) ([]byte, error) {
+	if !f.arrive.IsZero() {
+		clk := OrWall(s.net.Clock)
+		if d := f.arrive.Sub(clk.Now()); d > 0 {
+			t := clk.Timer(d)
+			select {
+			case <-t.C:
+			case <-s.dead:
+				t.Stop()
+				return nil, errMemReset
+			}
+		}
+	}
+	if len(f.b) > max {
+		return nil, fmt.Errorf("memnet: frame of %d bytes over cap %d", len(f.b), max)
+	}
+	return f.b, nil
+}
