@@ -521,11 +521,11 @@ func TestSimMoshpitCore(t *testing.T) {
 			for _, churn := range []float64{0, 0.01} {
 				reach, mix, grid := moshpitCore(n, g, churn, 20)
 				bound := int(math.Ceil(math.Log(float64(n))/math.Log(float64(g)))) + 1
-				rows = append(rows, fmt.Sprintf("| %d | %d | %.0f%% | %d×%d | %d | %d | %d |", n, g, churn*100, grid.Side, grid.Dims, bound, reach, mix))
+				rows = append(rows, fmt.Sprintf("| %d | %d | %.0f%% | %s | %d | %d | %d |", n, g, churn*100, sidesString(grid.Sides), bound, reach, mix))
 				switch {
 				case reach < 0:
 					t.Errorf("N=%d, groups of %d, churn %g: the change never reached every peer", n, g, churn)
-				case churn == 0 && n == pow(grid.Side, grid.Dims) && reach != grid.Dims:
+				case churn == 0 && n == product(grid.Sides) && reach != grid.Dims:
 					// A full grid averages out one dimension a round.
 					t.Errorf("N=%d, groups of %d: a change reached every peer of a full %d-dimensional grid after %d rounds", n, g, grid.Dims, reach)
 				}
@@ -613,10 +613,20 @@ func moshpitCore(n, g int, churn float64, sources int) (reach, mix int, grid all
 	return reach, mix, grid
 }
 
-func pow(a, b int) int {
-	r := 1
-	for range b {
-		r *= a
+// sidesString writes a grid's shape as 10×10×10.
+func sidesString(sides []int) string {
+	parts := make([]string, len(sides))
+	for i, s := range sides {
+		parts[i] = strconv.Itoa(s)
 	}
-	return r
+	return strings.Join(parts, "×")
+}
+
+// product multiplies a grid's sides: its peer count when full.
+func product(sides []int) int {
+	p := 1
+	for _, s := range sides {
+		p *= s
+	}
+	return p
 }
