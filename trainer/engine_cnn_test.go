@@ -42,6 +42,7 @@ func TestNativeCNNMatchesGorgonia(t *testing.T) {
 		{[]int{1, 28, 28}, nil, []int{32}, 10, 8},
 		{[]int{3, 32, 32}, []int{4, 6}, []int{8}, 5, 1},
 		{[]int{2, 9, 11}, []int{3, 5}, nil, 3, 3},
+		{[]int{2, 9, 11}, []int{3, 5}, []int{6}, 3, 9}, // shards of 5 and 4 rows
 		{[]int{1, 7, 7}, []int{2}, []int{5, 4}, 2, 2},
 	} {
 		native, ref := cnnPair(t, ModelConfig{Channels: tc.channels, Hidden: tc.hidden, Batch: tc.batch, Seed: 9}, tc.shape, tc.classes)

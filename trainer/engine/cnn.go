@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/swarmtrain/swarmtrain/trainer/kernels"
 )
@@ -27,6 +28,33 @@ type CNN struct {
 	acts   [][]float32 // dense layer l's output (rows×sizes[l+1])
 	dacts  [][]float32 // loss gradient at acts[l]
 	mul    gemm        // the dense layers' matrix products (nil: kernels.Sgemm)
+	// shards split a batch of at least 2·shardRows rows in two halves,
+	// each stepped on its own thread with serial loops and products:
+	// the CNN's products are many and small, and splitting each across
+	// threads cost more than it saved (two threads were slower than
+	// one). They share params; Step sums their gradients. nil: too few
+	// rows, or this is a shard.
+	shards *[2]*CNN
+	halves shardLoop
+	wg     sync.WaitGroup
+}
+
+// shardRows is the fewest rows a shard takes.
+const shardRows = 4
+
+// shardLoop steps shard i over its half of the batch, for parallel.
+type shardLoop struct {
+	shards *[2]*CNN
+	x      [2][]float32
+	y      [2][]uint8
+	loss   [2]float32
+	err    [2]error
+}
+
+func (l *shardLoop) run(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		l.loss[i], l.err[i] = l.shards[i].step(l.x[i], l.y[i])
+	}
 }
 
 // UseBF16 makes the convolutions' and dense layers' matrix products take
@@ -40,7 +68,20 @@ func (m *CNN) UseBF16() bool {
 	for i := range m.blocks {
 		m.blocks[i].conv.mul = kernels.SgemmBF16
 	}
+	if m.shards != nil {
+		for _, sh := range m.shards {
+			sh.setGemm(kernels.SgemmBF16Serial)
+		}
+	}
 	return true
+}
+
+// setGemm makes every matrix product of m mul.
+func (m *CNN) setGemm(mul gemm) {
+	m.mul = mul
+	for i := range m.blocks {
+		m.blocks[i].conv.mul = mul
+	}
 }
 
 // dense is the dense layers' matrix product.
@@ -67,6 +108,29 @@ type convBlock struct {
 // conv blocks of the given output channels with k×k kernels (k odd), and
 // dense layers of widths hidden..., classes, for at most rows rows per call.
 func NewCNN(shape []int, channels []int, k int, hidden []int, classes, rows int) (*CNN, error) {
+	m, err := newCNN(shape, channels, k, hidden, classes, rows)
+	if err != nil || rows < 2*shardRows {
+		return m, err
+	}
+	m.shards = new([2]*CNN)
+	for i := range m.shards {
+		sh, err := newCNN(shape, channels, k, hidden, classes, (rows+1)/2)
+		if err != nil {
+			return nil, err
+		}
+		sh.params = m.params
+		sh.setGemm(kernels.SgemmSerial)
+		for j := range sh.blocks {
+			sh.blocks[j].conv.serial = true
+			sh.blocks[j].pool.serial = true
+		}
+		m.shards[i] = sh
+	}
+	return m, nil
+}
+
+// newCNN is NewCNN without shards.
+func newCNN(shape []int, channels []int, k int, hidden []int, classes, rows int) (*CNN, error) {
 	if len(shape) != 3 || shape[0] < 1 || shape[1] < 1 || shape[2] < 1 {
 		return nil, fmt.Errorf("engine: CNN image shape %v, want channels,height,width ≥ 1", shape)
 	}
@@ -169,6 +233,34 @@ func (m *CNN) Step(x []float32, y []uint8) (float32, error) {
 	if len(x) != rows*m.Dim() {
 		return 0, fmt.Errorf("engine: Step got %d values for %d rows of %d", len(x), rows, m.Dim())
 	}
+	if m.shards == nil || rows < 2*shardRows || rows > m.rows {
+		return m.step(x, y)
+	}
+	// The same two halves on one thread or two, summed in one order:
+	// the gradient does not depend on the thread count.
+	h, d := (rows+1)/2, m.Dim()
+	l := &m.halves
+	*l = shardLoop{shards: m.shards, x: [2][]float32{x[:h*d], x[h*d:]}, y: [2][]uint8{y[:h], y[h:]}}
+	parallel(2, 1, l, &m.wg)
+	loss, errs := l.loss, l.err
+	*l = shardLoop{} // hold no batch
+	for _, err := range errs {
+		if err != nil {
+			clear(m.grads)
+			return 0, err
+		}
+	}
+	w0, w1 := float32(h)/float32(rows), float32(rows-h)/float32(rows)
+	g0, g1 := m.shards[0].grads, m.shards[1].grads
+	for i := range m.grads {
+		m.grads[i] = float32(w0*g0[i]) + float32(w1*g1[i])
+	}
+	return float32(w0*loss[0]) + float32(w1*loss[1]), nil
+}
+
+// step is Step on this CNN's own buffers, unsharded.
+func (m *CNN) step(x []float32, y []uint8) (float32, error) {
+	rows := len(y)
 	z, err := m.Forward(x, rows)
 	if err != nil {
 		clear(m.grads)

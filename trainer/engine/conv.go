@@ -125,6 +125,9 @@ type convLoops struct {
 	im  im2colLoop
 	c2i col2imLoop
 	mul gemm // the convolution's matrix products (nil: kernels.Sgemm)
+	// serial keeps the loops on the calling goroutine: a CNN shard,
+	// which runs beside the other shards, one per thread.
+	serial bool
 }
 
 // gemm is the convolution's matrix product.
@@ -139,14 +142,14 @@ func (l *convLoops) gemm() gemm {
 // patch rows.
 func (l *convLoops) patches(in, col []float32, rows, c, h, w, k int) {
 	l.im = im2colLoop{in: in, col: col, rows: rows, c: c, h: h, w: w, k: k}
-	split(&l.im, c*k*k)
+	splitUnless(l.serial, &l.im, c*k*k)
 	l.im = im2colLoop{} // hold no buffers
 }
 
 // unpatch is col2im split over input channels.
 func (l *convLoops) unpatch(dcol, dx []float32, rows, c, h, w, k int) {
 	l.c2i = col2imLoop{dcol: dcol, dx: dx, rows: rows, c: c, h: h, w: w, k: k}
-	split(&l.c2i, c)
+	splitUnless(l.serial, &l.c2i, c)
 	l.c2i = col2imLoop{}
 }
 

@@ -22,3 +22,12 @@ func split(r ranger, n int) {
 }
 
 var waitGroups = sync.Pool{New: func() any { return new(sync.WaitGroup) }}
+
+// splitUnless is split, or r over [0, n) on this goroutine when serial.
+func splitUnless(serial bool, r ranger, n int) {
+	if serial {
+		r.run(0, n)
+		return
+	}
+	split(r, n)
+}

@@ -69,6 +69,7 @@ func sel(c bool, a, b int) int {
 
 // poolLoop is poolForward or poolBackward over channels, for split.
 type poolLoop struct {
+	serial              bool // see convLoops.serial
 	back                bool
 	z, b, out, dout, dz []float32
 	idx                 []int32
@@ -85,14 +86,16 @@ func (l *poolLoop) run(lo, hi int) {
 
 // pool is poolForward split over channels.
 func (l *poolLoop) pool(z, b, out []float32, idx []int32, rows, o, h, w int) {
-	*l = poolLoop{z: z, b: b, out: out, idx: idx, rows: rows, o: o, h: h, w: w}
-	split(l, o)
-	*l = poolLoop{}
+	serial := l.serial
+	*l = poolLoop{serial: serial, z: z, b: b, out: out, idx: idx, rows: rows, o: o, h: h, w: w}
+	splitUnless(serial, l, o)
+	*l = poolLoop{serial: serial}
 }
 
 // unpool is poolBackward split over channels; db is the bias gradient.
 func (l *poolLoop) unpool(out, dout []float32, idx []int32, dz, db []float32, rows, o, h, w int) {
-	*l = poolLoop{back: true, out: out, dout: dout, idx: idx, dz: dz, b: db, rows: rows, o: o, h: h, w: w}
-	split(l, o)
-	*l = poolLoop{}
+	serial := l.serial
+	*l = poolLoop{serial: serial, back: true, out: out, dout: dout, idx: idx, dz: dz, b: db, rows: rows, o: o, h: h, w: w}
+	splitUnless(serial, l, o)
+	*l = poolLoop{serial: serial}
 }

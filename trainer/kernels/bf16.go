@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math"
+	"runtime"
 	"sync"
 )
 
@@ -48,7 +49,12 @@ func FromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 // AVX512_BF16 one does (for inputs and sums that are not subnormal,
 // which that instruction flushes to zero).
 func SgemmBF16(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	gemm(true, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	gemm(true, runtime.GOMAXPROCS(0), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// SgemmBF16Serial is SgemmBF16 on the calling goroutine alone.
+func SgemmBF16Serial(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	gemm(true, 1, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 // kernBF16Generic is the portable bf16 kernel, 4×4.

@@ -28,11 +28,18 @@ const (
 // differ in the last bits. Bad dimensions, strides or short slices panic,
 // as in BLAS: they are the caller's bug, not input.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	gemm(false, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	gemm(false, runtime.GOMAXPROCS(0), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-// gemm is Sgemm, or SgemmBF16 when bf16 is set.
-func gemm(bf16 bool, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// SgemmSerial is Sgemm on the calling goroutine alone, for callers that
+// already run one product per thread. Its bits are Sgemm's.
+func SgemmSerial(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	gemm(false, 1, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// gemm is Sgemm, or SgemmBF16 when bf16 is set, on at most threads
+// goroutines.
+func gemm(bf16 bool, threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	checkArgs(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	if m == 0 || n == 0 {
 		return
@@ -58,7 +65,7 @@ func gemm(bf16 bool, transA, transB bool, m, n, k int, alpha float32, a []float3
 		t.kb = activeBF16
 		mr, nr = activeBF16.mr, activeBF16.nr
 	}
-	workers := min(runtime.GOMAXPROCS(0), m*n*k/minWork, maxWorkers)
+	workers := min(threads, m*n*k/minWork, maxWorkers)
 	if workers <= 1 {
 		t.run()
 		return
