@@ -4,9 +4,14 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/swarmtrain/swarmtrain/gossip"
 	"github.com/swarmtrain/swarmtrain/internal/testutil"
 )
 
@@ -157,13 +162,29 @@ func TestInProcessDeterministicVoided(t *testing.T) {
 func TestInProcessDeterministicJoinerVoids(t *testing.T) {
 	const steps = 200
 	sw, nodes := detSwarm(t, 1, []int{0, 1, 2}, steps, nil)
+	// On an idle machine the three ran all 200 steps before the joiner
+	// was up, and it only downloaded the final state. From step 3 their
+	// joins wait here until the joiner holds the swarm's state (20 s at
+	// most), so it is in the rounds that follow.
+	var joiner atomic.Pointer[running]
+	hold := func(from, _ peer.ID, proto protocol.ID) {
+		if proto != gossip.ProtoMatch || atLeast(nodes[0].n, 3) != nil {
+			return
+		}
+		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if j := joiner.Load(); j != nil && (from == j.n.ID() || j.n.currentStep() >= 3) {
+				return
+			}
+		}
+	}
+	sw.beforeOpen.Store(&hold)
 	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error { return atLeast(nodes[0].n, 3) })
 	late := memConfig(t, sw, tinyData(t), steps)
 	late.Run = nodes[0].n.cfg.Run
 	late.Shard, late.Shards = 1, 3
 	late.Join = []string{nodes[0].n.Addrs()[0]}
-	joiner := start(t, late)
-	for _, r := range waitAll(t, append(nodes, joiner)) {
+	joiner.Store(start(t, late))
+	for _, r := range waitAll(t, append(nodes, joiner.Load())) {
 		t.Logf("%s: deterministic %q", r.Peer, r.Deterministic)
 		if r.Step != steps || !strings.HasPrefix(r.Deterministic, "voided (") {
 			t.Errorf("%s: step %d, deterministic %q, want the last step and voided", r.Peer, r.Step, r.Deterministic)
